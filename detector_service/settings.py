@@ -16,9 +16,7 @@ def default_model_dir() -> pathlib.Path:
 class DetectorSettings(BaseSettings):
     """Everything the detector service can be told; every field has a working default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="VIGIL_DETECTOR_", env_file=".env", extra="ignore"
-    )
+    model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_", env_file=".env", extra="ignore")
 
     host: str = "127.0.0.1"
     port: int = 50051

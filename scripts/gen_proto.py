@@ -35,7 +35,10 @@ def generate(dest: pathlib.Path) -> None:
     )
     generated = dest / "clients" / "vigil"
     for package in PACKAGES:
-        for folder in [generated / package, *(p for p in (generated / package).rglob("*") if p.is_dir())]:
+        for folder in [
+            generated / package,
+            *(p for p in (generated / package).rglob("*") if p.is_dir()),
+        ]:
             (folder / "__init__.py").write_text('"""Generated from proto/ by `make proto`."""\n')
 
 

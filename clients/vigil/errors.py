@@ -68,7 +68,8 @@ class ModelNotConfigured(VigilError):
     code = "MODEL_NOT_CONFIGURED"
 
 
-# gRPC status -> (HTTP status, WebSocket close code). 1008 policy, 1011 server error, 1013 try later.
+# gRPC status -> (HTTP status, WebSocket close code).
+# Close codes: 1008 policy violation, 1011 server error, 1013 try again later.
 _STATUS_TABLE: dict[grpc.StatusCode, tuple[int, int]] = {
     grpc.StatusCode.OK: (200, 1000),
     grpc.StatusCode.CANCELLED: (499, 1001),
@@ -98,7 +99,9 @@ def ws_close_code(status: grpc.StatusCode) -> int:
     return _STATUS_TABLE.get(status, (500, 1011))[1]
 
 
-async def abort_with(context: grpc.aio.ServicerContext[object, object], error: VigilError) -> NoReturn:
+async def abort_with(
+    context: grpc.aio.ServicerContext[object, object], error: VigilError
+) -> NoReturn:
     """End the current RPC with the error's gRPC status and message."""
     await context.abort(error.status, f"{error.code}: {error.message}")
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover

@@ -34,7 +34,7 @@ class Service:
         *,
         service_names: Sequence[str],
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+        interceptors: Iterable[grpc.aio.ServerInterceptor[Any, Any]] = (),
     ) -> None:
         self.server = grpc.aio.server(
             interceptors=list(interceptors),
@@ -49,7 +49,8 @@ class Service:
             ],
         )
         self.service_names = list(service_names)
-        self.health = health.aio.HealthServicer()
+        # The asyncio flavour of the standard health servicer; its stubs predate grpc.aio.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server

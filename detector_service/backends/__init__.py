@@ -1,0 +1,20 @@
+"""Detector backends. Importing this package registers every built-in backend."""
+
+from detector_service.backends import darknet, passthrough
+from detector_service.backends.base import (
+    BackendUnavailable,
+    DetectorBackend,
+    Image,
+    create,
+    register,
+)
+
+__all__ = [
+    "BackendUnavailable",
+    "DetectorBackend",
+    "Image",
+    "create",
+    "darknet",
+    "passthrough",
+    "register",
+]

@@ -1,0 +1,117 @@
+"""One inference thread per service; frames from every source and Detect stream meet here.
+
+Backends are not thread-safe and a model is fastest fed in batches, so all inference goes
+through one thread. While more than one producer is active it waits up to ``max_wait_s`` (a few
+milliseconds) to fill a batch; alone, a frame goes straight in.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from detector_service.backends.base import DetectorBackend, Image
+from detector_service.detections import Detections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Job:
+    image: Image
+    future: concurrent.futures.Future[tuple[Detections, float]] = field(
+        default_factory=concurrent.futures.Future
+    )
+
+
+class Overloaded(RuntimeError):
+    """More frames are waiting for inference than the batcher holds."""
+
+
+class InferenceBatcher:
+    def __init__(
+        self, backend: DetectorBackend, *, max_wait_s: float = 0.004, max_pending: int = 256
+    ) -> None:
+        self.backend = backend
+        self.max_wait_s = max_wait_s
+        self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
+        self._producers = 0
+        self._lock = threading.Lock()
+        #: Consecutive failed batches; the service reports NOT_SERVING while it is high.
+        self.failure_streak = 0
+        self.batches = 0
+        self.frames = 0
+        self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
+        self._thread.start()
+
+    def add_producer(self) -> None:
+        with self._lock:
+            self._producers += 1
+
+    def remove_producer(self) -> None:
+        with self._lock:
+            self._producers -= 1
+
+    def submit(self, image: Image) -> concurrent.futures.Future[tuple[Detections, float]]:
+        """Queue one frame; the future gives its detections and the batch's model time in ms."""
+        job = _Job(image)
+        try:
+            self._jobs.put_nowait(job)
+        except queue.Full:
+            raise Overloaded("inference queue is full") from None
+        return job.future
+
+    def detect(self, image: Image, timeout: float = 30.0) -> tuple[Detections, float]:
+        """Blocking form of ``submit`` for worker threads."""
+        return self.submit(image).result(timeout)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+        self._thread.join(timeout=10)
+        self.backend.close()
+
+    def _gather(self, first: _Job) -> list[_Job] | None:
+        batch = [first]
+        deadline = time.monotonic() + (self.max_wait_s if self._producers > 1 else 0.0)
+        while len(batch) < self.backend.max_batch:
+            remaining = deadline - time.monotonic()
+            try:
+                job = (
+                    self._jobs.get(timeout=remaining) if remaining > 0 else self._jobs.get_nowait()
+                )
+            except queue.Empty:
+                break
+            if job is None:
+                self._jobs.put(None)  # let the loop see the stop after this batch
+                break
+            batch.append(job)
+        return batch
+
+    def _run(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = self._gather(first) or [first]
+            batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                results = self.backend.detect([job.image for job in batch])
+            except Exception as exc:
+                self.failure_streak += 1
+                log.warning("detection failed for a batch of %d: %s", len(batch), exc)
+                for job in batch:
+                    job.future.set_exception(exc)
+                continue
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self.failure_streak = 0
+            self.batches += 1
+            self.frames += len(batch)
+            for job, result in zip(batch, results, strict=True):
+                job.future.set_result((result, elapsed_ms / len(batch)))

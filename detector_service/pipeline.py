@@ -1,0 +1,340 @@
+"""A live source: capture thread → newest-wins slot → detect, draw, encode → fan-out.
+
+Capture and processing each run on their own thread, never on the event loop. The capture thread
+overwrites a one-frame slot (the frames it replaces were never processed, and are counted); the
+processing thread takes the newest frame at most ``max_fps`` times a second, runs it through the
+shared inference batcher, draws and encodes it, and hands the result to the event loop, which puts
+it in every subscriber's own newest-wins queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from detector_service.annotate import draw, encode_jpeg
+from detector_service.backends.base import Image
+from detector_service.batcher import InferenceBatcher
+from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
+from detector_service.settings import DetectorSettings
+from vigil.common.v1 import common_pb2
+from vigil.detector.v1 import detector_service_pb2 as pb
+from vigil.queues import NewestWinsQueue
+
+log = logging.getLogger(__name__)
+
+WATCHDOG_S = 5.0
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Processed:
+    """One processed frame, shared read-only by every subscriber."""
+
+    sequence: int
+    capture_ns: int
+    jpeg: bytes
+    width: int
+    height: int
+    detections: list[common_pb2.Detection]
+    inference_ms: float
+    error: common_pb2.Error | None
+
+
+class Subscriber:
+    def __init__(self, maxsize: int, omit_jpeg: bool) -> None:
+        self.frames: NewestWinsQueue[Processed] = NewestWinsQueue(maxsize)
+        # State changes are rare and must not be lost to frame drops: a separate, latest-only box.
+        self.state: pb.Source | None = None
+        self.omit_jpeg = omit_jpeg
+
+    def push_state(self, source: pb.Source) -> None:
+        self.state = source
+        self.frames.wake()
+
+    async def next(self) -> pb.SubscribeResponse:
+        while True:
+            if self.state is not None:
+                state, self.state = self.state, None
+                return pb.SubscribeResponse(source=state)
+            if len(self.frames) or self.frames.closed:
+                item = await self.frames.get()
+                return pb.SubscribeResponse(frame=self._frame(item))
+            await self.frames.wait()
+
+    def _frame(self, item: Processed) -> pb.Frame:
+        ts = Timestamp()
+        ts.FromNanoseconds(item.capture_ns)
+        return pb.Frame(
+            sequence=item.sequence,
+            capture_time=ts,
+            jpeg=b"" if self.omit_jpeg else item.jpeg,
+            width=item.width,
+            height=item.height,
+            detections=item.detections,
+            dropped=self.frames.dropped,
+            detection_error=item.error,
+            inference_ms=item.inference_ms,
+        )
+
+
+@dataclass
+class _Slot:
+    """The newest captured frame, not yet processed."""
+
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    frame: tuple[Image, int] | None = None
+    replaced: int = 0
+
+
+class LiveSource:
+    def __init__(
+        self,
+        spec: pb.SourceSpec,
+        settings: DetectorSettings,
+        batcher: InferenceBatcher,
+        loop: asyncio.AbstractEventLoop,
+        reader_factory: Callable[[pb.SourceSpec, float], FrameReader] = open_reader,
+    ) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.batcher = batcher
+        self.loop = loop
+        self.reader_factory = reader_factory
+        self.max_fps = spec.max_fps or settings.max_fps
+        self.state: pb.SourceState.ValueType = pb.SOURCE_STATE_IDLE
+        self.state_since = time.time_ns()
+        self.last_error = ""
+        self.subscribers: set[Subscriber] = set()
+        self.counters = pb.SourceCounters()
+        self._rates = {"in": _Rate(), "out": _Rate()}
+        self._inference_ms = 0.0
+        self._slot = _Slot()
+        # Set while capturing. Each start gets a fresh "stopping" event, so threads of an earlier
+        # run that are still asleep in a backoff can never resume alongside the new ones.
+        self._running = False
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._loop_thread = threading.get_ident()
+        self._linger: asyncio.TimerHandle | None = None
+        self._sequence = 0
+
+    # --- event-loop side -------------------------------------------------------------------
+
+    def snapshot(self) -> pb.Source:
+        counters = pb.SourceCounters()
+        counters.CopyFrom(self.counters)
+        counters.fps_in = self._rates["in"].value()
+        counters.fps_out = self._rates["out"].value()
+        counters.inference_ms = self._inference_ms
+        counters.frames_replaced = self._slot.replaced
+        counters.subscribers = len(self.subscribers)
+        since = Timestamp()
+        since.FromNanoseconds(self.state_since)
+        return pb.Source(
+            spec=self.spec,
+            state=self.state,
+            last_error=self.last_error,
+            counters=counters,
+            state_since=since,
+        )
+
+    def subscribe(self, omit_jpeg: bool = False) -> Subscriber:
+        sub = Subscriber(self.settings.subscriber_queue, omit_jpeg)
+        self.subscribers.add(sub)
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if not self._running:
+            self.start()
+        sub.push_state(self.snapshot())
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self.subscribers.discard(sub)
+        self.counters.frames_dropped += sub.frames.dropped
+        sub.frames.close()
+        if not self.subscribers and self._running:
+            # As in the seed: the camera stops with its last viewer, after a short grace period.
+            self._linger = self.loop.call_later(self.settings.linger_s, self.stop)
+
+    def start(self) -> None:
+        self._running = True
+        self._stopping = stopping = threading.Event()
+        self.batcher.add_producer()
+        self._set_state(pb.SOURCE_STATE_STARTING)
+        self._threads = [t for t in self._threads if t.is_alive()]
+        for target, name in ((self._capture_loop, "capture"), (self._process_loop, "process")):
+            thread = threading.Thread(
+                target=target, args=(stopping,), name=f"{name}-{self.spec.id}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, final_state: pb.SourceState.ValueType = pb.SOURCE_STATE_STOPPED) -> None:
+        """Ask both threads to end; they notice within a frame or a read timeout."""
+        self._linger = None
+        if self._running:
+            self._running = False
+            self._stopping.set()
+            self.batcher.remove_producer()
+            with self._slot.cond:
+                self._slot.cond.notify_all()
+        self._set_state(final_state)
+
+    def close(self) -> None:
+        """Stop and end every subscription (the source is being removed)."""
+        self.stop()
+        for sub in list(self.subscribers):
+            sub.frames.close()
+
+    def join(self, timeout: float) -> None:
+        """Wait for the threads of every run to end (blocking: call off the event loop)."""
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+
+    def _publish(self, item: Processed) -> None:
+        self._rates["out"].tick()
+        self.counters.frames_published += 1
+        for sub in self.subscribers:
+            sub.frames.put(item)
+
+    def _broadcast_state(self, state: pb.SourceState.ValueType, error: str, since: int) -> None:
+        self.state, self.state_since = state, since
+        if error:
+            self.last_error = error
+        snapshot = self.snapshot()
+        for sub in self.subscribers:
+            sub.push_state(snapshot)
+
+    # --- thread side ---------------------------------------------------------------------------
+
+    def _set_state(self, state: pb.SourceState.ValueType, error: str = "") -> None:
+        if state == self.state and not error:
+            return
+        if error:
+            log.warning("source %s: %s", self.spec.id, error)
+        args = (state, error, time.time_ns())
+        if threading.get_ident() == self._loop_thread:
+            self._broadcast_state(*args)
+        else:
+            self.loop.call_soon_threadsafe(self._broadcast_state, *args)
+
+    def _capture_loop(self, stopping: threading.Event) -> None:
+        backoff = BACKOFF_START_S
+        while not stopping.is_set():
+            try:
+                reader = self.reader_factory(self.spec, self.max_fps)
+            except CaptureError as exc:
+                if exc.permanent:
+                    self._set_state(pb.SOURCE_STATE_FAILED, str(exc))
+                    self.loop.call_soon_threadsafe(self.stop, pb.SOURCE_STATE_FAILED)
+                    return
+                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
+                stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                continue
+            try:
+                while not stopping.is_set():
+                    frame = reader.read()
+                    backoff = BACKOFF_START_S
+                    self._rates["in"].tick()
+                    with self._slot.cond:
+                        if self._slot.frame is not None:
+                            self._slot.replaced += 1
+                        self._slot.frame = (frame, time.time_ns())
+                        self._slot.cond.notify()
+            except EndOfStream:
+                self.loop.call_soon_threadsafe(self.stop, pb.SOURCE_STATE_STOPPED)
+                return
+            except CaptureError as exc:
+                self.counters.reconnects += 1
+                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
+                stopping.wait(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX_S)
+            finally:
+                reader.close()
+
+    def _take(self, timeout: float) -> tuple[Image, int] | None:
+        with self._slot.cond:
+            if self._slot.frame is None:
+                self._slot.cond.wait(timeout)
+            frame, self._slot.frame = self._slot.frame, None
+            return frame
+
+    def _process_loop(self, stopping: threading.Event) -> None:
+        interval = 1.0 / self.max_fps
+        next_at = time.monotonic()
+        last_frame_at = time.monotonic()
+        while not stopping.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0 and stopping.wait(delay):
+                return
+            taken = self._take(timeout=0.5)
+            if taken is None:
+                if (
+                    self.state == pb.SOURCE_STATE_LIVE
+                    and time.monotonic() - last_frame_at > WATCHDOG_S
+                ):
+                    self._set_state(pb.SOURCE_STATE_RECONNECTING, "no frames for 5 s")
+                continue
+            last_frame_at = time.monotonic()
+            next_at = max(next_at + interval, last_frame_at)
+            if self.state != pb.SOURCE_STATE_LIVE:
+                self._set_state(pb.SOURCE_STATE_LIVE)
+            item = self._process(*taken)
+            if not stopping.is_set():
+                self.loop.call_soon_threadsafe(self._publish, item)
+
+    def _process(self, image: Image, capture_ns: int) -> Processed:
+        self._sequence += 1
+        error = None
+        detections: list[common_pb2.Detection] = []
+        inference_ms = 0.0
+        try:
+            found, inference_ms = self.batcher.detect(image)
+            weapons = self.settings.weapon_classes
+            detections = found.to_proto(weapons)
+            draw(image, found, weapons)
+            self._inference_ms = 0.9 * self._inference_ms + 0.1 * inference_ms
+        except Exception as exc:
+            # The stream goes on unannotated; the error is flagged on the frame and counted.
+            self.counters.detection_errors += 1
+            error = common_pb2.Error(code="DETECTION_FAILED", message=str(exc), retryable=True)
+        return Processed(
+            sequence=self._sequence,
+            capture_ns=capture_ns,
+            jpeg=encode_jpeg(image, self.settings.jpeg_quality),
+            width=image.shape[1],
+            height=image.shape[0],
+            detections=detections,
+            inference_ms=inference_ms,
+            error=error,
+        )
+
+
+class _Rate:
+    """Events per second over a sliding window of the last two seconds."""
+
+    def __init__(self, window_s: float = 2.0) -> None:
+        self.window_s = window_s
+        self.times: list[float] = []
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        self.times.append(now)
+        if self.times[0] < now - 2 * self.window_s:
+            self.times = [t for t in self.times if t >= now - self.window_s]
+
+    def value(self) -> float:
+        now = time.monotonic()
+        recent = [t for t in self.times if t >= now - self.window_s]
+        return len(recent) / self.window_s

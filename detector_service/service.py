@@ -1,0 +1,158 @@
+"""The gRPC face of the detector service: requests in, domain calls, errors mapped once."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from detector_service.annotate import InvalidImage, decode_image, draw, encode_jpeg
+from detector_service.batcher import InferenceBatcher, Overloaded
+from detector_service.settings import DetectorSettings
+from detector_service.sources import SourceRegistry
+from vigil.common.v1 import common_pb2
+from vigil.detector.v1 import detector_service_pb2 as pb
+from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
+from vigil.errors import VigilError, abort_with
+from vigil.queues import QueueClosed
+
+log = logging.getLogger(__name__)
+
+# Frames of one Detect stream in flight at once: decode of the next overlaps inference of this one.
+DETECT_PIPELINE_DEPTH = 4
+
+Context = grpc.aio.ServicerContext[object, object]
+
+
+class DetectorServicer(pb_grpc.DetectorServiceServicer):
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        registry: SourceRegistry,
+        batcher: InferenceBatcher,
+        pool: concurrent.futures.ThreadPoolExecutor,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.batcher = batcher
+        self.pool = pool
+
+    def _detect_one(self, request: pb.DetectRequest) -> pb.DetectResponse:
+        response = pb.DetectResponse(
+            source_id=request.source_id,
+            sequence=request.sequence,
+            capture_time=request.capture_time,
+        )
+        try:
+            image = decode_image(request.jpeg)
+            response.width, response.height = image.shape[1], image.shape[0]
+            found, inference_ms = self.batcher.detect(image)
+        except InvalidImage as exc:
+            response.error.CopyFrom(common_pb2.Error(code="INVALID_IMAGE", message=str(exc)))
+            return response
+        except Overloaded as exc:
+            response.error.CopyFrom(
+                common_pb2.Error(code="OVERLOADED", message=str(exc), retryable=True)
+            )
+            return response
+        except Exception as exc:
+            log.warning("detection failed: %s", exc)
+            response.error.CopyFrom(
+                common_pb2.Error(code="DETECTION_FAILED", message=str(exc), retryable=True)
+            )
+            return response
+        weapons = self.settings.weapon_classes
+        response.detections.extend(found.to_proto(weapons))
+        response.inference_ms = inference_ms
+        if request.annotate:
+            response.annotated_jpeg = encode_jpeg(
+                draw(image, found, weapons), self.settings.jpeg_quality
+            )
+        return response
+
+    async def Detect(
+        self, request_iterator: AsyncIterator[pb.DetectRequest], context: Context
+    ) -> AsyncIterator[pb.DetectResponse]:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Queue[asyncio.Future[pb.DetectResponse] | None] = asyncio.Queue(
+            DETECT_PIPELINE_DEPTH
+        )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await pending.put(loop.run_in_executor(self.pool, self._detect_one, request))
+            finally:
+                await pending.put(None)
+
+        self.batcher.add_producer()
+        reader = asyncio.create_task(read())
+        try:
+            while (future := await pending.get()) is not None:
+                yield await future
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            self.batcher.remove_producer()
+
+    async def Subscribe(
+        self, request: pb.SubscribeRequest, context: Context
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        try:
+            source = self.registry.get(request.source_id or self.settings.default_source_id)
+        except VigilError as exc:
+            await abort_with(context, exc)
+        subscriber = source.subscribe(omit_jpeg=request.omit_jpeg)
+        try:
+            while True:
+                yield await subscriber.next()
+        except QueueClosed:
+            return  # the source was removed
+        finally:
+            source.unsubscribe(subscriber)
+
+    async def AddSource(
+        self, request: pb.AddSourceRequest, context: Context
+    ) -> pb.AddSourceResponse:
+        try:
+            source = self.registry.add(request.source)
+        except VigilError as exc:
+            await abort_with(context, exc)
+        return pb.AddSourceResponse(source=source.snapshot())
+
+    async def RemoveSource(
+        self, request: pb.RemoveSourceRequest, context: Context
+    ) -> pb.RemoveSourceResponse:
+        try:
+            source = self.registry.remove(request.source_id)
+        except VigilError as exc:
+            await abort_with(context, exc)
+        return pb.RemoveSourceResponse(source=source.snapshot())
+
+    async def GetSource(
+        self, request: pb.GetSourceRequest, context: Context
+    ) -> pb.GetSourceResponse:
+        try:
+            source = self.registry.get(request.source_id)
+        except VigilError as exc:
+            await abort_with(context, exc)
+        return pb.GetSourceResponse(source=source.snapshot())
+
+    async def StreamIncidents(
+        self, request: pb.StreamIncidentsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamIncidentsResponse]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "incidents are not available yet")
+        yield pb.StreamIncidentsResponse()  # pragma: no cover - makes this a generator
+
+    async def ListIncidents(
+        self, request: pb.ListIncidentsRequest, context: Context
+    ) -> pb.ListIncidentsResponse:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "incidents are not available yet")
+
+    async def ListSources(
+        self, request: pb.ListSourcesRequest, context: Context
+    ) -> pb.ListSourcesResponse:
+        return pb.ListSourcesResponse(sources=[s.snapshot() for s in self.registry.all()])

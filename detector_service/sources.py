@@ -1,0 +1,70 @@
+"""The set of sources a detector service owns: validation, add, remove, look-up."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from detector_service.batcher import InferenceBatcher
+from detector_service.pipeline import LiveSource
+from detector_service.settings import DetectorSettings
+from vigil.detector.v1 import detector_service_pb2 as pb
+from vigil.errors import AlreadyExists, InvalidInput, NotFound
+
+SOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+
+
+def validate(spec: pb.SourceSpec) -> None:
+    if not SOURCE_ID.match(spec.id):
+        raise InvalidInput("source id must be 1-64 letters, digits, '-' or '_'")
+    if spec.kind == pb.SOURCE_KIND_UNSPECIFIED:
+        raise InvalidInput("source kind is required")
+    if spec.kind == pb.SOURCE_KIND_WEBCAM and not (spec.uri or "0").isdigit():
+        raise InvalidInput("a webcam's uri is its device index, for example 0")
+    if spec.kind == pb.SOURCE_KIND_STREAM and not spec.uri.lower().startswith(STREAM_SCHEMES):
+        raise InvalidInput("a stream's uri must start with rtsp://, rtsps://, http:// or https://")
+    if spec.kind == pb.SOURCE_KIND_FILE and not spec.uri:
+        raise InvalidInput("a file source needs the file's path as uri")
+    if spec.max_fps < 0 or spec.max_fps > 120:
+        raise InvalidInput("max_fps must be between 0 (default) and 120")
+    if spec.width > 7680 or spec.height > 4320:
+        raise InvalidInput("width and height must be at most 7680×4320")
+
+
+class SourceRegistry:
+    def __init__(self, settings: DetectorSettings, batcher: InferenceBatcher) -> None:
+        self.settings = settings
+        self.batcher = batcher
+        self._sources: dict[str, LiveSource] = {}
+
+    def add(self, spec: pb.SourceSpec) -> LiveSource:
+        validate(spec)
+        if spec.id in self._sources:
+            raise AlreadyExists(f"source {spec.id!r} already exists")
+        source = LiveSource(spec, self.settings, self.batcher, asyncio.get_running_loop())
+        self._sources[spec.id] = source
+        return source
+
+    def get(self, source_id: str) -> LiveSource:
+        try:
+            return self._sources[source_id]
+        except KeyError:
+            raise NotFound(f"no source {source_id!r}") from None
+
+    def remove(self, source_id: str) -> LiveSource:
+        source = self.get(source_id)
+        del self._sources[source_id]
+        source.close()
+        return source
+
+    def all(self) -> list[LiveSource]:
+        return [self._sources[k] for k in sorted(self._sources)]
+
+    def close(self) -> None:
+        for source in self._sources.values():
+            source.close()
+
+    def join(self, timeout: float) -> None:
+        for source in self._sources.values():
+            source.join(timeout)

@@ -1,0 +1,34 @@
+"""Fixtures that start the real detector service on a free port."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from detector_service.server import DetectorServer, serve
+from detector_service.settings import DetectorSettings
+from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
+
+
+@pytest.fixture
+def detector_settings() -> DetectorSettings:
+    return DetectorSettings(port=0, backend="none", linger_s=0.2)
+
+
+@pytest.fixture
+async def detector(detector_settings: DetectorSettings) -> AsyncIterator[DetectorServer]:
+    server = await serve(detector_settings)
+    try:
+        yield server
+    finally:
+        await server.stop(0)
+
+
+@pytest.fixture
+async def detector_stub(
+    detector: DetectorServer,
+) -> AsyncIterator[pb_grpc.DetectorServiceAsyncStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{detector.port}") as channel:
+        yield pb_grpc.DetectorServiceStub(channel)
