@@ -9,6 +9,7 @@ import pytest
 
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
+from vigil.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
 
@@ -30,5 +31,6 @@ async def detector(detector_settings: DetectorSettings) -> AsyncIterator[Detecto
 async def detector_stub(
     detector: DetectorServer,
 ) -> AsyncIterator[pb_grpc.DetectorServiceAsyncStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{detector.port}") as channel:
+    address = f"127.0.0.1:{detector.port}"
+    async with grpc.aio.insecure_channel(address, options=LIVE_CHANNEL_OPTIONS) as channel:
         yield pb_grpc.DetectorServiceStub(channel)
