@@ -12,6 +12,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector_service.backends.base import DetectorBackend, Image
@@ -34,15 +35,23 @@ class Overloaded(RuntimeError):
 
 class InferenceBatcher:
     def __init__(
-        self, backend: DetectorBackend, *, max_wait_s: float = 0.004, max_pending: int = 256
+        self,
+        backend: DetectorBackend,
+        *,
+        max_wait_s: float = 0.004,
+        max_pending: int = 256,
+        on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
         self.backend = backend
+        #: Called on the inference thread after each successful batch with (seconds, frames).
+        self.on_batch = on_batch
         self.max_wait_s = max_wait_s
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
         self._producers = 0
         self._lock = threading.Lock()
         #: Consecutive failed batches; the service reports NOT_SERVING while it is high.
         self.failure_streak = 0
+        self.errors = 0
         self.batches = 0
         self.frames = 0
         self._thread = threading.Thread(target=self._run, name="inference", daemon=True)
@@ -105,11 +114,14 @@ class InferenceBatcher:
                 results = self.backend.detect([job.image for job in batch])
             except Exception as exc:
                 self.failure_streak += 1
+                self.errors += 1
                 log.warning("detection failed for a batch of %d: %s", len(batch), exc)
                 for job in batch:
                     job.future.set_exception(exc)
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
+            if self.on_batch is not None:
+                self.on_batch(elapsed_ms / 1000, len(batch))
             self.failure_streak = 0
             self.batches += 1
             self.frames += len(batch)

@@ -25,6 +25,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="give up if the services are not healthy after S seconds (default 180)",
     )
+    bench = commands.add_parser(
+        "bench",
+        help="run a benchmark (or all of them) and print its figures",
+        description="Each benchmark prints its figures and a headline ratio against a baseline "
+        "measured in the same run.",
+    )
+    bench.add_argument("name", help="benchmark name, or 'all'")
+    bench.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
+    bench.add_argument("--repeat", type=int, default=30, help="repetitions per measurement")
     return parser
 
 
@@ -34,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         from vigil.launcher import run
 
         return run(ready_timeout_s=args.ready_timeout)
+    if args.command == "bench":
+        from vigil.bench.__main__ import main as bench
+
+        return bench([args.name, *(["--json"] if args.json else []), "--repeat", str(args.repeat)])
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

@@ -36,15 +36,21 @@ class NewestWinsQueue(Generic[T]):
     def closed(self) -> bool:
         return self._closed
 
-    def put(self, item: T) -> None:
-        """Add ``item``, dropping (and counting) the oldest one when the queue is full."""
+    def put(self, item: T) -> bool:
+        """Add ``item``; when full, drop (and count) the oldest and return False.
+
+        Items put after ``close`` are ignored, and not counted as drops: nobody will read them.
+        """
         if self._closed:
-            return
+            return True
+        kept_all = True
         if len(self._items) >= self._maxsize:
             self._items.popleft()
             self.dropped += 1
+            kept_all = False
         self._items.append(item)
         self._ready.set()
+        return kept_all
 
     def wake(self) -> None:
         """Wake a consumer blocked in ``wait`` without adding an item."""

@@ -1,0 +1,57 @@
+"""``GET /health``: the bridge's own state plus each backend's standard gRPC health.
+
+Always answers HTTP 200 while the bridge process can answer at all: it is a liveness probe, and a
+dead backend must not get the bridge restarted. Readiness and the backends' state are in the body:
+``{"status": "ok" | "degraded", "services": {"bridge": ..., "detector": ..., "analyzer": ...}}``,
+each service one of SERVING, NOT_SERVING, SERVICE_UNKNOWN, UNKNOWN or UNREACHABLE, plus
+``"streams": {source_id: viewers}`` for the sources the bridge is relaying now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import grpc
+from fastapi import APIRouter, Request
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bridge.state import bridge_state
+from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from vigil.detector.v1 import detector_service_pb2 as dpb
+
+router = APIRouter()
+
+DETECTOR_SERVICE = dpb.DESCRIPTOR.services_by_name["DetectorService"].full_name
+ANALYZER_SERVICE = apb.DESCRIPTOR.services_by_name["AnalyzerService"].full_name
+SERVING = "SERVING"
+UNREACHABLE = "UNREACHABLE"
+
+
+async def check(channel: grpc.aio.Channel, service: str, deadline_s: float) -> str:
+    """One ``grpc.health.v1.Health/Check``; UNREACHABLE when the backend does not answer."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service=service)
+    try:
+        response = await stub.Check(request, timeout=deadline_s)
+    except grpc.aio.AioRpcError as e:
+        # NOT_FOUND: the server is up but does not host the service (a wrong address, say).
+        return "SERVICE_UNKNOWN" if e.code() == grpc.StatusCode.NOT_FOUND else UNREACHABLE
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return name
+
+
+@router.get("/health")
+async def health(request: Request) -> dict[str, Any]:
+    state = bridge_state(request)
+    timeout = state.settings.health_timeout_s
+    detector, analyzer = await asyncio.gather(
+        check(state.detector, DETECTOR_SERVICE, timeout),
+        check(state.analyzer, ANALYZER_SERVICE, timeout),
+    )
+    services = {"bridge": SERVING, "detector": detector, "analyzer": analyzer}
+    return {
+        "status": "ok" if all(s == SERVING for s in services.values()) else "degraded",
+        "services": services,
+        "streams": state.frames.sources(),
+    }

@@ -1,0 +1,94 @@
+"""Prometheus metrics of the detector service.
+
+Per-source figures are read from the sources' own counters when Prometheus scrapes (a custom
+collector), so the frame path pays nothing for them; the inference latency histogram is fed by the
+inference thread once per batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from vigil.detector.v1 import detector_service_pb2 as pb
+
+INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class SourceCollector(Collector):
+    def __init__(
+        self,
+        sources: Callable[[], Iterable[pb.Source]],
+        incidents: Callable[[], int],
+        backend_errors: Callable[[], int],
+    ) -> None:
+        self.sources = sources
+        self.incidents = incidents
+        self.backend_errors = backend_errors
+
+    def collect(self) -> Iterable[GaugeMetricFamily | CounterMetricFamily]:
+        labels = ["source"]
+        fps_in = GaugeMetricFamily("vigil_source_fps_in", "Frames per second read", labels=labels)
+        fps_out = GaugeMetricFamily(
+            "vigil_source_fps_out", "Frames per second published", labels=labels
+        )
+        subscribers = GaugeMetricFamily(
+            "vigil_source_subscribers", "Subscribers connected", labels=labels
+        )
+        live = GaugeMetricFamily("vigil_source_live", "1 while the source is live", labels=labels)
+        dropped = CounterMetricFamily(
+            "vigil_source_frames_dropped", "Frames dropped for slow subscribers", labels=labels
+        )
+        replaced = CounterMetricFamily(
+            "vigil_source_frames_replaced", "Captured frames replaced before processing",
+            labels=labels,
+        )
+        published = CounterMetricFamily(
+            "vigil_source_frames_published", "Frames published", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "vigil_source_detection_errors", "Frames whose detection failed", labels=labels
+        )
+        reconnects = CounterMetricFamily(
+            "vigil_source_reconnects", "Times the input was reopened", labels=labels
+        )
+        for source in self.sources():
+            value = [source.spec.id]
+            c = source.counters
+            fps_in.add_metric(value, c.fps_in)
+            fps_out.add_metric(value, c.fps_out)
+            subscribers.add_metric(value, c.subscribers)
+            live.add_metric(value, 1.0 if source.state == pb.SOURCE_STATE_LIVE else 0.0)
+            dropped.add_metric(value, c.frames_dropped)
+            replaced.add_metric(value, c.frames_replaced)
+            published.add_metric(value, c.frames_published)
+            errors.add_metric(value, c.detection_errors)
+            reconnects.add_metric(value, c.reconnects)
+        yield from (fps_in, fps_out, subscribers, live, dropped, replaced, published, errors,
+                    reconnects)
+        yield CounterMetricFamily(
+            "vigil_incidents", "Incidents opened", value=self.incidents()
+        )
+        yield CounterMetricFamily(
+            "vigil_backend_errors", "Failed inference batches", value=self.backend_errors()
+        )
+
+
+class DetectorMetrics:
+    """The service's registry; ``inference`` is observed by the inference thread."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.inference = Histogram(
+            "vigil_inference_seconds",
+            "Model time per batch",
+            ["model"],
+            buckets=INFERENCE_BUCKETS_S,
+            registry=self.registry,
+        )
+
+    def watch(self, collector: SourceCollector) -> None:
+        self.registry.register(collector)

@@ -1,0 +1,209 @@
+"""Fixtures for the bridge: the bridge served by uvicorn in-process, a real detector service, and
+a scripted fake detector for the hub's own tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+import uvicorn
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bridge.app import create_app
+from bridge.server import config, listen
+from bridge.settings import BridgeSettings
+from detector_service.server import DetectorServer, serve
+from detector_service.settings import DetectorSettings
+from vigil.detector.v1 import detector_service_pb2 as dpb
+from vigil.serving import Service
+
+DETECTOR_SERVICE = dpb.DESCRIPTOR.services_by_name["DetectorService"].full_name
+
+
+def free_port() -> int:
+    """A port nothing listens on (bound and released at once)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class RunningBridge:
+    server: uvicorn.Server
+    port: int
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
+StartBridge = Callable[..., Awaitable[RunningBridge]]
+
+
+@pytest.fixture
+async def start_bridge() -> AsyncIterator[StartBridge]:
+    """Serve ``create_app`` with uvicorn on a free port, as ``python -m bridge`` would."""
+    running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
+
+    async def start(**overrides: Any) -> RunningBridge:
+        fields: dict[str, Any] = {
+            "port": 0,
+            "analyzer_address": f"127.0.0.1:{free_port()}",
+            # Quick retries keep the outage tests within a few seconds.
+            "retry_initial_s": 0.1,
+            "retry_max_s": 0.5,
+        }
+        fields.update(overrides)
+        settings = BridgeSettings(**fields)
+        sock = listen(settings)
+        # The test's own event loop runs the server, so no loop choice here.
+        options = {"loop": "none", "log_level": "warning", "timeout_graceful_shutdown": 2}
+        server = uvicorn.Server(config(create_app(settings), settings, **options))
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        running.append((server, task))
+        async with asyncio.timeout(5):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("uvicorn exited during startup")
+                await asyncio.sleep(0.01)
+        port: int = sock.getsockname()[1]
+        return RunningBridge(server, port)
+
+    yield start
+    for server, _ in running:
+        server.should_exit = True
+    for _, task in running:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
+
+
+@dataclass
+class DetectorHandle:
+    """A real detector service that tests may stop and start again on the same port."""
+
+    server: DetectorServer | None
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+            self.server = None
+
+    async def restart(self) -> None:
+        await self.stop()
+        self.server = await serve(DetectorSettings(port=self.port, backend="none"))
+
+
+@pytest.fixture
+async def detector() -> AsyncIterator[DetectorHandle]:
+    server = await serve(DetectorSettings(port=0, backend="none"))
+    handle = DetectorHandle(server, server.port)
+    yield handle
+    await handle.stop()
+
+
+class FakeDetector:
+    """A scripted ``DetectorService.Subscribe``: source "cam" sends ``fps`` tiny frames a second;
+    any other source is NOT_FOUND, as the real service answers."""
+
+    def __init__(self, fps: float = 100.0) -> None:
+        self.fps = fps
+        self.active = 0  # Subscribe calls in progress
+        self.calls = 0
+        self.service: Service | None = None
+        self.port = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def subscribe(
+        self, request: dpb.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[dpb.SubscribeResponse]:
+        self.calls += 1
+        if request.source_id != "cam":
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"NOT_FOUND: no source {request.source_id!r}"
+            )
+        self.active += 1
+        try:
+            yield dpb.SubscribeResponse(
+                source=dpb.Source(spec=dpb.SourceSpec(id="cam"), state=dpb.SOURCE_STATE_LIVE)
+            )
+            sequence = 0
+            while True:
+                sequence += 1
+                stamp = Timestamp()
+                stamp.GetCurrentTime()
+                yield dpb.SubscribeResponse(
+                    frame=dpb.Frame(
+                        source_id="cam",
+                        sequence=sequence,
+                        capture_time=stamp,
+                        jpeg=b"\xff\xd8 fake jpeg %d \xff\xd9" % sequence,
+                        width=64,
+                        height=48,
+                        inference_ms=1.5,
+                    )
+                )
+                await asyncio.sleep(1.0 / self.fps)
+        finally:
+            self.active -= 1
+
+    async def start(self) -> None:
+        service = Service(service_names=[DETECTOR_SERVICE])
+        handler = grpc.method_handlers_generic_handler(
+            DETECTOR_SERVICE,
+            {
+                "Subscribe": grpc.unary_stream_rpc_method_handler(
+                    self.subscribe,
+                    request_deserializer=dpb.SubscribeRequest.FromString,
+                    response_serializer=dpb.SubscribeResponse.SerializeToString,
+                )
+            },
+        )
+        service.server.add_generic_rpc_handlers((handler,))
+        self.port = await service.start("127.0.0.1", self.port)
+        self.service = service
+
+    async def stop(self) -> None:
+        if self.service is not None:
+            await self.service.stop(0)
+            self.service = None
+
+
+@pytest.fixture
+async def fake_detector() -> AsyncIterator[FakeDetector]:
+    fake = FakeDetector()
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+@pytest.fixture
+async def detector_channel(fake_detector: FakeDetector) -> AsyncIterator[grpc.aio.Channel]:
+    channel = grpc.aio.insecure_channel(
+        fake_detector.address,
+        options=[
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 500),
+        ],
+    )
+    yield channel
+    await channel.close(None)
