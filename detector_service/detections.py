@@ -128,6 +128,32 @@ class Detections:
             model=model,
         )
 
+    def select(self, keep: npt.NDArray[np.bool_]) -> Detections:
+        """The boxes where ``keep`` is true, in order."""
+        return Detections(
+            xyxy=self.xyxy[keep],
+            confidence=self.confidence[keep],
+            class_id=self.class_id[keep],
+            class_name=tuple(n for n, k in zip(self.class_name, keep.tolist(), strict=True) if k),
+            model=self.model,
+        )
+
+    def clipped(self, width: int, height: int) -> Detections:
+        """Boxes clipped to a ``width`` x ``height`` frame; boxes left with no area are dropped."""
+        if not len(self):
+            return self
+        xyxy = self.xyxy.copy()
+        xyxy[:, [0, 2]] = xyxy[:, [0, 2]].clip(0, width)
+        xyxy[:, [1, 3]] = xyxy[:, [1, 3]].clip(0, height)
+        inside = (xyxy[:, 2] > xyxy[:, 0]) & (xyxy[:, 3] > xyxy[:, 1])
+        return Detections(
+            xyxy=xyxy,
+            confidence=self.confidence,
+            class_id=self.class_id,
+            class_name=self.class_name,
+            model=self.model,
+        ).select(inside)
+
     def filter(
         self,
         *,

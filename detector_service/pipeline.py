@@ -13,8 +13,9 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -46,6 +47,20 @@ class Processed:
     detections: list[common_pb2.Detection]
     inference_ms: float
     error: common_pb2.Error | None
+
+
+class FrameObserver(Protocol):
+    """Sees every processed frame of every source (the incident tracker), on processing threads."""
+
+    def observe(
+        self,
+        source_id: str,
+        detections: Sequence[common_pb2.Detection],
+        jpeg: bytes,
+        time_ns: int,
+    ) -> None: ...
+
+    def end_source(self, source_id: str) -> None: ...
 
 
 class Subscriber:
@@ -102,8 +117,10 @@ class LiveSource:
         batcher: InferenceBatcher,
         loop: asyncio.AbstractEventLoop,
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] = open_reader,
+        observer: FrameObserver | None = None,
     ) -> None:
         self.spec = spec
+        self.observer = observer
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -187,6 +204,8 @@ class LiveSource:
             self.batcher.remove_producer()
             with self._slot.cond:
                 self._slot.cond.notify_all()
+            if self.observer is not None:
+                self.observer.end_source(self.spec.id)
         self._set_state(final_state)
 
     def close(self) -> None:
@@ -291,8 +310,13 @@ class LiveSource:
             if self.state != pb.SOURCE_STATE_LIVE:
                 self._set_state(pb.SOURCE_STATE_LIVE)
             item = self._process(*taken)
-            if not stopping.is_set():
-                self.loop.call_soon_threadsafe(self._publish, item)
+            if stopping.is_set():
+                return
+            self.loop.call_soon_threadsafe(self._publish, item)
+            # A frame whose detection failed says nothing about weapons: it must not count as
+            # their absence and close an incident.
+            if self.observer is not None and item.error is None:
+                self.observer.observe(self.spec.id, item.detections, item.jpeg, item.capture_ns)
 
     def _process(self, image: Image, capture_ns: int) -> Processed:
         self._sequence += 1
@@ -301,6 +325,9 @@ class LiveSource:
         inference_ms = 0.0
         try:
             found, inference_ms = self.batcher.detect(image)
+            found = found.filter(
+                allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
+            )
             weapons = self.settings.weapon_classes
             detections = found.to_proto(weapons)
             draw(image, found, weapons)

@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from prometheus_client import start_http_server
 
 from detector_service import backends
 from detector_service.batcher import InferenceBatcher
+from detector_service.incidents import IncidentConfig, IncidentTracker, open_tracker
+from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
-from detector_service.sources import SourceRegistry
+from detector_service.sources import SourceRegistry, load_sources_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.serving import Service, configure_logging, run_forever
 
 log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
+# Consecutive failed inference batches after which health turns NOT_SERVING.
+UNHEALTHY_AFTER_FAILURES = 3
 
 
 @dataclass
@@ -26,25 +33,75 @@ class DetectorServer:
     registry: SourceRegistry
     batcher: InferenceBatcher
     pool: concurrent.futures.ThreadPoolExecutor
+    incidents: IncidentTracker
+    metrics: DetectorMetrics
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _closers: list[contextlib.ExitStack] = field(default_factory=list)
 
     @property
     def port(self) -> int:
         return self.service.port
 
     async def stop(self, grace: float) -> None:
+        for task in self._tasks:
+            task.cancel()
         await self.service.stop(grace)
         self.registry.close()
         # Threads left running into interpreter exit can abort it from inside OpenCV.
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
+        await asyncio.to_thread(self.incidents.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        for closer in self._closers:
+            closer.close()
+
+
+def incident_config(settings: DetectorSettings) -> IncidentConfig:
+    return IncidentConfig(
+        min_frames=settings.incident_min_frames,
+        window=settings.incident_window,
+        cooldown_s=settings.incident_cooldown_s,
+        close_after_s=settings.incident_close_after_s,
+        webhook_url=settings.incident_webhook_url,
+        db_path=settings.data_dir / "incidents.sqlite3",
+        clip_dir=settings.data_dir / "clips" if settings.incident_clips else None,
+        pre_s=settings.incident_clip_pre_s,
+        post_s=settings.incident_clip_post_s,
+    )
+
+
+async def watch_model_health(service: Service, batcher: InferenceBatcher) -> None:
+    """NOT_SERVING while the model keeps failing; SERVING again once a batch succeeds."""
+    serving = True
+    while True:
+        await asyncio.sleep(0.5)
+        healthy = batcher.failure_streak < UNHEALTHY_AFTER_FAILURES
+        if healthy != serving:
+            serving = healthy
+            log.warning(
+                "model %s: health %s",
+                batcher.backend.model_name,
+                "SERVING" if healthy else "NOT_SERVING",
+            )
+            await service.set_serving(healthy)
 
 
 async def serve(settings: DetectorSettings) -> DetectorServer:
-    """Load the model, register the default test-pattern source and start serving."""
+    """Load the model, register the sources and start serving."""
+    extra_sources = load_sources_file(settings.sources_file) if settings.sources_file else []
     backend = await asyncio.to_thread(backends.create, settings)
-    batcher = InferenceBatcher(backend)
-    registry = SourceRegistry(settings, batcher)
+    metrics = DetectorMetrics()
+    histogram = metrics.inference.labels(backend.model_name)
+    batcher = InferenceBatcher(
+        backend,
+        max_wait_s=settings.batch_wait_s,
+        on_batch=lambda seconds, frames: histogram.observe(seconds),
+    )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    incidents = await asyncio.to_thread(
+        open_tracker, incident_config(settings), asyncio.get_running_loop()
+    )
+    registry = SourceRegistry(settings, batcher, observer=incidents)
     registry.add(
         pb.SourceSpec(
             id=settings.default_source_id,
@@ -52,16 +109,38 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             display_name="Test pattern",
         )
     )
+    for spec in extra_sources:
+        registry.add(spec)
+    metrics.watch(
+        SourceCollector(
+            lambda: [s.snapshot() for s in registry.all()],
+            lambda: incidents.opened,
+            lambda: batcher.errors,
+        )
+    )
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME])
     pb_grpc.add_DetectorServiceServicer_to_server(
-        DetectorServicer(settings, registry, batcher, pool), service.server
+        DetectorServicer(settings, registry, batcher, pool, incidents), service.server
     )
     await service.start(settings.host, settings.port)
+    server = DetectorServer(service, registry, batcher, pool, incidents, metrics)
+    server._tasks.append(asyncio.create_task(watch_model_health(service, batcher)))
+    if settings.metrics_port is not None:
+        http, _thread = start_http_server(
+            settings.metrics_port, settings.host, registry=metrics.registry
+        )
+        stack = contextlib.ExitStack()
+        stack.callback(http.shutdown)
+        server._closers.append(stack)
     log.info(
-        "detector service on %s:%d (backend %s)", settings.host, service.port, backend.model_name
+        "detector service on %s:%d (backend %s, %d sources)",
+        settings.host,
+        service.port,
+        backend.model_name,
+        len(registry.all()),
     )
-    return DetectorServer(service, registry, batcher, pool)
+    return server
 
 
 def main() -> None:

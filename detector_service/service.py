@@ -11,12 +11,13 @@ import grpc
 
 from detector_service.annotate import InvalidImage, decode_image, draw, encode_jpeg
 from detector_service.batcher import InferenceBatcher, Overloaded
+from detector_service.incidents import IncidentTracker
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.errors import VigilError, abort_with
+from vigil.errors import InvalidInput, VigilError, abort_with
 from vigil.queues import QueueClosed
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,10 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         registry: SourceRegistry,
         batcher: InferenceBatcher,
         pool: concurrent.futures.ThreadPoolExecutor,
+        incidents: IncidentTracker,
     ) -> None:
         self.settings = settings
+        self.incidents = incidents
         self.registry = registry
         self.batcher = batcher
         self.pool = pool
@@ -50,6 +53,9 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
             image = decode_image(request.jpeg)
             response.width, response.height = image.shape[1], image.shape[0]
             found, inference_ms = self.batcher.detect(image)
+            found = found.filter(
+                allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
+            )
         except InvalidImage as exc:
             response.error.CopyFrom(common_pb2.Error(code="INVALID_IMAGE", message=str(exc)))
             return response
@@ -144,13 +150,24 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
     async def StreamIncidents(
         self, request: pb.StreamIncidentsRequest, context: Context
     ) -> AsyncIterator[pb.StreamIncidentsResponse]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "incidents are not available yet")
-        yield pb.StreamIncidentsResponse()  # pragma: no cover - makes this a generator
+        subscription = self.incidents.subscribe(
+            request.source_id, include_snapshot=request.include_snapshot
+        )
+        try:
+            async for event in subscription:
+                yield event
+        finally:
+            subscription.close()
 
     async def ListIncidents(
         self, request: pb.ListIncidentsRequest, context: Context
     ) -> pb.ListIncidentsResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "incidents are not available yet")
+        try:
+            return await self.incidents.list(
+                request.source_id, request.page_size, request.page_token, request.include_snapshot
+            )
+        except ValueError as exc:
+            await abort_with(context, InvalidInput(str(exc)))
 
     async def ListSources(
         self, request: pb.ListSourcesRequest, context: Context

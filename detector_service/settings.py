@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pathlib
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -40,6 +40,53 @@ class DetectorSettings(BaseSettings):
     # Seconds a source keeps capturing after its last subscriber leaves.
     linger_s: float = Field(2.0, ge=0.0)
 
-    roboflow_api_key: SecretStr | None = None
+    # Also read from the plain ROBOFLOW_API_KEY of Roboflow's own tools; the prefixed name wins.
+    roboflow_api_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("VIGIL_DETECTOR_ROBOFLOW_API_KEY", "ROBOFLOW_API_KEY"),
+    )
     roboflow_api_url: str = "https://detect.roboflow.com"
     roboflow_model_id: str = ""
+    # "auto" lets inference-sdk choose from the URL: Roboflow's hosted URLs speak v0, anything else
+    # (a self-hosted inference server) v1; set v0 for a proxy in front of the hosted API.
+    roboflow_api_mode: Literal["auto", "v0", "v1"] = "auto"
+    # "legacy" sends the key as a query parameter (v0) or in the JSON body (v1), which every server
+    # accepts; "header" keeps it out of URLs but needs inference server 1.5 or newer.
+    roboflow_api_key_transport: Literal["legacy", "header", "both"] = "legacy"
+    # Frames sent concurrently per batch, and the seconds a whole batch (retries included) may take.
+    roboflow_max_batch: int = Field(4, ge=1, le=32)
+    roboflow_timeout_s: float = Field(15.0, gt=0.0)
+
+    onnx_model_path: pathlib.Path | None = None
+    # One class name per line; when set it wins over the names stored in the model.
+    onnx_labels_path: pathlib.Path | None = None
+    # Used only when the model's input height and width are dynamic.
+    onnx_input_size: int = Field(640, ge=32, le=4096)
+
+    # Classes to keep (None keeps all), and per-class minimum confidences (only values above
+    # ``confidence`` matter: backends already drop what is below it).
+    # From the environment both are JSON: '["person", "gun"]', '{"gun": 0.6}'.
+    class_allow: list[str] | None = None
+    class_thresholds: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+
+    # Where the incident history (SQLite) and clips live.
+    data_dir: pathlib.Path = Field(
+        default_factory=lambda: pathlib.Path.home() / ".cache" / "vigil" / "detector"
+    )
+    # A weapon class seen in incident_min_frames of the last incident_window frames opens one.
+    incident_min_frames: int = Field(3, ge=1)
+    incident_window: int = Field(5, ge=1)
+    incident_cooldown_s: float = Field(30.0, ge=0.0)
+    incident_close_after_s: float = Field(5.0, ge=0.0)
+    # Incident events are POSTed here as JSON when set (retried, never blocking frames).
+    incident_webhook_url: str | None = None
+    # Record an annotated clip (seconds before and after the opening frame) of each incident.
+    incident_clips: bool = False
+    incident_clip_pre_s: float = Field(3.0, ge=0.0)
+    incident_clip_post_s: float = Field(3.0, ge=0.0)
+    # A TOML file of [[sources]] tables (id, kind, uri, loop, max_fps, ...) added at start.
+    sources_file: pathlib.Path | None = None
+    # Prometheus metrics over HTTP on this port of `host`; unset turns them off.
+    metrics_port: int | None = None
+    # Seconds of waiting to fill an inference batch while several sources are live.
+    batch_wait_s: float = Field(0.004, ge=0.0, le=0.1)

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import re
+import tomllib
+from typing import Any
 
 from detector_service.batcher import InferenceBatcher
-from detector_service.pipeline import LiveSource
+from detector_service.pipeline import FrameObserver, LiveSource
 from detector_service.settings import DetectorSettings
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.errors import AlreadyExists, InvalidInput, NotFound
@@ -32,17 +35,73 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("width and height must be at most 7680×4320")
 
 
+KINDS = {
+    "webcam": pb.SOURCE_KIND_WEBCAM,
+    "stream": pb.SOURCE_KIND_STREAM,
+    "file": pb.SOURCE_KIND_FILE,
+    "test_pattern": pb.SOURCE_KIND_TEST_PATTERN,
+}
+SPEC_FIELDS = {"id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name"}
+
+
+def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
+    """Read ``[[sources]]`` tables from a TOML file; every entry is validated before any is used.
+
+    [[sources]]
+    id = "lobby"
+    kind = "stream"           # webcam | stream | file | test_pattern
+    uri = "rtsp://camera.local/stream1"
+    """
+    try:
+        document = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"cannot read sources file {path}: {exc}") from None
+    specs = []
+    for n, entry in enumerate(document.get("sources", []), start=1):
+        specs.append(_spec_from_table(entry, f"{path} source #{n}"))
+    for spec in specs:
+        validate(spec)
+    ids = [s.id for s in specs]
+    if len(ids) != len(set(ids)):
+        raise InvalidInput(f"{path}: source ids must be unique")
+    return specs
+
+
+def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
+    if not isinstance(entry, dict):
+        raise InvalidInput(f"{where}: expected a table")
+    unknown = set(entry) - SPEC_FIELDS
+    if unknown:
+        raise InvalidInput(f"{where}: unknown keys {sorted(unknown)}")
+    values = dict(entry)
+    kind = values.pop("kind", "")
+    if kind not in KINDS:
+        raise InvalidInput(f"{where}: kind must be one of {sorted(KINDS)}")
+    try:
+        return pb.SourceSpec(kind=KINDS[kind], **values)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{where}: {exc}") from None
+
+
 class SourceRegistry:
-    def __init__(self, settings: DetectorSettings, batcher: InferenceBatcher) -> None:
+    def __init__(
+        self,
+        settings: DetectorSettings,
+        batcher: InferenceBatcher,
+        observer: FrameObserver | None = None,
+    ) -> None:
         self.settings = settings
         self.batcher = batcher
+        self.observer = observer
         self._sources: dict[str, LiveSource] = {}
 
     def add(self, spec: pb.SourceSpec) -> LiveSource:
         validate(spec)
         if spec.id in self._sources:
             raise AlreadyExists(f"source {spec.id!r} already exists")
-        source = LiveSource(spec, self.settings, self.batcher, asyncio.get_running_loop())
+        source = LiveSource(
+            spec, self.settings, self.batcher, asyncio.get_running_loop(), observer=self.observer
+        )
         self._sources[spec.id] = source
         return source
 

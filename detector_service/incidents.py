@@ -1,0 +1,373 @@
+"""Weapon incidents: opened from a few frames' evidence, closed after an absence, then cooled down.
+
+Per source and weapon class: the class seen in at least ``min_frames`` of the source's last
+``window`` processed frames opens an incident (snapshot: that frame's annotated JPEG); every
+frame that still shows it raises the peak confidence; once it has been unseen for
+``close_after_s`` the incident closes, and the same class on the same source cannot open another
+for ``cooldown_s``. All times are the frames' own ``time_ns``, never the wall clock.
+
+``observe`` runs on the sources' processing threads and only ever queues work: events go to the
+gRPC subscribers through ``loop.call_soon_threadsafe``, to the SQLite history through its writer
+thread, to the webhook through its bounded queue, and clips to their writer thread. Nothing in it
+waits for the disk or the network.
+
+Each subscriber has a bounded queue (``subscriber_queue`` events). Incident events are rare, so a
+subscriber that far behind is stuck: further events for it are dropped, counted in its
+``dropped`` and logged, rather than growing memory without end. The history keeps them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import pathlib
+import threading
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from detector_service.clips import ClipRecorder
+from detector_service.incident_store import IncidentStore
+from detector_service.webhook import Webhook
+from vigil.common.v1 import common_pb2
+from vigil.detector.v1 import detector_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
+CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+def default_db_path() -> pathlib.Path:
+    return pathlib.Path.home() / ".cache" / "vigil" / "incidents.sqlite3"
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentConfig:
+    # A class opens an incident when seen in min_frames of the last `window` frames (N of M).
+    min_frames: int = 3
+    window: int = 5
+    cooldown_s: float = 30.0
+    close_after_s: float = 5.0
+    webhook_url: str | None = None
+    webhook_retries: int = 3
+    db_path: pathlib.Path = field(default_factory=default_db_path)
+    # Clips are recorded only when set: pre_s seconds before the opening frame, post_s from it.
+    clip_dir: pathlib.Path | None = None
+    pre_s: float = 3.0
+    post_s: float = 3.0
+    # Events each gRPC subscriber may have waiting, and events waiting for the webhook.
+    subscriber_queue: int = 256
+    webhook_queue: int = 100
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_frames <= self.window:
+            raise ValueError("need 1 <= min_frames <= window")
+        times = (self.cooldown_s, self.close_after_s, self.pre_s, self.post_s)
+        if min(times) < 0:
+            raise ValueError("durations must not be negative")
+        if self.subscriber_queue < 1 or self.webhook_queue < 1 or self.webhook_retries < 0:
+            raise ValueError("queues need room for one event; retries must not be negative")
+
+
+class IncidentSubscription:
+    """One StreamIncidents call's events; lives on the event loop. ``async for`` ends on close."""
+
+    def __init__(
+        self, tracker: IncidentTracker, source_id: str, include_snapshot: bool, maxsize: int
+    ) -> None:
+        self.source_id = source_id
+        self.include_snapshot = include_snapshot
+        self._tracker = tracker
+        self._maxsize = maxsize
+        self._items: collections.deque[pb.StreamIncidentsResponse] = collections.deque()
+        self._ready = asyncio.Event()
+        self._closed = False
+        #: Events lost because this subscriber had ``subscriber_queue`` events waiting.
+        self.dropped = 0
+
+    def __aiter__(self) -> IncidentSubscription:
+        return self
+
+    async def __anext__(self) -> pb.StreamIncidentsResponse:
+        while not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._ready.clear()
+            await self._ready.wait()
+        return self._items.popleft()
+
+    def get_nowait(self) -> pb.StreamIncidentsResponse | None:
+        """The next waiting event, or None."""
+        return self._items.popleft() if self._items else None
+
+    def close(self) -> None:
+        """Stop receiving; events already waiting can still be read."""
+        self._closed = True
+        self._ready.set()
+        self._tracker._subscriptions.discard(self)
+
+    def _offer(self, event: pb.StreamIncidentsResponse) -> None:
+        if self._closed or (self.source_id and self.source_id != event.incident.source_id):
+            return
+        if len(self._items) >= self._maxsize:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning("incident subscriber stuck: %d events dropped", self.dropped)
+            return
+        if not self.include_snapshot and event.incident.snapshot_jpeg:
+            stripped = pb.StreamIncidentsResponse()
+            stripped.CopyFrom(event)
+            stripped.incident.ClearField("snapshot_jpeg")
+            event = stripped
+        self._items.append(event)
+        self._ready.set()
+
+
+@dataclass(slots=True)
+class _Open:
+    incident: pb.Incident
+    last_seen_ns: int
+
+
+@dataclass(slots=True)
+class _Source:
+    # The weapon classes of each of the last `window` frames.
+    window: collections.deque[frozenset[str]]
+    open: dict[str, _Open] = field(default_factory=dict)
+    cooldown_until_ns: dict[str, int] = field(default_factory=dict)
+    last_ns: int = 0
+
+
+class IncidentTracker:
+    """Turns per-frame detections into incidents. Owns (and closes) its store and webhook."""
+
+    def __init__(
+        self,
+        config: IncidentConfig,
+        store: IncidentStore,
+        loop: asyncio.AbstractEventLoop,
+        webhook: Webhook | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.loop = loop
+        self.webhook = webhook
+        self._close_after_ns = int(config.close_after_s * 1e9)
+        self._cooldown_ns = int(config.cooldown_s * 1e9)
+        # One lock for all sources: held for microseconds, once per frame.
+        self._lock = threading.Lock()
+        self._sources: dict[str, _Source] = {}
+        self._open_by_id: dict[str, _Open] = {}
+        self._closed = False
+        #: Incidents opened since start (a metric).
+        self.opened = 0
+        # Touched on the event loop only.
+        self._subscriptions: set[IncidentSubscription] = set()
+        self.clips: ClipRecorder | None = None
+        if config.clip_dir is not None:
+            self.clips = ClipRecorder(config.clip_dir, config.pre_s, config.post_s, self._clip_done)
+
+    # --- processing threads --------------------------------------------------------------------
+
+    def observe(
+        self,
+        source_id: str,
+        detections: Sequence[common_pb2.Detection],
+        jpeg: bytes,
+        time_ns: int,
+    ) -> None:
+        """Account for one processed frame of ``source_id``; never blocks on I/O."""
+        weapons = [d for d in detections if d.is_weapon]
+        peaks: dict[str, float] = {}
+        for d in weapons:
+            peaks[d.class_name] = max(peaks.get(d.class_name, 0.0), d.confidence)
+        with self._lock:
+            if self._closed:
+                return
+            src = self._sources.get(source_id)
+            if src is None:
+                src = self._sources[source_id] = _Source(
+                    collections.deque(maxlen=self.config.window)
+                )
+            src.last_ns = time_ns
+            src.window.append(frozenset(peaks))
+            for class_name, state in list(src.open.items()):
+                if class_name in peaks:
+                    state.last_seen_ns = time_ns
+                    incident = state.incident
+                    incident.peak_confidence = max(incident.peak_confidence, peaks[class_name])
+                elif time_ns - state.last_seen_ns >= self._close_after_ns:
+                    self._close(src, class_name, state.last_seen_ns + self._close_after_ns)
+            for class_name, peak in peaks.items():
+                if class_name in src.open:
+                    continue
+                if time_ns < src.cooldown_until_ns.get(class_name, time_ns):
+                    continue
+                seen = sum(class_name in frame for frame in src.window)
+                if seen >= self.config.min_frames:
+                    self._open(src, source_id, class_name, peak, weapons, jpeg, time_ns)
+            if self.clips is not None:
+                self.clips.frame(source_id, time_ns, jpeg)
+
+    def end_source(self, source_id: str) -> None:
+        """The source stopped: close its open incidents at its last frame and finish its clips.
+
+        Without this an incident stays open until the source's frames resume, since only frames
+        move its clock. Any thread.
+        """
+        with self._lock:
+            if not self._closed:
+                self._end_source(source_id)
+
+    def _end_source(self, source_id: str) -> None:
+        src = self._sources.get(source_id)
+        if src is not None:
+            for class_name, state in list(src.open.items()):
+                closed_ns = min(state.last_seen_ns + self._close_after_ns, src.last_ns)
+                self._close(src, class_name, closed_ns)
+            # Sightings from before a stop say nothing about the frames after it.
+            src.window.clear()
+        if self.clips is not None:
+            self.clips.finish(source_id)
+
+    def _open(
+        self,
+        src: _Source,
+        source_id: str,
+        class_name: str,
+        peak: float,
+        weapons: list[common_pb2.Detection],
+        jpeg: bytes,
+        time_ns: int,
+    ) -> None:
+        incident = pb.Incident(
+            id=uuid.uuid4().hex,
+            source_id=source_id,
+            class_name=class_name,
+            opened_at=_timestamp(time_ns),
+            peak_confidence=peak,
+            detections=weapons,
+            snapshot_jpeg=jpeg,
+        )
+        state = _Open(incident, time_ns)
+        self.opened += 1
+        src.open[class_name] = state
+        self._open_by_id[incident.id] = state
+        log.info("incident %s opened: %s on %s (%.2f)", incident.id, class_name, source_id, peak)
+        if self.clips is not None:
+            self.clips.start(source_id, incident.id, time_ns)
+        self._emit(OPENED, incident)
+
+    def _close(self, src: _Source, class_name: str, closed_ns: int) -> None:
+        state = src.open.pop(class_name)
+        incident = state.incident
+        self._open_by_id.pop(incident.id, None)
+        incident.closed_at.CopyFrom(_timestamp(closed_ns))
+        src.cooldown_until_ns[class_name] = closed_ns + self._cooldown_ns
+        # The sightings that made this incident must not count towards the next one.
+        frames = [frame - {class_name} for frame in src.window]
+        src.window.clear()
+        src.window.extend(frames)
+        log.info("incident %s closed (peak %.2f)", incident.id, incident.peak_confidence)
+        self._emit(CLOSED, incident)
+
+    def _emit(self, kind: pb.IncidentEventType.ValueType, incident: pb.Incident) -> None:
+        # Called under the lock, so an incident's events reach every consumer in order.
+        # The message copies the incident; consumers must treat it as read-only.
+        event = pb.StreamIncidentsResponse(type=kind, incident=incident)
+        self.store.save(event.incident)
+        if self.webhook is not None:
+            self.webhook.post(pb.StreamIncidentsResponse(type=kind, incident=incident))
+        try:
+            self.loop.call_soon_threadsafe(self._fanout, event)
+        except RuntimeError:
+            log.debug("event loop closed; incident event not streamed")
+
+    def _clip_done(self, source_id: str, incident_id: str, clip_path: str) -> None:
+        # On the clip writer thread. An incident still open carries its clip on its CLOSED event;
+        # one already closed gets it in the history only.
+        with self._lock:
+            state = self._open_by_id.get(incident_id)
+            if state is not None:
+                state.incident.clip_path = clip_path
+                return
+            self.store.set_clip_path(incident_id, clip_path)
+
+    # --- event loop ----------------------------------------------------------------------------
+
+    def subscribe(
+        self, source_id: str = "", *, include_snapshot: bool = True
+    ) -> IncidentSubscription:
+        """Follow events from now on, of one source or (empty) all. Call on the event loop."""
+        sub = IncidentSubscription(self, source_id, include_snapshot, self.config.subscriber_queue)
+        if self._closed:
+            sub.close()
+        else:
+            self._subscriptions.add(sub)
+        return sub
+
+    def _fanout(self, event: pb.StreamIncidentsResponse) -> None:
+        for sub in list(self._subscriptions):
+            sub._offer(event)
+
+    def _end_subscriptions(self) -> None:
+        for sub in list(self._subscriptions):
+            sub.close()
+
+    async def list(
+        self, source_id: str, page_size: int, page_token: str, include_snapshot: bool
+    ) -> pb.ListIncidentsResponse:
+        """A page of the history, newest first. Raises ``ValueError`` for a bad page token."""
+        size = DEFAULT_PAGE_SIZE if page_size <= 0 else min(page_size, MAX_PAGE_SIZE)
+        found, token = await self.store.list(source_id, size, page_token, include_snapshot)
+        return pb.ListIncidentsResponse(incidents=found, next_page_token=token)
+
+    # --- shutdown ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close open incidents, write pending clips, drain the webhook briefly, close the store.
+
+        Blocks for up to a few seconds (clip writing, webhook drain): call it at shutdown, from
+        a thread (``asyncio.to_thread``) or accepting the pause on the loop. Subscriptions end
+        after the last CLOSED events.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            for source_id in list(self._sources):
+                self._end_source(source_id)
+            self._closed = True
+        # Outside the lock: finishing clips calls back into _clip_done, which takes it.
+        if self.clips is not None:
+            self.clips.close()
+        if self.webhook is not None:
+            self.webhook.close()
+        self.store.close()
+        # A closed loop took its subscriptions with it.
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self._end_subscriptions)
+
+
+def open_tracker(config: IncidentConfig, loop: asyncio.AbstractEventLoop) -> IncidentTracker:
+    """A tracker with the store and (when ``webhook_url`` is set) webhook the config describes."""
+    store = IncidentStore(config.db_path)
+    webhook = None
+    if config.webhook_url:
+        webhook = Webhook(
+            config.webhook_url, config.webhook_retries, queue_size=config.webhook_queue
+        )
+    return IncidentTracker(config, store, loop, webhook)
+
+
+def _timestamp(time_ns: int) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(time_ns)
+    return ts

@@ -1,0 +1,157 @@
+"""Posting incident events as JSON to a webhook, on a background thread.
+
+``post`` only puts the event in a bounded queue and returns; one thread sends them in order with
+httpx, retrying connection errors, timeouts, 408, 429 and 5xx answers with exponential backoff.
+When the queue is full (the receiver is down or slow and events keep coming) the new event is
+dropped, counted and logged: frames must never wait for a webhook. Events stay in the history
+(ListIncidents) whatever happens here.
+
+The body is the proto3 JSON mapping of ``StreamIncidentsResponse`` with field names as in the
+proto, for example ``{"type": "INCIDENT_EVENT_TYPE_OPENED", "incident": {"id": ..., ...}}``;
+the snapshot JPEG is left out unless asked for. Each event carries an ``Idempotency-Key`` header
+(incident id and event type), the same on every retry, so a receiver can drop duplicates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import queue
+import threading
+
+import httpx
+from google.protobuf import json_format
+
+from vigil.detector.v1 import detector_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+# Answers worth retrying; any other non-2xx answer is final.
+_RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class Webhook:
+    def __init__(
+        self,
+        url: str,
+        retries: int = 3,
+        *,
+        queue_size: int = 100,
+        timeout_s: float = 5.0,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        include_snapshot: bool = False,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.url = url
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.include_snapshot = include_snapshot
+        # None is a wake-up call from close().
+        self._queue: queue.Queue[pb.StreamIncidentsResponse | None] = queue.Queue(queue_size)
+        self._client = httpx.Client(
+            timeout=timeout_s,
+            transport=transport,
+            headers={"User-Agent": "vigil-detector"},
+            follow_redirects=False,
+        )
+        self._closing = threading.Event()
+        self._lock = threading.Lock()
+        #: Events delivered (2xx), given up after retries or a final answer, and dropped unsent.
+        self.delivered = 0
+        self.failed = 0
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
+        self._thread.start()
+
+    def post(self, event: pb.StreamIncidentsResponse) -> bool:
+        """Queue ``event`` for sending; never blocks. False when it was dropped."""
+        if self._closing.is_set():
+            return False
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            with self._lock:
+                self.dropped += 1
+                dropped = self.dropped
+            # The first drop and then every hundredth: a dead receiver must not flood the log.
+            if dropped == 1 or dropped % 100 == 0:
+                log.warning("webhook queue full: %d incident events dropped so far", dropped)
+            return False
+        return True
+
+    def body(self, event: pb.StreamIncidentsResponse) -> bytes:
+        message = event
+        if not self.include_snapshot and event.incident.snapshot_jpeg:
+            message = pb.StreamIncidentsResponse()
+            message.CopyFrom(event)
+            message.incident.ClearField("snapshot_jpeg")
+        as_dict = json_format.MessageToDict(message, preserving_proto_field_name=True)
+        return json.dumps(as_dict, separators=(",", ":")).encode()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                event = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
+            if event is None:  # closing
+                if self._queue.empty():
+                    return
+                continue
+            try:
+                ok = self._send(event)
+            except Exception:
+                log.exception("webhook: unexpected error")
+                ok = False
+            with self._lock:
+                if ok:
+                    self.delivered += 1
+                else:
+                    self.failed += 1
+
+    def _send(self, event: pb.StreamIncidentsResponse) -> bool:
+        body = self.body(event)
+        kind = pb.IncidentEventType.Name(event.type)
+        headers = {
+            "Content-Type": "application/json",
+            "Idempotency-Key": f"{event.incident.id}:{kind}",
+        }
+        delay = self.backoff_s
+        for attempt in range(self.retries + 1):
+            try:
+                answer = self._client.post(self.url, content=body, headers=headers)
+            except httpx.HTTPError as exc:
+                problem = f"{type(exc).__name__}: {exc}"
+            else:
+                if answer.is_success:
+                    return True
+                problem = f"HTTP {answer.status_code}"
+                if answer.status_code not in _RETRYABLE:
+                    break
+            if attempt == self.retries:
+                break
+            log.info("webhook %s for incident %s; retrying", problem, event.incident.id)
+            # Closing cuts the backoff short: what is left is tried once each, then dropped.
+            if self._closing.wait(delay):
+                break
+            delay = min(delay * 2, self.backoff_max_s)
+        log.warning("webhook gave up on %s of incident %s: %s", kind, event.incident.id, problem)
+        return False
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop taking events; send what is queued for at most ``timeout`` seconds (blocks)."""
+        self._closing.set()
+        # Wakes the sender now; when the queue is full it finds out within its polling interval.
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            # A daemon thread: it dies with the process, still holding the client.
+            log.warning("webhook: %d events unsent at shutdown", self._queue.qsize())
+        else:
+            self._client.close()

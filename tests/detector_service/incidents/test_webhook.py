@@ -1,0 +1,129 @@
+"""Posting incident events to a webhook: retried on 5xx, and never in the way of frames."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from detector_service.webhook import Webhook
+from tests.detector_service.incidents.conftest import Trackers
+from tests.detector_service.incidents.helpers import Camera, det, drain
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 answering each POST with the next status of a script."""
+
+    def __init__(self, statuses: list[int]) -> None:
+        self.statuses = statuses
+        self.requests: list[tuple[dict[str, str], Any]] = []
+        self.got = threading.Condition()
+        receiver = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                with receiver.got:
+                    receiver.requests.append((dict(self.headers), json.loads(body)))
+                    status = receiver.statuses[min(len(receiver.requests), len(statuses)) - 1]
+                    receiver.got.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+        with self.got:
+            assert self.got.wait_for(lambda: len(self.requests) >= count, timeout)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    made = Receiver(getattr(request, "param", [500, 200]))
+    yield made
+    made.stop()
+
+
+async def test_failed_post_is_retried_and_delivered(trackers: Trackers, receiver: Receiver) -> None:
+    webhook = Webhook(receiver.url, retries=3, backoff_s=0.01)
+    tracker = trackers.make(webhook=webhook)
+    sub = tracker.subscribe()
+    Camera(tracker).frames(3, det("gun", 0.9))
+    (event,) = await drain(sub)
+
+    await asyncio.to_thread(receiver.wait_for, 2)
+    await asyncio.sleep(0.1)  # nothing further arrives once delivered
+    assert len(receiver.requests) == 2
+    (h1, first), (h2, second) = receiver.requests
+    assert first == second
+    assert first["type"] == "INCIDENT_EVENT_TYPE_OPENED"
+    incident = first["incident"]
+    assert incident["id"] == event.incident.id
+    assert (incident["source_id"], incident["class_name"]) == ("cam", "gun")
+    assert incident["peak_confidence"] == pytest.approx(0.9)
+    assert incident["detections"][0]["is_weapon"] is True
+    assert "snapshot_jpeg" not in incident
+    assert h1["Content-Type"] == "application/json"
+    assert (
+        h1["Idempotency-Key"]
+        == h2["Idempotency-Key"]
+        == f"{event.incident.id}:INCIDENT_EVENT_TYPE_OPENED"
+    )
+    assert (webhook.delivered, webhook.failed, webhook.dropped) == (1, 0, 0)
+
+
+@pytest.mark.parametrize("receiver", [[400]], indirect=True)
+async def test_a_final_answer_is_not_retried(trackers: Trackers, receiver: Receiver) -> None:
+    webhook = Webhook(receiver.url, retries=3, backoff_s=0.01)
+    tracker = trackers.make(webhook=webhook)
+    Camera(tracker).frames(3, det("gun"))
+    await asyncio.to_thread(receiver.wait_for, 1)
+    tracker.close()  # closing the incident posts its CLOSED event, also refused once
+    types = [body["type"] for _, body in receiver.requests]
+    assert types == ["INCIDENT_EVENT_TYPE_OPENED", "INCIDENT_EVENT_TYPE_CLOSED"]
+    assert (webhook.delivered, webhook.failed) == (0, 2)
+
+
+async def test_a_dead_webhook_never_blocks_observe(trackers: Trackers) -> None:
+    with socket.socket() as s:  # a port nothing listens on: connection refused
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/hook"
+    webhook = Webhook(url, retries=3, backoff_s=0.05, queue_size=4)
+    tracker = trackers.make(
+        webhook=webhook, min_frames=1, window=1, close_after_s=0.1, cooldown_s=0
+    )
+    cam = Camera(tracker)
+    slowest = 0.0
+    began = time.perf_counter()
+    for _ in range(200):  # an incident opens and closes every two frames: 200 events
+        for detections in ((det("knife"),), ()):
+            t0 = time.perf_counter()
+            cam.frame(*detections)
+            slowest = max(slowest, time.perf_counter() - t0)
+    total = time.perf_counter() - began
+    assert slowest < 0.05, f"slowest observe took {slowest * 1000:.1f} ms"
+    assert total < 2.0, f"400 frames took {total:.2f} s"
+    assert webhook.dropped >= 150  # four queued, one or two in flight, the rest dropped
+
+    began = time.perf_counter()
+    tracker.close()
+    assert time.perf_counter() - began < 4.0
+    assert webhook.delivered == 0
