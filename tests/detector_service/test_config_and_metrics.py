@@ -84,7 +84,8 @@ async def test_declared_sources_and_metrics_are_served(tmp_path: pathlib.Path) -
         def scrape() -> str:
             url = f"http://127.0.0.1:{metrics_port}/metrics"
             with urllib.request.urlopen(url, timeout=5) as response:
-                return response.read().decode()
+                body: bytes = response.read()
+                return body.decode()
 
         text = await asyncio.to_thread(scrape)
         assert 'vigil_source_subscribers{source="pattern2"} 1.0' in text
