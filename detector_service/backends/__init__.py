@@ -1,6 +1,6 @@
 """Detector backends. Importing this package registers every built-in backend."""
 
-from detector_service.backends import darknet, passthrough
+from detector_service.backends import darknet, onnx, passthrough, roboflow
 from detector_service.backends.base import (
     BackendUnavailable,
     DetectorBackend,
@@ -15,6 +15,8 @@ __all__ = [
     "Image",
     "create",
     "darknet",
+    "onnx",
     "passthrough",
     "register",
+    "roboflow",
 ]
