@@ -1,0 +1,127 @@
+"""The gRPC face of the analyzer: validates requests and maps domain errors to statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import grpc
+
+from analyzer_service import sampling, uploads
+from analyzer_service.engine import Engine, not_configured
+from analyzer_service.isolation import MediaWorkers
+from analyzer_service.jobs import JobManager
+from analyzer_service.settings import AnalyzerSettings
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+from vigil.errors import InvalidInput, NotFound, Overloaded, VigilError, abort_with
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+
+
+class NotImplementedYet(VigilError):
+    status = grpc.StatusCode.UNIMPLEMENTED
+    code = "UNIMPLEMENTED"
+
+
+class _StatusOnError(contextlib.AbstractAsyncContextManager[None]):
+    """Ends the call with the error's status when a VigilError escapes the block."""
+
+    def __init__(self, context: Context) -> None:
+        self.context = context
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if isinstance(exc, VigilError):
+            await abort_with(self.context, exc)
+
+
+class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
+    def __init__(
+        self,
+        *,
+        settings: AnalyzerSettings,
+        jobs: JobManager,
+        workers: MediaWorkers,
+        engine: Engine | None,
+    ) -> None:
+        self.settings = settings
+        self.jobs = jobs
+        self.workers = workers
+        self.engine = engine
+        self._uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
+
+    async def UploadVideo(
+        self, request_iterator: AsyncIterator[pb.UploadVideoRequest], context: Context
+    ) -> pb.UploadVideoResponse:
+        async with _StatusOnError(context):
+            if self._uploads.locked():
+                raise Overloaded("too many uploads at once; try again shortly")
+            async with self._uploads:
+                header, video = await uploads.receive(
+                    request_iterator, settings=self.settings, workers=self.workers
+                )
+            await self.jobs.store.create_video(video)
+            response = pb.UploadVideoResponse(video=video)
+            if header.start_analysis:
+                response.job.CopyFrom(await self.jobs.submit(video, header.options))
+            return response
+
+    async def StartAnalysis(
+        self, request: pb.StartAnalysisRequest, context: Context
+    ) -> pb.StartAnalysisResponse:
+        async with _StatusOnError(context):
+            sampling.check_options(request.options, self.settings)
+            video = await self.jobs.store.get_video(request.video_id)
+            if video is None:
+                raise NotFound(f"no video {request.video_id!r}")
+            return pb.StartAnalysisResponse(job=await self.jobs.submit(video, request.options))
+
+    async def StreamAnalysisEvents(
+        self, request: pb.StreamAnalysisEventsRequest, context: Context
+    ) -> AsyncIterator[pb.StreamAnalysisEventsResponse]:
+        async with _StatusOnError(context):
+            async for event in self.jobs.follow(request.job_id, request.after_sequence):
+                yield event
+
+    async def Chat(
+        self, request: pb.ChatRequest, context: Context
+    ) -> AsyncIterator[pb.ChatResponse]:
+        async with _StatusOnError(context):
+            await self.jobs.get(request.job_id)
+            if self.engine is None:
+                raise not_configured()
+            # Chat over an analysed job arrives with the engine; until then it is refused plainly.
+            raise NotImplementedYet("chat is not available yet")
+            yield pb.ChatResponse()  # pragma: no cover - makes this a generator
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
+        async with _StatusOnError(context):
+            return pb.GetJobResponse(job=await self.jobs.get(request.job_id))
+
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
+        async with _StatusOnError(context):
+            page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+            try:
+                jobs, token = await self.jobs.list(
+                    page_size=page_size, page_token=request.page_token, state=request.state
+                )
+            except ValueError as exc:
+                raise InvalidInput("invalid page_token") from exc
+            return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
+
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: Context
+    ) -> pb.CancelJobResponse:
+        async with _StatusOnError(context):
+            return pb.CancelJobResponse(job=await self.jobs.cancel(request.job_id))

@@ -1,0 +1,221 @@
+"""``JobStore`` in an embedded SQLite file.
+
+One connection on one dedicated thread: SQLite serialises writers anyway, the event loop never
+blocks on disk, and calls run in the order they were made, so events are numbered in the order
+they were emitted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import concurrent.futures
+import pathlib
+import sqlite3
+from collections.abc import Callable
+from typing import TypeVar
+
+from analyzer_service.store import UNFINISHED_STATES, Event
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS videos (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    video_id TEXT NOT NULL,
+    state INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_by_state ON jobs (state, seq);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    sequence INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, sequence)
+) WITHOUT ROWID;
+"""
+
+
+class SQLiteJobStore:
+    def __init__(self, path: pathlib.Path) -> None:
+        self._path = path
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: pathlib.Path) -> SQLiteJobStore:
+        store = cls(path)
+        await store._run(store._connect)
+        return store
+
+    def _connect(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        # WAL with synchronous=NORMAL survives process crashes; only a power cut may lose the
+        # last transactions, which is fine for progress events.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA busy_timeout=5000")
+        db.executescript(_SCHEMA)
+        self._db = db
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("store is closed")
+        return self._db
+
+    async def create_video(self, video: pb.Video) -> None:
+        def go() -> None:
+            self.db.execute(
+                "INSERT INTO videos (id, data) VALUES (?, ?)", (video.id, video.SerializeToString())
+            )
+
+        await self._run(go)
+
+    async def get_video(self, video_id: str) -> pb.Video | None:
+        def go() -> pb.Video | None:
+            row = self.db.execute("SELECT data FROM videos WHERE id = ?", (video_id,)).fetchone()
+            return None if row is None else pb.Video.FromString(row[0])
+
+        return await self._run(go)
+
+    async def create_job(self, job: pb.Job) -> None:
+        def go() -> None:
+            self.db.execute(
+                "INSERT INTO jobs (id, video_id, state, data) VALUES (?, ?, ?, ?)",
+                (job.id, job.video.id, job.state, job.SerializeToString()),
+            )
+
+        await self._run(go)
+
+    async def get_job(self, job_id: str) -> pb.Job | None:
+        def go() -> pb.Job | None:
+            row = self.db.execute("SELECT data FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            return None if row is None else pb.Job.FromString(row[0])
+
+        return await self._run(go)
+
+    def _save_job(self, job: pb.Job) -> None:
+        cursor = self.db.execute(
+            "UPDATE jobs SET state = ?, data = ? WHERE id = ?",
+            (job.state, job.SerializeToString(), job.id),
+        )
+        if cursor.rowcount != 1:
+            raise KeyError(job.id)
+
+    async def update_job(self, job: pb.Job) -> None:
+        snapshot = pb.Job()
+        snapshot.CopyFrom(job)
+        await self._run(lambda: self._save_job(snapshot))
+
+    async def append_event(self, event: Event, *, job: pb.Job | None = None) -> Event:
+        stored = Event()
+        stored.CopyFrom(event)
+        if not stored.HasField("time"):
+            stored.time.GetCurrentTime()
+        # Copies taken now: the caller may change its job while the write waits its turn.
+        snapshot: pb.Job | None = None
+        if job is not None:
+            snapshot = pb.Job()
+            snapshot.CopyFrom(job)
+
+        def go() -> Event:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = db.execute(
+                    "SELECT COALESCE(MAX(sequence), 0) FROM events WHERE job_id = ?",
+                    (stored.job_id,),
+                ).fetchone()
+                stored.sequence = last + 1
+                db.execute(
+                    "INSERT INTO events (job_id, sequence, data) VALUES (?, ?, ?)",
+                    (stored.job_id, stored.sequence, stored.SerializeToString()),
+                )
+                if snapshot is not None:
+                    self._save_job(snapshot)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return stored
+
+        return await self._run(go)
+
+    async def list_events(self, job_id: str, after_sequence: int, limit: int) -> list[Event]:
+        def go() -> list[Event]:
+            rows = self.db.execute(
+                "SELECT data FROM events WHERE job_id = ? AND sequence > ?"
+                " ORDER BY sequence LIMIT ?",
+                (job_id, after_sequence, limit),
+            ).fetchall()
+            return [Event.FromString(data) for (data,) in rows]
+
+        return await self._run(go)
+
+    async def list_jobs(
+        self, *, page_size: int, page_token: str, state: pb.JobState.ValueType
+    ) -> tuple[list[pb.Job], str]:
+        before = _decode_token(page_token) if page_token else None
+
+        def go() -> tuple[list[pb.Job], str]:
+            sql = "SELECT seq, data FROM jobs WHERE 1=1"
+            params: list[int] = []
+            if before is not None:
+                sql += " AND seq < ?"
+                params.append(before)
+            if state != pb.JOB_STATE_UNSPECIFIED:
+                sql += " AND state = ?"
+                params.append(state)
+            sql += " ORDER BY seq DESC LIMIT ?"
+            # One more than asked tells whether there is a next page.
+            params.append(page_size + 1)
+            rows = self.db.execute(sql, params).fetchall()
+            jobs = [pb.Job.FromString(data) for _, data in rows[:page_size]]
+            token = _encode_token(rows[page_size - 1][0]) if len(rows) > page_size else ""
+            return jobs, token
+
+        return await self._run(go)
+
+    async def unfinished_jobs(self) -> list[pb.Job]:
+        def go() -> list[pb.Job]:
+            rows = self.db.execute(
+                "SELECT data FROM jobs WHERE state IN (?, ?) ORDER BY seq", UNFINISHED_STATES
+            ).fetchall()
+            return [pb.Job.FromString(data) for (data,) in rows]
+
+        return await self._run(go)
+
+    async def close(self) -> None:
+        def go() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await self._run(go)
+        self._executor.shutdown(wait=True)
+
+
+def _encode_token(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"jobs:{seq}".encode()).decode()
+
+
+def _decode_token(token: str) -> int:
+    try:
+        kind, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind != "jobs":
+            raise ValueError(token)
+        return int(seq)
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("invalid page token") from exc

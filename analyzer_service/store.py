@@ -1,0 +1,62 @@
+"""Where videos, jobs and job events are kept.
+
+The service talks to ``JobStore`` only, so the embedded SQLite store can give way to a shared
+database (Postgres) when several analyzer replicas need one history. Records are the contract's
+own messages: whatever the contract can say, the store can keep.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+
+Event = pb.StreamAnalysisEventsResponse
+
+UNFINISHED_STATES = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+
+
+def is_terminal(event: Event) -> bool:
+    return event.WhichOneof("event") in ("complete", "error")
+
+
+class JobStore(Protocol):
+    """Durable records. Every method may be called concurrently from the event loop."""
+
+    async def create_video(self, video: pb.Video) -> None: ...
+
+    async def get_video(self, video_id: str) -> pb.Video | None: ...
+
+    async def create_job(self, job: pb.Job) -> None: ...
+
+    async def get_job(self, job_id: str) -> pb.Job | None: ...
+
+    async def update_job(self, job: pb.Job) -> None: ...
+
+    async def append_event(self, event: Event, *, job: pb.Job | None = None) -> Event:
+        """Store ``event`` under the job's next sequence (1, 2, ... without gaps).
+
+        Fills in ``sequence``, and ``time`` when unset, and returns the stored event. When
+        ``job`` is given it is saved in the same transaction, so a job's state and its events
+        never disagree, even across a crash.
+        """
+        ...
+
+    async def list_events(self, job_id: str, after_sequence: int, limit: int) -> list[Event]:
+        """Events with a sequence above ``after_sequence``, oldest first."""
+        ...
+
+    async def list_jobs(
+        self, *, page_size: int, page_token: str, state: pb.JobState.ValueType
+    ) -> tuple[list[pb.Job], str]:
+        """One page of jobs, newest first, and the token of the next page ("" when none).
+
+        Raises ``ValueError`` for a token this store did not make.
+        """
+        ...
+
+    async def unfinished_jobs(self) -> list[pb.Job]:
+        """Jobs left QUEUED or RUNNING, oldest first."""
+        ...
+
+    async def close(self) -> None: ...

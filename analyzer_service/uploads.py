@@ -1,0 +1,165 @@
+"""Receiving an uploaded video: to disk as it arrives, hashed on the way, probed in a child."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import pathlib
+import shutil
+import unicodedata
+import uuid
+from collections.abc import AsyncIterator
+
+from analyzer_service import media, sampling
+from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
+from analyzer_service.settings import AnalyzerSettings
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.errors import InvalidInput, TooLarge
+
+# Left free on the disk beyond the upload itself, for frames and the database.
+DISK_RESERVE_BYTES = 256 * 1024**2
+MAX_NAME_CHARS = 255
+
+
+def display_name(name: str) -> str:
+    """The caller's file name made safe to show: no directories, no control characters."""
+    name = unicodedata.normalize("NFC", name).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C").strip()
+    return name[:MAX_NAME_CHARS] or "video"
+
+
+class _PartFile:
+    """The file being received; blocking methods run in a thread."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        self.path = path
+        self.size = 0
+        self._hash = hashlib.sha256()
+        self._file: io.BufferedWriter | None = open(path, "xb")  # noqa: SIM115
+
+    def write(self, chunk: bytes) -> None:
+        assert self._file is not None
+        self._file.write(chunk)
+        self._hash.update(chunk)
+
+    def finish(self) -> str:
+        self.close()
+        return self._hash.hexdigest()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+async def receive(
+    requests: AsyncIterator[pb.UploadVideoRequest],
+    *,
+    settings: AnalyzerSettings,
+    workers: MediaWorkers,
+) -> tuple[pb.UploadHeader, pb.Video]:
+    """Store and probe one upload; the stored file is ``settings.videos_dir / video.id``."""
+    first = await anext(requests, None)
+    if first is None or first.WhichOneof("payload") != "header":
+        raise InvalidInput("the first message of an upload must be its header")
+    header = first.header
+    if header.start_analysis:
+        # Checked before any bytes arrive, so a bad request wastes no upload.
+        sampling.check_options(header.options, settings)
+    if header.size > settings.max_upload_bytes:
+        raise TooLarge(_too_large(settings.max_upload_bytes))
+    settings.videos_dir.mkdir(parents=True, exist_ok=True)
+    free = (await asyncio.to_thread(shutil.disk_usage, settings.videos_dir)).free
+    if header.size + DISK_RESERVE_BYTES > free:
+        raise TooLarge("not enough disk space for this upload", code="INSUFFICIENT_STORAGE")
+
+    video_id = uuid.uuid4().hex
+    part_path = settings.videos_dir / f"{video_id}.part"
+    part = await asyncio.to_thread(_PartFile, part_path)
+    try:
+        async for message in requests:
+            if message.WhichOneof("payload") != "chunk":
+                raise InvalidInput("only the first message of an upload may be a header")
+            chunk = message.chunk
+            part.size += len(chunk)
+            # Checked before writing, so an oversized upload never reaches the disk.
+            if part.size > settings.max_upload_bytes:
+                raise TooLarge(_too_large(settings.max_upload_bytes))
+            if part.size > header.size:
+                raise InvalidInput(f"received more bytes than the declared size ({header.size})")
+            # Hashing and writing a chunk take milliseconds; a thread keeps them off the loop.
+            await asyncio.to_thread(part.write, chunk)
+        if part.size != header.size:
+            raise InvalidInput(f"received {part.size} bytes but the header declared {header.size}")
+        if part.size == 0:
+            raise InvalidInput("the upload is empty")
+        sha256 = await asyncio.to_thread(part.finish)
+        probe = await _probe(str(part_path), settings, workers)
+        final_path = settings.videos_dir / video_id
+        await asyncio.to_thread(os.replace, part_path, final_path)
+    except BaseException:
+        # Client gone, refused or failed: nothing of the upload may stay behind.
+        await asyncio.shield(asyncio.to_thread(_discard, part, part_path))
+        raise
+
+    video = pb.Video(
+        id=video_id,
+        name=display_name(header.name),
+        size=part.size,
+        sha256=sha256,
+        duration_s=probe.duration_s,
+        fps=probe.fps,
+        width=probe.width,
+        height=probe.height,
+        frame_count=probe.frame_count,
+        codec=probe.codec,
+    )
+    video.uploaded_at.GetCurrentTime()
+    return header, video
+
+
+def _discard(part: _PartFile, path: pathlib.Path) -> None:
+    part.close()
+    path.unlink(missing_ok=True)
+
+
+def _too_large(limit: int) -> str:
+    return f"the upload exceeds the limit of {limit} bytes"
+
+
+async def _probe(path: str, settings: AnalyzerSettings, workers: MediaWorkers) -> media.ProbeResult:
+    try:
+        probe = await workers.call(settings.probe_timeout_s, media.probe, path)
+    except RemoteError as exc:
+        raise InvalidInput(f"not a usable video: {exc.message}") from exc
+    except WorkerCrashed as exc:
+        raise InvalidInput("not a usable video: the decoder crashed reading it") from exc
+    except WorkerTimeout as exc:
+        raise InvalidInput(
+            f"not a usable video: reading it took longer than {settings.probe_timeout_s:g} s"
+        ) from exc
+    check_limits(probe, settings)
+    return probe
+
+
+def check_limits(probe: media.ProbeResult, settings: AnalyzerSettings) -> None:
+    problems: list[str] = []
+    if probe.duration_s > settings.max_duration_s:
+        problems.append(
+            f"duration {probe.duration_s:.0f} s is over the limit of {settings.max_duration_s:g} s"
+        )
+    # Orientation-free: compare long side with long side and short with short.
+    long_side, short_side = max(probe.width, probe.height), min(probe.width, probe.height)
+    long_max = max(settings.max_width, settings.max_height)
+    short_max = min(settings.max_width, settings.max_height)
+    if long_side > long_max or short_side > short_max:
+        problems.append(
+            f"size {probe.width}x{probe.height} is over the limit of "
+            f"{settings.max_width}x{settings.max_height}"
+        )
+    if probe.fps > settings.max_fps:
+        problems.append(f"{probe.fps:g} fps is over the limit of {settings.max_fps:g}")
+    if problems:
+        raise InvalidInput("video refused: " + "; ".join(problems))

@@ -1,0 +1,135 @@
+"""Helpers of the analyzer tests: coded test videos, a fake engine, upload and follow calls."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from fractions import Fraction
+from typing import TypeAlias
+
+import av
+import cv2
+import grpc
+import numpy as np
+
+from analyzer_service.engine import GenerateRequest
+from analyzer_service.server import AnalyzerServer
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+
+CHUNK = 256 * 1024
+
+StartServer = Callable[..., Awaitable[AnalyzerServer]]
+Stub: TypeAlias = "pb_grpc.AnalyzerServiceAsyncStub"
+
+
+def coded_frame(index: int, width: int, height: int) -> np.ndarray:
+    """A frame whose halves spell its index modulo 256, to check which frame a sample is."""
+    image = np.zeros((height, width, 3), np.uint8)
+    image[:, : width // 2] = (index % 16) * 16 + 8
+    image[:, width // 2 :] = (index // 16 % 16) * 16 + 8
+    return image
+
+
+def frame_index_of(image: np.ndarray) -> int:
+    width = image.shape[1]
+    low = round((float(image[:, : width // 4].mean()) - 8) / 16)
+    high = round((float(image[:, 3 * width // 4 :].mean()) - 8) / 16)
+    return high * 16 + low
+
+
+def write_mp4v(path: pathlib.Path, *, seconds: float, fps: int, width: int, height: int) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (width, height))
+    for index in range(round(seconds * fps)):
+        writer.write(coded_frame(index, width, height))
+    writer.release()
+
+
+def write_h264(
+    path: pathlib.Path, *, frames: int, rate: Fraction, width: int, height: int, gop: int = 250
+) -> None:
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=rate, options={"g": str(gop)})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for index in range(frames):
+            frame = av.VideoFrame.from_ndarray(coded_frame(index, width, height), format="bgr24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+class FakeEngine:
+    """Answers with fixed text, or with ``block`` waits forever (a job held mid-inference)."""
+
+    model = "fake/model"
+
+    def __init__(self, *, block: bool = False, text: str = "A person walks in at [00:02].") -> None:
+        self.block = block
+        self.text = text
+        self.requests: list[GenerateRequest] = []
+        self.aborted: list[str] = []
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
+        if self.block:
+            await asyncio.Event().wait()
+        for word in self.text.split(" "):
+            yield word + " "
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    async def health(self) -> bool:
+        return True
+
+
+def connect(server: AnalyzerServer) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+
+
+def upload_requests(
+    data: bytes,
+    *,
+    name: str = "clip.mp4",
+    size: int | None = None,
+    start: bool = True,
+    options: pb.AnalysisOptions | None = None,
+) -> Iterator[pb.UploadVideoRequest]:
+    header = pb.UploadHeader(
+        name=name, size=len(data) if size is None else size, start_analysis=start, options=options
+    )
+    yield pb.UploadVideoRequest(header=header)
+    for offset in range(0, len(data), CHUNK):
+        yield pb.UploadVideoRequest(chunk=data[offset : offset + CHUNK])
+
+
+async def upload(
+    stub: Stub,
+    data: bytes,
+    *,
+    name: str = "clip.mp4",
+    start: bool = True,
+    options: pb.AnalysisOptions | None = None,
+) -> pb.UploadVideoResponse:
+    return await stub.UploadVideo(upload_requests(data, name=name, start=start, options=options))
+
+
+async def events_of(
+    stub: Stub, job_id: str, after: int = 0
+) -> list[pb.StreamAnalysisEventsResponse]:
+    request = pb.StreamAnalysisEventsRequest(job_id=job_id, after_sequence=after)
+    return [event async for event in stub.StreamAnalysisEvents(request)]
+
+
+async def wait_for_event(stub: Stub, job_id: str, kind: str) -> pb.StreamAnalysisEventsResponse:
+    """Follow the job until an event of ``kind`` (a oneof name) arrives; the stream is then left."""
+    request = pb.StreamAnalysisEventsRequest(job_id=job_id)
+    call = stub.StreamAnalysisEvents(request)
+    async for event in call:
+        if event.WhichOneof("event") == kind:
+            call.cancel()
+            return event
+    raise AssertionError(f"job {job_id} ended without a {kind} event")

@@ -1,0 +1,239 @@
+"""Jobs over real gRPC: replay and resume, live following, queueing, cancelling, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from analyzer_service.settings import AnalyzerSettings
+from tests.analyzer_service.helpers import (
+    FakeEngine,
+    StartServer,
+    Stub,
+    connect,
+    events_of,
+    upload,
+    wait_for_event,
+)
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+
+
+def kinds(events: list[pb.StreamAnalysisEventsResponse]) -> list[str | None]:
+    return [e.WhichOneof("event") for e in events]
+
+
+async def test_a_late_subscriber_replays_everything_and_a_resume_skips_what_it_saw(
+    stub: Stub, short_bytes: bytes
+) -> None:
+    job_id = (await upload(stub, short_bytes)).job.id
+    first = await events_of(stub, job_id)
+    # Long after the job ended: the whole history, ending with the terminal event.
+    again = await events_of(stub, job_id)
+    assert again == first
+    assert [e.sequence for e in first] == [1, 2, 3, 4]
+    assert kinds(first)[-1] == "error"
+    resumed = await events_of(stub, job_id, after=2)
+    assert resumed == first[2:]
+    assert await events_of(stub, job_id, after=4) == []
+
+
+async def test_following_live_sees_each_event_once_in_order(
+    start_server: StartServer, short_bytes: bytes
+) -> None:
+    engine = FakeEngine(text="A person enters at [00:02] and leaves at [00:04].")
+    server = await start_server(engine=engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        video = (await upload(stub, short_bytes, start=False)).video
+        job = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
+        followers = await asyncio.gather(*(events_of(stub, job.id) for _ in range(3)))
+        stored = await events_of(stub, job.id)
+        final = (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).job
+    for events in followers:
+        assert events == stored
+    assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
+    assert kinds(stored) == ["progress"] * 4 + ["thinking", "progress", "complete"]
+    assert [e.progress.percent for e in stored if e.HasField("progress")] == [10, 25, 50, 75, 100]
+    assert stored[4].thinking.frame_count == 3
+    result = stored[-1].complete.result
+    assert result.summary.split() == engine.text.split()
+    assert result.model == "fake/model"
+    assert [f.reason for f in result.frames] == ["seed"] * 3
+    assert final.state == pb.JOB_STATE_SUCCEEDED
+    assert final.result == result
+    (request,) = engine.requests
+    assert len(request.images) == 3
+    assert all(path.exists() for path in request.images)
+    assert "[00:00]" in request.prompt
+
+
+async def test_cancel_stops_a_running_job(start_server: StartServer, short_bytes: bytes) -> None:
+    engine = FakeEngine(block=True)
+    server = await start_server(engine=engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job_id = (await upload(stub, short_bytes)).job.id
+        await wait_for_event(stub, job_id, "thinking")
+        cancelled = (await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))).job
+        assert cancelled.state == pb.JOB_STATE_CANCELLED
+        assert cancelled.error.code == "CANCELLED"
+        events = await events_of(stub, job_id)
+        assert events[-1].error.code == "CANCELLED"
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        assert engine.aborted == [job_id]
+        # Cancelling a finished job changes nothing.
+        again = (await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))).job
+        assert again == cancelled
+        assert await events_of(stub, job_id) == events
+
+
+async def test_jobs_wait_in_a_fifo_queue_and_can_be_cancelled_there(
+    start_server: StartServer, short_bytes: bytes
+) -> None:
+    server = await start_server(engine=FakeEngine(block=True))
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        video = (await upload(stub, short_bytes, start=False)).video
+        start = pb.StartAnalysisRequest(video_id=video.id)
+        first = (await stub.StartAnalysis(start)).job
+        second = (await stub.StartAnalysis(start)).job
+        third = (await stub.StartAnalysis(start)).job
+        assert (second.state, second.queue_position) == (pb.JOB_STATE_QUEUED, 1)
+        assert (third.state, third.queue_position) == (pb.JOB_STATE_QUEUED, 2)
+
+        # Cancelling the second moves the third up, and tells its followers so.
+        await stub.CancelJob(pb.CancelJobRequest(job_id=second.id))
+        third_now = (await stub.GetJob(pb.GetJobRequest(job_id=third.id))).job
+        assert third_now.queue_position == 1
+        listed = (await stub.ListJobs(pb.ListJobsRequest(state=pb.JOB_STATE_QUEUED))).jobs
+        assert [(j.id, j.queue_position) for j in listed] == [(third.id, 1)]
+
+        second_events = await events_of(stub, second.id)
+        assert kinds(second_events) == ["progress", "error"]
+        assert second_events[0].progress.stage == pb.STAGE_QUEUED
+        assert second_events[0].progress.queue_position == 1
+        assert second_events[1].error.code == "CANCELLED"
+
+        # The running job finishing lets the queued one start.
+        await stub.CancelJob(pb.CancelJobRequest(job_id=first.id))
+        await wait_for_event(stub, third.id, "thinking")
+        third_events = await events_of_until(stub, third.id, 4)
+        positions = [e.progress.queue_position for e in third_events[:2]]
+        assert positions == [2, 1]
+        assert third_events[2].progress.stage == pb.STAGE_INITIALIZING
+        await stub.CancelJob(pb.CancelJobRequest(job_id=third.id))
+
+
+async def events_of_until(
+    stub: Stub, job_id: str, count: int
+) -> list[pb.StreamAnalysisEventsResponse]:
+    call = stub.StreamAnalysisEvents(pb.StreamAnalysisEventsRequest(job_id=job_id))
+    events = []
+    async for event in call:
+        events.append(event)
+        if len(events) == count:
+            call.cancel()
+            break
+    return events
+
+
+async def test_a_subscriber_leaving_does_not_cancel_the_job(
+    start_server: StartServer, short_bytes: bytes
+) -> None:
+    server = await start_server(engine=FakeEngine(block=True))
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job_id = (await upload(stub, short_bytes)).job.id
+        await wait_for_event(stub, job_id, "thinking")  # leaves the stream
+        await asyncio.sleep(0.2)
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+        assert job.state == pb.JOB_STATE_RUNNING
+        assert (job.stage, job.percent) == (pb.STAGE_INFERENCE, 75)
+        await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
+
+
+async def test_a_restart_fails_interrupted_jobs_with_a_retryable_error(
+    start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
+) -> None:
+    first = await start_server(
+        settings.model_copy(update={"max_queued_jobs": 4}), engine=FakeEngine(block=True)
+    )
+    async with connect(first) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        video = (await upload(stub, short_bytes, start=False)).video
+        running = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
+        queued = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
+        await wait_for_event(stub, running.id, "thinking")
+        before = await events_of_until(stub, running.id, 5)
+    await first.stop(0)
+
+    second = await start_server()
+    async with connect(second) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        for job_id, was in ((running.id, "running"), (queued.id, "queued")):
+            job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+            assert job.state == pb.JOB_STATE_FAILED
+            assert job.error.code == "INTERRUPTED"
+            assert job.error.retryable
+            assert was in job.error.message
+            events = await events_of(stub, job_id)
+            assert events[-1].error == job.error
+            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        assert (await events_of(stub, running.id))[:5] == before
+        # The video is still there to analyse again.
+        retry = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
+        assert (await events_of(stub, retry.id))[-1].error.code == "MODEL_NOT_CONFIGURED"
+
+
+async def test_a_full_queue_refuses_new_jobs(
+    start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
+) -> None:
+    server = await start_server(
+        settings.model_copy(update={"max_queued_jobs": 1}), engine=FakeEngine(block=True)
+    )
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        video = (await upload(stub, short_bytes, start=False)).video
+        start = pb.StartAnalysisRequest(video_id=video.id)
+        running = (await stub.StartAnalysis(start)).job
+        queued = (await stub.StartAnalysis(start)).job
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.StartAnalysis(start)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "OVERLOADED" in (caught.value.details() or "")
+        for job in (queued, running):
+            await stub.CancelJob(pb.CancelJobRequest(job_id=job.id))
+
+
+async def test_list_jobs_pages_newest_first(stub: Stub, short_bytes: bytes) -> None:
+    video = (await upload(stub, short_bytes, start=False)).video
+    ids = [
+        (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job.id
+        for _ in range(3)
+    ]
+    page = await stub.ListJobs(pb.ListJobsRequest(page_size=2))
+    assert [j.id for j in page.jobs] == ids[:0:-1]
+    rest = await stub.ListJobs(pb.ListJobsRequest(page_size=2, page_token=page.next_page_token))
+    assert ([j.id for j in rest.jobs], rest.next_page_token) == ([ids[0]], "")
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListJobs(pb.ListJobsRequest(page_token="bogus"))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_decoder_that_hangs_fails_only_its_job(
+    start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
+) -> None:
+    server = await start_server(settings.model_copy(update={"sampling_timeout_s": 0.001}))
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job_id = (await upload(stub, short_bytes)).job.id
+        events = await events_of(stub, job_id)
+        assert events[-1].error.code == "DECODER_TIMEOUT"
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+        assert job.state == pb.JOB_STATE_FAILED
+        # The killed child is replaced: the service goes on probing uploads.
+        again = await upload(stub, short_bytes, start=False)
+        assert again.video.frame_count == 150
