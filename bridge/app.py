@@ -18,8 +18,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from bridge import health, video
+from bridge import api_analyses, api_sources, errors, health, metrics, session_ws, sio, video
 from bridge.frames import FrameHub
+from bridge.metrics import HttpMetrics, Metrics
+from bridge.security import Guard, grpc_interceptors
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState
 from vigil.serving import DEFAULT_MAX_MESSAGE_BYTES
@@ -32,6 +34,8 @@ STATIC_DIR = pathlib.Path(__file__).parent / "static"
 def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
     return grpc.aio.insecure_channel(
         address,
+        # Passes the bearer token on as ``authorization`` metadata, when one is configured.
+        interceptors=grpc_interceptors(settings),
         options=[
             ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
@@ -46,7 +50,36 @@ def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
     )
 
 
+DESCRIPTION = """\
+The bridge is the only thing a browser talks to: HTTP and WebSocket here, gRPC behind.
+
+**Errors** are JSON `{"code", "message"}` everywhere; statuses come from one gRPC -> HTTP table
+(`vigil.errors`). **Token**: when `VIGIL_BRIDGE_TOKEN` is set, send `Authorization: Bearer
+<token>` (WebSockets: that header or `?token=`); `/health` and the page are public.
+
+**WebSockets** (not listed below, as OpenAPI cannot describe them):
+
+* `/ws/video-stream[/{source_id}]?extras=detections,sequence,dropped,latency&format=json|binary`:
+  live frames. JSON: `{"type": "frame", "data": <base64 JPEG>, "timestamp": <s>}` (+ extras).
+  Binary (`format=binary`): 4-byte big-endian header length N, N bytes of UTF-8 JSON header
+  `{"type": "frame", "timestamp", "sequence", ...extras}`, then the JPEG bytes. Errors are JSON
+  text `{"type": "error", "code", "message"}` in both formats.
+* `/ws/session`: `{"event": NAME, "data": {...}}` both ways. Client: `join_session` {job_id |
+  session_id, after_sequence?}, `leave_session`, `ping`, `chat` {question}. Server:
+  `session_joined`, `analysis_progress` {percent, stage, message}, `long_video_detected`,
+  `ai_thinking`, `analysis_complete` {result, timings}, `chat_response` ({delta, done: false}
+  pieces, then {done: true, text, cited_times}), `error` {code, message}, `pong`. Job events
+  carry `sequence`; rejoin with `after_sequence` for no duplicates.
+* `/socket.io`: the same session events over Socket.IO.
+
+Limits: incoming WebSocket messages over the size limit close with 1009, over the rate with 1008;
+too many sockets from one address close with 1013; uploads over the limit get 413.
+"""
+
+
 def create_app(settings: BridgeSettings) -> FastAPI:
+    app_metrics = Metrics()
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         detector = open_channel(settings.detector_address, settings)
@@ -57,7 +90,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             retry_initial_s=settings.retry_initial_s,
             retry_max_s=settings.retry_max_s,
         )
-        app.state.vigil = BridgeState(settings, detector, analyzer, frames)
+        app.state.vigil = BridgeState(settings, detector, analyzer, frames, app_metrics)
         log.info(
             "bridge: detector at %s, analyzer at %s",
             settings.detector_address,
@@ -73,16 +106,32 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app = FastAPI(
         title="Vigil bridge",
         summary="Browser gateway to Vigil's detector and analyzer services.",
+        description=DESCRIPTION,
+        version="1",
         lifespan=lifespan,
     )
+    app.state.metrics = app_metrics
+    errors.install(app)
+    # Added innermost first: HttpMetrics(CORS(Guard(routes))). CORS answers pre-flights before
+    # the token is asked for (they never carry it); disallowed origins get no CORS headers and
+    # their pre-flights a 400. Credentials are never allowed: the token is a header, not a cookie.
+    app.add_middleware(Guard, settings=settings, metrics=app_metrics)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.allowed_origins,
-        allow_methods=["*"],
-        allow_headers=["*"],
+        allow_credentials=False,
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=["Authorization", "Content-Type"],
+        max_age=600,
     )
+    app.add_middleware(HttpMetrics, metrics=app_metrics)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    app.include_router(api_analyses.router)
+    app.include_router(api_sources.router)
     app.include_router(video.router)
+    app.include_router(session_ws.router)
+    sio.mount(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", include_in_schema=False)

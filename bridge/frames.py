@@ -8,6 +8,9 @@ Each frame is turned into its WebSocket message once (base64 + orjson, ~0.25 ms 
 the very same ``str`` goes to every viewer that asked for the same fields; that is the only CPU
 work the hub does on the event loop.
 
+Binary viewers (``?format=binary``) get the same frame as one binary message instead, built once
+per frame and shared the same way (see ``binary_message`` for the layout).
+
 When the detector cannot be reached or the stream breaks, every viewer gets an error message and
 the hub resubscribes with capped exponential backoff; frames resume on the same WebSockets. Errors
 that retrying cannot fix (an unknown source, a bad argument) close the viewers instead, with the
@@ -22,6 +25,7 @@ import contextlib
 import logging
 import random
 import re
+import struct
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -94,9 +98,41 @@ def capture_seconds(frame: dpb.Frame, fallback: float) -> float:
 
 def encode_frame(frame: dpb.Frame, data: str, extras: frozenset[str], received: float) -> str:
     """The message for one frame; ``data`` is the frame's JPEG in base64, computed once."""
+    return orjson.dumps(_frame_fields(frame, extras, received, data=data)).decode()
+
+
+# Binary frame messages (``?format=binary``), all integers big-endian:
+#   bytes 0-3      N, the length of the header (unsigned 32-bit)
+#   bytes 4-(4+N)  the header: UTF-8 JSON {"type": "frame", "timestamp": <capture time, s>,
+#                  "sequence": <source frame number>} plus the fields ``?extras=`` asks for
+#                  (latency_ms, inference_ms, width, height, detections, dropped)
+#   the rest       the JPEG, exactly as the detector sent it
+# Errors still arrive as JSON text messages, so a client tells them apart by message type.
+HEADER_LENGTH = struct.Struct(">I")
+
+
+def binary_message(header: dict[str, Any], jpeg: bytes) -> bytes:
+    """Pack one binary frame message (see the layout above)."""
+    encoded = orjson.dumps(header)
+    return b"".join((HEADER_LENGTH.pack(len(encoded)), encoded, jpeg))
+
+
+def parse_binary_message(message: bytes) -> tuple[dict[str, Any], bytes]:
+    """Split a binary frame message into its header and JPEG (for clients and tests)."""
+    (length,) = HEADER_LENGTH.unpack_from(message)
+    header: dict[str, Any] = orjson.loads(message[4 : 4 + length])
+    return header, message[4 + length :]
+
+
+def _frame_fields(
+    frame: dpb.Frame, extras: frozenset[str], received: float, *, data: str | None
+) -> dict[str, Any]:
     timestamp = capture_seconds(frame, received)
-    msg: dict[str, Any] = {"type": "frame", "data": data, "timestamp": timestamp}
-    if "sequence" in extras:
+    msg: dict[str, Any] = {"type": "frame"}
+    if data is not None:
+        msg["data"] = data
+    msg["timestamp"] = timestamp
+    if "sequence" in extras or data is None:
         msg["sequence"] = frame.sequence
     if "latency" in extras:
         # Capture to arrival at the bridge; the browser adds its own leg from ``timestamp``.
@@ -106,7 +142,7 @@ def encode_frame(frame: dpb.Frame, data: str, extras: frozenset[str], received: 
         msg["width"] = frame.width
         msg["height"] = frame.height
         msg["detections"] = [_detection(d) for d in frame.detections]
-    return orjson.dumps(msg).decode()
+    return msg
 
 
 def _detection(d: cpb.Detection) -> dict[str, Any]:
@@ -145,10 +181,20 @@ class Viewer:
     """One WebSocket's view of a source: its queue of outgoing messages and, once the hub ends
     the view, the close code to send."""
 
-    def __init__(self, source_id: str, extras: frozenset[str], queue_size: int, base: int) -> None:
+    def __init__(
+        self,
+        source_id: str,
+        extras: frozenset[str],
+        queue_size: int,
+        base: int,
+        *,
+        binary: bool = False,
+    ) -> None:
         self.source_id = source_id
         self.extras = extras
-        self.queue: NewestWinsQueue[str] = NewestWinsQueue(queue_size)
+        self.binary = binary
+        # Frames: ``str`` (JSON text) or ``bytes`` (binary viewers); errors are always ``str``.
+        self.queue: NewestWinsQueue[str | bytes] = NewestWinsQueue(queue_size)
         self.close_code = 1000
         self.close_reason = ""
         # The source's upstream drop count when this viewer joined.
@@ -173,6 +219,7 @@ class _EncodedFrame:
         self.received = time.time()
         self._data: str | None = None
         self._texts: dict[frozenset[str], str] = {}
+        self._binaries: dict[frozenset[str], tuple[dict[str, Any], bytes]] = {}
 
     def text(self, extras: frozenset[str]) -> str:
         key = extras - {"dropped"}
@@ -182,6 +229,24 @@ class _EncodedFrame:
                 self._data = base64.b64encode(self.frame.jpeg).decode("ascii")
             text = self._texts[key] = encode_frame(self.frame, self._data, key, self.received)
         return text
+
+    def binary(self, extras: frozenset[str]) -> tuple[dict[str, Any], bytes]:
+        key = extras - {"dropped"}
+        packed = self._binaries.get(key)
+        if packed is None:
+            header = _frame_fields(self.frame, key, self.received, data=None)
+            packed = self._binaries[key] = (header, binary_message(header, self.frame.jpeg))
+        return packed
+
+    def message_for(self, viewer: Viewer, upstream_dropped: int) -> str | bytes:
+        if not viewer.binary:
+            return self.text_for(viewer, upstream_dropped)
+        header, packed = self.binary(viewer.extras)
+        if "dropped" in viewer.extras:
+            # Per-viewer figure: a header of its own, the JPEG copied once more (a memcpy).
+            own = {**header, "dropped": viewer.dropped(upstream_dropped)}
+            return binary_message(own, self.frame.jpeg)
+        return packed
 
     def text_for(self, viewer: Viewer, upstream_dropped: int) -> str:
         text = self.text(viewer.extras)
@@ -205,8 +270,10 @@ class _Feed:
         self._last_error: str | None = None
         self.task = asyncio.create_task(self._run(), name=f"bridge-feed-{source_id}")
 
-    def join(self, extras: frozenset[str]) -> Viewer:
-        viewer = Viewer(self.source_id, extras, self.hub.queue_size, self.upstream_dropped)
+    def join(self, extras: frozenset[str], binary: bool = False) -> Viewer:
+        viewer = Viewer(
+            self.source_id, extras, self.hub.queue_size, self.upstream_dropped, binary=binary
+        )
         if self._last_error is not None:
             # A viewer arriving during an outage learns about it at once.
             viewer.queue.put(self._last_error)
@@ -276,7 +343,7 @@ class _Feed:
         self.frames += 1
         encoded = _EncodedFrame(frame)
         for viewer in self.viewers:
-            viewer.queue.put(encoded.text_for(viewer, self.upstream_dropped))
+            viewer.queue.put(encoded.message_for(viewer, self.upstream_dropped))
 
     def _on_source(self, source: dpb.Source) -> None:
         if source.state == dpb.SOURCE_STATE_FAILED:
@@ -320,7 +387,9 @@ class FrameHub:
         self._closed = False
 
     @contextlib.contextmanager
-    def watch(self, source_id: str, extras: frozenset[str] = frozenset()) -> Iterator[Viewer]:
+    def watch(
+        self, source_id: str, extras: frozenset[str] = frozenset(), *, binary: bool = False
+    ) -> Iterator[Viewer]:
         """Become a viewer of ``source_id`` for the duration of the ``with`` block."""
         if self._closed:
             raise Unavailable("the bridge is shutting down")
@@ -329,7 +398,7 @@ class FrameHub:
         feed = self._feeds.get(source_id)
         if feed is None:
             feed = self._feeds[source_id] = _Feed(self, source_id)
-        viewer = feed.join(extras)
+        viewer = feed.join(extras, binary)
         try:
             yield viewer
         finally:

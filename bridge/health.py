@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.state import bridge_state
@@ -41,17 +42,54 @@ async def check(channel: grpc.aio.Channel, service: str, deadline_s: float) -> s
     return name
 
 
-@router.get("/health")
-async def health(request: Request) -> dict[str, Any]:
+async def _services(request: Request) -> dict[str, str]:
     state = bridge_state(request)
     timeout = state.settings.health_timeout_s
     detector, analyzer = await asyncio.gather(
         check(state.detector, DETECTOR_SERVICE, timeout),
         check(state.analyzer, ANALYZER_SERVICE, timeout),
     )
-    services = {"bridge": SERVING, "detector": detector, "analyzer": analyzer}
+    return {"bridge": SERVING, "detector": detector, "analyzer": analyzer}
+
+
+@router.get("/health", tags=["health"], summary="Liveness, plus each backend's state")
+async def health(request: Request) -> dict[str, Any]:
+    services = await _services(request)
     return {
         "status": "ok" if all(s == SERVING for s in services.values()) else "degraded",
         "services": services,
-        "streams": state.frames.sources(),
+        "streams": bridge_state(request).frames.sources(),
     }
+
+
+READY_EXAMPLE: dict[str, Any] = {
+    "status": "ok",
+    "services": {"bridge": SERVING, "detector": SERVING, "analyzer": SERVING},
+}
+
+
+@router.get(
+    "/ready",
+    tags=["health"],
+    summary="Readiness: 200 when every backend is SERVING, else 503",
+    responses={
+        200: {"content": {"application/json": {"example": READY_EXAMPLE}}},
+        503: {
+            "description": "A backend is not SERVING.",
+            "content": {
+                "application/json": {
+                    "example": {
+                        **READY_EXAMPLE,
+                        "status": "unavailable",
+                        "services": {**READY_EXAMPLE["services"], "analyzer": UNREACHABLE},
+                    }
+                }
+            },
+        },
+    },
+)
+async def ready(request: Request) -> JSONResponse:
+    services = await _services(request)
+    ok = all(s == SERVING for s in services.values())
+    body = {"status": "ok" if ok else "unavailable", "services": services}
+    return JSONResponse(body, status_code=200 if ok else 503)

@@ -6,6 +6,8 @@ production runs.
 
 from __future__ import annotations
 
+import logging
+import re
 import socket
 from typing import Any
 
@@ -31,7 +33,28 @@ def listen(settings: BridgeSettings) -> socket.socket:
     return sock
 
 
+_TOKEN = re.compile(r"(token=)[^&\s\"']*")
+
+
+class RedactTokens(logging.Filter):
+    """Scrubs ``?token=...`` from log lines: uvicorn logs request paths with their query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg, record.args = _TOKEN.sub(r"\1[redacted]", message), None
+        return True
+
+
+def redact() -> None:
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+
+
 def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.Config:
+    redact()
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
@@ -39,6 +62,8 @@ def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.
         "ws": settings.ws_impl,
         # Frames are JPEG: deflate cannot shrink them and costs 2-5 ms per 100 KB frame.
         "ws_per_message_deflate": False,
+        # Incoming messages only (browsers send small control messages); bigger ones close 1009.
+        "ws_max_size": settings.ws_max_message_bytes,
         "log_level": settings.log_level.lower(),
         # Keep the process's logging format; uvicorn's default config would replace it.
         "log_config": None,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +44,38 @@ class BridgeSettings(BaseSettings):
     # uvicorn's WebSocket implementation. Per-message deflate is always off: frames are JPEG, and
     # compressing them again costs milliseconds per frame for nothing.
     ws_impl: Literal["auto", "websockets", "websockets-sansio", "wsproto"] = "auto"
+
+    # Optional bearer token. When set, every HTTP request except /health needs
+    # ``Authorization: Bearer <token>``; WebSockets present it at the handshake, as that header or
+    # as ``?token=`` (browsers cannot set headers on WebSockets); Socket.IO clients may also send
+    # it in their ``auth`` payload. The bridge passes it on to the gRPC backends as
+    # ``authorization`` metadata. Never logged.
+    token: SecretStr | None = None
+
+    # Largest incoming WebSocket message in bytes; a bigger one closes the socket with 1009.
+    # Browsers only send small control messages; frames go the other way and are not limited.
+    ws_max_message_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024
+    # Incoming WebSocket messages per second per connection (token bucket of ``ws_message_burst``);
+    # a client over it is closed with 1008 and a reason.
+    ws_message_rate: Annotated[float, Field(gt=0.0)] = 20.0
+    ws_message_burst: Annotated[int, Field(ge=1)] = 40
+    # WebSockets (frames, sessions, Socket.IO) open at once per client address; one more is
+    # accepted and closed at once with 1013 "try again later" and a reason.
+    max_connections_per_client: Annotated[int, Field(ge=1)] = 32
+
+    # Largest upload the bridge forwards, in bytes; larger ones get 413 before any byte is read
+    # (the analyzer enforces its own limit as well).
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 4 * 1024**3
+    # Size of the chunks an upload is forwarded to the analyzer in.
+    upload_chunk_bytes: Annotated[int, Field(ge=4096, le=4 * 1024 * 1024)] = 1024 * 1024
+    # Seconds a unary gRPC call from the HTTP API may take.
+    rpc_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _no_wildcard_with_others(cls, value: list[str]) -> list[str]:
+        # CORS never allows credentials here (the token travels in a header, not a cookie), so
+        # "*" is legal; but mixing it with named origins is a misunderstanding worth refusing.
+        if "*" in value and len(value) > 1:
+            raise ValueError('"*" allows every origin; list origins or use "*" alone')
+        return value

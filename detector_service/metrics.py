@@ -43,7 +43,8 @@ class SourceCollector(Collector):
             "vigil_source_frames_dropped", "Frames dropped for slow subscribers", labels=labels
         )
         replaced = CounterMetricFamily(
-            "vigil_source_frames_replaced", "Captured frames replaced before processing",
+            "vigil_source_frames_replaced",
+            "Captured frames replaced before processing",
             labels=labels,
         )
         published = CounterMetricFamily(
@@ -67,11 +68,18 @@ class SourceCollector(Collector):
             published.add_metric(value, c.frames_published)
             errors.add_metric(value, c.detection_errors)
             reconnects.add_metric(value, c.reconnects)
-        yield from (fps_in, fps_out, subscribers, live, dropped, replaced, published, errors,
-                    reconnects)
-        yield CounterMetricFamily(
-            "vigil_incidents", "Incidents opened", value=self.incidents()
+        yield from (
+            fps_in,
+            fps_out,
+            subscribers,
+            live,
+            dropped,
+            replaced,
+            published,
+            errors,
+            reconnects,
         )
+        yield CounterMetricFamily("vigil_incidents", "Incidents opened", value=self.incidents())
         yield CounterMetricFamily(
             "vigil_backend_errors", "Failed inference batches", value=self.backend_errors()
         )

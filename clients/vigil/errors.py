@@ -91,7 +91,13 @@ _STATUS_TABLE: dict[grpc.StatusCode, tuple[int, int]] = {
 }
 
 
-def http_status(status: grpc.StatusCode) -> int:
+# Where one gRPC status covers errors that HTTP tells apart, the error code decides.
+_HTTP_BY_CODE: dict[str, int] = {"TOO_LARGE": 413}
+
+
+def http_status(status: grpc.StatusCode, code: str | None = None) -> int:
+    if code is not None and code in _HTTP_BY_CODE:
+        return _HTTP_BY_CODE[code]
     return _STATUS_TABLE.get(status, (500, 1011))[0]
 
 

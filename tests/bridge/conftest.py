@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import pathlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import grpc
+import numpy as np
 import pytest
 import uvicorn
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from analyzer_service.server import AnalyzerServer
+from analyzer_service.server import serve as serve_analyzer
+from analyzer_service.settings import AnalyzerSettings
 from bridge.app import create_app
 from bridge.server import config, listen
 from bridge.settings import BridgeSettings
@@ -207,3 +213,29 @@ async def detector_channel(fake_detector: FakeDetector) -> AsyncIterator[grpc.ai
     )
     yield channel
     await channel.close(None)
+
+
+@pytest.fixture
+async def analyzer(tmp_path: pathlib.Path) -> AsyncIterator[AnalyzerServer]:
+    """A real analyzer service (no model configured: jobs end with MODEL_NOT_CONFIGURED)."""
+    server = await serve_analyzer(AnalyzerSettings(port=0, data_dir=tmp_path / "analyzer"))
+    yield server
+    await server.stop(0)
+
+
+def write_video(path: pathlib.Path, seconds: float = 2.0, fps: int = 15) -> pathlib.Path:
+    """A small mp4 (320x240, mp4v) of a moving square."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (320, 240))
+    assert writer.isOpened()
+    for n in range(int(seconds * fps)):
+        frame = np.zeros((240, 320, 3), np.uint8)
+        x = (n * 7) % 280
+        cv2.rectangle(frame, (x, 100), (x + 40, 140), (0, 200, 255), -1)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def video_file(tmp_path: pathlib.Path) -> pathlib.Path:
+    return write_video(tmp_path / "clip.mp4")

@@ -11,7 +11,14 @@ import orjson
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bridge.frames import FrameHub, Viewer, encode_frame, parse_extras
+from bridge.frames import (
+    FrameHub,
+    Viewer,
+    binary_message,
+    encode_frame,
+    parse_binary_message,
+    parse_extras,
+)
 from vigil.common.v1 import common_pb2 as cpb
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.errors import InvalidInput
@@ -161,3 +168,33 @@ async def test_outage_sends_one_error_then_frames_resume(hub: FrameHub, fake_det
         await fake_detector.start()  # same port
         frame = await next_of(viewer, "frame", within=5)
         assert set(frame) == {"type", "data", "timestamp"}
+
+
+async def test_binary_viewers_share_one_packed_message(hub: FrameHub) -> None:
+    with hub.watch("cam", binary=True) as a, hub.watch("cam", binary=True) as b:
+        first_a, first_b = (
+            await asyncio.wait_for(a.queue.get(), 3),
+            await asyncio.wait_for(b.queue.get(), 3),
+        )
+        # The source's state message may come first; wait for frames.
+        while not isinstance(first_a, bytes):
+            first_a = await asyncio.wait_for(a.queue.get(), 3)
+        while not isinstance(first_b, bytes):
+            first_b = await asyncio.wait_for(b.queue.get(), 3)
+        await asyncio.sleep(0.05)
+        a.queue.close()
+        b.queue.close()
+        rest_a = [await a.queue.get() for _ in range(len(a.queue))]
+        rest_b = [await b.queue.get() for _ in range(len(b.queue))]
+    assert {id(m) for m in rest_a} & {id(m) for m in rest_b}, "one bytes object for all viewers"
+    header, jpeg = parse_binary_message(first_a)
+    assert header["type"] == "frame"
+    assert set(header) == {"type", "timestamp", "sequence"}
+    assert jpeg.startswith(b"\xff\xd8 fake jpeg ")
+    assert jpeg == b"\xff\xd8 fake jpeg %d \xff\xd9" % header["sequence"]
+
+
+def test_binary_layout() -> None:
+    message = binary_message({"type": "frame", "sequence": 7}, b"JPEG")
+    assert message[:4] == len(b'{"type":"frame","sequence":7}').to_bytes(4, "big")
+    assert parse_binary_message(message) == ({"type": "frame", "sequence": 7}, b"JPEG")
