@@ -47,6 +47,7 @@ class Processed:
     detections: list[common_pb2.Detection]
     inference_ms: float
     error: common_pb2.Error | None
+    source_id: str = ""
 
 
 class FrameObserver(Protocol):
@@ -88,6 +89,7 @@ class Subscriber:
         ts = Timestamp()
         ts.FromNanoseconds(item.capture_ns)
         return pb.Frame(
+            source_id=item.source_id,
             sequence=item.sequence,
             capture_time=ts,
             jpeg=b"" if self.omit_jpeg else item.jpeg,
@@ -345,6 +347,7 @@ class LiveSource:
             detections=detections,
             inference_ms=inference_ms,
             error=error,
+            source_id=self.spec.id,
         )
 
 

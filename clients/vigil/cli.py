@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from vigil import cli_analyzer, cli_common, cli_detector
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vigil",
         description="Vigil: live weapon detection and long-video analysis over gRPC.",
+        epilog=f"`vigil COMMAND --help` explains each command. {cli_common.EXIT_CODES_HELP}",
     )
+    cli_common.connection_options(parser)
+    # The same options after the command name (`vigil sources ls --detector ADDR`).
+    connection = argparse.ArgumentParser(add_help=False)
+    cli_common.connection_options(connection)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = commands.add_parser(
         "run",
@@ -34,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="benchmark name, or 'all'")
     bench.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
     bench.add_argument("--repeat", type=int, default=30, help="repetitions per measurement")
+    cli_detector.add_parsers(commands, connection)
+    cli_analyzer.add_parsers(commands, connection)
     return parser
 
 
@@ -47,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         from vigil.bench.__main__ import main as bench
 
         return bench([args.name, *(["--json"] if args.json else []), "--repeat", str(args.repeat)])
-    return 2  # pragma: no cover - argparse rejects unknown commands first
+    return cli_common.execute(args.handler, args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ async def test_test_pattern_frames_arrive_live(
 
     assert states[0] in (pb.SOURCE_STATE_STARTING, pb.SOURCE_STATE_LIVE)
     assert pb.SOURCE_STATE_LIVE in states
+    assert {f.source_id for f in frames} == {"default"}
     sequences = [f.sequence for f in frames]
     assert sequences == sorted(set(sequences))
     times = [f.capture_time.ToNanoseconds() for f in frames]

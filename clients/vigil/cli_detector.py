@@ -1,0 +1,302 @@
+"""``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service."""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import cv2
+import numpy as np
+
+from vigil import cli_common as common
+from vigil.sdk import DetectFrame, Detection, DetectResult, Incident, IncidentEvent, Source
+from vigil.sdk.detector_types import SOURCE_KINDS
+
+JPEG_QUALITY = 90
+DEFAULT_FPS = 15.0
+
+
+def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
+    detect = commands.add_parser(
+        "detect",
+        parents=[parent],
+        help="run detection over a video file or stream URL",
+        description="Read a video file or stream URL (rtsp://, http://...) with OpenCV, send its "
+        "frames to the detector service over Detect and print the detections of every frame. "
+        "With --out, write the annotated frames as an MP4 video.",
+        epilog=common.EXIT_CODES_HELP,
+    )
+    detect.add_argument("input", metavar="FILE|URL", help="video file or stream URL")
+    detect.add_argument("--out", metavar="VIDEO", help="write the annotated video here (mp4v)")
+    detect.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    detect.add_argument("--source-id", default="", help="name sent along with the frames")
+    common.json_option(detect)
+    detect.set_defaults(handler=detect_command, service="detector")
+
+    sources = commands.add_parser(
+        "sources",
+        parents=[parent],
+        help="list, add and remove the detector's live sources",
+        description="Manage the sources (cameras, streams, files, the test pattern) that the "
+        "detector service captures while somebody watches.",
+        epilog=common.EXIT_CODES_HELP,
+    )
+    actions = sources.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ls = actions.add_parser("ls", parents=[parent], help="list sources with state and counters")
+    common.json_option(ls)
+    ls.set_defaults(handler=sources_ls, service="detector")
+    add = actions.add_parser("add", parents=[parent], help="register a source")
+    add.add_argument("id", help="unique id: letters, digits, '-' and '_'")
+    add.add_argument(
+        "--kind",
+        required=True,
+        choices=sorted(SOURCE_KINDS),
+        help="webcam (uri: device index), stream (uri: URL), file (uri: path on the "
+        "service's disk) or test_pattern",
+    )
+    add.add_argument("--uri", default="", help="device index, stream URL or file path")
+    add.add_argument("--loop", action="store_true", help="files: start over at the end")
+    add.add_argument("--max-fps", type=float, default=0.0, help="frames per second published")
+    add.add_argument("--width", type=int, default=0, help="requested width (webcam, pattern)")
+    add.add_argument("--height", type=int, default=0, help="requested height (webcam, pattern)")
+    add.add_argument("--name", default="", help="name shown in user interfaces")
+    common.json_option(add)
+    add.set_defaults(handler=sources_add, service="detector")
+    rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
+    rm.add_argument("id", help="id of the source")
+    common.json_option(rm)
+    rm.set_defaults(handler=sources_rm, service="detector")
+
+    incidents = commands.add_parser(
+        "incidents",
+        parents=[parent],
+        help="list recent incidents, or follow new ones",
+        description="Without --follow, print the stored incident history, newest first. With "
+        "--follow, print incidents as they open and close until interrupted.",
+        epilog=common.EXIT_CODES_HELP,
+    )
+    incidents.add_argument("--source", default="", metavar="ID", help="one source only")
+    incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
+    incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
+    common.json_option(incidents)
+    incidents.set_defaults(handler=incidents_command, service="detector")
+
+
+def describe(detections: tuple[Detection, ...]) -> str:
+    if not detections:
+        return "nothing"
+    return "; ".join(
+        f"{d.class_name}{' (weapon)' if d.is_weapon else ''} {d.confidence:.2f} "
+        f"[{d.box.x_min:.0f},{d.box.y_min:.0f},{d.box.x_max:.0f},{d.box.y_max:.0f}]"
+        for d in detections
+    )
+
+
+class VideoReader:
+    """Frames of a file or stream as JPEGs; remembers each frame's position in the video."""
+
+    def __init__(self, source: str, max_frames: int | None, source_id: str) -> None:
+        if "://" not in source and not pathlib.Path(source).is_file():
+            raise common.UsageError(f"no such video file: {source}")
+        self.capture = cv2.VideoCapture(source)
+        if not self.capture.isOpened():
+            raise common.UsageError(f"OpenCV cannot open {source}")
+        fps = float(self.capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        # Streams often report nonsense rates; the writer then needs a sane one.
+        self.fps = fps if 0 < fps <= 240 else DEFAULT_FPS
+        self.max_frames = max_frames
+        self.source_id = source_id
+        # Frames sent and not yet answered: sequence -> (seconds into the video, JPEG).
+        self.pending: dict[int, tuple[float, bytes]] = {}
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def frames(self) -> Iterator[DetectFrame]:
+        sequence = 0
+        while self.max_frames is None or sequence < self.max_frames:
+            with self.lock:
+                if self.closed:
+                    return
+                ok, image = self.capture.read()
+                position = float(self.capture.get(cv2.CAP_PROP_POS_MSEC) or 0.0) / 1000
+            if not ok:
+                return
+            ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            if not ok:
+                continue
+            self.pending[sequence] = (position or sequence / self.fps, bytes(buf))
+            yield DetectFrame(bytes(buf), sequence=sequence, source_id=self.source_id)
+            sequence += 1
+
+    def close(self) -> None:
+        # gRPC runs ``frames`` on a thread of its own, which may be inside ``read`` when the call
+        # fails; releasing the capture under it aborts the process inside FFmpeg.
+        with self.lock:
+            self.closed = True
+            self.capture.release()
+
+
+class AnnotatedWriter:
+    def __init__(self, path: str, fps: float) -> None:
+        self.path = path
+        self.fps = fps
+        self.writer: cv2.VideoWriter | None = None
+        self.frames = 0
+
+    def write(self, jpeg: bytes) -> None:
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            return
+        if self.writer is None:
+            height, width = image.shape[:2]
+            fourcc = cv2.VideoWriter.fourcc(*"mp4v")
+            self.writer = cv2.VideoWriter(self.path, fourcc, self.fps, (width, height))
+        self.writer.write(image)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()
+
+
+def detect_command(args: argparse.Namespace) -> int:
+    reader = VideoReader(args.input, args.max_frames, args.source_id)
+    writer = AnnotatedWriter(args.out, reader.fps) if args.out else None
+    counts = {"frames": 0, "detections": 0, "weapons": 0, "errors": 0}
+    try:
+        with common.detector_client(args) as client:
+            results = client.detect(reader.frames(), annotate=writer is not None)
+            with results:
+                for result in results:
+                    at, original = reader.pending.pop(result.sequence, (0.0, b""))
+                    report(result, at, args.json)
+                    counts["frames"] += 1
+                    counts["detections"] += len(result.detections)
+                    counts["weapons"] += sum(d.is_weapon for d in result.detections)
+                    counts["errors"] += result.error is not None
+                    if writer is not None:
+                        # A frame the service could not annotate keeps the video's timing.
+                        writer.write(result.annotated_jpeg or original)
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.close()
+    summary = (
+        f"{counts['frames']} frames, {counts['detections']} detections "
+        f"({counts['weapons']} weapons), {counts['errors']} frame errors"
+    )
+    if writer is not None:
+        summary += f"; wrote {writer.frames} frames to {writer.path}"
+    print(summary, file=sys.stderr)
+    if counts["frames"] == 0:
+        common.fail(f"no frames could be read from {args.input}")
+        return common.EXIT_FAILURE
+    return common.EXIT_OK
+
+
+def report(result: DetectResult, at: float, as_json: bool) -> None:
+    if as_json:
+        record = common.plain(result)
+        record["video_time_s"] = round(at, 3)
+        common.print_json(record)
+        return
+    head = f"frame {result.sequence} [{common.clock(at)}.{int(at * 1000) % 1000:03d}]"
+    if result.error is not None:
+        print(f"{head}: error {result.error}", flush=True)
+    else:
+        print(f"{head}: {describe(result.detections)}", flush=True)
+
+
+def source_row(s: Source) -> list[object]:
+    c = s.counters
+    return [s.id, s.kind, s.state, c.subscribers, f"{c.fps_out:.1f}", s.uri or "-", s.last_error]
+
+
+def sources_ls(args: argparse.Namespace) -> int:
+    with common.detector_client(args) as client:
+        sources = client.list_sources()
+    if args.json:
+        common.print_json(sources)
+    else:
+        headers = ["ID", "KIND", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST ERROR"]
+        print(common.table(headers, [source_row(s) for s in sources]))
+    return common.EXIT_OK
+
+
+def sources_add(args: argparse.Namespace) -> int:
+    with common.detector_client(args) as client:
+        source = client.add_source(
+            args.id,
+            args.kind,
+            args.uri,
+            loop=args.loop,
+            max_fps=args.max_fps,
+            width=args.width,
+            height=args.height,
+            display_name=args.name,
+        )
+    if args.json:
+        common.print_json(source)
+    else:
+        print(f"added source {source.id} ({source.kind}, {source.state})")
+    return common.EXIT_OK
+
+
+def sources_rm(args: argparse.Namespace) -> int:
+    with common.detector_client(args) as client:
+        source = client.remove_source(args.id)
+    if args.json:
+        common.print_json(source)
+    else:
+        print(f"removed source {source.id}")
+    return common.EXIT_OK
+
+
+def incident_line(event: IncidentEvent) -> str:
+    i = event.incident
+    at = i.closed_at if event.kind == "closed" else i.opened_at
+    return (
+        f"{common.when(at)}  {event.kind.upper():6}  {i.class_name} on {i.source_id} "
+        f"(peak {i.peak_confidence:.2f})  {i.id}"
+    )
+
+
+INCIDENT_HEADERS = ["OPENED", "CLOSED", "SOURCE", "CLASS", "PEAK", "ID"]
+
+
+def incident_row(i: Incident) -> list[object]:
+    opened, closed = common.when(i.opened_at), common.when(i.closed_at)
+    return [opened, closed, i.source_id, i.class_name, f"{i.peak_confidence:.2f}", i.id]
+
+
+def incidents_command(args: argparse.Namespace) -> int:
+    with common.detector_client(args) as client:
+        if args.follow:
+            with client.incidents(args.source) as events:
+                for event in events:
+                    if args.json:
+                        common.print_json(event)
+                    else:
+                        print(incident_line(event), flush=True)
+            return common.EXIT_OK
+        found: list[Incident] = []
+        token = ""
+        while len(found) < args.limit:
+            page = client.list_incidents(
+                args.source, page_size=min(args.limit - len(found), 500), page_token=token
+            )
+            found += page.items
+            token = page.next_page_token
+            if not token:
+                break
+    if args.json:
+        common.print_json(found)
+    elif not found:
+        print("no incidents")
+    else:
+        print(common.table(INCIDENT_HEADERS, [incident_row(i) for i in found]))
+    return common.EXIT_OK

@@ -1,0 +1,81 @@
+"""Vigil's Python SDK: typed clients of the detector and analyzer services.
+
+Blocking and asyncio flavours share methods and plain result values::
+
+    from vigil.sdk import ClientOptions, DetectorClient
+
+    with DetectorClient(ClientOptions("127.0.0.1:50051", token="...")) as detector:
+        for source in detector.list_sources():
+            print(source.id, source.state)
+
+Failed calls raise ``vigil.errors`` classes (``NotFound``, ``Unavailable``, ...) with the
+service's stable ``code``; every value keeps its protobuf message as ``.proto``.
+"""
+
+from vigil.sdk.analyzer import AnalyzerClient, AsyncAnalyzerClient
+from vigil.sdk.analyzer_types import (
+    AnalysisEvent,
+    AnalysisOptions,
+    AnalysisResult,
+    ChatChunk,
+    Job,
+    SampledFrame,
+    StageTimings,
+    TimelineEvent,
+    UploadResult,
+    Video,
+)
+from vigil.sdk.common import Box, Detection, ErrorInfo, Page
+from vigil.sdk.detector import AsyncDetectorClient, DetectorClient
+from vigil.sdk.detector_types import (
+    DetectFrame,
+    DetectResult,
+    Frame,
+    Incident,
+    IncidentEvent,
+    Source,
+    SourceCounters,
+)
+from vigil.sdk.errors import from_rpc_error
+from vigil.sdk.options import (
+    DEFAULT_ANALYZER_ADDRESS,
+    DEFAULT_DETECTOR_ADDRESS,
+    ClientOptions,
+    RetryPolicy,
+)
+from vigil.sdk.streams import AsyncStream, Stream
+
+__all__ = [
+    "DEFAULT_ANALYZER_ADDRESS",
+    "DEFAULT_DETECTOR_ADDRESS",
+    "AnalysisEvent",
+    "AnalysisOptions",
+    "AnalysisResult",
+    "AnalyzerClient",
+    "AsyncAnalyzerClient",
+    "AsyncDetectorClient",
+    "AsyncStream",
+    "Box",
+    "ChatChunk",
+    "ClientOptions",
+    "DetectFrame",
+    "DetectResult",
+    "Detection",
+    "DetectorClient",
+    "ErrorInfo",
+    "Frame",
+    "Incident",
+    "IncidentEvent",
+    "Job",
+    "Page",
+    "RetryPolicy",
+    "SampledFrame",
+    "Source",
+    "SourceCounters",
+    "StageTimings",
+    "Stream",
+    "TimelineEvent",
+    "UploadResult",
+    "Video",
+    "from_rpc_error",
+]

@@ -1,0 +1,96 @@
+"""gRPC errors back into Vigil's domain errors, so SDK callers catch ``vigil.errors`` classes.
+
+Services end a call with ``abort_with``, which writes ``"CODE: message"`` as the status details;
+the code is the more specific key (``MODEL_NOT_CONFIGURED`` and ``FAILED_PRECONDITION`` share a
+status), and the status decides when the details carry no code (gRPC's own errors, such as a
+refused connection).
+"""
+
+from __future__ import annotations
+
+import re
+
+import grpc
+
+from vigil.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidInput,
+    ModelNotConfigured,
+    NotFound,
+    Overloaded,
+    TooLarge,
+    Unavailable,
+    VigilError,
+)
+
+
+class DeadlineExceeded(VigilError):
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
+
+
+class Cancelled(VigilError):
+    status = grpc.StatusCode.CANCELLED
+    code = "CANCELLED"
+
+
+class Unauthenticated(VigilError):
+    status = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(VigilError):
+    status = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
+
+
+class Unimplemented(VigilError):
+    status = grpc.StatusCode.UNIMPLEMENTED
+    code = "UNIMPLEMENTED"
+
+
+_BY_CODE: dict[str, type[VigilError]] = {
+    "MODEL_NOT_CONFIGURED": ModelNotConfigured,
+    "TOO_LARGE": TooLarge,
+    "OVERLOADED": Overloaded,
+}
+
+_BY_STATUS: dict[grpc.StatusCode, type[VigilError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidInput,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidInput,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: Overloaded,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
+    grpc.StatusCode.CANCELLED: Cancelled,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNIMPLEMENTED: Unimplemented,
+}
+
+_CODE_PREFIX = re.compile(r"([A-Z][A-Z0-9_]*): (.*)", re.DOTALL)
+
+
+def from_rpc_error(error: grpc.RpcError) -> VigilError:
+    """The domain error for a failed call; the gRPC error stays reachable as ``__cause__``
+    when raised with ``raise from_rpc_error(exc) from exc``."""
+    status = error.code()
+    details = error.details() or ""
+    match = _CODE_PREFIX.fullmatch(details)
+    code, message = (match.group(1), match.group(2)) if match else (None, details)
+    cls = _BY_CODE.get(code or "")
+    if cls is None or cls.status != status:
+        cls = _BY_STATUS.get(status, VigilError)
+        # gRPC's own size limit says so only in prose.
+        if status == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+            cls = TooLarge
+    result = cls(message or status.name, code=code)
+    # Statuses with no class of their own still report the status they came with.
+    result.status = status
+    if cls is VigilError and code is None:
+        result.code = status.name
+    return result
