@@ -49,12 +49,14 @@ class JobManager:
         pipeline: Pipeline,
         max_running: int,
         max_queued: int,
+        max_attempts: int = 3,
     ) -> None:
         self.store = store
         self.bus = bus
         self.pipeline = pipeline
         self.max_running = max_running
         self.max_queued = max_queued
+        self.max_attempts = max_attempts
         self._queue: collections.deque[pb.Job] = collections.deque()
         self._announced: dict[str, int] = {}
         self._reserved = 0
@@ -62,16 +64,40 @@ class JobManager:
         self._closing = False
 
     async def recover(self) -> None:
-        """Fail jobs a previous run left unfinished, so none is silently lost."""
+        """Take up the jobs a previous run left unfinished, so none is silently lost.
+
+        Queued jobs queue again. A job that was running starts again from the beginning (its
+        attempts go up, and an event says why the job went back), unless it has had
+        ``max_attempts`` already: then it fails with INTERRUPTED, retryable. The history keeps the
+        interrupted attempt's events; no terminal event was stored for it, so none is repeated.
+        """
         for job in await self.store.unfinished_jobs():
             was = "running" if job.state == pb.JOB_STATE_RUNNING else "queued"
-            error = common_pb2.Error(
-                code="INTERRUPTED",
-                message=f"The analyzer stopped while this job was {was}; start it again.",
-                retryable=True,
-            )
-            await self._finish(job, pb.JOB_STATE_FAILED, Event(error=error))
-            log.warning("job %s was %s when the service stopped; marked failed", job.id, was)
+            if job.attempts >= self.max_attempts:
+                error = common_pb2.Error(
+                    code="INTERRUPTED",
+                    message=(
+                        f"The analyzer stopped while this job was {was}, "
+                        f"{job.attempts} time(s); start it again."
+                    ),
+                    retryable=True,
+                )
+                await self._finish(job, pb.JOB_STATE_FAILED, Event(error=error))
+                log.warning("job %s was %s when the service stopped; marked failed", job.id, was)
+                continue
+            if job.attempts:
+                message = (
+                    f"The analyzer restarted while this job was {was}; it runs again from the "
+                    f"start (attempt {job.attempts + 1} of {self.max_attempts})"
+                )
+            else:
+                message = "The analyzer restarted; the job is queued again"
+            job.state = pb.JOB_STATE_QUEUED
+            await self._emit(job, progress(pb.STAGE_QUEUED, 0, message))
+            self._queue.append(job)
+            log.warning("job %s was %s when the service stopped; queued again", job.id, was)
+        self._dispatch()
+        await self._announce_queue()
 
     async def submit(self, video: pb.Video, options: pb.AnalysisOptions) -> pb.Job:
         if len(self._queue) + self._reserved >= self.max_queued:

@@ -58,6 +58,9 @@ class FrameFile:
     path: str
     # Frames decoded to reach this one: bounded by the keyframe interval, whatever the length.
     decoded: int
+    # How unlike the previous frame of the same call it looks, 0 (same) to 1; 0 for the first
+    # frame and when change scores were not asked for.
+    change: float = 0.0
 
 
 def codec_name(fourcc: int) -> str:
@@ -115,11 +118,20 @@ def sample_frames(
     *,
     max_side: int,
     jpeg_quality: int,
+    prefix: str = "frame",
+    thumbnail_side: int = 0,
+    slack_s: float = 0.0,
 ) -> list[FrameFile]:
     """Decode the frame shown at each target time and store it as a JPEG in ``out_dir``.
 
     Each target costs one seek to the keyframe before it plus decoding forward to it, so the cost
-    depends on the keyframe interval, not on the length of the video.
+    depends on the keyframe interval, not on the length of the video. With ``thumbnail_side`` set,
+    each frame also gets a scene-change score against the frame before it (see ``change_score``).
+
+    ``slack_s`` lets the keyframe the seek lands on stand for the target when it is at most that
+    many seconds before it (its own time is reported): a coarse grid of candidates over a long
+    video then decodes one frame each instead of up to a keyframe interval of them. Otherwise
+    decoding goes on to the exact frame.
     """
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,16 +147,24 @@ def sample_frames(
         # A frame counts as "at" the target when it starts within half a frame of it.
         tolerance = 0.5 / fps if fps > 0 else 0.0
         start = float(stream.start_time * time_base) if stream.start_time is not None else 0.0
+        previous: np.ndarray | None = None
         for number, target in enumerate(sorted(targets)):
-            frame, decoded = _frame_at(container, stream, start + target, tolerance)
+            frame, decoded = _frame_at(container, stream, start + target, tolerance, slack_s)
             if frame is None:
                 raise MediaError(f"no frame could be decoded near {target:.2f} s")
             time_s = max(0.0, float(frame.time or 0.0) - start)
-            image = _fit(frame.to_ndarray(format="bgr24"), max_side)
+            full = frame.to_ndarray(format="bgr24")
+            change = 0.0
+            if thumbnail_side:
+                thumb = thumbnail(full, thumbnail_side)
+                if previous is not None:
+                    change = change_score(previous, thumb)
+                previous = thumb
+            image = _fit(full, max_side)
             ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
             if not ok:
                 raise MediaError("a frame could not be encoded as JPEG")
-            name = out / f"frame_{number:04d}_{round(time_s * 1000):010d}ms.jpg"
+            name = out / f"{prefix}_{number:04d}_{round(time_s * 1000):010d}ms.jpg"
             name.write_bytes(jpeg.tobytes())
             frames.append(
                 FrameFile(
@@ -153,9 +173,31 @@ def sample_frames(
                     index=round(time_s * fps) if fps > 0 else number,
                     path=str(name),
                     decoded=decoded,
+                    change=change,
                 )
             )
     return frames
+
+
+def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    """A small grayscale copy, the input of ``change_score``."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    return cv2.resize(gray, (side, side), interpolation=cv2.INTER_AREA)
+
+
+def change_score(a: np.ndarray, b: np.ndarray) -> float:
+    """How unlike two thumbnails are, 0 to 1: the larger of two cheap measures.
+
+    The histogram distance (total variation over 32 grey levels) sees a change of light and
+    colour wherever it happens; the mean pixel difference (scaled so that a difference of half the
+    grey range counts fully) sees a change of layout that keeps the same histogram.
+    """
+    bins = 32
+    ha = np.bincount((a // (256 // bins)).ravel(), minlength=bins) / a.size
+    hb = np.bincount((b // (256 // bins)).ravel(), minlength=bins) / b.size
+    histogram = 0.5 * float(np.abs(ha - hb).sum())
+    pixels = float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean()) / 127.5
+    return min(1.0, max(histogram, pixels))
 
 
 def _frame_at(
@@ -163,6 +205,7 @@ def _frame_at(
     stream: av.video.stream.VideoStream,
     target: float,
     tolerance: float,
+    slack: float = 0.0,
 ) -> tuple[av.VideoFrame | None, int]:
     assert stream.time_base is not None
     # Land on the keyframe at or before the target, then decode forward to the target itself.
@@ -177,6 +220,8 @@ def _frame_at(
             continue
         if frame.time >= target - tolerance:
             return frame, decoded
+        if last is None and frame.time >= target - slack:
+            return frame, decoded  # the keyframe reached is close enough
         last = frame
     # Past the last frame (durations round up): the last frame is the one shown at the end.
     return last, decoded

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 
+from analyzer_service.detection import DetectorClient
 from analyzer_service.engine import Engine, engine_from_settings
 from analyzer_service.events import LocalEventBus
 from analyzer_service.isolation import MediaWorkers
@@ -33,6 +34,7 @@ class AnalyzerServer:
     jobs: JobManager
     store: JobStore
     workers: MediaWorkers
+    detector: DetectorClient | None = None
     stopped: bool = False
 
     async def stop(self, grace: float) -> None:
@@ -46,6 +48,8 @@ class AnalyzerServer:
         await self.service.stop(grace)
         await self.jobs.close()
         await self.workers.close()
+        if self.detector is not None:
+            await self.detector.close()
         await self.store.close()
 
 
@@ -64,12 +68,22 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
     store = await SQLiteJobStore.open(settings.database)
     workers = MediaWorkers(settings.media_workers, preload=["analyzer_service.media"])
     workers.warm_up()
+    detector = (
+        DetectorClient(
+            settings.detector_address,
+            connect_timeout_s=settings.detector_connect_timeout_s,
+            call_timeout_s=settings.detection_timeout_s,
+        )
+        if settings.detection_pass
+        else None
+    )
     jobs = JobManager(
         store=store,
         bus=LocalEventBus(settings.subscriber_queue),
-        pipeline=Pipeline(settings=settings, workers=workers, engine=engine),
+        pipeline=Pipeline(settings=settings, workers=workers, engine=engine, detector=detector),
         max_running=settings.max_concurrent_jobs,
         max_queued=settings.max_queued_jobs,
+        max_attempts=settings.max_attempts,
     )
     try:
         await jobs.recover()
@@ -80,9 +94,18 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
         )
         port = await service.start(settings.host, settings.port)
     except BaseException:
+        await jobs.close()
         await workers.close()
+        if detector is not None:
+            await detector.close()
         await store.close()
         raise
     return AnalyzerServer(
-        port=port, settings=settings, service=service, jobs=jobs, store=store, workers=workers
+        port=port,
+        settings=settings,
+        service=service,
+        jobs=jobs,
+        store=store,
+        workers=workers,
+        detector=detector,
     )

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from fractions import Fraction
 
 import pytest
@@ -45,8 +46,16 @@ def very_long_video(videos: pathlib.Path) -> pathlib.Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def unreachable_detector() -> Iterator[str]:
+    """An address where nothing listens: a port held bound but never listening refuses."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{held.getsockname()[1]}"
+
+
 @pytest.fixture
-def settings(tmp_path: pathlib.Path) -> AnalyzerSettings:
+def settings(tmp_path: pathlib.Path, unreachable_detector: str) -> AnalyzerSettings:
     return AnalyzerSettings(
         host="127.0.0.1",
         port=0,
@@ -54,6 +63,7 @@ def settings(tmp_path: pathlib.Path) -> AnalyzerSettings:
         media_workers=1,
         engine="none",
         max_concurrent_jobs=1,
+        detector_address=unreachable_detector,
     )
 
 

@@ -61,6 +61,46 @@ def write_h264(
             container.mux(packet)
 
 
+def write_scenes(
+    path: pathlib.Path,
+    scenes: list[tuple[float, tuple[int, int, int]]],
+    *,
+    fps: int = 10,
+    width: int = 64,
+    height: int = 64,
+    gop: int = 250,
+) -> None:
+    """H.264 of solid-colour scenes: (seconds, BGR colour) each, cut from one to the next."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": str(gop)})
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        index = 0
+        for seconds, colour in scenes:
+            image = np.zeros((height, width, 3), np.uint8)
+            image[:] = colour
+            for _ in range(round(seconds * fps)):
+                frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+                frame.pts = index
+                index += 1
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def kinds(events: list[pb.StreamAnalysisEventsResponse]) -> list[str | None]:
+    return [e.WhichOneof("event") for e in events]
+
+
+def steps(events: list[pb.StreamAnalysisEventsResponse]) -> list[tuple[int, float, str]]:
+    """(stage, percent, message) of the progress events."""
+    return [
+        (e.progress.stage, e.progress.percent, e.progress.message)
+        for e in events
+        if e.HasField("progress")
+    ]
+
+
 class FakeEngine:
     """Answers with fixed text, or with ``block`` waits forever (a job held mid-inference)."""
 

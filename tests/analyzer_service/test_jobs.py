@@ -14,15 +14,14 @@ from tests.analyzer_service.helpers import (
     Stub,
     connect,
     events_of,
+    kinds,
     upload,
     wait_for_event,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 
-
-def kinds(events: list[pb.StreamAnalysisEventsResponse]) -> list[str | None]:
-    return [e.WhichOneof("event") for e in events]
+SEED = pb.AnalysisOptions(sampling_policy=pb.SAMPLING_POLICY_SEED)
 
 
 async def test_a_late_subscriber_replays_everything_and_a_resume_skips_what_it_saw(
@@ -33,11 +32,11 @@ async def test_a_late_subscriber_replays_everything_and_a_resume_skips_what_it_s
     # Long after the job ended: the whole history, ending with the terminal event.
     again = await events_of(stub, job_id)
     assert again == first
-    assert [e.sequence for e in first] == [1, 2, 3, 4]
-    assert kinds(first)[-1] == "error"
+    assert [e.sequence for e in first] == list(range(1, 10))
+    assert kinds(first)[-1] == "complete"
     resumed = await events_of(stub, job_id, after=2)
     assert resumed == first[2:]
-    assert await events_of(stub, job_id, after=4) == []
+    assert await events_of(stub, job_id, after=9) == []
 
 
 async def test_following_live_sees_each_event_once_in_order(
@@ -48,20 +47,24 @@ async def test_following_live_sees_each_event_once_in_order(
     async with connect(server) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
         video = (await upload(stub, short_bytes, start=False)).video
-        job = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
+        start = pb.StartAnalysisRequest(video_id=video.id, options=SEED)
+        job = (await stub.StartAnalysis(start)).job
         followers = await asyncio.gather(*(events_of(stub, job.id) for _ in range(3)))
         stored = await events_of(stub, job.id)
         final = (await stub.GetJob(pb.GetJobRequest(job_id=job.id))).job
     for events in followers:
         assert events == stored
     assert [e.sequence for e in stored] == list(range(1, len(stored) + 1))
-    assert kinds(stored) == ["progress"] * 4 + ["thinking", "progress", "complete"]
-    assert [e.progress.percent for e in stored if e.HasField("progress")] == [10, 25, 50, 75, 100]
-    assert stored[4].thinking.frame_count == 3
+    assert kinds(stored) == ["progress"] * 6 + ["thinking", "progress", "complete"]
+    percents = [e.progress.percent for e in stored if e.HasField("progress")]
+    assert percents == [10, 25, 40, 45, 50, 75, 100]
+    assert stored[6].thinking.frame_count == 3
     result = stored[-1].complete.result
     assert result.summary.split() == engine.text.split()
     assert result.model == "fake/model"
     assert [f.reason for f in result.frames] == ["seed"] * 3
+    assert result.timings.inference_s > 0
+    assert len(result.notes) == 1  # the detector was unreachable; a model was there
     assert final.state == pb.JOB_STATE_SUCCEEDED
     assert final.result == result
     (request,) = engine.requests
@@ -75,7 +78,7 @@ async def test_cancel_stops_a_running_job(start_server: StartServer, short_bytes
     server = await start_server(engine=engine)
     async with connect(server) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
-        job_id = (await upload(stub, short_bytes)).job.id
+        job_id = (await upload(stub, short_bytes, options=SEED)).job.id
         await wait_for_event(stub, job_id, "thinking")
         cancelled = (await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))).job
         assert cancelled.state == pb.JOB_STATE_CANCELLED
@@ -97,7 +100,7 @@ async def test_jobs_wait_in_a_fifo_queue_and_can_be_cancelled_there(
     async with connect(server) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
         video = (await upload(stub, short_bytes, start=False)).video
-        start = pb.StartAnalysisRequest(video_id=video.id)
+        start = pb.StartAnalysisRequest(video_id=video.id, options=SEED)
         first = (await stub.StartAnalysis(start)).job
         second = (await stub.StartAnalysis(start)).job
         third = (await stub.StartAnalysis(start)).job
@@ -146,7 +149,7 @@ async def test_a_subscriber_leaving_does_not_cancel_the_job(
     server = await start_server(engine=FakeEngine(block=True))
     async with connect(server) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
-        job_id = (await upload(stub, short_bytes)).job.id
+        job_id = (await upload(stub, short_bytes, options=SEED)).job.id
         await wait_for_event(stub, job_id, "thinking")  # leaves the stream
         await asyncio.sleep(0.2)
         job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
@@ -155,7 +158,7 @@ async def test_a_subscriber_leaving_does_not_cancel_the_job(
         await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
 
 
-async def test_a_restart_fails_interrupted_jobs_with_a_retryable_error(
+async def test_a_restart_runs_interrupted_jobs_again_from_the_start(
     start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
 ) -> None:
     first = await start_server(
@@ -164,28 +167,69 @@ async def test_a_restart_fails_interrupted_jobs_with_a_retryable_error(
     async with connect(first) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
         video = (await upload(stub, short_bytes, start=False)).video
-        running = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
-        queued = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
+        start = pb.StartAnalysisRequest(video_id=video.id, options=SEED)
+        running = (await stub.StartAnalysis(start)).job
+        queued = (await stub.StartAnalysis(start)).job
         await wait_for_event(stub, running.id, "thinking")
-        before = await events_of_until(stub, running.id, 5)
+        before = await events_of_until(stub, running.id, 7)
     await first.stop(0)
 
+    # The restarted service has no model: the jobs now run to the end without one.
     second = await start_server()
     async with connect(second) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
-        for job_id, was in ((running.id, "running"), (queued.id, "queued")):
-            job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
-            assert job.state == pb.JOB_STATE_FAILED
-            assert job.error.code == "INTERRUPTED"
-            assert job.error.retryable
-            assert was in job.error.message
-            events = await events_of(stub, job_id)
-            assert events[-1].error == job.error
-            assert [e.sequence for e in events] == list(range(1, len(events) + 1))
-        assert (await events_of(stub, running.id))[:5] == before
+        events = await events_of(stub, running.id)
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=running.id))).job
+        assert job.state == pb.JOB_STATE_SUCCEEDED
+        assert job.attempts == 2
+        assert events[:7] == before
+        assert kinds(before)[-1] == "thinking"
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        assert kinds(events).count("complete") == 1
+        assert kinds(events)[-1] == "complete"
+        again = events[7].progress
+        assert (again.stage, again.percent) == (pb.STAGE_QUEUED, 0)
+        assert "restarted while this job was running" in again.message
+        assert "attempt 2 of 3" in again.message
+        assert events[8].progress.message == "Starting video analysis..."
+        assert events[-1].complete.result.frames
+
+        queued_events = await events_of(stub, queued.id)
+        assert queued_events[0].progress.queue_position == 1
+        assert "queued again" in queued_events[1].progress.message
+        assert kinds(queued_events)[-1] == "complete"
+        assert (await stub.GetJob(pb.GetJobRequest(job_id=queued.id))).job.attempts == 1
+
+
+async def test_a_job_interrupted_too_often_fails_with_a_retryable_error(
+    start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
+) -> None:
+    once = settings.model_copy(update={"max_attempts": 1})
+    first = await start_server(once, engine=FakeEngine(block=True))
+    async with connect(first) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        video = (await upload(stub, short_bytes, start=False)).video
+        start = pb.StartAnalysisRequest(video_id=video.id, options=SEED)
+        running = (await stub.StartAnalysis(start)).job
+        await wait_for_event(stub, running.id, "thinking")
+        before = await events_of_until(stub, running.id, 7)
+    await first.stop(0)
+
+    second = await start_server(once)
+    async with connect(second) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=running.id))).job
+        assert job.state == pb.JOB_STATE_FAILED
+        assert job.error.code == "INTERRUPTED"
+        assert job.error.retryable
+        assert "running" in job.error.message
+        events = await events_of(stub, running.id)
+        assert events[:7] == before
+        assert events[-1].error == job.error
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
         # The video is still there to analyse again.
         retry = (await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=video.id))).job
-        assert (await events_of(stub, retry.id))[-1].error.code == "MODEL_NOT_CONFIGURED"
+        assert kinds(await events_of(stub, retry.id))[-1] == "complete"
 
 
 async def test_a_full_queue_refuses_new_jobs(
@@ -197,7 +241,7 @@ async def test_a_full_queue_refuses_new_jobs(
     async with connect(server) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
         video = (await upload(stub, short_bytes, start=False)).video
-        start = pb.StartAnalysisRequest(video_id=video.id)
+        start = pb.StartAnalysisRequest(video_id=video.id, options=SEED)
         running = (await stub.StartAnalysis(start)).job
         queued = (await stub.StartAnalysis(start)).job
         with pytest.raises(grpc.aio.AioRpcError) as caught:

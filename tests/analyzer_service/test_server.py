@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import pathlib
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from analyzer_service.pipeline import NO_MODEL_PROGRESS
 from analyzer_service.server import SERVICE_NAME, AnalyzerServer
 from analyzer_service.settings import AnalyzerSettings
 from tests.analyzer_service.helpers import (
@@ -19,6 +21,8 @@ from tests.analyzer_service.helpers import (
     Stub,
     connect,
     events_of,
+    kinds,
+    steps,
     upload,
     upload_requests,
 )
@@ -47,7 +51,7 @@ async def test_start_removes_uploads_cut_off_by_a_crash(
     assert stored_files(settings) == []
 
 
-async def test_upload_stores_probes_and_runs_to_model_not_configured(
+async def test_upload_stores_probes_and_completes_without_a_model(
     stub: Stub, settings: AnalyzerSettings, short_bytes: bytes
 ) -> None:
     data = short_bytes
@@ -65,27 +69,54 @@ async def test_upload_stores_probes_and_runs_to_model_not_configured(
     assert response.job.video == video
 
     events = await events_of(stub, response.job.id)
-    assert [e.sequence for e in events] == [1, 2, 3, 4]
+    assert [e.sequence for e in events] == list(range(1, 10))
     assert {e.job_id for e in events} == {response.job.id}
-    steps = [(e.progress.stage, e.progress.percent, e.progress.message) for e in events[:3]]
-    assert steps == [
+    assert kinds(events) == ["progress"] * 8 + ["complete"]
+    # The default policy is adaptive; the detector is unreachable and no model is configured.
+    scanned = events[2].progress.message
+    assert scanned.startswith("Scanned 64 moments for scene changes (")
+    assert steps(events) == [
         (pb.STAGE_INITIALIZING, 10, "Starting video analysis..."),
         (pb.STAGE_EXTRACTING_FRAMES, 25, "Extracting frames from video..."),
-        (pb.STAGE_EXTRACTING_FRAMES, 50, "Extracted 3 frames (0.1 min)"),
+        (pb.STAGE_EXTRACTING_FRAMES, 35, scanned),
+        (pb.STAGE_DETECTING, 40, "Looking for weapons and people in 64 frames..."),
+        (pb.STAGE_DETECTING, 45, "Detector unavailable; continuing without detections"),
+        (pb.STAGE_EXTRACTING_FRAMES, 50, "Extracted 16 frames (0.1 min)"),
+        (pb.STAGE_INFERENCE, 75, NO_MODEL_PROGRESS),
+        (pb.STAGE_COMPLETE, 100, events[7].progress.message),
     ]
-    error = events[3].error
-    assert error.code == "MODEL_NOT_CONFIGURED"
-    assert "No language model is configured" in error.message
-    assert "VIGIL_ANALYZER_ENGINE=vllm" in error.message
-    assert "VIGIL_ANALYZER_MODEL=google/gemma-3-4b-it" in error.message
-    assert not error.retryable
+    assert events[7].progress.message.startswith("Analysis complete in ")
+    result = events[-1].complete.result
+    assert events[-1].complete.timings == result.timings
+    assert result.summary == ""
+    assert result.model == ""
+    detector_note, model_note = result.notes
+    assert "could not be used" in detector_note
+    assert settings.detector_address in detector_note
+    assert "No language model was configured" in model_note
+    assert "VIGIL_ANALYZER_ENGINE=vllm" in model_note
+    assert "VIGIL_ANALYZER_MODEL=google/gemma-3-4b-it" in model_note
+    assert len(result.frames) == 16
+    times = [f.time_s for f in result.frames]
+    assert times == sorted(times)
+    assert all(f.reason in ("uniform", "scene_change") for f in result.frames)
+    assert all(not f.detections for f in result.frames)
+    timings = result.timings
+    assert 0 < timings.probe_s < timings.total_s
+    assert 0 < timings.sampling_s < timings.total_s
+    assert 0 < timings.detection_s < timings.total_s
+    assert timings.inference_s == 0
 
     job = (await stub.GetJob(pb.GetJobRequest(job_id=response.job.id))).job
-    assert job.state == pb.JOB_STATE_FAILED
-    assert job.error == error
-    assert (job.stage, job.percent, job.attempts) == (pb.STAGE_EXTRACTING_FRAMES, 50, 1)
-    frames = sorted((settings.jobs_dir / job.id / "frames").glob("*.jpg"))
-    assert len(frames) == 3
+    assert job.state == pb.JOB_STATE_SUCCEEDED
+    assert job.result == result
+    assert not job.HasField("error")
+    assert (job.stage, job.percent, job.attempts) == (pb.STAGE_COMPLETE, 100, 1)
+    frames_dir = settings.jobs_dir / job.id / "frames"
+    assert len(sorted(frames_dir.glob("*.jpg"))) == 16
+    manifest = json.loads((frames_dir / "frames.json").read_text())
+    assert [m["time_s"] for m in manifest] == times
+    assert all((frames_dir / m["file"]).exists() for m in manifest)
 
 
 async def test_upload_without_start_then_start_analysis(stub: Stub, short_bytes: bytes) -> None:
@@ -94,19 +125,33 @@ async def test_upload_without_start_then_start_analysis(stub: Stub, short_bytes:
     started = await stub.StartAnalysis(pb.StartAnalysisRequest(video_id=response.video.id))
     assert started.job.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
     events = await events_of(stub, started.job.id)
-    assert events[-1].error.code == "MODEL_NOT_CONFIGURED"
+    assert kinds(events)[-1] == "complete"
 
 
-async def test_long_video_is_announced_and_gets_8_frames(stub: Stub, long_bytes: bytes) -> None:
-    response = await upload(stub, long_bytes)
+SEED = pb.AnalysisOptions(sampling_policy=pb.SAMPLING_POLICY_SEED)
+
+
+async def test_long_video_is_announced_and_gets_8_seed_frames(
+    stub: Stub, long_bytes: bytes
+) -> None:
+    response = await upload(stub, long_bytes, options=SEED)
     events = await events_of(stub, response.job.id)
-    kinds = [e.WhichOneof("event") for e in events]
-    assert kinds == ["progress", "long_video_detected", "progress", "progress", "error"]
+    assert kinds(events)[:2] == ["progress", "long_video_detected"]
     notice = events[1].long_video_detected
     assert notice.duration_s == pytest.approx(3900.0)
     assert "65.0 min" in notice.message
     assert "120+" not in notice.message
-    assert events[3].progress.message == "Extracted 8 frames (65.0 min)"
+    assert "Extracted 8 frames (65.0 min)" in [message for _, _, message in steps(events)]
+    result = events[-1].complete.result
+    assert [f.reason for f in result.frames] == ["seed"] * 8
+
+
+async def test_long_video_gets_the_adaptive_budget(stub: Stub, long_bytes: bytes) -> None:
+    response = await upload(stub, long_bytes)
+    events = await events_of(stub, response.job.id)
+    assert "sampling 16 frames" in events[1].long_video_detected.message
+    assert "Extracted 16 frames (65.0 min)" in [message for _, _, message in steps(events)]
+    assert kinds(events)[-1] == "complete"
 
 
 async def test_a_120_minute_video_gets_the_120_plus_notice(
@@ -115,11 +160,11 @@ async def test_a_120_minute_video_gets_the_120_plus_notice(
     server = await start_server(settings.model_copy(update={"max_duration_s": 3 * 3600.0}))
     async with connect(server) as channel:
         stub = pb_grpc.AnalyzerServiceStub(channel)
-        response = await upload(stub, very_long_bytes)
+        response = await upload(stub, very_long_bytes, options=SEED)
         events = await events_of(stub, response.job.id)
     notice = events[1].long_video_detected
     assert "120+ minute" in notice.message
-    assert events[3].progress.message == "Extracted 8 frames (121.0 min)"
+    assert "Extracted 8 frames (121.0 min)" in [message for _, _, message in steps(events)]
 
 
 async def expect_refusal(call: object, code: grpc.StatusCode, match: str) -> grpc.aio.AioRpcError:
