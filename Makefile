@@ -11,7 +11,10 @@ FIND_LINKS ?= /opt/wheels
 UV_FLAGS := --python $(PY) --override overrides.txt $(if $(wildcard $(FIND_LINKS)),--find-links $(FIND_LINKS))
 STAMP := $(VENV)/.installed
 
-.PHONY: help install models proto proto-check lint test test-fast run bench clean
+.PHONY: help install models proto proto-check lint test run bench clean browser e2e
+
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 help:
 	@echo "make run    - set up everything and start all services (bridge at http://127.0.0.1:8000)"
@@ -44,8 +47,15 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-test: install models lint proto-check
+# Debian's chromium for the end-to-end browser test (tests/e2e); Playwright only drives it.
+browser:
+	test -x $(CHROMIUM) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+
+test: install models lint proto-check browser
 	$(PY) -m pytest
+
+e2e: install models browser
+	$(PY) -m pytest tests/e2e -q
 
 run: install models
 	$(VENV)/bin/vigil run

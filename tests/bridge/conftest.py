@@ -217,8 +217,17 @@ async def detector_channel(fake_detector: FakeDetector) -> AsyncIterator[grpc.ai
 
 @pytest.fixture
 async def analyzer(tmp_path: pathlib.Path) -> AsyncIterator[AnalyzerServer]:
-    """A real analyzer service (no model configured: jobs end with MODEL_NOT_CONFIGURED)."""
-    server = await serve_analyzer(AnalyzerSettings(port=0, data_dir=tmp_path / "analyzer"))
+    """A real analyzer service with no language model: jobs complete with a timeline and a note.
+
+    The seed's sampling policy and no detection pass keep the event sequence short and fixed.
+    """
+    settings = AnalyzerSettings(
+        port=0,
+        data_dir=tmp_path / "analyzer",
+        default_sampling_policy="seed",
+        detection_pass=False,
+    )
+    server = await serve_analyzer(settings)
     yield server
     await server.stop(0)
 

@@ -214,8 +214,12 @@ async def test_index_serves_the_live_view(start_bridge: Any, detector: Any) -> N
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
     assert "Start AI Detection" in page
-    assert "/ws/video-stream" in page
-    assert "MAX_RECONNECTS = 3" in page
+    assert "/static/app.js" in page
+    async with httpx.AsyncClient(base_url=bridge.http) as client:
+        script = await client.get("/static/app.js")
+    assert script.status_code == 200
+    assert "/ws/video-stream" in script.text
+    assert "MAX_RECONNECTS = 3" in script.text
 
 
 async def test_shutdown_closes_viewers_promptly(start_bridge: Any, detector: Any) -> None:

@@ -15,14 +15,19 @@ from websockets.asyncio.client import ClientConnection, connect
 
 pytestmark = pytest.mark.timeout(30)
 
-# Today's analyzer has no model: a job reports 10, 25 and 50 % and then fails with
-# MODEL_NOT_CONFIGURED. (When a model lands: 75 %, ai_thinking, 100 %, analysis_complete.)
+# The seed's stages, as the analyzer (no model, seed sampling, no detection pass) reports them:
+# 10 % start, 25 % extracting, 50 % "Extracted N frames", 75 % the model stage (here: building
+# the timeline without a model), 100 % complete, then the result.
 EXPECTED = [
     ("analysis_progress", 10.0, "initialization"),
     ("analysis_progress", 25.0, "frame_extraction"),
     ("analysis_progress", 50.0, "frame_extraction"),
-    ("error", None, None),
+    ("analysis_progress", 75.0, "ai_inference"),
+    ("analysis_progress", 100.0, "complete"),
+    ("analysis_complete", None, None),
 ]
+COUNT = len(EXPECTED)
+SEQUENCES = list(range(1, COUNT + 1))
 
 
 async def upload(bridge: Any, video: pathlib.Path, **params: Any) -> dict[str, Any]:
@@ -96,15 +101,15 @@ async def test_join_gets_the_exact_event_sequence(bridge: Any, video_file: pathl
             "session_joined",
             {"session_id": job_id, "job_id": job_id, "after_sequence": 0},
         )
-        events = await job_events(ws, 4)
+        events = await job_events(ws, COUNT)
     assert shape(events) == EXPECTED
-    assert [data["sequence"] for _, data in events] == [1, 2, 3, 4]
+    assert [data["sequence"] for _, data in events] == SEQUENCES
     assert all(data["job_id"] == job_id for _, data in events)
     assert events[0][1]["message"] == "Starting video analysis..."
     assert events[2][1]["message"].startswith("Extracted 3 frames")
-    error = events[-1][1]
-    assert error["code"] == "MODEL_NOT_CONFIGURED"
-    assert error["message"]
+    result = events[-1][1]["result"]
+    assert len(result["frames"]) == 3
+    assert any("No language model" in note for note in result["notes"])
 
 
 async def test_late_join_replays_then_reconnect_resumes_without_duplicates(
@@ -115,27 +120,27 @@ async def test_late_join_replays_then_reconnect_resumes_without_duplicates(
     # Joining after the job ended replays its whole story.
     async with connect(f"{bridge.ws}/ws/session") as ws:
         await send(ws, "join_session", {"session_id": job_id})
-        replay = await job_events(ws, 4)
+        replay = await job_events(ws, COUNT)
     assert shape(replay) == EXPECTED
-    # A client that saw up to sequence 2 reconnects: it gets 3 and 4 only, and nothing else.
+    # A client that saw up to sequence 2 reconnects: it gets 3 onwards only, and nothing else.
     async with connect(f"{bridge.ws}/ws/session") as ws:
         await send(ws, "join_session", {"job_id": job_id, "after_sequence": 2})
-        resumed = await job_events(ws, 2)
+        resumed = await job_events(ws, COUNT - 2)
         await send(ws, "ping")
         assert (await next_event(ws))[0] == "pong"
         # Joining again on the same connection resumes from what it already sent: nothing new.
         await send(ws, "join_session", {"job_id": job_id})
         name, joined = await next_event(ws)
-        assert (name, joined["after_sequence"]) == ("session_joined", 4)
+        assert (name, joined["after_sequence"]) == ("session_joined", COUNT)
         await send(ws, "ping")
         assert (await next_event(ws))[0] == "pong"
-    assert [d["sequence"] for _, d in resumed] == [3, 4]
+    assert [d["sequence"] for _, d in resumed] == SEQUENCES[2:]
     assert shape(resumed) == EXPECTED[2:]
     # Joining and leaving started no second job and cancelled none.
     async with httpx.AsyncClient(base_url=bridge.http) as client:
         listed = (await client.get("/api/analyses")).json()
     assert [job["id"] for job in listed["jobs"]] == [job_id]
-    assert listed["jobs"][0]["state"] == "failed"
+    assert listed["jobs"][0]["state"] == "succeeded"
 
 
 async def test_join_before_the_job_exists_then_upload_with_the_session(
@@ -146,7 +151,7 @@ async def test_join_before_the_job_exists_then_upload_with_the_session(
         name, joined = await next_event(ws)
         assert (name, joined["job_id"]) == ("session_joined", None)
         uploaded = await upload(bridge, video_file, analyze="true", session_id="browser-tab-1")
-        events = await job_events(ws, 4)
+        events = await job_events(ws, COUNT)
     assert shape(events) == EXPECTED
     assert {d["job_id"] for _, d in events} == {uploaded["job"]["id"]}
     assert {d["session_id"] for _, d in events} == {"browser-tab-1"}
@@ -162,8 +167,8 @@ async def test_leaving_never_cancels_the_job(bridge: Any, video_file: pathlib.Pa
     await wait_finished(bridge, job_id)
     async with httpx.AsyncClient(base_url=bridge.http) as client:
         job = (await client.get(f"/api/analyses/{job_id}")).json()
-    # It ran to its own end (no model), not CANCELLED.
-    assert job["error"]["code"] == "MODEL_NOT_CONFIGURED"
+    # It ran to its own end, not CANCELLED.
+    assert job["state"] == "succeeded"
 
 
 async def test_ping_and_bad_messages_keep_the_connection(bridge: Any) -> None:
@@ -230,7 +235,7 @@ async def test_socketio_client_gets_the_same_events(bridge: Any, video_file: pat
         await client.emit("join_session", {"session_id": job_id})
         events: list[tuple[str, dict[str, Any]]] = []
         async with asyncio.timeout(10):
-            while len(events) < 4:
+            while len(events) < COUNT:
                 name, data = await received.get()
                 if name != "session_joined":
                     events.append((name, data))
@@ -245,5 +250,5 @@ async def test_socketio_client_gets_the_same_events(bridge: Any, video_file: pat
     finally:
         await client.disconnect()
     assert shape(events) == EXPECTED
-    assert [d["sequence"] for _, d in events] == [1, 2, 3, 4]
-    assert events[-1][1]["code"] == "MODEL_NOT_CONFIGURED"
+    assert [d["sequence"] for _, d in events] == SEQUENCES
+    assert events[-1][1]["result"]["frames"]
