@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import AsyncIterator
 
 import grpc
@@ -14,8 +15,8 @@ from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
 
 @pytest.fixture
-def detector_settings() -> DetectorSettings:
-    return DetectorSettings(port=0, backend="none", linger_s=0.2)
+def detector_settings(tmp_path: pathlib.Path) -> DetectorSettings:
+    return DetectorSettings(port=0, backend="none", linger_s=0.2, data_dir=tmp_path)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import AsyncIterator
 
 import cv2
@@ -16,8 +17,8 @@ from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
 
 @pytest.fixture
-def detector_settings() -> DetectorSettings:
-    return DetectorSettings(port=0, backend="yolo")
+def detector_settings(tmp_path: pathlib.Path) -> DetectorSettings:
+    return DetectorSettings(port=0, backend="yolo", data_dir=tmp_path)
 
 
 async def requests(frames: list[bytes], annotate: bool = False) -> AsyncIterator[pb.DetectRequest]:
