@@ -28,3 +28,38 @@ def _pipeline() -> Benchmark:
     from vigil.bench.pipeline import run
 
     return run
+
+
+@register("transport", "frames/s detector -> bridge -> 1/10/50 viewers vs a bare websockets server")
+def _transport() -> Benchmark:
+    from vigil.bench.transport import run
+
+    return run
+
+
+@register("latency", "capture-to-viewer p50/p99 with 10 viewers, one throttled to 50 KB/s")
+def _latency() -> Benchmark:
+    from vigil.bench.latency import run
+
+    return run
+
+
+@register("sampling", "time to sample 32 frames from a 10-min and a 120-min 720p video")
+def _sampling() -> Benchmark:
+    from vigil.bench.sampling import run
+
+    return run
+
+
+@register("chat", "time to first token through the bridge vs the engine called directly")
+def _chat() -> Benchmark:
+    from vigil.bench.chat import run
+
+    return run
+
+
+@register("engine", "vLLM in process on a tiny Gemma 3: load, TTFT text vs 8 frames, tokens/s")
+def _engine() -> Benchmark:
+    from vigil.bench.engine import run
+
+    return run

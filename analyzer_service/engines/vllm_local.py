@@ -1,0 +1,207 @@
+"""The ``Engine`` on vLLM's ``AsyncLLM`` in this process (the engine core runs in its children).
+
+One event loop must own the ``AsyncLLM`` for its whole life: its output handler is a task on the
+loop that first generates, and a second loop finds it dead. ``start`` and ``shutdown`` therefore
+belong to the service's loop, and ``start`` builds the engine in a worker thread so that loop keeps
+answering health checks during the tens of seconds a load takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import gc
+import logging
+import pathlib
+import time
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any, Literal
+
+from analyzer_service.engine import GenerateRequest
+from analyzer_service.engines import plugin, prompts
+from vigil.errors import InvalidInput, Unavailable
+
+log = logging.getLogger(__name__)
+
+Dtype = Literal["auto", "half", "float16", "bfloat16", "float", "float32"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A request as the engine receives it: rendered prompt, its token ids and decoded frames."""
+
+    text: str
+    token_ids: list[int]
+    images: list[Any]  # PIL images
+
+
+def load_images(paths: Sequence[pathlib.Path]) -> list[Any]:
+    from PIL import Image
+
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            # convert() forces the decode here, in the worker thread, not lazily in vLLM.
+            images.append(image.convert("RGB"))
+    return images
+
+
+class LocalVllmEngine:
+    """Gemma 3 (or any chat model with images) served by an in-process ``AsyncLLM``."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        served_name: str | None = None,
+        dtype: Dtype = "auto",
+        max_model_len: int = 8192,
+        max_images: int = 16,
+        max_tokens: int = 1024,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        seed: int | None = None,
+        engine_args: Mapping[str, Any] | None = None,
+        sampling_args: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model = served_name or model
+        self.model_path = model
+        self.dtype = dtype
+        self.max_model_len = max_model_len
+        self.max_images = max_images
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.top_p = top_p
+        self.seed = seed
+        # Passed through to AsyncEngineArgs (enforce_eager, distributed_executor_backend, ...).
+        self.engine_args = dict(engine_args or {})
+        # Passed through to SamplingParams (repetition_penalty, ignore_eos for benchmarks, ...).
+        self.sampling_args = dict(sampling_args or {})
+        self.load_s: float | None = None
+        self._llm: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def start(self) -> None:
+        if self._llm is not None:
+            return
+        self._loop = asyncio.get_running_loop()
+        started = time.perf_counter()
+        self._llm = await asyncio.to_thread(self._build)
+        self.load_s = time.perf_counter() - started
+        log.info("vLLM engine for %s ready in %.1f s", self.model, self.load_s)
+
+    def _build(self) -> Any:
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        # vLLM loads its plugins once per process; this one may be needed before that happens.
+        plugin.register()
+
+        args = AsyncEngineArgs(
+            model=self.model_path,
+            served_model_name=self.model,
+            dtype=self.dtype,
+            max_model_len=self.max_model_len,
+            limit_mm_per_prompt={"image": self.max_images},
+            **self.engine_args,
+        )
+        return AsyncLLM.from_engine_args(args)
+
+    async def shutdown(self) -> None:
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            # Stopping the engine core joins processes for seconds; keep the loop free meanwhile.
+            await asyncio.to_thread(llm.shutdown)
+            # Collected now, its __del__ (a second shutdown) runs while the interpreter is whole,
+            # not at exit when its globals are gone and it raises.
+            del llm
+            gc.collect()
+
+    async def __aenter__(self) -> LocalVllmEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()
+
+    def _running(self) -> Any:
+        if self._llm is None:
+            raise Unavailable(f"the language model {self.model} is not started")
+        if asyncio.get_running_loop() is not self._loop:
+            raise RuntimeError("LocalVllmEngine used from an event loop other than its own")
+        return self._llm
+
+    def unfinished_requests(self) -> int:
+        return int(self._running().get_num_unfinished_requests())
+
+    async def prepare(self, request: GenerateRequest) -> Prepared:
+        """Render the chat template and decode the frames, off the event loop."""
+        llm = self._running()
+        tokenizer = llm.get_tokenizer()
+
+        def work() -> Prepared:
+            text, ids = prompts.render(tokenizer, request.prompt, len(request.images))
+            return Prepared(text, ids, load_images(request.images))
+
+        return await asyncio.to_thread(work)
+
+    async def outputs(self, request: GenerateRequest) -> AsyncGenerator[Any, None]:
+        """vLLM's ``RequestOutput`` deltas for a request; closing this aborts the request."""
+        from vllm.exceptions import VLLMClientError
+        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        llm = self._running()
+        if request.max_tokens < 1:
+            raise InvalidInput(f"max_tokens must be at least 1, not {request.max_tokens}")
+        prepared = await self.prepare(request)
+        params = SamplingParams(
+            max_tokens=min(request.max_tokens, self.max_tokens),
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            output_kind=RequestOutputKind.DELTA,
+            **self.sampling_args,
+        )
+        engine_prompt: dict[str, Any] = {"prompt_token_ids": prepared.token_ids}
+        if prepared.images:
+            engine_prompt["multi_modal_data"] = {"image": prepared.images}
+        finished = False
+        # aclosing: closing this generator must close vLLM's, which is what aborts the request.
+        async with contextlib.aclosing(
+            llm.generate(engine_prompt, params, request.request_id)
+        ) as stream:
+            try:
+                async for output in stream:
+                    finished = bool(output.finished)
+                    yield output
+            except (VLLMClientError, ValueError) as exc:
+                # The request's fault (too many images, prompt longer than max_model_len, ...).
+                raise InvalidInput(f"{self.model} refused the request: {exc}") from exc
+            except EngineDeadError as exc:
+                raise Unavailable(f"the language model {self.model} has stopped") from exc
+            finally:
+                if not finished:
+                    await llm.abort(request.request_id)
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[str, None]:
+        async with contextlib.aclosing(self.outputs(request)) as stream:
+            async for output in stream:
+                for completion in output.outputs:
+                    if completion.text:
+                        yield completion.text
+
+    async def abort(self, request_id: str) -> None:
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    async def health(self) -> bool:
+        llm = self._llm
+        if llm is None or llm.errored:
+            return False
+        try:
+            await llm.check_health()
+        except Exception:
+            return False
+        return True

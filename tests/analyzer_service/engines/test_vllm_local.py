@@ -1,0 +1,183 @@
+"""The in-process vLLM engine on a tiny random Gemma 3: structure of prompts and streams."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+
+import pytest
+
+from analyzer_service.engine import Engine, GenerateRequest
+from analyzer_service.engines import tiny
+from analyzer_service.engines.vllm_local import LocalVllmEngine
+from tests.analyzer_service.engines.conftest import MAX_IMAGES, SERVED_NAME
+from vigil.errors import InvalidInput
+
+# The first test's setup includes building the model and loading vLLM (minutes on a busy host).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.asyncio(loop_scope="session"),
+]
+
+
+def token_id(engine: LocalVllmEngine, token: str) -> int:
+    return int(engine._running().get_tokenizer().convert_tokens_to_ids(token))
+
+
+async def wait_idle(engine: LocalVllmEngine, within_s: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while engine.unfinished_requests():
+        assert asyncio.get_running_loop().time() < deadline, "the request is still running"
+        await asyncio.sleep(0.02)
+
+
+async def test_is_an_engine_and_healthy(local_engine: LocalVllmEngine) -> None:
+    engine: Engine = local_engine
+    assert engine.model == SERVED_NAME
+    assert await engine.health()
+
+
+async def test_prompt_has_one_bos_and_one_image_block_per_frame(
+    local_engine: LocalVllmEngine, frames: list[pathlib.Path]
+) -> None:
+    request = GenerateRequest("blocks", "Describe the frames.", frames[:3], 4)
+    prepared = await local_engine.prepare(request)
+    bos, boi = token_id(local_engine, tiny.BOS), token_id(local_engine, tiny.BOI)
+    assert prepared.text.startswith(tiny.BOS)
+    assert prepared.text.count(tiny.BOI) == 3
+    assert prepared.token_ids.count(bos) == 1
+    assert prepared.token_ids[0] == bos
+    assert [image.size for image in prepared.images] == [(160, 120), (176, 128), (192, 136)]
+
+    # What the engine actually ran: each placeholder expanded to a full block, nothing else.
+    async with contextlib.aclosing(local_engine.outputs(request)) as stream:
+        outputs = [output async for output in stream]
+    ids = outputs[0].prompt_token_ids
+    assert ids.count(bos) == 1
+    assert ids.count(boi) == 3
+    assert ids.count(token_id(local_engine, tiny.EOI)) == 3
+    assert ids.count(token_id(local_engine, tiny.IMAGE_TOKEN)) == 3 * tiny.TOKENS_PER_IMAGE
+
+
+async def test_text_only_prompt_has_no_image_block(local_engine: LocalVllmEngine) -> None:
+    request = GenerateRequest("text-only", "Say something.", [], 3)
+    prepared = await local_engine.prepare(request)
+    assert tiny.BOI not in prepared.text
+    assert prepared.images == []
+    deltas = [delta async for delta in local_engine.generate(request)]
+    assert deltas
+
+
+@pytest.mark.parametrize("max_tokens", [1, 7, 24])
+async def test_deltas_stream_and_add_up_to_the_text(
+    local_engine: LocalVllmEngine, frames: list[pathlib.Path], max_tokens: int
+) -> None:
+    request = GenerateRequest(f"deltas-{max_tokens}", "Describe.", frames[:2], max_tokens)
+    texts: list[str] = []
+    token_ids: list[int] = []
+    async with contextlib.aclosing(local_engine.outputs(request)) as stream:
+        async for output in stream:
+            (completion,) = output.outputs
+            texts.append(completion.text)
+            token_ids.extend(completion.token_ids)
+    # Deltas, not cumulative text: one chunk per token, max_tokens exactly (<eos> is ignored).
+    assert len(texts) == len(token_ids) == max_tokens
+    tokenizer = local_engine._running().get_tokenizer()
+    assert "".join(texts) == tokenizer.decode(token_ids, skip_special_tokens=True)
+
+    # The same seeded request through the Engine interface yields the same text as str deltas.
+    same = GenerateRequest(f"deltas-{max_tokens}-again", "Describe.", frames[:2], max_tokens)
+    deltas = [delta async for delta in local_engine.generate(same)]
+    assert all(isinstance(delta, str) and delta for delta in deltas)
+    assert "".join(deltas) == "".join(texts)
+    if max_tokens > 1:
+        assert len(deltas) >= 2
+
+
+async def test_max_tokens_is_capped_by_the_engine(local_engine: LocalVllmEngine) -> None:
+    request = GenerateRequest("capped", "Go on.", [], local_engine.max_tokens + 500)
+    prepared = await local_engine.prepare(request)
+    assert len(prepared.token_ids) < 100
+    async with contextlib.aclosing(local_engine.outputs(request)) as stream:
+        count = 0
+        async for output in stream:
+            count += len(output.outputs[0].token_ids)
+    assert count == local_engine.max_tokens
+
+
+async def test_too_many_images_is_a_clean_error(
+    local_engine: LocalVllmEngine, frames: list[pathlib.Path]
+) -> None:
+    request = GenerateRequest("too-many", "Describe.", frames[: MAX_IMAGES + 1], 4)
+    with pytest.raises(InvalidInput, match=f"At most {MAX_IMAGES} image"):
+        async for _ in local_engine.generate(request):
+            pass
+    await wait_idle(local_engine)
+    # The engine is still usable afterwards.
+    ok = GenerateRequest("after-too-many", "Describe.", frames[:MAX_IMAGES], 2)
+    assert [delta async for delta in local_engine.generate(ok)]
+
+
+async def test_prompt_longer_than_the_context_is_a_clean_error(
+    local_engine: LocalVllmEngine,
+) -> None:
+    request = GenerateRequest("too-long", "word " * 3000, [], 4)
+    with pytest.raises(InvalidInput, match="refused the request"):
+        async for _ in local_engine.generate(request):
+            pass
+    await wait_idle(local_engine)
+
+
+async def test_closing_the_stream_aborts_the_request(
+    local_engine: LocalVllmEngine, frames: list[pathlib.Path]
+) -> None:
+    request = GenerateRequest("closed", "Describe at length.", frames[:2], 1500)
+    stream = local_engine.generate(request)
+    received = [await anext(stream) for _ in range(3)]
+    assert len(received) == 3
+    assert local_engine.unfinished_requests() == 1
+    await stream.aclose()
+    await wait_idle(local_engine)
+
+
+async def test_abort_ends_the_stream(local_engine: LocalVllmEngine) -> None:
+    request = GenerateRequest("aborted", "Go on.", [], 1500)
+    received: list[str] = []
+    three = asyncio.Event()
+
+    async def consume() -> None:
+        async for delta in local_engine.generate(request):
+            received.append(delta)
+            if len(received) == 3:
+                three.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(three.wait(), 10)
+    await local_engine.abort("aborted")
+    await asyncio.wait_for(task, 10)
+    assert 3 <= len(received) < local_engine.max_tokens
+    await wait_idle(local_engine)
+
+
+async def test_cancelling_the_consumer_aborts_the_request(local_engine: LocalVllmEngine) -> None:
+    request = GenerateRequest("cancelled", "Go on.", [], 1500)
+    started = asyncio.Event()
+
+    async def consume() -> None:
+        async for _ in local_engine.generate(request):
+            started.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(started.wait(), 10)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await wait_idle(local_engine)
+
+
+async def test_not_started_engine_is_unhealthy(tiny_gemma: pathlib.Path) -> None:
+    engine = LocalVllmEngine(str(tiny_gemma))
+    assert not await engine.health()
+    assert engine.model == str(tiny_gemma)

@@ -1,0 +1,131 @@
+"""The HTTP engine against vLLM's own OpenAI server (a subprocess on the tiny Gemma 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import pathlib
+import re
+
+import httpx
+import pytest
+
+from analyzer_service.engine import Engine, GenerateRequest
+from analyzer_service.engines import tiny
+from analyzer_service.engines.vllm_remote import RemoteVllmEngine
+from tests.analyzer_service.engines.conftest import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
+from vigil.errors import FailedPrecondition, InvalidInput, Unavailable
+
+# The first test's setup includes building the model and loading vLLM (minutes on a busy host).
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),
+    pytest.mark.asyncio(loop_scope="session"),
+]
+
+
+async def running_requests(base_url: str) -> float:
+    async with httpx.AsyncClient() as client:
+        metrics = (await client.get(f"{base_url}/metrics")).text
+    values = re.findall(r"^vllm:num_requests_running\{[^}]*\} (\S+)$", metrics, re.MULTILINE)
+    assert values, "the server exports no vllm:num_requests_running"
+    return sum(float(value) for value in values)
+
+
+async def wait_idle(base_url: str, within_s: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within_s
+    while await running_requests(base_url):
+        assert asyncio.get_running_loop().time() < deadline, "the server is still generating"
+        await asyncio.sleep(0.1)
+
+
+async def test_is_an_engine_and_healthy(remote_engine: RemoteVllmEngine) -> None:
+    engine: Engine = remote_engine
+    assert engine.model == SERVED_NAME
+    assert await engine.health()
+
+
+async def test_streams_deltas_for_two_frames(
+    remote_engine: RemoteVllmEngine, frames: list[pathlib.Path]
+) -> None:
+    request = GenerateRequest("remote-two", "Describe the frames.", frames[:2], 12)
+    texts: list[str] = []
+    usage = None
+    async with contextlib.aclosing(remote_engine.chunks(request)) as stream:
+        async for chunk in stream:
+            usage = chunk.get("usage") or usage
+            texts.extend(c["delta"].get("content") or "" for c in chunk["choices"])
+    assert usage is not None
+    assert usage["completion_tokens"] == 12
+    # Two image blocks made it into the prompt the server ran.
+    assert usage["prompt_tokens"] > 2 * tiny.TOKENS_PER_IMAGE
+    assert sum(1 for text in texts if text) >= 2
+
+    deltas = [delta async for delta in remote_engine.generate(request)]
+    assert len(deltas) >= 2
+    assert all(isinstance(delta, str) and delta for delta in deltas)
+
+
+async def test_closing_the_stream_aborts_on_the_server(
+    remote_engine: RemoteVllmEngine, vllm_server: str, frames: list[pathlib.Path]
+) -> None:
+    request = GenerateRequest("remote-closed", "Describe at length.", frames[:2], 1500)
+    stream = remote_engine.generate(request)
+    for _ in range(3):
+        await anext(stream)
+    assert await running_requests(vllm_server) == 1
+    await stream.aclose()
+    await wait_idle(vllm_server)
+
+
+async def test_abort_ends_the_stream(remote_engine: RemoteVllmEngine, vllm_server: str) -> None:
+    request = GenerateRequest("remote-aborted", "Go on.", [], 1500)
+    received: list[str] = []
+    three = asyncio.Event()
+
+    async def consume() -> None:
+        async for delta in remote_engine.generate(request):
+            received.append(delta)
+            if len(received) == 3:
+                three.set()
+
+    task = asyncio.create_task(consume())
+    await asyncio.wait_for(three.wait(), 30)
+    await remote_engine.abort("remote-aborted")
+    await asyncio.wait_for(task, 10)
+    assert 3 <= len(received) < remote_engine.max_tokens
+    await wait_idle(vllm_server)
+
+
+async def test_too_many_images_is_a_clean_error(
+    remote_engine: RemoteVllmEngine, frames: list[pathlib.Path]
+) -> None:
+    request = GenerateRequest("remote-too-many", "Describe.", frames[: MAX_IMAGES + 1], 4)
+    with pytest.raises(InvalidInput, match="HTTP 400") as error:
+        async for _ in remote_engine.generate(request):
+            pass
+    assert f"At most {MAX_IMAGES} image" in error.value.message
+
+
+async def test_wrong_key_is_reported_without_leaking_it(vllm_server: str) -> None:
+    secret = "sk-wrong-key-1234567890"
+    async with RemoteVllmEngine(vllm_server, SERVED_NAME, api_key=secret) as engine:
+        assert await engine.health()  # /health needs no key
+        with pytest.raises(FailedPrecondition, match="HTTP 401") as error:
+            async for _ in engine.generate(GenerateRequest("remote-key", "Hi.", [], 2)):
+                pass
+    assert secret not in str(error.value)
+    assert API_KEY not in str(error.value)
+    assert secret not in repr(engine)
+
+
+async def test_unreachable_server_is_unavailable_and_unhealthy() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    async with RemoteVllmEngine(
+        url, SERVED_NAME, api_key="sk-secret", connect_timeout_s=1
+    ) as engine:
+        assert not await engine.health()
+        with pytest.raises(Unavailable, match="unreachable") as error:
+            async for _ in engine.generate(GenerateRequest("remote-down", "Hi.", [], 2)):
+                pass
+    assert "sk-secret" not in str(error.value)
