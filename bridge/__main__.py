@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+from types import FrameType
 
 import uvicorn
 
@@ -14,7 +16,15 @@ from vigil.serving import configure_logging
 log = logging.getLogger("bridge")
 
 
+def _drained(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def main() -> None:
+    # uvicorn drains on SIGTERM, then raises the signal again on its way out; with this handler
+    # in place by then, a drained shutdown exits 0 as the gRPC services do (and SIGTERM before
+    # uvicorn starts exits 0 at once).
+    signal.signal(signal.SIGTERM, _drained)
     settings = BridgeSettings()
     configure_logging(settings.log_level)
     sock = listen(settings)

@@ -7,9 +7,11 @@ Server-Sent Events (``Accept: text/event-stream``).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import grpc
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -101,33 +103,53 @@ async def upload_video(
     if size <= 0:
         raise HTTPException(400, "the upload is empty")
     header = apb.UploadHeader(name=name, size=size, start_analysis=analyze)
-    disconnected = False
-
-    async def messages() -> AsyncIterator[apb.UploadVideoRequest]:
-        nonlocal disconnected
-        yield apb.UploadVideoRequest(header=header)
-        chunk = settings.upload_chunk_bytes
-        pending = bytearray()
-        try:
-            async for piece in request.stream():
-                pending += piece
-                while len(pending) >= chunk:
-                    yield apb.UploadVideoRequest(chunk=bytes(pending[:chunk]))
-                    del pending[:chunk]
-        except ClientDisconnect:
-            disconnected = True
-            raise
-        if pending:
-            yield apb.UploadVideoRequest(chunk=bytes(pending))
-
     with backend("analyzer"):
-        response = await state.analyzer_stub.UploadVideo(messages())
-    if disconnected:  # pragma: no cover - nobody is left to read the answer
-        raise HTTPException(400, "the client went away during the upload")
+        call = state.analyzer_stub.UploadVideo(None)  # write() mode
+        try:
+            await _forward_upload(call, header, request, settings.upload_chunk_bytes)
+        except ClientDisconnect:
+            call.cancel()
+            raise HTTPException(400, "the client went away during the upload") from None
+        except BaseException:
+            call.cancel()
+            raise
+        response = await call
     job = Job.from_pb(response.job) if response.HasField("job") else None
     if job is not None and session_id is not None:
         state.sessions.bind(session_id, job.id)
     return UploadResult(video=Video.from_pb(response.video), job=job)
+
+
+async def _forward_upload(
+    call: Any, header: apb.UploadHeader, request: Request, chunk: int
+) -> None:
+    """Send the header, then the body in chunks as it arrives; stop when the analyzer has ended
+    the call (its status then says why, and ``await call`` raises it)."""
+    await call.write(apb.UploadVideoRequest(header=header))
+    # The analyzer sends initial metadata marked ``vigil-upload: accepted`` once it accepts the
+    # header, and only its status when it refuses it (too large, no disk space, bad options,
+    # overloaded). Waiting for one or the other keeps a refusal from racing our writes: grpcio
+    # turns a status that arrives while a write is under way into INTERNAL "Internal error from
+    # Core" (grpc/grpc#36066), which would be a 500 for a 413.
+    metadata = await call.initial_metadata()
+    if ("vigil-upload", "accepted") not in tuple(metadata or ()):
+        return
+    pending = bytearray()
+    try:
+        async for piece in request.stream():
+            pending += piece
+            while len(pending) >= chunk:
+                if call.done():
+                    return
+                await call.write(apb.UploadVideoRequest(chunk=bytes(pending[:chunk])))
+                del pending[:chunk]
+        if call.done():
+            return
+        if pending:
+            await call.write(apb.UploadVideoRequest(chunk=bytes(pending)))
+        await call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return  # the call ended under our feet: its own status tells the caller why
 
 
 @router.post("/analyses", status_code=201, summary="Start an analysis", responses=NOT_FOUND)

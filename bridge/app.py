@@ -29,6 +29,12 @@ from vigil.serving import DEFAULT_MAX_MESSAGE_BYTES
 log = logging.getLogger(__name__)
 
 STATIC_DIR = pathlib.Path(__file__).parent / "static"
+# gRPC keepalive towards the backends: a ping after 6 s without one, 4 s for its answer, so a
+# backend that froze (or whose host vanished) fails its open streams within about 10 s. The
+# services accept pings every 5 s or more (``vigil.serving``); faster would get the connection
+# closed for "too many pings".
+KEEPALIVE_TIME_MS = 6_000
+KEEPALIVE_TIMEOUT_MS = 4_000
 
 
 def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
@@ -43,9 +49,15 @@ def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
             # restarted backend is found as quickly as the hub looks for it.
             ("grpc.initial_reconnect_backoff_ms", int(settings.retry_initial_s * 1000)),
             ("grpc.max_reconnect_backoff_ms", int(settings.retry_max_s * 1000)),
-            # Notice a backend that vanished without closing its sockets (host down, NAT).
-            ("grpc.keepalive_time_ms", 20_000),
-            ("grpc.keepalive_timeout_ms", 10_000),
+            # Notice a backend that vanished or froze without closing its sockets (host down,
+            # NAT, a stopped process): its streams fail, viewers are told, the hub retries.
+            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
+            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            # gRPC 1.85 times keepalive (and BDP) pings with this one, 60 s unless set.
+            ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
+            # A Subscribe stream sends nothing after its request; without this gRPC stops
+            # pinging after two pings with no data sent, and a frozen detector goes unnoticed.
+            ("grpc.http2.max_pings_without_data", 0),
         ],
     )
 

@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 
 # Vigil services put "CODE: message" in a status's details (``vigil.errors.abort_with``).
 _VIGIL_DETAILS = re.compile(r"([A-Z][A-Z0-9_]*): (.+)", re.DOTALL)
+# Seconds a client is told to wait (``Retry-After``) before retrying a retryable failure.
+RETRY_AFTER_S = 2
+# Error codes of the services that mean "busy now, try again" (``vigil.errors.Overloaded``).
+_RETRYABLE_CODES = frozenset({"OVERLOADED"})
 # Codes for statuses the bridge answers itself.
 _HTTP_CODES = {
     400: "INVALID_ARGUMENT",
@@ -48,6 +52,11 @@ class ErrorBody(BaseModel):
     message: str = Field(description="What went wrong, for people.", examples=["no job 'abc'"])
     details: list[dict[str, Any]] | None = Field(
         default=None, description="Per-field problems of a malformed request."
+    )
+    retryable: bool | None = Field(
+        default=None,
+        description="True when the same request may well succeed later (a full queue, a backend "
+        "restarting); the response then has a Retry-After header in seconds.",
     )
 
 
@@ -97,19 +106,29 @@ def backend(name: str) -> Iterator[None]:
         raise describe(e, name) from None
 
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
-    body = ErrorBody(code=code, message=message, **extra)
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+def error_response(
+    status: int, code: str, message: str, *, retryable: bool = False, **extra: Any
+) -> JSONResponse:
+    body = ErrorBody(code=code, message=message, retryable=retryable or None, **extra)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if retryable else None
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
+
+
+def retryable(status: grpc.StatusCode, code: str) -> bool:
+    """Worth retrying as it is: the backend is away, or busy (a full queue, too many uploads)."""
+    return status == grpc.StatusCode.UNAVAILABLE or code in _RETRYABLE_CODES
 
 
 async def _backend_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BackendError)
-    return error_response(exc.http_status, exc.code, exc.message)
+    again = retryable(exc.status, exc.code)
+    return error_response(exc.http_status, exc.code, exc.message, retryable=again)
 
 
 async def _vigil_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VigilError)
-    return error_response(http_status(exc.status, exc.code), exc.code, exc.message)
+    status = http_status(exc.status, exc.code)
+    return error_response(status, exc.code, exc.message, retryable=exc.retryable)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

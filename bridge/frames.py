@@ -288,7 +288,11 @@ class _Feed:
         failures = 0
         while True:
             frames_before = self.frames
-            status, code, message, details = await self._attempt()
+            # Once viewers know of an outage, the next attempt waits for the channel to connect
+            # (gRPC's own reconnect backoff, capped at ``retry_max_s``) instead of failing fast
+            # while the channel backs off: frames resume as soon as the detector is back, not a
+            # hub backoff plus a channel backoff later.
+            status, code, message, details = await self._attempt(wait=failures > 0)
             if self.frames > frames_before:
                 delay, failures = self.hub.retry_initial_s, 0
             if status in _FINAL:
@@ -307,11 +311,13 @@ class _Feed:
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
             delay = min(delay * 2.0, self.hub.retry_max_s)
 
-    async def _attempt(self) -> tuple[grpc.StatusCode, str, str, str]:
+    async def _attempt(self, *, wait: bool = False) -> tuple[grpc.StatusCode, str, str, str]:
         """Follow one subscription until it ends; return why: status, code and message for
-        viewers, details for the log."""
+        viewers, details for the log. With ``wait`` the call waits for the channel to be ready."""
         self._stream_dropped = 0
-        call = self.hub.stub.Subscribe(dpb.SubscribeRequest(source_id=self.source_id))
+        call = self.hub.stub.Subscribe(
+            dpb.SubscribeRequest(source_id=self.source_id), wait_for_ready=wait
+        )
         try:
             async for response in call:
                 kind = response.WhichOneof("event")

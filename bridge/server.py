@@ -64,6 +64,11 @@ def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.
         "ws_per_message_deflate": False,
         # Incoming messages only (browsers send small control messages); bigger ones close 1009.
         "ws_max_size": settings.ws_max_message_bytes,
+        # Peers that vanished without closing are found by unanswered pings and disconnected.
+        "ws_ping_interval": settings.ws_ping_interval_s,
+        "ws_ping_timeout": settings.ws_ping_timeout_s,
+        # In-flight requests get this long after SIGTERM; uvicorn would wait for ever.
+        "timeout_graceful_shutdown": settings.grace_s,
         "log_level": settings.log_level.lower(),
         # Keep the process's logging format; uvicorn's default config would replace it.
         "log_config": None,

@@ -16,6 +16,9 @@ class BridgeSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+    # Seconds that requests in flight (an upload, a chat answer) get to finish on SIGTERM; new
+    # connections are refused at once and WebSockets are closed (1012, service restart).
+    grace_s: Annotated[float, Field(gt=0.0)] = 5.0
 
     detector_address: str = "127.0.0.1:50051"
     analyzer_address: str = "127.0.0.1:50052"
@@ -36,9 +39,10 @@ class BridgeSettings(BaseSettings):
     retry_initial_s: Annotated[float, Field(gt=0.0)] = 0.25
     retry_max_s: Annotated[float, Field(gt=0.0)] = 5.0
 
-    # Kernel send buffer per connection, in bytes (Linux caps it at net.core.wmem_max); None
-    # leaves it to autotuning, which can queue megabytes, i.e. seconds of stale frames for a slow
-    # viewer. 256 KiB is two frames, and still 2.5 MB/s at 100 ms round trip (see server.py).
+    # Kernel send buffer per connection, in bytes (Linux doubles it, capped by
+    # net.core.wmem_max); None leaves it to autotuning, which can queue megabytes. Slow viewers
+    # are handled per frame instead (video.py skips a frame while more than one is still unsent),
+    # so this only bounds memory: 256 KiB still carries 2.5 MB/s at a 100 ms round trip.
     send_buffer_bytes: Annotated[int, Field(ge=4096)] | None = 256 * 1024
 
     # uvicorn's WebSocket implementation. Per-message deflate is always off: frames are JPEG, and
@@ -62,6 +66,11 @@ class BridgeSettings(BaseSettings):
     # WebSockets (frames, sessions, Socket.IO) open at once per client address; one more is
     # accepted and closed at once with 1013 "try again later" and a reason.
     max_connections_per_client: Annotated[int, Field(ge=1)] = 32
+    # WebSocket keepalive: a ping every ``ws_ping_interval_s``; a peer that has not answered
+    # within ``ws_ping_timeout_s`` (its host vanished without closing) is disconnected, which
+    # frees its slot under ``max_connections_per_client`` and its viewer or session.
+    ws_ping_interval_s: Annotated[float, Field(gt=0.0)] = 20.0
+    ws_ping_timeout_s: Annotated[float, Field(gt=0.0)] = 20.0
 
     # Largest upload the bridge forwards, in bytes; larger ones get 413 before any byte is read
     # (the analyzer enforces its own limit as well).

@@ -21,9 +21,13 @@ to every binary viewer (a viewer asking for ``dropped`` gets its own header, one
 
 from __future__ import annotations
 
+import array
 import asyncio
 import contextlib
+import fcntl
 import logging
+import termios
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
@@ -104,21 +108,65 @@ async def _serve(websocket: WebSocket, viewer: Viewer, metrics: Metrics) -> None
             await websocket.close(code=viewer.close_code, reason=viewer.close_reason)
 
 
+def unsent_bytes_probe(websocket: WebSocket) -> Callable[[], int] | None:
+    """Bytes written for this viewer but not yet taken by its peer, or None if unknowable.
+
+    The kernel's send buffer holds several frames, so a viewer on a slow link would get them
+    seconds late before our newest-wins queue ever filled. Asking the socket how much it still
+    holds (SIOCOUTQ) plus what the transport buffers lets us skip stale frames instead. The
+    socket is reached through the ASGI server's protocol object (uvicorn's ``send`` is a bound
+    method of it); any other server simply goes without the check.
+    """
+    transport = None
+    for channel in ("_receive", "_send"):  # middleware tends to wrap send, rarely receive
+        protocol = getattr(getattr(websocket, channel, None), "__self__", None)
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            break
+    if transport is None:
+        log.debug("no socket behind this WebSocket: slow viewers rely on the queue alone")
+        return None
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return None
+    fd = sock.fileno()
+    buffer = array.array("i", [0])
+
+    def unsent() -> int:
+        try:
+            fcntl.ioctl(fd, termios.TIOCOUTQ, buffer, True)
+        except OSError:
+            return 0
+        size: int = transport.get_write_buffer_size()
+        return buffer[0] + size
+
+    return unsent
+
+
+def is_frame(message: str | bytes) -> bool:
+    return isinstance(message, bytes) or message.startswith('{"type":"frame"')
+
+
 async def _send(websocket: WebSocket, viewer: Viewer, metrics: Metrics) -> None:
     sent = metrics.frames_sent.labels(viewer.source_id)
     dropped = metrics.frames_dropped.labels(viewer.source_id)
+    unsent = unsent_bytes_probe(websocket)
     counted_drops = 0
     while True:
         try:
             message = await viewer.queue.get()
         except QueueClosed:
             return
-        if isinstance(message, bytes):
+        if is_frame(message) and unsent is not None and unsent() > len(message):
+            # More than a frame is still on its way to this viewer: this one would only arrive
+            # late. Skip it (newest wins) and count it as dropped for this viewer.
+            viewer.queue.dropped += 1
+        elif isinstance(message, bytes):
             await websocket.send_bytes(message)
             sent.inc()
         else:
             await websocket.send_text(message)
-            if message.startswith('{"type":"frame"'):
+            if is_frame(message):
                 sent.inc()
         if viewer.queue.dropped > counted_drops:
             dropped.inc(viewer.queue.dropped - counted_drops)

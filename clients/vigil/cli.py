@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vigil import cli_analyzer, cli_common, cli_detector
+from vigil import cli_analyzer, cli_common, cli_detector, cli_loadtest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--repeat", type=int, default=30, help="repetitions per measurement")
     cli_detector.add_parsers(commands, connection)
     cli_analyzer.add_parsers(commands, connection)
+    cli_loadtest.add_parser(commands)
     return parser
 
 

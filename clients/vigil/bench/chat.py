@@ -1,0 +1,212 @@
+"""Time to first token of a chat answer through the bridge, against the engine called directly.
+
+Everything runs on one event loop in this process (vLLM's ``AsyncLLM`` must stay on the loop that
+started it): the in-process vLLM engine on a tiny random Gemma 3 (built on the spot, as in the
+``engine`` benchmark), the analyzer service over it, and the bridge. A small video is analysed
+once; then each run asks a new question over the bridge's HTTP chat endpoint (NDJSON) and times
+the first answer piece, and sends the very request the analyzer gave the engine (same prompt, same
+frames; caches off) to the engine directly. The headline ``ratio`` is bridge TTFT / direct TTFT;
+the difference is what HTTP, the bridge, gRPC and the analyzer add.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import pathlib
+import statistics
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+QUESTION = "What happens in the video, and when?"
+
+
+class Recording:
+    """The engine as the analyzer sees it; remembers the last request it was given."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.model: str = inner.model
+        self.max_model_len = inner.max_model_len
+        self.last: Any = None
+
+    def generate(self, request: Any) -> AsyncIterator[str]:
+        self.last = request
+        stream: AsyncIterator[str] = self.inner.generate(request)
+        return stream
+
+    async def abort(self, request_id: str) -> None:
+        await self.inner.abort(request_id)
+
+    async def health(self) -> bool:
+        healthy: bool = await self.inner.health()
+        return healthy
+
+
+async def direct_ttft_ms(engine: Any, request: Any) -> float:
+    start = time.perf_counter()
+    stream = engine.generate(request)
+    try:
+        await anext(stream)
+        return (time.perf_counter() - start) * 1000
+    finally:
+        await stream.aclose()
+
+
+async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:
+    """Milliseconds to the first NDJSON piece with text (or the final one); raises on an error."""
+    import orjson
+
+    start = time.perf_counter()
+    async with http.stream("POST", url, json={"question": question, "max_tokens": 8}) as reply:
+        if reply.status_code != 200:
+            body = (await reply.aread()).decode(errors="replace")
+            raise RuntimeError(f"bridge chat answered {reply.status_code}: {body[:300]}")
+        async for line in reply.aiter_lines():
+            if not line:
+                continue
+            piece = orjson.loads(line)
+            if "error" in piece:
+                raise RuntimeError(f"bridge chat failed: {piece['error']}")
+            if piece.get("delta") or piece.get("done"):
+                return (time.perf_counter() - start) * 1000
+    raise RuntimeError("the chat answer ended without a piece")
+
+
+async def _analyse(address: str, video: bytes) -> str:
+    import grpc
+
+    from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+    from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
+
+    async def chunks() -> AsyncIterator[apb.UploadVideoRequest]:
+        header = apb.UploadHeader(name="bench.mp4", size=len(video), start_analysis=True)
+        yield apb.UploadVideoRequest(header=header)
+        yield apb.UploadVideoRequest(chunk=video)
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = apb_grpc.AnalyzerServiceStub(channel)
+        job_id: str = (await stub.UploadVideo(chunks())).job.id
+        request = apb.StreamAnalysisEventsRequest(job_id=job_id)
+        async for event in stub.StreamAnalysisEvents(request):
+            if event.WhichOneof("event") == "error":
+                raise RuntimeError(f"the analysis failed: {event.error.message}")
+        return job_id
+
+
+async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[str, Any]:
+    import httpx
+    import uvicorn
+
+    from analyzer_service.engine import GenerateRequest
+    from analyzer_service.engines.vllm_local import LocalVllmEngine
+    from analyzer_service.server import serve
+    from analyzer_service.settings import AnalyzerSettings
+    from bridge.app import create_app
+    from bridge.server import config, listen
+    from bridge.settings import BridgeSettings
+    from vigil.loadgen import media
+
+    inner = LocalVllmEngine(
+        str(model),
+        dtype="bfloat16",
+        max_model_len=2048,
+        max_images=8,
+        max_tokens=16,
+        seed=0,
+        engine_args={"enforce_eager": True, "enable_prefix_caching": False},
+    )
+    engine = Recording(inner)
+    await inner.start()
+    analyzer = None
+    server = None
+    task = None
+    try:
+        settings = AnalyzerSettings(
+            port=0,
+            data_dir=work / "analyzer",
+            media_workers=1,
+            detection_pass=False,
+            max_tokens=16,
+            max_frames_limit=8,
+        )
+        analyzer = await serve(settings, engine=engine)
+        bridge = BridgeSettings(port=0, analyzer_address=f"127.0.0.1:{analyzer.port}")
+        sock = listen(bridge)
+        server = uvicorn.Server(
+            config(create_app(bridge), bridge, loop="none", log_level="warning")
+        )
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        for _ in range(1000):  # uvicorn has no start-up event to wait on
+            if server.started:
+                break
+            await asyncio.sleep(0.01)
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        video = media.small_video(work / "clip.mp4")
+        job_id = await _analyse(f"127.0.0.1:{analyzer.port}", video)
+        url = f"{base}/api/analyses/{job_id}/chat"
+        bridge_ms: list[float] = []
+        direct_ms: list[float] = []
+        error = ""
+        async with httpx.AsyncClient(timeout=120) as http:
+            for run in range(runs + 1):  # the first of each is a warm-up
+                question = f"Run {run}. {QUESTION}"
+                try:
+                    ms = await bridge_ttft_ms(http, url, question)
+                    if run:
+                        bridge_ms.append(ms)
+                except RuntimeError as e:
+                    error = str(e)
+                request = engine.last or GenerateRequest(f"q{run}", question, [], 8)
+                request = dataclasses.replace(request, request_id=f"direct-{run}", max_tokens=8)
+                ms = await direct_ttft_ms(inner, request)
+                if run:
+                    direct_ms.append(ms)
+    finally:
+        if server is not None and task is not None:
+            server.should_exit = True
+            await asyncio.wait_for(task, 10)
+        if analyzer is not None:
+            await analyzer.stop(0)
+        await inner.shutdown()
+    direct = statistics.median(direct_ms)
+    out: dict[str, Any] = {
+        "name": "chat",
+        "engine_load_s": round(inner.load_s or 0.0, 1),
+        "direct_ttft_ms": round(direct, 1),
+        "frames_in_prompt": len(engine.last.images) if engine.last else 0,
+        "runs": runs,
+        "baseline": "the same request sent to the engine directly",
+    }
+    if not bridge_ms:
+        return {**out, "error": error or "no chat answer", "bridge_ttft_ms": None, "ratio": None}
+    median = statistics.median(bridge_ms)
+    return {
+        **out,
+        "bridge_ttft_ms": round(median, 1),
+        "bridge_overhead_ms": round(median - direct, 1),
+        "ratio": round(median / direct, 2),
+    }
+
+
+def run(options: dict[str, Any]) -> dict[str, Any]:
+    from analyzer_service.engines import plugin
+    from analyzer_service.engines.tiny import build_tiny_gemma3
+
+    runs = max(3, min(int(options.get("repeat", 5)), 10))
+    for name, value in {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }.items():
+        os.environ.setdefault(name, value)
+    with tempfile.TemporaryDirectory(prefix="vigil-bench-chat-") as tmp:
+        root = pathlib.Path(tmp)
+        plugin.ensure_entry_point(root / "plugin")
+        model = build_tiny_gemma3(root / "tiny-gemma3")
+        # One loop owns the AsyncLLM from start to shutdown.
+        return asyncio.run(measure(model, root, runs))
