@@ -12,10 +12,12 @@ import pathlib
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+from pydantic import SecretStr
 
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
+from vigil.serving import bearer_metadata
 
 SOURCE_PREFIX = "analyzer-job-"
 
@@ -27,8 +29,17 @@ class DetectorUnavailable(Exception):
 class DetectorClient:
     """One channel to the detector service for the analyzer's whole life."""
 
-    def __init__(self, address: str, *, connect_timeout_s: float, call_timeout_s: float) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        connect_timeout_s: float,
+        call_timeout_s: float,
+        token: SecretStr | str | None = None,
+    ) -> None:
         self.address = address
+        # ``authorization`` metadata for a detector that enforces a token; empty otherwise.
+        self._metadata = bearer_metadata(token)
         self.connect_timeout_s = connect_timeout_s
         self.call_timeout_s = call_timeout_s
         self._channel = grpc.aio.insecure_channel(
@@ -83,7 +94,9 @@ class DetectorClient:
                 yield dpb.DetectRequest(source_id=source_id, sequence=sequence, jpeg=jpeg)
 
         results: list[list[common_pb2.Detection] | None] = []
-        call = self._stub.Detect(requests(), timeout=self.call_timeout_s)
+        call = self._stub.Detect(
+            requests(), timeout=self.call_timeout_s, metadata=self._metadata or None
+        )
         try:
             async for response in call:
                 if response.HasField("error"):

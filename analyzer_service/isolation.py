@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import multiprocessing.context
+import os
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -21,6 +25,9 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+# prctl(2) option: the signal a child gets when the thread that started it ends.
+PR_SET_PDEATHSIG = 1
 
 
 class WorkerCrashed(Exception):
@@ -40,7 +47,23 @@ class RemoteError(Exception):
         self.message = message
 
 
+def _die_with_parent() -> None:
+    """Have the kernel kill this child when the service dies, even by SIGKILL (Linux).
+
+    Otherwise a decoder busy on a long call outlives a killed service by up to a whole call,
+    writing frames into a job directory that the restarted service is already reusing.
+    """
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:
+        os._exit(1)  # the service died before the line above took effect
+
+
 def _child_main(conn: multiprocessing.connection.Connection, preload: Sequence[str]) -> None:
+    _die_with_parent()
     for module in preload:
         importlib.import_module(module)
     while True:
@@ -57,6 +80,8 @@ def _child_main(conn: multiprocessing.connection.Connection, preload: Sequence[s
 
 
 class _Worker:
+    # Started from the event loop's thread only: the child's PR_SET_PDEATHSIG fires when the
+    # thread that started it ends, and that thread lives as long as the service.
     def __init__(self, ctx: multiprocessing.context.SpawnContext, preload: Sequence[str]) -> None:
         self.conn, child = ctx.Pipe()
         self.process = ctx.Process(target=_child_main, args=(child, tuple(preload)), daemon=True)
@@ -65,8 +90,10 @@ class _Worker:
 
     def call(self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Blocking round trip; runs in a thread so the event loop stays free."""
-        self.conn.send((fn, args, kwargs))
         try:
+            # A child that died before the call reached it breaks the pipe on send (EPIPE), one
+            # that dies during the call ends it on recv (EOF): the same crash to the caller.
+            self.conn.send((fn, args, kwargs))
             ok, value = self.conn.recv()
         except (EOFError, OSError) as exc:
             raise WorkerCrashed(f"exit code {self.process.exitcode}") from exc

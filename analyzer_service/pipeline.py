@@ -11,27 +11,35 @@ Events of a job, in order (percent, stage, message):
 - 40 DETECTING "Looking for weapons and people in N frames..." (unless detection is off)
 - 45 DETECTING what the detector found, or that it could not be reached (likewise)
 - 50 EXTRACTING_FRAMES "Extracted N frames (M min)"
-- 75 INFERENCE "<model> analyzing N frames..." and a ``thinking`` event; without a model
-  "No language model configured; building the timeline of detections and scene changes" and no
-  ``thinking`` event
+- 75 INFERENCE "<model> analyzing N frames..." (with a text-only model: "<model> reading the
+  timeline of N frames...") and a ``thinking`` event; without a model "No language model
+  configured; building the timeline of detections and scene changes" and no ``thinking`` event
 - 100 COMPLETE "Analysis complete in X.Xs!", then the terminal ``complete`` event
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import pathlib
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import ParamSpec, TypeVar
 
-from analyzer_service import media, sampling, timeline
+from analyzer_service import media, prompting, sampling, timeline
 from analyzer_service.detection import SOURCE_PREFIX, DetectorClient, DetectorUnavailable
-from analyzer_service.engine import HOW_TO_CONFIGURE, Engine, GenerateRequest
+from analyzer_service.engine import (
+    HOW_TO_CONFIGURE,
+    Engine,
+    EngineMonitor,
+    GenerateRequest,
+    stream_deltas,
+)
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
+from analyzer_service.prompting import clock
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import Event
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -53,11 +61,6 @@ NO_MODEL_PROGRESS = (
 
 def progress(stage: pb.Stage.ValueType, percent: float, message: str) -> Event:
     return Event(progress=pb.AnalysisProgress(stage=stage, percent=percent, message=message))
-
-
-def clock(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"[{minutes:02d}:{secs:02d}]"
 
 
 def long_video_notice(duration_s: float, frame_count: int) -> str:
@@ -98,6 +101,12 @@ class _Sampled:
     scene_starts: dict[float, float]
 
 
+# Next to the frames: what chat needs from the sampling stage (frames with their detections and
+# the timeline) before the job's result exists.
+SAMPLED_FILE = "sampled.pb"
+MANIFEST_FILE = "frames.json"
+
+
 class Pipeline:
     def __init__(
         self,
@@ -106,11 +115,13 @@ class Pipeline:
         workers: MediaWorkers,
         engine: Engine | None,
         detector: DetectorClient | None = None,
+        monitor: EngineMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.engine = engine
         self.detector = detector
+        self.monitor = monitor
 
     def budget(self, options: pb.AnalysisOptions) -> int:
         return sampling.frame_budget(
@@ -119,7 +130,28 @@ class Pipeline:
             model_configured=self.engine is not None,
             max_model_len=_int_attribute(self.engine, "max_model_len"),
             tokens_per_image=_int_attribute(self.engine, "tokens_per_image"),
+            max_images=self.max_images() if self.accepts_images() else None,
         )
+
+    def max_images(self) -> int:
+        """The most frames one prompt may show: the engine's limit when it has one."""
+        return _int_attribute(self.engine, "max_images") or self.settings.max_images
+
+    def accepts_images(self) -> bool:
+        """Whether prompts carry frames: not for a text-only model (setting or engine says so)."""
+        return (
+            self.settings.model_accepts_images
+            and getattr(self.engine, "accepts_images", None) is not False
+        )
+
+    @contextlib.asynccontextmanager
+    async def engine_work(self) -> AsyncIterator[None]:
+        """Engine work fails fast (UNAVAILABLE) while, or as soon as, the engine is unhealthy."""
+        if self.monitor is None:
+            yield
+            return
+        async with self.monitor.watch():
+            yield
 
     async def run(self, job: pb.Job, emit: Emit) -> pb.AnalysisResult:
         """Emit the job's progress and return its result; raise VigilError when it fails."""
@@ -171,11 +203,11 @@ class Pipeline:
             sampled = await self._adaptive(run, budget)
         else:
             sampled = await self._fixed(run, plan)
-        self._write_manifest(run, sampled)
         result = pb.AnalysisResult(
             frames=sampled.frames,
             timeline=timeline.build(sampled.frames, sampled.scene_starts),
         )
+        self._write_manifest(run, sampled, result)
         await emit(
             progress(
                 pb.STAGE_EXTRACTING_FRAMES,
@@ -189,20 +221,40 @@ class Pipeline:
             await emit(progress(pb.STAGE_INFERENCE, 75, NO_MODEL_PROGRESS))
         else:
             inference_started = time.monotonic()
-            count = len(sampled.frames)
-            await emit(
-                progress(pb.STAGE_INFERENCE, 75, f"{self.engine.model} analyzing {count} frames...")
+            images = self.accepts_images()
+            shown = prompting.frames_for_model(
+                sampled.frames, sampled.files, limit=self.max_images(), images=images
             )
-            await emit(
-                Event(
-                    thinking=pb.ModelThinking(
-                        message=f"{self.engine.model} is reading {count} frames",
-                        frame_count=count,
+            model = self.engine.model
+            if images:
+                count = len(shown.files)
+                doing, thinking = f"analyzing {count} frames", f"is reading {count} frames"
+                if count < len(sampled.frames):
+                    run.notes.append(
+                        f"The model saw {count} of the {len(sampled.frames)} sampled frames "
+                        f"(it takes at most {self.max_images()} images a prompt)."
                     )
+            else:
+                count = len(sampled.frames)
+                doing = thinking = f"reading the timeline of {count} frames"
+                run.notes.append(
+                    "The model reads text only: it was given the timeline of detections and "
+                    "scene changes, not the frames."
                 )
+            await emit(progress(pb.STAGE_INFERENCE, 75, f"{model} {doing}..."))
+            await emit(
+                Event(thinking=pb.ModelThinking(message=f"{model} {thinking}", frame_count=count))
             )
-            result.summary = await self._summarise(job, sampled, result.timeline)
-            result.model = self.engine.model
+            result.summary = await self._summarise(job, sampled, result.timeline, shown)
+            result.model = model
+            merged = timeline.merge(
+                result.timeline,
+                timeline.model_events(
+                    result.summary, sampled.frames, duration_s=job.video.duration_s
+                ),
+            )
+            del result.timeline[:]
+            result.timeline.extend(merged)
             run.timings.inference_s = time.monotonic() - inference_started
         result.notes.extend(run.notes)
         run.timings.total_s = time.monotonic() - started
@@ -451,7 +503,7 @@ class Pipeline:
                 f"reading the video took longer than {limit_s:g} s", code="DECODER_TIMEOUT"
             ) from exc
 
-    def _write_manifest(self, run: _Run, sampled: _Sampled) -> None:
+    def _write_manifest(self, run: _Run, sampled: _Sampled, result: pb.AnalysisResult) -> None:
         # The manifest lets later work (chat) reuse the frames without decoding again.
         manifest = [
             {
@@ -464,34 +516,44 @@ class Pipeline:
             for frame, path in zip(sampled.frames, sampled.files, strict=True)
         ]
         run.frames_dir.mkdir(parents=True, exist_ok=True)
-        tmp = run.frames_dir / "frames.json.tmp"
+        tmp = run.frames_dir / f"{SAMPLED_FILE}.tmp"
+        tmp.write_bytes(result.SerializeToString())
+        os.replace(tmp, run.frames_dir / SAMPLED_FILE)
+        # Written last: its presence says the frames are ready for chat.
+        tmp = run.frames_dir / f"{MANIFEST_FILE}.tmp"
         tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, run.frames_dir / "frames.json")
+        os.replace(tmp, run.frames_dir / MANIFEST_FILE)
 
     async def _summarise(
-        self, job: pb.Job, sampled: _Sampled, events: Sequence[pb.TimelineEvent]
+        self,
+        job: pb.Job,
+        sampled: _Sampled,
+        events: Sequence[pb.TimelineEvent],
+        shown: prompting.Frames,
     ) -> str:
         assert self.engine is not None
-        labels = " ".join(f"Frame {n + 1} {clock(f.time_s)}." for n, f in enumerate(sampled.frames))
-        prompt = f"{job.options.prompt or self.settings.default_prompt}\n\n{labels}"
-        found = [
-            f"{clock(e.start_s)}-{clock(e.end_s)} {e.description}" for e in events if e.detections
-        ]
-        if found:
-            prompt += "\n\nThe object detector reported: " + "; ".join(found) + "."
+        instructions = job.options.prompt or (
+            self.settings.default_prompt if shown.files else prompting.TEXT_ONLY_PROMPT
+        )
+        facts = prompting.context(job.video, sampled.frames, events, shown=shown)
         request = GenerateRequest(
             request_id=job.id,
-            prompt=prompt,
-            images=list(sampled.files),
+            prompt=f"{instructions}\n\n{facts}",
+            images=shown.files,
+            labels=shown.labels,
             max_tokens=self.settings.max_tokens,
         )
         parts: list[str] = []
-        stream = self.engine.generate(request)
         try:
-            async for delta in stream:
-                parts.append(delta)
+            async with (
+                self.engine_work(),
+                contextlib.aclosing(stream_deltas(self.engine, request)) as stream,
+            ):
+                async for delta in stream:
+                    parts.append(delta.text)
         except BaseException:
             # Cancelled or failed mid-generation: free the engine's slot for the next job.
-            await self.engine.abort(request.request_id)
+            with contextlib.suppress(Exception):
+                await self.engine.abort(request.request_id)
             raise
         return "".join(parts)

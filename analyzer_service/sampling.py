@@ -75,13 +75,19 @@ def frame_budget(
     model_configured: bool,
     max_model_len: int | None = None,
     tokens_per_image: int | None = None,
+    max_images: int | None = None,
 ) -> int:
-    """Frames the adaptive policy may keep: what the model's context holds, within the limits."""
+    """Frames the adaptive policy may keep: what the model's context holds, within the limits.
+
+    ``max_images``, the most images one prompt may carry, caps it when the model is configured.
+    """
     if model_configured:
         context = max_model_len or settings.max_model_len
         per_image = tokens_per_image or settings.tokens_per_image
         free = context - settings.prompt_reserve_tokens - settings.max_tokens
         budget = free // per_image
+        if max_images:
+            budget = min(budget, max_images)
     else:
         budget = settings.no_model_frame_budget
     budget = min(budget, settings.max_frames_limit)

@@ -1,4 +1,10 @@
-"""Wiring: store, event bus, media workers, engine, jobs and the gRPC server."""
+"""Wiring: store, event bus, media workers, engine, jobs and the gRPC server.
+
+An engine made from the settings belongs to the server: started (loaded) before the server
+listens, on the server's event loop (vLLM's AsyncLLM stays on the loop that started it), and shut
+down when it stops. An engine passed in belongs to the caller. Either way its health is the
+service's: NOT_SERVING while ``engine.health()`` fails.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,13 @@ import dataclasses
 import logging
 
 from analyzer_service.detection import DetectorClient
-from analyzer_service.engine import Engine, engine_from_settings
+from analyzer_service.engine import (
+    Engine,
+    EngineMonitor,
+    close_engine,
+    engine_from_settings,
+    start_engine,
+)
 from analyzer_service.events import LocalEventBus
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
@@ -17,7 +29,7 @@ from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.sqlite_store import SQLiteJobStore
 from analyzer_service.store import JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
-from vigil.serving import Service
+from vigil.serving import Service, auth_interceptors
 
 SERVICE_NAME = "vigil.analyzer.v1.AnalyzerService"
 
@@ -35,6 +47,10 @@ class AnalyzerServer:
     store: JobStore
     workers: MediaWorkers
     detector: DetectorClient | None = None
+    engine: Engine | None = None
+    monitor: EngineMonitor | None = None
+    # Whether ``stop`` shuts the engine down (it was made from the settings).
+    owns_engine: bool = False
     stopped: bool = False
 
     async def stop(self, grace: float) -> None:
@@ -45,12 +61,16 @@ class AnalyzerServer:
         if self.stopped:
             return
         self.stopped = True
+        if self.monitor is not None:
+            await self.monitor.stop()
         await self.service.stop(grace)
         await self.jobs.close()
         await self.workers.close()
         if self.detector is not None:
             await self.detector.close()
         await self.store.close()
+        if self.owns_engine and self.engine is not None:
+            await close_engine(self.engine)
 
 
 def _remove_partial_uploads(settings: AnalyzerSettings) -> None:
@@ -62,8 +82,26 @@ def _remove_partial_uploads(settings: AnalyzerSettings) -> None:
 
 async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> AnalyzerServer:
     """Start serving on ``settings.host:settings.port`` (0 picks a free port)."""
+    owns_engine = engine is None
     if engine is None:
         engine = engine_from_settings(settings)
+        if engine is not None:
+            try:
+                await start_engine(engine)
+            except BaseException:
+                await close_engine(engine)
+                raise
+    try:
+        return await _serve(settings, engine, owns_engine=owns_engine)
+    except BaseException:
+        if owns_engine and engine is not None:
+            await close_engine(engine)
+        raise
+
+
+async def _serve(
+    settings: AnalyzerSettings, engine: Engine | None, *, owns_engine: bool
+) -> AnalyzerServer:
     await asyncio.to_thread(_remove_partial_uploads, settings)
     store = await SQLiteJobStore.open(settings.database)
     workers = MediaWorkers(settings.media_workers, preload=["analyzer_service.media"])
@@ -73,26 +111,47 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
             settings.detector_address,
             connect_timeout_s=settings.detector_connect_timeout_s,
             call_timeout_s=settings.detection_timeout_s,
+            token=settings.detector_token or settings.token,
         )
         if settings.detection_pass
         else None
     )
+    monitor = (
+        EngineMonitor(
+            engine,
+            interval_s=settings.engine_health_interval_s,
+            timeout_s=settings.engine_health_timeout_s,
+        )
+        if engine is not None
+        else None
+    )
+    pipeline = Pipeline(
+        settings=settings, workers=workers, engine=engine, detector=detector, monitor=monitor
+    )
     jobs = JobManager(
         store=store,
         bus=LocalEventBus(settings.subscriber_queue),
-        pipeline=Pipeline(settings=settings, workers=workers, engine=engine, detector=detector),
+        pipeline=pipeline,
         max_running=settings.max_concurrent_jobs,
         max_queued=settings.max_queued_jobs,
         max_attempts=settings.max_attempts,
     )
     try:
         await jobs.recover()
-        service = Service(service_names=[SERVICE_NAME])
+        service = Service(
+            service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token)
+        )
         pb_grpc.add_AnalyzerServiceServicer_to_server(
-            AnalyzerServicer(settings=settings, jobs=jobs, workers=workers, engine=engine),
+            AnalyzerServicer(
+                settings=settings, jobs=jobs, workers=workers, engine=engine, monitor=monitor
+            ),
             service.server,
         )
         port = await service.start(settings.host, settings.port)
+        if monitor is not None:
+            monitor.on_change = service.set_serving
+            # Its first check runs at once: an engine down from the start turns NOT_SERVING now.
+            monitor.start()
     except BaseException:
         await jobs.close()
         await workers.close()
@@ -108,4 +167,7 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
         store=store,
         workers=workers,
         detector=detector,
+        engine=engine,
+        monitor=monitor,
+        owns_engine=owns_engine,
     )

@@ -11,7 +11,8 @@ from typing import Any
 import grpc
 
 from analyzer_service import sampling, uploads
-from analyzer_service.engine import Engine, not_configured
+from analyzer_service.chat import Chat
+from analyzer_service.engine import Engine, EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.settings import AnalyzerSettings
@@ -22,12 +23,9 @@ from vigil.errors import InvalidInput, NotFound, Overloaded, VigilError, abort_w
 Context = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_PAGE_SIZE = 50
+# Sent as initial metadata once an upload's header is accepted, before its chunks are read.
+UPLOAD_ACCEPTED = (("vigil-upload", "accepted"),)
 MAX_PAGE_SIZE = 500
-
-
-class NotImplementedYet(VigilError):
-    status = grpc.StatusCode.UNIMPLEMENTED
-    code = "UNIMPLEMENTED"
 
 
 class _StatusOnError(contextlib.AbstractAsyncContextManager[None]):
@@ -54,11 +52,24 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         jobs: JobManager,
         workers: MediaWorkers,
         engine: Engine | None,
+        monitor: EngineMonitor | None = None,
     ) -> None:
         self.settings = settings
         self.jobs = jobs
         self.workers = workers
         self.engine = engine
+        self.monitor = monitor
+        self.chat = (
+            None
+            if engine is None
+            else Chat(
+                settings=settings,
+                store=jobs.store,
+                engine=engine,
+                monitor=monitor,
+                pipeline=jobs.pipeline,
+            )
+        )
         self._uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
 
     async def UploadVideo(
@@ -68,8 +79,15 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
             if self._uploads.locked():
                 raise Overloaded("too many uploads at once; try again shortly")
             async with self._uploads:
+                # Initial metadata marked ``vigil-upload: accepted`` tells the client its header
+                # passed: a client that waits for it before sending chunks gets a refused
+                # header's status intact (grpcio can turn a status that races the client's
+                # writes into INTERNAL, grpc/grpc#36066).
                 header, video = await uploads.receive(
-                    request_iterator, settings=self.settings, workers=self.workers
+                    request_iterator,
+                    settings=self.settings,
+                    workers=self.workers,
+                    on_accepted=lambda: context.send_initial_metadata(UPLOAD_ACCEPTED),
                 )
             await self.jobs.store.create_video(video)
             response = pb.UploadVideoResponse(video=video)
@@ -98,12 +116,17 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         self, request: pb.ChatRequest, context: Context
     ) -> AsyncIterator[pb.ChatResponse]:
         async with _StatusOnError(context):
-            await self.jobs.get(request.job_id)
-            if self.engine is None:
+            job = await self.jobs.get(request.job_id)
+            if self.chat is None:
                 raise not_configured()
-            # Chat over an analysed job arrives with the engine; until then it is refused plainly.
-            raise NotImplementedYet("chat is not available yet")
-            yield pb.ChatResponse()  # pragma: no cover - makes this a generator
+            question = self.chat.check_question(request.question)
+            if self.monitor is not None:
+                self.monitor.ensure_healthy()
+            generate = await self.chat.request(
+                job, question, self.chat.max_tokens(request.max_tokens)
+            )
+            async for response in self.chat.answer(job, question, generate):
+                yield response
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
         async with _StatusOnError(context):

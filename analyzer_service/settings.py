@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -23,6 +23,9 @@ class AnalyzerSettings(BaseSettings):
     log_level: str = "INFO"
     # Seconds that in-flight calls get to finish on SIGTERM.
     grace_s: float = 5.0
+    # Optional bearer token: when set, every call except health and reflection needs
+    # ``authorization: Bearer <token>`` metadata (else UNAUTHENTICATED). Never logged.
+    token: SecretStr | None = None
 
     # Videos, frames and the job database live here.
     data_dir: pathlib.Path = Field(default_factory=default_data_dir)
@@ -58,11 +61,13 @@ class AnalyzerSettings(BaseSettings):
     # The adaptive frame budget: frames x tokens_per_image must fit in the model's context, less
     # prompt_reserve_tokens for the instructions and frame labels and max_tokens for the answer:
     # budget = (max_model_len - prompt_reserve_tokens - max_tokens) // tokens_per_image, capped by
-    # max_frames_limit (and the request's max_frames), at least 1. An engine that reports its own
-    # ``max_model_len`` / ``tokens_per_image`` attributes wins over these two settings. Gemma 3
-    # spends 256 tokens on each 896x896 image.
+    # max_frames_limit, max_images (a model's) and the request's max_frames, at least 1. An engine
+    # that reports its own ``max_model_len`` / ``tokens_per_image`` / ``max_images`` attributes
+    # wins over these settings. Gemma 3
+    # spends 256 tokens on each 896x896 image, plus about 8 for the block's markers and the frame's
+    # time label.
     max_model_len: int = Field(default=8192, ge=1)
-    tokens_per_image: int = Field(default=256, ge=1)
+    tokens_per_image: int = Field(default=264, ge=1)
     prompt_reserve_tokens: int = Field(default=512, ge=0)
     # The budget when no language model is configured (the frames feed the timeline only).
     no_model_frame_budget: int = Field(default=16, ge=1)
@@ -81,6 +86,9 @@ class AnalyzerSettings(BaseSettings):
     # its result says so. Requests may also skip the pass (AnalysisOptions.skip_detection).
     detection_pass: bool = True
     detector_address: str = "127.0.0.1:50051"
+    # The token the detector service wants (its VIGIL_DETECTOR_TOKEN); unset: this service's own
+    # ``token`` is sent, which suits one token for all services (``vigil run`` with VIGIL_TOKEN).
+    detector_token: SecretStr | None = None
     # Seconds to get a connection to the detector before giving up on it for this job, and
     # seconds one Detect call (all frames of one pass) may take.
     detector_connect_timeout_s: float = Field(default=2.0, gt=0.0)
@@ -97,9 +105,45 @@ class AnalyzerSettings(BaseSettings):
 
     # The language model. With "none" a job still runs to the end: its result has the frames and
     # the timeline of detections and scene changes, no summary, and a note on configuring a model.
-    engine: Literal["none", "vllm"] = "none"
-    model: str = ""
+    # "vllm" runs vLLM's AsyncLLM in this process (its engine core in child processes; needs
+    # ``pip install 'vigil[llm]'``); "vllm-http" uses a vLLM OpenAI-compatible server at vllm_url.
+    engine: Literal["none", "vllm", "vllm-http"] = "none"
+    # The model: a Hugging Face id or a local checkpoint directory for "vllm"; for "vllm-http" the
+    # name the server serves it under (its --served-model-name, else its --model).
+    model: str = "google/gemma-3-4b-it"
+    # The name results report for the model; empty: ``model`` itself ("vllm" only).
+    served_model_name: str = ""
+    # The vLLM OpenAI-compatible server of "vllm-http" (8001: the bridge listens on 8000), and the
+    # API key it was started with (its --api-key); never logged.
+    vllm_url: str = "http://127.0.0.1:8001"
+    vllm_api_key: SecretStr | None = None
+    # Weights' dtype ("auto": the checkpoint's; CPUs want "bfloat16"), the context length the
+    # engine is started with, and the most images one prompt may carry (vLLM's
+    # limit_mm_per_prompt): also the most frames the model sees per analysis or chat answer.
+    dtype: Literal["auto", "half", "float16", "bfloat16", "float", "float32"] = "auto"
+    max_images: int = Field(default=16, ge=1)
+    # Sampling: low temperature keeps summaries factual.
+    temperature: float = Field(default=0.2, ge=0.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    # "vllm-http": seconds to connect, and the longest silence between two streamed pieces (the
+    # first comes after the whole prompt is read, frames included).
+    request_timeout_s: float = Field(default=120.0, gt=0.0)
+    # False for a text-only model: prompts then carry the timestamped timeline of detections and
+    # scene changes instead of frames. An engine that knows (``accepts_images``) overrides True.
+    model_accepts_images: bool = True
+    # Most tokens of a summary; a chat answer gets chat_max_tokens unless its request asks for
+    # fewer (or more, up to max_tokens).
     max_tokens: int = Field(default=1024, ge=1)
+    chat_max_tokens: int = Field(default=512, ge=1)
+    # Earlier questions and answers of a job's conversation that go into the prompt of the next
+    # one (all are stored), and the longest question accepted, in characters.
+    chat_history_turns: int = Field(default=6, ge=0)
+    max_question_chars: int = Field(default=4000, ge=1)
+    # The engine's health is checked this often; while it fails the service reports NOT_SERVING,
+    # running inference fails with UNAVAILABLE (retryable), and chat is refused at once.
+    engine_health_interval_s: float = Field(default=1.0, gt=0.0)
+    # One health check taking longer than this counts as failed.
+    engine_health_timeout_s: float = Field(default=3.0, gt=0.0)
     default_prompt: str = (
         "You are a security video analyst. The images are frames of one video in time order; "
         "each is labelled with its time as [mm:ss]. Describe what happens, citing times in "

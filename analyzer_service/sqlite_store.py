@@ -11,12 +11,14 @@ import asyncio
 import base64
 import binascii
 import concurrent.futures
+import dataclasses
+import json
 import pathlib
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from analyzer_service.store import UNFINISHED_STATES, Event
+from analyzer_service.store import UNFINISHED_STATES, ChatTurn, Event
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
 T = TypeVar("T")
@@ -39,6 +41,12 @@ CREATE TABLE IF NOT EXISTS events (
     sequence INTEGER NOT NULL,
     data BLOB NOT NULL,
     PRIMARY KEY (job_id, sequence)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS chat_turns (
+    job_id TEXT NOT NULL,
+    turn INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    PRIMARY KEY (job_id, turn)
 ) WITHOUT ROWID;
 """
 
@@ -194,6 +202,44 @@ class SQLiteJobStore:
                 "SELECT data FROM jobs WHERE state IN (?, ?) ORDER BY seq", UNFINISHED_STATES
             ).fetchall()
             return [pb.Job.FromString(data) for (data,) in rows]
+
+        return await self._run(go)
+
+    async def append_chat_turn(self, job_id: str, turn: ChatTurn) -> None:
+        data = json.dumps(dataclasses.asdict(turn))
+
+        def go() -> None:
+            db = self.db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                (last,) = db.execute(
+                    "SELECT COALESCE(MAX(turn), 0) FROM chat_turns WHERE job_id = ?", (job_id,)
+                ).fetchone()
+                db.execute(
+                    "INSERT INTO chat_turns (job_id, turn, data) VALUES (?, ?, ?)",
+                    (job_id, last + 1, data),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+        await self._run(go)
+
+    async def chat_turns(self, job_id: str, *, last: int | None = None) -> list[ChatTurn]:
+        def go() -> list[ChatTurn]:
+            sql = "SELECT data FROM chat_turns WHERE job_id = ? ORDER BY turn DESC"
+            params: list[str | int] = [job_id]
+            if last is not None:
+                sql += " LIMIT ?"
+                params.append(last)
+            rows = self.db.execute(sql, params).fetchall()
+            turns = []
+            for (data,) in reversed(rows):
+                fields = json.loads(data)
+                fields["cited_times_s"] = tuple(fields.get("cited_times_s", ()))
+                turns.append(ChatTurn(**fields))
+            return turns
 
         return await self._run(go)
 

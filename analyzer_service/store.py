@@ -1,4 +1,4 @@
-"""Where videos, jobs and job events are kept.
+"""Where videos, jobs, job events and chat conversations are kept.
 
 The service talks to ``JobStore`` only, so the embedded SQLite store can give way to a shared
 database (Postgres) when several analyzer replicas need one history. Records are the contract's
@@ -7,6 +7,7 @@ own messages: whatever the contract can say, the store can keep.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Protocol
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -18,6 +19,18 @@ UNFINISHED_STATES = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
 
 def is_terminal(event: Event) -> bool:
     return event.WhichOneof("event") in ("complete", "error")
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTurn:
+    """One question about a job's video and the answer the model gave."""
+
+    question: str
+    answer: str
+    cited_times_s: tuple[float, ...] = ()
+    completion_tokens: int = 0
+    # Seconds since the epoch when the answer was complete.
+    created_at: float = 0.0
 
 
 class JobStore(Protocol):
@@ -57,6 +70,14 @@ class JobStore(Protocol):
 
     async def unfinished_jobs(self) -> list[pb.Job]:
         """Jobs left QUEUED or RUNNING, oldest first."""
+        ...
+
+    async def append_chat_turn(self, job_id: str, turn: ChatTurn) -> None:
+        """Keep a finished question and answer at the end of the job's conversation."""
+        ...
+
+    async def chat_turns(self, job_id: str, *, last: int | None = None) -> list[ChatTurn]:
+        """The job's conversation, oldest first; with ``last``, only its last turns."""
         ...
 
     async def close(self) -> None: ...

@@ -8,6 +8,7 @@ change is an event between the last moment looked at before the cut and the firs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -78,4 +79,74 @@ def build(
     for class_name in list(open_runs):
         close(class_name)
     events.sort(key=lambda e: (e.start_s, e.end_s, e.description))
+    return events
+
+
+# [mm:ss] or [h:mm:ss], as prompts ask the model to cite times.
+_CITED = re.compile(r"\[(\d{1,3}):([0-5]\d)(?::([0-5]\d))?\]")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
+# A model event's description is its sentence, cut to this many characters.
+MAX_DESCRIPTION = 300
+
+
+def cited_times(text: str, *, duration_s: float | None = None) -> list[float]:
+    """Times in seconds that ``text`` cites as [mm:ss] or [h:mm:ss], in order, without repeats;
+    with ``duration_s``, only those inside the video (a model may cite what is not there)."""
+    times: list[float] = []
+    for match in _CITED.finditer(text):
+        first, second, third = match.groups()
+        if third is None:
+            seconds = int(first) * 60 + int(second)
+        else:
+            seconds = int(first) * 3600 + int(second) * 60 + int(third)
+        if duration_s is not None and seconds > duration_s + 1:
+            continue
+        if float(seconds) not in times:
+            times.append(float(seconds))
+    return times
+
+
+def nearest_frames(frames: Sequence[pb.SampledFrame], time_s: float) -> list[pb.SampledFrame]:
+    """The sampled frame closest to ``time_s`` (both, if it lies exactly between two)."""
+    if not frames:
+        return []
+    best = min(abs(f.time_s - time_s) for f in frames)
+    return [f for f in frames if abs(abs(f.time_s - time_s) - best) < 1e-6]
+
+
+def model_events(
+    summary: str, frames: Sequence[pb.SampledFrame], *, duration_s: float
+) -> list[pb.TimelineEvent]:
+    """One event per sentence of the model's summary that cites times: from its first cited time
+    to its last, described by the sentence, resting on the sampled frames nearest those times."""
+    events: list[pb.TimelineEvent] = []
+    for sentence in _SENTENCE_END.split(summary):
+        sentence = sentence.strip()
+        times = cited_times(sentence, duration_s=duration_s)
+        if not times:
+            continue
+        rest: dict[float, pb.SampledFrame] = {}
+        for time_s in times:
+            for frame in nearest_frames(frames, time_s):
+                rest[frame.time_s] = frame
+        detections = [d for f in rest.values() for d in f.detections]
+        description = sentence
+        if len(description) > MAX_DESCRIPTION:
+            description = description[: MAX_DESCRIPTION - 1].rstrip() + "…"
+        events.append(
+            pb.TimelineEvent(
+                start_s=min(times),
+                end_s=max(times),
+                description=description,
+                detections=detections,
+                frame_times_s=sorted(rest),
+            )
+        )
+    return events
+
+
+def merge(*timelines: Sequence[pb.TimelineEvent]) -> list[pb.TimelineEvent]:
+    """Events of several timelines in one, in time order."""
+    events = [event for timeline in timelines for event in timeline]
+    events.sort(key=lambda e: (e.start_s, e.end_s))
     return events

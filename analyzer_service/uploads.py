@@ -10,7 +10,7 @@ import pathlib
 import shutil
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from analyzer_service import media, sampling
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
@@ -59,8 +59,12 @@ async def receive(
     *,
     settings: AnalyzerSettings,
     workers: MediaWorkers,
+    on_accepted: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[pb.UploadHeader, pb.Video]:
-    """Store and probe one upload; the stored file is ``settings.videos_dir / video.id``."""
+    """Store and probe one upload; the stored file is ``settings.videos_dir / video.id``.
+
+    ``on_accepted`` is awaited once the header passed its checks, before any chunk is read.
+    """
     first = await anext(requests, None)
     if first is None or first.WhichOneof("payload") != "header":
         raise InvalidInput("the first message of an upload must be its header")
@@ -74,6 +78,8 @@ async def receive(
     free = (await asyncio.to_thread(shutil.disk_usage, settings.videos_dir)).free
     if header.size + DISK_RESERVE_BYTES > free:
         raise TooLarge("not enough disk space for this upload", code="INSUFFICIENT_STORAGE")
+    if on_accepted is not None:
+        await on_accepted()
 
     video_id = uuid.uuid4().hex
     part_path = settings.videos_dir / f"{video_id}.part"

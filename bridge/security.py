@@ -228,13 +228,8 @@ class Guard:
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
 
 
-class _AuthInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.UnaryStreamClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamUnaryClientInterceptor,  # type: ignore[type-arg]
-    grpc.aio.StreamStreamClientInterceptor,  # type: ignore[type-arg]
-):
-    """Adds ``authorization: Bearer <token>`` to every call on a channel."""
+class _Auth:
+    """Adds ``authorization: Bearer <token>`` to a call's metadata."""
 
     def __init__(self, token: str) -> None:
         self._pair = ("authorization", f"Bearer {token}")
@@ -245,21 +240,32 @@ class _AuthInterceptor(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )
 
+
+# One class per call shape: a grpc.aio channel files each interceptor under the first of the four
+# interfaces it implements (an if/elif chain), so one class implementing all four would only ever
+# see unary-unary calls, and streams (frames, uploads, job events) would go without the token.
+class _UnaryUnaryAuth(_Auth, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _UnaryStreamAuth(_Auth, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_unary_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request)
 
+
+class _StreamUnaryAuth(_Auth, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_unary(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
         return await continuation(self._details(client_call_details), request_iterator)
 
+
+class _StreamStreamAuth(_Auth, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     async def intercept_stream_stream(
         self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
     ) -> Any:
@@ -270,4 +276,6 @@ def grpc_interceptors(settings: BridgeSettings) -> list[Any]:
     """Channel interceptors passing the token on; none without one (no cost on the frame path)."""
     if settings.token is None:
         return []
-    return [_AuthInterceptor(settings.token.get_secret_value())]
+    token = settings.token.get_secret_value()
+    kinds = (_UnaryUnaryAuth, _UnaryStreamAuth, _StreamUnaryAuth, _StreamStreamAuth)
+    return [kind(token) for kind in kinds]

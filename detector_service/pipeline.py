@@ -30,7 +30,10 @@ from vigil.queues import NewestWinsQueue
 
 log = logging.getLogger(__name__)
 
-WATCHDOG_S = 5.0
+# A starting or live source without a frame for this long is reported RECONNECTING (to its
+# subscribers, with the reason in last_error) while the capture still waits on its read or open,
+# which may block for up to READ_TIMEOUT_S: a frozen camera is visible within about 3.5 s.
+WATCHDOG_S = 3.0
 BACKOFF_START_S = 0.5
 BACKOFF_MAX_S = 30.0
 
@@ -259,6 +262,8 @@ class LiveSource:
                     self._set_state(pb.SOURCE_STATE_FAILED, str(exc))
                     self.loop.call_soon_threadsafe(self.stop, pb.SOURCE_STATE_FAILED)
                     return
+                # Every retry is a reopen, whether the input broke or never opened (a 401).
+                self.counters.reconnects += 1
                 self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
                 stopping.wait(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX_S)
@@ -301,11 +306,13 @@ class LiveSource:
                 return
             taken = self._take(timeout=0.5)
             if taken is None:
+                # Also while starting: a stream that opens but never yields a picture (no
+                # keyframe, garbage) is as dead to viewers as one that stopped.
                 if (
-                    self.state == pb.SOURCE_STATE_LIVE
+                    self.state in (pb.SOURCE_STATE_LIVE, pb.SOURCE_STATE_STARTING)
                     and time.monotonic() - last_frame_at > WATCHDOG_S
                 ):
-                    self._set_state(pb.SOURCE_STATE_RECONNECTING, "no frames for 5 s")
+                    self._set_state(pb.SOURCE_STATE_RECONNECTING, f"no frames for {WATCHDOG_S:g} s")
                 continue
             last_frame_at = time.monotonic()
             next_at = max(next_at + interval, last_frame_at)

@@ -19,7 +19,7 @@ from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry, load_sources_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.serving import Service, configure_logging, run_forever
+from vigil.serving import Service, auth_interceptors, configure_logging, run_forever
 
 log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
@@ -119,7 +119,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         )
     )
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
-    service = Service(service_names=[SERVICE_NAME])
+    service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(
         DetectorServicer(settings, registry, batcher, pool, incidents), service.server
     )

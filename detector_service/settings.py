@@ -23,6 +23,9 @@ class DetectorSettings(BaseSettings):
     log_level: str = "INFO"
     # Seconds that in-flight calls get to finish on SIGTERM.
     grace_s: float = 5.0
+    # Optional bearer token: when set, every call except health and reflection needs
+    # ``authorization: Bearer <token>`` metadata (else UNAUTHENTICATED). Never logged.
+    token: SecretStr | None = None
 
     backend: Literal["yolo", "roboflow", "onnx", "none"] = "yolo"
     model_dir: pathlib.Path = Field(default_factory=default_model_dir)

@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 
-from analyzer_service.engine import GenerateRequest
+from analyzer_service.engine import Delta, GenerateRequest
 from analyzer_service.engines import plugin, prompts
 from vigil.errors import InvalidInput, Unavailable
 
@@ -141,7 +141,13 @@ class LocalVllmEngine:
         tokenizer = llm.get_tokenizer()
 
         def work() -> Prepared:
-            text, ids = prompts.render(tokenizer, request.prompt, len(request.images))
+            text, ids = prompts.render(
+                tokenizer,
+                request.prompt,
+                len(request.images),
+                labels=request.labels,
+                history=request.history,
+            )
             return Prepared(text, ids, load_images(request.images))
 
         return await asyncio.to_thread(work)
@@ -191,6 +197,35 @@ class LocalVllmEngine:
                 for completion in output.outputs:
                     if completion.text:
                         yield completion.text
+
+    async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
+        """Text pieces with the tokens each took; tokens without text count toward the next."""
+        pending = 0
+        async with contextlib.aclosing(self.outputs(request)) as stream:
+            async for output in stream:
+                for completion in output.outputs:
+                    pending += len(completion.token_ids)
+                    if completion.text:
+                        yield Delta(completion.text, pending)
+                        pending = 0
+        if pending:
+            yield Delta("", pending)
+
+    @property
+    def tokens_per_image(self) -> int | None:
+        """Prompt tokens one labelled frame takes (Gemma 3: its image tokens, the block's markers
+        and newlines, the time label); None before ``start`` or for a model without it."""
+        if self._llm is None:
+            return None
+        per_image = getattr(self._llm.model_config.hf_config, "mm_tokens_per_image", None)
+        return int(per_image) + 8 if isinstance(per_image, int) else None
+
+    @property
+    def accepts_images(self) -> bool | None:
+        """Whether the model reads images; None before ``start``."""
+        if self._llm is None:
+            return None
+        return bool(self._llm.model_config.is_multimodal_model)
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import httpx
 
-from analyzer_service.engine import GenerateRequest
+from analyzer_service.engine import Delta, GenerateRequest
 from analyzer_service.engines import prompts
 from vigil.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
 
@@ -116,7 +117,15 @@ class RemoteVllmEngine:
         if request.max_tokens < 1:
             raise InvalidInput(f"max_tokens must be at least 1, not {request.max_tokens}")
         # Reading and base64-encoding frames is milliseconds each; keep it off the loop anyway.
-        messages = await asyncio.to_thread(prompts.openai_messages, request.prompt, request.images)
+        messages = await asyncio.to_thread(
+            functools.partial(
+                prompts.openai_messages,
+                request.prompt,
+                request.images,
+                labels=request.labels,
+                history=request.history,
+            )
+        )
         body = self._body(request, messages)
         rid = request.request_id
         try:
@@ -159,6 +168,23 @@ class RemoteVllmEngine:
                     text = (choice.get("delta") or {}).get("content")
                     if text:
                         yield text
+
+    async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
+        """Text pieces with their tokens: one a chunk (vLLM streams a token a chunk), set right
+        by the server's usage report at the end."""
+        counted = 0
+        async with contextlib.aclosing(self.chunks(request)) as stream:
+            async for chunk in stream:
+                for choice in chunk.get("choices") or ():
+                    text = (choice.get("delta") or {}).get("content")
+                    if text:
+                        counted += 1
+                        yield Delta(text, 1)
+                usage = chunk.get("usage") or {}
+                total = usage.get("completion_tokens")
+                if isinstance(total, int) and total > counted:
+                    yield Delta("", total - counted)
+                    counted = total
 
     async def abort(self, request_id: str) -> None:
         response = self._streams.get(request_id)

@@ -41,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("name", help="benchmark name, or 'all'")
     bench.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
     bench.add_argument("--repeat", type=int, default=30, help="repetitions per measurement")
+    bench.add_argument(
+        "--duration", type=float, default=None, help="seconds of load (soak: default 600)"
+    )
     cli_detector.add_parsers(commands, connection)
     cli_analyzer.add_parsers(commands, connection)
     cli_loadtest.add_parser(commands)
@@ -56,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "bench":
         from vigil.bench.__main__ import main as bench
 
-        return bench([args.name, *(["--json"] if args.json else []), "--repeat", str(args.repeat)])
+        duration = ["--duration", str(args.duration)] if args.duration is not None else []
+        json_flag = ["--json"] if args.json else []
+        return bench([args.name, *json_flag, "--repeat", str(args.repeat), *duration])
     return cli_common.execute(args.handler, args)
 
 

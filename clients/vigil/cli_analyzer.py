@@ -19,14 +19,14 @@ RESUME_ATTEMPTS = 3
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
-    analyze = commands.add_parser(
+    analyze = common.add_command(
+        commands,
         "analyze",
-        parents=[parent],
+        parent,
         help="upload a video, follow its analysis and print the result",
         description="Upload a video file to the analyzer service (a progress bar on stderr), "
         "start an analysis, show its stages live on stderr and print the result on stdout. "
         "Exits 1 when the job fails, with the error's code and message.",
-        epilog=common.EXIT_CODES_HELP,
     )
     analyze.add_argument("file", metavar="FILE", help="the video file")
     analyze.add_argument(
@@ -43,44 +43,39 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         "--no-follow", action="store_true", help="upload and start, print the job id, exit"
     )
     analyze.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
-    common.json_option(analyze)
-    analyze.set_defaults(handler=analyze_command, service="analyzer")
+    common.handled_by(analyze, analyze_command, "analyzer")
 
-    chat = commands.add_parser(
+    chat = common.add_command(
+        commands,
         "chat",
-        parents=[parent],
+        parent,
         help="ask questions about an analysed video",
         description="Stream the answer to QUESTION about the video of JOB_ID. Without "
         "QUESTION, read one question per line from stdin until end of input.",
-        epilog=common.EXIT_CODES_HELP,
     )
     chat.add_argument("job_id", metavar="JOB_ID", help="an analysis job (see `vigil jobs ls`)")
     chat.add_argument("question", metavar="QUESTION", nargs="?", help="the question")
     chat.add_argument("--max-tokens", type=int, default=0, help="longest answer in tokens")
-    common.json_option(chat)
-    chat.set_defaults(handler=chat_command, service="analyzer")
+    common.handled_by(chat, chat_command, "analyzer")
 
-    jobs = commands.add_parser(
+    jobs = common.add_command(
+        commands,
         "jobs",
-        parents=[parent],
+        parent,
         help="list, show and cancel analysis jobs",
         description="The analyzer's jobs, newest first.",
-        epilog=common.EXIT_CODES_HELP,
     )
     actions = jobs.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = actions.add_parser("ls", parents=[parent], help="list jobs")
     ls.add_argument("--state", choices=sorted(JOB_STATES), help="only jobs in this state")
     ls.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
-    common.json_option(ls)
-    ls.set_defaults(handler=jobs_ls, service="analyzer")
+    common.handled_by(ls, jobs_ls, "analyzer")
     show = actions.add_parser("show", parents=[parent], help="one job with its result")
     show.add_argument("job_id", metavar="JOB_ID")
-    common.json_option(show)
-    show.set_defaults(handler=jobs_show, service="analyzer")
+    common.handled_by(show, jobs_show, "analyzer")
     cancel = actions.add_parser("cancel", parents=[parent], help="stop a queued or running job")
     cancel.add_argument("job_id", metavar="JOB_ID")
-    common.json_option(cancel)
-    cancel.set_defaults(handler=jobs_cancel, service="analyzer")
+    common.handled_by(cancel, jobs_cancel, "analyzer")
 
 
 class ProgressBar:
@@ -184,11 +179,7 @@ def analyze_command(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"video {uploaded.video.id}, job {job.id}", file=sys.stderr, flush=True)
         if args.no_follow:
-            if args.json:
-                common.print_json({"video": uploaded.video, "job": job})
-            else:
-                print(job.id)
-            return common.EXIT_OK
+            return common.output(args, {"video": uploaded.video, "job": job}, job.id)
         try:
             for event in follow(client, job.id):
                 if not args.quiet:
@@ -250,6 +241,9 @@ def chat_command(args: argparse.Namespace) -> int:
     return common.EXIT_OK
 
 
+JOB_HEADERS = ["ID", "STATE", "DONE", "VIDEO", "CREATED", "ERROR"]
+
+
 def job_row(job: Job) -> list[object]:
     name = job.video.name if job.video else "-"
     error = job.error.code if job.error else ""
@@ -257,25 +251,15 @@ def job_row(job: Job) -> list[object]:
 
 
 def jobs_ls(args: argparse.Namespace) -> int:
-    found: list[Job] = []
-    token = ""
     with common.analyzer_client(args) as client:
-        while len(found) < args.limit:
-            page = client.list_jobs(
-                page_size=min(args.limit - len(found), 500), page_token=token, state=args.state
-            )
-            found += page.items
-            token = page.next_page_token
-            if not token:
-                break
-    if args.json:
-        common.print_json(found)
-    elif not found:
-        print("no jobs")
-    else:
-        headers = ["ID", "STATE", "DONE", "VIDEO", "CREATED", "ERROR"]
-        print(common.table(headers, [job_row(j) for j in found]))
-    return common.EXIT_OK
+        found = common.collect(
+            lambda size, token: client.list_jobs(
+                page_size=size, page_token=token, state=args.state
+            ),
+            args.limit,
+        )
+    text = common.table(JOB_HEADERS, [job_row(j) for j in found]) if found else "no jobs"
+    return common.output(args, found, text)
 
 
 def jobs_show(args: argparse.Namespace) -> int:
@@ -284,7 +268,7 @@ def jobs_show(args: argparse.Namespace) -> int:
     if args.json:
         common.print_json(job)
         return common.EXIT_OK
-    print(common.table(["ID", "STATE", "DONE", "VIDEO", "CREATED", "ERROR"], [job_row(job)]))
+    print(common.table(JOB_HEADERS, [job_row(job)]))
     if job.error:
         print(f"\nError: {job.error}")
     if job.result is not None:
@@ -296,8 +280,4 @@ def jobs_show(args: argparse.Namespace) -> int:
 def jobs_cancel(args: argparse.Namespace) -> int:
     with common.analyzer_client(args) as client:
         job = client.cancel_job(args.job_id)
-    if args.json:
-        common.print_json(job)
-    else:
-        print(f"job {job.id}: {job.state}")
-    return common.EXIT_OK
+    return common.output(args, job, f"job {job.id}: {job.state}")

@@ -9,10 +9,10 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from vigil.errors import Unavailable, VigilError
-from vigil.sdk import AnalyzerClient, ClientOptions, DetectorClient
+from vigil.sdk import AnalyzerClient, ClientOptions, DetectorClient, Page
 from vigil.sdk.options import DEFAULT_ANALYZER_ADDRESS, DEFAULT_DETECTOR_ADDRESS
 
 EXIT_OK = 0
@@ -27,6 +27,7 @@ EXIT_CODES_HELP = (
 )
 
 Handler = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -79,6 +80,23 @@ def connection_options(parser: argparse.ArgumentParser) -> None:
 
 def json_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+
+
+def add_command(
+    commands: Any, name: str, parent: argparse.ArgumentParser, *, help: str, description: str
+) -> argparse.ArgumentParser:
+    """A top-level command taking the connection options (``parent``), with the exit codes
+    in its help."""
+    parser: argparse.ArgumentParser = commands.add_parser(
+        name, parents=[parent], help=help, description=description, epilog=EXIT_CODES_HELP
+    )
+    return parser
+
+
+def handled_by(parser: argparse.ArgumentParser, handler: Handler, service: str) -> None:
+    """``parser``'s command runs ``handler`` against ``service`` and can print JSON."""
+    json_option(parser)
+    parser.set_defaults(handler=handler, service=service)
 
 
 def address(args: argparse.Namespace, service: str) -> str:
@@ -164,6 +182,28 @@ def plain(value: Any) -> Any:
 
 def print_json(value: Any, out: TextIO | None = None) -> None:
     print(json.dumps(plain(value)), file=out or sys.stdout, flush=True)
+
+
+def output(args: argparse.Namespace, value: Any, text: str) -> int:
+    """``value`` as JSON with --json, else ``text``; the command succeeded."""
+    if args.json:
+        print_json(value)
+    else:
+        print(text)
+    return EXIT_OK
+
+
+def collect(fetch: Callable[[int, str], Page[T]], limit: int) -> list[T]:
+    """Up to ``limit`` items of a listing, fetched page by page (``fetch(page_size, token)``)."""
+    found: list[T] = []
+    token = ""
+    while len(found) < limit:
+        page = fetch(min(limit - len(found), 500), token)
+        found += page.items
+        token = page.next_page_token
+        if not token:
+            break
+    return found
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -21,34 +21,32 @@ DEFAULT_FPS = 15.0
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
-    detect = commands.add_parser(
+    detect = common.add_command(
+        commands,
         "detect",
-        parents=[parent],
+        parent,
         help="run detection over a video file or stream URL",
         description="Read a video file or stream URL (rtsp://, http://...) with OpenCV, send its "
         "frames to the detector service over Detect and print the detections of every frame. "
         "With --out, write the annotated frames as an MP4 video.",
-        epilog=common.EXIT_CODES_HELP,
     )
     detect.add_argument("input", metavar="FILE|URL", help="video file or stream URL")
     detect.add_argument("--out", metavar="VIDEO", help="write the annotated video here (mp4v)")
     detect.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     detect.add_argument("--source-id", default="", help="name sent along with the frames")
-    common.json_option(detect)
-    detect.set_defaults(handler=detect_command, service="detector")
+    common.handled_by(detect, detect_command, "detector")
 
-    sources = commands.add_parser(
+    sources = common.add_command(
+        commands,
         "sources",
-        parents=[parent],
+        parent,
         help="list, add and remove the detector's live sources",
         description="Manage the sources (cameras, streams, files, the test pattern) that the "
         "detector service captures while somebody watches.",
-        epilog=common.EXIT_CODES_HELP,
     )
     actions = sources.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = actions.add_parser("ls", parents=[parent], help="list sources with state and counters")
-    common.json_option(ls)
-    ls.set_defaults(handler=sources_ls, service="detector")
+    common.handled_by(ls, sources_ls, "detector")
     add = actions.add_parser("add", parents=[parent], help="register a source")
     add.add_argument("id", help="unique id: letters, digits, '-' and '_'")
     add.add_argument(
@@ -64,26 +62,23 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     add.add_argument("--width", type=int, default=0, help="requested width (webcam, pattern)")
     add.add_argument("--height", type=int, default=0, help="requested height (webcam, pattern)")
     add.add_argument("--name", default="", help="name shown in user interfaces")
-    common.json_option(add)
-    add.set_defaults(handler=sources_add, service="detector")
+    common.handled_by(add, sources_add, "detector")
     rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
     rm.add_argument("id", help="id of the source")
-    common.json_option(rm)
-    rm.set_defaults(handler=sources_rm, service="detector")
+    common.handled_by(rm, sources_rm, "detector")
 
-    incidents = commands.add_parser(
+    incidents = common.add_command(
+        commands,
         "incidents",
-        parents=[parent],
+        parent,
         help="list recent incidents, or follow new ones",
         description="Without --follow, print the stored incident history, newest first. With "
         "--follow, print incidents as they open and close until interrupted.",
-        epilog=common.EXIT_CODES_HELP,
     )
     incidents.add_argument("--source", default="", metavar="ID", help="one source only")
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
-    common.json_option(incidents)
-    incidents.set_defaults(handler=incidents_command, service="detector")
+    common.handled_by(incidents, incidents_command, "detector")
 
 
 def describe(detections: tuple[Detection, ...]) -> str:
@@ -219,12 +214,8 @@ def source_row(s: Source) -> list[object]:
 def sources_ls(args: argparse.Namespace) -> int:
     with common.detector_client(args) as client:
         sources = client.list_sources()
-    if args.json:
-        common.print_json(sources)
-    else:
-        headers = ["ID", "KIND", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST ERROR"]
-        print(common.table(headers, [source_row(s) for s in sources]))
-    return common.EXIT_OK
+    headers = ["ID", "KIND", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST ERROR"]
+    return common.output(args, sources, common.table(headers, [source_row(s) for s in sources]))
 
 
 def sources_add(args: argparse.Namespace) -> int:
@@ -239,21 +230,13 @@ def sources_add(args: argparse.Namespace) -> int:
             height=args.height,
             display_name=args.name,
         )
-    if args.json:
-        common.print_json(source)
-    else:
-        print(f"added source {source.id} ({source.kind}, {source.state})")
-    return common.EXIT_OK
+    return common.output(args, source, f"added source {source.id} ({source.kind}, {source.state})")
 
 
 def sources_rm(args: argparse.Namespace) -> int:
     with common.detector_client(args) as client:
         source = client.remove_source(args.id)
-    if args.json:
-        common.print_json(source)
-    else:
-        print(f"removed source {source.id}")
-    return common.EXIT_OK
+    return common.output(args, source, f"removed source {source.id}")
 
 
 def incident_line(event: IncidentEvent) -> str:
@@ -283,20 +266,13 @@ def incidents_command(args: argparse.Namespace) -> int:
                     else:
                         print(incident_line(event), flush=True)
             return common.EXIT_OK
-        found: list[Incident] = []
-        token = ""
-        while len(found) < args.limit:
-            page = client.list_incidents(
-                args.source, page_size=min(args.limit - len(found), 500), page_token=token
-            )
-            found += page.items
-            token = page.next_page_token
-            if not token:
-                break
-    if args.json:
-        common.print_json(found)
-    elif not found:
-        print("no incidents")
-    else:
-        print(common.table(INCIDENT_HEADERS, [incident_row(i) for i in found]))
-    return common.EXIT_OK
+        found = common.collect(
+            lambda size, token: client.list_incidents(
+                args.source, page_size=size, page_token=token
+            ),
+            args.limit,
+        )
+    rows = [incident_row(i) for i in found]
+    return common.output(
+        args, found, common.table(INCIDENT_HEADERS, rows) if found else "no incidents"
+    )

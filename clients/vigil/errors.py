@@ -68,6 +68,32 @@ class ModelNotConfigured(VigilError):
     code = "MODEL_NOT_CONFIGURED"
 
 
+class DeadlineExceeded(VigilError):
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "DEADLINE_EXCEEDED"
+    retryable = True
+
+
+class Cancelled(VigilError):
+    status = grpc.StatusCode.CANCELLED
+    code = "CANCELLED"
+
+
+class Unauthenticated(VigilError):
+    status = grpc.StatusCode.UNAUTHENTICATED
+    code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(VigilError):
+    status = grpc.StatusCode.PERMISSION_DENIED
+    code = "PERMISSION_DENIED"
+
+
+class Unimplemented(VigilError):
+    status = grpc.StatusCode.UNIMPLEMENTED
+    code = "UNIMPLEMENTED"
+
+
 # gRPC status -> (HTTP status, WebSocket close code).
 # Close codes: 1008 policy violation, 1011 server error, 1013 try again later.
 _STATUS_TABLE: dict[grpc.StatusCode, tuple[int, int]] = {

@@ -37,6 +37,11 @@ def service_env(base: Mapping[str, str]) -> dict[str, str]:
     env.setdefault(
         "VIGIL_BRIDGE_ANALYZER_ADDRESS", f"{host['analyzer_service']}:{port['analyzer_service']}"
     )
+    # One VIGIL_TOKEN protects all three services; a service's own token variable wins.
+    token = env.get("VIGIL_TOKEN")
+    if token:
+        for prefix in PREFIXES.values():
+            env.setdefault(f"{prefix}TOKEN", token)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -19,11 +21,90 @@ import grpc
 import uvloop
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from pydantic import SecretStr
 
 log = logging.getLogger(__name__)
 
 # Sized for JPEG frames and upload chunks; larger messages get RESOURCE_EXHAUSTED from gRPC itself.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Services any caller may use without the token: liveness probes and service discovery.
+OPEN_SERVICE_PREFIXES = (f"/{health.SERVICE_NAME}/", "/grpc.reflection.")
+UNAUTHENTICATED_DETAILS = "UNAUTHENTICATED: a valid bearer token is required"
+
+
+def _bearer(value: str | bytes | None) -> bytes | None:
+    if isinstance(value, str):
+        value = value.encode()
+    if not value:
+        return None
+    scheme, _, token = value.partition(b" ")
+    return token.strip() if scheme.lower() == b"bearer" and token.strip() else None
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Every call needs ``authorization: Bearer <token>`` metadata, except the health and
+    reflection services; a missing or wrong token ends the call with UNAUTHENTICATED before the
+    method runs. The comparison takes constant time and the token is never logged."""
+
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("the token must not be empty")
+        self._expected = token.encode()
+
+    def allowed(self, method: str, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
+        if method.startswith(OPEN_SERVICE_PREFIXES):
+            return True
+        presented = _bearer(next((v for k, v in metadata or () if k == "authorization"), None))
+        # compare_digest over equal-length digests: no early exit, no length leak.
+        return presented is not None and hmac.compare_digest(
+            hashlib.sha256(presented).digest(), hashlib.sha256(self._expected).digest()
+        )
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        metadata = handler_call_details.invocation_metadata
+        if handler is None or self.allowed(handler_call_details.method, metadata):
+            return handler
+        return _refusing(handler)
+
+
+def _refusing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler of the same shape as ``handler`` that ends the call with UNAUTHENTICATED."""
+
+    async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS)
+
+    serializers = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse, **serializers)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse, **serializers)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse, **serializers)
+    return grpc.unary_unary_rpc_method_handler(refuse, **serializers)
+
+
+def auth_interceptors(token: SecretStr | str | None) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
+    """The server interceptors enforcing ``token``; none when no token is configured."""
+    if isinstance(token, SecretStr):
+        token = token.get_secret_value()
+    return [TokenAuth(token)] if token else []
+
+
+def bearer_metadata(token: SecretStr | str | None) -> tuple[tuple[str, str], ...]:
+    """Call metadata presenting ``token`` to a service enforcing ``TokenAuth``."""
+    if isinstance(token, SecretStr):
+        token = token.get_secret_value()
+    return (("authorization", f"Bearer {token}"),) if token else ()
 
 
 class Service:

@@ -9,9 +9,10 @@ from fractions import Fraction
 
 import pytest
 
+from analyzer_service.engine import Engine
 from analyzer_service.server import AnalyzerServer, serve
 from analyzer_service.settings import AnalyzerSettings
-from tests.analyzer_service.helpers import FakeEngine, connect, write_h264, write_mp4v
+from tests.analyzer_service.helpers import connect, write_h264, write_mp4v
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 
 StartServer = Callable[..., Awaitable[AnalyzerServer]]
@@ -73,7 +74,7 @@ async def start_server(settings: AnalyzerSettings) -> AsyncIterator[StartServer]
     servers: list[AnalyzerServer] = []
 
     async def start(
-        custom: AnalyzerSettings | None = None, *, engine: FakeEngine | None = None
+        custom: AnalyzerSettings | None = None, *, engine: Engine | None = None
     ) -> AnalyzerServer:
         server = await serve(custom or settings, engine=engine)
         servers.append(server)

@@ -70,7 +70,8 @@ async def test_following_live_sees_each_event_once_in_order(
     (request,) = engine.requests
     assert len(request.images) == 3
     assert all(path.exists() for path in request.images)
-    assert "[00:00]" in request.prompt
+    assert request.labels[0] == "[00:00]"
+    assert len(request.labels) == 3
 
 
 async def test_cancel_stops_a_running_job(start_server: StartServer, short_bytes: bytes) -> None:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from analyzer_service.sqlite_store import SQLiteJobStore
-from analyzer_service.store import Event, JobStore
+from analyzer_service.store import ChatTurn, Event, JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
 
@@ -111,3 +111,25 @@ async def test_records_survive_reopening(tmp_path: pathlib.Path) -> None:
         assert (await second.append_event(Event(job_id="a"))).sequence == 2
     finally:
         await second.close()
+
+
+async def test_chat_turns_are_kept_in_order_per_job_and_on_disk(
+    store: SQLiteJobStore, tmp_path: pathlib.Path
+) -> None:
+    turns = [
+        ChatTurn("Who came in?", "A person at [00:02].", (2.0,), 7, 1.0),
+        ChatTurn("And then?", "They left.", (), 3, 2.0),
+        ChatTurn("Anything else?", "No.", (), 2, 3.0),
+    ]
+    await asyncio.gather(*(store.append_chat_turn("j1", t) for t in turns))
+    await store.append_chat_turn("j2", ChatTurn("Other job?", "Yes.", (), 1, 4.0))
+    assert await store.chat_turns("j1") == turns
+    assert await store.chat_turns("j1", last=2) == turns[1:]
+    assert await store.chat_turns("j1", last=0) == []
+    assert [t.question for t in await store.chat_turns("j2")] == ["Other job?"]
+    assert await store.chat_turns("nope") == []
+    reopened = await SQLiteJobStore.open(tmp_path / "db" / "jobs.sqlite3")
+    try:
+        assert await reopened.chat_turns("j1") == turns
+    finally:
+        await reopened.close()

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import cv2
 import numpy as np
@@ -66,25 +66,46 @@ StartDetector = Callable[..., DetectorServer]
 StartAnalyzer = Callable[..., AnalyzerServer]
 
 
+class Stoppable(Protocol):
+    async def stop(self, grace: float) -> None: ...
+
+
+S = TypeVar("S", bound=Stoppable)
+
+
+class Started(Generic[S]):
+    """Servers a test starts on the loop thread; ``stop_all`` stops them when it ends."""
+
+    def __init__(self, loop_thread: LoopThread) -> None:
+        self.loop_thread = loop_thread
+        self.servers: list[S] = []
+
+    def __call__(self, serve: Coroutine[Any, Any, S]) -> S:
+        server = self.loop_thread.run(serve)
+        self.servers.append(server)
+        return server
+
+    def stop_all(self) -> None:
+        for server in self.servers:
+            self.loop_thread.run(server.stop(0))
+
+
 @pytest.fixture
 def start_detector(loop_thread: LoopThread, tmp_path: pathlib.Path) -> Iterator[StartDetector]:
-    servers: list[DetectorServer] = []
+    started = Started[DetectorServer](loop_thread)
 
     def start(**overrides: Any) -> DetectorServer:
         fields: dict[str, Any] = {
             "port": 0,
             "backend": "none",
             "linger_s": 0.2,
-            "data_dir": tmp_path / f"detector{len(servers)}",
+            "data_dir": tmp_path / f"detector{len(started.servers)}",
+            **overrides,
         }
-        fields.update(overrides)
-        server = loop_thread.run(serve_detector(DetectorSettings(**fields)))
-        servers.append(server)
-        return server
+        return started(serve_detector(DetectorSettings(**fields)))
 
     yield start
-    for server in servers:
-        loop_thread.run(server.stop(0))
+    started.stop_all()
 
 
 @pytest.fixture
@@ -102,24 +123,21 @@ def start_analyzer(
     loop_thread: LoopThread, tmp_path: pathlib.Path, detector_address: str
 ) -> Iterator[StartAnalyzer]:
     """Analyzers whose coarse detection pass uses the real detector of the test."""
-    servers: list[AnalyzerServer] = []
+    started = Started[AnalyzerServer](loop_thread)
 
     def start(engine: Engine | None = None, **overrides: Any) -> AnalyzerServer:
         fields: dict[str, Any] = {
             "port": 0,
-            "data_dir": tmp_path / f"analyzer{len(servers)}",
+            "data_dir": tmp_path / f"analyzer{len(started.servers)}",
             "media_workers": 1,
             "engine": "none",
             "detector_address": detector_address,
+            **overrides,
         }
-        fields.update(overrides)
-        server = loop_thread.run(serve_analyzer(AnalyzerSettings(**fields), engine=engine))
-        servers.append(server)
-        return server
+        return started(serve_analyzer(AnalyzerSettings(**fields), engine=engine))
 
     yield start
-    for server in servers:
-        loop_thread.run(server.stop(0))
+    started.stop_all()
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """Small real gRPC servers speaking Vigil's contracts, for what the real services cannot show,
 and a scripted language model to plug into the real analyzer.
 
-The services do not check tokens (so cannot tell whether one arrived), never answer UNAVAILABLE
-or slowly on purpose, and the analyzer's Chat is not implemented yet. These servers record the
-metadata they receive, fail or stall on request, and stream a scripted chat answer.
+The services cannot tell which metadata arrived, never answer UNAVAILABLE or slowly on purpose,
+and the real model's chat answers are random. These servers record the metadata they receive,
+fail or stall on request, and stream a known chat answer (for the SDK's transport tests; chat
+itself is tested against the real analyzer and engine). ``ScriptedEngine`` makes real jobs fail or
+hold mid-inference on demand.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""``vigil analyze``, ``vigil chat`` and ``vigil jobs`` against the real analyzer (and, for
-answers to chat, which the service does not give yet, a stand-in speaking its contract)."""
+"""``vigil analyze``, ``vigil chat`` and ``vigil jobs`` against the real analyzer; answers to chat
+come from the session's real vLLM engine (a tiny random Gemma 3: its words are random, so only
+their shape is checked)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import pathlib
 
 import pytest
 
+from tests.llm import SharedEngine
 from tests.vigil import standin
-from tests.vigil.conftest import LoopThread, StartAnalyzer, free_port
+from tests.vigil.conftest import StartAnalyzer, free_port
 from vigil.cli import main
+from vigil.sdk import AnalyzerClient, ClientOptions
 
 
 def test_analyze_a_failing_job_exits_1_with_its_error(
@@ -97,29 +100,38 @@ def test_analyze_with_a_model_prints_the_result(
     assert json.loads(capsys.readouterr().out)["id"] == started
 
 
+@pytest.mark.timeout(900)  # its setup may load the session's engine
 def test_chat_streams_answers(
-    loop_thread: LoopThread,
+    start_analyzer: StartAnalyzer,
+    llm_engine: SharedEngine,
+    video: pathlib.Path,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    record = standin.Record()
-    server, port = loop_thread.run(standin.serve(analyzer=standin.Analyzer(record)))
-    address = f"127.0.0.1:{port}"
-    try:
-        assert main(["chat", "j1", "What happens?", "--analyzer", address, "--token", "t"]) == 0
-        assert capsys.readouterr().out == "A white square crosses at [00:01].\n(cites 00:01)\n"
-        assert record.metadata["Chat"][-1]["authorization"] == "Bearer t"
+    server = start_analyzer(engine=llm_engine, token="t", max_tokens=8, chat_max_tokens=6)
+    address = f"127.0.0.1:{server.port}"
+    with AnalyzerClient(ClientOptions(address, token="t")) as client:
+        uploaded = client.upload_video(video, start_analysis=True)
+        assert uploaded.job is not None
+        job_id = uploaded.job.id
+        assert list(client.events(job_id))[-1].kind == "complete"
 
-        # Without a question, one per line of input.
-        monkeypatch.setattr("sys.stdin", io.StringIO("First?\n\nSecond?\n"))
-        assert main(["chat", "j1", "--json", "--analyzer", address]) == 0
-        answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert [a["question"] for a in answers] == ["First?", "Second?"]
-        assert {a["text"] for a in answers} == {"A white square crosses at [00:01]."}
-        assert answers[0]["cited_times_s"] == [1.0]
-        assert answers[0]["completion_tokens"] == 3
-    finally:
-        loop_thread.run(server.stop(0))
+    assert main(["chat", job_id, "What happens?", "--analyzer", address, "--token", "t"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip()
+    # The service wants the token: without it the call is refused (exit 1).
+    assert main(["chat", job_id, "What happens?", "--analyzer", address]) == 1
+    capsys.readouterr()
+
+    # Without a question, one per line of input.
+    monkeypatch.setattr("sys.stdin", io.StringIO("First?\n\nSecond?\n"))
+    assert main(["chat", job_id, "--json", "--analyzer", address, "--token", "t"]) == 0
+    answers = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["question"] for a in answers] == ["First?", "Second?"]
+    # <eos> is ignored by the test engine: every answer is chat_max_tokens long.
+    assert [a["completion_tokens"] for a in answers] == [6, 6]
+    assert all(a["text"] for a in answers)
+    assert all(0 <= t <= 2.5 for a in answers for t in a["cited_times_s"])
 
 
 def test_unreachable_analyzer_exits_3(

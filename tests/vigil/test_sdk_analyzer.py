@@ -1,7 +1,8 @@
 """The SDK's analyzer clients, blocking and asyncio, against the real analyzer service.
 
-A scripted language model plugged into the real service makes jobs succeed, fail or hold on
-demand; without one, a job is only held to the contract (its outcome is the service's choice).
+Chat answers come from the session's real vLLM engine (a tiny random Gemma 3). A scripted language
+model plugged into the real service makes jobs fail or hold on demand, which a real one cannot be
+made to do; without one, a job is only held to the contract (its outcome is the service's choice).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import pathlib
 
 import pytest
 
+from tests.llm import SharedEngine
 from tests.vigil.conftest import StartAnalyzer
 from tests.vigil.standin import ScriptedEngine, failing_engine
 from vigil.errors import InvalidInput, ModelNotConfigured, NotFound
@@ -196,3 +198,29 @@ async def test_async_client_with_a_model_completes_and_cancels(
         assert rest[-1].error.code == "CANCELLED"
         with pytest.raises(NotFound):
             await client.cancel_job("nope")
+
+
+@pytest.mark.timeout(900)  # its setup may load the session's engine
+def test_chat_with_the_real_model_streams_and_keeps_history(
+    start_analyzer: StartAnalyzer, llm_engine: SharedEngine, video: pathlib.Path
+) -> None:
+    server = start_analyzer(engine=llm_engine, max_tokens=8, chat_max_tokens=10)
+    with AnalyzerClient(f"127.0.0.1:{server.port}") as client:
+        uploaded = client.upload_video(video, start_analysis=True)
+        assert uploaded.job is not None
+        events = list(client.events(uploaded.job.id))
+        assert events[-1].kind == "complete"
+        assert events[-1].result is not None
+        assert events[-1].result.model == llm_engine.model
+        assert events[-1].result.summary
+
+        with client.chat(uploaded.job.id, "What happens?") as answer:
+            chunks = list(answer)
+        *pieces, final = chunks
+        assert len(pieces) >= 2
+        assert final.done
+        assert final.text == "".join(c.delta for c in pieces)
+        assert final.completion_tokens == 10  # <eos> is ignored by the test engine
+        with client.chat(uploaded.job.id, "And then?", max_tokens=3) as answer:
+            again = list(answer)
+        assert again[-1].completion_tokens == 3

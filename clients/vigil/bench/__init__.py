@@ -63,3 +63,10 @@ def _engine() -> Benchmark:
     from vigil.bench.engine import run
 
     return run
+
+
+@register("soak", "all services under steady load (--duration, default 600 s); resources return")
+def _soak() -> Benchmark:
+    from vigil.bench.soak import run
+
+    return run

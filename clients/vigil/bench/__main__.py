@@ -14,10 +14,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=[*REGISTRY, "all"])
     parser.add_argument("--json", action="store_true", help="print one JSON object per benchmark")
     parser.add_argument("--repeat", type=int, default=30)
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds of load for the long benchmarks"
+    )
     args = parser.parse_args(argv)
     names = list(REGISTRY) if args.name == "all" else [args.name]
     for name in names:
-        result = REGISTRY[name][1]()({"repeat": args.repeat})
+        options = {"repeat": args.repeat}
+        if args.duration is not None:
+            options["duration"] = args.duration
+        result = REGISTRY[name][1]()(options)
         if args.json:
             print(json.dumps(result))
         else:

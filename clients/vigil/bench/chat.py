@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import pathlib
 import statistics
-import tempfile
 import time
 from collections.abc import AsyncIterator
 from typing import Any
+
+from vigil.bench.engine import repeats, run_on_tiny_model, tiny_engine, ttft_ms
 
 QUESTION = "What happens in the video, and when?"
 
@@ -44,16 +44,6 @@ class Recording:
     async def health(self) -> bool:
         healthy: bool = await self.inner.health()
         return healthy
-
-
-async def direct_ttft_ms(engine: Any, request: Any) -> float:
-    start = time.perf_counter()
-    stream = engine.generate(request)
-    try:
-        await anext(stream)
-        return (time.perf_counter() - start) * 1000
-    finally:
-        await stream.aclose()
 
 
 async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:
@@ -102,7 +92,6 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
     import uvicorn
 
     from analyzer_service.engine import GenerateRequest
-    from analyzer_service.engines.vllm_local import LocalVllmEngine
     from analyzer_service.server import serve
     from analyzer_service.settings import AnalyzerSettings
     from bridge.app import create_app
@@ -110,15 +99,7 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
     from bridge.settings import BridgeSettings
     from vigil.loadgen import media
 
-    inner = LocalVllmEngine(
-        str(model),
-        dtype="bfloat16",
-        max_model_len=2048,
-        max_images=8,
-        max_tokens=16,
-        seed=0,
-        engine_args={"enforce_eager": True, "enable_prefix_caching": False},
-    )
+    inner = tiny_engine(model, max_images=8, max_tokens=16)
     engine = Recording(inner)
     await inner.start()
     analyzer = None
@@ -162,7 +143,7 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
                     error = str(e)
                 request = engine.last or GenerateRequest(f"q{run}", question, [], 8)
                 request = dataclasses.replace(request, request_id=f"direct-{run}", max_tokens=8)
-                ms = await direct_ttft_ms(inner, request)
+                ms = await ttft_ms(inner, request)
                 if run:
                     direct_ms.append(ms)
     finally:
@@ -193,20 +174,5 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
 
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
-    from analyzer_service.engines import plugin
-    from analyzer_service.engines.tiny import build_tiny_gemma3
-
-    runs = max(3, min(int(options.get("repeat", 5)), 10))
-    for name, value in {
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_HOST_IP": "127.0.0.1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-    }.items():
-        os.environ.setdefault(name, value)
-    with tempfile.TemporaryDirectory(prefix="vigil-bench-chat-") as tmp:
-        root = pathlib.Path(tmp)
-        plugin.ensure_entry_point(root / "plugin")
-        model = build_tiny_gemma3(root / "tiny-gemma3")
-        # One loop owns the AsyncLLM from start to shutdown.
-        return asyncio.run(measure(model, root, runs))
+    runs = repeats(options)
+    return run_on_tiny_model("vigil-bench-chat-", lambda m, root: measure(m, root, runs))

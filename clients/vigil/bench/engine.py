@@ -5,6 +5,9 @@ overhead on this machine, not a real model's speed: engine load, time to first t
 text-only prompt and for one with 8 frames (decoding the JPEGs, image processing, the vision tower
 and the longer prefill), and decoding speed. The headline ``ratio`` is TTFT with 8 frames divided
 by text-only TTFT. Caches are off so repeated runs do not hit each other's prefixes or images.
+
+``tiny_engine``, ``ttft_ms``, ``repeats`` and ``run_on_tiny_model`` are shared with the ``chat``
+benchmark, which runs the same engine under the analyzer and the bridge.
 """
 
 from __future__ import annotations
@@ -15,10 +18,67 @@ import pathlib
 import statistics
 import tempfile
 import time
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from analyzer_service.engines.vllm_local import LocalVllmEngine
 
 FRAMES = 8
 DECODE_TOKENS = 256
+
+T = TypeVar("T")
+
+
+def repeats(options: dict[str, Any]) -> int:
+    """Each run is a full prompt through vLLM; a handful gives a stable median."""
+    return max(3, min(int(options.get("repeat", 5)), 10))
+
+
+def run_on_tiny_model(
+    prefix: str, measure: Callable[[pathlib.Path, pathlib.Path], Coroutine[Any, Any, T]]
+) -> T:
+    """``measure(model, work)`` on a tiny random Gemma 3 built in a temporary directory
+    (``work``, named after ``prefix``), offline, on an event loop of its own."""
+    from analyzer_service.engines import plugin
+    from analyzer_service.engines.tiny import build_tiny_gemma3
+
+    for name, value in {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+    }.items():
+        os.environ.setdefault(name, value)
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        root = pathlib.Path(tmp)
+        plugin.ensure_entry_point(root / "plugin")
+        model = build_tiny_gemma3(root / "tiny-gemma3")
+        # One loop owns the AsyncLLM from start to shutdown.
+        return asyncio.run(measure(model, root))
+
+
+def tiny_engine(
+    model: pathlib.Path,
+    max_images: int,
+    max_tokens: int,
+    *,
+    engine_args: dict[str, Any] | None = None,
+    **settings: Any,
+) -> LocalVllmEngine:
+    """The in-process engine as both benchmarks run it: eager, seeded, prefix caching off."""
+    from analyzer_service.engines.vllm_local import LocalVllmEngine
+
+    return LocalVllmEngine(
+        str(model),
+        dtype="bfloat16",
+        max_model_len=2048,
+        max_images=max_images,
+        max_tokens=max_tokens,
+        seed=0,
+        engine_args={"enforce_eager": True, "enable_prefix_caching": False, **(engine_args or {})},
+        **settings,
+    )
 
 
 def write_frames(directory: pathlib.Path, count: int, run: int) -> list[pathlib.Path]:
@@ -49,23 +109,17 @@ async def ttft_ms(engine: Any, request: Any) -> float:
         await stream.aclose()
 
 
-async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[str, Any]:
+async def measure(model: pathlib.Path, root: pathlib.Path, runs: int) -> dict[str, Any]:
     from analyzer_service.engine import GenerateRequest
-    from analyzer_service.engines.vllm_local import LocalVllmEngine
 
-    engine = LocalVllmEngine(
-        str(model),
-        dtype="bfloat16",
-        max_model_len=2048,
-        max_images=FRAMES,
-        max_tokens=DECODE_TOKENS,
+    work = root / "frames"
+    work.mkdir()
+    engine = tiny_engine(
+        model,
+        FRAMES,
+        DECODE_TOKENS,
+        engine_args={"mm_processor_cache_gb": 0},
         temperature=1.0,
-        seed=0,
-        engine_args={
-            "enforce_eager": True,
-            "enable_prefix_caching": False,
-            "mm_processor_cache_gb": 0,
-        },
         sampling_args={"ignore_eos": True},
     )
     await engine.start()
@@ -114,23 +168,5 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
 
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
-    from analyzer_service.engines import plugin
-    from analyzer_service.engines.tiny import build_tiny_gemma3
-
-    # Each run is a full prompt through vLLM; a handful gives a stable median.
-    runs = max(3, min(int(options.get("repeat", 5)), 10))
-    for name, value in {
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_HOST_IP": "127.0.0.1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-    }.items():
-        os.environ.setdefault(name, value)
-    with tempfile.TemporaryDirectory(prefix="vigil-bench-engine-") as tmp:
-        root = pathlib.Path(tmp)
-        plugin.ensure_entry_point(root / "plugin")
-        model = build_tiny_gemma3(root / "tiny-gemma3")
-        work = root / "frames"
-        work.mkdir()
-        # One loop owns the AsyncLLM from start to shutdown.
-        return asyncio.run(measure(model, work, runs))
+    runs = repeats(options)
+    return run_on_tiny_model("vigil-bench-engine-", lambda m, root: measure(m, root, runs))

@@ -16,6 +16,7 @@ from vigil.sdk.common import (
     detections,
     enum_name,
     error_of,
+    from_fields,
     optional_seconds,
 )
 
@@ -97,20 +98,7 @@ class Video:
 
     @classmethod
     def from_proto(cls, m: pb.Video) -> Video:
-        return cls(
-            id=m.id,
-            name=m.name,
-            size=m.size,
-            sha256=m.sha256,
-            duration_s=m.duration_s,
-            fps=m.fps,
-            width=m.width,
-            height=m.height,
-            frame_count=m.frame_count,
-            codec=m.codec,
-            uploaded_at=optional_seconds(m, "uploaded_at"),
-            proto=m,
-        )
+        return from_fields(cls, m, uploaded_at=optional_seconds(m, "uploaded_at"), proto=m)
 
 
 @dataclass(frozen=True)
@@ -123,7 +111,7 @@ class StageTimings:
 
     @classmethod
     def from_proto(cls, m: pb.StageTimings) -> StageTimings:
-        return cls(m.probe_s, m.sampling_s, m.detection_s, m.inference_s, m.total_s)
+        return from_fields(cls, m)
 
 
 @dataclass(frozen=True)

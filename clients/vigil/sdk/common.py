@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vigil.common.v1 import common_pb2
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+D = TypeVar("D", bound="DataclassInstance")
+
+
+def from_fields(cls: type[D], message: Message, **computed: Any) -> D:
+    """A ``cls`` whose fields are ``message``'s fields of the same name, but for those given in
+    ``computed`` (times, enums, nested and repeated fields, ``proto``), which are taken as given.
+    """
+    names = (f.name for f in dataclasses.fields(cls) if f.name not in computed)
+    return cls(**{name: getattr(message, name) for name in names}, **computed)
 
 
 def enum_name(name_of: Callable[[Any], str], value: int, prefix: str) -> str:
@@ -64,13 +78,10 @@ class Detection:
     @classmethod
     def from_proto(cls, message: common_pb2.Detection) -> Detection:
         box = message.box
-        return cls(
-            class_name=message.class_name,
-            class_id=message.class_id,
-            confidence=message.confidence,
+        return from_fields(
+            cls,
+            message,
             box=Box(box.x_min, box.y_min, box.x_max, box.y_max),
-            is_weapon=message.is_weapon,
-            model=message.model,
             track_id=message.track_id if message.HasField("track_id") else None,
             proto=message,
         )

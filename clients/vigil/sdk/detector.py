@@ -4,20 +4,20 @@ Both speak the same methods and return the same plain values; unary calls carry 
 deadline and are retried on UNAVAILABLE by gRPC itself; every call carries the bearer token.
 Subscriptions run on a channel of their own tuned for live frames (see ``vigil.channels``) so
 that the small flow-control window they need does not slow ``detect`` down.
+
+Requests are built and responses converted by the functions below, which both flavours share.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from types import TracebackType
-from typing import TYPE_CHECKING, TypeVar
-
-import grpc
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.errors import InvalidInput
+from vigil.sdk.client import AsyncClient, Client
 from vigil.sdk.common import Page, timestamp
 from vigil.sdk.detector_types import (
     SOURCE_KINDS,
@@ -29,15 +29,7 @@ from vigil.sdk.detector_types import (
     Source,
     SubscriptionItems,
 )
-from vigil.sdk.errors import from_rpc_error
-from vigil.sdk.options import (
-    ClientOptions,
-    as_options,
-    open_aio_channel,
-    open_channel,
-    wait_ready,
-    wait_ready_async,
-)
+from vigil.sdk.options import ClientOptions
 from vigil.sdk.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
@@ -46,8 +38,7 @@ if TYPE_CHECKING:
 SERVICE = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 UNARY_METHODS = ("AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents")
 
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
+SourceResponse = pb.AddSourceResponse | pb.RemoveSourceResponse | pb.GetSourceResponse
 
 
 def detect_request(
@@ -64,20 +55,40 @@ def detect_request(
     )
 
 
-def source_spec(
+def detect_requests(
+    frames: Iterable[DetectFrame | bytes], annotate: bool, source_id: str
+) -> Iterator[pb.DetectRequest]:
+    """Requests for ``frames``, numbered in the order sent (where a frame has no number)."""
+    return (detect_request(f, n, annotate, source_id) for n, f in enumerate(frames))
+
+
+async def async_detect_requests(
+    frames: AsyncIterable[DetectFrame | bytes] | Iterable[DetectFrame | bytes],
+    annotate: bool,
+    source_id: str,
+) -> AsyncIterator[pb.DetectRequest]:
+    if not isinstance(frames, AsyncIterable):
+        for request in detect_requests(frames, annotate, source_id):
+            yield request
+        return
+    numbers = itertools.count()
+    async for frame in frames:
+        yield detect_request(frame, next(numbers), annotate, source_id)
+
+
+def add_source_request(
     source_id: str,
     kind: str,
     uri: str,
-    *,
     loop: bool,
     max_fps: float,
     width: int,
     height: int,
     display_name: str,
-) -> pb.SourceSpec:
+) -> pb.AddSourceRequest:
     if kind not in SOURCE_KINDS:
         raise InvalidInput(f"unknown source kind {kind!r}; one of {', '.join(SOURCE_KINDS)}")
-    return pb.SourceSpec(
+    spec = pb.SourceSpec(
         id=source_id,
         kind=SOURCE_KINDS[kind],
         uri=uri,
@@ -87,6 +98,34 @@ def source_spec(
         height=height,
         display_name=display_name,
     )
+    return pb.AddSourceRequest(source=spec)
+
+
+def subscribe_request(source_id: str, omit_jpeg: bool) -> pb.SubscribeRequest:
+    return pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
+
+
+def incidents_request(source_id: str, include_snapshot: bool) -> pb.StreamIncidentsRequest:
+    return pb.StreamIncidentsRequest(source_id=source_id, include_snapshot=include_snapshot)
+
+
+def list_incidents_request(
+    source_id: str, page_size: int, page_token: str, include_snapshot: bool
+) -> pb.ListIncidentsRequest:
+    return pb.ListIncidentsRequest(
+        source_id=source_id,
+        page_size=page_size,
+        page_token=page_token,
+        include_snapshot=include_snapshot,
+    )
+
+
+def source_of(response: SourceResponse) -> Source:
+    return Source.from_proto(response.source)
+
+
+def sources_of(response: pb.ListSourcesResponse) -> list[Source]:
+    return [Source.from_proto(m) for m in response.sources]
 
 
 def incident_page(response: pb.ListIncidentsResponse) -> Page[Incident]:
@@ -94,31 +133,12 @@ def incident_page(response: pb.ListIncidentsResponse) -> Page[Incident]:
     return Page(items, response.next_page_token)
 
 
-class DetectorClient:
+class DetectorClient(Client):
     """Blocking client; one per thread pool is plenty (gRPC channels are thread-safe)."""
 
     def __init__(self, target: str | ClientOptions) -> None:
-        self.options = as_options(target)
-        self._channel = open_channel(self.options, SERVICE, UNARY_METHODS)
-        self._live: grpc.Channel | None = None
+        super().__init__(target, SERVICE, UNARY_METHODS)
         self.stub = pb_grpc.DetectorServiceStub(self._channel)
-
-    def _unary(
-        self, method: grpc.UnaryUnaryMultiCallable[Req, Resp], request: Req, timeout_s: float | None
-    ) -> Resp:
-        try:
-            return method(
-                request,
-                timeout=self.options.deadline(timeout_s),
-                metadata=self.options.metadata,
-                wait_for_ready=self.options.wait_for_ready,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-
-    def wait_until_ready(self, timeout_s: float) -> None:
-        """Block until the channel is connected; Unavailable after ``timeout_s``."""
-        wait_ready(self._channel, timeout_s, self.options.address)
 
     def detect(
         self,
@@ -130,27 +150,15 @@ class DetectorClient:
     ) -> Stream[DetectResult]:
         """Results for ``frames`` in the order sent, as they come; gRPC reads ``frames`` on a
         thread of its own, so a slow producer does not block the results already on their way."""
-        numbers = itertools.count()
-        requests = (detect_request(f, next(numbers), annotate, source_id) for f in frames)
-        call = self.stub.Detect(
-            requests,
-            timeout=timeout_s,
-            metadata=self.options.metadata,
-            wait_for_ready=self.options.wait_for_ready,
-        )
-        return Stream(call, DetectResult.from_proto)
+        requests = detect_requests(frames, annotate, source_id)
+        return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(self, source_id: str = "", *, omit_jpeg: bool = False) -> Stream[Frame | Source]:
         """Frames of a source, and the source itself (first, then on every state change).
         An empty id follows the service's default source."""
-        if self._live is None:
-            self._live = open_channel(self.options, SERVICE, (), live=True)
-        stub = pb_grpc.DetectorServiceStub(self._live)
-        request = pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
-        call = stub.Subscribe(
-            request, metadata=self.options.metadata, wait_for_ready=self.options.wait_for_ready
-        )
-        return Stream(call, SubscriptionItems(source_id))
+        stub = pb_grpc.DetectorServiceStub(self._live_channel())
+        request = subscribe_request(source_id, omit_jpeg)
+        return self._stream(stub.Subscribe, request, SubscriptionItems(source_id))
 
     def add_source(
         self,
@@ -166,40 +174,28 @@ class DetectorClient:
         timeout_s: float | None = None,
     ) -> Source:
         """Register a source (``kind``: webcam, stream, file or test_pattern)."""
-        spec = source_spec(
-            source_id,
-            kind,
-            uri,
-            loop=loop,
-            max_fps=max_fps,
-            width=width,
-            height=height,
-            display_name=display_name,
+        request = add_source_request(
+            source_id, kind, uri, loop, max_fps, width, height, display_name
         )
-        response = self._unary(self.stub.AddSource, pb.AddSourceRequest(source=spec), timeout_s)
-        return Source.from_proto(response.source)
+        return self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.RemoveSourceRequest(source_id=source_id)
-        return Source.from_proto(self._unary(self.stub.RemoveSource, request, timeout_s).source)
+        return self._unary(self.stub.RemoveSource, request, timeout_s, source_of)
 
     def get_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.GetSourceRequest(source_id=source_id)
-        return Source.from_proto(self._unary(self.stub.GetSource, request, timeout_s).source)
+        return self._unary(self.stub.GetSource, request, timeout_s, source_of)
 
     def list_sources(self, *, timeout_s: float | None = None) -> list[Source]:
-        response = self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s)
-        return [Source.from_proto(m) for m in response.sources]
+        return self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s, sources_of)
 
     def incidents(
         self, source_id: str = "", *, include_snapshot: bool = False
     ) -> Stream[IncidentEvent]:
         """Incident open and close events from now on (all sources when ``source_id`` is empty)."""
-        request = pb.StreamIncidentsRequest(source_id=source_id, include_snapshot=include_snapshot)
-        call = self.stub.StreamIncidents(
-            request, metadata=self.options.metadata, wait_for_ready=self.options.wait_for_ready
-        )
-        return Stream(call, IncidentEvent.from_proto)
+        request = incidents_request(source_id, include_snapshot)
+        return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
 
     def list_incidents(
         self,
@@ -211,58 +207,16 @@ class DetectorClient:
         timeout_s: float | None = None,
     ) -> Page[Incident]:
         """One page of the incident history, newest first."""
-        request = pb.ListIncidentsRequest(
-            source_id=source_id,
-            page_size=page_size,
-            page_token=page_token,
-            include_snapshot=include_snapshot,
-        )
-        return incident_page(self._unary(self.stub.ListIncidents, request, timeout_s))
-
-    def close(self) -> None:
-        self._channel.close()
-        if self._live is not None:
-            self._live.close()
-
-    def __enter__(self) -> DetectorClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+        request = list_incidents_request(source_id, page_size, page_token, include_snapshot)
+        return self._unary(self.stub.ListIncidents, request, timeout_s, incident_page)
 
 
-class AsyncDetectorClient:
+class AsyncDetectorClient(AsyncClient):
     """The asyncio client; create and use it on one event loop."""
 
     def __init__(self, target: str | ClientOptions) -> None:
-        self.options = as_options(target)
-        self._channel = open_aio_channel(self.options, SERVICE, UNARY_METHODS)
-        self._live: grpc.aio.Channel | None = None
+        super().__init__(target, SERVICE, UNARY_METHODS)
         self.stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._channel)
-
-    async def _unary(
-        self,
-        method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
-        request: Req,
-        timeout_s: float | None,
-    ) -> Resp:
-        try:
-            return await method(
-                request,
-                timeout=self.options.deadline(timeout_s),
-                metadata=self.options.metadata,
-                wait_for_ready=self.options.wait_for_ready,
-            )
-        except grpc.RpcError as exc:
-            raise from_rpc_error(exc) from exc
-
-    async def wait_until_ready(self, timeout_s: float) -> None:
-        await wait_ready_async(self._channel, timeout_s, self.options.address)
 
     def detect(
         self,
@@ -274,36 +228,16 @@ class AsyncDetectorClient:
     ) -> AsyncStream[DetectResult]:
         """Results for ``frames`` in the order sent; frames are sent as the iterable yields them
         while results are read, so a producer and a consumer can run at their own pace."""
-
-        async def requests() -> AsyncIterator[pb.DetectRequest]:
-            numbers = itertools.count()
-            if isinstance(frames, AsyncIterable):
-                async for frame in frames:
-                    yield detect_request(frame, next(numbers), annotate, source_id)
-            else:
-                for frame in frames:
-                    yield detect_request(frame, next(numbers), annotate, source_id)
-
-        call = self.stub.Detect(
-            requests(),
-            timeout=timeout_s,
-            metadata=self.options.metadata,
-            wait_for_ready=self.options.wait_for_ready,
-        )
-        return AsyncStream(call, DetectResult.from_proto)
+        requests = async_detect_requests(frames, annotate, source_id)
+        return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(
         self, source_id: str = "", *, omit_jpeg: bool = False
     ) -> AsyncStream[Frame | Source]:
         """Frames of a source, and the source itself (first, then on every state change)."""
-        if self._live is None:
-            self._live = open_aio_channel(self.options, SERVICE, (), live=True)
-        stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._live)
-        request = pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
-        call = stub.Subscribe(
-            request, metadata=self.options.metadata, wait_for_ready=self.options.wait_for_ready
-        )
-        return AsyncStream(call, SubscriptionItems(source_id))
+        stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._live_channel())
+        request = subscribe_request(source_id, omit_jpeg)
+        return self._stream(stub.Subscribe, request, SubscriptionItems(source_id))
 
     async def add_source(
         self,
@@ -318,44 +252,28 @@ class AsyncDetectorClient:
         display_name: str = "",
         timeout_s: float | None = None,
     ) -> Source:
-        spec = source_spec(
-            source_id,
-            kind,
-            uri,
-            loop=loop,
-            max_fps=max_fps,
-            width=width,
-            height=height,
-            display_name=display_name,
+        request = add_source_request(
+            source_id, kind, uri, loop, max_fps, width, height, display_name
         )
-        request = pb.AddSourceRequest(source=spec)
-        return Source.from_proto(
-            (await self._unary(self.stub.AddSource, request, timeout_s)).source
-        )
+        return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     async def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.RemoveSourceRequest(source_id=source_id)
-        response = await self._unary(self.stub.RemoveSource, request, timeout_s)
-        return Source.from_proto(response.source)
+        return await self._unary(self.stub.RemoveSource, request, timeout_s, source_of)
 
     async def get_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.GetSourceRequest(source_id=source_id)
-        return Source.from_proto(
-            (await self._unary(self.stub.GetSource, request, timeout_s)).source
-        )
+        return await self._unary(self.stub.GetSource, request, timeout_s, source_of)
 
     async def list_sources(self, *, timeout_s: float | None = None) -> list[Source]:
-        response = await self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s)
-        return [Source.from_proto(m) for m in response.sources]
+        request = pb.ListSourcesRequest()
+        return await self._unary(self.stub.ListSources, request, timeout_s, sources_of)
 
     def incidents(
         self, source_id: str = "", *, include_snapshot: bool = False
     ) -> AsyncStream[IncidentEvent]:
-        request = pb.StreamIncidentsRequest(source_id=source_id, include_snapshot=include_snapshot)
-        call = self.stub.StreamIncidents(
-            request, metadata=self.options.metadata, wait_for_ready=self.options.wait_for_ready
-        )
-        return AsyncStream(call, IncidentEvent.from_proto)
+        request = incidents_request(source_id, include_snapshot)
+        return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
 
     async def list_incidents(
         self,
@@ -366,26 +284,5 @@ class AsyncDetectorClient:
         include_snapshot: bool = False,
         timeout_s: float | None = None,
     ) -> Page[Incident]:
-        request = pb.ListIncidentsRequest(
-            source_id=source_id,
-            page_size=page_size,
-            page_token=page_token,
-            include_snapshot=include_snapshot,
-        )
-        return incident_page(await self._unary(self.stub.ListIncidents, request, timeout_s))
-
-    async def close(self) -> None:
-        await self._channel.close(None)
-        if self._live is not None:
-            await self._live.close(None)
-
-    async def __aenter__(self) -> AsyncDetectorClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        request = list_incidents_request(source_id, page_size, page_token, include_snapshot)
+        return await self._unary(self.stub.ListIncidents, request, timeout_s, incident_page)

@@ -16,6 +16,7 @@ from vigil.sdk.common import (
     detections,
     enum_name,
     error_of,
+    from_fields,
     optional_seconds,
     seconds,
 )
@@ -67,15 +68,11 @@ class DetectResult:
 
     @classmethod
     def from_proto(cls, m: pb.DetectResponse) -> DetectResult:
-        return cls(
-            source_id=m.source_id,
-            sequence=m.sequence,
+        return from_fields(
+            cls,
+            m,
             timestamp=seconds(m.capture_time),
             detections=detections(m.detections),
-            annotated_jpeg=m.annotated_jpeg,
-            inference_ms=m.inference_ms,
-            width=m.width,
-            height=m.height,
             error=error_of(m, "error"),
             proto=m,
         )
@@ -100,16 +97,11 @@ class Frame:
 
     @classmethod
     def from_proto(cls, m: pb.Frame) -> Frame:
-        return cls(
-            source_id=m.source_id,
-            sequence=m.sequence,
+        return from_fields(
+            cls,
+            m,
             timestamp=seconds(m.capture_time),
-            jpeg=m.jpeg,
-            width=m.width,
-            height=m.height,
             detections=detections(m.detections),
-            dropped=m.dropped,
-            inference_ms=m.inference_ms,
             error=error_of(m, "detection_error"),
             proto=m,
         )
@@ -148,30 +140,16 @@ class Source:
 
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
-        spec, c = m.spec, m.counters
-        return cls(
-            id=spec.id,
+        # The spec's fields (id, uri, loop, ...) are copied; the rest come from the source.
+        spec = m.spec
+        return from_fields(
+            cls,
+            spec,
             kind=cast(SourceKind, enum_name(pb.SourceKind.Name, spec.kind, "SOURCE_KIND_")),
-            uri=spec.uri,
-            loop=spec.loop,
-            max_fps=spec.max_fps,
-            width=spec.width,
-            height=spec.height,
-            display_name=spec.display_name,
             state=cast(SourceState, enum_name(pb.SourceState.Name, m.state, "SOURCE_STATE_")),
             last_error=m.last_error,
             state_since=optional_seconds(m, "state_since"),
-            counters=SourceCounters(
-                fps_in=c.fps_in,
-                fps_out=c.fps_out,
-                inference_ms=c.inference_ms,
-                frames_replaced=c.frames_replaced,
-                frames_dropped=c.frames_dropped,
-                subscribers=c.subscribers,
-                frames_published=c.frames_published,
-                detection_errors=c.detection_errors,
-                reconnects=c.reconnects,
-            ),
+            counters=from_fields(SourceCounters, m.counters),
             proto=m,
         )
 
@@ -198,16 +176,12 @@ class Incident:
 
     @classmethod
     def from_proto(cls, m: pb.Incident) -> Incident:
-        return cls(
-            id=m.id,
-            source_id=m.source_id,
-            class_name=m.class_name,
+        return from_fields(
+            cls,
+            m,
             opened_at=seconds(m.opened_at),
             closed_at=optional_seconds(m, "closed_at"),
-            peak_confidence=m.peak_confidence,
             detections=detections(m.detections),
-            snapshot_jpeg=m.snapshot_jpeg,
-            clip_path=m.clip_path,
             proto=m,
         )
 

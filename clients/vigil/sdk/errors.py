@@ -3,53 +3,44 @@
 Services end a call with ``abort_with``, which writes ``"CODE: message"`` as the status details;
 the code is the more specific key (``MODEL_NOT_CONFIGURED`` and ``FAILED_PRECONDITION`` share a
 status), and the status decides when the details carry no code (gRPC's own errors, such as a
-refused connection).
+refused connection). The classes themselves live in ``vigil.errors``; the ones only a client
+meets (DeadlineExceeded and friends) are re-exported here.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+from collections.abc import Iterator
 
 import grpc
 
 from vigil.errors import (
     AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidInput,
     ModelNotConfigured,
     NotFound,
     Overloaded,
+    PermissionDenied,
     TooLarge,
+    Unauthenticated,
     Unavailable,
+    Unimplemented,
     VigilError,
 )
 
-
-class DeadlineExceeded(VigilError):
-    status = grpc.StatusCode.DEADLINE_EXCEEDED
-    code = "DEADLINE_EXCEEDED"
-    retryable = True
-
-
-class Cancelled(VigilError):
-    status = grpc.StatusCode.CANCELLED
-    code = "CANCELLED"
-
-
-class Unauthenticated(VigilError):
-    status = grpc.StatusCode.UNAUTHENTICATED
-    code = "UNAUTHENTICATED"
-
-
-class PermissionDenied(VigilError):
-    status = grpc.StatusCode.PERMISSION_DENIED
-    code = "PERMISSION_DENIED"
-
-
-class Unimplemented(VigilError):
-    status = grpc.StatusCode.UNIMPLEMENTED
-    code = "UNIMPLEMENTED"
-
+__all__ = [
+    "Cancelled",
+    "DeadlineExceeded",
+    "PermissionDenied",
+    "Unauthenticated",
+    "Unimplemented",
+    "from_rpc_error",
+    "mapped_errors",
+]
 
 _BY_CODE: dict[str, type[VigilError]] = {
     "MODEL_NOT_CONFIGURED": ModelNotConfigured,
@@ -94,3 +85,12 @@ def from_rpc_error(error: grpc.RpcError) -> VigilError:
     if cls is VigilError and code is None:
         result.code = status.name
     return result
+
+
+@contextlib.contextmanager
+def mapped_errors() -> Iterator[None]:
+    """Raise ``from_rpc_error`` of any gRPC error in the block, with the gRPC error as cause."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc

@@ -14,30 +14,53 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
+from vigil.errors import VigilError
 from vigil.sdk.errors import from_rpc_error
 
 T = TypeVar("T")
 M = TypeVar("M", covariant=True)
 
 
-class _SyncCall(Protocol[M]):
+class SyncCall(Protocol[M]):
     def __iter__(self) -> Iterator[M]: ...
     def cancel(self) -> bool: ...
 
 
-class _AsyncCall(Protocol[M]):
+class AsyncCall(Protocol[M]):
     def __aiter__(self) -> AsyncIterator[M]: ...
     def cancel(self) -> bool: ...
 
 
-class Stream(Generic[T]):
-    """A blocking server stream."""
+class _Stream(Generic[T]):
+    """What both flavours share: converting messages, cancelling, and telling the end of a call
+    cancelled by its owner from a failure."""
 
-    def __init__(self, call: _SyncCall[Any], convert: Callable[[Any], T | None]) -> None:
+    def __init__(
+        self, call: SyncCall[Any] | AsyncCall[Any], convert: Callable[[Any], T | None]
+    ) -> None:
         self.call = call
-        self._messages = iter(call)
         self._convert = convert
         self._cancelled = False
+
+    def _failure(self, exc: grpc.RpcError) -> VigilError | None:
+        """The error to raise for ``exc``; None when the owner cancelled the call."""
+        if self._cancelled and exc.code() == grpc.StatusCode.CANCELLED:
+            return None
+        return from_rpc_error(exc)
+
+    def cancel(self) -> None:
+        self._cancelled = True
+        self.call.cancel()
+
+
+class Stream(_Stream[T]):
+    """A blocking server stream."""
+
+    call: SyncCall[Any]
+
+    def __init__(self, call: SyncCall[Any], convert: Callable[[Any], T | None]) -> None:
+        super().__init__(call, convert)
+        self._messages = iter(call)
 
     def __iter__(self) -> Stream[T]:
         return self
@@ -47,17 +70,13 @@ class Stream(Generic[T]):
             try:
                 message = next(self._messages)
             except grpc.RpcError as exc:
-                if self._cancelled and exc.code() == grpc.StatusCode.CANCELLED:
+                if (error := self._failure(exc)) is None:
                     raise StopIteration from None
-                raise from_rpc_error(exc) from exc
+                raise error from exc
             # Messages this SDK does not know (a newer service) are skipped, not failed on.
             item = self._convert(message)
             if item is not None:
                 return item
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        self.call.cancel()
 
     def __enter__(self) -> Stream[T]:
         return self
@@ -71,14 +90,14 @@ class Stream(Generic[T]):
         self.cancel()
 
 
-class AsyncStream(Generic[T]):
+class AsyncStream(_Stream[T]):
     """A server stream for ``async for``."""
 
-    def __init__(self, call: _AsyncCall[Any], convert: Callable[[Any], T | None]) -> None:
-        self.call = call
+    call: AsyncCall[Any]
+
+    def __init__(self, call: AsyncCall[Any], convert: Callable[[Any], T | None]) -> None:
+        super().__init__(call, convert)
         self._messages = call.__aiter__()
-        self._convert = convert
-        self._cancelled = False
 
     def __aiter__(self) -> AsyncStream[T]:
         return self
@@ -88,9 +107,9 @@ class AsyncStream(Generic[T]):
             try:
                 message = await self._messages.__anext__()
             except grpc.RpcError as exc:
-                if self._cancelled and exc.code() == grpc.StatusCode.CANCELLED:
+                if (error := self._failure(exc)) is None:
                     raise StopAsyncIteration from None
-                raise from_rpc_error(exc) from exc
+                raise error from exc
             except asyncio.CancelledError:
                 # grpc.aio reports a call cancelled by its owner this way; the task itself was
                 # not cancelled unless the owner did not cancel the call.
@@ -100,10 +119,6 @@ class AsyncStream(Generic[T]):
             item = self._convert(message)
             if item is not None:
                 return item
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        self.call.cancel()
 
     async def __aenter__(self) -> AsyncStream[T]:
         return self

@@ -1,4 +1,8 @@
-"""The in-process vLLM engine on a tiny random Gemma 3: structure of prompts and streams."""
+"""The in-process vLLM engine on a tiny random Gemma 3: structure of prompts and streams.
+
+The engine is the session's (``tests/llm.py``), on its own loop thread; ``local_engine`` forwards
+to it, so the figures are the engine's own.
+"""
 
 from __future__ import annotations
 
@@ -11,36 +15,29 @@ import pytest
 from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_local import LocalVllmEngine
-from tests.analyzer_service.engines.conftest import MAX_IMAGES, SERVED_NAME
+from tests.llm import MAX_IMAGES, SERVED_NAME, SharedEngine
 from vigil.errors import InvalidInput
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    pytest.mark.asyncio(loop_scope="session"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
-def token_id(engine: LocalVllmEngine, token: str) -> int:
-    return int(engine._running().get_tokenizer().convert_tokens_to_ids(token))
+def token_id(engine: SharedEngine, token: str) -> int:
+    return int(engine.tokenizer().convert_tokens_to_ids(token))
 
 
-async def wait_idle(engine: LocalVllmEngine, within_s: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within_s
-    while engine.unfinished_requests():
-        assert asyncio.get_running_loop().time() < deadline, "the request is still running"
-        await asyncio.sleep(0.02)
+async def wait_idle(engine: SharedEngine, within_s: float = 5.0) -> None:
+    await engine.wait_idle(within_s)
 
 
-async def test_is_an_engine_and_healthy(local_engine: LocalVllmEngine) -> None:
+async def test_is_an_engine_and_healthy(local_engine: SharedEngine) -> None:
     engine: Engine = local_engine
     assert engine.model == SERVED_NAME
     assert await engine.health()
 
 
 async def test_prompt_has_one_bos_and_one_image_block_per_frame(
-    local_engine: LocalVllmEngine, frames: list[pathlib.Path]
+    local_engine: SharedEngine, frames: list[pathlib.Path]
 ) -> None:
     request = GenerateRequest("blocks", "Describe the frames.", frames[:3], 4)
     prepared = await local_engine.prepare(request)
@@ -61,7 +58,7 @@ async def test_prompt_has_one_bos_and_one_image_block_per_frame(
     assert ids.count(token_id(local_engine, tiny.IMAGE_TOKEN)) == 3 * tiny.TOKENS_PER_IMAGE
 
 
-async def test_text_only_prompt_has_no_image_block(local_engine: LocalVllmEngine) -> None:
+async def test_text_only_prompt_has_no_image_block(local_engine: SharedEngine) -> None:
     request = GenerateRequest("text-only", "Say something.", [], 3)
     prepared = await local_engine.prepare(request)
     assert tiny.BOI not in prepared.text
@@ -72,7 +69,7 @@ async def test_text_only_prompt_has_no_image_block(local_engine: LocalVllmEngine
 
 @pytest.mark.parametrize("max_tokens", [1, 7, 24])
 async def test_deltas_stream_and_add_up_to_the_text(
-    local_engine: LocalVllmEngine, frames: list[pathlib.Path], max_tokens: int
+    local_engine: SharedEngine, frames: list[pathlib.Path], max_tokens: int
 ) -> None:
     request = GenerateRequest(f"deltas-{max_tokens}", "Describe.", frames[:2], max_tokens)
     texts: list[str] = []
@@ -82,9 +79,11 @@ async def test_deltas_stream_and_add_up_to_the_text(
             (completion,) = output.outputs
             texts.append(completion.text)
             token_ids.extend(completion.token_ids)
-    # Deltas, not cumulative text: one chunk per token, max_tokens exactly (<eos> is ignored).
-    assert len(texts) == len(token_ids) == max_tokens
-    tokenizer = local_engine._running().get_tokenizer()
+    # Deltas, not cumulative text: max_tokens exactly (<eos> is ignored), a chunk per token unless
+    # the reader fell behind (vLLM then merges the deltas it holds into one).
+    assert len(token_ids) == max_tokens
+    assert 1 <= len(texts) <= max_tokens
+    tokenizer = local_engine.tokenizer()
     assert "".join(texts) == tokenizer.decode(token_ids, skip_special_tokens=True)
 
     # The same seeded request through the Engine interface yields the same text as str deltas.
@@ -96,7 +95,7 @@ async def test_deltas_stream_and_add_up_to_the_text(
         assert len(deltas) >= 2
 
 
-async def test_max_tokens_is_capped_by_the_engine(local_engine: LocalVllmEngine) -> None:
+async def test_max_tokens_is_capped_by_the_engine(local_engine: SharedEngine) -> None:
     request = GenerateRequest("capped", "Go on.", [], local_engine.max_tokens + 500)
     prepared = await local_engine.prepare(request)
     assert len(prepared.token_ids) < 100
@@ -108,7 +107,7 @@ async def test_max_tokens_is_capped_by_the_engine(local_engine: LocalVllmEngine)
 
 
 async def test_too_many_images_is_a_clean_error(
-    local_engine: LocalVllmEngine, frames: list[pathlib.Path]
+    local_engine: SharedEngine, frames: list[pathlib.Path]
 ) -> None:
     request = GenerateRequest("too-many", "Describe.", frames[: MAX_IMAGES + 1], 4)
     with pytest.raises(InvalidInput, match=f"At most {MAX_IMAGES} image"):
@@ -121,7 +120,7 @@ async def test_too_many_images_is_a_clean_error(
 
 
 async def test_prompt_longer_than_the_context_is_a_clean_error(
-    local_engine: LocalVllmEngine,
+    local_engine: SharedEngine,
 ) -> None:
     request = GenerateRequest("too-long", "word " * 3000, [], 4)
     with pytest.raises(InvalidInput, match="refused the request"):
@@ -131,18 +130,18 @@ async def test_prompt_longer_than_the_context_is_a_clean_error(
 
 
 async def test_closing_the_stream_aborts_the_request(
-    local_engine: LocalVllmEngine, frames: list[pathlib.Path]
+    local_engine: SharedEngine, frames: list[pathlib.Path]
 ) -> None:
     request = GenerateRequest("closed", "Describe at length.", frames[:2], 1500)
     stream = local_engine.generate(request)
     received = [await anext(stream) for _ in range(3)]
     assert len(received) == 3
-    assert local_engine.unfinished_requests() == 1
+    assert await local_engine.unfinished_requests() == 1
     await stream.aclose()
     await wait_idle(local_engine)
 
 
-async def test_abort_ends_the_stream(local_engine: LocalVllmEngine) -> None:
+async def test_abort_ends_the_stream(local_engine: SharedEngine) -> None:
     request = GenerateRequest("aborted", "Go on.", [], 1500)
     received: list[str] = []
     three = asyncio.Event()
@@ -161,7 +160,7 @@ async def test_abort_ends_the_stream(local_engine: LocalVllmEngine) -> None:
     await wait_idle(local_engine)
 
 
-async def test_cancelling_the_consumer_aborts_the_request(local_engine: LocalVllmEngine) -> None:
+async def test_cancelling_the_consumer_aborts_the_request(local_engine: SharedEngine) -> None:
     request = GenerateRequest("cancelled", "Go on.", [], 1500)
     started = asyncio.Event()
 

@@ -13,15 +13,11 @@ import pytest
 from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
-from tests.analyzer_service.engines.conftest import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
+from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
 from vigil.errors import FailedPrecondition, InvalidInput, Unavailable
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.timeout(900),
-    pytest.mark.asyncio(loop_scope="session"),
-]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 async def running_requests(base_url: str) -> float:
@@ -67,14 +63,31 @@ async def test_streams_deltas_for_two_frames(
 
 
 async def test_closing_the_stream_aborts_on_the_server(
-    remote_engine: RemoteVllmEngine, vllm_server: str, frames: list[pathlib.Path]
+    vllm_server: str, frames: list[pathlib.Path]
 ) -> None:
+    # 1500 tokens (<eos> ignored): seconds of work, so the server's gauge has time to show it.
+    engine = RemoteVllmEngine(
+        vllm_server, SERVED_NAME, api_key=API_KEY, max_tokens=1500, extra_body={"ignore_eos": True}
+    )
     request = GenerateRequest("remote-closed", "Describe at length.", frames[:2], 1500)
+    async with engine:
+        await _close_mid_stream(engine, vllm_server, request)
+
+
+async def _close_mid_stream(
+    remote_engine: RemoteVllmEngine, vllm_server: str, request: GenerateRequest
+) -> None:
     stream = remote_engine.generate(request)
-    for _ in range(3):
-        await anext(stream)
-    assert await running_requests(vllm_server) == 1
-    await stream.aclose()
+    try:
+        for _ in range(3):
+            await anext(stream)
+        # The gauge is updated once per engine step: give it a moment.
+        deadline = asyncio.get_running_loop().time() + 5
+        while await running_requests(vllm_server) != 1:
+            assert asyncio.get_running_loop().time() < deadline, "the request never ran"
+            await asyncio.sleep(0.05)
+    finally:
+        await stream.aclose()
     await wait_idle(vllm_server)
 
 

@@ -1,0 +1,172 @@
+"""What the clients of both services share: channels, the options every call carries, domain
+errors for unary calls, stream wrapping, readiness and closing.
+
+Every call is started by ``invoke``, so the deadline, the bearer token and ``wait_for_ready`` are
+set in one place; a blocking and an asyncio client differ only in awaiting a unary result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import grpc
+
+from vigil.sdk.errors import mapped_errors
+from vigil.sdk.options import (
+    ClientOptions,
+    as_options,
+    open_aio_channel,
+    open_channel,
+    wait_ready,
+    wait_ready_async,
+)
+from vigil.sdk.streams import AsyncCall, AsyncStream, Stream, SyncCall
+
+C = TypeVar("C")
+Resp = TypeVar("Resp")
+T = TypeVar("T")
+
+# Turns a response message into the SDK value a method returns.
+Convert = Callable[[Resp], T]
+# Turns a stream message into an SDK value; None skips it.
+ConvertItem = Callable[[Any], T | None]
+
+
+def invoke(
+    options: ClientOptions, method: Callable[..., C], request: object, timeout_s: float | None
+) -> C:
+    """Start a call with the client's metadata and ``wait_for_ready``; None: no deadline."""
+    return method(
+        request,
+        timeout=timeout_s,
+        metadata=options.metadata,
+        wait_for_ready=options.wait_for_ready,
+    )
+
+
+class Client:
+    """Base of the blocking clients; gRPC channels are thread-safe, so threads may share one."""
+
+    def __init__(
+        self, target: str | ClientOptions, service: str, unary_methods: Sequence[str]
+    ) -> None:
+        self.options = as_options(target)
+        self._service = service
+        self._channel = open_channel(self.options, service, unary_methods)
+        self._live: grpc.Channel | None = None
+
+    def _live_channel(self) -> grpc.Channel:
+        """A channel of its own for live frames, opened on first use (see ``vigil.channels``)."""
+        if self._live is None:
+            self._live = open_channel(self.options, self._service, (), live=True)
+        return self._live
+
+    def _call(self, method: Callable[..., Resp], request: object, timeout_s: float | None) -> Resp:
+        """A call whose gRPC errors become domain errors; ``timeout_s`` is used as given."""
+        with mapped_errors():
+            return invoke(self.options, method, request, timeout_s)
+
+    def _unary(
+        self,
+        method: Callable[..., Resp],
+        request: object,
+        timeout_s: float | None,
+        convert: Convert[Resp, T],
+    ) -> T:
+        """A unary call under the default deadline unless ``timeout_s`` names one."""
+        return convert(self._call(method, request, self.options.deadline(timeout_s)))
+
+    def _stream(
+        self,
+        method: Callable[..., SyncCall[Any]],
+        request: object,
+        convert: ConvertItem[T],
+        timeout_s: float | None = None,
+    ) -> Stream[T]:
+        return Stream(invoke(self.options, method, request, timeout_s), convert)
+
+    def wait_until_ready(self, timeout_s: float) -> None:
+        """Block until the channel is connected; Unavailable after ``timeout_s``."""
+        wait_ready(self._channel, timeout_s, self.options.address)
+
+    def close(self) -> None:
+        self._channel.close()
+        if self._live is not None:
+            self._live.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class AsyncClient:
+    """Base of the asyncio clients; create and use one on one event loop."""
+
+    def __init__(
+        self, target: str | ClientOptions, service: str, unary_methods: Sequence[str]
+    ) -> None:
+        self.options = as_options(target)
+        self._service = service
+        self._channel = open_aio_channel(self.options, service, unary_methods)
+        self._live: grpc.aio.Channel | None = None
+
+    def _live_channel(self) -> grpc.aio.Channel:
+        """A channel of its own for live frames, opened on first use (see ``vigil.channels``)."""
+        if self._live is None:
+            self._live = open_aio_channel(self.options, self._service, (), live=True)
+        return self._live
+
+    async def _call(
+        self, method: Callable[..., Awaitable[Resp]], request: object, timeout_s: float | None
+    ) -> Resp:
+        """A call whose gRPC errors become domain errors; ``timeout_s`` is used as given."""
+        with mapped_errors():
+            return await invoke(self.options, method, request, timeout_s)
+
+    async def _unary(
+        self,
+        method: Callable[..., Awaitable[Resp]],
+        request: object,
+        timeout_s: float | None,
+        convert: Convert[Resp, T],
+    ) -> T:
+        """A unary call under the default deadline unless ``timeout_s`` names one."""
+        return convert(await self._call(method, request, self.options.deadline(timeout_s)))
+
+    def _stream(
+        self,
+        method: Callable[..., AsyncCall[Any]],
+        request: object,
+        convert: ConvertItem[T],
+        timeout_s: float | None = None,
+    ) -> AsyncStream[T]:
+        return AsyncStream(invoke(self.options, method, request, timeout_s), convert)
+
+    async def wait_until_ready(self, timeout_s: float) -> None:
+        """Wait until the channel is connected; Unavailable after ``timeout_s``."""
+        await wait_ready_async(self._channel, timeout_s, self.options.address)
+
+    async def close(self) -> None:
+        await self._channel.close(None)
+        if self._live is not None:
+            await self._live.close(None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()

@@ -1,0 +1,195 @@
+"""One real vLLM engine for the whole test session, usable from any event loop.
+
+vLLM's ``AsyncLLM`` belongs to the loop that started it, but tests run on many loops: pytest's
+per-test loops, the background loop of the SDK tests, the e2e test's. So the engine lives on a
+loop of its own in a daemon thread (started once: 15-120 s on two cores), and ``SharedEngine``
+forwards calls and streams to it from whichever loop calls; it is an ``Engine`` for the analyzer.
+Cancelling or closing a stream on the calling side cancels it on the engine's loop, which aborts
+the request in vLLM, exactly as with the engine used directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import pathlib
+import socket
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from typing import Any, TypeVar
+
+from analyzer_service.engine import Delta, GenerateRequest
+from analyzer_service.engines.vllm_local import LocalVllmEngine, Prepared
+
+T = TypeVar("T")
+
+MAX_IMAGES = 4
+SERVED_NAME = "tiny-gemma3"
+API_KEY = "test-key-do-not-leak"
+MAX_MODEL_LEN = 2048
+# Caps every request; long enough that aborts land mid-generation, short enough to run in full.
+ENGINE_MAX_TOKENS = 300
+# Seconds the engine may take to load; 190 s were seen with other test suites running.
+LOAD_S = 600.0
+
+_DONE = object()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_engine(model: pathlib.Path) -> LocalVllmEngine:
+    return LocalVllmEngine(
+        str(model),
+        served_name=SERVED_NAME,
+        dtype="bfloat16",
+        max_model_len=MAX_MODEL_LEN,
+        max_images=MAX_IMAGES,
+        max_tokens=ENGINE_MAX_TOKENS,
+        temperature=1.0,
+        seed=0,
+        engine_args={"enforce_eager": True},
+        # A random model would stop at a random <eos>; ignoring it makes lengths exact.
+        sampling_args={"ignore_eos": True},
+    )
+
+
+class SharedEngine:
+    """``LocalVllmEngine`` on its own loop thread, callable from any loop."""
+
+    def __init__(self, engine: LocalVllmEngine) -> None:
+        self.inner = engine
+        self.model = engine.model
+        self.max_model_len = engine.max_model_len
+        self.max_images = engine.max_images
+        self.max_tokens = engine.max_tokens
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="vllm-engine-loop", daemon=True
+        )
+        self._thread.start()
+
+    # Lifecycle, from synchronous code (session fixtures).
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def start(self, timeout: float = LOAD_S) -> None:
+        self.run(self.inner.start(), timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.run(self.inner.shutdown(), 120)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+
+    # What the analyzer and tests call, from any loop.
+
+    async def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """Await ``fn()`` on the engine's loop."""
+        future = asyncio.run_coroutine_threadsafe(fn(), self.loop)
+        return await asyncio.wrap_future(future)
+
+    async def stream(self, open_stream: Callable[[], AsyncIterator[T]]) -> AsyncGenerator[T, None]:
+        """Items of ``open_stream()`` iterated on the engine's loop; closing this cancels it."""
+        caller = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        def put(item: Any) -> None:
+            caller.call_soon_threadsafe(queue.put_nowait, item)
+
+        async def pump() -> None:
+            try:
+                async with contextlib.aclosing(open_stream()) as items:  # type: ignore[type-var]
+                    async for item in items:
+                        put(item)
+            except BaseException as exc:
+                put(exc)
+                raise
+            put(_DONE)
+
+        future: concurrent.futures.Future[None] = asyncio.run_coroutine_threadsafe(
+            pump(), self.loop
+        )
+        try:
+            while True:
+                item = await queue.get()
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    if isinstance(item, asyncio.CancelledError):
+                        raise RuntimeError("the engine's stream was cancelled")
+                    raise item
+                yield item
+        finally:
+            if not future.done():
+                # Cancels the pump on the engine's loop: its stream closes, vLLM aborts.
+                future.cancel()
+                with contextlib.suppress(BaseException):
+                    await asyncio.wait_for(asyncio.wrap_future(future), 10)
+
+    async def generate(self, request: GenerateRequest) -> AsyncGenerator[str, None]:
+        async with contextlib.aclosing(self.stream(lambda: self.inner.generate(request))) as s:
+            async for text in s:
+                yield text
+
+    async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
+        async with contextlib.aclosing(self.stream(lambda: self.inner.deltas(request))) as s:
+            async for delta in s:
+                yield delta
+
+    async def outputs(self, request: GenerateRequest) -> AsyncGenerator[Any, None]:
+        async with contextlib.aclosing(self.stream(lambda: self.inner.outputs(request))) as s:
+            async for output in s:
+                yield output
+
+    async def prepare(self, request: GenerateRequest) -> Prepared:
+        return await self.call(lambda: self.inner.prepare(request))
+
+    async def abort(self, request_id: str) -> None:
+        await self.call(lambda: self.inner.abort(request_id))
+
+    async def health(self) -> bool:
+        return await self.call(self.inner.health)
+
+    async def unfinished_requests(self) -> int:
+        async def count() -> int:
+            return self.inner.unfinished_requests()
+
+        return await self.call(count)
+
+    async def wait_idle(self, within_s: float = 5.0) -> None:
+        """Return once the engine runs no request; fail after ``within_s`` seconds."""
+        deadline = asyncio.get_running_loop().time() + within_s
+        while await self.unfinished_requests():
+            assert asyncio.get_running_loop().time() < deadline, "the engine is still generating"
+            await asyncio.sleep(0.02)
+
+    @property
+    def tokens_per_image(self) -> int | None:
+        return self.inner.tokens_per_image
+
+    @property
+    def accepts_images(self) -> bool | None:
+        return self.inner.accepts_images
+
+    def tokenizer(self) -> Any:
+        llm = self.inner._llm
+        assert llm is not None, "the engine is not started"
+        return llm.get_tokenizer()
+
+
+@dataclasses.dataclass
+class ServerProcess:
+    url: str
+    process: Any  # subprocess.Popen[bytes]
+    log: pathlib.Path
+
+
+def tail(path: pathlib.Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
