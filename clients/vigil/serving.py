@@ -125,6 +125,10 @@ class Service:
                 # Streams of live frames can sit idle for a while; keep them from being reaped.
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
+                # gRPC 1.85 times keepalive pings with this one (60 s unless set): a subscriber
+                # that vanished without closing is reaped within ~30 s.
+                ("grpc.http2.ping_timeout_ms", 10_000),
+                ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
