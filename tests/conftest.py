@@ -57,11 +57,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def vllm_plugin(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """vLLM's processes load the Gemma 3 PIL plugin through its entry point; make it findable."""
+def vllm_plugin() -> None:
+    """vLLM's processes load the Gemma 3 PIL plugin through its installed entry point."""
     from analyzer_service.engines import plugin
 
-    plugin.ensure_entry_point(tmp_path_factory.mktemp("vllm-plugin"))
+    assert plugin.installed(), "the vLLM plugin entry point is not installed: run `make install`"
 
 
 @pytest.fixture(scope="session")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-import os
-import pathlib
 import sys
 import types
 
@@ -39,27 +37,7 @@ def register() -> None:
 ENTRY_POINT = "analyzer_service.engines.plugin:register"
 
 
-def ensure_entry_point(directory: pathlib.Path) -> bool:
-    """Make ``register`` a ``vllm.general_plugins`` entry point for this process and its children.
-
-    An installed ``vigil`` declares it; a source tree whose installed metadata predates that
-    declaration gets a throwaway distribution in ``directory``, put on ``sys.path`` and
-    ``PYTHONPATH`` (vLLM's spawned engine processes and subprocesses inherit both). Returns
-    whether it had to.
-    """
+def installed() -> bool:
+    """Whether the installed ``vigil`` declares ``register`` as a vLLM general plugin."""
     plugins = importlib.metadata.entry_points(group="vllm.general_plugins")
-    if any(ep.value == ENTRY_POINT for ep in plugins):
-        return False
-    dist = directory / "vigil_engines_plugin-0.dist-info"
-    dist.mkdir(parents=True, exist_ok=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: vigil-engines-plugin\nVersion: 0\n"
-    )
-    (dist / "entry_points.txt").write_text(
-        f"[vllm.general_plugins]\nvigil_gemma3_pil = {ENTRY_POINT}\n"
-    )
-    sys.path.insert(0, str(directory))
-    paths = [str(directory), os.environ.get("PYTHONPATH", "")]
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
-    importlib.invalidate_caches()
-    return True
+    return any(ep.value == ENTRY_POINT for ep in plugins)

@@ -59,10 +59,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 @pytest.fixture(scope="module")
 def session(stack: Stack) -> Iterator[list[ClientConnection]]:
     """One /ws/session connection for all examples (in a list, so a test can replace it)."""
-    ws = connect(f"{stack.bridge.ws}/ws/session", max_size=None)
-    holder = [ws]
-    yield holder
-    holder[0].close()
+    with connect(f"{stack.bridge.ws}/ws/session", max_size=None) as ws:
+        yield [ws]
 
 
 json_values = st.recursive(

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -36,6 +37,10 @@ def test_run_starts_all_services_and_stops_them(tmp_path: pathlib.Path) -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    # Read the launcher's output as it comes, so the pipe never fills and we can wait for a line.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
+    reader.start()
     try:
         report = None
         deadline = time.monotonic() + 90
@@ -56,8 +61,14 @@ def test_run_starts_all_services_and_stops_them(tmp_path: pathlib.Path) -> None:
         }
         with urllib.request.urlopen(f"http://127.0.0.1:{bridge}/", timeout=5) as r:
             assert b"<html" in r.read().lower()
+        # The launcher polls health itself; give it the moment to see what we saw and say so.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any("Open http" in line for line in lines):
+            time.sleep(0.1)
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=30)
+        proc.wait(timeout=30)
+        reader.join(timeout=5)
+    output = "".join(lines)
     assert proc.returncode == 0, output
     assert f"Open http://127.0.0.1:{bridge}/" in output

@@ -52,7 +52,8 @@ def run_on_tiny_model(
         os.environ.setdefault(name, value)
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         root = pathlib.Path(tmp)
-        plugin.ensure_entry_point(root / "plugin")
+        if not plugin.installed():
+            raise RuntimeError("the vLLM plugin entry point is not installed: run `make install`")
         model = build_tiny_gemma3(root / "tiny-gemma3")
         # One loop owns the AsyncLLM from start to shutdown.
         return asyncio.run(measure(model, root))
