@@ -157,6 +157,8 @@ class LiveSource:
         counters.fps_out = self._rates["out"].value()
         counters.inference_ms = self._inference_ms
         counters.frames_replaced = self._slot.replaced
+        # Live: those who left were added up when they left; those still here are counted now.
+        counters.frames_dropped += sum(sub.frames.dropped for sub in self.subscribers)
         counters.subscribers = len(self.subscribers)
         since = Timestamp()
         since.FromNanoseconds(self.state_since)

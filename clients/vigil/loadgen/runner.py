@@ -143,10 +143,18 @@ async def run_scenario(
             await asyncio.sleep(min(0.5, left))
             tracker.sample()
         window = time.monotonic() - started
-        published = {}
+        # The clients' figures first, then the services': whatever a client had received by
+        # then, the services had already counted as sent or dropped.
+        stats = {name: [s.frozen() for s in group] for name, group in stats.items()}
+        at_end = {}
         for source_id in sources:
             reply = await stub.GetSource(dpb.GetSourceRequest(source_id=source_id), timeout=5)
-            published[source_id] = reply.source.counters.frames_published
+            at_end[source_id] = reply.source.counters
+        bridge_at_end = (
+            await asyncio.to_thread(bridge_frame_counters, scenario.bridge, ws_source)
+            if scenario.viewers
+            else {}
+        )
         resources = tracker.report(window)
     finally:
         for task in tasks:
@@ -157,7 +165,8 @@ async def run_scenario(
         detector_counters = {}
         for source_id in sources:
             after = counters(await _settled(stub, source_id))
-            after["frames_published_at_window_end"] = published[source_id]
+            after["frames_published_at_window_end"] = at_end[source_id].frames_published
+            after["frames_dropped_at_window_end"] = at_end[source_id].frames_dropped
             detector_counters[source_id] = after
         bridge_after = bridge_frame_counters(scenario.bridge, ws_source) if scenario.viewers else {}
         if not keep_sources:
@@ -173,7 +182,7 @@ async def run_scenario(
             errors[code] = errors.get(code, 0) + n
     return {
         "scenario": {**scenario.__dict__, "slow_viewers": scenario.slow_viewers},
-        "agreement": agreement(classes, detector_counters, bridge_after, bridge_before, sources),
+        "agreement": agreement(classes, detector_counters, bridge_at_end, bridge_before, sources),
         "window_s": round(window, 3),
         "sources": {"subscribers": sub_source, "viewers": ws_source},
         "classes": classes,
@@ -189,11 +198,12 @@ async def run_scenario(
 def agreement(
     classes: dict[str, dict[str, Any]],
     detector: dict[str, dict[str, float | int]],
-    bridge_after: dict[str, float],
+    bridge_at_end: dict[str, float],
     bridge_before: dict[str, float],
     sources: list[str],
 ) -> dict[str, Any]:
-    """The clients' figures set against the services' own counters.
+    """The clients' figures set against the services' own counters, all as they stood when the
+    window ended (the clients' read first, so no frame is counted as received but not yet sent).
 
     Subscribers: every frame the detector published while they were subscribed was either
     received or dropped for one of them, so received + the detector's drops should come to
@@ -209,21 +219,21 @@ def agreement(
         expected = sum(x["clients"] for x in subs) * int(c["frames_published_at_window_end"])
         out["subscribers"] = {
             "received": received,
-            "dropped_by_detector": c["frames_dropped"],
+            "dropped_by_detector": c["frames_dropped_at_window_end"],
             "dropped_reported_by_frames": sum(x["dropped_reported"] for x in subs),
             "published_x_subscribers": expected,
-            "unaccounted": expected - received - int(c["frames_dropped"]),
+            "unaccounted": expected - received - int(c["frames_dropped_at_window_end"]),
         }
     views = [classes[k] for k in ("viewer_fast", "viewer_slow") if k in classes]
-    if views and bridge_after:
-        sent = bridge_after["frames_sent"] - bridge_before.get("frames_sent", 0.0)
+    if views and bridge_at_end:
+        sent = bridge_at_end["frames_sent"] - bridge_before.get("frames_sent", 0.0)
         received = sum(x["frames"] for x in views)
         out["viewers"] = {
             "received": received,
             "sent_by_bridge": int(sent),
             "in_flight": int(sent) - received,
             "dropped_by_bridge": int(
-                bridge_after["frames_dropped"] - bridge_before.get("frames_dropped", 0.0)
+                bridge_at_end["frames_dropped"] - bridge_before.get("frames_dropped", 0.0)
             ),
             "dropped_reported_by_frames": sum(x["dropped_reported"] for x in views),
             "sequence_gaps": sum(x["sequence_gaps"] for x in views),

@@ -44,6 +44,12 @@ class ClientStats:
     done: int = 0
     errors: Counter[str] = dataclasses.field(default_factory=Counter)
 
+    def frozen(self) -> ClientStats:
+        """A copy that later frames do not change (the figures at the window's end)."""
+        return dataclasses.replace(
+            self, latencies_ms=list(self.latencies_ms), errors=Counter(self.errors)
+        )
+
     def frame(self, sequence: int, size: int, latency_ms: float | None) -> None:
         if self.frames and sequence > self.last_sequence + 1:
             self.sequence_gaps += sequence - self.last_sequence - 1
