@@ -43,6 +43,7 @@ async def bare_server(port: int, fps: float, jpegs: list[bytes]) -> None:
 
     import orjson
     from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
 
     # Per viewer: (binary?, newest-wins queue of 2, wake-up event). Text frames are queued as
     # UTF-8 bytes and sent with text=True, so they are encoded once, not once per viewer.
@@ -66,6 +67,8 @@ async def bare_server(port: int, fps: float, jpegs: list[bytes]) -> None:
                 ready.clear()
                 while queue:
                     await ws.send(queue.popleft(), text=not binary)
+        except ConnectionClosed:
+            pass  # a viewer leaving (each run's end drops them abruptly) is not an error
         finally:
             del viewers[ws]
 
