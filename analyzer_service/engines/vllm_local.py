@@ -87,7 +87,11 @@ class LocalVllmEngine:
             return
         self._loop = asyncio.get_running_loop()
         started = time.perf_counter()
-        self._llm = await asyncio.to_thread(self._build)
+        # Something vLLM imports while building keeps that call's frames alive (a stored
+        # traceback), and with them the executor's future and its result: were that result the
+        # engine, shutdown() could never free it. Handed over in a list we empty, nothing is left.
+        box = await asyncio.to_thread(lambda: [self._build()])
+        self._llm = box.pop()
         self.load_s = time.perf_counter() - started
         log.info("vLLM engine for %s ready in %.1f s", self.model, self.load_s)
 
