@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 import pathlib
 import re
 import signal
@@ -421,7 +422,10 @@ async def test_engine_death_turns_the_service_unavailable(
             job_id = (await upload(stub, knife_video, options=options)).job.id
             await wait_for_event(stub, job_id, "thinking")
             assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-            await asyncio.sleep(0.5)  # into the generation
+            # Frozen first, so the answer cannot finish between this check and the kill.
+            os.killpg(vllm_server_process.process.pid, signal.SIGSTOP)
+            job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+            assert job.state == pb.JOB_STATE_RUNNING, kinds(await events_of(stub, job_id))
             await asyncio.to_thread(kill_server, vllm_server_process.process, signal.SIGKILL)
             died = time.monotonic()
 
@@ -430,7 +434,7 @@ async def test_engine_death_turns_the_service_unavailable(
                 await asyncio.sleep(0.1)
 
             events = await asyncio.wait_for(events_of(stub, job_id), 10)
-            assert events[-1].error.code == "UNAVAILABLE", events[-1].error
+            assert events[-1].error.code == "UNAVAILABLE", kinds(events)
             assert events[-1].error.retryable
             job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
             assert job.state == pb.JOB_STATE_FAILED
