@@ -52,7 +52,7 @@ def counters(source: dpb.Source) -> dict[str, float | int]:
 
 
 async def _settled(stub: Any, source_id: str, timeout_s: float = 3.0) -> dpb.Source:
-    """The source once its subscribers have gone: drops are added up when a subscriber leaves."""
+    """The source once its subscribers have gone, so its counters include their last frames."""
     deadline = time.monotonic() + timeout_s
     while True:
         reply = await stub.GetSource(dpb.GetSourceRequest(source_id=source_id), timeout=5)
@@ -103,7 +103,11 @@ async def run_scenario(
             id=source_id, kind=dpb.SOURCE_KIND_TEST_PATTERN, max_fps=scenario.source_fps
         )
         await stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
-    bridge_before = bridge_frame_counters(scenario.bridge, ws_source) if scenario.viewers else {}
+    bridge_before = (
+        await asyncio.to_thread(bridge_frame_counters, scenario.bridge, ws_source)
+        if scenario.viewers
+        else {}
+    )
     tracker = Tracker(pids or {}, children=True)
     if scenario.jobs and video is None:
         video = await asyncio.to_thread(_video)
@@ -168,7 +172,11 @@ async def run_scenario(
             after["frames_published_at_window_end"] = at_end[source_id].frames_published
             after["frames_dropped_at_window_end"] = at_end[source_id].frames_dropped
             detector_counters[source_id] = after
-        bridge_after = bridge_frame_counters(scenario.bridge, ws_source) if scenario.viewers else {}
+        bridge_after = (
+            await asyncio.to_thread(bridge_frame_counters, scenario.bridge, ws_source)
+            if scenario.viewers
+            else {}
+        )
         if not keep_sources:
             for source_id in sources:
                 await stub.RemoveSource(dpb.RemoveSourceRequest(source_id=source_id), timeout=10)
