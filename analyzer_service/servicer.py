@@ -16,6 +16,7 @@ from analyzer_service.engine import Engine, EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.settings import AnalyzerSettings
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.errors import InvalidInput, NotFound, Overloaded, VigilError, abort_with
@@ -23,8 +24,6 @@ from vigil.errors import InvalidInput, NotFound, Overloaded, VigilError, abort_w
 Context = grpc.aio.ServicerContext[Any, Any]
 
 DEFAULT_PAGE_SIZE = 50
-# Sent as initial metadata once an upload's header is accepted, before its chunks are read.
-UPLOAD_ACCEPTED = (("vigil-upload", "accepted"),)
 MAX_PAGE_SIZE = 500
 
 
@@ -79,15 +78,13 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
             if self._uploads.locked():
                 raise Overloaded("too many uploads at once; try again shortly")
             async with self._uploads:
-                # Initial metadata marked ``vigil-upload: accepted`` tells the client its header
-                # passed: a client that waits for it before sending chunks gets a refused
-                # header's status intact (grpcio can turn a status that races the client's
-                # writes into INTERNAL, grpc/grpc#36066).
+                # The handshake of ``vigil.upload_protocol``: initial metadata once the header
+                # passed, so that clients send chunks only then and a refusal reaches them intact.
                 header, video = await uploads.receive(
                     request_iterator,
                     settings=self.settings,
                     workers=self.workers,
-                    on_accepted=lambda: context.send_initial_metadata(UPLOAD_ACCEPTED),
+                    on_accepted=lambda: context.send_initial_metadata(upload_protocol.ACCEPTED),
                 )
             await self.jobs.store.create_video(video)
             response = pb.UploadVideoResponse(video=video)

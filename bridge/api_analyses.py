@@ -7,11 +7,9 @@ Server-Sent Events (``Accept: text/event-stream``).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-import grpc
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
@@ -29,6 +27,7 @@ from bridge.models import (
     Video,
 )
 from bridge.state import BridgeState, bridge_state
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
@@ -106,50 +105,27 @@ async def upload_video(
     with backend("analyzer"):
         call = state.analyzer_stub.UploadVideo(None)  # write() mode
         try:
-            await _forward_upload(call, header, request, settings.upload_chunk_bytes)
+            response = await upload_protocol.send(
+                call, header, _chunks(request, settings.upload_chunk_bytes)
+            )
         except ClientDisconnect:
-            call.cancel()
             raise HTTPException(400, "the client went away during the upload") from None
-        except BaseException:
-            call.cancel()
-            raise
-        response = await call
     job = Job.from_pb(response.job) if response.HasField("job") else None
     if job is not None and session_id is not None:
         state.sessions.bind(session_id, job.id)
     return UploadResult(video=Video.from_pb(response.video), job=job)
 
 
-async def _forward_upload(
-    call: Any, header: apb.UploadHeader, request: Request, chunk: int
-) -> None:
-    """Send the header, then the body in chunks as it arrives; stop when the analyzer has ended
-    the call (its status then says why, and ``await call`` raises it)."""
-    await call.write(apb.UploadVideoRequest(header=header))
-    # The analyzer sends initial metadata marked ``vigil-upload: accepted`` once it accepts the
-    # header, and only its status when it refuses it (too large, no disk space, bad options,
-    # overloaded). Waiting for one or the other keeps a refusal from racing our writes: grpcio
-    # turns a status that arrives while a write is under way into INTERNAL "Internal error from
-    # Core" (grpc/grpc#36066), which would be a 500 for a 413.
-    metadata = await call.initial_metadata()
-    if ("vigil-upload", "accepted") not in tuple(metadata or ()):
-        return
+async def _chunks(request: Request, size: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives, in pieces of ``size`` bytes (the last may be shorter)."""
     pending = bytearray()
-    try:
-        async for piece in request.stream():
-            pending += piece
-            while len(pending) >= chunk:
-                if call.done():
-                    return
-                await call.write(apb.UploadVideoRequest(chunk=bytes(pending[:chunk])))
-                del pending[:chunk]
-        if call.done():
-            return
-        if pending:
-            await call.write(apb.UploadVideoRequest(chunk=bytes(pending)))
-        await call.done_writing()
-    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-        return  # the call ended under our feet: its own status tells the caller why
+    async for piece in request.stream():
+        pending += piece
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
 
 
 @router.post("/analyses", status_code=201, summary="Start an analysis", responses=NOT_FOUND)

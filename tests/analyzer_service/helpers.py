@@ -15,6 +15,7 @@ import numpy as np
 
 from analyzer_service.engine import GenerateRequest
 from analyzer_service.server import AnalyzerServer
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 
@@ -154,7 +155,11 @@ async def upload(
     start: bool = True,
     options: pb.AnalysisOptions | None = None,
 ) -> pb.UploadVideoResponse:
-    return await stub.UploadVideo(upload_requests(data, name=name, start=start, options=options))
+    """A well-behaved upload, as the SDK sends it (``vigil.upload_protocol``)."""
+    header = pb.UploadHeader(name=name, size=len(data), start_analysis=start, options=options)
+    return await upload_protocol.send(
+        stub.UploadVideo(None), header, upload_protocol.pieces(data, CHUNK)
+    )
 
 
 async def events_of(

@@ -35,6 +35,7 @@ from bridge.settings import BridgeSettings
 from detector_service.server import DetectorServer
 from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
 T = TypeVar("T")
@@ -310,10 +311,10 @@ def upload_messages(
 async def grpc_upload(
     stub: Any, data: bytes, *, name: str = "clip.mp4", start: bool = False, deadline_s: float = 30
 ) -> apb.UploadVideoResponse:
-    response: apb.UploadVideoResponse = await stub.UploadVideo(
-        upload_messages(data, name=name, start=start), timeout=deadline_s
-    )
-    return response
+    """A well-behaved upload, as the SDK sends it (``vigil.upload_protocol``)."""
+    header = apb.UploadHeader(name=name, size=len(data), start_analysis=start)
+    call = stub.UploadVideo(None, timeout=deadline_s)
+    return await upload_protocol.send(call, header, upload_protocol.pieces(data, UPLOAD_CHUNK))
 
 
 async def refusal(call: Awaitable[Any]) -> grpc.aio.AioRpcError:

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from types import TracebackType
@@ -32,6 +32,7 @@ import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.asyncio.client import ClientConnection, connect
 
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.detector.v1 import detector_service_pb2 as dpb
@@ -414,15 +415,6 @@ def write_video(
     return path.read_bytes()
 
 
-def upload_requests(
-    data: bytes, *, name: str = "clip.mp4", start: bool = False, options: apb.AnalysisOptions
-) -> Iterator[apb.UploadVideoRequest]:
-    header = apb.UploadHeader(name=name, size=len(data), start_analysis=start, options=options)
-    yield apb.UploadVideoRequest(header=header)
-    for offset in range(0, len(data), UPLOAD_CHUNK):
-        yield apb.UploadVideoRequest(chunk=data[offset : offset + UPLOAD_CHUNK])
-
-
 def slow_options(frames: int = 64) -> apb.AnalysisOptions:
     """Uniform sampling of many frames: on a long-GOP video each one decodes from the start."""
     return apb.AnalysisOptions(
@@ -439,8 +431,11 @@ async def analyzer_stub(address: str) -> AsyncIterator[apb_grpc.AnalyzerServiceA
 async def upload(
     stub: apb_grpc.AnalyzerServiceAsyncStub, data: bytes, *, start: bool, **options: Any
 ) -> apb.UploadVideoResponse:
-    opts = slow_options(**options)
-    return await stub.UploadVideo(upload_requests(data, start=start, options=opts), timeout=30)
+    header = apb.UploadHeader(
+        name="clip.mp4", size=len(data), start_analysis=start, options=slow_options(**options)
+    )
+    call = stub.UploadVideo(None, timeout=30)
+    return await upload_protocol.send(call, header, upload_protocol.pieces(data, UPLOAD_CHUNK))
 
 
 async def history(

@@ -24,7 +24,7 @@ from vigil.sdk import (
     Job,
     UploadResult,
 )
-from vigil.sdk.uploads import CHUNK_BYTES
+from vigil.upload_protocol import CHUNK_BYTES
 
 
 def test_upload_analyse_and_follow_a_failing_job(
@@ -137,6 +137,26 @@ def test_unknown_ids_and_bad_uploads(analyzer_address: str, tmp_path: pathlib.Pa
             client.upload_video(junk, progress=lambda sent, total: progress.append(sent))
         assert refused.value.code == "INVALID_ARGUMENT"
         assert progress == [0, CHUNK_BYTES, 2 * CHUNK_BYTES, 2 * CHUNK_BYTES + 1000]
+
+
+async def test_a_refused_header_is_reported_as_itself(
+    analyzer_address: str, tmp_path: pathlib.Path
+) -> None:
+    # A header with options over the limits, and a file large enough that chunks would be in
+    # flight when the refusal comes: the reason must arrive every time, never as INTERNAL.
+    big = tmp_path / "big.mp4"
+    big.write_bytes(b"\0" * (8 * CHUNK_BYTES))
+    options = AnalysisOptions(max_frames=100_000)
+    with AnalyzerClient(analyzer_address) as client:
+        for _ in range(10):
+            with pytest.raises(InvalidInput, match="max_frames 100000 is over the limit"):
+                client.upload_video(big, start_analysis=True, options=options)
+    async with AsyncAnalyzerClient(analyzer_address) as aclient:
+        for _ in range(30):
+            with pytest.raises(InvalidInput, match="max_frames 100000 is over the limit"):
+                await aclient.upload_video(big, start_analysis=True, options=options)
+        # The service is unharmed and nothing was stored.
+        assert (await aclient.list_jobs()).items == ()
 
 
 def test_upload_from_a_file_object(analyzer_address: str, video: pathlib.Path) -> None:

@@ -20,6 +20,7 @@ import websockets
 from google.protobuf.timestamp_pb2 import Timestamp
 from websockets.asyncio.client import connect
 
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.channels import LIVE_CHANNEL_OPTIONS
@@ -196,13 +197,10 @@ async def detect_stream(
 
 
 async def _upload(stub: AnalyzerServiceAsyncStub, video: bytes) -> str:
-    async def chunks() -> AsyncIterator[apb.UploadVideoRequest]:
-        header = apb.UploadHeader(name="loadtest.mp4", size=len(video), start_analysis=True)
-        yield apb.UploadVideoRequest(header=header)
-        for start in range(0, len(video), 1024 * 1024):
-            yield apb.UploadVideoRequest(chunk=video[start : start + 1024 * 1024])
-
-    response = await stub.UploadVideo(chunks())
+    header = apb.UploadHeader(name="loadtest.mp4", size=len(video), start_analysis=True)
+    response = await upload_protocol.send(
+        stub.UploadVideo(None), header, upload_protocol.pieces(video)
+    )
     job_id: str = response.job.id
     return job_id
 

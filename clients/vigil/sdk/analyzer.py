@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.errors import InvalidInput
@@ -25,8 +26,9 @@ from vigil.sdk.analyzer_types import (
     Job,
     UploadResult,
 )
-from vigil.sdk.client import AsyncClient, Client
+from vigil.sdk.client import AsyncClient, Client, invoke
 from vigil.sdk.common import Page
+from vigil.sdk.errors import mapped_errors
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.streams import AsyncStream, Stream
 
@@ -176,8 +178,11 @@ class AsyncAnalyzerClient(AsyncClient):
     ) -> UploadResult:
         """Upload a file (a path, or a binary file object read from where it stands)."""
         with open_upload(source, name, size, start_analysis, options) as (upload, first):
-            requests = uploads.async_requests(upload, first, progress)
-            response = await self._call(self.stub.UploadVideo, requests, timeout_s)
+            call = invoke(self.options, self.stub.UploadVideo, None, timeout_s)
+            with mapped_errors():
+                response = await upload_protocol.send(
+                    call, first.header, uploads.async_chunks(upload, progress)
+                )
         return UploadResult.from_proto(response)
 
     async def start_analysis(

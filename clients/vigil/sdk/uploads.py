@@ -12,9 +12,7 @@ from typing import BinaryIO
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.errors import InvalidInput
 from vigil.sdk.analyzer_types import AnalysisOptions
-
-# What the contract recommends: large enough to keep the stream busy, far below message limits.
-CHUNK_BYTES = 1024 * 1024
+from vigil.upload_protocol import CHUNK_BYTES
 
 # Called with (bytes handed to gRPC so far, total bytes); first with 0, last with the total.
 Progress = Callable[[int, int], None]
@@ -81,16 +79,14 @@ def requests(
             progress(sent, upload.size)
 
 
-async def async_requests(
-    upload: OpenUpload, first: pb.UploadVideoRequest, progress: Progress | None
-) -> AsyncIterator[pb.UploadVideoRequest]:
-    yield first
+async def async_chunks(upload: OpenUpload, progress: Progress | None) -> AsyncIterator[bytes]:
+    """The file's chunks for ``vigil.upload_protocol.send``, which sends the header itself."""
     sent = 0
     if progress:
         progress(0, upload.size)
     # Reads go to a thread: a slow disk or a pipe must not stall the event loop.
     while chunk := await asyncio.to_thread(upload.file.read, CHUNK_BYTES):
-        yield pb.UploadVideoRequest(chunk=chunk)
+        yield chunk
         sent += len(chunk)
         if progress:
             progress(sent, upload.size)

@@ -73,11 +73,12 @@ async def test_streams_deltas_for_two_frames(
 async def test_closing_the_stream_aborts_on_the_server(
     vllm_server: str, frames: list[pathlib.Path]
 ) -> None:
-    # 1500 tokens (<eos> ignored): seconds of work, so a missed abort shows in the token count.
+    # 1900 tokens with <eos> ignored (the prompt and they fit the 2048-token context): seconds of
+    # work that only an abort can end early, so a missed abort shows in the token count.
     engine = RemoteVllmEngine(
-        vllm_server, SERVED_NAME, api_key=API_KEY, max_tokens=1500, extra_body={"ignore_eos": True}
+        vllm_server, SERVED_NAME, api_key=API_KEY, max_tokens=1900, extra_body={"ignore_eos": True}
     )
-    request = GenerateRequest("remote-closed", "Describe at length.", frames[:2], 1500)
+    request = GenerateRequest("remote-closed", "Describe at length.", frames[:2], 1900)
     async with engine:
         await _close_mid_stream(engine, vllm_server, request)
 
@@ -102,8 +103,9 @@ async def _close_mid_stream(
         now = await generated_tokens(vllm_server)
         settled, last = (settled + 1, last) if now == last else (0, now)
     generated = last - before
-    # Had the server not noticed the closed connection it would have run all the tokens asked for.
-    assert 3 <= generated < request.max_tokens / 2
+    # Had the server not noticed the closed connection it would have run all the tokens asked for;
+    # how many it ran before noticing depends on how busy the machine is, not on the engine.
+    assert 3 <= generated < request.max_tokens
 
 
 async def test_abort_ends_the_stream(remote_engine: RemoteVllmEngine, vllm_server: str) -> None:

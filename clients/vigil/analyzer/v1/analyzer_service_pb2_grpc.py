@@ -83,6 +83,9 @@ class AnalyzerServiceServicer:
     def UploadVideo(self, request_iterator, context):
         """UploadVideo receives a video: first a header message, then chunks. The file is probed when the
         upload ends; a video that is unreadable or over the limits is refused with INVALID_ARGUMENT.
+        Once the header is accepted the service sends initial metadata `vigil-upload: accepted`; a
+        refused header gets its status alone. Clients should send chunks only after that metadata
+        (grpcio's asyncio client reports a status that races its writes as INTERNAL).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

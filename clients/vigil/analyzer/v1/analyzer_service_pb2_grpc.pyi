@@ -39,6 +39,9 @@ class AnalyzerServiceStub:
     UploadVideo: _grpc.StreamUnaryMultiCallable[_analyzer_service_pb2.UploadVideoRequest, _analyzer_service_pb2.UploadVideoResponse]
     """UploadVideo receives a video: first a header message, then chunks. The file is probed when the
     upload ends; a video that is unreadable or over the limits is refused with INVALID_ARGUMENT.
+    Once the header is accepted the service sends initial metadata `vigil-upload: accepted`; a
+    refused header gets its status alone. Clients should send chunks only after that metadata
+    (grpcio's asyncio client reports a status that races its writes as INTERNAL).
     """
     StartAnalysis: _grpc.UnaryUnaryMultiCallable[_analyzer_service_pb2.StartAnalysisRequest, _analyzer_service_pb2.StartAnalysisResponse]
     """StartAnalysis creates a job for an uploaded video; it runs when a worker is free."""
@@ -66,6 +69,9 @@ class AnalyzerServiceAsyncStub(AnalyzerServiceStub):
     UploadVideo: _aio.StreamUnaryMultiCallable[_analyzer_service_pb2.UploadVideoRequest, _analyzer_service_pb2.UploadVideoResponse]  # type: ignore[assignment]
     """UploadVideo receives a video: first a header message, then chunks. The file is probed when the
     upload ends; a video that is unreadable or over the limits is refused with INVALID_ARGUMENT.
+    Once the header is accepted the service sends initial metadata `vigil-upload: accepted`; a
+    refused header gets its status alone. Clients should send chunks only after that metadata
+    (grpcio's asyncio client reports a status that races its writes as INTERNAL).
     """
     StartAnalysis: _aio.UnaryUnaryMultiCallable[_analyzer_service_pb2.StartAnalysisRequest, _analyzer_service_pb2.StartAnalysisResponse]  # type: ignore[assignment]
     """StartAnalysis creates a job for an uploaded video; it runs when a worker is free."""
@@ -96,6 +102,9 @@ class AnalyzerServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_analyzer_service_pb2.UploadVideoResponse, _abc.Awaitable[_analyzer_service_pb2.UploadVideoResponse]]:
         """UploadVideo receives a video: first a header message, then chunks. The file is probed when the
         upload ends; a video that is unreadable or over the limits is refused with INVALID_ARGUMENT.
+        Once the header is accepted the service sends initial metadata `vigil-upload: accepted`; a
+        refused header gets its status alone. Clients should send chunks only after that metadata
+        (grpcio's asyncio client reports a status that races its writes as INTERNAL).
         """
 
     @_abc_1.abstractmethod
