@@ -1,4 +1,8 @@
-"""``python -m vigil.bench NAME|all [--json]``."""
+"""``python -m vigil.bench NAME|all [--json]``.
+
+Exits 1 when a benchmark that checks a promise (its result has ``passed``) reports it broken, after
+every benchmark asked for has run and printed its figures.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     names = list(REGISTRY) if args.name == "all" else [args.name]
+    failed: list[str] = []
     for name in names:
         options = {"repeat": args.repeat}
         if args.duration is not None:
@@ -30,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"== {name}: {REGISTRY[name][0]}")
             for key, value in result.items():
                 print(f"  {key:36} {value}")
+        if result.get("passed") is False:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

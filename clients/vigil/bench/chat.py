@@ -69,25 +69,38 @@ async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:
 async def _analyse(address: str, video: bytes) -> str:
     import grpc
 
+    from vigil import upload_protocol
     from vigil.analyzer.v1 import analyzer_service_pb2 as apb
     from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 
-    async def chunks() -> AsyncIterator[apb.UploadVideoRequest]:
-        header = apb.UploadHeader(name="bench.mp4", size=len(video), start_analysis=True)
-        yield apb.UploadVideoRequest(header=header)
-        yield apb.UploadVideoRequest(chunk=video)
-
+    header = apb.UploadHeader(name="bench.mp4", size=len(video), start_analysis=True)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = apb_grpc.AnalyzerServiceStub(channel)
-        job_id: str = (await stub.UploadVideo(chunks())).job.id
-        request = apb.StreamAnalysisEventsRequest(job_id=job_id)
+        uploaded = await upload_protocol.send(
+            stub.UploadVideo(None), header, upload_protocol.pieces(video)
+        )
+        request = apb.StreamAnalysisEventsRequest(job_id=uploaded.job.id)
         async for event in stub.StreamAnalysisEvents(request):
             if event.WhichOneof("event") == "error":
                 raise RuntimeError(f"the analysis failed: {event.error.message}")
+        job_id: str = uploaded.job.id
         return job_id
 
 
 async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[str, Any]:
+    inner = tiny_engine(model, max_images=8, max_tokens=16)
+    await inner.start()
+    try:
+        result = await measure_started(inner, work, runs, max_frames=8)
+    finally:
+        await inner.shutdown()
+    return {**result, "engine_load_s": round(inner.load_s or 0.0, 1)}
+
+
+async def measure_started(
+    inner: Any, work: pathlib.Path, runs: int, max_frames: int
+) -> dict[str, Any]:
+    """The figures on an engine already loaded that takes ``max_frames`` images a prompt."""
     import httpx
     import uvicorn
 
@@ -99,9 +112,7 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
     from bridge.settings import BridgeSettings
     from vigil.loadgen import media
 
-    inner = tiny_engine(model, max_images=8, max_tokens=16)
     engine = Recording(inner)
-    await inner.start()
     analyzer = None
     server = None
     task = None
@@ -112,7 +123,7 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
             media_workers=1,
             detection_pass=False,
             max_tokens=16,
-            max_frames_limit=8,
+            max_frames_limit=max_frames,
         )
         analyzer = await serve(settings, engine=engine)
         bridge = BridgeSettings(port=0, analyzer_address=f"127.0.0.1:{analyzer.port}")
@@ -152,11 +163,9 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
             await asyncio.wait_for(task, 10)
         if analyzer is not None:
             await analyzer.stop(0)
-        await inner.shutdown()
     direct = statistics.median(direct_ms)
     out: dict[str, Any] = {
         "name": "chat",
-        "engine_load_s": round(inner.load_s or 0.0, 1),
         "direct_ttft_ms": round(direct, 1),
         "frames_in_prompt": len(engine.last.images) if engine.last else 0,
         "runs": runs,

@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import os
 import pathlib
+import shutil
 import socket
 import subprocess
 import sys
@@ -191,6 +192,13 @@ def _wait_http(url: str, proc: subprocess.Popen[bytes], deadline: float) -> None
         time.sleep(0.1)
 
 
+def _taskset() -> str:
+    path = shutil.which("taskset")
+    if path is None:
+        raise RuntimeError("pinning a service to one CPU needs taskset (Debian: util-linux)")
+    return path
+
+
 @contextlib.contextmanager
 def processes(
     services: tuple[str, ...] = SERVICES,
@@ -198,8 +206,14 @@ def processes(
     viewers: int = 0,
     env: dict[str, str] | None = None,
     ready_timeout_s: float = 60.0,
+    cpu: int | None = None,
 ) -> Iterator[Services]:
-    """Each service as ``python -m PACKAGE`` with VIGIL_* settings; stopped with SIGTERM."""
+    """Each service as ``python -m PACKAGE`` with VIGIL_* settings; stopped with SIGTERM.
+
+    ``cpu``: every service (each of its threads) runs on that one CPU only (through ``taskset``,
+    so that the threads a service starts later inherit it).
+    """
+    pin = [] if cpu is None else [_taskset(), "-c", str(cpu)]
     ports = {name: free_port() for name in SERVICES}
     detector, analyzer = f"127.0.0.1:{ports['detector']}", f"127.0.0.1:{ports['analyzer']}"
     bridge = f"http://127.0.0.1:{ports['bridge']}"
@@ -232,7 +246,8 @@ def processes(
         modules["bridge"] = "bridge"
         try:
             for name in services:
-                procs[name] = subprocess.Popen([sys.executable, "-m", modules[name]], env=base)
+                command = [*pin, sys.executable, "-m", modules[name]]
+                procs[name] = subprocess.Popen(command, env=base)
             deadline = time.monotonic() + ready_timeout_s
             for name, proc in procs.items():
                 if name == "bridge":
