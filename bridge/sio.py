@@ -7,14 +7,17 @@ same as ``/ws/session``'s. The Origin is checked by engine.io with ``origin_allo
 (when configured) may come as the ``Authorization`` header, ``?token=`` or the ``auth`` payload
 (``io({auth: {token}})``); a refused connection gets ``connect_error`` with
 ``{"code", "message"}``. Incoming messages are size- and rate-limited like ``/ws/session``'s; a
-client over the rate gets an ``error`` event and is disconnected.
+client over the rate gets an ``error`` event and is disconnected. A message that is not JSON, or
+is nested too deeply to decode, gets an ``error`` event ``INVALID_JSON`` as on ``/ws/session``.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
+import orjson
 import socketio
 from fastapi import FastAPI
 
@@ -27,6 +30,29 @@ log = logging.getLogger(__name__)
 
 PATH = "/socket.io"
 ENDPOINT = "socketio"
+# The event a packet whose JSON cannot be decoded turns into (see ``_PacketJson``).
+_UNDECODABLE = "\x00undecodable"
+
+
+class _PacketJson:
+    """The JSON codec python-socketio decodes packets with.
+
+    With the standard one, a packet that is not JSON (or an array nested 30 000 deep, which the
+    standard decoder recurses into until RecursionError) raises inside python-socketio, which logs
+    a traceback and answers nothing. orjson refuses nesting past 1024 levels at once, and a packet
+    it cannot decode becomes the event ``_UNDECODABLE``, answered like ``/ws/session`` answers.
+    """
+
+    @staticmethod
+    def dumps(obj: Any, **kwargs: Any) -> str:
+        return json.dumps(obj, **kwargs)
+
+    @staticmethod
+    def loads(text: str | bytes, **kwargs: Any) -> Any:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            return [_UNDECODABLE]
 
 
 class _Connection:
@@ -46,6 +72,7 @@ def mount(app: FastAPI, settings: BridgeSettings) -> socketio.AsyncServer:
         cors_allowed_origins=check_origin,
         cors_credentials=False,
         max_http_buffer_size=settings.ws_max_message_bytes,
+        json=_PacketJson,
         logger=False,
         engineio_logger=False,
     )
@@ -101,6 +128,9 @@ def mount(app: FastAPI, settings: BridgeSettings) -> socketio.AsyncServer:
                 "RATE_LIMITED", f"too many messages: over {rate:g} a second"
             )
             await sio.disconnect(sid)
+            return
+        if event == _UNDECODABLE:
+            await connection.client.error("INVALID_JSON", "the message is not valid JSON")
             return
         await connection.client.handle(event, args[0] if args else None)
 

@@ -52,7 +52,9 @@ async def test_analyzer_killed_mid_job_resumes_it_once(tmp_path: pathlib.Path) -
             # Killed while it decodes frames (after the 25 % "Extracting frames" event).
             request = apb.StreamAnalysisEventsRequest(job_id=job_id)
             call = stub.StreamAnalysisEvents(request, timeout=30)
+            seen = []
             async for event in call:
+                seen.append(event)
                 if event.progress.stage == apb.STAGE_EXTRACTING_FRAMES:
                     break
             call.cancel()
@@ -78,6 +80,13 @@ async def test_analyzer_killed_mid_job_resumes_it_once(tmp_path: pathlib.Path) -
 
             assert [e.sequence for e in events] == list(range(1, len(events) + 1))
             assert terminal(events) == ["complete"], [e.WhichOneof("event") for e in events]
+            # The history is the true one: what a subscriber saw live before the kill is its
+            # beginning, unchanged; and the job was neither lost nor duplicated.
+            assert [e.SerializeToString() for e in events[: len(seen)]] == [
+                e.SerializeToString() for e in seen
+            ]
+            jobs = (await stub.ListJobs(apb.ListJobsRequest(), timeout=5)).jobs
+            assert [j.id for j in jobs] == [job_id]
             assert job.state == apb.JOB_STATE_SUCCEEDED, job
             assert job.attempts == 2, job
             messages = [e.progress.message for e in events if e.HasField("progress")]

@@ -24,9 +24,9 @@ from tests.faults.procs import (
     wait_serving,
 )
 
-# The bridge's promise for a frozen detector (its gRPC keepalive: a ping every 6 s, 4 s to
-# answer, see ``bridge.app.open_channel``), with a margin for a loaded machine.
-FROZEN_NOTICED_S = 15.0
+# The bridge's promise for a frozen detector: its gRPC keepalive pings every 6 s and gives 4 s
+# for the answer (``bridge.app.open_channel``), so at most 10 s; 2 s more for a loaded machine.
+FROZEN_NOTICED_S = 12.0
 
 
 async def first_error(view: Viewer, since: float, within_s: float) -> Message:

@@ -3,7 +3,8 @@
 Each service must say NOT_SERVING at once (gRPC health, watched over ``Health.Watch``; the
 bridge stops taking connections), let the work in flight finish within its grace period (a
 ``Detect`` stream, a gRPC upload, an HTTP upload through the bridge), and exit 0 within the grace
-period plus a few seconds. The services run with ``grace_s`` = 3.
+period plus a few seconds. The services run with ``grace_s`` = 3. An analysis is longer than any
+grace period: a job running at SIGTERM is left for the next start, which runs it again.
 """
 
 from __future__ import annotations
@@ -25,7 +26,11 @@ from tests.faults.procs import (
     ServiceProcess,
     Services,
     Viewer,
+    analyzer_stub,
     eventually,
+    history,
+    terminal,
+    upload,
     video,
     viewer,
     wait_http,
@@ -186,6 +191,53 @@ async def test_sigterm_analyzer_drains_an_upload(tmp_path: pathlib.Path) -> None
             assert response.video.frame_count == 250
         await exits_cleanly(analyzer, stopped)
         assert (tmp_path / "analyzer" / "videos" / response.video.id).stat().st_size == len(data)
+
+
+async def test_sigterm_analyzer_mid_job_exits_and_the_next_start_runs_the_job_again(
+    tmp_path: pathlib.Path,
+) -> None:
+    # A long-GOP video sampled at 64 times: seconds of decoding, far past the grace period.
+    data = video(frames=1500, gop=1500)
+    async with Services(tmp_path) as services:
+        analyzer = services.analyzer()
+        await wait_serving(analyzer)
+        async with health_watch(analyzer) as watch, analyzer_stub(analyzer.address) as stub:
+            job_id = (await upload(stub, data, start=True)).job.id
+            seen: list[apb.StreamAnalysisEventsResponse] = []
+            follow = stub.StreamAnalysisEvents(apb.StreamAnalysisEventsRequest(job_id=job_id))
+
+            async def read() -> None:
+                with contextlib.suppress(grpc.aio.AioRpcError):
+                    async for event in follow:
+                        seen.append(event)
+
+            reader = asyncio.create_task(read())
+
+            async def extracting() -> bool:
+                return any(e.progress.stage == apb.STAGE_EXTRACTING_FRAMES for e in seen)
+
+            await eventually(extracting, 15.0, "the job extracting frames")
+            stopped = await terminate(analyzer)
+            not_serving = await watch.first("NOT_SERVING", NOT_SERVING_WITHIN_S + 1)
+            assert not_serving - stopped <= NOT_SERVING_WITHIN_S
+            # The follower's stream ends with the service; no outcome was made up for the job.
+            await asyncio.wait_for(reader, EXIT_WITHIN_S)
+            assert terminal(seen) == []
+        await exits_cleanly(analyzer, stopped)
+
+        analyzer.start()
+        await wait_serving(analyzer)
+        async with analyzer_stub(analyzer.address) as stub:
+            events = await history(stub, job_id)
+            job = (await stub.GetJob(apb.GetJobRequest(job_id=job_id), timeout=5)).job
+            jobs = (await stub.ListJobs(apb.ListJobsRequest(), timeout=5)).jobs
+    assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+    assert terminal(events) == ["complete"], [e.WhichOneof("event") for e in events]
+    assert [e.SerializeToString() for e in events[: len(seen)]] == [
+        e.SerializeToString() for e in seen
+    ]
+    assert (job.state, job.attempts) == (apb.JOB_STATE_SUCCEEDED, 2), job
+    assert [j.id for j in jobs] == [job_id]
 
 
 async def test_sigterm_bridge_drains_an_upload_and_lets_viewers_go(

@@ -113,17 +113,23 @@ async def test_socketio_survives_huge_nested_and_flooding_clients(bridge: Runnin
         assert str(await raw.recv()).startswith("0")  # engine.io open
         await raw.send("40")  # socket.io connect
         assert str(await raw.recv()).startswith("40")
-        await raw.send("42" + '["ping", ' + "[" * depth + "]" * depth + "]")
-        # Either answered or disconnected, never left hanging; the server lives on.
-        with contextlib.suppress(websockets.ConnectionClosed, TimeoutError):
-            await asyncio.wait_for(raw.recv(), 2)
+        invalid = ["error", {"code": "INVALID_JSON", "message": "the message is not valid JSON"}]
+        # Nested too deeply, or not JSON at all: an error event, as on /ws/session, at once; and
+        # the connection stays usable.
+        for junk in ('["ping", ' + "[" * depth + "]" * depth + "]", '["ping", {"a": }]'):
+            await raw.send("42" + junk)
+            answer = str(await asyncio.wait_for(raw.recv(), 2))
+            assert orjson.loads(answer.removeprefix("42")) == invalid
+        await raw.send('42["ping", {"n": 2}]')
+        event, data = orjson.loads(str(await asyncio.wait_for(raw.recv(), 2)).removeprefix("42"))
+        assert (event, data["n"]) == ("pong", 2)
     async with connect(url, max_size=None) as raw:
         assert str(await raw.recv()).startswith("0")
         await raw.send("40")
         assert str(await raw.recv()).startswith("40")
         with contextlib.suppress(websockets.ConnectionClosed):
             await raw.send("42" + orjson.dumps(["ping", "x" * (50 * MB)]).decode())
-        assert await closed_with(raw) is not None
+        assert await closed_with(raw) == 1009
     # A flood gets an error event and a disconnect.
     client = socketio.AsyncClient(reconnection=False)
     errors: list[dict[str, Any]] = []
