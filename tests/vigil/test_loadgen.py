@@ -4,13 +4,17 @@ services' own counters."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from vigil import cli_loadtest
+from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 from vigil.loadgen import Scenario, ScenarioError, run_scenario, spawn
@@ -67,7 +71,23 @@ def services() -> Iterator[spawn.Services]:
         yield running
 
 
+async def bridge_counter(bridge: str, name: str, source_id: str) -> float:
+    """A counter of the bridge's for one source, scraped here, apart from the load generator."""
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{bridge}/metrics", timeout=5)).text
+    pattern = rf'^vigil_bridge_{name}_total\{{source="{re.escape(source_id)}"\}} (\S+)$'
+    return sum(float(v) for v in re.findall(pattern, text, re.MULTILINE))
+
+
+async def succeeded_jobs(analyzer: str) -> set[str]:
+    async with grpc.aio.insecure_channel(analyzer) as channel:
+        stub = apb_grpc.AnalyzerServiceStub(channel)
+        reply = await stub.ListJobs(apb.ListJobsRequest(page_size=500), timeout=5)
+    return {job.id for job in reply.jobs if job.state == apb.JOB_STATE_SUCCEEDED}
+
+
 async def test_report_agrees_with_service_counters(services: spawn.Services) -> None:
+    succeeded_before = await succeeded_jobs(services.analyzer)
     scenario = Scenario(
         detector=services.detector,
         analyzer=services.analyzer,
@@ -133,9 +153,21 @@ async def test_report_agrees_with_service_counters(services: spawn.Services) -> 
     viewers = report["agreement"]["viewers"]
     assert 0 <= viewers["in_flight"] <= 40
     assert classes["viewer_slow"]["frames"] <= window / 0.5 + 2
+    # The bridge's counters, scraped here after the run: they cover what the report says it sent
+    # and what the viewers received, and every drop the viewers were told of is one it counted.
+    sent = await bridge_counter(services.bridge, "frames_sent", report["sources"]["viewers"])
+    dropped = await bridge_counter(services.bridge, "frames_dropped", report["sources"]["viewers"])
+    assert sent >= viewers["sent_by_bridge"] >= viewers["received"] > 0
+    assert viewers["dropped_reported_by_frames"] <= viewers["dropped_by_bridge"] <= dropped
+    assert dropped > 0  # the slow viewer cannot keep up with 30 fps
 
-    # Analyses complete; with no model configured every chat is refused, and counted as such.
-    assert classes["analysis"]["completed"] >= 1
+    # Analyses complete, and each one the report counts is a job the analyzer says succeeded (one
+    # started near the window's end may finish after it, uncounted); with no model configured
+    # every chat is refused, and counted as such.
+    completed = classes["analysis"]["completed"]
+    assert completed >= 1
+    new_jobs = len(await succeeded_jobs(services.analyzer) - succeeded_before)
+    assert completed <= new_jobs <= completed + scenario.jobs
     assert classes["chat"]["errors"].get("FAILED_PRECONDITION", 0) >= 1
     assert report["errors"] == {k: v for c in classes.values() for k, v in c["errors"].items()}
     usage = report["resources"]["in-process"]
