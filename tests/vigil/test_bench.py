@@ -9,12 +9,23 @@ import pytest
 
 from analyzer_service import media
 from tests.llm import MAX_IMAGES, SharedEngine
-from vigil.bench import REGISTRY, chat, engine, latency, pipeline, sampling, transport
+from vigil.bench import (
+    REGISTRY,
+    analysis,
+    chat,
+    engine,
+    latency,
+    pipeline,
+    sampling,
+    sources,
+    transport,
+)
 from vigil.bench.__main__ import main
 
 
 def test_registered() -> None:
     expected = {"pipeline", "transport", "latency", "sampling", "chat", "engine", "soak"}
+    expected |= {"sources", "analysis"}
     assert expected <= set(REGISTRY)
 
 
@@ -130,3 +141,35 @@ def test_a_broken_promise_fails_the_run_after_every_benchmark_printed(
     out, err = capsys.readouterr()
     assert [json.loads(line)["name"] for line in out.splitlines()] == ["broken", "fine"]
     assert "failed: broken" in err
+
+
+def test_sources_reduced() -> None:
+    result = sources.run({"max_sources": 2, "seconds": 1.5, "warmup_s": 1.0})
+    json.dumps(result)
+    assert result["device"] == "yolo on the CPU"
+    tried = result["slowest_source_fps_by_count"]
+    assert "1" in tried
+    assert all(0 <= fps <= sources.TARGET_FPS * 1.2 for fps in tried.values())
+    assert 0 <= result["sources_at_15fps"] <= 2
+    # The count is the largest that held 15 fps: it held, and one more did not (or was the cap).
+    good = result["sources_at_15fps"]
+    if good:
+        assert tried[str(good)] >= sources.SUSTAINED_FPS
+    if good < 2:
+        assert tried[str(good + 1)] < sources.SUSTAINED_FPS
+    assert result["ratio"] == good
+
+
+def test_analysis_reduced(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sampling, "cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("VIGIL_ANALYZER_ENGINE", raising=False)
+    result = analysis.run({"minutes": 1})
+    json.dumps(result)
+    assert result["engine"] == "none"
+    assert result["duration_s"] == pytest.approx(60.0, abs=0.5)
+    assert result["frames_used"] > 0
+    assert result["inference_s"] == 0
+    parts = ("probe_s", "sampling_s", "detection_s")
+    assert all(0 < result[k] <= result["analysis_total_s"] for k in parts)
+    assert result["analysis_total_s"] <= result["wall_s_upload_to_complete"]
+    assert result["ratio"] > 0

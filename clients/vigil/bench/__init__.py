@@ -65,6 +65,20 @@ def _engine() -> Benchmark:
     return run
 
 
+@register("sources", "720p sources one detector keeps at 15 fps (its configured backend, GPU too)")
+def _sources() -> Benchmark:
+    from vigil.bench.sources import run
+
+    return run
+
+
+@register("analysis", "wall time of a 120-minute 720p analysis with the configured engine")
+def _analysis() -> Benchmark:
+    from vigil.bench.analysis import run
+
+    return run
+
+
 @register("soak", "all services under steady load (--duration, default 600 s); resources return")
 def _soak() -> Benchmark:
     from vigil.bench.soak import run

@@ -75,20 +75,18 @@ def measured_fps(seconds: float, warmup_s: float = 2.0) -> float:
             id="bench-pipeline", kind=dpb.SOURCE_KIND_TEST_PATTERN, max_fps=UNCAPPED_FPS
         )
         stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
+        # Leaving the channel's block cancels the stream.
         stream = stub.Subscribe(dpb.SubscribeRequest(source_id=spec.id, omit_jpeg=True))
-        try:
-            started = time.monotonic()
-            at, frames = 0.0, -1  # counting starts with the first frame after the warm-up
-            for _ in stream:
-                now = time.monotonic()
-                if frames < 0 and now - started >= warmup_s:
-                    at, frames = now, 0
-                elif frames >= 0:
-                    frames += 1
-                    if now - at >= seconds:
-                        return frames / (now - at)
-        finally:
-            stream.cancel()
+        started = time.monotonic()
+        at, frames = 0.0, -1  # counting starts with the first frame after the warm-up
+        for _ in stream:
+            now = time.monotonic()
+            if frames < 0 and now - started >= warmup_s:
+                at, frames = now, 0
+            elif frames >= 0:
+                frames += 1
+                if now - at >= seconds:
+                    return frames / (now - at)
     raise RuntimeError("the source's stream ended")
 
 
