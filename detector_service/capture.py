@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import os
 import time
 from typing import cast
 
@@ -85,6 +86,10 @@ class OpenCvReader(FrameReader):
                     "missing, or not permitted for this user"
                 )
         else:
+            if self.is_file and not os.access(spec.uri, os.R_OK):
+                # Retrying cannot make a file appear or become readable: FAILED, not RECONNECTING.
+                reason = "does not exist" if not os.path.exists(spec.uri) else "is not readable"
+                raise CaptureError(f"file {spec.uri!r} {reason}", permanent=True)
             self.cap = cv2.VideoCapture(spec.uri, cv2.CAP_FFMPEG, params)
             if not self.cap.isOpened():
                 raise CaptureError(f"cannot open {self._safe_uri()}")

@@ -35,7 +35,14 @@ log = logging.getLogger(__name__)
 # which may block for up to READ_TIMEOUT_S: a frozen camera is visible within about 3.5 s.
 WATCHDOG_S = 3.0
 BACKOFF_START_S = 0.5
+# Weight the mean model time keeps of its past at each frame.
+EMA_DECAY = 0.9
 BACKOFF_MAX_S = 30.0
+
+
+def next_backoff(delay: float) -> float:
+    """The wait before the reopen after one that waited ``delay``: doubling, capped."""
+    return min(delay * 2, BACKOFF_MAX_S)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +144,8 @@ class LiveSource:
         self.subscribers: set[Subscriber] = set()
         self.counters = pb.SourceCounters()
         self._rates = {"in": _Rate(), "out": _Rate()}
-        self._inference_ms = 0.0
+        # Model time per frame as an exponential moving average, with the number of frames in it.
+        self._inference_ema = (0.0, 0)
         self._slot = _Slot()
         # Set while capturing. Each start gets a fresh "stopping" event, so threads of an earlier
         # run that are still asleep in a backoff can never resume alongside the new ones.
@@ -155,7 +163,10 @@ class LiveSource:
         counters.CopyFrom(self.counters)
         counters.fps_in = self._rates["in"].value()
         counters.fps_out = self._rates["out"].value()
-        counters.inference_ms = self._inference_ms
+        ema, n = self._inference_ema
+        # Divided by the weight the average has gathered so far, a mean that started at 0 does
+        # not read low for its first ~20 frames (as Adam corrects its moments).
+        counters.inference_ms = ema / (1 - EMA_DECAY**n) if n else 0.0
         counters.frames_replaced = self._slot.replaced
         # Live: those who left were added up when they left; those still here are counted now.
         counters.frames_dropped += sum(sub.frames.dropped for sub in self.subscribers)
@@ -268,7 +279,7 @@ class LiveSource:
                 self.counters.reconnects += 1
                 self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
                 stopping.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                backoff = next_backoff(backoff)
                 continue
             try:
                 while not stopping.is_set():
@@ -287,7 +298,7 @@ class LiveSource:
                 self.counters.reconnects += 1
                 self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
                 stopping.wait(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX_S)
+                backoff = next_backoff(backoff)
             finally:
                 reader.close()
 
@@ -342,7 +353,8 @@ class LiveSource:
             weapons = self.settings.weapon_classes
             detections = found.to_proto(weapons)
             draw(image, found, weapons)
-            self._inference_ms = 0.9 * self._inference_ms + 0.1 * inference_ms
+            ema, n = self._inference_ema
+            self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
         except Exception as exc:
             # The stream goes on unannotated; the error is flagged on the frame and counted.
             self.counters.detection_errors += 1

@@ -6,11 +6,13 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import sys
 from dataclasses import dataclass, field
 
 from prometheus_client import start_http_server
 
 from detector_service import backends
+from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
 from detector_service.incidents import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
@@ -19,6 +21,7 @@ from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry, load_sources_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
+from vigil.errors import InvalidInput
 from vigil.serving import Service, auth_interceptors, configure_logging, run_forever
 
 log = logging.getLogger("detector_service")
@@ -153,4 +156,9 @@ def main() -> None:
         log.info("stopping: draining for up to %.0f s", settings.grace_s)
         await server.stop(settings.grace_s)
 
-    run_forever(run)
+    try:
+        run_forever(run)
+    except (BackendUnavailable, InvalidInput) as exc:
+        # A configuration the operator must change (a missing key, model or sources file): one
+        # line saying what to set, not a traceback. The messages never hold secrets.
+        sys.exit(f"detector service cannot start: {exc}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import pathlib
 import time
 from collections.abc import AsyncIterator
@@ -102,9 +103,13 @@ async def test_adding_and_removing_a_source_leaves_others_streaming(detector_stu
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def seconds_between(first: pb.Frame, last: pb.Frame) -> float:
+    return (last.capture_time.ToNanoseconds() - first.capture_time.ToNanoseconds()) / 1e9
+
+
 async def test_slow_subscriber_loses_frames_and_fast_one_does_not(detector_stub: Stub) -> None:
     await detector_stub.AddSource(pb.AddSourceRequest(source=pattern("shared")))
-    slow_task = asyncio.create_task(frames(detector_stub, "shared", 6, delay=1.0))
+    slow_task = asyncio.create_task(frames(detector_stub, "shared", 8, delay=1.0))
     fast = await frames(detector_stub, "shared", 60)
     slow = await slow_task
     span = fast[-1].sequence - fast[0].sequence + 1
@@ -114,6 +119,13 @@ async def test_slow_subscriber_loses_frames_and_fast_one_does_not(detector_stub:
     # ahead and is told how many it lost.
     assert slow[-1].dropped > 20
     assert slow[-1].sequence - slow[0].sequence > 20
+    # It subscribed first and was still reading (1 frame/s, so 7 s) when the fast one got its
+    # last frame: the fast one's whole run happened with the slow reader attached.
+    assert seconds_between(fast[-1], slow[-1]) > 0
+    # Meanwhile the fast one got frames at the source's own pace (15 fps; 5 leaves room for a
+    # loaded 2-core machine), where a source throttled to its slowest reader would give ~1.
+    fast_fps = (len(fast) - 1) / seconds_between(fast[0], fast[-1])
+    assert 5.0 <= fast_fps <= 16.5, fast_fps
 
 
 async def test_a_dead_stream_reconnects_by_itself(detector_stub: Stub) -> None:
@@ -141,14 +153,19 @@ async def test_a_dead_stream_reconnects_by_itself(detector_stub: Stub) -> None:
         camera.stop()
 
 
+def write_clip(path: pathlib.Path, count: int = 15) -> pathlib.Path:
+    """A 30 fps clip whose frame i is plain grey of level i * 10."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, (320, 240))
+    for i in range(count):
+        writer.write(np.full((240, 320, 3), i * 10, np.uint8))
+    writer.release()
+    return path
+
+
 async def test_file_source_plays_and_stops_at_its_end(
     detector_stub: Stub, tmp_path: pathlib.Path
 ) -> None:
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 30, (320, 240))
-    for i in range(15):
-        writer.write(np.full((240, 320, 3), i * 10, np.uint8))
-    writer.release()
+    path = write_clip(tmp_path / "clip.avi")
     spec = pb.SourceSpec(id="file", kind=pb.SOURCE_KIND_FILE, uri=str(path), max_fps=30)
     await detector_stub.AddSource(pb.AddSourceRequest(source=spec))
     call = detector_stub.Subscribe(pb.SubscribeRequest(source_id="file"))
@@ -159,6 +176,62 @@ async def test_file_source_plays_and_stops_at_its_end(
         assert seen[-1] == pb.SOURCE_STATE_STOPPED
     finally:
         call.cancel()
+
+
+def grey_level(jpeg: bytes) -> float:
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert image is not None
+    return float(image.mean())
+
+
+async def test_looping_file_source_plays_past_its_end_and_never_stops(
+    detector_stub: Stub, tmp_path: pathlib.Path
+) -> None:
+    path = write_clip(tmp_path / "loop.avi", count=15)
+    spec = pb.SourceSpec(id="loop", kind=pb.SOURCE_KIND_FILE, uri=str(path), loop=True, max_fps=30)
+    await detector_stub.AddSource(pb.AddSourceRequest(source=spec))
+    states: list[int] = []
+    got: list[pb.Frame] = []
+
+    async def watch() -> None:
+        async for message in detector_stub.Subscribe(pb.SubscribeRequest(source_id="loop")):
+            if message.HasField("source"):
+                states.append(message.source.state)
+            elif len(got) < 45:
+                got.append(message.frame)
+            else:
+                return
+
+    # 45 frames of a 15-frame clip: three passes, about 1.5 s at 30 fps.
+    await asyncio.wait_for(watch(), 15)
+    assert pb.SOURCE_STATE_STOPPED not in states
+    assert pb.SOURCE_STATE_LIVE in states
+    levels = [grey_level(f.jpeg) for f in got]
+    # The grey level climbs 0..140 and drops back at every restart from the first frame.
+    restarts = sum(b < a - 50 for a, b in itertools.pairwise(levels))
+    assert restarts >= 2, levels
+    source = (await detector_stub.GetSource(pb.GetSourceRequest(source_id="loop"))).source
+    assert source.state != pb.SOURCE_STATE_STOPPED
+    assert source.counters.frames_published >= 45
+
+
+async def test_missing_file_fails_with_the_reason(
+    detector_stub: Stub, tmp_path: pathlib.Path
+) -> None:
+    absent = tmp_path / "absent.mp4"
+    spec = pb.SourceSpec(id="gone", kind=pb.SOURCE_KIND_FILE, uri=str(absent))
+    await detector_stub.AddSource(pb.AddSourceRequest(source=spec))
+    call = detector_stub.Subscribe(pb.SubscribeRequest(source_id="gone"))
+    try:
+        seen = await states_until(call.__aiter__(), [pb.SOURCE_STATE_FAILED], limit_s=10)
+    finally:
+        call.cancel()
+    # Retrying cannot make the file appear: FAILED at once, never RECONNECTING.
+    assert pb.SOURCE_STATE_RECONNECTING not in seen
+    source = (await detector_stub.GetSource(pb.GetSourceRequest(source_id="gone"))).source
+    assert source.state == pb.SOURCE_STATE_FAILED
+    assert f"{str(absent)!r} does not exist" in source.last_error
+    assert source.counters.reconnects == 0
 
 
 async def test_missing_camera_is_a_state_not_a_crash(detector_stub: Stub) -> None:

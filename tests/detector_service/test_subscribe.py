@@ -57,3 +57,37 @@ async def test_sources_are_listed_with_state(
     assert source.spec.id == "default"
     assert source.spec.kind == pb.SOURCE_KIND_TEST_PATTERN
     assert source.state == pb.SOURCE_STATE_IDLE
+
+
+def quantisation_tables(jpeg: bytes) -> bytes:
+    """The payloads of a JPEG's DQT segments: what its quality setting decides."""
+    tables, i = b"", 2
+    while i + 4 <= len(jpeg) and jpeg[i] == 0xFF and jpeg[i + 1] != 0xDA:  # up to start of scan
+        length = int.from_bytes(jpeg[i + 2 : i + 4], "big")
+        if jpeg[i + 1] == 0xDB:
+            tables += jpeg[i + 4 : i + 2 + length]
+        i += 2 + length
+    return tables
+
+
+def reference_tables(image: np.ndarray, quality: int) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    assert ok
+    return quantisation_tables(data.tobytes())
+
+
+async def test_published_frames_are_jpeg_quality_80_by_default(
+    detector_stub: pb_grpc.DetectorServiceAsyncStub,
+) -> None:
+    async for message in detector_stub.Subscribe(pb.SubscribeRequest(source_id="default")):
+        if message.HasField("frame"):
+            jpeg = message.frame.jpeg
+            break
+    image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
+    tables = quantisation_tables(jpeg)
+    assert len(tables) == 2 * 65  # luma and chroma, 8-bit: one id byte and 64 entries each
+    assert tables == reference_tables(image, 80)
+    # The comparison tells neighbouring qualities apart.
+    assert tables != reference_tables(image, 75)
+    assert tables != reference_tables(image, 85)

@@ -8,11 +8,17 @@ from typing import Any
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from detector_service.backends import BackendUnavailable, create
-from detector_service.backends.onnx import OnnxYoloBackend, letterbox, parse_names
+from detector_service.backends.onnx import (
+    OnnxYoloBackend,
+    choose_providers,
+    letterbox,
+    parse_names,
+)
 from detector_service.settings import DetectorSettings
 
 SIZE = 64
@@ -85,9 +91,15 @@ def model(tmp_path: pathlib.Path) -> pathlib.Path:
     return build_model(tmp_path / "tiny.onnx")
 
 
+def only_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """onnxruntime reports the CPU provider alone, as its CPU build does (onnxruntime-gpu not)."""
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
+
+
 def test_decodes_boxes_into_frame_pixels_on_cpu(
-    model: pathlib.Path, caplog: pytest.LogCaptureFixture
+    model: pathlib.Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    only_cpu(monkeypatch)
     caplog.set_level(logging.INFO)
     backend = create(settings(model))
     assert isinstance(backend, OnnxYoloBackend)
@@ -196,6 +208,49 @@ def test_missing_model_names_the_variable(tmp_path: pathlib.Path) -> None:
     (tmp_path / "junk.onnx").write_bytes(b"not a model")
     with pytest.raises(BackendUnavailable, match="cannot load"):
         create(settings(tmp_path / "junk.onnx"))
+
+
+@pytest.mark.parametrize(
+    ("available", "chosen"),
+    [
+        (
+            ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        (
+            ["CPUExecutionProvider", "CUDAExecutionProvider"],
+            ["CUDAExecutionProvider", "CPUExecutionProvider"],
+        ),
+        (["AzureExecutionProvider", "CPUExecutionProvider"], ["CPUExecutionProvider"]),
+        (["CPUExecutionProvider"], ["CPUExecutionProvider"]),
+    ],
+)
+def test_cuda_first_where_onnxruntime_offers_it_else_cpu(
+    monkeypatch: pytest.MonkeyPatch, available: list[str], chosen: list[str]
+) -> None:
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: available)
+    assert choose_providers() == chosen
+
+
+def test_the_chosen_providers_reach_the_session(
+    model: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offered = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: offered)
+    asked: list[Any] = []
+    real_session = onnxruntime.InferenceSession
+
+    def session(path: str, providers: Any = None, **kwargs: Any) -> Any:
+        asked.append(providers)
+        # The CPU build cannot load CUDA: the session gets what this machine really has.
+        return real_session(path, providers=["CPUExecutionProvider"], **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", session)
+    backend = create(settings(model))
+    assert asked == [offered]
+    assert isinstance(backend, OnnxYoloBackend)
+    (found,) = backend.detect([frame(RED, 128, 64)])
+    assert found.class_name == ("person",)
 
 
 def test_names_metadata_forms() -> None:
