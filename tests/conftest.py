@@ -30,6 +30,7 @@ from tests.llm import (
     SERVED_NAME,
     ServerProcess,
     SharedEngine,
+    TokenCounter,
     free_port,
     make_engine,
     tail,
@@ -77,11 +78,13 @@ def _needs(request: pytest.FixtureRequest, name: str) -> bool:
 
 @pytest.fixture(scope="session")
 def llm_engine(tiny_gemma: pathlib.Path, request: pytest.FixtureRequest) -> Iterator[SharedEngine]:
-    """The session's one vLLM engine (tiny Gemma 3, at most 4 images a prompt, <eos> ignored)."""
+    """The session's one vLLM engine (tiny Gemma 3, at most 4 images a prompt, <eos> ignored),
+    counting the tokens it generates (``llm_engine.tokens``)."""
     if _needs(request, "vllm_server"):
         # Loading is mostly single-threaded imports: the server's overlaps this one's.
         request.getfixturevalue("vllm_server_process")
-    engine = SharedEngine(make_engine(tiny_gemma))
+    tokens = TokenCounter()
+    engine = SharedEngine(make_engine(tiny_gemma, tokens), tokens)
     try:
         engine.start()
         yield engine

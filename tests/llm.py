@@ -6,6 +6,9 @@ loop of its own in a daemon thread (started once: 15-120 s on two cores), and ``
 forwards calls and streams to it from whichever loop calls; it is an ``Engine`` for the analyzer.
 Cancelling or closing a stream on the calling side cancels it on the engine's loop, which aborts
 the request in vLLM, exactly as with the engine used directly.
+
+Abort tests count the tokens the engine really generated (``TokenCounter``, fed by vLLM's own
+per-step stats), not what a reader saw: a request that goes on after its reader left still counts.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import pathlib
 import socket
@@ -43,7 +47,46 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def make_engine(model: pathlib.Path) -> LocalVllmEngine:
+class TokenCounter:
+    """Tokens the engine generated, from the stats vLLM records at every engine step (those its
+    ``vllm:generation_tokens`` metric counts): every token of every request it ran, whether or not
+    anyone read it. Requests stop counting once aborted, which is what abort tests rely on."""
+
+    def __init__(self) -> None:
+        self.total = 0
+
+    def logger(self, vllm_config: Any, engine_index: int) -> _CountingLogger:
+        """A vLLM stat logger factory (``StatLoggerFactory``) feeding this count."""
+        return _CountingLogger(self)
+
+
+class _CountingLogger:
+    """The part of vLLM's ``StatLoggerBase`` its logger manager calls; runs on the engine's loop."""
+
+    def __init__(self, counter: TokenCounter) -> None:
+        self.counter = counter
+
+    def record(
+        self,
+        scheduler_stats: Any,
+        iteration_stats: Any,
+        mm_cache_stats: Any = None,
+        engine_idx: int = 0,
+    ) -> None:
+        if iteration_stats is not None:
+            self.counter.total += int(iteration_stats.num_generation_tokens)
+
+    def log_engine_initialized(self) -> None:
+        pass
+
+    def log(self) -> None:
+        pass
+
+    def record_sleep_state(self, is_awake: int, level: int) -> None:
+        pass
+
+
+def make_engine(model: pathlib.Path, tokens: TokenCounter) -> LocalVllmEngine:
     return LocalVllmEngine(
         str(model),
         served_name=SERVED_NAME,
@@ -56,14 +99,16 @@ def make_engine(model: pathlib.Path) -> LocalVllmEngine:
         engine_args={"enforce_eager": True},
         # A random model would stop at a random <eos>; ignoring it makes lengths exact.
         sampling_args={"ignore_eos": True},
+        stat_loggers=[tokens.logger],
     )
 
 
 class SharedEngine:
     """``LocalVllmEngine`` on its own loop thread, callable from any loop."""
 
-    def __init__(self, engine: LocalVllmEngine) -> None:
+    def __init__(self, engine: LocalVllmEngine, tokens: TokenCounter) -> None:
         self.inner = engine
+        self.tokens = tokens
         self.model = engine.model
         self.max_model_len = engine.max_model_len
         self.max_images = engine.max_images
@@ -81,6 +126,14 @@ class SharedEngine:
 
     def start(self, timeout: float = LOAD_S) -> None:
         self.run(self.inner.start(), timeout)
+
+    def capped_at(self, max_tokens: int) -> SharedEngine:
+        """This engine (the same AsyncLLM, loop and token count) with answers of up to
+        ``max_tokens`` tokens instead of ``ENGINE_MAX_TOKENS``: for tests that need long ones."""
+        view = copy.copy(self)
+        view.inner = copy.copy(self.inner)
+        view.inner.max_tokens = view.max_tokens = max_tokens
+        return view
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -169,6 +222,21 @@ class SharedEngine:
         while await self.unfinished_requests():
             assert asyncio.get_running_loop().time() < deadline, "the engine is still generating"
             await asyncio.sleep(0.02)
+
+    async def settled_tokens(self, within_s: float = 60.0) -> int:
+        """Tokens generated so far, read once the engine runs no request (vLLM records a step's
+        stats in the same pass that finishes its requests, so the count then stands still)."""
+        await self.wait_idle(within_s)
+        return self.tokens.total
+
+    async def full_length(self, request: GenerateRequest) -> int:
+        """Tokens ``request`` generates when nothing stops it (<eos> is ignored): its max_tokens
+        within the engine's cap, and no more than fit the context after its prompt (vLLM ends a
+        request there). Measured by running its prompt for one token."""
+        probe = dataclasses.replace(request, request_id=f"{request.request_id}-probe", max_tokens=1)
+        async with contextlib.aclosing(self.outputs(probe)) as stream:
+            prompt = len((await anext(stream)).prompt_token_ids)
+        return min(request.max_tokens, self.max_tokens, self.max_model_len - prompt)
 
     @property
     def tokens_per_image(self) -> int | None:

@@ -15,7 +15,7 @@ import gc
 import logging
 import pathlib
 import time
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from typing import Any, Literal
 
 from analyzer_service.engine import Delta, GenerateRequest
@@ -64,6 +64,7 @@ class LocalVllmEngine:
         seed: int | None = None,
         engine_args: Mapping[str, Any] | None = None,
         sampling_args: Mapping[str, Any] | None = None,
+        stat_loggers: Sequence[Callable[[Any, int], Any]] = (),
     ) -> None:
         self.model = served_name or model
         self.model_path = model
@@ -78,6 +79,10 @@ class LocalVllmEngine:
         self.engine_args = dict(engine_args or {})
         # Passed through to SamplingParams (repetition_penalty, ignore_eos for benchmarks, ...).
         self.sampling_args = dict(sampling_args or {})
+        # vLLM stat logger factories, called with (VllmConfig, engine index): the loggers see the
+        # stats of every engine step (tokens generated, requests finished), the ones vLLM's own
+        # metrics come from; tests count what the engine really generated with one.
+        self.stat_loggers = list(stat_loggers)
         self.load_s: float | None = None
         self._llm: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -110,7 +115,7 @@ class LocalVllmEngine:
             limit_mm_per_prompt={"image": self.max_images},
             **self.engine_args,
         )
-        return AsyncLLM.from_engine_args(args)
+        return AsyncLLM.from_engine_args(args, stat_loggers=self.stat_loggers or None)
 
     async def shutdown(self) -> None:
         llm, self._llm = self._llm, None

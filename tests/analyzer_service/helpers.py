@@ -102,22 +102,46 @@ def steps(events: list[pb.StreamAnalysisEventsResponse]) -> list[tuple[int, floa
     ]
 
 
+def is_chat(request: GenerateRequest) -> bool:
+    # The service names chat requests "<job id>-chat-<n>", summaries by the job id alone.
+    return "-chat-" in request.request_id
+
+
 class FakeEngine:
-    """Answers with fixed text, or with ``block`` waits forever (a job held mid-inference)."""
+    """Answers with fixed text: ``text`` to a summary, ``chat_text`` (else ``text``) in chat.
+
+    With ``block`` a summary waits until ``release()`` (a job held mid-inference); chat answers
+    never wait. ``accepts_images=False`` makes it a text-only model.
+    """
 
     model = "fake/model"
 
-    def __init__(self, *, block: bool = False, text: str = "A person walks in at [00:02].") -> None:
+    def __init__(
+        self,
+        *,
+        block: bool = False,
+        text: str = "A person walks in at [00:02].",
+        chat_text: str | None = None,
+        accepts_images: bool | None = None,
+    ) -> None:
         self.block = block
         self.text = text
+        self.chat_text = text if chat_text is None else chat_text
+        self.accepts_images = accepts_images
         self.requests: list[GenerateRequest] = []
         self.aborted: list[str] = []
+        self._released = asyncio.Event()
+
+    def release(self) -> None:
+        """Let held summaries (and those to come) answer."""
+        self._released.set()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
         self.requests.append(request)
-        if self.block:
-            await asyncio.Event().wait()
-        for word in self.text.split(" "):
+        chat = is_chat(request)
+        if self.block and not chat:
+            await self._released.wait()
+        for word in (self.chat_text if chat else self.text).split(" "):
             yield word + " "
 
     async def abort(self, request_id: str) -> None:
@@ -169,12 +193,17 @@ async def events_of(
     return [event async for event in stub.StreamAnalysisEvents(request)]
 
 
-async def wait_for_event(stub: Stub, job_id: str, kind: str) -> pb.StreamAnalysisEventsResponse:
-    """Follow the job until an event of ``kind`` (a oneof name) arrives; the stream is then left."""
+async def wait_for_event(
+    stub: Stub, job_id: str, kind: str, *, percent: float | None = None
+) -> pb.StreamAnalysisEventsResponse:
+    """Follow the job until an event of ``kind`` (a oneof name) arrives, a progress event at
+    ``percent`` if given; the stream is then left."""
     request = pb.StreamAnalysisEventsRequest(job_id=job_id)
     call = stub.StreamAnalysisEvents(request)
     async for event in call:
-        if event.WhichOneof("event") == kind:
+        if event.WhichOneof("event") == kind and (
+            percent is None or event.progress.percent == percent
+        ):
             call.cancel()
             return event
     raise AssertionError(f"job {job_id} ended without a {kind} event")

@@ -1,11 +1,23 @@
-"""Times cited as [mm:ss] in what the model says, and what the prompts show of a video."""
+"""Times cited as [mm:ss] in what the model says, and what the prompts show of a video; and
+over real gRPC, a scripted model's citations in the result's timeline and in chat answers."""
 
 from __future__ import annotations
 
 import pathlib
 
+import pytest
+
 from analyzer_service import prompting, timeline
+from tests.analyzer_service.helpers import (
+    FakeEngine,
+    StartServer,
+    connect,
+    events_of,
+    kinds,
+    upload,
+)
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.common.v1 import common_pb2
 
 
@@ -58,3 +70,53 @@ def test_a_text_only_prompt_lists_the_sampled_moments_and_the_timeline() -> None
     assert "Moments sampled from it: [00:05], [01:05]." in text
     assert "- [00:05]-[01:05] knife seen" in text
     assert text.endswith("Summary of the video written earlier:\nQuiet.")
+
+
+SEED = pb.AnalysisOptions(sampling_policy=pb.SAMPLING_POLICY_SEED)
+
+
+async def test_times_the_model_cites_reach_the_timeline_and_the_chat(
+    start_server: StartServer, short_bytes: bytes
+) -> None:
+    engine = FakeEngine(
+        text=(
+            "The lobby is empty at first. A person walks in at [00:02] and leaves at [00:04]. "
+            "The door shuts behind them at [00:04]!"
+        ),
+        chat_text="They come in at [00:02], alone.",
+    )
+    server = await start_server(engine=engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job_id = (await upload(stub, short_bytes, options=SEED)).job.id
+        events = await events_of(stub, job_id)
+        assert kinds(events)[-1] == "complete", events[-1]
+        result = events[-1].complete.result
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+
+        # The seed's 3 frames of the 5 s clip (30 fps) are at frames 25, 75 and 125.
+        times = [f.time_s for f in result.frames]
+        assert times == pytest.approx([25 / 30, 75 / 30, 125 / 30])
+        # No detector and no scene scan: each event is a sentence of the model's that cites
+        # times, resting on the frames nearest those times.
+        walk, door = result.timeline
+        assert walk.description == "A person walks in at [00:02] and leaves at [00:04]."
+        assert (walk.start_s, walk.end_s) == (2.0, 4.0)
+        assert list(walk.frame_times_s) == [times[1], times[2]]
+        assert door.description == "The door shuts behind them at [00:04]!"
+        assert (door.start_s, door.end_s) == (4.0, 4.0)
+        assert list(door.frame_times_s) == [times[2]]
+        assert job.result.timeline == result.timeline
+
+        responses = [
+            r async for r in stub.Chat(pb.ChatRequest(job_id=job_id, question="Who came in?"))
+        ]
+        *deltas, final = responses
+        assert deltas
+        assert not any(r.cited_times_s for r in deltas)
+        assert final.done
+        assert final.text.split() == engine.chat_text.split()
+        assert list(final.cited_times_s) == [2.0]
+    (turn,) = await server.store.chat_turns(job_id)
+    assert turn.cited_times_s == (2.0,)
+    assert turn.answer == final.text

@@ -14,6 +14,7 @@ from tests.analyzer_service.helpers import (
     Stub,
     connect,
     events_of,
+    is_chat,
     kinds,
     upload,
     wait_for_event,
@@ -92,6 +93,65 @@ async def test_cancel_stops_a_running_job(start_server: StartServer, short_bytes
         again = (await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))).job
         assert again == cancelled
         assert await events_of(stub, job_id) == events
+
+
+async def test_a_late_subscriber_gets_the_history_then_the_rest_live(
+    start_server: StartServer, short_bytes: bytes
+) -> None:
+    engine = FakeEngine(block=True)
+    server = await start_server(engine=engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job_id = (await upload(stub, short_bytes, options=SEED)).job.id
+        await wait_for_event(stub, job_id, "thinking")  # the job is held there
+        call = stub.StreamAnalysisEvents(
+            pb.StreamAnalysisEventsRequest(job_id=job_id, after_sequence=0)
+        )
+        seen: list[pb.StreamAnalysisEventsResponse] = []
+        async for event in call:
+            seen.append(event)
+            if len(seen) == 7:
+                # The replay: every event so far, in order, while the job waits on the model.
+                assert kinds(seen) == ["progress"] * 6 + ["thinking"]
+                assert [e.sequence for e in seen] == list(range(1, 8))
+                job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+                assert (job.state, job.percent) == (pb.JOB_STATE_RUNNING, 75)
+                engine.release()
+        stored = await events_of(stub, job_id)
+    # The rest came live on the same stream, numbered on from the replay: no gap, no repeat.
+    assert [e.sequence for e in seen] == list(range(1, len(seen) + 1))
+    assert kinds(seen)[7:] == ["progress", "complete"]
+    assert seen[7].progress.percent == 100
+    assert seen == stored
+
+
+async def test_chat_answers_while_the_job_is_still_running(
+    start_server: StartServer, short_bytes: bytes
+) -> None:
+    # The summary waits on the model; the chat answer does not.
+    engine = FakeEngine(block=True, chat_text="Someone is there at [00:02].")
+    server = await start_server(engine=engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        job_id = (await upload(stub, short_bytes, options=SEED)).job.id
+        extracted = await wait_for_event(stub, job_id, "progress", percent=50)
+        assert extracted.progress.message.startswith("Extracted 3 frames")
+        answer = [
+            r async for r in stub.Chat(pb.ChatRequest(job_id=job_id, question="Who is there?"))
+        ]
+        *deltas, final = answer
+        assert len(deltas) >= 2
+        assert final.done
+        assert final.text == "".join(r.delta for r in deltas)
+        assert list(final.cited_times_s) == [2.0]
+        job = (await stub.GetJob(pb.GetJobRequest(job_id=job_id))).job
+        assert job.state == pb.JOB_STATE_RUNNING
+        assert not job.HasField("result")
+        # Asked from the sampled frames: all three shown, no summary yet.
+        (chat,) = [r for r in engine.requests if is_chat(r)]
+        assert len(chat.images) == 3
+        assert "Summary of the video written earlier" not in chat.prompt
+        await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
 
 
 async def test_jobs_wait_in_a_fifo_queue_and_can_be_cancelled_there(

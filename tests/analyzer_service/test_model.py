@@ -8,6 +8,7 @@ image block per frame in the prompt, token counts, streaming, history, aborts an
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import os
 import pathlib
@@ -21,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
-from analyzer_service.engine import GenerateRequest
+from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
 from analyzer_service.server import AnalyzerServer
@@ -43,7 +44,14 @@ from tests.analyzer_service.helpers import (
 )
 from tests.conftest import kill_server
 from tests.detector_service.backends.test_onnx import build_model
-from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, ServerProcess, SharedEngine
+from tests.llm import (
+    API_KEY,
+    MAX_IMAGES,
+    MAX_MODEL_LEN,
+    SERVED_NAME,
+    ServerProcess,
+    SharedEngine,
+)
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 
@@ -126,6 +134,21 @@ class Analysed:
     events: list[pb.StreamAnalysisEventsResponse]
 
 
+@contextlib.asynccontextmanager
+async def analyse(
+    start_server: StartServer, settings: AnalyzerSettings, engine: Engine, video: bytes
+) -> AsyncIterator[Analysed]:
+    """A server on ``engine`` and a finished analysis of ``video`` (no detector: quicker)."""
+    server = await start_server(settings, engine=engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        options = pb.AnalysisOptions(skip_detection=True)
+        job_id = (await upload(stub, video, options=options)).job.id
+        events = await events_of(stub, job_id)
+        assert kinds(events)[-1] == "complete", events[-1]
+        yield Analysed(server, stub, job_id, events)
+
+
 @pytest.fixture
 async def analysed(
     start_server: StartServer,
@@ -133,15 +156,15 @@ async def analysed(
     llm_engine: SharedEngine,
     knife_video: bytes,
 ) -> AsyncIterator[Analysed]:
-    """A finished analysis of the knife video by the real model (no detector: quicker)."""
-    server = await start_server(model_settings, engine=llm_engine)
-    async with connect(server) as channel:
-        stub = pb_grpc.AnalyzerServiceStub(channel)
-        options = pb.AnalysisOptions(skip_detection=True)
-        job_id = (await upload(stub, knife_video, options=options)).job.id
-        events = await events_of(stub, job_id)
-        assert kinds(events)[-1] == "complete", events[-1]
-        yield Analysed(server, stub, job_id, events)
+    """A finished analysis of the knife video by the real model."""
+    async with analyse(start_server, model_settings, llm_engine, knife_video) as done:
+        yield done
+
+
+@pytest.fixture
+def long_engine(llm_engine: SharedEngine) -> Recording:
+    """The session's engine allowing answers as long as the context, recording its requests."""
+    return Recording(llm_engine.capped_at(MAX_MODEL_LEN))
 
 
 async def test_analysis_with_the_model_has_the_exact_event_sequence(
@@ -314,22 +337,70 @@ async def _chat_request(analysed: Analysed, question: str, engine: Recording) ->
 
 
 async def test_a_caller_going_away_aborts_the_answer(
-    analysed: Analysed, llm_engine: SharedEngine
+    start_server: StartServer,
+    model_settings: AnalyzerSettings,
+    long_engine: Recording,
+    knife_video: bytes,
 ) -> None:
-    call = analysed.stub.Chat(
-        pb.ChatRequest(job_id=analysed.job_id, question="Describe it all.", max_tokens=250)
-    )
-    received = 0
-    async for response in call:
-        assert not response.done
-        received += 1
-        if received == 3:
-            break
-    assert await llm_engine.unfinished_requests() == 1
-    call.cancel()
-    await llm_engine.wait_idle(5.0)
-    # Nothing half-said is kept.
-    assert await analysed.server.jobs.store.chat_turns(analysed.job_id) == []
+    # Answers may fill the context (<eos> ignored): only the abort can end this one early.
+    custom = model_settings.model_copy(update={"chat_max_tokens": MAX_MODEL_LEN})
+    async with analyse(start_server, custom, long_engine, knife_video) as analysed:
+        engine = long_engine.inner
+        before = await engine.settled_tokens()
+        call = analysed.stub.Chat(
+            pb.ChatRequest(
+                job_id=analysed.job_id, question="Describe it all.", max_tokens=MAX_MODEL_LEN
+            )
+        )
+        received = 0
+        async for response in call:
+            assert not response.done
+            received += 1
+            if received == 3:
+                break
+        assert await engine.unfinished_requests() == 1
+        call.cancel()
+        generated = await engine.settled_tokens() - before
+        *_, request = long_engine.requests
+        unaborted = await engine.full_length(request)
+        assert unaborted > 1000, "the chat prompt leaves too little room for a long answer"
+        assert 3 <= generated < unaborted
+        # Nothing half-said is kept.
+        assert await analysed.server.jobs.store.chat_turns(analysed.job_id) == []
+
+
+async def test_cancelling_a_job_aborts_its_generation(
+    start_server: StartServer,
+    model_settings: AnalyzerSettings,
+    long_engine: Recording,
+    knife_video: bytes,
+) -> None:
+    engine = long_engine.inner
+    # A summary that may fill the context (<eos> ignored): only the abort can end it early. One
+    # frame keeps its prompt short (the budget counts max_tokens against the context).
+    custom = model_settings.model_copy(update={"max_tokens": MAX_MODEL_LEN})
+    server = await start_server(custom, engine=long_engine)
+    async with connect(server) as channel:
+        stub = pb_grpc.AnalyzerServiceStub(channel)
+        before = await engine.settled_tokens()
+        options = pb.AnalysisOptions(skip_detection=True)
+        job_id = (await upload(stub, knife_video, options=options)).job.id
+        await wait_for_event(stub, job_id, "thinking")
+        # Mid-generation: the engine has produced tokens of this job's summary.
+        deadline = asyncio.get_running_loop().time() + 60
+        while engine.tokens.total - before < 3:
+            assert asyncio.get_running_loop().time() < deadline, "the summary never started"
+            await asyncio.sleep(0.02)
+        cancelled = (await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))).job
+        assert cancelled.state == pb.JOB_STATE_CANCELLED
+        generated = await engine.settled_tokens() - before
+        (request,) = long_engine.requests
+        assert request.request_id == job_id
+        unaborted = await engine.full_length(request)
+        assert unaborted > 1000, "the summary prompt leaves too little room for a long answer"
+        assert 3 <= generated < unaborted
+        events = await events_of(stub, job_id)
+        assert events[-1].error.code == "CANCELLED"
 
 
 async def test_chat_needs_sampled_frames_and_a_question(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import pathlib
 
 import pytest
@@ -15,7 +16,7 @@ import pytest
 from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_local import LocalVllmEngine
-from tests.llm import MAX_IMAGES, SERVED_NAME, SharedEngine
+from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine
 from vigil.errors import InvalidInput
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
@@ -129,51 +130,74 @@ async def test_prompt_longer_than_the_context_is_a_clean_error(
     await wait_idle(local_engine)
 
 
+@pytest.fixture
+def long_engine(local_engine: SharedEngine) -> SharedEngine:
+    """The session's engine allowing answers as long as the context."""
+    return local_engine.capped_at(MAX_MODEL_LEN)
+
+
+async def filling_the_context(engine: SharedEngine, request: GenerateRequest) -> GenerateRequest:
+    """``request`` asking for every token that fits the context after its prompt: with <eos>
+    ignored, only an abort can end it before that many, so a missed abort shows in the count."""
+    room = await engine.full_length(dataclasses.replace(request, max_tokens=MAX_MODEL_LEN))
+    assert room > 1500, "the prompt leaves too little room for a long answer"
+    return dataclasses.replace(request, max_tokens=room)
+
+
 async def test_closing_the_stream_aborts_the_request(
-    local_engine: SharedEngine, frames: list[pathlib.Path]
+    long_engine: SharedEngine, frames: list[pathlib.Path]
 ) -> None:
-    request = GenerateRequest("closed", "Describe at length.", frames[:2], 1500)
-    stream = local_engine.generate(request)
+    ask = GenerateRequest("closed", "Describe at length.", frames[:2], 1)
+    request = await filling_the_context(long_engine, ask)
+    before = await long_engine.settled_tokens()
+    stream = long_engine.generate(request)
     received = [await anext(stream) for _ in range(3)]
     assert len(received) == 3
-    assert await local_engine.unfinished_requests() == 1
+    assert await long_engine.unfinished_requests() == 1
     await stream.aclose()
-    await wait_idle(local_engine)
+    generated = await long_engine.settled_tokens() - before
+    # How many tokens came before the abort landed depends on the machine's load; that it came
+    # before the last is the abort.
+    assert 3 <= generated < request.max_tokens
 
 
-async def test_abort_ends_the_stream(local_engine: SharedEngine) -> None:
-    request = GenerateRequest("aborted", "Go on.", [], 1500)
+async def test_abort_ends_the_stream(long_engine: SharedEngine) -> None:
+    request = await filling_the_context(long_engine, GenerateRequest("aborted", "Go on.", [], 1))
+    before = await long_engine.settled_tokens()
     received: list[str] = []
     three = asyncio.Event()
 
     async def consume() -> None:
-        async for delta in local_engine.generate(request):
+        async for delta in long_engine.generate(request):
             received.append(delta)
             if len(received) == 3:
                 three.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(three.wait(), 10)
-    await local_engine.abort("aborted")
-    await asyncio.wait_for(task, 10)
-    assert 3 <= len(received) < local_engine.max_tokens
-    await wait_idle(local_engine)
+    await asyncio.wait_for(three.wait(), 30)
+    await long_engine.abort("aborted")
+    # The stream ends by itself (nobody closes it), and early.
+    await asyncio.wait_for(task, 30)
+    generated = await long_engine.settled_tokens() - before
+    assert 3 <= len(received) <= generated < request.max_tokens
 
 
-async def test_cancelling_the_consumer_aborts_the_request(local_engine: SharedEngine) -> None:
-    request = GenerateRequest("cancelled", "Go on.", [], 1500)
+async def test_cancelling_the_consumer_aborts_the_request(long_engine: SharedEngine) -> None:
+    request = await filling_the_context(long_engine, GenerateRequest("cancelled", "Go on.", [], 1))
+    before = await long_engine.settled_tokens()
     started = asyncio.Event()
 
     async def consume() -> None:
-        async for _ in local_engine.generate(request):
+        async for _ in long_engine.generate(request):
             started.set()
 
     task = asyncio.create_task(consume())
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 30)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await wait_idle(local_engine)
+    generated = await long_engine.settled_tokens() - before
+    assert 1 <= generated < request.max_tokens
 
 
 async def test_not_started_engine_is_unhealthy(tiny_gemma: pathlib.Path) -> None:

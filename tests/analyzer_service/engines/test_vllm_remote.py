@@ -36,6 +36,19 @@ async def generated_tokens(base_url: str) -> float:
     return await _metric(base_url, "vllm:generation_tokens_total")
 
 
+async def settled_generated_tokens(base_url: str, before: float) -> float:
+    """Tokens generated since the count was ``before``, once the count stands still."""
+    # The counter moves with every engine step; wait until it stands still for a second.
+    deadline = asyncio.get_running_loop().time() + 60
+    settled, last = 0, before
+    while settled < 10:
+        assert asyncio.get_running_loop().time() < deadline, "the server kept generating"
+        await asyncio.sleep(0.1)
+        now = await generated_tokens(base_url)
+        settled, last = (settled + 1, last) if now == last else (0, now)
+    return last - before
+
+
 async def wait_idle(base_url: str, within_s: float = 10.0) -> None:
     deadline = asyncio.get_running_loop().time() + within_s
     while await running_requests(base_url):
@@ -94,37 +107,38 @@ async def _close_mid_stream(
             await anext(stream)
     finally:
         await stream.aclose()
-    # The counter moves with every engine step; wait until it stands still for a second.
-    deadline = asyncio.get_running_loop().time() + 60
-    settled, last = 0, before
-    while settled < 10:
-        assert asyncio.get_running_loop().time() < deadline, "the server kept generating"
-        await asyncio.sleep(0.1)
-        now = await generated_tokens(vllm_server)
-        settled, last = (settled + 1, last) if now == last else (0, now)
-    generated = last - before
+    generated = await settled_generated_tokens(vllm_server, before)
     # Had the server not noticed the closed connection it would have run all the tokens asked for;
     # how many it ran before noticing depends on how busy the machine is, not on the engine.
     assert 3 <= generated < request.max_tokens
 
 
-async def test_abort_ends_the_stream(remote_engine: RemoteVllmEngine, vllm_server: str) -> None:
-    request = GenerateRequest("remote-aborted", "Go on.", [], 1500)
+async def test_abort_ends_the_stream(vllm_server: str) -> None:
+    # As above: 2000 tokens with <eos> ignored fill the context after the short prompt, so only
+    # the abort can end the answer early.
+    engine = RemoteVllmEngine(
+        vllm_server, SERVED_NAME, api_key=API_KEY, max_tokens=2000, extra_body={"ignore_eos": True}
+    )
+    request = GenerateRequest("remote-aborted", "Go on.", [], 2000)
     received: list[str] = []
     three = asyncio.Event()
 
     async def consume() -> None:
-        async for delta in remote_engine.generate(request):
+        async for delta in engine.generate(request):
             received.append(delta)
             if len(received) == 3:
                 three.set()
 
-    task = asyncio.create_task(consume())
-    await asyncio.wait_for(three.wait(), 30)
-    await remote_engine.abort("remote-aborted")
-    await asyncio.wait_for(task, 10)
-    assert 3 <= len(received) < remote_engine.max_tokens
-    await wait_idle(vllm_server)
+    async with engine:
+        await wait_idle(vllm_server)
+        before = await generated_tokens(vllm_server)
+        task = asyncio.create_task(consume())
+        await asyncio.wait_for(three.wait(), 30)
+        await engine.abort("remote-aborted")
+        # The stream ends by itself (nobody closes it).
+        await asyncio.wait_for(task, 30)
+    generated = await settled_generated_tokens(vllm_server, before)
+    assert 3 <= len(received) <= generated < request.max_tokens
 
 
 async def test_too_many_images_is_a_clean_error(
