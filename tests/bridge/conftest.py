@@ -1,5 +1,6 @@
-"""Fixtures for the bridge: the bridge served by uvicorn in-process, a real detector service, and
-a scripted fake detector for the hub's own tests."""
+"""Fixtures for the bridge: the bridge served by uvicorn in-process, real detector and analyzer
+services (analyzers optionally with a scripted engine), a scripted fake detector for the hub's own
+tests, and generated videos."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ import pathlib
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
+import av
 import cv2
 import grpc
 import numpy as np
@@ -18,6 +21,7 @@ import pytest
 import uvicorn
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from analyzer_service.engine import Engine
 from analyzer_service.server import AnalyzerServer
 from analyzer_service.server import serve as serve_analyzer
 from analyzer_service.settings import AnalyzerSettings
@@ -132,6 +136,8 @@ class FakeDetector:
         self.fps = fps
         self.active = 0  # Subscribe calls in progress
         self.calls = 0
+        # The metadata each Subscribe call arrived with (the bridge's token rides there).
+        self.metadata: list[dict[str, str]] = []
         self.service: Service | None = None
         self.port = 0
 
@@ -143,6 +149,8 @@ class FakeDetector:
         self, request: dpb.SubscribeRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[dpb.SubscribeResponse]:
         self.calls += 1
+        pairs = context.invocation_metadata() or ()
+        self.metadata.append({str(key): str(value) for key, value in pairs})
         if request.source_id != "cam":
             await context.abort(
                 grpc.StatusCode.NOT_FOUND, f"NOT_FOUND: no source {request.source_id!r}"
@@ -232,6 +240,32 @@ async def analyzer(tmp_path: pathlib.Path) -> AsyncIterator[AnalyzerServer]:
     await server.stop(0)
 
 
+StartAnalyzer = Callable[..., Awaitable[AnalyzerServer]]
+
+
+@pytest.fixture
+async def start_analyzer(tmp_path: pathlib.Path) -> AsyncIterator[StartAnalyzer]:
+    """Real analyzer services, optionally with an engine (``tests.vigil.standin.ScriptedEngine``
+    for answers a test can predict); the ``analyzer`` fixture's settings unless overridden."""
+    started: list[AnalyzerServer] = []
+
+    async def start(engine: Engine | None = None, **overrides: Any) -> AnalyzerServer:
+        fields: dict[str, Any] = {
+            "port": 0,
+            "data_dir": tmp_path / f"analyzer{len(started)}",
+            "default_sampling_policy": "seed",
+            "detection_pass": False,
+            **overrides,
+        }
+        server = await serve_analyzer(AnalyzerSettings(**fields), engine=engine)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.stop(0)
+
+
 def write_video(path: pathlib.Path, seconds: float = 2.0, fps: int = 15) -> pathlib.Path:
     """A small mp4 (320x240, mp4v) of a moving square."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (320, 240))
@@ -248,3 +282,26 @@ def write_video(path: pathlib.Path, seconds: float = 2.0, fps: int = 15) -> path
 @pytest.fixture
 def video_file(tmp_path: pathlib.Path) -> pathlib.Path:
     return write_video(tmp_path / "clip.mp4")
+
+
+def write_long_video(path: pathlib.Path, minutes: float) -> pathlib.Path:
+    """A video of ``minutes`` made cheap: one 64x48 H.264 frame every 10 s (what the analyzer's
+    own long-video tests use), so an hour is a few hundred tiny frames."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(1, 10))
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for index in range(round(minutes * 6)):
+            image = np.full((48, 64, 3), (index * 5) % 256, np.uint8)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = index
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="session")
+def long_video(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
+    """61 minutes: over the hour from which the analyzer announces a long video."""
+    return write_long_video(tmp_path_factory.mktemp("videos") / "night.mp4", minutes=61)

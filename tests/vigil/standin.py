@@ -175,7 +175,15 @@ async def serve(
 
 class ScriptedEngine:
     """A language model stand-in: answers with fixed text, fails with ``error``, or with
-    ``block`` never finishes (a job held mid-inference)."""
+    ``block`` never finishes (a job held mid-inference).
+
+    With ``gate``, every generation yields its first word and then waits while the gate is
+    clear: a job held at inference that a test releases (``gate.set()``), or a chat answer held
+    mid-stream (clear it again before asking) that a caller can walk away from. ``requests`` are
+    the requests as they came; ``closed_early`` the ids whose generation was closed before its
+    last word (the caller went away, the job was cancelled), ``aborted`` those the service
+    aborted.
+    """
 
     model = "scripted/model"
 
@@ -185,19 +193,37 @@ class ScriptedEngine:
         *,
         block: bool = False,
         error: VigilError | None = None,
+        gate: asyncio.Event | None = None,
     ) -> None:
         self.text = text
         self.block = block
         self.error = error
+        self.gate = gate
         self.aborted: list[str] = []
+        self.requests: list[GenerateRequest] = []
+        self.closed_early: list[str] = []
+
+    @property
+    def words(self) -> list[str]:
+        """The deltas every answer streams, in order."""
+        return [word + " " for word in self.text.split(" ")]
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
+        self.requests.append(request)
         if self.block:
             await asyncio.Event().wait()
         if self.error is not None:
             raise self.error
-        for word in self.text.split(" "):
-            yield word + " "
+        finished = False
+        try:
+            for index, word in enumerate(self.words):
+                if index == 1 and self.gate is not None:
+                    await self.gate.wait()
+                yield word
+            finished = True
+        finally:
+            if not finished:
+                self.closed_early.append(request.request_id)
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
