@@ -86,7 +86,8 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
                     workers=self.workers,
                     on_accepted=lambda: context.send_initial_metadata(upload_protocol.ACCEPTED),
                 )
-            await self.jobs.store.create_video(video)
+            # Once stored, a video is recorded even if the caller goes now: no file without a row.
+            await asyncio.shield(self.jobs.store.create_video(video))
             response = pb.UploadVideoResponse(video=video)
             if header.start_analysis:
                 response.job.CopyFrom(await self.jobs.submit(video, header.options))

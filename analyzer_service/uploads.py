@@ -11,12 +11,15 @@ import shutil
 import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from analyzer_service import media, sampling
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.errors import InvalidInput, TooLarge
+
+T = TypeVar("T")
 
 # Left free on the disk beyond the upload itself, for frames and the database.
 DISK_RESERVE_BYTES = 256 * 1024**2
@@ -83,8 +86,10 @@ async def receive(
 
     video_id = uuid.uuid4().hex
     part_path = settings.videos_dir / f"{video_id}.part"
-    part = await asyncio.to_thread(_PartFile, part_path)
+    final_path = settings.videos_dir / video_id
+    part: _PartFile | None = None
     try:
+        part = await _settled(_PartFile, part_path)
         async for message in requests:
             if message.WhichOneof("payload") != "chunk":
                 raise InvalidInput("only the first message of an upload may be a header")
@@ -96,18 +101,17 @@ async def receive(
             if part.size > header.size:
                 raise InvalidInput(f"received more bytes than the declared size ({header.size})")
             # Hashing and writing a chunk take milliseconds; a thread keeps them off the loop.
-            await asyncio.to_thread(part.write, chunk)
+            await _settled(part.write, chunk)
         if part.size != header.size:
             raise InvalidInput(f"received {part.size} bytes but the header declared {header.size}")
         if part.size == 0:
             raise InvalidInput("the upload is empty")
-        sha256 = await asyncio.to_thread(part.finish)
+        sha256 = await _settled(part.finish)
         probe = await _probe(str(part_path), settings, workers)
-        final_path = settings.videos_dir / video_id
-        await asyncio.to_thread(os.replace, part_path, final_path)
+        await _settled(os.replace, part_path, final_path)
     except BaseException:
         # Client gone, refused or failed: nothing of the upload may stay behind.
-        await asyncio.shield(asyncio.to_thread(_discard, part, part_path))
+        await asyncio.shield(asyncio.to_thread(_discard, part, part_path, final_path))
         raise
 
     video = pb.Video(
@@ -126,9 +130,22 @@ async def receive(
     return header, video
 
 
-def _discard(part: _PartFile, path: pathlib.Path) -> None:
-    part.close()
-    path.unlink(missing_ok=True)
+async def _settled(fn: Callable[..., T], *args: Any) -> T:
+    """``fn(*args)`` in a thread. A cancel (deadline, client gone) cannot stop the thread, so it
+    is passed on only once the thread is done: the clean-up never races a write or a rename."""
+    running = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        raise
+
+
+def _discard(part: _PartFile | None, part_path: pathlib.Path, final_path: pathlib.Path) -> None:
+    if part is not None:
+        part.close()
+    part_path.unlink(missing_ok=True)
+    final_path.unlink(missing_ok=True)  # there if the cancel came just after the rename
 
 
 def _too_large(limit: int) -> str:

@@ -369,6 +369,37 @@ async def test_a_caller_going_away_aborts_the_answer(
         assert await analysed.server.jobs.store.chat_turns(analysed.job_id) == []
 
 
+async def test_a_chat_deadline_stops_the_generation(
+    start_server: StartServer,
+    model_settings: AnalyzerSettings,
+    long_engine: Recording,
+    knife_video: bytes,
+) -> None:
+    custom = model_settings.model_copy(update={"chat_max_tokens": MAX_MODEL_LEN})
+    async with analyse(start_server, custom, long_engine, knife_video) as analysed:
+        engine = long_engine.inner
+        reached: list[GenerateRequest] = []
+        for timeout in (0.001, 1.0):
+            before, asked = await engine.settled_tokens(), len(long_engine.requests)
+            question = pb.ChatRequest(
+                job_id=analysed.job_id, question="Describe it all.", max_tokens=MAX_MODEL_LEN
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                async for _ in analysed.stub.Chat(question, timeout=timeout):
+                    pass
+            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            # The engine stops too: idle again, far short of the answer nothing stopped.
+            generated = await engine.settled_tokens() - before
+            for request in long_engine.requests[asked:]:
+                reached.append(request)
+                unaborted = await engine.full_length(request)
+                assert unaborted > 1000
+                assert generated < unaborted, (timeout, generated)
+            assert await analysed.server.jobs.store.chat_turns(analysed.job_id) == []
+        # 1 s is long enough for a question to reach the engine: the check above ran.
+        assert reached
+
+
 async def test_cancelling_a_job_aborts_its_generation(
     start_server: StartServer,
     model_settings: AnalyzerSettings,

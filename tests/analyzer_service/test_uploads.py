@@ -1,11 +1,21 @@
-"""Upload helpers: names shown to people and the limits a video must meet."""
+"""Upload helpers: names shown to people, the limits a video must meet, and a cancel at any
+moment of an upload leaving no file behind."""
 
 from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 
 from analyzer_service import media, uploads
+from analyzer_service.isolation import MediaWorkers
 from analyzer_service.settings import AnalyzerSettings
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.errors import InvalidInput
 
 
@@ -56,3 +66,48 @@ def test_limits_accept_portrait_and_landscape_4k() -> None:
 def test_limits_refuse_with_the_reason(video: media.ProbeResult, reason: str) -> None:
     with pytest.raises(InvalidInput, match=reason):
         uploads.check_limits(video, AnalyzerSettings())
+
+
+def slowed(fn: Callable[..., Any], started: threading.Event) -> Callable[..., Any]:
+    """``fn`` that does its work, signals it, then takes 0.3 s more to return (a loaded disk):
+    a cancel meanwhile finds the work done but the thread not yet back."""
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        started.set()
+        time.sleep(0.3)
+        return result
+
+    return slow
+
+
+@pytest.mark.parametrize("stage", ["open", "write", "rename"])
+async def test_a_cancel_while_a_thread_touches_the_file_leaves_nothing(
+    stage: str, settings: AnalyzerSettings, short_bytes: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A deadline or a client leaving cancels the handler at any await; the thread it was
+    # waiting on goes on, and may create or move the file after the cancel.
+    started = threading.Event()
+    if stage == "open":
+        monkeypatch.setattr(uploads, "_PartFile", slowed(uploads._PartFile, started))
+    elif stage == "write":
+        monkeypatch.setattr(uploads._PartFile, "write", slowed(uploads._PartFile.write, started))
+    else:
+        monkeypatch.setattr(os, "replace", slowed(os.replace, started))
+
+    async def requests() -> AsyncIterator[pb.UploadVideoRequest]:
+        yield pb.UploadVideoRequest(header=pb.UploadHeader(name="a.mp4", size=len(short_bytes)))
+        yield pb.UploadVideoRequest(chunk=short_bytes)
+
+    workers = MediaWorkers(1)
+    try:
+        task = asyncio.create_task(uploads.receive(requests(), settings=settings, workers=workers))
+        while not started.is_set():  # noqa: ASYNC110 - the thread sets a threading.Event
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await workers.close()
+    # Checked at once: the clean-up ran after the thread, not beside it.
+    assert os.listdir(settings.videos_dir) == []

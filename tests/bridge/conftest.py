@@ -30,6 +30,7 @@ from bridge.server import config, listen
 from bridge.settings import BridgeSettings
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
+from tests.vigil.standin import ScriptedEngine
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.serving import Service
 
@@ -264,6 +265,25 @@ async def start_analyzer(tmp_path: pathlib.Path) -> AsyncIterator[StartAnalyzer]
     yield start
     for server in started:
         await server.stop(0)
+
+
+@pytest.fixture
+def gate() -> asyncio.Event:
+    """Clear: the ``engine`` holds every answer after its first word until the test sets it."""
+    return asyncio.Event()
+
+
+@pytest.fixture
+def engine(gate: asyncio.Event) -> ScriptedEngine:
+    """A scripted model whose answers wait on ``gate`` (modules override it where they need
+    another)."""
+    return ScriptedEngine("A square moves right at [00:01].", gate=gate)
+
+
+@pytest.fixture
+async def scripted(start_analyzer: StartAnalyzer, engine: ScriptedEngine) -> AnalyzerServer:
+    """A real analyzer on the ``engine``."""
+    return await start_analyzer(engine)
 
 
 def write_video(path: pathlib.Path, seconds: float = 2.0, fps: int = 15) -> pathlib.Path:

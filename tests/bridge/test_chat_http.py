@@ -25,22 +25,6 @@ QUESTION = {"question": "What moves, and when?"}
 
 
 @pytest.fixture
-def gate() -> asyncio.Event:
-    return asyncio.Event()
-
-
-@pytest.fixture
-def engine(gate: asyncio.Event) -> ScriptedEngine:
-    return ScriptedEngine("A square moves right at [00:01].", gate=gate)
-
-
-@pytest.fixture
-async def scripted(start_analyzer: Any, engine: ScriptedEngine) -> AnalyzerServer:
-    server: AnalyzerServer = await start_analyzer(engine)
-    return server
-
-
-@pytest.fixture
 async def job(
     start_bridge: Any,
     detector: Any,

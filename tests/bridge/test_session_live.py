@@ -43,22 +43,6 @@ HELD_AT = 5
 
 
 @pytest.fixture
-def gate() -> asyncio.Event:
-    return asyncio.Event()
-
-
-@pytest.fixture
-def engine(gate: asyncio.Event) -> ScriptedEngine:
-    return ScriptedEngine("A square moves right at [00:01].", gate=gate)
-
-
-@pytest.fixture
-async def scripted(start_analyzer: Any, engine: ScriptedEngine) -> AnalyzerServer:
-    server: AnalyzerServer = await start_analyzer(engine)
-    return server
-
-
-@pytest.fixture
 async def bridge(start_bridge: Any, detector: Any, scripted: AnalyzerServer) -> Bridge:
     running: Bridge = await start_bridge(
         detector_address=detector.address, analyzer_address=f"127.0.0.1:{scripted.port}"

@@ -13,6 +13,8 @@ import pytest
 import socketio
 from websockets.asyncio.client import ClientConnection, connect
 
+from tests.bridge.session_clients import shape, start_job, upload, wait_finished
+
 pytestmark = pytest.mark.timeout(30)
 
 # The seed's stages, as the analyzer (no model, seed sampling, no detection pass) reports them:
@@ -28,27 +30,6 @@ EXPECTED = [
 ]
 COUNT = len(EXPECTED)
 SEQUENCES = list(range(1, COUNT + 1))
-
-
-async def upload(bridge: Any, video: pathlib.Path, **params: Any) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=bridge.http, timeout=20) as client:
-        response = await client.post(
-            "/api/videos",
-            params={"name": video.name, **params},
-            content=video.read_bytes(),  # noqa: ASYNC240
-        )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-async def start_job(bridge: Any, video: pathlib.Path) -> str:
-    uploaded = await upload(bridge, video)
-    async with httpx.AsyncClient(base_url=bridge.http) as client:
-        response = await client.post("/api/analyses", json={"video_id": uploaded["video"]["id"]})
-    assert response.status_code == 201, response.text
-    job_id: str = response.json()["id"]
-    return job_id
 
 
 async def send(ws: ClientConnection, event: str, data: dict[str, Any] | None = None) -> None:
@@ -69,20 +50,6 @@ async def job_events(ws: ClientConnection, count: int) -> list[tuple[str, dict[s
         if name != "session_joined":
             events.append((name, data))
     return events
-
-
-def shape(events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, Any, Any]]:
-    return [(name, data.get("percent"), data.get("stage")) for name, data in events]
-
-
-async def wait_finished(bridge: Any, job_id: str) -> None:
-    async with httpx.AsyncClient(base_url=bridge.http) as client:
-        async with asyncio.timeout(15):
-            while (await client.get(f"/api/analyses/{job_id}")).json()["state"] in {  # noqa: ASYNC110
-                "queued",
-                "running",
-            }:
-                await asyncio.sleep(0.05)
 
 
 @pytest.fixture
