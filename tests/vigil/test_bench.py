@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 
@@ -120,12 +123,34 @@ def test_transport_reduced() -> None:
 def test_bench_cli_prints_one_json_object(
     tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    monkeypatch.delenv("VLLM_LOGGING_STREAM", raising=False)  # restored afterwards
     REGISTRY["tiny"] = ("a stand-in", lambda: lambda options: {"name": "tiny", "ratio": 1.5})
     try:
         assert main(["tiny", "--json"]) == 0
     finally:
         del REGISTRY["tiny"]
     assert json.loads(capsys.readouterr().out) == {"name": "tiny", "ratio": 1.5}
+
+
+def test_vllm_logs_stay_off_the_json_on_stdout() -> None:
+    # vLLM logs to stdout unless told otherwise: an engine benchmark's --json output was one
+    # JSON line among seventy lines of engine start-up.
+    script = (
+        "from vigil.bench.__main__ import logs_to_stderr\n"
+        "logs_to_stderr()\n"
+        "from vllm.config.logging import LoggingConfig\n"
+        "from vllm.logger import configure_logging, init_logger\n"
+        "configure_logging(LoggingConfig())  # as AsyncLLM.from_engine_args does\n"
+        "init_logger('vllm.bench_test').warning('engine says hello')\n"
+        "print('{}')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "VLLM_LOGGING_STREAM"}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "{}\n"
+    assert "engine says hello" in done.stderr
 
 
 def test_a_broken_promise_fails_the_run_after_every_benchmark_printed(

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from vigil.bench import REGISTRY
+
+
+def logs_to_stderr() -> None:
+    """Send vLLM's logs (stdout by default, engine subprocesses included) to stderr, so that
+    stdout holds the figures alone: one JSON object a benchmark with ``--json``."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=None, help="seconds of load for the long benchmarks"
     )
     args = parser.parse_args(argv)
+    logs_to_stderr()
     names = list(REGISTRY) if args.name == "all" else [args.name]
     failed: list[str] = []
     for name in names:
