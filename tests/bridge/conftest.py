@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-import av
 import cv2
 import grpc
 import numpy as np
@@ -30,6 +29,7 @@ from bridge.server import config, listen
 from bridge.settings import BridgeSettings
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
+from tests.analyzer_service.helpers import write_h264
 from tests.vigil.standin import ScriptedEngine
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.serving import Service
@@ -304,24 +304,10 @@ def video_file(tmp_path: pathlib.Path) -> pathlib.Path:
     return write_video(tmp_path / "clip.mp4")
 
 
-def write_long_video(path: pathlib.Path, minutes: float) -> pathlib.Path:
-    """A video of ``minutes`` made cheap: one 64x48 H.264 frame every 10 s (what the analyzer's
-    own long-video tests use), so an hour is a few hundred tiny frames."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(1, 10))
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for index in range(round(minutes * 6)):
-            image = np.full((48, 64, 3), (index * 5) % 256, np.uint8)
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
-
-
 @pytest.fixture(scope="session")
 def long_video(tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
     """61 minutes: over the hour from which the analyzer announces a long video."""
-    return write_long_video(tmp_path_factory.mktemp("videos") / "night.mp4", minutes=61)
+    path = tmp_path_factory.mktemp("videos") / "night.mp4"
+    # Made cheap as the analyzer's own long-video tests make it: one tiny frame every 10 s.
+    write_h264(path, frames=61 * 6, rate=Fraction(1, 10), width=64, height=48)
+    return path

@@ -196,13 +196,14 @@ async def test_sigterm_analyzer_drains_an_upload(tmp_path: pathlib.Path) -> None
 async def test_sigterm_analyzer_mid_job_exits_and_the_next_start_runs_the_job_again(
     tmp_path: pathlib.Path,
 ) -> None:
-    # A long-GOP video sampled at 64 times: seconds of decoding, far past the grace period.
+    # A long-GOP video sampled at 256 times, each seek decoding from its one keyframe: ~10 s on
+    # two cores (64 seeks once finished inside the 3 s grace period on a fast run).
     data = video(frames=1500, gop=1500)
     async with Services(tmp_path) as services:
-        analyzer = services.analyzer()
+        analyzer = services.analyzer(VIGIL_ANALYZER_MAX_FRAMES_LIMIT="256")
         await wait_serving(analyzer)
         async with health_watch(analyzer) as watch, analyzer_stub(analyzer.address) as stub:
-            job_id = (await upload(stub, data, start=True)).job.id
+            job_id = (await upload(stub, data, start=True, frames=256)).job.id
             seen: list[apb.StreamAnalysisEventsResponse] = []
             follow = stub.StreamAnalysisEvents(apb.StreamAnalysisEventsRequest(job_id=job_id))
 
