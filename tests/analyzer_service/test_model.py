@@ -336,68 +336,73 @@ async def _chat_request(analysed: Analysed, question: str, engine: Recording) ->
     return await chat.request(job, question, 4)
 
 
-async def test_a_caller_going_away_aborts_the_answer(
+@pytest.fixture
+async def long_chat(
     start_server: StartServer,
     model_settings: AnalyzerSettings,
     long_engine: Recording,
     knife_video: bytes,
-) -> None:
-    # Answers may fill the context (<eos> ignored): only the abort can end this one early.
+) -> AsyncIterator[Analysed]:
+    """A finished analysis whose chat answers may fill the context (<eos> ignored): only an
+    abort can end one early."""
     custom = model_settings.model_copy(update={"chat_max_tokens": MAX_MODEL_LEN})
     async with analyse(start_server, custom, long_engine, knife_video) as analysed:
-        engine = long_engine.inner
-        before = await engine.settled_tokens()
-        call = analysed.stub.Chat(
-            pb.ChatRequest(
-                job_id=analysed.job_id, question="Describe it all.", max_tokens=MAX_MODEL_LEN
-            )
-        )
-        received = 0
-        async for response in call:
-            assert not response.done
-            received += 1
-            if received == 3:
-                break
-        assert await engine.unfinished_requests() == 1
-        call.cancel()
-        generated = await engine.settled_tokens() - before
-        *_, request = long_engine.requests
-        unaborted = await engine.full_length(request)
-        assert unaborted > 1000, "the chat prompt leaves too little room for a long answer"
-        assert 3 <= generated < unaborted
-        # Nothing half-said is kept.
-        assert await analysed.server.jobs.store.chat_turns(analysed.job_id) == []
+        yield analysed
+
+
+def long_question(analysed: Analysed) -> pb.ChatRequest:
+    return pb.ChatRequest(
+        job_id=analysed.job_id, question="Describe it all.", max_tokens=MAX_MODEL_LEN
+    )
+
+
+async def assert_cut_short(engine: SharedEngine, request: GenerateRequest, generated: int) -> None:
+    """``generated`` tokens are far fewer than ``request`` makes when nothing stops it."""
+    unaborted = await engine.full_length(request)
+    assert unaborted > 1000, "the prompt leaves too little room for a long answer"
+    assert generated < unaborted, (generated, unaborted)
+
+
+async def test_a_caller_going_away_aborts_the_answer(
+    long_chat: Analysed, long_engine: Recording
+) -> None:
+    engine = long_engine.inner
+    before = await engine.settled_tokens()
+    call = long_chat.stub.Chat(long_question(long_chat))
+    received = 0
+    async for response in call:
+        assert not response.done
+        received += 1
+        if received == 3:
+            break
+    assert await engine.unfinished_requests() == 1
+    call.cancel()
+    generated = await engine.settled_tokens() - before
+    assert generated >= 3
+    await assert_cut_short(engine, long_engine.requests[-1], generated)
+    # Nothing half-said is kept.
+    assert await long_chat.server.jobs.store.chat_turns(long_chat.job_id) == []
 
 
 async def test_a_chat_deadline_stops_the_generation(
-    start_server: StartServer,
-    model_settings: AnalyzerSettings,
-    long_engine: Recording,
-    knife_video: bytes,
+    long_chat: Analysed, long_engine: Recording
 ) -> None:
-    custom = model_settings.model_copy(update={"chat_max_tokens": MAX_MODEL_LEN})
-    async with analyse(start_server, custom, long_engine, knife_video) as analysed:
-        engine = long_engine.inner
-        reached: list[GenerateRequest] = []
-        for timeout in (0.001, 1.0):
-            before, asked = await engine.settled_tokens(), len(long_engine.requests)
-            question = pb.ChatRequest(
-                job_id=analysed.job_id, question="Describe it all.", max_tokens=MAX_MODEL_LEN
-            )
-            with pytest.raises(grpc.aio.AioRpcError) as info:
-                async for _ in analysed.stub.Chat(question, timeout=timeout):
-                    pass
-            assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-            # The engine stops too: idle again, far short of the answer nothing stopped.
-            generated = await engine.settled_tokens() - before
-            for request in long_engine.requests[asked:]:
-                reached.append(request)
-                unaborted = await engine.full_length(request)
-                assert unaborted > 1000
-                assert generated < unaborted, (timeout, generated)
-            assert await analysed.server.jobs.store.chat_turns(analysed.job_id) == []
-        # 1 s is long enough for a question to reach the engine: the check above ran.
-        assert reached
+    engine = long_engine.inner
+    reached: list[GenerateRequest] = []
+    for timeout in (0.001, 1.0):
+        before, asked = await engine.settled_tokens(), len(long_engine.requests)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            async for _ in long_chat.stub.Chat(long_question(long_chat), timeout=timeout):
+                pass
+        assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        # The engine stops too: idle again, far short of the answer nothing stopped.
+        generated = await engine.settled_tokens() - before
+        for request in long_engine.requests[asked:]:
+            reached.append(request)
+            await assert_cut_short(engine, request, generated)
+        assert await long_chat.server.jobs.store.chat_turns(long_chat.job_id) == []
+    # 1 s is long enough for a question to reach the engine: the check above ran.
+    assert reached
 
 
 async def test_cancelling_a_job_aborts_its_generation(
@@ -427,9 +432,8 @@ async def test_cancelling_a_job_aborts_its_generation(
         generated = await engine.settled_tokens() - before
         (request,) = long_engine.requests
         assert request.request_id == job_id
-        unaborted = await engine.full_length(request)
-        assert unaborted > 1000, "the summary prompt leaves too little room for a long answer"
-        assert 3 <= generated < unaborted
+        assert generated >= 3
+        await assert_cut_short(engine, request, generated)
         events = await events_of(stub, job_id)
         assert events[-1].error.code == "CANCELLED"
 
