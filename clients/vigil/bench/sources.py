@@ -87,7 +87,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         def sustains(count: int) -> bool:
             rates = asyncio.run(_rates(services.detector, count, warmup_s, seconds))
             runs[count] = round(min(rates), 2)
-            return min(rates) >= SUSTAINED_FPS
+            # Judged on the figure printed, so a printed 14.0 never reads as "not held".
+            return runs[count] >= SUSTAINED_FPS
 
         good, bad = 0, None
         count = 1
