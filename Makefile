@@ -11,7 +11,7 @@ FIND_LINKS ?= /opt/wheels
 UV_FLAGS := --python $(PY) --override overrides.txt $(if $(wildcard $(FIND_LINKS)),--find-links $(FIND_LINKS))
 STAMP := $(VENV)/.installed
 
-.PHONY: help install models proto proto-check lint test run bench clean browser e2e
+.PHONY: help install models proto proto-check lint test run bench clean browser system e2e
 
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -47,14 +47,25 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
-# Debian's chromium for the end-to-end browser test (tests/e2e); Playwright only drives it.
-browser:
-	test -x $(CHROMIUM) || { $(SUDO) apt-get update && $(SUDO) apt-get install -y chromium; }
+# The real parts that tests start themselves on loopback, never mocks, all from Debian: chromium
+# for the browser tests (Playwright only drives it), ffmpeg, GStreamer's RTSP server (a real camera
+# served by the system python3), PostgreSQL 15 and Redis 7. Only what is missing is installed.
+DEBIAN_PACKAGES := chromium ffmpeg postgresql-15 redis-server python3-gi gir1.2-gst-rtsp-server-1.0 \
+	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
+	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+system:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:" $$missing; \
+	  $(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q $$missing; \
+	fi
 
-test: install models lint proto-check browser
+browser: system
+
+test: install models system lint proto-check
 	$(PY) -m pytest
 
-e2e: install models browser
+e2e: install models system
 	$(PY) -m pytest tests/e2e -q
 
 run: install models
