@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from analyzer_service import prompting, timeline
-from analyzer_service.engine import Engine, EngineMonitor, GenerateRequest, stream_deltas
+from analyzer_service.engine import Engine, EngineMonitor, GenerateRequest
 from analyzer_service.pipeline import MANIFEST_FILE, SAMPLED_FILE, Pipeline
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import ChatTurn, JobStore
@@ -125,7 +125,9 @@ class Chat:
                 if self.monitor is not None:
                     await stack.enter_async_context(self.monitor.watch())
                 stream = await stack.enter_async_context(
-                    contextlib.aclosing(stream_deltas(self.engine, request))
+                    contextlib.aclosing(
+                        self.pipeline.metrics.deltas(self.engine, request, kind="chat")
+                    )
                 )
                 async for delta in stream:
                     tokens += delta.tokens

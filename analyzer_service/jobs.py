@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from google.protobuf import timestamp_pb2
 
 from analyzer_service.events import EventBus
+from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.pipeline import Pipeline, progress
 from analyzer_service.store import Event, JobStore, is_terminal
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -50,8 +51,10 @@ class JobManager:
         max_running: int,
         max_queued: int,
         max_attempts: int = 3,
+        metrics: AnalyzerMetrics | None = None,
     ) -> None:
         self.store = store
+        self.metrics = metrics or pipeline.metrics
         self.bus = bus
         self.pipeline = pipeline
         self.max_running = max_running
@@ -198,6 +201,10 @@ class JobManager:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def counts(self) -> dict[str, int]:
+        """Jobs queued and running now."""
+        return {"queued": len(self._queue), "running": len(self._running)}
+
     def _position(self, job_id: str) -> int:
         for position, job in enumerate(self._queue, start=1):
             if job.id == job_id:
@@ -241,6 +248,7 @@ class JobManager:
         if event.HasField("complete"):
             job.result.CopyFrom(event.complete.result)
         await self._emit(job, event)
+        self.metrics.job_finished(state)
 
     async def _run(self, queued: pb.Job) -> None:
         job = pb.Job()

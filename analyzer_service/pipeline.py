@@ -36,9 +36,9 @@ from analyzer_service.engine import (
     Engine,
     EngineMonitor,
     GenerateRequest,
-    stream_deltas,
 )
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
+from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.prompting import clock
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import Event
@@ -116,8 +116,10 @@ class Pipeline:
         engine: Engine | None,
         detector: DetectorClient | None = None,
         monitor: EngineMonitor | None = None,
+        metrics: AnalyzerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or AnalyzerMetrics()
         self.workers = workers
         self.engine = engine
         self.detector = detector
@@ -259,6 +261,7 @@ class Pipeline:
         result.notes.extend(run.notes)
         run.timings.total_s = time.monotonic() - started
         result.timings.CopyFrom(run.timings)
+        self.metrics.timings(run.timings, detection=run.detect, model=self.engine is not None)
         await emit(
             progress(pb.STAGE_COMPLETE, 100, f"Analysis complete in {run.timings.total_s:.1f}s!")
         )
@@ -547,7 +550,9 @@ class Pipeline:
         try:
             async with (
                 self.engine_work(),
-                contextlib.aclosing(stream_deltas(self.engine, request)) as stream,
+                contextlib.aclosing(
+                    self.metrics.deltas(self.engine, request, kind="summary")
+                ) as stream,
             ):
                 async for delta in stream:
                     parts.append(delta.text)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Callable
 
 from analyzer_service.detection import DetectorClient
 from analyzer_service.engine import (
@@ -23,12 +24,14 @@ from analyzer_service.engine import (
 from analyzer_service.events import LocalEventBus
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
+from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.pipeline import Pipeline
 from analyzer_service.servicer import AnalyzerServicer
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.sqlite_store import SQLiteJobStore
 from analyzer_service.store import JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+from vigil.metrics_http import serve_metrics
 from vigil.serving import Service, auth_interceptors
 
 SERVICE_NAME = "vigil.analyzer.v1.AnalyzerService"
@@ -49,6 +52,10 @@ class AnalyzerServer:
     detector: DetectorClient | None = None
     engine: Engine | None = None
     monitor: EngineMonitor | None = None
+    metrics: AnalyzerMetrics = dataclasses.field(default_factory=AnalyzerMetrics)
+    # The port Prometheus scrapes (None: not served), and how to stop serving it.
+    metrics_port: int | None = None
+    stop_metrics: Callable[[], None] | None = None
     # Whether ``stop`` shuts the engine down (it was made from the settings).
     owns_engine: bool = False
     stopped: bool = False
@@ -71,6 +78,8 @@ class AnalyzerServer:
         await self.store.close()
         if self.owns_engine and self.engine is not None:
             await close_engine(self.engine)
+        if self.stop_metrics is not None:
+            await asyncio.to_thread(self.stop_metrics)
 
 
 def _remove_partial_uploads(settings: AnalyzerSettings) -> None:
@@ -125,8 +134,14 @@ async def _serve(
         if engine is not None
         else None
     )
+    metrics = AnalyzerMetrics()
     pipeline = Pipeline(
-        settings=settings, workers=workers, engine=engine, detector=detector, monitor=monitor
+        settings=settings,
+        workers=workers,
+        engine=engine,
+        detector=detector,
+        monitor=monitor,
+        metrics=metrics,
     )
     jobs = JobManager(
         store=store,
@@ -135,15 +150,29 @@ async def _serve(
         max_running=settings.max_concurrent_jobs,
         max_queued=settings.max_queued_jobs,
         max_attempts=settings.max_attempts,
+        metrics=metrics,
     )
+    metrics.watch_jobs(jobs.counts)
+    metrics_port: int | None = None
+    stop_metrics: Callable[[], None] | None = None
     try:
+        # First: a port already taken stops the start before anything listens.
+        if settings.metrics_port is not None:
+            metrics_port, stop_metrics = serve_metrics(
+                metrics.registry, settings.host, settings.metrics_port
+            )
         await jobs.recover()
         service = Service(
             service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token)
         )
         pb_grpc.add_AnalyzerServiceServicer_to_server(
             AnalyzerServicer(
-                settings=settings, jobs=jobs, workers=workers, engine=engine, monitor=monitor
+                settings=settings,
+                jobs=jobs,
+                workers=workers,
+                engine=engine,
+                monitor=monitor,
+                metrics=metrics,
             ),
             service.server,
         )
@@ -153,6 +182,8 @@ async def _serve(
             # Its first check runs at once: an engine down from the start turns NOT_SERVING now.
             monitor.start()
     except BaseException:
+        if stop_metrics is not None:
+            stop_metrics()
         await jobs.close()
         await workers.close()
         if detector is not None:
@@ -170,4 +201,7 @@ async def _serve(
         engine=engine,
         monitor=monitor,
         owns_engine=owns_engine,
+        metrics=metrics,
+        metrics_port=metrics_port,
+        stop_metrics=stop_metrics,
     )

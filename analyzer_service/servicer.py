@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any
@@ -15,6 +16,7 @@ from analyzer_service.chat import Chat
 from analyzer_service.engine import Engine, EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
+from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.settings import AnalyzerSettings
 from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -28,10 +30,12 @@ MAX_PAGE_SIZE = 500
 
 
 class _StatusOnError(contextlib.AbstractAsyncContextManager[None]):
-    """Ends the call with the error's status when a VigilError escapes the block."""
+    """Ends the call with the error's status when a VigilError escapes the block, and counts it."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, metrics: AnalyzerMetrics) -> None:
         self.context = context
+        self.metrics = metrics
+        self.refused = False
 
     async def __aexit__(
         self,
@@ -40,6 +44,8 @@ class _StatusOnError(contextlib.AbstractAsyncContextManager[None]):
         tb: TracebackType | None,
     ) -> None:
         if isinstance(exc, VigilError):
+            self.refused = True
+            self.metrics.refusals.labels(exc.code).inc()
             await abort_with(self.context, exc)
 
 
@@ -52,8 +58,10 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         workers: MediaWorkers,
         engine: Engine | None,
         monitor: EngineMonitor | None = None,
+        metrics: AnalyzerMetrics | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics = metrics or jobs.metrics
         self.jobs = jobs
         self.workers = workers
         self.engine = engine
@@ -74,7 +82,8 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
     async def UploadVideo(
         self, request_iterator: AsyncIterator[pb.UploadVideoRequest], context: Context
     ) -> pb.UploadVideoResponse:
-        async with _StatusOnError(context):
+        started = time.monotonic()
+        async with _StatusOnError(context, self.metrics):
             if self._uploads.locked():
                 raise Overloaded("too many uploads at once; try again shortly")
             async with self._uploads:
@@ -88,6 +97,7 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
                 )
             # Once stored, a video is recorded even if the caller goes now: no file without a row.
             await asyncio.shield(self.jobs.store.create_video(video))
+            self.metrics.stage.labels("upload").observe(time.monotonic() - started)
             response = pb.UploadVideoResponse(video=video)
             if header.start_analysis:
                 response.job.CopyFrom(await self.jobs.submit(video, header.options))
@@ -96,7 +106,7 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
     async def StartAnalysis(
         self, request: pb.StartAnalysisRequest, context: Context
     ) -> pb.StartAnalysisResponse:
-        async with _StatusOnError(context):
+        async with _StatusOnError(context, self.metrics):
             sampling.check_options(request.options, self.settings)
             video = await self.jobs.store.get_video(request.video_id)
             if video is None:
@@ -106,32 +116,42 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
     async def StreamAnalysisEvents(
         self, request: pb.StreamAnalysisEventsRequest, context: Context
     ) -> AsyncIterator[pb.StreamAnalysisEventsResponse]:
-        async with _StatusOnError(context):
+        async with _StatusOnError(context, self.metrics):
             async for event in self.jobs.follow(request.job_id, request.after_sequence):
                 yield event
 
     async def Chat(
         self, request: pb.ChatRequest, context: Context
     ) -> AsyncIterator[pb.ChatResponse]:
-        async with _StatusOnError(context):
-            job = await self.jobs.get(request.job_id)
-            if self.chat is None:
-                raise not_configured()
-            question = self.chat.check_question(request.question)
-            if self.monitor is not None:
-                self.monitor.ensure_healthy()
-            generate = await self.chat.request(
-                job, question, self.chat.max_tokens(request.max_tokens)
-            )
-            async for response in self.chat.answer(job, question, generate):
-                yield response
+        guard = _StatusOnError(context, self.metrics)
+        # Stays "cancelled" when the caller goes away (GeneratorExit, CancelledError).
+        outcome = "cancelled"
+        try:
+            async with guard:
+                job = await self.jobs.get(request.job_id)
+                if self.chat is None:
+                    raise not_configured()
+                question = self.chat.check_question(request.question)
+                if self.monitor is not None:
+                    self.monitor.ensure_healthy()
+                generate = await self.chat.request(
+                    job, question, self.chat.max_tokens(request.max_tokens)
+                )
+                async for response in self.chat.answer(job, question, generate):
+                    yield response
+            outcome = "ok"
+        except Exception:
+            outcome = "refused" if guard.refused else "error"
+            raise
+        finally:
+            self.metrics.chat_requests.labels(outcome).inc()
 
     async def GetJob(self, request: pb.GetJobRequest, context: Context) -> pb.GetJobResponse:
-        async with _StatusOnError(context):
+        async with _StatusOnError(context, self.metrics):
             return pb.GetJobResponse(job=await self.jobs.get(request.job_id))
 
     async def ListJobs(self, request: pb.ListJobsRequest, context: Context) -> pb.ListJobsResponse:
-        async with _StatusOnError(context):
+        async with _StatusOnError(context, self.metrics):
             page_size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
             try:
                 jobs, token = await self.jobs.list(
@@ -144,5 +164,5 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: Context
     ) -> pb.CancelJobResponse:
-        async with _StatusOnError(context):
+        async with _StatusOnError(context, self.metrics):
             return pb.CancelJobResponse(job=await self.jobs.cancel(request.job_id))

@@ -23,6 +23,9 @@ class AnalyzerSettings(BaseSettings):
     log_level: str = "INFO"
     # Seconds that in-flight calls get to finish on SIGTERM.
     grace_s: float = 5.0
+    # Prometheus metrics over HTTP on this port of `host` (``vigil run`` sets 9102); unset turns
+    # them off.
+    metrics_port: int | None = None
     # Optional bearer token: when set, every call except health and reflection needs
     # ``authorization: Bearer <token>`` metadata (else UNAUTHENTICATED). Never logged.
     token: SecretStr | None = None

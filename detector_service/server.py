@@ -9,8 +9,6 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from prometheus_client import start_http_server
-
 from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
@@ -22,6 +20,7 @@ from detector_service.sources import SourceRegistry, load_sources_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.errors import InvalidInput
+from vigil.metrics_http import serve_metrics
 from vigil.serving import Service, auth_interceptors, configure_logging, run_forever
 
 log = logging.getLogger("detector_service")
@@ -130,11 +129,9 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     server = DetectorServer(service, registry, batcher, pool, incidents, metrics)
     server._tasks.append(asyncio.create_task(watch_model_health(service, batcher)))
     if settings.metrics_port is not None:
-        http, _thread = start_http_server(
-            settings.metrics_port, settings.host, registry=metrics.registry
-        )
+        _port, stop_metrics = serve_metrics(metrics.registry, settings.host, settings.metrics_port)
         stack = contextlib.ExitStack()
-        stack.callback(http.shutdown)
+        stack.callback(stop_metrics)
         server._closers.append(stack)
     log.info(
         "detector service on %s:%d (backend %s, %d sources)",

@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=180.0,
         metavar="S",
-        help="give up if the services are not healthy after S seconds (default 180)",
+        help="warn if the services are not healthy after S seconds (default 180)",
     )
     bench = commands.add_parser(
         "bench",

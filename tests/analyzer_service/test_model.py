@@ -299,6 +299,14 @@ async def test_chat_streams_an_answer_and_keeps_the_conversation(
     ]
     assert turns[0].completion_tokens == CHAT_TOKENS
     assert list(turns[0].cited_times_s) == list(final.cited_times_s)
+    # The real engine's first tokens and decode rate are measured, for the summary and each answer.
+    metrics = analysed.server.metrics.registry
+    ttft = "vigil_analyzer_engine_ttft_seconds_count"
+    assert metrics.get_sample_value(ttft, {"kind": "summary"}) == 1
+    assert metrics.get_sample_value(ttft, {"kind": "chat"}) == 2
+    rate = "vigil_analyzer_engine_tokens_per_second_count"
+    assert metrics.get_sample_value(rate, {"kind": "chat"}) == 2
+    assert metrics.get_sample_value("vigil_analyzer_chat_requests_total", {"outcome": "ok"}) == 2
 
     # The prompt of a third question, as the engine renders it: the frames once (with the first
     # question), the earlier questions and answers as turns of their own, then the question.

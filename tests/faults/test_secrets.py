@@ -188,6 +188,10 @@ async def test_no_secret_in_any_log_or_response(
         "VIGIL_DETECTOR_PORT": str(ports["detector"]),
         "VIGIL_ANALYZER_PORT": str(ports["analyzer"]),
         "VIGIL_BRIDGE_PORT": str(ports["bridge"]),
+        # Free ports for the metrics `vigil run` serves (9101-9103 unless told).
+        "VIGIL_DETECTOR_METRICS_PORT": str(free_port()),
+        "VIGIL_ANALYZER_METRICS_PORT": str(free_port()),
+        "VIGIL_RUN_METRICS_PORT": str(free_port()),
         "VIGIL_DETECTOR_BACKEND": "roboflow",
         "VIGIL_DETECTOR_ROBOFLOW_API_KEY": KEY,
         "VIGIL_DETECTOR_ROBOFLOW_API_URL": failing_roboflow.url,

@@ -1,74 +1,137 @@
-"""`vigil run` (what `make run` starts) brings every service up, and down again on SIGTERM."""
+"""`vigil run` (what `make run` starts) brings every service up, keeps them up, and stops them.
+
+A service that exits unexpectedly is restarted with backoff while the others keep their processes;
+a crash loop is given up on; SIGTERM stops everything (also a service waiting in backoff) and
+leaves no process behind. Every test runs the real launcher and the real services.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import pathlib
 import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
-import urllib.request
 
+from tests.vigil.launched import Launcher, http_get
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+START_S = 120.0
 
 
 def test_run_starts_all_services_and_stops_them(tmp_path: pathlib.Path) -> None:
-    bridge = free_port()
-    env = dict(
-        os.environ,
-        VIGIL_DETECTOR_PORT=str(free_port()),
-        VIGIL_ANALYZER_PORT=str(free_port()),
-        VIGIL_ANALYZER_DATA_DIR=str(tmp_path / "analyzer"),
-        VIGIL_BRIDGE_PORT=str(bridge),
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "vigil.cli", "run"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    # Read the launcher's output as it comes, so the pipe never fills and we can wait for a line.
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout or []), daemon=True)
-    reader.start()
+    launcher = Launcher(tmp_path)
     try:
-        report = None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{bridge}/health", timeout=2) as r:
-                    report = json.load(r)
-                if all(v == "SERVING" for v in report["services"].values()):
-                    break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        assert report is not None, "the bridge never answered /health"
-        assert report["services"] == {
+        launcher.eventually(launcher.all_serving, START_S, "every service SERVING")
+        assert launcher.health() == {
             "bridge": "SERVING",
             "detector": "SERVING",
             "analyzer": "SERVING",
         }
-        with urllib.request.urlopen(f"http://127.0.0.1:{bridge}/", timeout=5) as r:
-            assert b"<html" in r.read().lower()
+        assert b"<html" in http_get(f"{launcher.url}/").lower()
         # The launcher polls health itself; give it the moment to see what we saw and say so.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and not any("Open http" in line for line in lines):
-            time.sleep(0.1)
+        launcher.eventually(lambda: "Open http" in launcher.output, 10, "the URL printed")
+        # Prometheus can scrape every service, and the launcher's own counts, on their ports.
+        assert launcher.metric("detector_metrics", "vigil_incidents_total") == 0
+        assert launcher.metric("analyzer_metrics", "vigil_analyzer_queue_length") == 0
+        assert launcher.metric(
+            "bridge", "vigil_bridge_http_requests_total", method="GET", status="200"
+        )
+        assert launcher.metric("run_metrics", "vigil_service_restarts_total", service="bridge") == 0
+        assert launcher.state("analyzer") == "running"
+        returncode = launcher.stop()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
-        reader.join(timeout=5)
-    output = "".join(lines)
-    assert proc.returncode == 0, output
-    assert f"Open http://127.0.0.1:{bridge}/" in output
+        launcher.close()
+    assert returncode == 0, launcher.output
+    assert f"Open {launcher.url}/" in launcher.output
+
+
+def test_a_killed_service_is_restarted_and_the_others_keep_running(tmp_path: pathlib.Path) -> None:
+    launcher = Launcher(tmp_path, VIGIL_DETECTOR_BACKEND="none")
+    try:
+        launcher.eventually(lambda: "Open http" in launcher.output, START_S, "services up")
+        before = launcher.services()
+        assert set(before) == {"detector", "analyzer", "bridge"}, before
+        os.kill(before["detector"], signal.SIGKILL)
+
+        def detector_replaced() -> bool:
+            now = launcher.services()
+            return now.get("detector", before["detector"]) != before["detector"]
+
+        launcher.eventually(detector_replaced, 60, "a new detector process")
+        launcher.eventually(launcher.all_serving, START_S, "every service SERVING again")
+        after = launcher.services()
+        # Neither the analyzer nor the bridge was touched: an analysis and viewers survive.
+        assert after["analyzer"] == before["analyzer"]
+        assert after["bridge"] == before["bridge"]
+        assert launcher.proc.poll() is None
+        restarts = launcher.metric(
+            "run_metrics", "vigil_service_restarts_total", service="detector"
+        )
+        assert restarts == 1
+        assert (
+            launcher.metric("run_metrics", "vigil_service_restarts_total", service="analyzer") == 0
+        )
+        assert "detector exited unexpectedly (killed by SIGKILL)" in launcher.output
+        assert "restart 1 in 0.5 s" in launcher.output
+        returncode = launcher.stop()
+        left = launcher.leftovers()
+    finally:
+        launcher.close()
+    assert returncode == 0, launcher.output
+    assert left == []
+
+
+def test_a_crash_loop_is_given_up_on_and_the_others_stay_up(tmp_path: pathlib.Path) -> None:
+    # A sources file that does not exist: the detector stops at start with exit status 1, always.
+    launcher = Launcher(
+        tmp_path,
+        VIGIL_DETECTOR_BACKEND="none",
+        VIGIL_DETECTOR_SOURCES_FILE=str(tmp_path / "missing.toml"),
+        VIGIL_RUN_MAX_RESTARTS="2",
+        VIGIL_RUN_BACKOFF_S="0.1",
+    )
+    try:
+        launcher.eventually(
+            lambda: launcher.state("detector") == "failed", START_S, "detector failed"
+        )
+        assert (
+            launcher.metric("run_metrics", "vigil_service_restarts_total", service="detector") == 2
+        )
+        assert launcher.output.count("detector exited unexpectedly (exit status 1)") == 3
+        assert "crash loop, giving up on it" in launcher.output
+
+        def others_serving() -> bool:
+            health = launcher.health()
+            return health["analyzer"] == "SERVING" and health["bridge"] == "SERVING"
+
+        launcher.eventually(others_serving, START_S, "the analyzer and the bridge serving")
+        assert launcher.health()["detector"] != "SERVING"
+        assert set(launcher.services()) == {"analyzer", "bridge"}
+        assert launcher.proc.poll() is None
+        returncode = launcher.stop()
+        left = launcher.leftovers()
+    finally:
+        launcher.close()
+    # Stopped cleanly, but the exit status says that a service had been given up on.
+    assert returncode == 1, launcher.output
+    assert "given up on as crash loops: detector" in launcher.output
+    assert left == []
+
+
+def test_sigterm_stops_everything_while_a_service_waits_in_backoff(tmp_path: pathlib.Path) -> None:
+    launcher = Launcher(
+        tmp_path,
+        VIGIL_DETECTOR_BACKEND="none",
+        VIGIL_DETECTOR_SOURCES_FILE=str(tmp_path / "missing.toml"),
+        VIGIL_RUN_BACKOFF_S="600",
+        VIGIL_RUN_BACKOFF_MAX_S="600",
+    )
+    try:
+        launcher.eventually(lambda: launcher.state("detector") == "backoff", START_S, "backoff")
+        launcher.eventually(lambda: launcher.state("bridge") == "running", 5, "bridge running")
+        returncode = launcher.stop()
+        left = launcher.leftovers()
+    finally:
+        launcher.close()
+    assert returncode == 0, launcher.output
+    assert "restart 1 in 600.0 s" in launcher.output
+    assert "started again" not in launcher.output
+    assert left == []

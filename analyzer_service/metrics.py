@@ -1,0 +1,122 @@
+"""Prometheus metrics of the analyzer service, served on ``VIGIL_ANALYZER_METRICS_PORT`` when set.
+
+* ``vigil_analyzer_jobs{state}``: jobs queued and running now (read from the job manager when
+  Prometheus scrapes); ``vigil_analyzer_queue_length``: jobs waiting for a worker
+* ``vigil_analyzer_jobs_finished_total{state}``: jobs that ended succeeded, failed or cancelled
+* ``vigil_analyzer_stage_seconds{stage}``: upload (receive, store and probe), probe, sampling,
+  detection, model and total, per finished upload or analysis
+* ``vigil_analyzer_engine_ttft_seconds{kind}`` and ``vigil_analyzer_engine_tokens_per_second
+  {kind}``: the language model's time to first token and decode rate (tokens after the first
+  over the time after it), for summaries and chat answers that ran to the end
+* ``vigil_analyzer_chat_requests_total{outcome}``: ok, refused, error, cancelled (caller left)
+* ``vigil_analyzer_refusals_total{code}``: calls refused with an error of ``vigil.errors`` (the
+  code the caller sees: INVALID_INPUT, NOT_FOUND, RESOURCE_EXHAUSTED, MODEL_NOT_CONFIGURED...)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from analyzer_service.engine import Delta, Engine, GenerateRequest, stream_deltas
+from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+
+STAGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
+RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+
+
+class JobsCollector(Collector):
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        counts = self.counts()
+        jobs = GaugeMetricFamily(
+            "vigil_analyzer_jobs", "Jobs queued and running now", labels=["state"]
+        )
+        for state in ("queued", "running"):
+            jobs.add_metric([state], counts.get(state, 0))
+        yield jobs
+        yield GaugeMetricFamily(
+            "vigil_analyzer_queue_length",
+            "Jobs waiting for a worker",
+            value=counts.get("queued", 0),
+        )
+
+
+class AnalyzerMetrics:
+    """The service's registry; one per service, so servers in one process never collide."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.jobs_finished = Counter(
+            "vigil_analyzer_jobs_finished", "Jobs that ended, by state", ["state"], registry=r
+        )
+        self.stage = Histogram(
+            "vigil_analyzer_stage_seconds",
+            "Seconds per stage of an upload or analysis",
+            ["stage"],
+            buckets=STAGE_BUCKETS_S,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "vigil_analyzer_engine_ttft_seconds",
+            "Seconds from asking the language model to its first token",
+            ["kind"],
+            buckets=TTFT_BUCKETS_S,
+            registry=r,
+        )
+        self.tokens_per_s = Histogram(
+            "vigil_analyzer_engine_tokens_per_second",
+            "Tokens per second after the first token",
+            ["kind"],
+            buckets=RATE_BUCKETS,
+            registry=r,
+        )
+        self.chat_requests = Counter(
+            "vigil_analyzer_chat_requests", "Chat calls, by outcome", ["outcome"], registry=r
+        )
+        self.refusals = Counter(
+            "vigil_analyzer_refusals", "Calls refused, by error code", ["code"], registry=r
+        )
+
+    def watch_jobs(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.registry.register(JobsCollector(counts))
+
+    def job_finished(self, state: pb.JobState.ValueType) -> None:
+        name = pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+        self.jobs_finished.labels(name).inc()
+
+    def timings(self, timings: pb.StageTimings, *, detection: bool, model: bool) -> None:
+        """A finished analysis's stages (those that ran)."""
+        self.stage.labels("probe").observe(timings.probe_s)
+        self.stage.labels("sampling").observe(timings.sampling_s)
+        if detection:
+            self.stage.labels("detection").observe(timings.detection_s)
+        if model:
+            self.stage.labels("model").observe(timings.inference_s)
+        self.stage.labels("total").observe(timings.total_s)
+
+    async def deltas(
+        self, engine: Engine, request: GenerateRequest, *, kind: str
+    ) -> AsyncGenerator[Delta, None]:
+        """``stream_deltas`` timed: time to first token, and the decode rate once it ends."""
+        asked = time.monotonic()
+        first: float | None = None
+        tokens = 0
+        async with contextlib.aclosing(stream_deltas(engine, request)) as stream:
+            async for delta in stream:
+                if first is None and delta.tokens:
+                    first = time.monotonic()
+                    self.ttft.labels(kind).observe(first - asked)
+                tokens += delta.tokens
+                yield delta
+        elapsed = time.monotonic() - first if first is not None else 0.0
+        if tokens > 1 and elapsed > 0:
+            self.tokens_per_s.labels(kind).observe((tokens - 1) / elapsed)
