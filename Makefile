@@ -11,7 +11,7 @@ FIND_LINKS ?= /opt/wheels
 UV_FLAGS := --python $(PY) --override overrides.txt $(if $(wildcard $(FIND_LINKS)),--find-links $(FIND_LINKS))
 STAMP := $(VENV)/.installed
 
-.PHONY: help install models proto proto-check lint test run bench clean browser system e2e
+.PHONY: help install models proto proto-check proto-baseline lint test run bench clean browser system e2e
 
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -40,9 +40,16 @@ proto: install
 proto-check: install
 	$(PY) scripts/gen_proto.py --check clients
 
+# The released contract that `buf breaking` holds every change to. Update it deliberately, in the
+# commit that cuts a version, never to make a breaking change pass. Pretty JSON so a review sees it.
+PROTO_BASELINE := proto/baseline/vigil-v1.json
+proto-baseline: install
+	$(VENV)/bin/buf build --exclude-source-info -o -#format=json | $(PY) -m json.tool --indent 1 > $(PROTO_BASELINE)
+
 lint: install
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
+	$(VENV)/bin/buf breaking --against $(PROTO_BASELINE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
