@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from bridge import api_analyses, api_sources, errors, health, metrics, session_ws, sio, video
@@ -146,8 +146,22 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     sio.mount(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    page = index_html(settings)
+
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
 
     return app
+
+
+def index_html(settings: BridgeSettings) -> str:
+    """The page, told the reconnect policy through its <body>'s data attributes (read once)."""
+    html = (STATIC_DIR / "index.html").read_text()
+    body = (
+        f'<body data-reconnect-attempts="{settings.page_reconnect_attempts}" '
+        f'data-reconnect-first-ms="{settings.page_reconnect_first_ms}">'
+    )
+    if html.count("<body>") != 1:
+        raise RuntimeError(f"{STATIC_DIR / 'index.html'} must have exactly one plain <body> tag")
+    return html.replace("<body>", body, 1)

@@ -72,6 +72,12 @@ class BridgeSettings(BaseSettings):
     ws_ping_interval_s: Annotated[float, Field(gt=0.0)] = 20.0
     ws_ping_timeout_s: Annotated[float, Field(gt=0.0)] = 20.0
 
+    # The page's reconnect policy when a live view or session socket drops: this many tries,
+    # the first after ``page_reconnect_first_ms``, each later one waiting twice as long; then the
+    # page gives up and says so. Handed to the page in index.html's <body> data attributes.
+    page_reconnect_attempts: Annotated[int, Field(ge=0, le=20)] = 3
+    page_reconnect_first_ms: Annotated[int, Field(ge=50, le=60_000)] = 1000
+
     # Largest upload the bridge forwards, in bytes; larger ones get 413 before any byte is read
     # (the analyzer enforces its own limit as well).
     max_upload_bytes: Annotated[int, Field(ge=1)] = 4 * 1024**3

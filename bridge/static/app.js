@@ -130,8 +130,15 @@ function setupTabs() {
 // Live view
 // ---------------------------------------------------------------------------------------------
 
-const MAX_RECONNECTS = 3;        // then the user presses Start again
-const FIRST_RETRY_MS = 1000;     // 1 s, 2 s, 4 s
+// The bridge hands the page its reconnect policy (VIGIL_BRIDGE_PAGE_RECONNECT_*) in <body>'s
+// data attributes: that many tries, the first after FIRST_RETRY_MS, each later one twice as late
+// (by default 3 tries: 1 s, 2 s, 4 s); then the user presses Start again.
+function policyNumber(name, fallback) {
+  const value = Number(document.body.dataset[name]);
+  return Number.isFinite(value) && value >= 0 ? value : fallback;
+}
+const MAX_RECONNECTS = policyNumber("reconnectAttempts", 3);
+const FIRST_RETRY_MS = policyNumber("reconnectFirstMs", 1000);
 const FINAL_CLOSE_CODES = new Set([1008, 1009]); // unknown source, refused: retrying cannot help
 
 class LiveView {
@@ -253,6 +260,7 @@ class LiveView {
       return;
     }
     const delay = FIRST_RETRY_MS * 2 ** this.attempts;
+    if (this.attempts === 0) toast("warning", "Live stream interrupted", "Reconnecting…");
     this.attempts += 1;
     this.setStatus("connecting", `Connection lost; retrying in ${delay / 1000} s (${this.attempts}/${MAX_RECONNECTS})`);
     this.retryTimer = setTimeout(() => this.connect(), delay);
@@ -286,6 +294,7 @@ class LiveView {
 
   // Newest frame wins: while one decodes, later ones replace each other in `pending`.
   queue(header, blob) {
+    if (this.attempts > 0) toast("success", "Live stream back", "Frames are arriving again.");
     this.attempts = 0;
     this.lastError = null;
     this.pending = { header, blob };

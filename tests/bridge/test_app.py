@@ -219,7 +219,9 @@ async def test_index_serves_the_live_view(start_bridge: Any, detector: Any) -> N
         script = await client.get("/static/app.js")
     assert script.status_code == 200
     assert "/ws/video-stream" in script.text
-    assert "MAX_RECONNECTS = 3" in script.text
+    # The page's reconnect policy comes from the bridge's settings (3 tries from 1 s by default).
+    assert '<body data-reconnect-attempts="3" data-reconnect-first-ms="1000">' in page
+    assert 'policyNumber("reconnectAttempts", 3)' in script.text
 
 
 async def test_shutdown_closes_viewers_promptly(start_bridge: Any, detector: Any) -> None:

@@ -15,7 +15,6 @@ Screenshots of both tabs go to ``test-output/`` at the repository root.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import pathlib
 import re
@@ -26,30 +25,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pytest
-import uvicorn
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from analyzer_service.engine import Engine
 from analyzer_service.server import serve as serve_analyzer
 from analyzer_service.settings import AnalyzerSettings
-from bridge.app import create_app
-from bridge.server import config, listen
 from bridge.settings import BridgeSettings
 from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
+from tests.e2e.support import OUTPUT, BridgeServer
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "test-output"
 VIEWPORT = ViewportSize(width=1280, height=800)
 # Seconds for each step that waits on the services.
 STEP_S = 15.0
@@ -125,42 +110,14 @@ async def services(tmp_path: pathlib.Path, engine: Engine | None) -> AsyncIterat
         retry_initial_s=0.1,
         retry_max_s=0.5,
     )
-    sock = listen(settings)
-    options = {"loop": "none", "log_level": "warning", "timeout_graceful_shutdown": 2}
-    server = uvicorn.Server(config(create_app(settings), settings, **options))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
+    bridge = BridgeServer(settings)
     try:
-        async with asyncio.timeout(5):
-            while not server.started:
-                if task.done():
-                    task.result()
-                    raise RuntimeError("uvicorn exited during startup")
-                await asyncio.sleep(0.01)
-        yield Services(f"http://127.0.0.1:{sock.getsockname()[1]}", engine)
+        await bridge.start()
+        yield Services(bridge.url, engine)
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, 5)
+        await bridge.stop()
         await analyzer.stop(0)
         await detector.stop(0)
-
-
-@pytest.fixture
-def chromium() -> pathlib.Path:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: pathlib.Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def painted_pixels(page: Page) -> int:
