@@ -26,7 +26,7 @@ def mode(path: pathlib.Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-@pytest.mark.parametrize("readable", [0o644, 0o640, 0o604, 0o660, 0o620])
+@pytest.mark.parametrize("readable", [0o644, 0o640, 0o604, 0o660, 0o620], ids=oct)
 def test_a_sources_file_others_can_reach_is_refused(tmp_path: pathlib.Path, readable: int) -> None:
     path = tmp_path / "sources.toml"
     path.write_text(SOURCES)
