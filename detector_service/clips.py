@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from detector_service.private import private_dir
+
 log = logging.getLogger(__name__)
 
 # A clip's frame rate when it has too few frames to measure one.
@@ -149,7 +151,7 @@ def write_clip(path: pathlib.Path, frames: list[tuple[int, bytes]]) -> None:
     if len(frames) >= 2 and frames[-1][0] > frames[0][0]:
         fps = (len(frames) - 1) * 1e9 / (frames[-1][0] - frames[0][0])
     fps = min(max(fps, 1.0), 120.0)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     # Written under a temporary name (still .avi: OpenCV picks the container by extension) and
     # renamed, so a path that exists is always a complete clip.
     tmp = path.with_name(f".{path.stem}.tmp.avi")
@@ -174,4 +176,5 @@ def write_clip(path: pathlib.Path, frames: list[tuple[int, bytes]]) -> None:
             writer.release()
     if writer is None:
         raise ValueError("no decodable frames")
+    tmp.chmod(0o600)
     os.replace(tmp, path)

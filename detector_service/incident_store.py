@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from detector_service.private import private_dir, private_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,13 @@ class IncidentStore:
         self._executor.submit(self._connect).result()
 
     def _connect(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Owner-only: SQLite gives its -wal and -shm files the database file's mode.
+        private_dir(self.path.parent)
+        private_file(self.path)
+        for suffix in ("-wal", "-shm"):
+            side = self.path.with_name(self.path.name + suffix)
+            if side.exists():
+                private_file(side)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         # WAL with synchronous=NORMAL survives process crashes; a power cut may lose the last

@@ -24,6 +24,7 @@ from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
 from detector_service.settings import DetectorSettings
+from detector_service.source_uri import SourceUri
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.queues import NewestWinsQueue
@@ -131,7 +132,12 @@ class LiveSource:
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] = open_reader,
         observer: FrameObserver | None = None,
     ) -> None:
-        self.spec = spec
+        # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
+        # subscribers) holds its masked form, so nothing built from it can leak a password.
+        self.uri = SourceUri(spec.uri)
+        self.spec = pb.SourceSpec()
+        self.spec.CopyFrom(spec)
+        self.spec.uri = self.uri.masked
         self.observer = observer
         self.settings = settings
         self.batcher = batcher
@@ -257,6 +263,9 @@ class LiveSource:
     def _set_state(self, state: pb.SourceState.ValueType, error: str = "") -> None:
         if state == self.state and not error:
             return
+        # Every error on the way to last_error, the log and the subscribers passes here: scrub
+        # whatever the capture library quoted of the real URI.
+        error = self.uri.redact(error)
         if error:
             log.warning("source %s: %s", self.spec.id, error)
         args = (state, error, time.time_ns())
@@ -269,7 +278,7 @@ class LiveSource:
         backoff = BACKOFF_START_S
         while not stopping.is_set():
             try:
-                reader = self.reader_factory(self.spec, self.max_fps)
+                reader = self.reader_factory(self._capture_spec(), self.max_fps)
             except CaptureError as exc:
                 if exc.permanent:
                     self._set_state(pb.SOURCE_STATE_FAILED, str(exc))
@@ -301,6 +310,13 @@ class LiveSource:
                 backoff = next_backoff(backoff)
             finally:
                 reader.close()
+
+    def _capture_spec(self) -> pb.SourceSpec:
+        """The spec with the real URI, for the reader that opens the input and no one else."""
+        spec = pb.SourceSpec()
+        spec.CopyFrom(self.spec)
+        spec.uri = self.uri.reveal()
+        return spec
 
     def _take(self, timeout: float) -> tuple[Image, int] | None:
         with self._slot.cond:

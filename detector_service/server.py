@@ -14,6 +14,8 @@ from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
 from detector_service.incidents import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
+from detector_service.native_logs import silence_native_logs
+from detector_service.private import private_dir
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry, load_sources_file
@@ -99,7 +101,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         max_wait_s=settings.batch_wait_s,
         on_batch=lambda seconds, frames: histogram.observe(seconds),
     )
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # Incidents, snapshots and clips are for the service's user alone.
+    await asyncio.to_thread(private_dir, settings.data_dir)
     incidents = await asyncio.to_thread(
         open_tracker, incident_config(settings), asyncio.get_running_loop()
     )
@@ -144,6 +147,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
 
 
 def main() -> None:
+    # First: the C libraries of the capture print camera URLs (passwords included) to stderr.
+    silence_native_logs()
     settings = DetectorSettings()
     configure_logging(settings.log_level)
 

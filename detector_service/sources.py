@@ -10,6 +10,7 @@ from typing import Any
 
 from detector_service.batcher import InferenceBatcher
 from detector_service.pipeline import FrameObserver, LiveSource
+from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.errors import AlreadyExists, InvalidInput, NotFound
@@ -51,7 +52,10 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     id = "lobby"
     kind = "stream"           # webcam | stream | file | test_pattern
     uri = "rtsp://camera.local/stream1"
+
+    The file may hold camera passwords: one that group or others can read is refused.
     """
+    require_private(path)
     try:
         document = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:

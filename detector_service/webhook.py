@@ -23,12 +23,30 @@ import threading
 import httpx
 from google.protobuf import json_format
 
+from detector_service.source_uri import SourceUri, mask
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 # Answers worth retrying; any other non-2xx answer is final.
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class _MaskUrls(logging.Filter):
+    """httpx logs every request's full URL at INFO: a webhook's ``?token=`` would be in the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                mask(str(arg)) if isinstance(arg, httpx.URL) else arg for arg in record.args
+            )
+        return True
+
+
+def _mask_httpx_log() -> None:
+    logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _MaskUrls) for f in logger.filters):
+        logger.addFilter(_MaskUrls())
 
 
 class Webhook:
@@ -44,7 +62,10 @@ class Webhook:
         include_snapshot: bool = False,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        self.url = url
+        # Receivers take a secret in the URL (``?token=``, ``user:password@``): the real one
+        # only goes to httpx, which would log it but for the filter.
+        self.url = SourceUri(url)
+        _mask_httpx_log()
         self.retries = retries
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -124,9 +145,9 @@ class Webhook:
         delay = self.backoff_s
         for attempt in range(self.retries + 1):
             try:
-                answer = self._client.post(self.url, content=body, headers=headers)
+                answer = self._client.post(self.url.reveal(), content=body, headers=headers)
             except httpx.HTTPError as exc:
-                problem = f"{type(exc).__name__}: {exc}"
+                problem = self.url.redact(f"{type(exc).__name__}: {exc}")
             else:
                 if answer.is_success:
                     return True

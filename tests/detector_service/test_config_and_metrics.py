@@ -32,6 +32,7 @@ max_fps = 5
 def test_sources_file_is_parsed(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "sources.toml"
     path.write_text(SOURCES)
+    path.chmod(0o600)  # it may hold camera passwords: others may not read it
     lobby, pattern = load_sources_file(path)
     assert (lobby.id, lobby.kind, lobby.display_name) == ("lobby", pb.SOURCE_KIND_STREAM, "Lobby")
     assert (pattern.kind, pattern.max_fps) == (pb.SOURCE_KIND_TEST_PATTERN, 5)
@@ -55,6 +56,7 @@ def test_bad_sources_file_is_refused_with_the_reason(
 ) -> None:
     path = tmp_path / "sources.toml"
     path.write_text(text)
+    path.chmod(0o600)  # it may hold camera passwords: others may not read it
     with pytest.raises(InvalidInput, match=message):
         load_sources_file(path)
 
@@ -69,6 +71,7 @@ def free_port() -> int:
 async def test_declared_sources_and_metrics_are_served(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "sources.toml"
     path.write_text(SOURCES)
+    path.chmod(0o600)  # it may hold camera passwords: others may not read it
     metrics_port = free_port()
     settings = DetectorSettings(
         port=0, backend="none", sources_file=path, data_dir=tmp_path, metrics_port=metrics_port

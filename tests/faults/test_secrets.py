@@ -12,10 +12,12 @@ import contextlib
 import os
 import pathlib
 import signal
+import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -176,27 +178,21 @@ async def force_errors(seen: Seen, ports: dict[str, int], video: bytes) -> None:
         seen.add(job)
 
 
-async def test_no_secret_in_any_log_or_response(
-    tmp_path: pathlib.Path, failing_roboflow: FakeRoboflow
-) -> None:
-    ports = {name: free_port() for name in ("detector", "analyzer", "bridge")}
+def services_env(tmp_path: pathlib.Path, backend: dict[str, str]) -> dict[str, str]:
+    """The environment of a ``vigil run`` on free ports, logging at DEBUG, with ``TOKEN``."""
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("VIGIL_", "ROBOFLOW_"))},
         "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "clients")]),
         "PYTHONUNBUFFERED": "1",
         "VIGIL_TOKEN": TOKEN,
-        "VIGIL_DETECTOR_PORT": str(ports["detector"]),
-        "VIGIL_ANALYZER_PORT": str(ports["analyzer"]),
-        "VIGIL_BRIDGE_PORT": str(ports["bridge"]),
+        "VIGIL_DETECTOR_PORT": str(free_port()),
+        "VIGIL_ANALYZER_PORT": str(free_port()),
+        "VIGIL_BRIDGE_PORT": str(free_port()),
         # Free ports for the metrics `vigil run` serves (9101-9103 unless told).
         "VIGIL_DETECTOR_METRICS_PORT": str(free_port()),
         "VIGIL_ANALYZER_METRICS_PORT": str(free_port()),
         "VIGIL_RUN_METRICS_PORT": str(free_port()),
-        "VIGIL_DETECTOR_BACKEND": "roboflow",
-        "VIGIL_DETECTOR_ROBOFLOW_API_KEY": KEY,
-        "VIGIL_DETECTOR_ROBOFLOW_API_URL": failing_roboflow.url,
-        "VIGIL_DETECTOR_ROBOFLOW_MODEL_ID": MODEL_ID,
-        "VIGIL_DETECTOR_ROBOFLOW_TIMEOUT_S": "2",
+        **backend,
         "VIGIL_DETECTOR_DATA_DIR": str(tmp_path / "detector"),
         "VIGIL_ANALYZER_DATA_DIR": str(tmp_path / "analyzer"),
         "VIGIL_ANALYZER_MEDIA_WORKERS": "1",
@@ -204,24 +200,28 @@ async def test_no_secret_in_any_log_or_response(
     }
     for prefix in ("DETECTOR", "ANALYZER", "BRIDGE"):
         env[f"VIGIL_{prefix}_LOG_LEVEL"] = "DEBUG"
-    log_path = tmp_path / "vigil-run.log"
-    video = mp4(tmp_path / "clip.mp4")
-    seen = Seen()
+    return env
+
+
+@contextlib.asynccontextmanager
+async def running(env: dict[str, str], log_path: pathlib.Path) -> AsyncIterator[None]:
+    """``vigil run`` with every byte of its and its services' stdout and stderr in ``log_path``
+    (the services inherit the launcher's descriptors: C libraries' output lands there too)."""
     with log_path.open("wb") as log:
         launcher = await asyncio.create_subprocess_exec(
             *[sys.executable, "-m", "vigil.cli", "run"],
             env=env,
-            cwd=tmp_path,  # no ./.env of the developer's
+            cwd=log_path.parent,  # no ./.env of the developer's
             stdout=log,
             stderr=asyncio.subprocess.STDOUT,
         )
         try:
-            await wait_http(f"http://127.0.0.1:{ports['bridge']}/health", 60)
-            for name in ("detector", "analyzer"):
-                await wait_grpc(ports[name], 60)
-            await force_errors(seen, ports, video)
+            await wait_http(f"http://127.0.0.1:{env['VIGIL_BRIDGE_PORT']}/health", 60)
+            for name in ("DETECTOR", "ANALYZER"):
+                await wait_grpc(int(env[f"VIGIL_{name}_PORT"]), 60)
+            yield
         except BaseException:
-            tail = log_path.read_text(errors="replace")[-6000:]
+            tail = (await asyncio.to_thread(log_path.read_text, errors="replace"))[-6000:]
             print(f"--- the services' log, last lines ---\n{tail}")
             raise
         finally:
@@ -231,6 +231,27 @@ async def test_no_secret_in_any_log_or_response(
             except TimeoutError:
                 launcher.kill()
                 await launcher.wait()
+
+
+async def test_no_secret_in_any_log_or_response(
+    tmp_path: pathlib.Path, failing_roboflow: FakeRoboflow
+) -> None:
+    backend = {
+        "VIGIL_DETECTOR_BACKEND": "roboflow",
+        "VIGIL_DETECTOR_ROBOFLOW_API_KEY": KEY,
+        "VIGIL_DETECTOR_ROBOFLOW_API_URL": failing_roboflow.url,
+        "VIGIL_DETECTOR_ROBOFLOW_MODEL_ID": MODEL_ID,
+        "VIGIL_DETECTOR_ROBOFLOW_TIMEOUT_S": "2",
+    }
+    env = services_env(tmp_path, backend)
+    ports = {
+        name: int(env[f"VIGIL_{name.upper()}_PORT"]) for name in ("detector", "analyzer", "bridge")
+    }
+    log_path = tmp_path / "vigil-run.log"
+    video = mp4(tmp_path / "clip.mp4")
+    seen = Seen()
+    async with running(env, log_path):
+        await force_errors(seen, ports, video)
     logs = log_path.read_text(errors="replace")
     # Not a vacuous pass: the key was in use, the failures were logged, at DEBUG.
     assert any(
@@ -241,5 +262,153 @@ async def test_no_secret_in_any_log_or_response(
     responses = "\n".join(seen.texts)
     assert "UNAUTHENTICATED" in responses
     for secret in (KEY, TOKEN):
+        assert logs.count(secret) == 0, [line for line in logs.splitlines() if secret in line][:5]
+        assert responses.count(secret) == 0, [t for t in seen.texts if secret in t][:5]
+
+
+# --- camera credentials ----------------------------------------------------------------------
+
+CAM_PASSWORD = f"canary-campw-{uuid.uuid4().hex}"
+CAM_QUERY = {name: f"canary-cam{name}-{uuid.uuid4().hex}" for name in ("token", "password", "key")}
+CAMERA_CANARIES = [CAM_PASSWORD, *CAM_QUERY.values()]
+
+
+@pytest.fixture
+def garbage_camera() -> Iterator[int]:
+    """A local TCP port that accepts, answers garbage and closes: the open really starts."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(1)
+                conn.recv(4096)
+                conn.sendall(b"\x00garbage, not RTSP nor HTTP\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def camera_uris(garbage: int, refused: int) -> dict[str, str]:
+    query = "&".join(f"{name}={value}" for name, value in CAM_QUERY.items())
+    return {
+        "cam-file": f"rtsp://admin:{CAM_PASSWORD}@127.0.0.1:{garbage}/live",  # the sources file
+        "cam-grpc": f"rtsp://user:{CAM_PASSWORD}@127.0.0.1:{refused}/s?{query}",
+        "cam-query": f"http://127.0.0.1:{garbage}/video.mjpg?user=me&{query}",
+        "cam-bridge": f"http://viewer:{CAM_PASSWORD}@127.0.0.1:{refused}/mjpeg?{query}",
+    }
+
+
+async def until_failed_open(stub: Any, source_id: str, metadata: Any) -> dpb.Source:
+    """Subscribe, so the capture really opens the URI, until its failure is reported."""
+    call = stub.Subscribe(
+        dpb.SubscribeRequest(source_id=source_id, omit_jpeg=True), metadata=metadata
+    )
+    try:
+        async with asyncio.timeout(60):
+            async for message in call:
+                if message.HasField("source") and message.source.last_error:
+                    source: dpb.Source = message.source
+                    return source
+    finally:
+        call.cancel()
+    raise AssertionError(f"{source_id}: the subscription ended before the open failed")
+
+
+async def use_cameras(seen: Seen, env: dict[str, str], uris: dict[str, str]) -> None:
+    metadata = (("authorization", f"Bearer {TOKEN}"),)
+    right = {"authorization": f"Bearer {TOKEN}"}
+    bridge = f"http://127.0.0.1:{env['VIGIL_BRIDGE_PORT']}"
+    async with httpx.AsyncClient(base_url=bridge, timeout=20) as http:
+        spec = {"id": "cam-bridge", "kind": "stream", "uri": uris["cam-bridge"]}
+        added = seen.http(await http.post("/api/sources", json=spec, headers=right))
+        assert added.status_code == 201, added.text
+        bad = {**spec, "max_fps": -1}  # refused: the error must not echo the body
+        assert (
+            seen.http(await http.post("/api/sources", json=bad, headers=right)).status_code == 400
+        )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{env['VIGIL_DETECTOR_PORT']}") as channel:
+        stub = dpb_grpc.DetectorServiceStub(channel)
+        for source_id in ("cam-grpc", "cam-query"):
+            pb_spec = dpb.SourceSpec(id=source_id, kind=dpb.SOURCE_KIND_STREAM, uri=uris[source_id])
+            request = dpb.AddSourceRequest(source=pb_spec)
+            seen.add(await stub.AddSource(request, metadata=metadata))
+        taken = dpb.SourceSpec(id="cam-grpc", kind=dpb.SOURCE_KIND_STREAM, uri=uris["cam-grpc"])
+        seen.grpc(
+            await grpc_error(stub.AddSource(dpb.AddSourceRequest(source=taken), metadata=metadata))
+        )
+        for source_id in uris:
+            seen.add(await until_failed_open(stub, source_id, metadata))
+            got = await stub.GetSource(dpb.GetSourceRequest(source_id=source_id), metadata=metadata)
+            seen.add(got)
+        seen.add(await stub.ListSources(dpb.ListSourcesRequest(), metadata=metadata))
+    async with httpx.AsyncClient(timeout=20) as http:
+        listed = seen.http(await http.get(f"{bridge}/api/sources", headers=right))
+        assert {s["spec"]["id"] for s in listed.json()["sources"]} >= set(uris), listed.text
+        seen.http(await http.get(f"{bridge}/metrics", headers=right))
+        for name in ("DETECTOR", "ANALYZER", "RUN"):
+            seen.http(
+                await http.get(f"http://127.0.0.1:{env[f'VIGIL_{name}_METRICS_PORT']}/metrics")
+            )
+    for args in (["sources", "ls"], ["sources", "ls", "--json"]):
+        cli = await asyncio.create_subprocess_exec(
+            *[sys.executable, "-m", "vigil.cli", *args],
+            env={**env, "VIGIL_DETECTOR_ADDRESS": f"127.0.0.1:{env['VIGIL_DETECTOR_PORT']}"},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(cli.communicate(), 60)
+        assert cli.returncode == 0, err
+        seen.add(out.decode(errors="replace") + err.decode(errors="replace"))
+
+
+async def test_no_camera_credential_in_any_log_output_or_response(
+    tmp_path: pathlib.Path, garbage_camera: int
+) -> None:
+    """Cameras whose URIs carry a password and tokens, each opened and failing: the secrets are in
+    no reply (gRPC, REST, CLI, metrics) and in no byte any process wrote to stdout or stderr, the
+    C libraries' own output included (the services inherit the launcher's descriptors)."""
+    uris = camera_uris(garbage_camera, free_port())
+    sources = tmp_path / "sources.toml"
+    sources.write_text(
+        f'[[sources]]\nid = "cam-file"\nkind = "stream"\nuri = "{uris["cam-file"]}"\n'
+    )
+    sources.chmod(0o600)
+    env = services_env(tmp_path, backend={"VIGIL_DETECTOR_BACKEND": "none"})
+    env["VIGIL_DETECTOR_SOURCES_FILE"] = str(sources)
+    # Let the C libraries talk as much as an operator could make them.
+    env["OPENCV_LOG_LEVEL"] = "DEBUG"
+    env["OPENCV_FFMPEG_LOGLEVEL"] = "56"
+    env["OPENCV_VIDEOIO_DEBUG"] = "1"
+    log_path = tmp_path / "vigil-run.log"
+    seen = Seen()
+    async with running(env, log_path):
+        await use_cameras(seen, env, uris)
+    logs = log_path.read_text(errors="replace")
+    responses = "\n".join(seen.texts)
+    # Not a vacuous pass: every source was added, opened, failed, and shows its masked form.
+    for masked in (
+        "admin:***@",
+        "user:***@",
+        "viewer:***@",
+        "token=***",
+        "password=***",
+        "key=***",
+    ):
+        assert masked in responses, masked
+    assert "cam-query" in logs  # its failure was logged
+    for secret in CAMERA_CANARIES:
         assert logs.count(secret) == 0, [line for line in logs.splitlines() if secret in line][:5]
         assert responses.count(secret) == 0, [t for t in seen.texts if secret in t][:5]

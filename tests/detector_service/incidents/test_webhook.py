@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import http.server
 import json
+import logging
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -24,6 +26,7 @@ class Receiver:
     def __init__(self, statuses: list[int]) -> None:
         self.statuses = statuses
         self.requests: list[tuple[dict[str, str], Any]] = []
+        self.paths: list[str] = []
         self.got = threading.Condition()
         receiver = self
 
@@ -32,6 +35,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 with receiver.got:
                     receiver.requests.append((dict(self.headers), json.loads(body)))
+                    receiver.paths.append(self.path)
                     status = receiver.statuses[min(len(receiver.requests), len(statuses)) - 1]
                     receiver.got.notify_all()
                 self.send_response(status)
@@ -125,3 +129,18 @@ async def test_a_dead_webhook_never_blocks_observe(trackers: Trackers) -> None:
     tracker.close()
     assert time.perf_counter() - began < 4.0
     assert webhook.delivered == 0
+
+
+async def test_a_token_in_the_webhook_url_is_sent_but_never_logged(
+    trackers: Trackers, receiver: Receiver, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    secret = f"canary-hook-{uuid.uuid4().hex}"
+    webhook = Webhook(f"{receiver.url}?token={secret}", retries=3, backoff_s=0.01)
+    tracker = trackers.make(webhook=webhook)
+    Camera(tracker).frames(3, det("gun", 0.9))
+    await asyncio.to_thread(receiver.wait_for, 2)  # refused once (500), then delivered
+    assert receiver.paths[-1] == f"/hook?token={secret}"
+    assert "token=***" in caplog.text  # httpx logged the requests, masked
+    assert secret not in caplog.text
+    assert secret not in f"{webhook.url} {webhook.url!r}"
