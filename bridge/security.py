@@ -31,6 +31,7 @@ import grpc
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.clients import client_address
 from bridge.metrics import Metrics
 from bridge.settings import BridgeSettings
 
@@ -187,8 +188,7 @@ class Guard:
                 scope, send, 401, "UNAUTHENTICATED", "a valid bearer token is required"
             )
             return
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
+        address = client_address(scope, self.settings.trusted_proxies)
         if self._open[address] >= self.settings.max_connections_per_client:
             self.metrics.refused.labels("connections").inc()
             limit = self.settings.max_connections_per_client

@@ -67,6 +67,9 @@ def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.
         # Peers that vanished without closing are found by unanswered pings and disconnected.
         "ws_ping_interval": settings.ws_ping_interval_s,
         "ws_ping_timeout": settings.ws_ping_timeout_s,
+        # uvicorn would rewrite the client address from X-Forwarded-For of any 127.0.0.1 peer;
+        # the bridge decides who the client is itself, from ``trusted_proxies`` (bridge.clients).
+        "proxy_headers": False,
         # In-flight requests get this long after SIGTERM; uvicorn would wait for ever.
         "timeout_graceful_shutdown": settings.grace_s,
         "log_level": settings.log_level.lower(),
