@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -81,7 +81,12 @@ Start = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture
-async def stack(start_bridge: Start, start_analyzer: Start) -> AsyncIterator[Start]:
+def clip(video_file: pathlib.Path) -> bytes:
+    return video_file.read_bytes()
+
+
+@pytest.fixture
+def stack(start_bridge: Start, start_analyzer: Start) -> Start:
     """``stack(analyzer={...}, **bridge)``: an analyzer and a bridge in front of it."""
 
     async def start(analyzer: dict[str, Any] | None = None, **bridge: Any) -> tuple[Any, Any]:
@@ -89,12 +94,10 @@ async def stack(start_bridge: Start, start_analyzer: Start) -> AsyncIterator[Sta
         bri = await start_bridge(analyzer_address=f"127.0.0.1:{ana.port}", **bridge)
         return ana, bri
 
-    yield start
+    return start
 
 
-async def test_stalled_uploads_end_with_408_and_free_their_slots(
-    stack: Start, video_file: pathlib.Path
-) -> None:
+async def test_stalled_uploads_end_with_408_and_free_their_slots(stack: Start, clip: bytes) -> None:
     analyzer, bridge = await stack(
         analyzer={"max_concurrent_uploads": 3, "max_uploads_per_client": 3},
         upload_idle_timeout_s=1.0,
@@ -114,15 +117,11 @@ async def test_stalled_uploads_end_with_408_and_free_their_slots(
         connection[1].close()
     await until(lambda: leftovers(analyzer) == ([], 0), "nothing of a stalled upload is kept")
     async with httpx.AsyncClient(base_url=bridge.http, timeout=20) as http:
-        response = await http.post(
-            "/api/videos", params={"name": "ok.mp4"}, content=video_file.read_bytes()
-        )
+        response = await http.post("/api/videos", params={"name": "ok.mp4"}, content=clip)
     assert response.status_code == 201, response.text
 
 
-async def test_one_client_cannot_take_every_upload_slot(
-    stack: Start, video_file: pathlib.Path
-) -> None:
+async def test_one_client_cannot_take_every_upload_slot(stack: Start, clip: bytes) -> None:
     # 4 slots, 2 a client; the bridge sits behind a proxy on 127.0.0.1.
     analyzer, bridge = await stack(
         analyzer={"max_concurrent_uploads": 4}, trusted_proxies=["127.0.0.1/32"]
@@ -131,7 +130,7 @@ async def test_one_client_cannot_take_every_upload_slot(
     # The client's own claim (left) is not believed; the proxy's (right) is.
     stalled = [await stall(bridge.port, forwarded=f"10.9.9.{n}, {greedy}") for n in range(2)]
     await until(lambda: parts(analyzer) == 2, "both stalled uploads reached the analyzer")
-    data = video_file.read_bytes()
+    data = clip
     async with httpx.AsyncClient(base_url=bridge.http, timeout=20) as http:
         refused = await http.post(
             "/api/videos",
@@ -154,9 +153,7 @@ async def test_one_client_cannot_take_every_upload_slot(
         writer.close()
 
 
-async def test_forwarded_for_is_ignored_from_untrusted_peers(
-    stack: Start, video_file: pathlib.Path
-) -> None:
+async def test_forwarded_for_is_ignored_from_untrusted_peers(stack: Start, clip: bytes) -> None:
     # No trusted proxies: every request here comes from 127.0.0.1, whatever it claims.
     analyzer, bridge = await stack(analyzer={"max_concurrent_uploads": 4})
     stalled = [await stall(bridge.port, forwarded=f"198.51.100.{n}") for n in range(2)]
@@ -165,7 +162,7 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
         response = await http.post(
             "/api/videos",
             params={"name": "third.mp4"},
-            content=video_file.read_bytes(),
+            content=clip,
             headers={"x-forwarded-for": "198.51.100.99"},
         )
     assert response.status_code == 429, response.text
@@ -174,11 +171,9 @@ async def test_forwarded_for_is_ignored_from_untrusted_peers(
         writer.close()
 
 
-async def test_a_browser_form_is_streamed_to_the_analyzer(
-    stack: Start, video_file: pathlib.Path
-) -> None:
+async def test_a_browser_form_is_streamed_to_the_analyzer(stack: Start, clip: bytes) -> None:
     analyzer, bridge = await stack()
-    data = video_file.read_bytes()
+    data = clip
     async with httpx.AsyncClient(base_url=bridge.http, timeout=20) as http:
         response = await http.post(
             "/api/videos",
@@ -191,7 +186,7 @@ async def test_a_browser_form_is_streamed_to_the_analyzer(
     assert (video["name"], video["size"], video["width"]) == ("lobby camera.mp4", len(data), 320)
     assert response.json()["job"]["video"]["id"] == video["id"]
     stored = analyzer.settings.videos_dir / video["id"]
-    assert stored.read_bytes() == data  # noqa: ASYNC240
+    assert stored.read_bytes() == data
 
 
 def form(*parts: tuple[str, str | None, bytes], close: bool = True) -> bytes:
