@@ -9,7 +9,6 @@ for which the bridge names the browser client in ``x-vigil-client`` metadata.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
@@ -85,7 +84,8 @@ async def upload_video(
 ) -> UploadResult:
     state = bridge_state(request)
     settings = state.settings
-    body = _idle_limited(request, state)
+    # A body that stalls ends with 408 in the Guard (security.py), as every request body does.
+    body = aiter(request.stream())
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/"):
         header, chunks = await _form(request, body, content_type, name, settings)
@@ -178,30 +178,6 @@ async def _form_file(
                 yield data
     except BadForm as exc:
         raise HTTPException(400, str(exc)) from None
-
-
-async def _idle_limited(request: Request, state: BridgeState) -> AsyncIterator[bytes]:
-    """The body as it arrives, ended with 408 when nothing came for ``upload_idle_timeout_s``:
-    a stalled client must not hold an analyzer upload slot for ever. Raising here cancels the
-    analyzer's side (``upload_protocol.send``), which removes what it had stored."""
-    idle_s = state.settings.upload_idle_timeout_s
-    stream = request.stream()
-    while True:
-        try:
-            async with asyncio.timeout(idle_s):
-                piece = await anext(stream)
-        except StopAsyncIteration:
-            return
-        except TimeoutError:
-            state.metrics.refused.labels("upload_idle").inc()
-            raise HTTPException(
-                408,
-                f"no data for {idle_s:g} s: the upload idle timeout ended the upload",
-                # The rest of the body may still come: the connection cannot be reused.
-                headers={"Connection": "close"},
-            ) from None
-        if piece:
-            yield piece
 
 
 async def _rechunked(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:

@@ -31,6 +31,7 @@ import grpc
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.body_deadline import BodyDeadline
 from bridge.clients import client_address
 from bridge.metrics import Metrics
 from bridge.settings import BridgeSettings
@@ -169,7 +170,11 @@ class Guard:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, send)
+        deadline = BodyDeadline(receive, send, self.settings.upload_idle_timeout_s, self.metrics)
+        try:
+            await self.app(scope, deadline.receive, deadline.send)
+        finally:
+            await deadline.answer()  # an application that did not answer after the expiry
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)

@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bridge.settings import BridgeSettings
+from bridge.transport import with_header_timeout
 
 
 def listen(settings: BridgeSettings) -> socket.socket:
@@ -59,6 +60,8 @@ def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
+        # httptools (as "auto" picks) with a deadline on request headers (bridge.transport).
+        "http": with_header_timeout(settings.header_timeout_s),
         "ws": settings.ws_impl,
         # Frames are JPEG: deflate cannot shrink them and costs 2-5 ms per 100 KB frame.
         "ws_per_message_deflate": False,

@@ -77,6 +77,10 @@ class BridgeSettings(BaseSettings):
     max_upload_bytes: Annotated[int, Field(ge=1)] = 4 * 1024**3
     # Size of the chunks an upload is forwarded to the analyzer in.
     upload_chunk_bytes: Annotated[int, Field(ge=4096, le=4 * 1024 * 1024)] = 1024 * 1024
+    # Seconds a connection has to send a request's complete headers (from its opening, or from
+    # the request's first byte); past that it is closed. Without it a connection that never
+    # finishes its headers (or its WebSocket upgrade request) would be held for ever.
+    header_timeout_s: Annotated[float, Field(gt=0.0)] = 10.0
     # An upload whose body sends nothing for this long ends with 408 (IDLE_TIMEOUT): the
     # analyzer's side is cancelled, its slot freed and nothing of it kept. Idleness is the time
     # since the last bytes arrived, not the upload's total duration.

@@ -111,7 +111,7 @@ async def test_stalled_uploads_end_with_408_and_free_their_slots(stack: Start, c
         assert status == 408, body
         assert body == {
             "code": "IDLE_TIMEOUT",
-            "message": "no data for 1 s: the upload idle timeout ended the upload",
+            "message": "no data for 1 s: the idle timeout ended the request",
         }
         assert headers["connection"] == "close"
         connection[1].close()
