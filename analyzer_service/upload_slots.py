@@ -30,9 +30,6 @@ class UploadSlots:
         self.per_client = per_client
         self._held: Counter[str] = Counter()
 
-    def in_use(self, client: str | None = None) -> int:
-        return self._held[client] if client is not None else self._held.total()
-
     @contextlib.contextmanager
     def hold(self, client: str) -> Iterator[None]:
         """A slot for ``client`` for the block; Overloaded (retryable) when none is free."""

@@ -9,6 +9,7 @@ for which the bridge names the browser client in ``x-vigil-client`` metadata.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import Annotated
 
@@ -26,6 +27,8 @@ from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
 
+# Seconds the bridge gathers a chunk before it passes on what it has (see ``_rechunked``).
+FLUSH_S = 0.25
 # What a form may carry besides its file: the other fields, part headers and boundaries.
 FORM_OVERHEAD_BYTES = MAX_FIELD_BYTES + 64 * 1024
 
@@ -181,13 +184,23 @@ async def _form_file(
 
 
 async def _rechunked(pieces: AsyncIterable[bytes], size: int) -> AsyncIterator[bytes]:
-    """``pieces`` regrouped in chunks of ``size`` bytes (the last may be shorter)."""
+    """``pieces`` regrouped in chunks of ``size`` bytes, except that what has come is passed on
+    once ``FLUSH_S`` went by without a chunk: the analyzer's idle timeout counts the time
+    between messages, and a slow but steady browser would otherwise look stalled to it while
+    the bridge gathered a whole chunk."""
+    loop = asyncio.get_running_loop()
     pending = bytearray()
+    last = loop.time()
     async for piece in pieces:
         pending += piece
         while len(pending) >= size:
             yield bytes(pending[:size])
             del pending[:size]
+            last = loop.time()
+        if pending and loop.time() - last >= FLUSH_S:
+            yield bytes(pending)
+            pending.clear()
+            last = loop.time()
     if pending:
         yield bytes(pending)
 

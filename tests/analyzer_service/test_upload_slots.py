@@ -5,6 +5,7 @@ names in ``x-vigil-client``) cannot hold more than its share of the slots."""
 from __future__ import annotations
 
 import asyncio
+import io
 import pathlib
 
 import grpc
@@ -16,6 +17,8 @@ from tests.analyzer_service.helpers import StartServer, Stub, connect
 from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+from vigil.errors import Overloaded
+from vigil.sdk.analyzer import AsyncAnalyzerClient
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -81,7 +84,7 @@ async def test_one_client_cannot_hold_more_than_its_share(
     start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
 ) -> None:
     # 4 slots, 2 a client; this test's 127.0.0.1 is a trusted proxy (the default: loopback).
-    _server, stub, channel = await started(start_server, settings, max_concurrent_uploads=4)
+    server, stub, channel = await started(start_server, settings, max_concurrent_uploads=4)
     async with channel:
         stalled = [await held(stub, "browser-a") for _ in range(2)]
         with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -94,6 +97,11 @@ async def test_one_client_cannot_hold_more_than_its_share(
         # Others still upload: another browser, and the proxy itself.
         await upload(stub, short_bytes, "browser-b")
         await upload(stub, short_bytes)
+        # The SDK's asyncio client names the client the same way.
+        async with AsyncAnalyzerClient(f"127.0.0.1:{server.port}") as client:
+            with pytest.raises(Overloaded, match="its share of the 4 upload slots"):
+                await client.upload_video(io.BytesIO(short_bytes), on_behalf_of="browser-a")
+            await client.upload_video(io.BytesIO(short_bytes), on_behalf_of="browser-c")
         for call in stalled:
             call.cancel()
 

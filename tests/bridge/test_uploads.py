@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import sqlite3
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -252,3 +252,26 @@ async def test_forms_over_the_limit_get_413(stack: Start) -> None:
             "message": f"the upload exceeds the limit of {limit} bytes",
         }
     await until(lambda: leftovers(analyzer) == ([], 0), "nothing of an oversized form is kept")
+
+
+async def test_a_slow_but_steady_upload_is_not_idle(stack: Start, clip: bytes) -> None:
+    # Idleness is the gap between pieces, not the upload's duration; and the bridge passes on
+    # what it has rather than waiting to fill a whole chunk (1 MiB), which to the analyzer
+    # would look like a client that stopped sending.
+    _, bridge = await stack(analyzer={"upload_idle_timeout_s": 2.0}, upload_idle_timeout_s=2.0)
+    pieces = [clip[i : i + len(clip) // 15 + 1] for i in range(0, len(clip), len(clip) // 15 + 1)]
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            yield piece
+            await asyncio.sleep(0.2)  # 3 s in all, each gap far under the idle timeout
+
+    async with httpx.AsyncClient(base_url=bridge.http, timeout=20) as http:
+        response = await http.post(
+            "/api/videos",
+            params={"name": "slow.mp4"},
+            content=slowly(),
+            headers={"content-length": str(len(clip))},
+        )
+    assert response.status_code == 201, response.text
+    assert response.json()["video"]["size"] == len(clip)
