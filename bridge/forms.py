@@ -61,9 +61,7 @@ class FileForm:
     def feed(self, piece: bytes) -> list[bytes]:
         """The file bytes in ``piece`` (at most ``len(piece)`` bytes in all)."""
         if self.complete:
-            if piece.strip():
-                raise BadForm("data after the form's closing boundary")
-            return []
+            return []  # the epilogue, which RFC 2046 says to ignore
         try:
             self._parser.write(piece)
         except MultipartParseError as exc:

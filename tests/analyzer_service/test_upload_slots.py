@@ -13,6 +13,7 @@ import pytest
 
 from analyzer_service.server import AnalyzerServer
 from analyzer_service.settings import AnalyzerSettings
+from analyzer_service.upload_slots import peer_address
 from tests.analyzer_service.helpers import StartServer, Stub, connect
 from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -120,3 +121,16 @@ async def test_client_names_from_untrusted_peers_are_ignored(
         assert "its share of the 4 upload slots" in (refused.value.details() or "")
         for call in stalled:
             call.cancel()
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [
+        ("ipv4:10.0.0.1:5000", "10.0.0.1"),
+        ("ipv6:[::1]:5000", "::1"),
+        ("ipv6:[2001:db8::7]:443", "2001:db8::7"),
+        ("unix:/run/vigil.sock", "unix:/run/vigil.sock"),
+    ],
+)
+def test_peer_addresses(peer: str, address: str) -> None:
+    assert peer_address(peer) == address

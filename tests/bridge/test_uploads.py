@@ -6,6 +6,7 @@ streams to the analyzer under the same limits."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import pathlib
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -16,6 +17,7 @@ import orjson
 import pytest
 
 from analyzer_service.server import AnalyzerServer
+from bridge.clients import client_address
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -275,3 +277,19 @@ async def test_a_slow_but_steady_upload_is_not_idle(stack: Start, clip: bytes) -
         )
     assert response.status_code == 201, response.text
     assert response.json()["video"]["size"] == len(clip)
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("127.0.0.1", None, "127.0.0.1"),  # a trusted proxy's own request
+        ("127.0.0.1", "198.51.100.7", "198.51.100.7"),
+        ("127.0.0.1", "6.6.6.6, 198.51.100.7, 127.0.0.2", "198.51.100.7"),  # nearest untrusted
+        ("127.0.0.1", "not-an-address", "127.0.0.1"),
+        ("203.0.113.9", "198.51.100.7", "203.0.113.9"),  # not a proxy: the header is ignored
+    ],
+)
+def test_client_address(peer: str, forwarded: str | None, client: str) -> None:
+    headers = [] if forwarded is None else [(b"x-forwarded-for", forwarded.encode())]
+    scope = {"type": "http", "client": (peer, 5000), "headers": headers}
+    assert client_address(scope, [ipaddress.ip_network("127.0.0.0/8")]) == client
