@@ -18,10 +18,11 @@ from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.settings import AnalyzerSettings
+from analyzer_service.upload_slots import UploadSlots, client_of
 from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
-from vigil.errors import InvalidInput, NotFound, Overloaded, VigilError, abort_with
+from vigil.errors import InvalidInput, NotFound, VigilError, abort_with
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -77,16 +78,15 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
                 pipeline=jobs.pipeline,
             )
         )
-        self._uploads = asyncio.Semaphore(settings.max_concurrent_uploads)
+        self.upload_slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_share)
 
     async def UploadVideo(
         self, request_iterator: AsyncIterator[pb.UploadVideoRequest], context: Context
     ) -> pb.UploadVideoResponse:
         started = time.monotonic()
         async with _StatusOnError(context, self.metrics):
-            if self._uploads.locked():
-                raise Overloaded("too many uploads at once; try again shortly")
-            async with self._uploads:
+            client = client_of(context, self.settings.trusted_proxies)
+            with self.upload_slots.hold(client):
                 # The handshake of ``vigil.upload_protocol``: initial metadata once the header
                 # passed, so that clients send chunks only then and a refusal reaches them intact.
                 header, video = await uploads.receive(

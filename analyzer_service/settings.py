@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pathlib
+from ipaddress import ip_network
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +42,22 @@ class AnalyzerSettings(BaseSettings):
     max_fps: float = Field(default=240.0, gt=0.0)
     # Uploads beyond this many at once are refused with RESOURCE_EXHAUSTED (retryable).
     max_concurrent_uploads: int = Field(default=4, ge=1)
+    # Uploads one client may have in progress at once (unset: half of max_concurrent_uploads,
+    # rounded up), so that a few stalled or slow uploads of one client cannot lock everyone else
+    # out; one more from that client is refused with RESOURCE_EXHAUSTED (retryable).
+    max_uploads_per_client: int | None = Field(default=None, ge=1)
+    # An upload that sends nothing for this long (no header, no next chunk) ends with
+    # DEADLINE_EXCEEDED (IDLE_TIMEOUT); its slot is freed and nothing of it is kept. Idleness is
+    # the time since the last message, not the upload's total duration.
+    upload_idle_timeout_s: float = Field(default=30.0, gt=0.0)
+    # Peers allowed to name the client an upload is for (``x-vigil-client`` metadata): the
+    # bridge, which uploads on behalf of every browser. Anyone else is counted by its own
+    # address. Loopback by default: the analyzer listens on 127.0.0.1 and ``vigil run`` puts the
+    # bridge beside it; a process on the same host could also claim any client name, but such a
+    # process can already reach the analyzer directly. Empty: never believe the key.
+    trusted_proxies: list[IPvAnyNetwork] = Field(
+        default_factory=lambda: [ip_network("127.0.0.0/8"), ip_network("::1/128")]
+    )
 
     # Jobs running at once; the rest wait in a FIFO queue of at most max_queued_jobs.
     max_concurrent_jobs: int = Field(default=1, ge=1)
@@ -159,6 +176,12 @@ class AnalyzerSettings(BaseSettings):
 
     # Live events each stream subscriber may have waiting; a slower one catches up from the store.
     subscriber_queue: int = Field(default=256, ge=1)
+
+    @property
+    def upload_share(self) -> int:
+        """Upload slots one client may hold at once."""
+        share = self.max_uploads_per_client or -(-self.max_concurrent_uploads // 2)
+        return min(share, self.max_concurrent_uploads)
 
     @property
     def videos_dir(self) -> pathlib.Path:

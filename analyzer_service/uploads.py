@@ -17,7 +17,7 @@ from analyzer_service import media, sampling
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import InvalidInput, TooLarge
+from vigil.errors import IdleTimeout, InvalidInput, TooLarge
 
 T = TypeVar("T")
 
@@ -66,8 +66,12 @@ async def receive(
 ) -> tuple[pb.UploadHeader, pb.Video]:
     """Store and probe one upload; the stored file is ``settings.videos_dir / video.id``.
 
-    ``on_accepted`` is awaited once the header passed its checks, before any chunk is read.
+    ``on_accepted`` is awaited once the header passed its checks, before any chunk is read. A
+    header ``size`` of 0 means "not known in advance" (a browser's multipart form through the
+    bridge): the upload is then bounded by ``max_upload_bytes`` alone. A caller that sends
+    nothing for ``upload_idle_timeout_s`` ends the upload with IdleTimeout.
     """
+    requests = _idle_limited(requests, settings.upload_idle_timeout_s)
     first = await anext(requests, None)
     if first is None or first.WhichOneof("payload") != "header":
         raise InvalidInput("the first message of an upload must be its header")
@@ -98,11 +102,11 @@ async def receive(
             # Checked before writing, so an oversized upload never reaches the disk.
             if part.size > settings.max_upload_bytes:
                 raise TooLarge(_too_large(settings.max_upload_bytes))
-            if part.size > header.size:
+            if header.size and part.size > header.size:
                 raise InvalidInput(f"received more bytes than the declared size ({header.size})")
             # Hashing and writing a chunk take milliseconds; a thread keeps them off the loop.
             await _settled(part.write, chunk)
-        if part.size != header.size:
+        if header.size and part.size != header.size:
             raise InvalidInput(f"received {part.size} bytes but the header declared {header.size}")
         if part.size == 0:
             raise InvalidInput("the upload is empty")
@@ -139,6 +143,24 @@ async def _settled(fn: Callable[..., T], *args: Any) -> T:
     except asyncio.CancelledError:
         await asyncio.wait([running])
         raise
+
+
+async def _idle_limited(
+    requests: AsyncIterator[pb.UploadVideoRequest], idle_s: float
+) -> AsyncIterator[pb.UploadVideoRequest]:
+    """``requests``, ended with IdleTimeout when the next message takes longer than ``idle_s``:
+    a client that stalls must not hold its upload slot (and a part file) for ever."""
+    while True:
+        try:
+            async with asyncio.timeout(idle_s):
+                message = await anext(requests)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise IdleTimeout(
+                f"no data for {idle_s:g} s: the upload idle timeout ended the upload"
+            ) from None
+        yield message
 
 
 def _discard(part: _PartFile | None, part_path: pathlib.Path, final_path: pathlib.Path) -> None:

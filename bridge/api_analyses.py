@@ -1,7 +1,6 @@
-"""``/api/videos`` and ``/api/analyses``: uploads, analysis jobs and chat, over the analyzer.
+"""``/api/analyses``: analysis jobs and chat, over the analyzer (uploads: ``api_uploads``).
 
-Uploads are streamed: the request body goes to the analyzer's ``UploadVideo`` in chunks as it
-arrives and is never held whole in memory. Chat answers stream as NDJSON (default) or
+Chat answers stream as NDJSON (default) or
 Server-Sent Events (``Accept: text/event-stream``).
 """
 
@@ -13,7 +12,6 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
-from starlette.requests import ClientDisconnect
 
 from bridge.errors import ERROR_RESPONSES, BackendError, ErrorBody, backend
 from bridge.events import chat_chunk
@@ -23,11 +21,8 @@ from bridge.models import (
     Job,
     JobPage,
     StartAnalysis,
-    UploadResult,
-    Video,
 )
 from bridge.state import BridgeState, bridge_state
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
@@ -35,14 +30,6 @@ router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
     404: {"model": ErrorBody, "description": "No such job or video."}
 }
-UPLOAD_DESCRIPTION = """\
-Send the video file itself as the request body (``Content-Type: application/octet-stream`` or
-the video's type), with its name in ``?name=``. ``Content-Length`` is required: it is the size
-the analyzer checks the upload against. The body is forwarded to the analyzer in chunks as it
-arrives. A declared size over the bridge's limit is refused with 413 before any byte is read.
-With ``?analyze=true`` an analysis starts as soon as the upload is accepted; ``?session_id=``
-names a session that ``join_session`` may use before the job exists (the seed's flow).
-"""
 CHAT_DESCRIPTION = """\
 Streams the answer as it is generated. Default: NDJSON (``application/x-ndjson``), one JSON object
 a line: ``{"delta": "...", "done": false}`` pieces, then ``{"delta": "", "done": true,
@@ -56,76 +43,6 @@ error mid-answer arrives as a last ``{"error": {"code", "message"}}`` object (SS
 
 def _timeout(state: BridgeState) -> float:
     return state.settings.rpc_timeout_s
-
-
-@router.post(
-    "/videos",
-    status_code=201,
-    summary="Upload a video (streamed to the analyzer)",
-    description=UPLOAD_DESCRIPTION,
-    responses={
-        411: {"model": ErrorBody, "description": "Content-Length missing."},
-        413: {"model": ErrorBody, "description": "Larger than the upload limit."},
-        415: {"model": ErrorBody, "description": "Multipart bodies are not accepted."},
-    },
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
-            },
-        }
-    },
-)
-async def upload_video(
-    request: Request,
-    name: Annotated[str, Query(min_length=1, max_length=255, examples=["lobby.mp4"])],
-    analyze: bool = False,
-    session_id: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
-) -> UploadResult:
-    state = bridge_state(request)
-    settings = state.settings
-    if request.headers.get("content-type", "").startswith("multipart/"):
-        raise HTTPException(415, "send the file itself as the request body, not a multipart form")
-    declared = request.headers.get("content-length")
-    if declared is None:
-        raise HTTPException(411, "Content-Length is required: it is the upload's declared size")
-    try:
-        size = int(declared)
-    except ValueError:
-        raise HTTPException(400, "Content-Length is not a number") from None
-    if size > settings.max_upload_bytes:
-        state.metrics.refused.labels("upload_size").inc()
-        raise HTTPException(
-            413, f"the upload exceeds the limit of {settings.max_upload_bytes} bytes"
-        )
-    if size <= 0:
-        raise HTTPException(400, "the upload is empty")
-    header = apb.UploadHeader(name=name, size=size, start_analysis=analyze)
-    with backend("analyzer"):
-        call = state.analyzer_stub.UploadVideo(None)  # write() mode
-        try:
-            response = await upload_protocol.send(
-                call, header, _chunks(request, settings.upload_chunk_bytes)
-            )
-        except ClientDisconnect:
-            raise HTTPException(400, "the client went away during the upload") from None
-    job = Job.from_pb(response.job) if response.HasField("job") else None
-    if job is not None and session_id is not None:
-        state.sessions.bind(session_id, job.id)
-    return UploadResult(video=Video.from_pb(response.video), job=job)
-
-
-async def _chunks(request: Request, size: int) -> AsyncIterator[bytes]:
-    """The request body as it arrives, in pieces of ``size`` bytes (the last may be shorter)."""
-    pending = bytearray()
-    async for piece in request.stream():
-        pending += piece
-        while len(pending) >= size:
-            yield bytes(pending[:size])
-            del pending[:size]
-    if pending:
-        yield bytes(pending)
 
 
 @router.post("/analyses", status_code=201, summary="Start an analysis", responses=NOT_FOUND)

@@ -18,7 +18,17 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from bridge import api_analyses, api_sources, errors, health, metrics, session_ws, sio, video
+from bridge import (
+    api_analyses,
+    api_sources,
+    api_uploads,
+    errors,
+    health,
+    metrics,
+    session_ws,
+    sio,
+    video,
+)
 from bridge.frames import FrameHub
 from bridge.metrics import HttpMetrics, Metrics
 from bridge.security import Guard, grpc_interceptors
@@ -139,6 +149,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app.add_middleware(HttpMetrics, metrics=app_metrics)
     app.include_router(health.router)
     app.include_router(metrics.router)
+    app.include_router(api_uploads.router)
     app.include_router(api_analyses.router)
     app.include_router(api_sources.router)
     app.include_router(video.router)

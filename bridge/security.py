@@ -31,6 +31,8 @@ import grpc
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bridge.body_deadline import BodyDeadline
+from bridge.clients import client_address
 from bridge.metrics import Metrics
 from bridge.settings import BridgeSettings
 
@@ -168,7 +170,11 @@ class Guard:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        await self.app(scope, receive, send)
+        deadline = BodyDeadline(receive, send, self.settings.upload_idle_timeout_s, self.metrics)
+        try:
+            await self.app(scope, deadline.receive, deadline.send)
+        finally:
+            await deadline.answer()  # an application that did not answer after the expiry
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = _headers(scope)
@@ -187,8 +193,7 @@ class Guard:
                 scope, send, 401, "UNAUTHENTICATED", "a valid bearer token is required"
             )
             return
-        client = scope.get("client")
-        address = client[0] if client else "unknown"
+        address = client_address(scope, self.settings.trusted_proxies)
         if self._open[address] >= self.settings.max_connections_per_client:
             self.metrics.refused.labels("connections").inc()
             limit = self.settings.max_connections_per_client

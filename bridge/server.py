@@ -15,6 +15,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from bridge.settings import BridgeSettings
+from bridge.transport import with_header_timeout
 
 
 def listen(settings: BridgeSettings) -> socket.socket:
@@ -59,6 +60,8 @@ def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
+        # httptools (as "auto" picks) with a deadline on request headers (bridge.transport).
+        "http": with_header_timeout(settings.header_timeout_s),
         "ws": settings.ws_impl,
         # Frames are JPEG: deflate cannot shrink them and costs 2-5 ms per 100 KB frame.
         "ws_per_message_deflate": False,
@@ -67,6 +70,9 @@ def config(app: FastAPI, settings: BridgeSettings, **overrides: Any) -> uvicorn.
         # Peers that vanished without closing are found by unanswered pings and disconnected.
         "ws_ping_interval": settings.ws_ping_interval_s,
         "ws_ping_timeout": settings.ws_ping_timeout_s,
+        # uvicorn would rewrite the client address from X-Forwarded-For of any 127.0.0.1 peer;
+        # the bridge decides who the client is itself, from ``trusted_proxies`` (bridge.clients).
+        "proxy_headers": False,
         # In-flight requests get this long after SIGTERM; uvicorn would wait for ever.
         "timeout_graceful_shutdown": settings.grace_s,
         "log_level": settings.log_level.lower(),

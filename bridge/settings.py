@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -83,6 +83,20 @@ class BridgeSettings(BaseSettings):
     max_upload_bytes: Annotated[int, Field(ge=1)] = 4 * 1024**3
     # Size of the chunks an upload is forwarded to the analyzer in.
     upload_chunk_bytes: Annotated[int, Field(ge=4096, le=4 * 1024 * 1024)] = 1024 * 1024
+    # Seconds a connection has to send a request's complete headers (from its opening, or from
+    # the request's first byte); past that it is closed. Without it a connection that never
+    # finishes its headers (or its WebSocket upgrade request) would be held for ever.
+    header_timeout_s: Annotated[float, Field(gt=0.0)] = 10.0
+    # An upload whose body sends nothing for this long ends with 408 (IDLE_TIMEOUT): the
+    # analyzer's side is cancelled, its slot freed and nothing of it kept. Idleness is the time
+    # since the last bytes arrived, not the upload's total duration.
+    upload_idle_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
+    # Reverse proxies in front of the bridge (addresses or CIDRs). A request whose socket peer is
+    # one of them is counted as the client ``X-Forwarded-For`` names (the nearest address that is
+    # not itself a trusted proxy); from anyone else that header is ignored. The client counts for
+    # the per-client share of upload slots (passed to the analyzer) and for
+    # ``max_connections_per_client``. Empty: the socket peer is always the client.
+    trusted_proxies: list[IPvAnyNetwork] = []
     # Seconds a unary gRPC call from the HTTP API may take.
     rpc_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
 

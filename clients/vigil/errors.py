@@ -74,6 +74,13 @@ class DeadlineExceeded(VigilError):
     retryable = True
 
 
+class IdleTimeout(VigilError):
+    """A client stopped sending in the middle of a request (an upload that went quiet)."""
+
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+    code = "IDLE_TIMEOUT"
+
+
 class Cancelled(VigilError):
     status = grpc.StatusCode.CANCELLED
     code = "CANCELLED"
@@ -118,7 +125,7 @@ _STATUS_TABLE: dict[grpc.StatusCode, tuple[int, int]] = {
 
 
 # Where one gRPC status covers errors that HTTP tells apart, the error code decides.
-_HTTP_BY_CODE: dict[str, int] = {"TOO_LARGE": 413}
+_HTTP_BY_CODE: dict[str, int] = {"TOO_LARGE": 413, "IDLE_TIMEOUT": 408}
 
 
 def http_status(status: grpc.StatusCode, code: str | None = None) -> int:

@@ -21,10 +21,20 @@ from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 # The initial metadata the analyzer sends once it has accepted an upload's header.
 ACCEPTED: tuple[tuple[str, str], ...] = (("vigil-upload", "accepted"),)
 
+# The metadata key naming the client an upload is for, when it comes through a proxy (the
+# bridge): the analyzer counts its per-client share of upload slots by it, and believes it only
+# from its trusted proxies (``VIGIL_ANALYZER_TRUSTED_PROXIES``).
+CLIENT_KEY = "x-vigil-client"
+
 UploadCall = grpc.aio.StreamUnaryCall[pb.UploadVideoRequest, pb.UploadVideoResponse]
 
 # What the contract recommends: large enough to keep the stream busy, far below message limits.
 CHUNK_BYTES = 1024 * 1024
+
+
+def client_metadata(client: str | None) -> tuple[tuple[str, str], ...]:
+    """The metadata of an ``UploadVideo`` call made on behalf of ``client`` (None: ourselves)."""
+    return () if client is None else ((CLIENT_KEY, client),)
 
 
 async def send(

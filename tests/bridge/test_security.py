@@ -213,6 +213,33 @@ async def test_connections_per_address_are_limited(start_bridge: Any, detector: 
         assert orjson.loads(await again.recv())["event"] == "pong"
 
 
+async def test_forwarded_for_counts_only_from_trusted_proxies(
+    start_bridge: Any, detector: Any
+) -> None:
+    async def refused(bridge: Any, forwarded: str) -> bool:
+        headers = {"X-Forwarded-For": forwarded}
+        async with connect(f"{bridge.ws}/ws/session", additional_headers=headers) as ws:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                await ws.send('{"event": "ping"}')
+                await asyncio.wait_for(ws.recv(), 5)
+        return ws.close_code == 1013
+
+    # No trusted proxies (the default): what a client claims changes nothing.
+    bridge = await start_bridge(detector_address=detector.address, max_connections_per_client=1)
+    headers = {"X-Forwarded-For": "198.51.100.1"}
+    async with connect(f"{bridge.ws}/ws/session", additional_headers=headers):
+        assert await refused(bridge, "198.51.100.2")
+    # Behind a trusted proxy, each client it names has its own count.
+    proxied = await start_bridge(
+        detector_address=detector.address,
+        max_connections_per_client=1,
+        trusted_proxies=["127.0.0.1/32"],
+    )
+    async with connect(f"{proxied.ws}/ws/session", additional_headers=headers):
+        assert not await refused(proxied, "198.51.100.2")
+        assert await refused(proxied, "198.51.100.1")
+
+
 def test_tokens_are_scrubbed_from_log_lines() -> None:
     record = logging.LogRecord(
         "uvicorn.error", logging.INFO, __file__, 1,

@@ -175,10 +175,17 @@ class AsyncAnalyzerClient(AsyncClient):
         options: AnalysisOptions | None = None,
         progress: uploads.Progress | None = None,
         timeout_s: float | None = None,
+        on_behalf_of: str | None = None,
     ) -> UploadResult:
-        """Upload a file (a path, or a binary file object read from where it stands)."""
+        """Upload a file (a path, or a binary file object read from where it stands).
+
+        ``on_behalf_of`` names the client the upload is for when this process is a proxy the
+        analyzer trusts (``VIGIL_ANALYZER_TRUSTED_PROXIES``, as the bridge is): the upload
+        counts against that client's share of the upload slots instead of this process's.
+        """
         with open_upload(source, name, size, start_analysis, options) as (upload, first):
-            call = invoke(self.options, self.stub.UploadVideo, None, timeout_s)
+            on_behalf = upload_protocol.client_metadata(on_behalf_of)
+            call = invoke(self.options, self.stub.UploadVideo, None, timeout_s, on_behalf)
             with mapped_errors():
                 response = await upload_protocol.send(
                     call, first.header, uploads.async_chunks(upload, progress)

@@ -35,13 +35,18 @@ ConvertItem = Callable[[Any], T | None]
 
 
 def invoke(
-    options: ClientOptions, method: Callable[..., C], request: object, timeout_s: float | None
+    options: ClientOptions,
+    method: Callable[..., C],
+    request: object,
+    timeout_s: float | None,
+    metadata: tuple[tuple[str, str], ...] = (),
 ) -> C:
-    """Start a call with the client's metadata and ``wait_for_ready``; None: no deadline."""
+    """Start a call with the client's metadata (and ``metadata``) and ``wait_for_ready``; None:
+    no deadline."""
     return method(
         request,
         timeout=timeout_s,
-        metadata=options.metadata,
+        metadata=options.metadata + metadata,
         wait_for_ready=options.wait_for_ready,
     )
 
