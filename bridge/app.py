@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 import grpc
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import FileResponse
+from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from bridge import api_analyses, api_sources, errors, health, metrics, session_ws, sio, video
@@ -60,6 +60,19 @@ def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
             ("grpc.http2.max_pings_without_data", 0),
         ],
     )
+
+
+def index_html(settings: BridgeSettings) -> str:
+    """The page, told the reconnect policy it follows as data attributes on its <body> (app.js
+    reads them; without them it keeps its own defaults, the same as the settings')."""
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    policy = (
+        f'<body data-reconnect-tries="{settings.reconnect_tries}"'
+        f' data-reconnect-initial-ms="{round(settings.reconnect_initial_s * 1000)}">'
+    )
+    if page.count("<body>") != 1:
+        raise RuntimeError("bridge/static/index.html must have exactly one plain <body> tag")
+    return page.replace("<body>", policy)
 
 
 DESCRIPTION = """\
@@ -146,8 +159,10 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     sio.mount(app, settings)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
+    page = index_html(settings)
+
     @app.get("/", include_in_schema=False)
-    async def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html")
+    async def index() -> HTMLResponse:
+        return HTMLResponse(page)
 
     return app

@@ -39,6 +39,12 @@ class BridgeSettings(BaseSettings):
     retry_initial_s: Annotated[float, Field(gt=0.0)] = 0.25
     retry_max_s: Annotated[float, Field(gt=0.0)] = 5.0
 
+    # The page's live-view and session reconnect policy, handed to it in index.html: after a
+    # dropped connection it tries this many times, waiting ``reconnect_initial_s`` before the first
+    # try and twice as long before each next one (1 s, 2 s, 4 s), then gives up and says so.
+    reconnect_tries: Annotated[int, Field(ge=0, le=20)] = 3
+    reconnect_initial_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+
     # Kernel send buffer per connection, in bytes (Linux doubles it, capped by
     # net.core.wmem_max); None leaves it to autotuning, which can queue megabytes. Slow viewers
     # are handled per frame instead (video.py skips a frame while more than one is still unsent),

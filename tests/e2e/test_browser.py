@@ -3,7 +3,7 @@
 The detector (no model: frames of its test pattern), the analyzer and the bridge run in this
 test's event loop on free 127.0.0.1 ports; the browser is driven with Playwright's async API so
 the loop keeps serving them meanwhile. Playwright's own browser downloads are never used: it
-launches ``/usr/bin/chromium`` (``make browser`` installs it).
+launches ``/usr/bin/chromium`` (``make browser`` installs it; see ``conftest.py``).
 
 Runs twice: with no language model, and with the real one: the session's vLLM engine on a tiny
 random Gemma 3 (``tests/llm.py``), passed to the analyzer (``serve(settings, engine=...)``), so an
@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pytest
 import uvicorn
-from playwright.async_api import Browser, Page, ViewportSize, async_playwright, expect
+from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from analyzer_service.engine import Engine
 from analyzer_service.server import serve as serve_analyzer
@@ -38,17 +38,6 @@ from bridge.settings import BridgeSettings
 from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
 
-CHROMIUM = pathlib.Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "test-output"
 VIEWPORT = ViewportSize(width=1280, height=800)
 # Seconds for each step that waits on the services.
@@ -143,24 +132,6 @@ async def services(tmp_path: pathlib.Path, engine: Engine | None) -> AsyncIterat
             await asyncio.wait_for(task, 5)
         await analyzer.stop(0)
         await detector.stop(0)
-
-
-@pytest.fixture
-def chromium() -> pathlib.Path:
-    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: `make browser` installs Debian's chromium"
-    return CHROMIUM
-
-
-@pytest.fixture
-async def browser(chromium: pathlib.Path) -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=str(chromium), args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
 
 
 async def painted_pixels(page: Page) -> int:
