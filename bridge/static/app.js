@@ -187,6 +187,9 @@ class LiveView {
     for (const id of ["connection-dot", "header-dot"]) $(id).dataset.state = state;
     $("connection-status").textContent = text;
     $("header-status").textContent = state === "connected" ? "Live: on" : state === "connecting" ? "Live: connecting" : "Live: off";
+    // While (re)connecting the empty stage says so, not "press Start" under a Stop button.
+    $("placeholder-idle").hidden = state !== "disconnected";
+    $("placeholder-waiting").hidden = state === "disconnected";
   }
 
   start() {

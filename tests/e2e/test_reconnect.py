@@ -64,6 +64,7 @@ async def test_the_live_view_reconnects_when_the_bridge_comes_back(
     await expect(interrupted).to_be_visible()
     await expect(interrupted).to_contain_text("up to 3 tries")
     await expect(page.get_by_test_id("start-button")).to_have_text("Stop")
+    await expect(page.get_by_test_id("placeholder-waiting")).to_be_visible()
     await page.screenshot(path=tmp_path / "reconnecting.png")
     # While the bridge is down nothing claims the stream is live (a frame still decoding when the
     # connection closed once turned the dot green again and toasted "restored").
@@ -114,6 +115,7 @@ async def test_the_live_view_gives_up_after_its_tries(
     await expect(start).to_have_text("Start AI Detection")
     await expect(start).to_have_attribute("aria-pressed", "false")
     await expect(page.locator("#stage")).to_have_attribute("data-live", "false")
+    await expect(page.get_by_text("to watch the camera")).to_be_visible()
     await page.screenshot(path=tmp_path / "gave-up.png")
 
     # Each of the 3 tries was counted, in order, each after the one before had failed.
