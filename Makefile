@@ -20,6 +20,7 @@ help:
 	@echo "make run    - set up everything and start all services (bridge at http://127.0.0.1:8000)"
 	@echo "make test   - set up everything and run lint, contract checks and the test suite"
 	@echo "make proto  - regenerate the committed gRPC code from proto/"
+	@echo "make proto-baseline - record proto/ as the released contract (only when cutting a version)"
 	@echo "make bench  - run the benchmarks"
 
 $(STAMP): pyproject.toml overrides.txt
@@ -40,11 +41,11 @@ proto: install
 proto-check: install
 	$(PY) scripts/gen_proto.py --check clients
 
-# The released contract that `buf breaking` holds every change to. Update it deliberately, in the
-# commit that cuts a version, never to make a breaking change pass. Pretty JSON so a review sees it.
-PROTO_BASELINE := proto/baseline/vigil-v1.json
+# The contract as last released: `make lint` fails when proto/ breaks it (buf.yaml's FILE rules).
+# Rebuilt only on purpose, when a version is cut, and committed with that release.
+PROTO_BASELINE := contracts/released.binpb
 proto-baseline: install
-	$(VENV)/bin/buf build --exclude-source-info -o -#format=json | $(PY) -m json.tool --indent 1 > $(PROTO_BASELINE)
+	$(VENV)/bin/buf build --exclude-source-info -o $(PROTO_BASELINE)
 
 lint: install
 	$(VENV)/bin/buf lint

@@ -72,6 +72,19 @@ def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
     )
 
 
+def index_html(settings: BridgeSettings) -> str:
+    """The page, told the reconnect policy it follows as data attributes on its <body> (app.js
+    reads them; without them it keeps its own defaults, the same as the settings')."""
+    page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    policy = (
+        f'<body data-reconnect-tries="{settings.reconnect_tries}"'
+        f' data-reconnect-initial-ms="{round(settings.reconnect_initial_s * 1000)}">'
+    )
+    if page.count("<body>") != 1:
+        raise RuntimeError("bridge/static/index.html must have exactly one plain <body> tag")
+    return page.replace("<body>", policy)
+
+
 DESCRIPTION = """\
 The bridge is the only thing a browser talks to: HTTP and WebSocket here, gRPC behind.
 
@@ -164,15 +177,3 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         return HTMLResponse(page)
 
     return app
-
-
-def index_html(settings: BridgeSettings) -> str:
-    """The page, told the reconnect policy through its <body>'s data attributes (read once)."""
-    html = (STATIC_DIR / "index.html").read_text()
-    body = (
-        f'<body data-reconnect-attempts="{settings.page_reconnect_attempts}" '
-        f'data-reconnect-first-ms="{settings.page_reconnect_first_ms}">'
-    )
-    if html.count("<body>") != 1:
-        raise RuntimeError(f"{STATIC_DIR / 'index.html'} must have exactly one plain <body> tag")
-    return html.replace("<body>", body, 1)

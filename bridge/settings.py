@@ -39,6 +39,12 @@ class BridgeSettings(BaseSettings):
     retry_initial_s: Annotated[float, Field(gt=0.0)] = 0.25
     retry_max_s: Annotated[float, Field(gt=0.0)] = 5.0
 
+    # The page's live-view and session reconnect policy, handed to it in index.html: after a
+    # dropped connection it tries this many times, waiting ``reconnect_initial_s`` before the first
+    # try and twice as long before each next one (1 s, 2 s, 4 s), then gives up and says so.
+    reconnect_tries: Annotated[int, Field(ge=0, le=20)] = 3
+    reconnect_initial_s: Annotated[float, Field(gt=0.0, le=60.0)] = 1.0
+
     # Kernel send buffer per connection, in bytes (Linux doubles it, capped by
     # net.core.wmem_max); None leaves it to autotuning, which can queue megabytes. Slow viewers
     # are handled per frame instead (video.py skips a frame while more than one is still unsent),
@@ -71,12 +77,6 @@ class BridgeSettings(BaseSettings):
     # frees its slot under ``max_connections_per_client`` and its viewer or session.
     ws_ping_interval_s: Annotated[float, Field(gt=0.0)] = 20.0
     ws_ping_timeout_s: Annotated[float, Field(gt=0.0)] = 20.0
-
-    # The page's reconnect policy when a live view or session socket drops: this many tries,
-    # the first after ``page_reconnect_first_ms``, each later one waiting twice as long; then the
-    # page gives up and says so. Handed to the page in index.html's <body> data attributes.
-    page_reconnect_attempts: Annotated[int, Field(ge=0, le=20)] = 3
-    page_reconnect_first_ms: Annotated[int, Field(ge=50, le=60_000)] = 1000
 
     # Largest upload the bridge forwards, in bytes; larger ones get 413 before any byte is read
     # (the analyzer enforces its own limit as well).

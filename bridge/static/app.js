@@ -130,15 +130,15 @@ function setupTabs() {
 // Live view
 // ---------------------------------------------------------------------------------------------
 
-// The bridge hands the page its reconnect policy (VIGIL_BRIDGE_PAGE_RECONNECT_*) in <body>'s
-// data attributes: that many tries, the first after FIRST_RETRY_MS, each later one twice as late
-// (by default 3 tries: 1 s, 2 s, 4 s); then the user presses Start again.
-function policyNumber(name, fallback) {
+// After a dropped connection: this many tries, the first after FIRST_RETRY_MS and each next one
+// after twice as long (1 s, 2 s, 4 s), then the user presses Start again. The bridge serves its
+// policy (VIGIL_BRIDGE_RECONNECT_*) on <body>; these defaults are the same as its own.
+function policyNumber(name, fallback, min) {
   const value = Number(document.body.dataset[name]);
-  return Number.isFinite(value) && value >= 0 ? value : fallback;
+  return Number.isFinite(value) && value >= min ? value : fallback;
 }
-const MAX_RECONNECTS = policyNumber("reconnectAttempts", 3);
-const FIRST_RETRY_MS = policyNumber("reconnectFirstMs", 1000);
+const MAX_RECONNECTS = Math.floor(policyNumber("reconnectTries", 3, 0));
+const FIRST_RETRY_MS = policyNumber("reconnectInitialMs", 1000, 1);
 const FINAL_CLOSE_CODES = new Set([1008, 1009]); // unknown source, refused: retrying cannot help
 
 class LiveView {
@@ -151,11 +151,12 @@ class LiveView {
     this.wanted = false;
     this.attempts = 0;
     this.retryTimer = null;
-    this.pending = null;     // newest undrawn frame: {header, blob}
+    this.pending = null;     // newest undrawn frame: {header, blob, socket}
     this.decoding = false;
     this.frames = 0;
     this.paintTimes = [];
     this.lastError = null;
+    this.interrupted = false; // a connection dropped and frames have not come back yet
     this.button.addEventListener("click", () => (this.wanted ? this.stop() : this.start()));
     $("sources-refresh").addEventListener("click", () => this.loadSources(true));
     this.select.addEventListener("change", () => { if (this.wanted) this.restart(); });
@@ -186,12 +187,16 @@ class LiveView {
     for (const id of ["connection-dot", "header-dot"]) $(id).dataset.state = state;
     $("connection-status").textContent = text;
     $("header-status").textContent = state === "connected" ? "Live: on" : state === "connecting" ? "Live: connecting" : "Live: off";
+    // While (re)connecting the empty stage says so, not "press Start" under a Stop button.
+    $("placeholder-idle").hidden = state !== "disconnected";
+    $("placeholder-waiting").hidden = state === "disconnected";
   }
 
   start() {
     this.wanted = true;
     this.attempts = 0;
     this.lastError = null;
+    this.interrupted = false;
     this.button.classList.add("stop");
     this.button.setAttribute("aria-pressed", "true");
     this.button.querySelector(".label").textContent = "Stop";
@@ -201,6 +206,7 @@ class LiveView {
 
   stop(reason) {
     this.wanted = false;
+    this.interrupted = false;
     clearTimeout(this.retryTimer);
     this.button.classList.remove("stop");
     this.button.setAttribute("aria-pressed", "false");
@@ -232,7 +238,7 @@ class LiveView {
     clearTimeout(this.retryTimer);
     const source = this.select.value;
     const path = source ? `/ws/video-stream/${encodeURIComponent(source)}` : "/ws/video-stream";
-    this.setStatus("connecting", this.attempts ? `Reconnecting (${this.attempts}/${MAX_RECONNECTS})…` : "Connecting…");
+    this.setStatus("connecting", this.attempts ? `Reconnecting: retry ${this.attempts}/${MAX_RECONNECTS}…` : "Connecting…");
     const socket = new WebSocket(wsUrl(path, { format: "binary", extras: "sequence,dropped,latency" }));
     socket.binaryType = "arraybuffer";
     this.socket = socket;
@@ -251,6 +257,7 @@ class LiveView {
 
   closed(event) {
     if (!this.wanted) return;
+    this.pending = null;
     $("stage").dataset.live = "false";
     if (FINAL_CLOSE_CODES.has(event.code) || this.attempts >= MAX_RECONNECTS) {
       const why = event.reason || (this.lastError && this.lastError.message) || "The bridge cannot be reached.";
@@ -260,9 +267,13 @@ class LiveView {
       return;
     }
     const delay = FIRST_RETRY_MS * 2 ** this.attempts;
-    if (this.attempts === 0) toast("warning", "Live stream interrupted", "Reconnecting…");
+    if (this.attempts === 0) {
+      this.interrupted = true;
+      toast("warning", "Live stream interrupted", `Reconnecting: up to ${MAX_RECONNECTS} tries.`);
+    }
     this.attempts += 1;
-    this.setStatus("connecting", `Connection lost; retrying in ${delay / 1000} s (${this.attempts}/${MAX_RECONNECTS})`);
+    const seconds = Number((delay / 1000).toFixed(1));
+    this.setStatus("connecting", `Connection lost; retry ${this.attempts}/${MAX_RECONNECTS} in ${seconds} s`);
     this.retryTimer = setTimeout(() => this.connect(), delay);
   }
 
@@ -294,17 +305,16 @@ class LiveView {
 
   // Newest frame wins: while one decodes, later ones replace each other in `pending`.
   queue(header, blob) {
-    if (this.attempts > 0) toast("success", "Live stream back", "Frames are arriving again.");
     this.attempts = 0;
     this.lastError = null;
-    this.pending = { header, blob };
+    this.pending = { header, blob, socket: this.socket };
     if (!this.decoding) this.paint();
   }
 
   async paint() {
     this.decoding = true;
     while (this.pending) {
-      const { header, blob } = this.pending;
+      const { header, blob, socket } = this.pending;
       this.pending = null;
       let bitmap;
       try {
@@ -312,7 +322,9 @@ class LiveView {
       } catch {
         continue; // a frame that does not decode is skipped silently
       }
-      if (!this.wanted) { bitmap.close(); break; }
+      // The connection it came on closed while it decoded: painting it now would show the
+      // stream as live (green dot, "restored") while the page is still reconnecting.
+      if (!this.wanted || socket !== this.socket) { bitmap.close(); continue; }
       if (this.canvas.width !== bitmap.width || this.canvas.height !== bitmap.height) {
         this.canvas.width = bitmap.width;
         this.canvas.height = bitmap.height;
@@ -330,6 +342,10 @@ class LiveView {
     if (this.frames === 1 || $("stage").dataset.live !== "true") {
       $("stage").dataset.live = "true";
       this.setStatus("connected", "Connected · live");
+    }
+    if (this.interrupted) {
+      this.interrupted = false;
+      toast("success", "Live stream restored", "Frames are arriving again.");
     }
     const count = $("frame-count");
     count.textContent = String(this.frames);
@@ -377,6 +393,7 @@ class SessionSocket {
     this.attempts = 0;
     this.queue = [];         // messages sent while connecting
     this.closedByUs = false;
+    this.retryTimer = null;
   }
 
   open(join) {
@@ -392,6 +409,8 @@ class SessionSocket {
   }
 
   connect() {
+    // A retry still waiting would otherwise close this connection when its time comes.
+    clearTimeout(this.retryTimer);
     if (this.socket) {
       const old = this.socket;
       this.socket = null;
@@ -431,7 +450,7 @@ class SessionSocket {
       const delay = FIRST_RETRY_MS * 2 ** this.attempts;
       this.attempts += 1;
       this.onState("connecting");
-      setTimeout(() => this.connect(), delay);
+      this.retryTimer = setTimeout(() => this.connect(), delay);
     };
   }
 

@@ -219,9 +219,20 @@ async def test_index_serves_the_live_view(start_bridge: Any, detector: Any) -> N
         script = await client.get("/static/app.js")
     assert script.status_code == 200
     assert "/ws/video-stream" in script.text
-    # The page's reconnect policy comes from the bridge's settings (3 tries from 1 s by default).
-    assert '<body data-reconnect-attempts="3" data-reconnect-first-ms="1000">' in page
-    assert 'policyNumber("reconnectAttempts", 3)' in script.text
+    # The page's reconnect policy: 3 tries, the first after 1 s, unless configured otherwise.
+    assert '<body data-reconnect-tries="3" data-reconnect-initial-ms="1000">' in page
+    assert '"reconnectTries", 3' in script.text
+
+
+async def test_the_page_follows_the_configured_reconnect_policy(
+    start_bridge: Any, detector: Any
+) -> None:
+    bridge = await start_bridge(
+        detector_address=detector.address, reconnect_tries=5, reconnect_initial_s=0.25
+    )
+    async with httpx.AsyncClient(base_url=bridge.http) as client:
+        page = (await client.get("/")).text
+    assert '<body data-reconnect-tries="5" data-reconnect-initial-ms="250">' in page
 
 
 async def test_shutdown_closes_viewers_promptly(start_bridge: Any, detector: Any) -> None:

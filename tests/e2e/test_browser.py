@@ -3,7 +3,7 @@
 The detector (no model: frames of its test pattern), the analyzer and the bridge run in this
 test's event loop on free 127.0.0.1 ports; the browser is driven with Playwright's async API so
 the loop keeps serving them meanwhile. Playwright's own browser downloads are never used: it
-launches ``/usr/bin/chromium`` (``make browser`` installs it).
+launches ``/usr/bin/chromium`` (``make browser`` installs it; see ``conftest.py``).
 
 Runs twice: with no language model, and with the real one: the session's vLLM engine on a tiny
 random Gemma 3 (``tests/llm.py``), passed to the analyzer (``serve(settings, engine=...)``), so an
@@ -15,6 +15,7 @@ Screenshots of both tabs go to ``test-output/`` at the repository root.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import pathlib
 import re
@@ -25,16 +26,19 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pytest
+import uvicorn
 from playwright.async_api import Browser, Page, ViewportSize, expect
 
 from analyzer_service.engine import Engine
 from analyzer_service.server import serve as serve_analyzer
 from analyzer_service.settings import AnalyzerSettings
+from bridge.app import create_app
+from bridge.server import config, listen
 from bridge.settings import BridgeSettings
 from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
-from tests.e2e.support import OUTPUT, BridgeServer
 
+OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "test-output"
 VIEWPORT = ViewportSize(width=1280, height=800)
 # Seconds for each step that waits on the services.
 STEP_S = 15.0
@@ -110,12 +114,22 @@ async def services(tmp_path: pathlib.Path, engine: Engine | None) -> AsyncIterat
         retry_initial_s=0.1,
         retry_max_s=0.5,
     )
-    bridge = BridgeServer(settings)
+    sock = listen(settings)
+    options = {"loop": "none", "log_level": "warning", "timeout_graceful_shutdown": 2}
+    server = uvicorn.Server(config(create_app(settings), settings, **options))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await bridge.start()
-        yield Services(bridge.url, engine)
+        async with asyncio.timeout(5):
+            while not server.started:
+                if task.done():
+                    task.result()
+                    raise RuntimeError("uvicorn exited during startup")
+                await asyncio.sleep(0.01)
+        yield Services(f"http://127.0.0.1:{sock.getsockname()[1]}", engine)
     finally:
-        await bridge.stop()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 5)
         await analyzer.stop(0)
         await detector.stop(0)
 
