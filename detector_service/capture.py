@@ -6,10 +6,7 @@ import abc
 import os
 import time
 from collections.abc import Generator, Iterator
-from typing import cast
-
-import av
-import av.logging
+from typing import TYPE_CHECKING, cast
 
 from detector_service.backends.base import Image
 from detector_service.source_uri import SourceUri
@@ -23,9 +20,10 @@ READ_TIMEOUT_S = 5.0
 OPEN_TIMEOUT_S = 10.0
 DECODER_THREADS = 2
 
-# FFmpeg's own log lines print the URLs it opens, credentials included, straight to stderr.
-# PyAV's default drops them; say so here so that nothing turns them on by accident.
-av.logging.set_level(None)
+if TYPE_CHECKING:
+    # Imported on the first stream or file opened: PyAV's FFmpeg libraries add ~16 MB of RSS
+    # that a detector watching only webcams or the test pattern never needs.
+    import av
 
 
 class CaptureError(RuntimeError):
@@ -134,6 +132,12 @@ class AvReader(FrameReader):
             raise CaptureError(f"file {self.uri.masked!r} {reason}", permanent=True)
         self.open_timeout_s = open_timeout_s
         self.opened_at = time.monotonic()
+        import av
+        import av.logging
+
+        # FFmpeg's own log lines print the URLs it opens, credentials included, straight to
+        # stderr. PyAV's default drops them; set it here so that nothing turns them on.
+        av.logging.set_level(None)
         options = {} if self.is_file else _stream_options(spec.uri, read_timeout_s)
         try:
             self.container = av.open(
@@ -164,6 +168,8 @@ class AvReader(FrameReader):
 
     def packets(self) -> Iterator[av.Packet[av.VideoStream]]:
         """The video stream's encoded packets, in order (a file loops when asked to)."""
+        import av
+
         while True:
             try:
                 for packet in self.container.demux(self.stream):
@@ -181,6 +187,8 @@ class AvReader(FrameReader):
     def _decoded(self) -> Generator[Image, None, None]:
         # The first picture may take the open's whole time (a camera's keyframe interval), each
         # later one the read timeout.
+        import av
+
         deadline = self.opened_at + self.open_timeout_s
         for packet in self.packets():
             try:
