@@ -2,7 +2,8 @@
 
 A GStreamer RTSP server (``RtspCamera``: one live H.264 encoder per mount, a keyframe every 2 s)
 serves N cameras; a fresh detector process gets one stream source per camera. Measured from the
-detector's ``/proc/PID/status``: its RSS at start (the base), after the N sources are added
+detector's ``/proc/PID/status``: its RSS at start, once its model has run on a few frames of the
+test pattern (the base), after the N sources are added
 (idle), and once all N stream to one viewer each. The viewers all subscribe at the same moment,
 and each source's time from its Subscribe to its first frame is kept.
 
@@ -49,6 +50,16 @@ async def _measure(address: str, pid: int, urls: list[str], settle_s: float) -> 
     all_streaming = asyncio.Event()
     async with grpc.aio.insecure_channel(address, options=LIVE_CHANNEL_OPTIONS) as channel:
         stub = dpb_grpc.DetectorServiceStub(channel)
+        cold = await _settled_rss(pid, settle_s)
+        # The base is the process once its model has run: the first inference allocates the
+        # model's working memory for good (OpenCV's DNN: ~255 MB), which no source adds to.
+        warm_up = stub.Subscribe(dpb.SubscribeRequest(source_id="default", omit_jpeg=True))
+        seen = 0
+        async for message in warm_up:
+            seen += message.HasField("frame")
+            if seen == 3:
+                break
+        warm_up.cancel()
         base = await _settled_rss(pid, settle_s)
         for source_id, url in zip(ids, urls, strict=True):
             spec = dpb.SourceSpec(id=source_id, kind=dpb.SOURCE_KIND_STREAM, uri=url)
@@ -82,6 +93,7 @@ async def _measure(address: str, pid: int, urls: list[str], settle_s: float) -> 
     per_streaming = (streaming - base) / count
     slowest = times[-1] if len(times) == count else float("inf")
     return {
+        "cold_rss_mb": round(cold, 1),
         "base_rss_mb": round(base, 1),
         "idle_rss_mb_per_source": round((idle - base) / count, 2),
         "streaming_rss_mb_per_source": round(per_streaming, 1),
