@@ -81,7 +81,7 @@ e2e: install models system
 run: install models
 	$(VENV)/bin/vigil run
 
-bench: install models
+bench: install models system
 	$(VENV)/bin/vigil bench all
 
 clean:

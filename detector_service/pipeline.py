@@ -10,6 +10,7 @@ it in every subscriber's own newest-wins queue.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -32,8 +33,9 @@ from vigil.queues import NewestWinsQueue
 log = logging.getLogger(__name__)
 
 # A starting or live source without a frame for this long is reported RECONNECTING (to its
-# subscribers, with the reason in last_error) while the capture still waits on its read or open,
-# which may block for up to READ_TIMEOUT_S: a frozen camera is visible within about 3.5 s.
+# subscribers, with the reason in last_error) while the capture still waits on its read (which may
+# block for up to READ_TIMEOUT_S) or its open (open_timeout_s): a frozen camera is visible within
+# about 3.5 s.
 WATCHDOG_S = 3.0
 BACKOFF_START_S = 0.5
 # Weight the mean model time keeps of its past at each frame.
@@ -129,7 +131,7 @@ class LiveSource:
         settings: DetectorSettings,
         batcher: InferenceBatcher,
         loop: asyncio.AbstractEventLoop,
-        reader_factory: Callable[[pb.SourceSpec, float], FrameReader] = open_reader,
+        reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
@@ -142,7 +144,9 @@ class LiveSource:
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
-        self.reader_factory = reader_factory
+        self.reader_factory = reader_factory or functools.partial(
+            open_reader, open_timeout_s=settings.open_timeout_s
+        )
         self.max_fps = spec.max_fps or settings.max_fps
         self.state: pb.SourceState.ValueType = pb.SOURCE_STATE_IDLE
         self.state_since = time.time_ns()
@@ -227,10 +231,19 @@ class LiveSource:
             self._stopping.set()
             self.batcher.remove_producer()
             with self._slot.cond:
+                # An idle source holds no picture (2.7 MB at 720p): the capture thread stores
+                # nothing once its run is stopping, so nothing lands here after this.
+                self._slot.frame = None
                 self._slot.cond.notify_all()
             if self.observer is not None:
                 self.observer.end_source(self.spec.id)
         self._set_state(final_state)
+
+    def _end_run(self, run: threading.Event, state: pb.SourceState.ValueType) -> None:
+        # A run that ended by itself (a file's end, a permanent failure) stops the source only if
+        # it is still the current run: a late word from an old one must not stop a new one.
+        if not run.is_set():
+            self.stop(state)
 
     def close(self) -> None:
         """Stop and end every subscription (the source is being removed)."""
@@ -250,17 +263,36 @@ class LiveSource:
         for sub in self.subscribers:
             sub.frames.put(item)
 
-    def _broadcast_state(self, state: pb.SourceState.ValueType, error: str, since: int) -> None:
+    def _broadcast_state(
+        self,
+        state: pb.SourceState.ValueType,
+        error: str,
+        since: int,
+        run: threading.Event | None,
+    ) -> None:
+        if run is not None and run.is_set():
+            # From a run that has been stopped since (its open or read came back late, or its
+            # frame was already in hand): the stop's state stands, whatever its threads still do.
+            return
         self.state, self.state_since = state, since
         if error:
             self.last_error = error
+        elif state == pb.SOURCE_STATE_LIVE:
+            # Frames flow again: the reason it was not live is history, not a current error.
+            self.last_error = ""
         snapshot = self.snapshot()
         for sub in self.subscribers:
             sub.push_state(snapshot)
 
     # --- thread side ---------------------------------------------------------------------------
 
-    def _set_state(self, state: pb.SourceState.ValueType, error: str = "") -> None:
+    def _set_state(
+        self,
+        state: pb.SourceState.ValueType,
+        error: str = "",
+        run: threading.Event | None = None,
+    ) -> None:
+        """Change the state; a capture or processing thread passes its run's stop event."""
         if state == self.state and not error:
             return
         # Every error on the way to last_error, the log and the subscribers passes here: scrub
@@ -268,7 +300,7 @@ class LiveSource:
         error = self.uri.redact(error)
         if error:
             log.warning("source %s: %s", self.spec.id, error)
-        args = (state, error, time.time_ns())
+        args = (state, error, time.time_ns(), run)
         if threading.get_ident() == self._loop_thread:
             self._broadcast_state(*args)
         else:
@@ -281,12 +313,12 @@ class LiveSource:
                 reader = self.reader_factory(self._capture_spec(), self.max_fps)
             except CaptureError as exc:
                 if exc.permanent:
-                    self._set_state(pb.SOURCE_STATE_FAILED, str(exc))
-                    self.loop.call_soon_threadsafe(self.stop, pb.SOURCE_STATE_FAILED)
+                    self._set_state(pb.SOURCE_STATE_FAILED, str(exc), stopping)
+                    self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_FAILED)
                     return
                 # Every retry is a reopen, whether the input broke or never opened (a 401).
                 self.counters.reconnects += 1
-                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
+                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc), stopping)
                 stopping.wait(backoff)
                 backoff = next_backoff(backoff)
                 continue
@@ -296,16 +328,18 @@ class LiveSource:
                     backoff = BACKOFF_START_S
                     self._rates["in"].tick()
                     with self._slot.cond:
+                        if stopping.is_set():
+                            break
                         if self._slot.frame is not None:
                             self._slot.replaced += 1
                         self._slot.frame = (frame, time.time_ns())
                         self._slot.cond.notify()
             except EndOfStream:
-                self.loop.call_soon_threadsafe(self.stop, pb.SOURCE_STATE_STOPPED)
+                self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_STOPPED)
                 return
             except CaptureError as exc:
                 self.counters.reconnects += 1
-                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc))
+                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc), stopping)
                 stopping.wait(backoff)
                 backoff = next_backoff(backoff)
             finally:
@@ -341,12 +375,14 @@ class LiveSource:
                     self.state in (pb.SOURCE_STATE_LIVE, pb.SOURCE_STATE_STARTING)
                     and time.monotonic() - last_frame_at > WATCHDOG_S
                 ):
-                    self._set_state(pb.SOURCE_STATE_RECONNECTING, f"no frames for {WATCHDOG_S:g} s")
+                    self._set_state(
+                        pb.SOURCE_STATE_RECONNECTING, f"no frames for {WATCHDOG_S:g} s", stopping
+                    )
                 continue
             last_frame_at = time.monotonic()
             next_at = max(next_at + interval, last_frame_at)
             if self.state != pb.SOURCE_STATE_LIVE:
-                self._set_state(pb.SOURCE_STATE_LIVE)
+                self._set_state(pb.SOURCE_STATE_LIVE, run=stopping)
             item = self._process(*taken)
             if stopping.is_set():
                 return

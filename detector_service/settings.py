@@ -42,6 +42,9 @@ class DetectorSettings(BaseSettings):
     subscriber_queue: int = Field(2, ge=1, le=64)
     # Seconds a source keeps capturing after its last subscriber leaves.
     linger_s: float = Field(2.0, ge=0.0)
+    # Seconds a stream's open may take (connect, RTSP handshake, probing to the first keyframe)
+    # before it counts as failed and is retried with backoff.
+    open_timeout_s: float = Field(10.0, gt=0.0, le=300.0)
 
     # Also read from the plain ROBOFLOW_API_KEY of Roboflow's own tools; the prefixed name wins.
     roboflow_api_key: SecretStr | None = Field(

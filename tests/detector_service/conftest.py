@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import grpc
 import pytest
 
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
+from tests.detector_service.blackhole import BlackHole
+from vigil.bench.rtsp import RtspCamera
 from vigil.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -35,3 +37,19 @@ async def detector_stub(
     address = f"127.0.0.1:{detector.port}"
     async with grpc.aio.insecure_channel(address, options=LIVE_CHANNEL_OPTIONS) as channel:
         yield pb_grpc.DetectorServiceStub(channel)
+
+
+@pytest.fixture
+def black_hole() -> Iterator[BlackHole]:
+    hole = BlackHole()
+    try:
+        yield hole
+    finally:
+        hole.close()
+
+
+@pytest.fixture(scope="session")
+def rtsp_camera() -> Iterator[RtspCamera]:
+    """Two live 320x240 H.264 mounts (cam0, cam1), a keyframe every second."""
+    with RtspCamera(("cam0", "cam1"), width=320, height=240, fps=15, keyframe_s=1.0) as camera:
+        yield camera

@@ -20,6 +20,7 @@ from vigil.bench import (
     latency,
     pipeline,
     sampling,
+    source_memory,
     sources,
     transport,
 )
@@ -169,7 +170,16 @@ def test_a_broken_promise_fails_the_run_after_every_benchmark_printed(
 
 
 def test_sources_reduced() -> None:
-    result = sources.run({"max_sources": 2, "seconds": 1.5, "warmup_s": 1.0})
+    result = sources.run(
+        {
+            "max_sources": 2,
+            "seconds": 1.5,
+            "warmup_s": 1.0,
+            "rtsp_cameras": 2,
+            "rtsp_size": (320, 240),
+            "settle_s": 1.0,
+        }
+    )
     json.dumps(result)
     assert result["device"] == "yolo on the CPU"
     tried = result["slowest_source_fps_by_count"]
@@ -183,6 +193,14 @@ def test_sources_reduced() -> None:
     if good < 2:
         assert tried[str(good + 1)] < sources.SUSTAINED_FPS
     assert result["ratio"] == good
+    # Memory and start-up figures of two small RTSP cameras (the full run: 16 at 720p).
+    assert result["base_rss_mb"] > 50
+    assert result["sources_streaming"] == 2
+    assert 0 < result["first_frame_s_median"] <= result["first_frame_s_slowest"]
+    assert result["streaming_rss_ratio"] == round(
+        result["streaming_rss_mb_per_source"] / source_memory.MEMORY_TARGET_MB, 2
+    )
+    assert result["passed"] == (result["memory_held"] and result["all_streaming_in_time"])
 
 
 def test_analysis_reduced(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -7,6 +7,9 @@ settings; K test-pattern sources (1280x720, 15 fps) are added and each gets one 
 run sustains K when every source delivers at least ``SUSTAINED_FPS`` over the measured window.
 K doubles until a run fails, then a binary search between the last two. The headline ``ratio``
 is the number of sources sustained (0 when not even one source reaches 15 fps).
+
+Then ``source_memory`` measures memory per idle and per streaming 720p RTSP source and the time
+from 16 simultaneous viewers' arrival to each source's first frame (both promises: ``passed``).
 """
 
 from __future__ import annotations
@@ -98,6 +101,9 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         while bad - good > 1:
             middle = (good + bad) // 2
             good, bad = (middle, bad) if sustains(middle) else (good, middle)
+    from vigil.bench import source_memory
+
+    memory = source_memory.run(options, env)
     return {
         "name": "sources",
         "device": _device(),
@@ -106,4 +112,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         "sources_at_15fps": good,
         "baseline": "one source",
         "ratio": good,
+        **memory,
+        # The count is a figure; memory per streaming source and the start-up of N cameras whose
+        # viewers arrive together are promises.
+        "passed": memory["memory_held"] and memory["all_streaming_in_time"],
     }
