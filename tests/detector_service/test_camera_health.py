@@ -136,6 +136,14 @@ def test_slow_lighting_change_over_a_day_raises_nothing() -> None:
     assert camera.events == []
 
 
+def test_lights_dimmed_at_once_raise_nothing() -> None:
+    # Sharpness is relative to the picture's own contrast: a dim picture is not a blurred one.
+    camera = Camera()
+    camera.live(60, view())
+    camera.live(120, np.asarray(cv2.convertScaleAbs(view(), alpha=0.3), np.uint8))
+    assert camera.events == []
+
+
 def test_wind_jitter_and_people_passing_are_not_a_move() -> None:
     camera = Camera()
     camera.live(30, view())

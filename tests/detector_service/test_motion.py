@@ -94,6 +94,22 @@ def test_object_appearing_in_still_scene_gets_a_tight_box() -> None:
     assert covers(result.boxes[0], 200, 100, 260, 240)
 
 
+@pytest.mark.parametrize(("threshold", "reported"), [(25, False), (10, True)])
+def test_sensitivity_decides_whether_faint_motion_counts(threshold: int, reported: bool) -> None:
+    rng = np.random.default_rng(10)
+    detector = MotionDetector(MotionConfig(threshold=threshold))
+    scene = background()
+    warm_up(detector, scene, rng)
+    # A faint shadow: 18 grey levels darker over a person-sized area.
+    shadowed = scene.astype(np.int16)
+    shadowed[300:440, 600:660] -= 18
+    faint = np.clip(shadowed, 0, 255).astype(np.uint8)
+    result = detector.update(noisy(faint, rng))
+    assert bool(result.boxes) is reported
+    if reported:
+        assert covers(result.boxes[0], 600, 300, 660, 440)
+
+
 @pytest.mark.parametrize(("min_area", "reported"), [(MotionConfig().min_area, False), (0.0, True)])
 def test_small_flicker_below_min_area_is_ignored(min_area: float, reported: bool) -> None:
     rng = np.random.default_rng(4)

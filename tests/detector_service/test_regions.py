@@ -50,11 +50,17 @@ def test_larger_motion_is_padded() -> None:
     assert region.box.x2 >= 700 + 100
 
 
-def test_nearby_boxes_merge_into_one_region() -> None:
-    head, legs = Box(800, 400, 840, 440), Box(805, 470, 845, 560)  # 30 px apart
-    [region] = plan_regions([head, legs], FRAME, merge_distance=50)
-    assert inside(head, region.box)
-    assert inside(legs, region.box)
+@pytest.mark.parametrize(("merge_distance", "regions"), [(50, 1), (10, 2)])
+def test_nearby_boxes_merge_into_one_region(merge_distance: int, regions: int) -> None:
+    # A small model input, so that the two crops would not overlap: only merging joins them.
+    head, legs = Box(800, 400, 840, 440), Box(805, 470, 845, 510)  # 30 px apart
+    planned = plan_regions([head, legs], FRAME, model_input=64, merge_distance=merge_distance)
+    assert len(planned) == regions
+    merged = planned[0].box
+    for box in planned[1:]:
+        merged = merged.union(box.box)
+    assert inside(head, merged)
+    assert inside(legs, merged)
 
 
 def test_distant_boxes_get_their_own_regions() -> None:
