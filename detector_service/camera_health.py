@@ -79,7 +79,11 @@ class HealthKind(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class HealthEvent:
-    """A condition raised or cleared; ``frame`` is the picture at that moment (for a snapshot)."""
+    """A condition raised or cleared.
+
+    ``frame`` is the frame passed to :meth:`CameraHealth.update` at that moment, not a copy: the
+    caller encodes its snapshot from it and must not write into frames it has handed over.
+    """
 
     kind: HealthKind
     transition: Transition
