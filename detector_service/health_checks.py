@@ -1,0 +1,119 @@
+"""The measurements behind :mod:`detector_service.camera_health`, and its condition timer.
+
+Kept apart so that each is small and testable on its own; see ``camera_health`` for why each
+measurement is what it is.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from detector_service.camera_health import HealthConfig
+
+FloatArray = npt.NDArray[np.float32]
+Grey = npt.NDArray[np.uint8]
+
+#: Rows of the coarse copy whose edges are compared with the reference (MOVED).
+STRUCTURE_HEIGHT = 90
+
+
+class Transition(enum.StrEnum):
+    RAISED = "raised"
+    CLEARED = "cleared"
+
+
+@dataclass(frozen=True, slots=True)
+class Measurements:
+    """One frame's figures; ``changed_fraction`` is None for a camera's first frame."""
+
+    brightness: float  # mean grey level, 0..255
+    contrast: float  # standard deviation of grey levels after a blur that removes noise
+    sharpness: float  # variance of the Laplacian / variance of the picture
+    changed_fraction: float | None  # pixels that changed since the previous frame
+
+
+def measure(grey: Grey, previous: Grey | None, config: HealthConfig) -> Measurements:
+    height = min(config.analysis_height, grey.shape[0])
+    width = max(1, round(grey.shape[1] * height / grey.shape[0]))
+    small = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA)
+    mean, std = cv2.meanStdDev(cv2.GaussianBlur(small, (5, 5), 0))
+    laplacian = cv2.Laplacian(small, cv2.CV_32F)
+    variance = float(np.var(small))
+    # A flat picture has no sharpness to speak of; its 0 is not a blur (COVERED handles it).
+    sharpness = float(np.var(laplacian)) / variance if variance >= 1.0 else 0.0
+
+    changed: float | None = None
+    if previous is not None:
+        differs = cv2.absdiff(grey, previous) > config.frozen_pixel_tolerance
+        changed = int(np.count_nonzero(differs)) / grey.size
+    return Measurements(float(mean[0][0]), float(std[0][0]), sharpness, changed)
+
+
+def structure(grey: Grey) -> FloatArray:
+    """Where the picture's edges are: a unit-length map, comparable by a dot product (cosine).
+
+    Gradient magnitudes (not intensities) ignore brightness and colour; their square root stops
+    a few high-contrast edges (a lamp at night) from outweighing the rest; the blur tolerates
+    the small jitter of a camera on a pole in the wind; subtracting the mean makes the cosine a
+    correlation, 0 for unrelated pictures.
+    """
+    height = min(STRUCTURE_HEIGHT, grey.shape[0])
+    width = max(1, round(grey.shape[1] * height / grey.shape[0]))
+    coarse = cv2.resize(grey, (width, height), interpolation=cv2.INTER_AREA).astype(np.float32)
+    gx = cv2.Sobel(coarse, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(coarse, cv2.CV_32F, 0, 1, ksize=3)
+    edges = np.asarray(cv2.GaussianBlur(np.sqrt(cv2.magnitude(gx, gy)), (0, 0), 1.5), np.float32)
+    edges -= float(edges.mean())
+    norm = float(np.linalg.norm(edges))
+    return np.asarray(edges / norm if norm > 1e-6 else edges, np.float32)
+
+
+class Condition:
+    """Raises once a condition has held for ``after_s``; clears once absent for ``clear_after_s``.
+
+    Time is the frames' timestamps, never the wall clock, so a camera read at 1 fps or at 15 fps
+    raises after the same time, and a test can feed a day in a second.
+    """
+
+    def __init__(self, after_s: float, clear_after_s: float) -> None:
+        self.after_s, self.clear_after_s = after_s, clear_after_s
+        self.raised = False
+        self.started_at = 0.0
+        self._since: float | None = None
+        self._absent_since: float | None = None
+
+    @property
+    def pending(self) -> bool:
+        """The condition holds now but has not (yet) been raised."""
+        return self._since is not None and not self.raised
+
+    def reset(self) -> None:
+        self.raised, self._since, self._absent_since = False, None, None
+
+    def update(self, holds: bool, at: float, since: float | None = None) -> Transition | None:
+        """``since``: when the condition began, if earlier than ``at`` (a frozen picture began
+        with the previous frame)."""
+        if holds:
+            self._absent_since = None
+            if self._since is None:
+                self._since = at if since is None else since
+            if not self.raised and at - self._since >= self.after_s:
+                self.raised, self.started_at = True, self._since
+                return Transition.RAISED
+            return None
+        if not self.raised:
+            self._since = None
+            return None
+        if self._absent_since is None:
+            self._absent_since = at
+        if at - self._absent_since >= self.clear_after_s:
+            self.reset()
+            return Transition.CLEARED
+        return None
