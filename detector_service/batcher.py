@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from detector_service import memory
 from detector_service.backends.base import DetectorBackend, Image
 from detector_service.detections import Detections
 
@@ -41,11 +42,16 @@ class InferenceBatcher:
         max_wait_s: float = 0.004,
         max_pending: int = 256,
         on_batch: Callable[[float, int], None] | None = None,
+        release_after_s: float | None = None,
     ) -> None:
         self.backend = backend
         #: Called on the inference thread after each successful batch with (seconds, frames).
         self.on_batch = on_batch
         self.max_wait_s = max_wait_s
+        #: Seconds without a frame after which the backend frees its model (None: never).
+        self.release_after_s = release_after_s
+        #: Times the model was released for being idle.
+        self.releases = 0
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
         self._producers = 0
         self._lock = threading.Lock()
@@ -100,11 +106,29 @@ class InferenceBatcher:
             batch.append(job)
         return batch
 
+    def _next(self, in_use: bool) -> _Job | None:
+        """The next job; while the model is in use, release it once idle for release_after_s."""
+        if not in_use or self.release_after_s is None:
+            return self._jobs.get()
+        try:
+            return self._jobs.get(timeout=self.release_after_s)
+        except queue.Empty:
+            pass
+        if self.backend.release():
+            self.releases += 1
+        # The frames and buffers of the streams that stopped are free now too.
+        memory.trim()
+        log.info("no frames for %g s: model and buffers released", self.release_after_s)
+        return self._jobs.get()
+
     def _run(self) -> None:
+        # The model was loaded with the backend; an idle service gives its memory back.
+        in_use = True
         while True:
-            first = self._jobs.get()
+            first = self._next(in_use)
             if first is None:
                 return
+            in_use = True
             batch = self._gather(first) or [first]
             batch = [job for job in batch if job.future.set_running_or_notify_cancel()]
             if not batch:

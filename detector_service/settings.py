@@ -45,6 +45,9 @@ class DetectorSettings(BaseSettings):
     # Seconds a stream's open may take (connect, RTSP handshake, probing to the first keyframe)
     # before it counts as failed and is retried with backoff.
     open_timeout_s: float = Field(10.0, gt=0.0, le=300.0)
+    # Seconds without a frame to detect after which the model and its buffers are freed
+    # (reloaded, ~0.1 s, when frames come again).
+    model_idle_s: float = Field(30.0, gt=0.0)
 
     # Also read from the plain ROBOFLOW_API_KEY of Roboflow's own tools; the prefixed name wins.
     roboflow_api_key: SecretStr | None = Field(

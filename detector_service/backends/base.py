@@ -29,6 +29,11 @@ class DetectorBackend(abc.ABC):
     def close(self) -> None:  # noqa: B027 - most backends hold nothing to release
         """Release the model's resources."""
 
+    def release(self) -> bool:
+        """Free what the next ``detect`` can rebuild (a loaded network, its working buffers),
+        because the model has been idle; True when something was freed."""
+        return False
+
 
 class BackendUnavailable(RuntimeError):
     """The backend cannot run with this configuration; the message says what to change."""
