@@ -142,7 +142,9 @@ class UploadHeader(_message.Message):
     name: _builtins.str
     """The caller's file name; only shown to people, the file is stored under a server-made name."""
     size: _builtins.int
-    """Declared size in bytes; the upload fails if the bytes received differ."""
+    """Declared size in bytes; the upload fails if the bytes received differ. 0 means "not known
+    in advance" (a multipart form): the upload is then bounded by the service's limit alone.
+    """
     start_analysis: _builtins.bool
     """When true an analysis job starts as soon as the upload is accepted."""
     @_builtins.property
