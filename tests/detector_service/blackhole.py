@@ -1,10 +1,12 @@
-"""An RTSP "camera" that accepts connections and never answers: every open against it hangs."""
+"""Hostile local "cameras": one that accepts connections and never answers (every open against it
+hangs), and one that answers garbage (every open fails)."""
 
 from __future__ import annotations
 
 import contextlib
 import socket
 import threading
+from collections.abc import Iterator
 
 
 class BlackHole:
@@ -60,3 +62,32 @@ class BlackHole:
             with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
             conn.close()
+
+
+@contextlib.contextmanager
+def garbage_server() -> Iterator[int]:
+    """A local TCP port that accepts, answers garbage (neither RTSP nor HTTP) and closes: a
+    capture's open really starts and then fails. Yields the port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):
+                conn.settimeout(1)
+                conn.recv(4096)
+                conn.sendall(b"\x00garbage, not RTSP nor HTTP\r\n\r\n")
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()

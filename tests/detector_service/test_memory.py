@@ -17,6 +17,7 @@ from detector_service.backends.darknet import DarknetYoloBackend
 from detector_service.batcher import InferenceBatcher
 from detector_service.settings import DetectorSettings
 from tests.detector_service.scenes import people_scene
+from vigil.bench.source_memory import rss_mb
 from vigil.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
@@ -24,14 +25,6 @@ from vigil.loadgen import spawn
 
 # The model's working memory alone is ~250 MB; a release that returns less did not happen.
 RETURNED_MB = 150
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
 
 
 async def stream_frames(address: str, count: int) -> None:

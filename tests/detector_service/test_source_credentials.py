@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import threading
 import uuid
 from collections.abc import Iterator
 
@@ -17,6 +15,7 @@ from detector_service.capture import CaptureError, FrameReader
 from detector_service.pipeline import LiveSource
 from detector_service.server import DetectorServer
 from detector_service.settings import DetectorSettings
+from tests.detector_service import blackhole
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -26,33 +25,8 @@ TOKEN = f"canary-qs-{uuid.uuid4().hex}"
 
 @pytest.fixture
 def garbage_server() -> Iterator[int]:
-    """A local TCP server that answers every connection with garbage and closes it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.settimeout(1)
-                try:
-                    conn.recv(4096)
-                    conn.sendall(b"NOT RTSP OR HTTP\r\n\r\n")
-                except OSError:
-                    pass
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with blackhole.garbage_server() as port:
+        yield port
 
 
 async def until_error(stub: pb_grpc.DetectorServiceAsyncStub, source_id: str) -> pb.Source:

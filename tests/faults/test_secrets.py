@@ -12,9 +12,7 @@ import contextlib
 import os
 import pathlib
 import signal
-import socket
 import sys
-import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -26,6 +24,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import connect
 
+from tests.detector_service import blackhole
 from tests.detector_service.backends.fake_roboflow import MODEL_ID, FakeRoboflow, serve
 from tests.faults.inputs import HTML, free_port, jpeg, mp4, upload_messages
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
@@ -275,30 +274,8 @@ CAMERA_CANARIES = [CAM_PASSWORD, *CAM_QUERY.values()]
 
 @pytest.fixture
 def garbage_camera() -> Iterator[int]:
-    """A local TCP port that accepts, answers garbage and closes: the open really starts."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = listener.accept()
-            except TimeoutError:
-                continue
-            with conn, contextlib.suppress(OSError):
-                conn.settimeout(1)
-                conn.recv(4096)
-                conn.sendall(b"\x00garbage, not RTSP nor HTTP\r\n\r\n")
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        listener.close()
+    with blackhole.garbage_server() as port:
+        yield port
 
 
 def camera_uris(garbage: int, refused: int) -> dict[str, str]:
