@@ -135,6 +135,8 @@ async def test_a_token_in_the_webhook_url_is_sent_but_never_logged(
     trackers: Trackers, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    # httpx's own level too: importing vLLM in this process (other tests) sets it to WARNING.
+    caplog.set_level(logging.DEBUG, logger="httpx")
     secret = f"canary-hook-{uuid.uuid4().hex}"
     webhook = Webhook(f"{receiver.url}?token={secret}", retries=3, backoff_s=0.01)
     tracker = trackers.make(webhook=webhook)
