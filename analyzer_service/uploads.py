@@ -83,7 +83,8 @@ async def receive(
         raise TooLarge(_too_large(settings.max_upload_bytes))
     settings.videos_dir.mkdir(parents=True, exist_ok=True)
     free = (await asyncio.to_thread(shutil.disk_usage, settings.videos_dir)).free
-    if header.size + DISK_RESERVE_BYTES > free:
+    # A form's size is not declared (0): count it as the largest an upload may be.
+    if (header.size or settings.max_upload_bytes) + DISK_RESERVE_BYTES > free:
         raise TooLarge("not enough disk space for this upload", code="INSUFFICIENT_STORAGE")
     if on_accepted is not None:
         await on_accepted()

@@ -156,6 +156,9 @@ async def _form(
             form.finish()  # the body ended without a file part: raises
     except BadForm as exc:
         raise HTTPException(400, str(exc)) from None
+    except ClientDisconnect:
+        # Expected from clients that leave; not worth an error traceback in the log.
+        raise HTTPException(400, "the client went away during the upload") from None
     assert form.filename is not None
     header = apb.UploadHeader(name=name or form.filename, size=0)
     return header, _form_file(form, first, body, settings.max_upload_bytes)

@@ -6,9 +6,10 @@ import abc
 import os
 import time
 from collections.abc import Generator, Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from detector_service.backends.base import Image
+from detector_service.native_logs import AV_LOG_QUIET
 from detector_service.source_uri import SourceUri
 from detector_service.testpattern import TestPattern
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -132,12 +133,7 @@ class AvReader(FrameReader):
             raise CaptureError(f"file {self.uri.masked!r} {reason}", permanent=True)
         self.open_timeout_s = open_timeout_s
         self.opened_at = time.monotonic()
-        import av
-        import av.logging
-
-        # FFmpeg's own log lines print the URLs it opens, credentials included, straight to
-        # stderr. PyAV's default drops them; set it here so that nothing turns them on.
-        av.logging.set_level(None)
+        av = _load_av()
         options = {} if self.is_file else _stream_options(spec.uri, read_timeout_s)
         try:
             self.container = av.open(
@@ -239,3 +235,16 @@ def open_reader(
     if spec.kind == pb.SOURCE_KIND_WEBCAM:
         return WebcamReader(spec)
     return AvReader(spec, open_timeout_s=open_timeout_s)
+
+
+def _load_av() -> Any:
+    """PyAV, imported with the first stream or file source (16 MB a detector without one never
+    pays), its logging quieted first: FFmpeg's own log lines print the URLs it opens,
+    credentials included, straight to stderr from C."""
+    import av
+    import av.logging
+
+    if av.logging.get_level() is not None:
+        av.logging.set_level(None)
+    av.logging.set_libav_level(AV_LOG_QUIET)
+    return av

@@ -11,7 +11,6 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
-import resource
 
 
 @functools.cache
@@ -34,12 +33,3 @@ def trim() -> bool:
         return False
     libc.malloc_trim(0)
     return True
-
-
-def rss_bytes() -> int:
-    """This process's resident set size now (Linux), else its peak."""
-    try:
-        with open("/proc/self/statm") as statm:
-            return int(statm.read().split()[1]) * resource.getpagesize()
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

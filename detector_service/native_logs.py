@@ -29,10 +29,4 @@ def silence_native_logs() -> None:
 
     # cv2 may already be imported (the capture module imports it), so also at run time.
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
-    try:
-        import av.logging
-    except ImportError:  # PyAV not installed: OpenCV is the only capture
-        return
-    # No Python callback (a message could still quote the URL) and FFmpeg's own level quiet.
-    av.logging.set_level(None)
-    av.logging.set_libav_level(AV_LOG_QUIET)
+    # PyAV is imported only with the first stream or file source: capture.py quiets it then.

@@ -311,7 +311,8 @@ class LiveSource:
         while not stopping.is_set():
             try:
                 reader = self.reader_factory(self._capture_spec(), self.max_fps)
-            except CaptureError as exc:
+            except Exception as exc:
+                exc = _as_capture_error(exc)
                 if exc.permanent:
                     self._set_state(pb.SOURCE_STATE_FAILED, str(exc), stopping)
                     self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_FAILED)
@@ -337,13 +338,18 @@ class LiveSource:
             except EndOfStream:
                 self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_STOPPED)
                 return
-            except CaptureError as exc:
+            except Exception as exc:
+                # Whatever broke the read (a decoder error PyAV raises as its own type included),
+                # the camera is retried: a capture thread must never just die.
                 self.counters.reconnects += 1
-                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc), stopping)
+                self._set_state(pb.SOURCE_STATE_RECONNECTING, str(_as_capture_error(exc)), stopping)
                 stopping.wait(backoff)
                 backoff = next_backoff(backoff)
             finally:
-                reader.close()
+                try:
+                    reader.close()
+                except Exception as exc:  # a reader that cannot close is dropped all the same
+                    log.warning("closing %s failed: %s", self.spec.id, self.uri.redact(str(exc)))
 
     def _capture_spec(self) -> pb.SourceSpec:
         """The spec with the real URI, for the reader that opens the input and no one else."""
@@ -422,6 +428,12 @@ class LiveSource:
             error=error,
             source_id=self.spec.id,
         )
+
+
+def _as_capture_error(exc: Exception) -> CaptureError:
+    if isinstance(exc, CaptureError):
+        return exc
+    return CaptureError(f"{type(exc).__name__}: {exc}")
 
 
 class _Rate:

@@ -57,7 +57,8 @@ class DetectorServer:
         await asyncio.to_thread(self.incidents.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
         for closer in self._closers:
-            closer.close()
+            # The metrics server's shutdown waits for its thread: not on the event loop.
+            await asyncio.to_thread(closer.close)
 
 
 def incident_config(settings: DetectorSettings) -> IncidentConfig:

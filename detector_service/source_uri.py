@@ -74,6 +74,25 @@ class SourceUri:
         raise TypeError("SourceUri cannot be pickled")
 
 
+def credentials_parse(raw: str) -> bool:
+    """Whether a URI's user:password, if it has one, is where a URL parser finds it. A password
+    with an unencoded '/', '?' or '#' ends the authority early ("rtsp://admin:pa#ss@cam" parses
+    as host "admin", port "pa"): then the password cannot be found to mask, and such a URI must
+    be refused rather than shown."""
+    _, sep, rest = raw.partition("://")
+    if not sep:
+        return True
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, remainder = rest[:end], rest[end:]
+    if "@" in authority:
+        return True
+    port = authority.rpartition(":")[2] if ":" in authority and "]" not in authority else ""
+    if port and not port.isdigit():
+        return False
+    # "rtsp://admin:12/34@cam": a numeric-looking port, and the rest of the password in the path.
+    return "@" not in remainder.split("?", 1)[0].split("#", 1)[0]
+
+
 def mask(raw: str) -> str:
     """The printable form of a URI (or any text that may hold one)."""
     return SourceUri(raw).masked

@@ -12,6 +12,7 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.pipeline import FrameObserver, LiveSource
 from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
+from detector_service.source_uri import credentials_parse
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.errors import AlreadyExists, InvalidInput, NotFound
 
@@ -28,6 +29,12 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("a webcam's uri is its device index, for example 0")
     if spec.kind == pb.SOURCE_KIND_STREAM and not spec.uri.lower().startswith(STREAM_SCHEMES):
         raise InvalidInput("a stream's uri must start with rtsp://, rtsps://, http:// or https://")
+    if spec.kind == pb.SOURCE_KIND_STREAM and not credentials_parse(spec.uri):
+        # Never quote the URI here: the password in it is what could not be found to mask.
+        raise InvalidInput(
+            "the stream uri's user:password part could not be read: percent-encode '/', '?', "
+            "'#' and '@' in a password (for example '#' as %23)"
+        )
     if spec.kind == pb.SOURCE_KIND_FILE and not spec.uri:
         raise InvalidInput("a file source needs the file's path as uri")
     if spec.max_fps < 0 or spec.max_fps > 120:

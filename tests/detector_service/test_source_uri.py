@@ -6,7 +6,10 @@ import pickle
 
 import pytest
 
-from detector_service.source_uri import SourceUri, mask
+from detector_service.source_uri import SourceUri, credentials_parse, mask
+from detector_service.sources import validate
+from vigil.detector.v1 import detector_service_pb2 as pb
+from vigil.errors import InvalidInput
 
 
 @pytest.mark.parametrize(
@@ -59,3 +62,29 @@ def test_unparsable_url_is_masked_by_pattern() -> None:
     uri = SourceUri("rtsp://admin:hunter2@[bad-host/s1")
     assert "hunter2" not in uri.masked
     assert uri.reveal().endswith("[bad-host/s1")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "rtsp://admin:pa#ss@cam/s",
+        "rtsp://admin:pa?ss@cam/s",
+        "rtsp://admin:pa/ss@cam/s",
+        "rtsp://admin:12/pa34@cam/s",
+    ],
+)
+def test_a_password_a_parser_cannot_find_is_refused_not_shown(raw: str) -> None:
+    # The '@' falls outside the authority: urlsplit sees no password, so nothing would be masked.
+    assert not credentials_parse(raw)
+    spec = pb.SourceSpec(id="cam", kind=pb.SOURCE_KIND_STREAM, uri=raw)
+    with pytest.raises(InvalidInput) as refused:
+        validate(spec)
+    assert "pa" + raw.split("pa")[1].split("@")[0] not in refused.value.message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["rtsp://admin:pa%23ss@cam/s", "rtsp://cam/s?next=a@b", "rtsp://cam/s", "/video.mp4", "0"],
+)
+def test_readable_uris_pass(raw: str) -> None:
+    assert credentials_parse(raw)
