@@ -43,6 +43,7 @@ class InferenceBatcher:
         max_pending: int = 256,
         on_batch: Callable[[float, int], None] | None = None,
         release_after_s: float | None = None,
+        on_release: Callable[[], None] | None = None,
     ) -> None:
         self.backend = backend
         #: Called on the inference thread after each successful batch with (seconds, frames).
@@ -51,7 +52,7 @@ class InferenceBatcher:
         #: Seconds without a frame after which the backend frees its model (None: never).
         self.release_after_s = release_after_s
         #: Times the model was released for being idle.
-        self.releases = 0
+        self.on_release = on_release
         self._jobs: queue.Queue[_Job | None] = queue.Queue(maxsize=max_pending)
         self._producers = 0
         self._lock = threading.Lock()
@@ -114,8 +115,8 @@ class InferenceBatcher:
             return self._jobs.get(timeout=self.release_after_s)
         except queue.Empty:
             pass
-        if self.backend.release():
-            self.releases += 1
+        if self.backend.release() and self.on_release is not None:
+            self.on_release()
         # The frames and buffers of the streams that stopped are free now too.
         memory.trim()
         log.info("no frames for %g s: model and buffers released", self.release_after_s)

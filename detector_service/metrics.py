@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -95,6 +95,12 @@ class DetectorMetrics:
             "Model time per batch",
             ["model"],
             buckets=INFERENCE_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.model_releases = Counter(
+            "vigil_model_releases",
+            "Times the idle model and its buffers were released (reloaded with the next frame)",
+            ["model"],
             registry=self.registry,
         )
 

@@ -102,6 +102,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         max_wait_s=settings.batch_wait_s,
         on_batch=lambda seconds, frames: histogram.observe(seconds),
         release_after_s=settings.model_idle_s,
+        on_release=metrics.model_releases.labels(backend.model_name).inc,
     )
     # Incidents, snapshots and clips are for the service's user alone.
     await asyncio.to_thread(private_dir, settings.data_dir)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
+import threading
 import time
 
 import grpc
@@ -58,15 +59,13 @@ def test_a_detector_whose_sources_went_idle_returns_the_models_memory() -> None:
 
 def test_a_released_model_reloads_and_finds_the_same(tmp_path: pathlib.Path) -> None:
     backend = DarknetYoloBackend(DetectorSettings(data_dir=tmp_path))
-    batcher = InferenceBatcher(backend, release_after_s=0.1)
+    released = threading.Event()
+    batcher = InferenceBatcher(backend, release_after_s=0.1, on_release=released.set)
     try:
         image = people_scene()
         before, _ = batcher.detect(image)
         assert before.to_proto([]), "the scene's people are found"
-        deadline = time.monotonic() + 30
-        while batcher.releases == 0 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert batcher.releases == 1
+        assert released.wait(30), "the idle model was not released"
         after, _ = batcher.detect(image)
         assert after.to_proto([]) == before.to_proto([])
     finally:
