@@ -7,7 +7,6 @@ handful of them from one client from locking everyone else out meanwhile.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -15,9 +14,9 @@ from typing import Any
 import grpc
 
 from vigil.errors import Overloaded
+from vigil.proxies import Network, trusted
 from vigil.upload_protocol import CLIENT_KEY
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 # A proxy's claim longer than this is cut: it is a counter's key, not a place to store data.
 MAX_CLIENT_CHARS = 256
 
@@ -58,14 +57,6 @@ def peer_address(peer: str) -> str:
     if kind == "ipv6":
         return rest.rpartition(":")[0].strip("[]")
     return peer
-
-
-def trusted(address: str, proxies: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in proxies)
 
 
 def client_of(context: grpc.aio.ServicerContext[Any, Any], proxies: Sequence[Network]) -> str:

@@ -11,15 +11,7 @@ from collections.abc import Sequence
 
 from starlette.types import Scope
 
-Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def _trusted(address: str, proxies: Sequence[Network]) -> bool:
-    try:
-        ip = ipaddress.ip_address(address)
-    except ValueError:
-        return False
-    return any(ip in network for network in proxies)
+from vigil.proxies import Network, trusted
 
 
 def client_address(scope: Scope, proxies: Sequence[Network]) -> str:
@@ -28,7 +20,7 @@ def client_address(scope: Scope, proxies: Sequence[Network]) -> str:
     hop and the left end is whatever the client chose to write)."""
     peer = scope.get("client")
     address: str = peer[0] if peer else "unknown"
-    if not proxies or not _trusted(address, proxies):
+    if not proxies or not trusted(address, proxies):
         return address
     forwarded = [
         value.decode("latin-1")
@@ -37,7 +29,7 @@ def client_address(scope: Scope, proxies: Sequence[Network]) -> str:
     ]
     hops = [hop.strip() for value in forwarded for hop in value.split(",") if hop.strip()]
     for hop in reversed(hops):
-        if not _trusted(hop, proxies):
+        if not trusted(hop, proxies):
             try:
                 return str(ipaddress.ip_address(hop))
             except ValueError:
