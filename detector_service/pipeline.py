@@ -14,9 +14,8 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -26,9 +25,9 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri
+from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.queues import NewestWinsQueue
 
 log = logging.getLogger(__name__)
 
@@ -46,73 +45,6 @@ BACKOFF_MAX_S = 30.0
 def next_backoff(delay: float) -> float:
     """The wait before the reopen after one that waited ``delay``: doubling, capped."""
     return min(delay * 2, BACKOFF_MAX_S)
-
-
-@dataclass(frozen=True, slots=True)
-class Processed:
-    """One processed frame, shared read-only by every subscriber."""
-
-    sequence: int
-    capture_ns: int
-    jpeg: bytes
-    width: int
-    height: int
-    detections: list[common_pb2.Detection]
-    inference_ms: float
-    error: common_pb2.Error | None
-    source_id: str = ""
-
-
-class FrameObserver(Protocol):
-    """Sees every processed frame of every source (the incident tracker), on processing threads."""
-
-    def observe(
-        self,
-        source_id: str,
-        detections: Sequence[common_pb2.Detection],
-        jpeg: bytes,
-        time_ns: int,
-    ) -> None: ...
-
-    def end_source(self, source_id: str) -> None: ...
-
-
-class Subscriber:
-    def __init__(self, maxsize: int, omit_jpeg: bool) -> None:
-        self.frames: NewestWinsQueue[Processed] = NewestWinsQueue(maxsize)
-        # State changes are rare and must not be lost to frame drops: a separate, latest-only box.
-        self.state: pb.Source | None = None
-        self.omit_jpeg = omit_jpeg
-
-    def push_state(self, source: pb.Source) -> None:
-        self.state = source
-        self.frames.wake()
-
-    async def next(self) -> pb.SubscribeResponse:
-        while True:
-            if self.state is not None:
-                state, self.state = self.state, None
-                return pb.SubscribeResponse(source=state)
-            if len(self.frames) or self.frames.closed:
-                item = await self.frames.get()
-                return pb.SubscribeResponse(frame=self._frame(item))
-            await self.frames.wait()
-
-    def _frame(self, item: Processed) -> pb.Frame:
-        ts = Timestamp()
-        ts.FromNanoseconds(item.capture_ns)
-        return pb.Frame(
-            source_id=item.source_id,
-            sequence=item.sequence,
-            capture_time=ts,
-            jpeg=b"" if self.omit_jpeg else item.jpeg,
-            width=item.width,
-            height=item.height,
-            detections=item.detections,
-            dropped=self.frames.dropped,
-            detection_error=item.error,
-            inference_ms=item.inference_ms,
-        )
 
 
 @dataclass

@@ -9,10 +9,11 @@ import tomllib
 from typing import Any
 
 from detector_service.batcher import InferenceBatcher
-from detector_service.pipeline import FrameObserver, LiveSource
+from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import credentials_parse
+from detector_service.subscribers import FrameObserver
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.errors import AlreadyExists, InvalidInput, NotFound
 

@@ -20,8 +20,8 @@ import cv2
 
 from detector_service import backends
 from detector_service.annotate import decode_image, draw, encode_jpeg
-from detector_service.pipeline import Processed, Subscriber
 from detector_service.settings import DetectorSettings
+from detector_service.subscribers import Processed, Subscriber
 from detector_service.testpattern import TestPattern
 
 TARGET_FPS = 15.0
