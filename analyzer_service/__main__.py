@@ -7,7 +7,7 @@ import logging
 
 from analyzer_service.server import serve
 from analyzer_service.settings import AnalyzerSettings
-from vigil.serving import configure_logging, run_forever
+from vigil.core.serving import configure_logging, run_forever
 
 log = logging.getLogger("analyzer_service")
 

@@ -22,7 +22,7 @@ from analyzer_service.pipeline import MANIFEST_FILE, SAMPLED_FILE, Pipeline
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import ChatTurn, JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import FailedPrecondition, InvalidInput
+from vigil.core.errors import FailedPrecondition, InvalidInput
 
 # Before this the frames are not all sampled (the pipeline's 50% event says they are).
 SAMPLED_PERCENT = 50.0

@@ -15,9 +15,9 @@ import grpc
 from pydantic import SecretStr
 
 from vigil.common.v1 import common_pb2
+from vigil.core.serving import bearer_metadata
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
-from vigil.serving import bearer_metadata
 
 SOURCE_PREFIX = "analyzer-job-"
 

@@ -19,7 +19,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from typing import Any, Protocol
 
 from analyzer_service.settings import AnalyzerSettings
-from vigil.errors import ModelNotConfigured, Unavailable
+from vigil.core.errors import ModelNotConfigured, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from analyzer_service.pipeline import Pipeline, progress
 from analyzer_service.store import Event, JobStore, is_terminal
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
-from vigil.errors import NotFound, Overloaded, VigilError
+from vigil.core.errors import NotFound, Overloaded, VigilError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@
   {kind}``: the language model's time to first token and decode rate (tokens after the first
   over the time after it), for summaries and chat answers that ran to the end
 * ``vigil_analyzer_chat_requests_total{outcome}``: ok, refused, error, cancelled (caller left)
-* ``vigil_analyzer_refusals_total{code}``: calls refused with an error of ``vigil.errors`` (the
+* ``vigil_analyzer_refusals_total{code}``: calls refused with an error of ``vigil.core.errors`` (the
   code the caller sees: INVALID_INPUT, NOT_FOUND, RESOURCE_EXHAUSTED, MODEL_NOT_CONFIGURED...)
 """
 

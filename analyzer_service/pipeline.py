@@ -44,7 +44,7 @@ from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import Event
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
-from vigil.errors import VigilError
+from vigil.core.errors import VigilError
 
 Emit = Callable[[Event], Awaitable[None]]
 P = ParamSpec("P")

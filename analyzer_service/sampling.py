@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
 
 # The prototype's rule: videos of an hour or more are "long" and get more frames.
 LONG_VIDEO_S = 3600.0

@@ -31,8 +31,8 @@ from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.sqlite_store import SQLiteJobStore
 from analyzer_service.store import JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
-from vigil.metrics_http import serve_metrics
-from vigil.serving import Service, auth_interceptors
+from vigil.core.metrics_http import serve_metrics
+from vigil.core.serving import Service, auth_interceptors
 
 SERVICE_NAME = "vigil.analyzer.v1.AnalyzerService"
 

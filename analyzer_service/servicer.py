@@ -19,10 +19,10 @@ from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.upload_slots import UploadSlots, client_of
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
-from vigil.errors import InvalidInput, NotFound, VigilError, abort_with
+from vigil.core import upload_protocol
+from vigil.core.errors import InvalidInput, NotFound, VigilError, abort_with
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -87,7 +87,7 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         async with _StatusOnError(context, self.metrics):
             client = client_of(context, self.settings.trusted_proxies)
             with self.upload_slots.hold(client):
-                # The handshake of ``vigil.upload_protocol``: initial metadata once the header
+                # The handshake of ``vigil.core.upload_protocol``: initial metadata once the header
                 # passed, so that clients send chunks only then and a refusal reaches them intact.
                 header, video = await uploads.receive(
                     request_iterator,

@@ -13,9 +13,9 @@ from typing import Any
 
 import grpc
 
-from vigil.errors import Overloaded
-from vigil.proxies import Network, trusted
-from vigil.upload_protocol import CLIENT_KEY
+from vigil.core.errors import Overloaded
+from vigil.core.proxies import Network, trusted
+from vigil.core.upload_protocol import CLIENT_KEY
 
 # A proxy's claim longer than this is cut: it is a counter's key, not a place to store data.
 MAX_CLIENT_CHARS = 256

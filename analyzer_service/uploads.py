@@ -17,7 +17,7 @@ from analyzer_service import media, sampling
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import IdleTimeout, InvalidInput, TooLarge
+from vigil.core.errors import IdleTimeout, InvalidInput, TooLarge
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ import uvicorn
 from bridge.app import create_app
 from bridge.server import config, listen
 from bridge.settings import BridgeSettings
-from vigil.serving import configure_logging
+from vigil.core.serving import configure_logging
 
 log = logging.getLogger("bridge")
 

@@ -22,8 +22,8 @@ from bridge.forms import MAX_FIELD_BYTES, BadForm, FileForm, boundary_of
 from bridge.models import Job, UploadResult, Video
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState, bridge_state
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from vigil.core import upload_protocol
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
 

@@ -34,14 +34,14 @@ from bridge.metrics import HttpMetrics, Metrics
 from bridge.security import Guard, grpc_interceptors
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState
-from vigil.serving import DEFAULT_MAX_MESSAGE_BYTES
+from vigil.core.serving import DEFAULT_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = pathlib.Path(__file__).parent / "static"
 # gRPC keepalive towards the backends: a ping after 6 s without one, 4 s for its answer, so a
 # backend that froze (or whose host vanished) fails its open streams within about 10 s. The
-# services accept pings every 5 s or more (``vigil.serving``); faster would get the connection
+# services accept pings every 5 s or more (``vigil.core.serving``); faster would get the connection
 # closed for "too many pings".
 KEEPALIVE_TIME_MS = 6_000
 KEEPALIVE_TIMEOUT_MS = 4_000
@@ -89,7 +89,7 @@ DESCRIPTION = """\
 The bridge is the only thing a browser talks to: HTTP and WebSocket here, gRPC behind.
 
 **Errors** are JSON `{"code", "message"}` everywhere; statuses come from one gRPC -> HTTP table
-(`vigil.errors`). **Token**: when `VIGIL_BRIDGE_TOKEN` is set, send `Authorization: Bearer
+(`vigil.core.errors`). **Token**: when `VIGIL_BRIDGE_TOKEN` is set, send `Authorization: Bearer
 <token>` (WebSockets: that header or `?token=`); `/health` and the page are public.
 
 **WebSockets** (not listed below, as OpenAPI cannot describe them):

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from starlette.types import Scope
 
-from vigil.proxies import Network, trusted
+from vigil.core.proxies import Network, trusted
 
 
 def client_address(scope: Scope, proxies: Sequence[Network]) -> str:

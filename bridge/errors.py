@@ -1,8 +1,8 @@
-"""How failures reach HTTP clients: one JSON shape, statuses from ``vigil.errors``' one table.
+"""How failures reach HTTP clients: one JSON shape, statuses from ``vigil.core.errors``' one table.
 
 Every error response is ``{"code": "NOT_FOUND", "message": "no job 'x'"}`` (plus ``details``
 for malformed requests). gRPC failures become ``BackendError`` in ``backend()`` and their HTTP
-status comes from ``vigil.errors.http_status``; bad input is 400 (INVALID_ARGUMENT); anything
+status comes from ``vigil.core.errors.http_status``; bad input is 400 (INVALID_ARGUMENT); anything
 unexpected is a plain 500 with no stack trace (the trace goes to the log).
 """
 
@@ -21,15 +21,15 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from vigil.errors import VigilError, http_status, ws_close_code
+from vigil.core.errors import VigilError, http_status, ws_close_code
 
 log = logging.getLogger(__name__)
 
-# Vigil services put "CODE: message" in a status's details (``vigil.errors.abort_with``).
+# Vigil services put "CODE: message" in a status's details (``vigil.core.errors.abort_with``).
 _VIGIL_DETAILS = re.compile(r"([A-Z][A-Z0-9_]*): (.+)", re.DOTALL)
 # Seconds a client is told to wait (``Retry-After``) before retrying a retryable failure.
 RETRY_AFTER_S = 2
-# Error codes of the services that mean "busy now, try again" (``vigil.errors.Overloaded``).
+# Error codes of the services that mean "busy now, try again" (``vigil.core.errors.Overloaded``).
 _RETRYABLE_CODES = frozenset({"OVERLOADED"})
 # Codes for statuses the bridge answers itself.
 _HTTP_CODES = {

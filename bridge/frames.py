@@ -14,7 +14,7 @@ per frame and shared the same way (see ``binary_message`` for the layout).
 When the detector cannot be reached or the stream breaks, every viewer gets an error message and
 the hub resubscribes with capped exponential backoff; frames resume on the same WebSockets. Errors
 that retrying cannot fix (an unknown source, a bad argument) close the viewers instead, with the
-close code from ``vigil.errors``.
+close code from ``vigil.core.errors``.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import grpc
 import orjson
 
 from vigil.common.v1 import common_pb2 as cpb
+from vigil.core.errors import InvalidInput, Unavailable, ws_close_code
+from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
-from vigil.errors import InvalidInput, Unavailable, ws_close_code
-from vigil.queues import NewestWinsQueue
 
 if TYPE_CHECKING:
     from vigil.detector.v1.detector_service_pb2_grpc import DetectorServiceAsyncStub
@@ -63,7 +63,7 @@ _FINAL = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
-# Vigil services put "CODE: message" in a status's details (see ``vigil.errors.abort_with``).
+# Vigil services put "CODE: message" in a status's details (see ``vigil.core.errors.abort_with``).
 _VIGIL_DETAILS = re.compile(r"([A-Z][A-Z0-9_]*): (.+)", re.DOTALL)
 # WebSocket close reasons must fit in a control frame (123 bytes).
 _MAX_REASON = 120

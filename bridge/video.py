@@ -3,7 +3,7 @@
 Each frame is ``{"type": "frame", "data": "<base64 JPEG>", "timestamp": <capture time, s>}``,
 exactly those keys unless ``?extras=detections,sequence,dropped,latency`` asks for more. Problems
 arrive as ``{"type": "error", "code": ..., "message": ...}``; the socket stays open while the hub
-retries and is closed (code from ``vigil.errors``) when retrying cannot help.
+retries and is closed (code from ``vigil.core.errors``) when retrying cannot help.
 
 ``?format=binary`` sends each frame as one binary message instead, a third smaller and cheaper
 on both ends than base64 in JSON (errors stay JSON text messages):
@@ -36,8 +36,8 @@ from bridge.frames import Viewer, error_message, parse_extras
 from bridge.metrics import Metrics
 from bridge.security import POLICY_VIOLATION, origin_allowed
 from bridge.state import bridge_state
-from vigil.errors import InvalidInput, VigilError, ws_close_code
-from vigil.queues import QueueClosed
+from vigil.core.errors import InvalidInput, VigilError, ws_close_code
+from vigil.core.queues import QueueClosed
 
 log = logging.getLogger(__name__)
 

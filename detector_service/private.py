@@ -10,7 +10,7 @@ import os
 import pathlib
 import stat
 
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
 
 
 def require_private(path: pathlib.Path) -> None:

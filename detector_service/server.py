@@ -19,11 +19,11 @@ from detector_service.private import private_dir
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry, load_sources_file
+from vigil.core.errors import InvalidInput
+from vigil.core.metrics_http import serve_metrics
+from vigil.core.serving import Service, auth_interceptors, configure_logging, run_forever
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.errors import InvalidInput
-from vigil.metrics_http import serve_metrics
-from vigil.serving import Service, auth_interceptors, configure_logging, run_forever
 
 log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name

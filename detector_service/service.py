@@ -15,10 +15,10 @@ from detector_service.incidents import IncidentTracker
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
 from vigil.common.v1 import common_pb2
+from vigil.core.errors import InvalidInput, VigilError, abort_with
+from vigil.core.queues import QueueClosed
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.errors import InvalidInput, VigilError, abort_with
-from vigil.queues import QueueClosed
 
 log = logging.getLogger(__name__)
 

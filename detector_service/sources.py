@@ -14,8 +14,8 @@ from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
+from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.errors import AlreadyExists, InvalidInput, NotFound
 
 SOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")

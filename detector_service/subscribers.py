@@ -11,8 +11,8 @@ from typing import Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from vigil.common.v1 import common_pb2
+from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.queues import NewestWinsQueue
 
 
 @dataclass(frozen=True, slots=True)

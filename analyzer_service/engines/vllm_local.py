@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from analyzer_service.engine import Delta, GenerateRequest
 from analyzer_service.engines import plugin, prompts
-from vigil.errors import InvalidInput, Unavailable
+from vigil.core.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 

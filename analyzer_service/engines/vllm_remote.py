@@ -18,7 +18,7 @@ import httpx
 
 from analyzer_service.engine import Delta, GenerateRequest
 from analyzer_service.engines import prompts
-from vigil.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
+from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
 
 # Server replies longer than this are cut in error messages; they reach users.
 _MAX_DETAIL = 500

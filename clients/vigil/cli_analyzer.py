@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vigil import cli_common as common
-from vigil.errors import Unavailable
+from vigil.core.errors import Unavailable
 from vigil.sdk import AnalysisEvent, AnalysisOptions, AnalysisResult, AnalyzerClient, Job
 from vigil.sdk.analyzer_types import JOB_STATES
 

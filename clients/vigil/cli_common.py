@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
-from vigil.errors import Unavailable, VigilError
+from vigil.core.errors import Unavailable, VigilError
 from vigil.sdk import AnalyzerClient, ClientOptions, DetectorClient, Page
 from vigil.sdk.options import DEFAULT_ANALYZER_ADDRESS, DEFAULT_DETECTOR_ADDRESS
 

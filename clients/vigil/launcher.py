@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 
 from prometheus_client import CollectorRegistry
 
-from vigil.metrics_http import serve_metrics
+from vigil.core.metrics_http import serve_metrics
 from vigil.supervisor import Policy, Supervisor, SupervisorCollector
 
 SERVICES = ("detector_service", "analyzer_service", "bridge")

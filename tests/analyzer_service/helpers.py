@@ -15,9 +15,9 @@ import numpy as np
 
 from analyzer_service.engine import GenerateRequest
 from analyzer_service.server import AnalyzerServer
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+from vigil.core import upload_protocol
 
 CHUNK = 256 * 1024
 
@@ -179,7 +179,7 @@ async def upload(
     start: bool = True,
     options: pb.AnalysisOptions | None = None,
 ) -> pb.UploadVideoResponse:
-    """A well-behaved upload, as the SDK sends it (``vigil.upload_protocol``)."""
+    """A well-behaved upload, as the SDK sends it (``vigil.core.upload_protocol``)."""
     header = pb.UploadHeader(name=name, size=len(data), start_analysis=start, options=options)
     return await upload_protocol.send(
         stub.UploadVideo(None), header, upload_protocol.pieces(data, CHUNK)

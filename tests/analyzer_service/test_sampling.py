@@ -7,7 +7,7 @@ import pytest
 from analyzer_service import sampling
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
 
 
 def video(duration_s: float, fps: float = 30.0) -> pb.Video:

@@ -15,10 +15,10 @@ from analyzer_service.server import AnalyzerServer
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.upload_slots import peer_address
 from tests.analyzer_service.helpers import StartServer, Stub, connect
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
-from vigil.errors import Overloaded
+from vigil.core import upload_protocol
+from vigil.core.errors import Overloaded
 from vigil.sdk.analyzer import AsyncAnalyzerClient
 
 pytestmark = pytest.mark.timeout(60)

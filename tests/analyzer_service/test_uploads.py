@@ -16,7 +16,7 @@ from analyzer_service import media, uploads
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
 
 
 @pytest.mark.parametrize(

@@ -31,8 +31,8 @@ from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.analyzer_service.helpers import write_h264
 from tests.vigil.standin import ScriptedEngine
+from vigil.core.serving import Service
 from vigil.detector.v1 import detector_service_pb2 as dpb
-from vigil.serving import Service
 
 DETECTOR_SERVICE = dpb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 

@@ -20,9 +20,9 @@ from bridge.frames import (
     parse_extras,
 )
 from vigil.common.v1 import common_pb2 as cpb
+from vigil.core.errors import InvalidInput
+from vigil.core.queues import QueueClosed
 from vigil.detector.v1 import detector_service_pb2 as dpb
-from vigil.errors import InvalidInput
-from vigil.queues import QueueClosed
 
 pytestmark = pytest.mark.timeout(15)
 

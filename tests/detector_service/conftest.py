@@ -12,7 +12,7 @@ from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.detector_service.blackhole import BlackHole
 from vigil.bench.rtsp import RtspCamera
-from vigil.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
 

@@ -12,8 +12,8 @@ import pytest
 from detector_service.server import serve
 from detector_service.settings import DetectorSettings
 from detector_service.sources import load_sources_file
+from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.errors import InvalidInput
 
 SOURCES = """
 [[sources]]

@@ -14,7 +14,7 @@ from detector_service.backends.base import Image
 from detector_service.detections import Detections
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
-from vigil.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 

@@ -14,9 +14,9 @@ import pytest
 from detector_service.annotate import encode_jpeg
 from detector_service.server import DetectorServer
 from detector_service.settings import DetectorSettings
+from vigil.core.serving import DEFAULT_MAX_MESSAGE_BYTES
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.serving import DEFAULT_MAX_MESSAGE_BYTES
 
 if TYPE_CHECKING:  # the async stub type exists only in the .pyi stubs
     Stub = pb_grpc.DetectorServiceAsyncStub

@@ -22,7 +22,7 @@ from detector_service.server import SERVICE_NAME, DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.detector_service.backends.fake_roboflow import MODEL_ID, FakeRoboflow
 from tests.detector_service.backends.fake_roboflow import serve as serve_fake
-from vigil.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 

@@ -19,7 +19,7 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.settings import DetectorSettings
 from tests.detector_service.scenes import people_scene
 from vigil.bench.source_memory import rss_mb
-from vigil.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.loadgen import spawn

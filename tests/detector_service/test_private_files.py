@@ -16,7 +16,7 @@ from detector_service import clips
 from detector_service.server import serve
 from detector_service.settings import DetectorSettings
 from detector_service.sources import load_sources_file
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = '[[sources]]\nid = "lobby"\nkind = "stream"\nuri = "rtsp://admin:hunter2@127.0.0.1:1/s"\n'

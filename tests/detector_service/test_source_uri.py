@@ -8,8 +8,8 @@ import pytest
 
 from detector_service.source_uri import SourceUri, credentials_parse, mask
 from detector_service.sources import validate
+from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.errors import InvalidInput
 
 
 @pytest.mark.parametrize(

@@ -35,8 +35,8 @@ from bridge.settings import BridgeSettings
 from detector_service.server import DetectorServer
 from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from vigil.core import upload_protocol
 
 T = TypeVar("T")
 
@@ -311,7 +311,7 @@ def upload_messages(
 async def grpc_upload(
     stub: Any, data: bytes, *, name: str = "clip.mp4", start: bool = False, deadline_s: float = 30
 ) -> apb.UploadVideoResponse:
-    """A well-behaved upload, as the SDK sends it (``vigil.upload_protocol``)."""
+    """A well-behaved upload, as the SDK sends it (``vigil.core.upload_protocol``)."""
     header = apb.UploadHeader(name=name, size=len(data), start_analysis=start)
     call = stub.UploadVideo(None, timeout=deadline_s)
     return await upload_protocol.send(call, header, upload_protocol.pieces(data, UPLOAD_CHUNK))

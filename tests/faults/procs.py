@@ -32,9 +32,9 @@ import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.asyncio.client import ClientConnection, connect
 
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
+from vigil.core import upload_protocol
 from vigil.detector.v1 import detector_service_pb2 as dpb
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

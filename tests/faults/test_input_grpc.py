@@ -35,10 +35,10 @@ from tests.faults.inputs import (
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
+from vigil.core.serving import DEFAULT_MAX_MESSAGE_BYTES
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 from vigil.launcher import service_env
-from vigil.serving import DEFAULT_MAX_MESSAGE_BYTES
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -26,9 +26,9 @@ from cryptography.x509.oid import NameOID
 from analyzer_service.engine import GenerateRequest
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
+from vigil.core.errors import VigilError
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
-from vigil.errors import VigilError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from vigil.queues import NewestWinsQueue, QueueClosed
+from vigil.core.queues import NewestWinsQueue, QueueClosed
 
 
 async def test_keeps_order_below_capacity() -> None:

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from vigil.queues import NewestWinsQueue, QueueClosed
+from vigil.core.queues import NewestWinsQueue, QueueClosed
 
 
 async def test_full_queue_keeps_the_newest_and_counts_drops() -> None:

@@ -15,7 +15,8 @@ import pytest
 from tests.llm import SharedEngine
 from tests.vigil.conftest import StartAnalyzer
 from tests.vigil.standin import ScriptedEngine, failing_engine
-from vigil.errors import InvalidInput, ModelNotConfigured, NotFound
+from vigil.core.errors import InvalidInput, ModelNotConfigured, NotFound
+from vigil.core.upload_protocol import CHUNK_BYTES
 from vigil.sdk import (
     AnalysisEvent,
     AnalysisOptions,
@@ -24,7 +25,6 @@ from vigil.sdk import (
     Job,
     UploadResult,
 )
-from vigil.upload_protocol import CHUNK_BYTES
 
 
 def test_upload_analyse_and_follow_a_failing_job(

@@ -12,7 +12,7 @@ import pytest
 
 from detector_service.server import DetectorServer
 from tests.vigil.conftest import jpeg, stage_incident, wait_for_incident_subscribers
-from vigil.errors import AlreadyExists, InvalidInput, NotFound
+from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
 from vigil.sdk import (
     AsyncDetectorClient,
     DetectFrame,

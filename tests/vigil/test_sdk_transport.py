@@ -13,7 +13,7 @@ import pytest
 
 from tests.vigil import standin
 from tests.vigil.conftest import LoopThread, StartDetector, free_port
-from vigil.errors import (
+from vigil.core.errors import (
     FailedPrecondition,
     ModelNotConfigured,
     NotFound,

@@ -22,7 +22,7 @@ from typing import Any
 
 
 async def _chunks(path: pathlib.Path) -> AsyncIterator[bytes]:
-    from vigil.upload_protocol import CHUNK_BYTES
+    from vigil.core.upload_protocol import CHUNK_BYTES
 
     with path.open("rb") as file:
         while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
@@ -32,9 +32,9 @@ async def _chunks(path: pathlib.Path) -> AsyncIterator[bytes]:
 async def _analyse(address: str, path: pathlib.Path, size: int) -> dict[str, Any]:
     import grpc
 
-    from vigil import upload_protocol
     from vigil.analyzer.v1 import analyzer_service_pb2 as apb
     from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
+    from vigil.core import upload_protocol
 
     header = apb.UploadHeader(name=path.name, size=size, start_analysis=True)
     async with grpc.aio.insecure_channel(address) as channel:

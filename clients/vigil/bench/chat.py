@@ -69,9 +69,9 @@ async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:
 async def _analyse(address: str, video: bytes) -> str:
     import grpc
 
-    from vigil import upload_protocol
     from vigil.analyzer.v1 import analyzer_service_pb2 as apb
     from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
+    from vigil.core import upload_protocol
 
     header = apb.UploadHeader(name="bench.mp4", size=len(video), start_analysis=True)
     async with grpc.aio.insecure_channel(address) as channel:

@@ -60,7 +60,7 @@ def measured_fps(seconds: float, warmup_s: float = 2.0) -> float:
     one subscriber, with the detector service's process pinned to one CPU."""
     import grpc
 
-    from vigil.channels import LIVE_CHANNEL_OPTIONS
+    from vigil.core.channels import LIVE_CHANNEL_OPTIONS
     from vigil.detector.v1 import detector_service_pb2 as dpb
     from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
     from vigil.loadgen import spawn

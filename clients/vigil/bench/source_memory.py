@@ -40,7 +40,7 @@ async def _settled_rss(pid: int, settle_s: float) -> float:
 async def _measure(address: str, pid: int, urls: list[str], settle_s: float) -> dict[str, Any]:
     import grpc
 
-    from vigil.channels import LIVE_CHANNEL_OPTIONS
+    from vigil.core.channels import LIVE_CHANNEL_OPTIONS
     from vigil.detector.v1 import detector_service_pb2 as dpb
     from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 

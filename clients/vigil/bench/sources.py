@@ -29,7 +29,7 @@ async def _rates(address: str, count: int, warmup_s: float, seconds: float) -> l
     """Frames per second each of ``count`` new sources delivered to its one subscriber."""
     import grpc
 
-    from vigil.channels import LIVE_CHANNEL_OPTIONS
+    from vigil.core.channels import LIVE_CHANNEL_OPTIONS
     from vigil.detector.v1 import detector_service_pb2 as dpb
     from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 

@@ -20,10 +20,10 @@ import websockets
 from google.protobuf.timestamp_pb2 import Timestamp
 from websockets.asyncio.client import connect
 
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
-from vigil.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core import upload_protocol
+from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 from vigil.loadgen.stats import ClientStats

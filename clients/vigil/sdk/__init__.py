@@ -8,7 +8,7 @@ Blocking and asyncio flavours share methods and plain result values::
         for source in detector.list_sources():
             print(source.id, source.state)
 
-Failed calls raise ``vigil.errors`` classes (``NotFound``, ``Unavailable``, ...) with the
+Failed calls raise ``vigil.core.errors`` classes (``NotFound``, ``Unavailable``, ...) with the
 service's stable ``code``; every value keeps its protobuf message as ``.proto``.
 """
 

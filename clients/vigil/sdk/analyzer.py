@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from vigil import upload_protocol
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
-from vigil.errors import InvalidInput
+from vigil.core import upload_protocol
+from vigil.core.errors import InvalidInput
 from vigil.sdk import uploads
 from vigil.sdk.analyzer_types import (
     JOB_STATES,

@@ -63,7 +63,7 @@ class Client:
         self._live: grpc.Channel | None = None
 
     def _live_channel(self) -> grpc.Channel:
-        """A channel of its own for live frames, opened on first use (see ``vigil.channels``)."""
+        """A channel of its own for live frames, opened on first use (``vigil.core.channels``)."""
         if self._live is None:
             self._live = open_channel(self.options, self._service, (), live=True)
         return self._live
@@ -125,7 +125,7 @@ class AsyncClient:
         self._live: grpc.aio.Channel | None = None
 
     def _live_channel(self) -> grpc.aio.Channel:
-        """A channel of its own for live frames, opened on first use (see ``vigil.channels``)."""
+        """A channel of its own for live frames, opened on first use (``vigil.core.channels``)."""
         if self._live is None:
             self._live = open_aio_channel(self.options, self._service, (), live=True)
         return self._live

@@ -2,7 +2,7 @@
 
 Both speak the same methods and return the same plain values; unary calls carry the default
 deadline and are retried on UNAVAILABLE by gRPC itself; every call carries the bearer token.
-Subscriptions run on a channel of their own tuned for live frames (see ``vigil.channels``) so
+Subscriptions run on a channel of their own tuned for live frames (see ``vigil.core.channels``) so
 that the small flow-control window they need does not slow ``detect`` down.
 
 Requests are built and responses converted by the functions below, which both flavours share.
@@ -14,9 +14,9 @@ import itertools
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
+from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.errors import InvalidInput
 from vigil.sdk.client import AsyncClient, Client
 from vigil.sdk.common import Page, timestamp
 from vigil.sdk.detector_types import (

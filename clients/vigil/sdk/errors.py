@@ -1,9 +1,9 @@
-"""gRPC errors back into Vigil's domain errors, so SDK callers catch ``vigil.errors`` classes.
+"""gRPC errors back into Vigil's domain errors, so SDK callers catch ``vigil.core.errors`` classes.
 
 Services end a call with ``abort_with``, which writes ``"CODE: message"`` as the status details;
 the code is the more specific key (``MODEL_NOT_CONFIGURED`` and ``FAILED_PRECONDITION`` share a
 status), and the status decides when the details carry no code (gRPC's own errors, such as a
-refused connection). The classes themselves live in ``vigil.errors``; the ones only a client
+refused connection). The classes themselves live in ``vigil.core.errors``; the ones only a client
 meets (DeadlineExceeded and friends) are re-exported here.
 """
 
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from vigil.errors import (
+from vigil.core.errors import (
     AlreadyExists,
     Cancelled,
     DeadlineExceeded,

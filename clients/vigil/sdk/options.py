@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from vigil.channels import LIVE_CHANNEL_OPTIONS
-from vigil.errors import Unavailable
+from vigil.core.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core.errors import Unavailable
 
 DEFAULT_DETECTOR_ADDRESS = "127.0.0.1:50051"
 DEFAULT_ANALYZER_ADDRESS = "127.0.0.1:50052"
@@ -116,7 +116,7 @@ def channel_options(
         result.append(("grpc.ssl_target_name_override", options.server_name))
     if live:
         # Subscriptions want a small flow-control window so slow readers skip ahead instead of
-        # falling behind (see vigil.channels); the caller's own limits and keepalive still win.
+        # falling behind (see vigil.core.channels); the caller's own limits and keepalive still win.
         ours = {key for key, _ in result}
         result += [(key, value) for key, value in LIVE_CHANNEL_OPTIONS if key not in ours]
     result += list(options.extra_channel_options)

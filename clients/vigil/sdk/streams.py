@@ -14,7 +14,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import grpc
 
-from vigil.errors import VigilError
+from vigil.core.errors import VigilError
 from vigil.sdk.errors import from_rpc_error
 
 T = TypeVar("T")

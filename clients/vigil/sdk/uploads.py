@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import BinaryIO
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
+from vigil.core.upload_protocol import CHUNK_BYTES
 from vigil.sdk.analyzer_types import AnalysisOptions
-from vigil.upload_protocol import CHUNK_BYTES
 
 # Called with (bytes handed to gRPC so far, total bytes); first with 0, last with the total.
 Progress = Callable[[int, int], None]
@@ -80,7 +80,7 @@ def requests(
 
 
 async def async_chunks(upload: OpenUpload, progress: Progress | None) -> AsyncIterator[bytes]:
-    """The file's chunks for ``vigil.upload_protocol.send``, which sends the header itself."""
+    """The file's chunks for ``vigil.core.upload_protocol.send``, which sends the header itself."""
     sent = 0
     if progress:
         progress(0, upload.size)

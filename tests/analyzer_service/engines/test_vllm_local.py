@@ -17,7 +17,7 @@ from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine
-from vigil.errors import InvalidInput
+from vigil.core.errors import InvalidInput
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]

@@ -14,7 +14,7 @@ from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
 from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
-from vigil.errors import FailedPrecondition, InvalidInput, Unavailable
+from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
