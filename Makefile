@@ -26,7 +26,7 @@ help:
 $(STAMP): pyproject.toml overrides.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check uv==0.13.9
-	$(UV) pip install $(UV_FLAGS) -e '.[dev,llm]'
+	$(UV) pip install $(UV_FLAGS) -e '.[all,dev]'
 	$(PY) -m detector_service.envcheck
 	touch $(STAMP)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vigil import cli_analyzer, cli_common, cli_detector, cli_loadtest
+from vigil import cli_analyzer, cli_common, cli_detector, cli_extras, cli_loadtest
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in {"run", "bench"}:
+        # Both start the services, which the base install does not carry.
+        try:
+            cli_extras.require(args.command, "all")
+        except cli_common.UsageError as exc:
+            cli_common.fail(str(exc))
+            return cli_common.EXIT_USAGE
     if args.command == "run":
         from vigil.launcher import run
 

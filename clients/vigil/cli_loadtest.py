@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from vigil import cli_extras
 from vigil.loadgen.scenario import MAX_DURATION_S, Scenario, ScenarioError
 
 # Exit statuses: as the rest of the CLI, 2 for bad usage.
@@ -103,6 +104,8 @@ def _services(
 
 
 def run(args: argparse.Namespace) -> int:
+    # Spawning starts every service; loading running ones needs only the clients.
+    cli_extras.require("loadtest", "all" if args.spawn else "loadtest")
     from vigil.loadgen import report, run_scenario
 
     scenario = scenario_from(args)

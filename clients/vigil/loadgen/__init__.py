@@ -7,7 +7,23 @@ class, errors by code, each service's resource use, and the services' own counte
 clients' figures against.
 """
 
-from vigil.loadgen.runner import run_scenario
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from vigil.loadgen.scenario import Scenario, ScenarioError
 
+if TYPE_CHECKING:
+    from vigil.loadgen.runner import run_scenario
+
 __all__ = ["Scenario", "ScenarioError", "run_scenario"]
+
+
+def __getattr__(name: str) -> Any:
+    # The runner needs OpenCV and websockets (the `loadtest` extra); `vigil --help` reads the
+    # scenario's limits from here and must work on the base install.
+    if name == "run_scenario":
+        from vigil.loadgen.runner import run_scenario
+
+        return run_scenario
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
