@@ -95,7 +95,7 @@ export class SessionSocket {
 
   /**
    * @param {string} event
-   * @param {object} data
+   * @param {Record<string, unknown>} data
    */
   send(event, data) {
     const message = JSON.stringify({ event, data });
