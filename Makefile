@@ -51,10 +51,23 @@ lint: install
 	$(VENV)/bin/buf lint
 	$(VENV)/bin/buf format --diff --exit-code
 	$(VENV)/bin/buf breaking --against $(PROTO_BASELINE)
+	node_modules/.bin/tsc -p bridge/static
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(PY) scripts/check_units.py
+
+# The page's type checker (TypeScript, the version package-lock.json pins) for `make lint`; `make run`
+# needs none of it: the page's modules are served as they are.
+NODE_STAMP := node_modules/.installed
+.PHONY: node-deps
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
+
+node-deps: $(NODE_STAMP)
+
+lint: node-deps
 
 # The real parts that tests start themselves on loopback, never mocks, all from Debian: chromium
 # for the browser tests (Playwright only drives it), ffmpeg, GStreamer's RTSP server (a real camera
@@ -86,3 +99,4 @@ bench: install models system
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf node_modules

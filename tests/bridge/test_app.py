@@ -214,14 +214,15 @@ async def test_index_serves_the_live_view(start_bridge: Any, detector: Any) -> N
     assert response.headers["content-type"].startswith("text/html")
     page = response.text
     assert "Start AI Detection" in page
-    assert "/static/app.js" in page
+    assert '<script type="module" src="/static/js/main.js">' in page
     async with httpx.AsyncClient(base_url=bridge.http) as client:
-        script = await client.get("/static/app.js")
+        script = await client.get("/static/js/live.js")
+        policy = await client.get("/static/js/reconnect.js")
     assert script.status_code == 200
     assert "/ws/video-stream" in script.text
     # The page's reconnect policy: 3 tries, the first after 1 s, unless configured otherwise.
     assert '<body data-reconnect-tries="3" data-reconnect-initial-ms="1000">' in page
-    assert '"reconnectTries", 3' in script.text
+    assert '"reconnectTries", 3' in policy.text
 
 
 async def test_the_page_follows_the_configured_reconnect_policy(
