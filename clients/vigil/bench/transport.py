@@ -210,6 +210,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     import grpc
     import uvloop
 
+    from vigil import launcher
     from vigil.detector.v1 import detector_service_pb2 as dpb
     from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
     from vigil.loadgen import spawn
@@ -223,11 +224,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     headline = int(options.get("headline_viewers", max(viewer_counts)))
     source_id = "bench-transport"
 
-    # In-process services start in a fraction of the time (the smoke test), but share this
-    # process's interpreter with the viewers: the real figures come from separate processes.
-    start = spawn.in_process if options.get("in_process") else spawn.processes
     with (
-        start(("detector", "bridge"), viewers=max(viewer_counts)) as services,
+        spawn.processes(("detector", "bridge"), viewers=max(viewer_counts)) as services,
         tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp,
     ):
         with grpc.insecure_channel(services.detector) as channel:
@@ -240,7 +238,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
         rate = min(fps, sustained)
         jpeg_file = pathlib.Path(tmp) / "frames.bin"
         jpeg_file.write_bytes(b"".join(_LENGTH.pack(len(j)) + j for j in jpegs))
-        port = spawn.free_port()
+        port = launcher.free_port()
         ws_base = services.bridge.replace("http://", "ws://")
         configs: dict[str, Any] = {}
         with _bare(port, rate, jpeg_file) as bare:
