@@ -1,25 +1,34 @@
 """Time to first token of a chat answer through the bridge, against the engine called directly.
 
-Everything runs on one event loop in this process (vLLM's ``AsyncLLM`` must stay on the loop that
-started it): the in-process vLLM engine on a tiny random Gemma 3 (built on the spot, as in the
-``engine`` benchmark), the analyzer service over it, and the bridge. A small video is analysed
+The in-process vLLM engine on a tiny random Gemma 3 (built on the spot, as in the ``engine``
+benchmark) and the analyzer service over it run on one event loop in this process (vLLM's
+``AsyncLLM`` must stay on the loop that started it); the bridge is a process of its own, started
+by ``vigil.launcher`` as ``vigil run`` starts it. A small video is analysed
 once; then each run asks a new question over the bridge's HTTP chat endpoint (NDJSON) and times
 the first answer piece, and sends the very request the analyzer gave the engine (same prompt, same
 frames; caches off) to the engine directly. The headline ``ratio`` is bridge TTFT / direct TTFT;
 the difference is what HTTP, the bridge, gRPC and the analyzer add.
+
+``python -m analyzer_service.benchmarks.chat '{"repeat": 5}'`` prints the figures as JSON;
+``vigil bench chat`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import io
+import json
+import os
 import pathlib
 import statistics
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from vigil.bench.engine import repeats, run_on_tiny_model, tiny_engine, ttft_ms
+from analyzer_service.benchmarks.engine import repeats, run_on_tiny_model, tiny_engine, ttft_ms
 
 QUESTION = "What happens in the video, and when?"
 
@@ -67,24 +76,37 @@ async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:
 
 
 async def _analyse(address: str, video: bytes) -> str:
-    import grpc
+    from vigil.sdk import AsyncAnalyzerClient
 
-    from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-    from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
-    from vigil.core import upload_protocol
-
-    header = apb.UploadHeader(name="bench.mp4", size=len(video), start_analysis=True)
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = apb_grpc.AnalyzerServiceStub(channel)
-        uploaded = await upload_protocol.send(
-            stub.UploadVideo(None), header, upload_protocol.pieces(video)
+    async with AsyncAnalyzerClient(address) as analyzer:
+        uploaded = await analyzer.upload_video(
+            io.BytesIO(video), name="bench.mp4", size=len(video), start_analysis=True
         )
-        request = apb.StreamAnalysisEventsRequest(job_id=uploaded.job.id)
-        async for event in stub.StreamAnalysisEvents(request):
-            if event.WhichOneof("event") == "error":
-                raise RuntimeError(f"the analysis failed: {event.error.message}")
-        job_id: str = uploaded.job.id
-        return job_id
+        assert uploaded.job is not None
+        async for event in analyzer.events(uploaded.job.id):
+            if event.kind == "error":
+                raise RuntimeError(f"the analysis failed: {event.message}")
+        return uploaded.job.id
+
+
+@contextlib.asynccontextmanager
+async def _bridge(analyzer: str) -> AsyncIterator[str]:
+    """The bridge in front of ``analyzer``, as its own process; its base URL. Started and stopped
+    in a thread: the analyzer answering its calls runs on this loop."""
+    from vigil import launcher
+
+    env = {
+        **os.environ,
+        "VIGIL_BRIDGE_PORT": str(launcher.free_port()),
+        "VIGIL_BRIDGE_ANALYZER_ADDRESS": analyzer,
+        "VIGIL_BRIDGE_LOG_LEVEL": "WARNING",
+    }
+    with contextlib.ExitStack() as stack:
+        await asyncio.to_thread(stack.enter_context, launcher.started(["bridge"], env))
+        try:
+            yield launcher.address("bridge", env)
+        finally:
+            await asyncio.to_thread(stack.close)
 
 
 async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[str, Any]:
@@ -102,20 +124,14 @@ async def measure_started(
 ) -> dict[str, Any]:
     """The figures on an engine already loaded that takes ``max_frames`` images a prompt."""
     import httpx
-    import uvicorn
 
     from analyzer_service.engine import GenerateRequest
     from analyzer_service.server import serve
     from analyzer_service.settings import AnalyzerSettings
-    from bridge.app import create_app
-    from bridge.server import config, listen
-    from bridge.settings import BridgeSettings
     from vigil.loadgen import media
 
     engine = Recording(inner)
     analyzer = None
-    server = None
-    task = None
     try:
         settings = AnalyzerSettings(
             port=0,
@@ -126,41 +142,28 @@ async def measure_started(
             max_frames_limit=max_frames,
         )
         analyzer = await serve(settings, engine=engine)
-        bridge = BridgeSettings(port=0, analyzer_address=f"127.0.0.1:{analyzer.port}")
-        sock = listen(bridge)
-        server = uvicorn.Server(
-            config(create_app(bridge), bridge, loop="none", log_level="warning")
-        )
-        task = asyncio.create_task(server.serve(sockets=[sock]))
-        for _ in range(1000):  # uvicorn has no start-up event to wait on
-            if server.started:
-                break
-            await asyncio.sleep(0.01)
-        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        video = media.small_video(work / "clip.mp4")
-        job_id = await _analyse(f"127.0.0.1:{analyzer.port}", video)
-        url = f"{base}/api/analyses/{job_id}/chat"
-        bridge_ms: list[float] = []
-        direct_ms: list[float] = []
-        error = ""
-        async with httpx.AsyncClient(timeout=120) as http:
-            for run in range(runs + 1):  # the first of each is a warm-up
-                question = f"Run {run}. {QUESTION}"
-                try:
-                    ms = await bridge_ttft_ms(http, url, question)
+        async with _bridge(f"127.0.0.1:{analyzer.port}") as base:
+            video = media.small_video(work / "clip.mp4")
+            job_id = await _analyse(f"127.0.0.1:{analyzer.port}", video)
+            url = f"{base}/api/analyses/{job_id}/chat"
+            bridge_ms: list[float] = []
+            direct_ms: list[float] = []
+            error = ""
+            async with httpx.AsyncClient(timeout=120) as http:
+                for run in range(runs + 1):  # the first of each is a warm-up
+                    question = f"Run {run}. {QUESTION}"
+                    try:
+                        ms = await bridge_ttft_ms(http, url, question)
+                        if run:
+                            bridge_ms.append(ms)
+                    except RuntimeError as e:
+                        error = str(e)
+                    request = engine.last or GenerateRequest(f"q{run}", question, [], 8)
+                    request = dataclasses.replace(request, request_id=f"direct-{run}", max_tokens=8)
+                    ms = await ttft_ms(inner, request)
                     if run:
-                        bridge_ms.append(ms)
-                except RuntimeError as e:
-                    error = str(e)
-                request = engine.last or GenerateRequest(f"q{run}", question, [], 8)
-                request = dataclasses.replace(request, request_id=f"direct-{run}", max_tokens=8)
-                ms = await ttft_ms(inner, request)
-                if run:
-                    direct_ms.append(ms)
+                        direct_ms.append(ms)
     finally:
-        if server is not None and task is not None:
-            server.should_exit = True
-            await asyncio.wait_for(task, 10)
         if analyzer is not None:
             await analyzer.stop(0)
     direct = statistics.median(direct_ms)
@@ -185,3 +188,7 @@ async def measure_started(
 def run(options: dict[str, Any]) -> dict[str, Any]:
     runs = repeats(options)
     return run_on_tiny_model("vigil-bench-chat-", lambda m, root: measure(m, root, runs))
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})))

@@ -8,14 +8,19 @@ by text-only TTFT. Caches are off so repeated runs do not hit each other's prefi
 
 ``tiny_engine``, ``ttft_ms``, ``repeats`` and ``run_on_tiny_model`` are shared with the ``chat``
 benchmark, which runs the same engine under the analyzer and the bridge.
+
+``python -m analyzer_service.benchmarks.engine '{"repeat": 5}'`` prints the figures as JSON;
+``vigil bench engine`` runs it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pathlib
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Coroutine
@@ -178,3 +183,7 @@ async def measure_started(
 def run(options: dict[str, Any]) -> dict[str, Any]:
     runs = repeats(options)
     return run_on_tiny_model("vigil-bench-engine-", lambda m, root: measure(m, root, runs))
+
+
+if __name__ == "__main__":
+    print(json.dumps(run(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})))
