@@ -31,10 +31,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--bridge", default="http://127.0.0.1:8000", help="bridge base URL")
     p.add_argument(
         "--spawn",
-        choices=["process", "in-process"],
+        choices=["process"],
         nargs="?",
         const="process",
-        help="start the services on free ports first (default: each in its own process)",
+        help="start the services on free ports first, each in its own process",
     )
     p.add_argument("--duration", type=float, default=10.0, metavar="S",
                    help=f"seconds of load (at most {MAX_DURATION_S:.0f})")  # fmt: skip
@@ -92,8 +92,7 @@ def _services(
 
     from vigil.loadgen import spawn
 
-    start = spawn.processes if args.spawn == "process" else spawn.in_process
-    with start(viewers=scenario.viewers) as services:
+    with spawn.processes(viewers=scenario.viewers) as services:
         targets = replace(
             scenario,
             detector=services.detector,

@@ -10,22 +10,28 @@ others keep running; the restart counts are served on ``VIGIL_RUN_METRICS_PORT``
 SIGINT or SIGTERM stops every service, also one waiting in backoff. The exit status is 0 then,
 or 1 when a service was given up on as a crash loop; the launcher also exits 1 (after stopping
 everything) when every service has been given up on.
+
+Benchmarks, the load generator and tests start services the same way (``command``, ``address``,
+``started``), never by importing them: the library must not depend on the services it launches.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
 
 from vigil.core.metrics_http import serve_metrics
-from vigil.supervisor import Policy, Supervisor, SupervisorCollector
+from vigil.supervisor import Policy, Supervisor, SupervisorCollector, describe_exit
 
 SERVICES = ("detector_service", "analyzer_service", "bridge")
 # The names logs, metrics and the bridge's /health use.
@@ -43,17 +49,23 @@ POLL_S = 0.2
 HEALTH_EVERY_S = 0.5
 
 
+def command(service: str) -> list[str]:
+    """How a service (its package) is started: this interpreter, ``-m`` the package."""
+    return [sys.executable, "-m", service]
+
+
+def address(service: str, env: Mapping[str, str]) -> str:
+    """Where a service started with ``env`` listens: ``host:port``, a URL for the bridge."""
+    host = env.get(f"{PREFIXES[service]}HOST", "127.0.0.1")
+    where = f"{host}:{env.get(f'{PREFIXES[service]}PORT', DEFAULT_PORTS[service])}"
+    return f"http://{where}" if service == "bridge" else where
+
+
 def service_env(base: Mapping[str, str]) -> dict[str, str]:
     """The environment every service starts with: the bridge learns where the others listen."""
     env = dict(base)
-    host = {s: env.get(f"{PREFIXES[s]}HOST", "127.0.0.1") for s in SERVICES}
-    port = {s: env.get(f"{PREFIXES[s]}PORT", str(DEFAULT_PORTS[s])) for s in SERVICES}
-    env.setdefault(
-        "VIGIL_BRIDGE_DETECTOR_ADDRESS", f"{host['detector_service']}:{port['detector_service']}"
-    )
-    env.setdefault(
-        "VIGIL_BRIDGE_ANALYZER_ADDRESS", f"{host['analyzer_service']}:{port['analyzer_service']}"
-    )
+    env.setdefault("VIGIL_BRIDGE_DETECTOR_ADDRESS", address("detector_service", env))
+    env.setdefault("VIGIL_BRIDGE_ANALYZER_ADDRESS", address("analyzer_service", env))
     for service, metrics_port in DEFAULT_METRICS_PORTS.items():
         env.setdefault(f"{PREFIXES[service]}METRICS_PORT", str(metrics_port))
     # One VIGIL_TOKEN protects all three services; a service's own token variable wins.
@@ -63,11 +75,6 @@ def service_env(base: Mapping[str, str]) -> dict[str, str]:
             env.setdefault(f"{prefix}TOKEN", token)
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
-
-
-def bridge_url(env: Mapping[str, str]) -> str:
-    host = env.get("VIGIL_BRIDGE_HOST", "127.0.0.1")
-    return f"http://{host}:{env.get('VIGIL_BRIDGE_PORT', DEFAULT_PORTS['bridge'])}"
 
 
 def health(url: str) -> dict[str, object] | None:
@@ -95,15 +102,13 @@ def _serve_supervisor_metrics(
 
 def run(ready_timeout_s: float = 180.0) -> int:
     env = service_env(os.environ)
-    url = bridge_url(env)
+    url = address("bridge", env)
     try:
         policy = Policy.from_env(env)
     except ValueError as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return 2
-    supervisor = Supervisor(
-        {NAMES[s]: [sys.executable, "-m", s] for s in SERVICES}, env=env, policy=policy
-    )
+    supervisor = Supervisor({NAMES[s]: command(s) for s in SERVICES}, env=env, policy=policy)
     stopping = False
 
     def stop(signum: int, frame: object) -> None:
@@ -152,3 +157,82 @@ def run(ready_timeout_s: float = 180.0) -> int:
         print(f"vigil: given up on as crash loops: {', '.join(failed)}", file=sys.stderr)
         exit_code = 1
     return exit_code
+
+
+# --- Services for a benchmark, a load test or a test ----------------------------------------
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (bound and released): a service is told its port, and none
+    reports back which one it bound when given 0."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def ready(service: str, where: str, timeout_s: float = 1.0) -> bool:
+    """Whether a gRPC service reports SERVING (standard health), or the bridge answers /health."""
+    if service == "bridge":
+        try:
+            with urllib.request.urlopen(f"{where}/health", timeout=timeout_s):
+                return True
+        except OSError:
+            return False
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(where) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def pinned(cpu: int | None) -> list[str]:
+    """The prefix that keeps a service (each thread it ever starts) on one CPU; none for None."""
+    if cpu is None:
+        return []
+    path = shutil.which("taskset")
+    if path is None:
+        raise RuntimeError("pinning a service to one CPU needs taskset (Debian: util-linux)")
+    return [path, "-c", str(cpu)]
+
+
+@contextlib.contextmanager
+def started(
+    services: Sequence[str],
+    env: Mapping[str, str],
+    *,
+    ready_timeout_s: float = 60.0,
+    cpu: int | None = None,
+) -> Iterator[dict[str, int]]:
+    """``services`` (packages) started as ``vigil run`` starts them, configured by ``env`` (which
+    names their ports), until each is ready; yields their pids by package. Nothing restarts here:
+    a service that exits during start-up raises. Stopped with SIGTERM (SIGKILL after 15 s)."""
+    supervisor = Supervisor(
+        {s: [*pinned(cpu), *command(s)] for s in services},
+        env={"PYTHONUNBUFFERED": "1", **env},
+        policy=Policy(),  # never polled: what exits stays down
+    )
+    supervisor.start()
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        waiting = list(services)
+        while waiting:
+            for child in supervisor.children.values():
+                if child.popen is not None and (code := child.popen.poll()) is not None:
+                    raise RuntimeError(
+                        f"{child.name} exited during start-up ({describe_exit(code)})"
+                    )
+            waiting = [s for s in waiting if not ready(s, address(s, env))]
+            if waiting and time.monotonic() > deadline:
+                raise RuntimeError(f"not ready within {ready_timeout_s:g} s: {', '.join(waiting)}")
+            if waiting:
+                time.sleep(POLL_S / 2)
+        yield {name: child.popen.pid for name, child in supervisor.children.items() if child.popen}
+    finally:
+        supervisor.stop()

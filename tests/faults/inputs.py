@@ -13,7 +13,6 @@ import contextlib
 import io
 import pathlib
 import re
-import socket
 import struct
 import threading
 import zipfile
@@ -37,6 +36,7 @@ from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.core import upload_protocol
+from vigil.launcher import free_port
 
 T = TypeVar("T")
 
@@ -44,13 +44,6 @@ UPLOAD_CHUNK = 64 * 1024
 # What the analyzer names stored videos: a uuid4 in hex, nothing of the caller's name.
 SERVER_MADE_NAME = re.compile(r"[0-9a-f]{32}")
 HTML = b"<!DOCTYPE html>\n<html><head><title>x</title></head><body>not a video</body></html>\n"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # ------------------------------------------------------------------------------------ services

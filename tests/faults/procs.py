@@ -1,9 +1,10 @@
 """Helpers of the fault tests: Vigil's services as real subprocesses, and ways to watch them.
 
-``Services`` is an async context manager that starts ``python -m detector_service``,
-``python -m analyzer_service`` and ``python -m bridge`` on free 127.0.0.1 ports, each in its own
-process group with its own log file, and kills every group it started on the way out, whatever
-the test did to them (stopped processes are continued first so SIGKILL lands).
+``Services`` is an async context manager that starts the detector, the analyzer and the bridge
+as ``vigil run`` does (``vigil.launcher``: the same command, readiness as it judges it) on free
+127.0.0.1 ports, each in its own process group with its own log file, and kills every group it
+started on the way out, whatever the test did to them (stopped processes are continued first so
+SIGKILL lands).
 """
 
 from __future__ import annotations
@@ -13,28 +14,20 @@ import contextlib
 import os
 import pathlib
 import signal
-import socket
 import subprocess
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from fractions import Fraction
 from types import TracebackType
 from typing import Any, TypeVar
 
-import av
 import grpc
-import httpx
-import numpy as np
 import orjson
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from websockets.asyncio.client import ClientConnection, connect
 
+from vigil import launcher
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
-from vigil.core import upload_protocol
 from vigil.detector.v1 import detector_service_pb2 as dpb
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -42,21 +35,12 @@ DETECTOR_SERVICE = dpb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 ANALYZER_SERVICE = apb.DESCRIPTOR.services_by_name["AnalyzerService"].full_name
 # Seconds a service may take to come up (imports dominate: cv2, onnxruntime, grpc).
 START_TIMEOUT_S = 40.0
-UPLOAD_CHUNK = 256 * 1024
 
 T = TypeVar("T")
 
 
 class ProcessDied(AssertionError):
     """A service exited while a test waited on it; ``eventually`` gives up at once."""
-
-
-def free_port() -> int:
-    """A port nothing listens on (bound and released at once)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _clean_environ() -> dict[str, str]:
@@ -98,7 +82,7 @@ class ServiceProcess:
         with open(log, "wb") as out:
             # Its own session (process group): cleanup can kill it and every child it made.
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                launcher.command(self.module),
                 env=self.env,
                 # Not the repository: the services read a `.env` from their working directory.
                 cwd=self.workdir,
@@ -197,7 +181,7 @@ class Services:
 
     def detector(self, *, port: int | None = None, **env: str) -> ServiceProcess:
         """A detector without a model (backend none): frames pass through undetected."""
-        port = port or free_port()
+        port = port or launcher.free_port()
         settings = {
             "VIGIL_DETECTOR_PORT": str(port),
             "VIGIL_DETECTOR_BACKEND": "none",
@@ -212,7 +196,7 @@ class Services:
         self, *, port: int | None = None, detector: str | None = None, **env: str
     ) -> ServiceProcess:
         """An analyzer without a language model; without ``detector`` the detection pass is off."""
-        port = port or free_port()
+        port = port or launcher.free_port()
         settings = {
             "VIGIL_ANALYZER_PORT": str(port),
             "VIGIL_ANALYZER_DATA_DIR": str(self.workdir / "analyzer"),
@@ -235,12 +219,12 @@ class Services:
         **env: str,
     ) -> ServiceProcess:
         """A bridge with its production defaults (retries, keepalive) unless ``env`` says."""
-        port = port or free_port()
+        port = port or launcher.free_port()
         settings = {
             "VIGIL_BRIDGE_PORT": str(port),
             # Backends not given point at ports where nothing listens.
-            "VIGIL_BRIDGE_DETECTOR_ADDRESS": detector or f"127.0.0.1:{free_port()}",
-            "VIGIL_BRIDGE_ANALYZER_ADDRESS": analyzer or f"127.0.0.1:{free_port()}",
+            "VIGIL_BRIDGE_DETECTOR_ADDRESS": detector or f"127.0.0.1:{launcher.free_port()}",
+            "VIGIL_BRIDGE_ANALYZER_ADDRESS": analyzer or f"127.0.0.1:{launcher.free_port()}",
         }
         settings.update(env)
         return self._spawn("bridge", "bridge", port, settings)
@@ -287,28 +271,17 @@ async def health_status(address: str, service: str = "", deadline_s: float = 1.0
     return name
 
 
-async def wait_serving(proc: ServiceProcess, within_s: float = START_TIMEOUT_S) -> None:
-    """Until the gRPC service's health is SERVING; fails early if the process died."""
-
-    async def serving() -> bool:
-        if not proc.alive():
-            raise ProcessDied(f"{proc.name} exited during start-up\n{proc.log()}")
-        return await health_status(proc.address, deadline_s=0.5) == "SERVING"
-
-    await eventually(serving, within_s, f"{proc.name} SERVING", interval=0.1, log=proc.log)
-
-
-async def wait_http(proc: ServiceProcess, within_s: float = START_TIMEOUT_S) -> None:
-    """Until the bridge answers /health."""
+async def wait_ready(proc: ServiceProcess, within_s: float = START_TIMEOUT_S) -> None:
+    """Until the service is ready as ``vigil run`` judges it (gRPC health SERVING, the bridge
+    answering /health); fails early if the process died."""
 
     async def up() -> bool:
         if not proc.alive():
             raise ProcessDied(f"{proc.name} exited during start-up\n{proc.log()}")
-        async with httpx.AsyncClient(timeout=1.0) as http:
-            response = await http.get(f"http://127.0.0.1:{proc.port}/health")
-        return response.status_code == 200
+        where = launcher.address(proc.module, proc.env)  # a URL for the bridge
+        return await asyncio.to_thread(launcher.ready, proc.module, where, 0.5)
 
-    await eventually(up, within_s, f"{proc.name} answers /health", interval=0.1, log=proc.log)
+    await eventually(up, within_s, f"{proc.name} ready", interval=0.1, log=proc.log)
 
 
 # --- viewers --------------------------------------------------------------------------------
@@ -363,88 +336,3 @@ async def viewer(bridge: ServiceProcess, path: str = "/ws/video-stream") -> Asyn
         yield view
     finally:
         await view.close()
-
-
-# --- analyzer clients -----------------------------------------------------------------------
-
-
-_VIDEOS: dict[tuple[int, int, int, int, int], bytes] = {}
-
-
-def video(
-    *, frames: int, fps: int = 25, width: int = 160, height: int = 120, gop: int = 250
-) -> bytes:
-    """``write_video``'s bytes, made once per test session for each set of parameters."""
-    key = (frames, fps, width, height, gop)
-    if key not in _VIDEOS:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = pathlib.Path(tmp) / "video.mp4"
-            _VIDEOS[key] = write_video(
-                path, frames=frames, fps=fps, width=width, height=height, gop=gop
-            )
-    return _VIDEOS[key]
-
-
-def write_video(
-    path: pathlib.Path,
-    *,
-    frames: int,
-    fps: int = 25,
-    width: int = 160,
-    height: int = 120,
-    gop: int = 250,
-) -> bytes:
-    """An H.264 MP4 of changing frames; a long ``gop`` makes every seek decode far (slow jobs)."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream(
-            "libx264",
-            rate=Fraction(fps),
-            options={"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"},
-        )
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for index in range(frames):
-            image = np.zeros((height, width, 3), np.uint8)
-            image[:, : width // 2] = (index * 7) % 256
-            image[:, width // 2 :] = (index * 13) % 256
-            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path.read_bytes()
-
-
-def slow_options(frames: int = 64) -> apb.AnalysisOptions:
-    """Uniform sampling of many frames: on a long-GOP video each one decodes from the start."""
-    return apb.AnalysisOptions(
-        sampling_policy=apb.SAMPLING_POLICY_UNIFORM, max_frames=frames, skip_detection=True
-    )
-
-
-@contextlib.asynccontextmanager
-async def analyzer_stub(address: str) -> AsyncIterator[apb_grpc.AnalyzerServiceAsyncStub]:
-    async with grpc.aio.insecure_channel(address) as channel:
-        yield apb_grpc.AnalyzerServiceStub(channel)
-
-
-async def upload(
-    stub: apb_grpc.AnalyzerServiceAsyncStub, data: bytes, *, start: bool, **options: Any
-) -> apb.UploadVideoResponse:
-    header = apb.UploadHeader(
-        name="clip.mp4", size=len(data), start_analysis=start, options=slow_options(**options)
-    )
-    call = stub.UploadVideo(None, timeout=30)
-    return await upload_protocol.send(call, header, upload_protocol.pieces(data, UPLOAD_CHUNK))
-
-
-async def history(
-    stub: apb_grpc.AnalyzerServiceAsyncStub, job_id: str, after: int = 0
-) -> list[apb.StreamAnalysisEventsResponse]:
-    """Every event of a job from ``after`` up to its terminal one (follows a running job)."""
-    request = apb.StreamAnalysisEventsRequest(job_id=job_id, after_sequence=after)
-    return [e async for e in stub.StreamAnalysisEvents(request, timeout=60)]
-
-
-def terminal(events: list[apb.StreamAnalysisEventsResponse]) -> list[str]:
-    return [k for e in events if (k := e.WhichOneof("event")) in ("complete", "error")]

@@ -12,15 +12,11 @@ import os
 import pathlib
 import signal
 
+from tests.faults.analyses import analyzer_stub, history, terminal, upload, video
 from tests.faults.procs import (
     Services,
-    analyzer_stub,
     eventually,
-    history,
-    terminal,
-    upload,
-    video,
-    wait_serving,
+    wait_ready,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
@@ -46,7 +42,7 @@ async def test_analyzer_killed_mid_job_resumes_it_once(tmp_path: pathlib.Path) -
     data = video(**SLOW_VIDEO)
     async with Services(tmp_path) as services:
         analyzer = services.analyzer()
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with analyzer_stub(analyzer.address) as stub:
             job_id = (await upload(stub, data, start=True)).job.id
             # Killed while it decodes frames (after the 25 % "Extracting frames" event).
@@ -73,7 +69,7 @@ async def test_analyzer_killed_mid_job_resumes_it_once(tmp_path: pathlib.Path) -
         await eventually(orphans_gone, 3.0, f"media workers {workers} gone after the kill")
 
         analyzer.start()
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with analyzer_stub(analyzer.address) as stub:
             events = await history(stub, job_id)
             job = (await stub.GetJob(apb.GetJobRequest(job_id=job_id), timeout=5)).job
@@ -111,7 +107,7 @@ async def test_analyzer_killed_past_max_attempts_fails_the_job_retryable(
     async with Services(tmp_path) as services:
         # One attempt in all: the interrupted run is the last, so the job must fail, with why.
         analyzer = services.analyzer(VIGIL_ANALYZER_MAX_ATTEMPTS="1")
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with analyzer_stub(analyzer.address) as stub:
             job_id = (await upload(stub, data, start=True)).job.id
 
@@ -124,7 +120,7 @@ async def test_analyzer_killed_past_max_attempts_fails_the_job_retryable(
             await analyzer.wait_exit(5)
 
         analyzer.start()
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with analyzer_stub(analyzer.address) as stub:
             events = await history(stub, job_id)
             job = (await stub.GetJob(apb.GetJobRequest(job_id=job_id), timeout=5)).job

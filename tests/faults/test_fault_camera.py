@@ -26,8 +26,7 @@ from tests.faults.procs import (
     Viewer,
     eventually,
     viewer,
-    wait_http,
-    wait_serving,
+    wait_ready,
 )
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
@@ -75,7 +74,7 @@ async def test_camera_faults_are_reported_retried_with_backoff_and_recovered(
         async with Services(tmp_path) as services:
             detector = services.detector()
             bridge = services.bridge(detector=detector.address)
-            await asyncio.gather(wait_serving(detector), wait_http(bridge))
+            await asyncio.gather(wait_ready(detector), wait_ready(bridge))
             async with grpc.aio.insecure_channel(detector.address) as channel:
                 stub = dpb_grpc.DetectorServiceStub(channel)
                 for name, camera in cams.items():

@@ -20,8 +20,7 @@ from tests.faults.procs import (
     Viewer,
     eventually,
     viewer,
-    wait_http,
-    wait_serving,
+    wait_ready,
 )
 
 # The bridge's promise for a frozen detector: its gRPC keepalive pings every 6 s and gives 4 s
@@ -51,7 +50,7 @@ async def test_killed_detector_viewers_get_an_error_then_frames_resume(
     async with Services(tmp_path) as services:
         detector = services.detector()
         bridge = services.bridge(detector=detector.address)
-        await asyncio.gather(wait_serving(detector), wait_http(bridge))
+        await asyncio.gather(wait_ready(detector), wait_ready(bridge))
         async with viewer(bridge) as view:
             await first_frame(view, 0.0, 15.0)
 
@@ -63,7 +62,7 @@ async def test_killed_detector_viewers_get_an_error_then_frames_resume(
             await detector.wait_exit(5)
 
             detector.start()  # same port, same settings
-            await wait_serving(detector)
+            await wait_ready(detector)
             restarted = time.monotonic()
             frame = await first_frame(view, restarted, 10.0)
             # The same WebSocket, never closed, with nothing sent by the viewer.
@@ -80,7 +79,7 @@ async def test_frozen_detector_is_noticed_by_keepalive_and_recovers(
     async with Services(tmp_path) as services:
         detector = services.detector()
         bridge = services.bridge(detector=detector.address)
-        await asyncio.gather(wait_serving(detector), wait_http(bridge))
+        await asyncio.gather(wait_ready(detector), wait_ready(bridge))
         ready = f"http://127.0.0.1:{bridge.port}/ready"
         async with viewer(bridge) as view, httpx.AsyncClient(timeout=5.0) as http:
             await first_frame(view, 0.0, 15.0)

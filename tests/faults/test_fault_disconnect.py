@@ -12,15 +12,10 @@ import pathlib
 import orjson
 from websockets.asyncio.client import connect
 
+from tests.faults.analyses import analyzer_stub, history, terminal, upload, video
 from tests.faults.procs import (
     Services,
-    analyzer_stub,
-    history,
-    terminal,
-    upload,
-    video,
-    wait_http,
-    wait_serving,
+    wait_ready,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
@@ -30,7 +25,7 @@ async def test_clients_leaving_mid_analysis_do_not_stop_the_job(tmp_path: pathli
     async with Services(tmp_path) as services:
         analyzer = services.analyzer()
         bridge = services.bridge(analyzer=analyzer.address)
-        await asyncio.gather(wait_serving(analyzer), wait_http(bridge))
+        await asyncio.gather(wait_ready(analyzer), wait_ready(bridge))
         async with analyzer_stub(analyzer.address) as stub:
             job_id = (await upload(stub, data, start=True)).job.id
 

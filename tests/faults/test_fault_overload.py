@@ -17,16 +17,10 @@ import grpc
 import httpx
 import pytest
 
+from tests.faults.analyses import analyzer_stub, history, slow_options, terminal, upload, video
 from tests.faults.procs import (
     Services,
-    analyzer_stub,
-    history,
-    slow_options,
-    terminal,
-    upload,
-    video,
-    wait_http,
-    wait_serving,
+    wait_ready,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
@@ -55,7 +49,7 @@ async def test_overload_queues_then_refuses_with_a_retry_hint(tmp_path: pathlib.
             VIGIL_ANALYZER_MAX_CONCURRENT_JOBS="1", VIGIL_ANALYZER_MAX_QUEUED_JOBS="2"
         )
         bridge = services.bridge(analyzer=analyzer.address)
-        await asyncio.gather(wait_serving(analyzer), wait_http(bridge))
+        await asyncio.gather(wait_ready(analyzer), wait_ready(bridge))
         api = f"http://127.0.0.1:{bridge.port}/api/analyses"
         async with analyzer_stub(analyzer.address) as stub, httpx.AsyncClient(timeout=10) as http:
             video_id = (await upload(stub, data, start=False)).video.id

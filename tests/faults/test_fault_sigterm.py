@@ -22,19 +22,14 @@ import httpx
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.faults.analyses import analyzer_stub, history, terminal, upload, video
 from tests.faults.procs import (
     ServiceProcess,
     Services,
     Viewer,
-    analyzer_stub,
     eventually,
-    history,
-    terminal,
-    upload,
-    video,
     viewer,
-    wait_http,
-    wait_serving,
+    wait_ready,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
@@ -104,7 +99,7 @@ def jpeg() -> bytes:
 async def test_sigterm_detector_drains_a_detect_stream(tmp_path: pathlib.Path) -> None:
     async with Services(tmp_path) as services:
         detector = services.detector()
-        await wait_serving(detector)
+        await wait_ready(detector)
         async with (
             health_watch(detector) as watch,
             grpc.aio.insecure_channel(detector.address) as channel,
@@ -153,7 +148,7 @@ async def test_sigterm_analyzer_drains_an_upload(tmp_path: pathlib.Path) -> None
     assert len(chunks) >= 4
     async with Services(tmp_path) as services:
         analyzer = services.analyzer()
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with (
             health_watch(analyzer) as watch,
             grpc.aio.insecure_channel(analyzer.address) as channel,
@@ -201,7 +196,7 @@ async def test_sigterm_analyzer_mid_job_exits_and_the_next_start_runs_the_job_ag
     data = video(frames=1500, gop=1500)
     async with Services(tmp_path) as services:
         analyzer = services.analyzer(VIGIL_ANALYZER_MAX_FRAMES_LIMIT="256")
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with health_watch(analyzer) as watch, analyzer_stub(analyzer.address) as stub:
             job_id = (await upload(stub, data, start=True, frames=256)).job.id
             seen: list[apb.StreamAnalysisEventsResponse] = []
@@ -227,7 +222,7 @@ async def test_sigterm_analyzer_mid_job_exits_and_the_next_start_runs_the_job_ag
         await exits_cleanly(analyzer, stopped)
 
         analyzer.start()
-        await wait_serving(analyzer)
+        await wait_ready(analyzer)
         async with analyzer_stub(analyzer.address) as stub:
             events = await history(stub, job_id)
             job = (await stub.GetJob(apb.GetJobRequest(job_id=job_id), timeout=5)).job
@@ -252,7 +247,7 @@ async def test_sigterm_bridge_drains_an_upload_and_lets_viewers_go(
         bridge = services.bridge(
             detector=detector.address, analyzer=analyzer.address, VIGIL_BRIDGE_GRACE_S=str(GRACE_S)
         )
-        await asyncio.gather(wait_serving(detector), wait_serving(analyzer), wait_http(bridge))
+        await asyncio.gather(wait_ready(detector), wait_ready(analyzer), wait_ready(bridge))
         base = f"http://127.0.0.1:{bridge.port}"
         half = asyncio.Event()
         go_on = asyncio.Event()

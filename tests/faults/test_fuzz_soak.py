@@ -19,6 +19,6 @@ def test_a_short_soak_returns_to_baseline() -> None:
     # The load really ran: viewers got frames and analyses completed.
     assert result["viewer_frames"] > 0
     assert result["analyses_completed"] > 0
-    for name in ("detector_subscribers", "bridge_connections", "analyzer_event_subscribers"):
+    for name in ("detector_subscribers", "bridge_connections", "analyzer_jobs"):
         assert result[f"end_{name}"] == 0, name
     assert 0.5 < result["ratio"] <= 1.25

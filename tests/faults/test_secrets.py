@@ -26,11 +26,12 @@ from websockets.asyncio.client import connect
 
 from tests.detector_service import blackhole
 from tests.detector_service.backends.fake_roboflow import MODEL_ID, FakeRoboflow, serve
-from tests.faults.inputs import HTML, free_port, jpeg, mp4, upload_messages
+from tests.faults.inputs import HTML, jpeg, mp4, upload_messages
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
+from vigil.launcher import free_port
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -11,12 +11,11 @@ import sys
 import pytest
 
 from analyzer_service import media
+from analyzer_service.benchmarks import chat, engine
 from tests.llm import MAX_IMAGES, SharedEngine
 from vigil.bench import (
     REGISTRY,
     analysis,
-    chat,
-    engine,
     latency,
     pipeline,
     sampling,
@@ -109,7 +108,6 @@ def test_transport_reduced() -> None:
             "seconds": 0.5,
             "warmup_s": 0.5,
             "calibrate_s": 0.5,
-            "in_process": True,
         }
     )
     json.dumps(result)

@@ -11,7 +11,10 @@ import os
 import pathlib
 import signal
 
+import pytest
+
 from tests.vigil.launched import Launcher, http_get
+from vigil import launcher as vigil_launcher
 
 START_S = 120.0
 
@@ -135,3 +138,36 @@ def test_sigterm_stops_everything_while_a_service_waits_in_backoff(tmp_path: pat
     assert "restart 1 in 600.0 s" in launcher.output
     assert "started again" not in launcher.output
     assert left == []
+
+
+def test_started_runs_services_as_processes_until_ready_and_stops_them(
+    tmp_path: pathlib.Path,
+) -> None:
+    # What benchmarks and the load generator use: the same command as `vigil run`, no restarts.
+    port = vigil_launcher.free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env |= {
+        "VIGIL_DETECTOR_PORT": str(port),
+        "VIGIL_DETECTOR_BACKEND": "none",
+        "VIGIL_DETECTOR_DATA_DIR": str(tmp_path / "detector"),
+    }
+    with vigil_launcher.started(["detector_service"], env, ready_timeout_s=START_S) as pids:
+        assert vigil_launcher.address("detector_service", env) == f"127.0.0.1:{port}"
+        assert vigil_launcher.ready("detector_service", f"127.0.0.1:{port}")
+        pid = pids["detector_service"]
+        cmdline = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert cmdline[1:3] == [b"-m", b"detector_service"]
+    assert not vigil_launcher.ready("detector_service", f"127.0.0.1:{port}")
+    assert not pathlib.Path(f"/proc/{pid}").exists()  # stopped and reaped
+
+
+def test_started_raises_with_the_cause_when_a_service_exits_during_start_up(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env |= {"VIGIL_DETECTOR_PORT": "not-a-port", "VIGIL_DETECTOR_DATA_DIR": str(tmp_path)}
+    with (
+        pytest.raises(RuntimeError, match=r"detector_service exited during start-up \(exit"),
+        vigil_launcher.started(["detector_service"], env, ready_timeout_s=START_S),
+    ):
+        pass

@@ -67,7 +67,7 @@ def test_scenarios_are_bounded(change: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def services() -> Iterator[spawn.Services]:
-    with spawn.in_process(viewers=8) as running:
+    with spawn.processes(viewers=8) as running:
         yield running
 
 
@@ -170,10 +170,12 @@ async def test_report_agrees_with_service_counters(services: spawn.Services) -> 
     assert completed <= new_jobs <= completed + scenario.jobs
     assert classes["chat"]["errors"].get("FAILED_PRECONDITION", 0) >= 1
     assert report["errors"] == {k: v for c in classes.values() for k, v in c["errors"].items()}
-    usage = report["resources"]["in-process"]
-    assert usage["rss_mb"] > 0
-    assert usage["threads"] > 1
-    assert usage["open_fds"] > 0
+    # Each service is a process of its own (started as `vigil run` starts it), watched apart.
+    assert set(report["resources"]) == {"detector", "analyzer", "bridge"}
+    for usage in report["resources"].values():
+        assert usage["rss_mb"] > 0
+        assert usage["threads"] > 1
+        assert usage["open_fds"] > 0
 
 
 def test_cli_json_report(services: spawn.Services, capsys: pytest.CaptureFixture[str]) -> None:

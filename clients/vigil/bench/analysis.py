@@ -5,9 +5,10 @@ settings say.
 On a GPU machine, ``VIGIL_ANALYZER_ENGINE=vllm VIGIL_ANALYZER_MODEL=google/gemma-3-4b-it`` (weights
 in the Hugging Face cache) gives the time with Gemma 3 4B; with no engine configured (the
 default) the analysis runs to its end without a model and the figure is everything but inference.
-The video is the ``sampling`` benchmark's cached 120-minute file; the detector service (its own
-process, the offline model unless ``VIGIL_DETECTOR_*`` says otherwise) serves the detection pass.
-The headline ``ratio`` is the video's length over the analysis' wall time (times real time).
+The video is the ``sampling`` benchmark's cached 120-minute file; the detector service (the
+offline model unless ``VIGIL_DETECTOR_*`` says otherwise) serves the detection pass. Both
+services are processes of their own, started as ``vigil run`` starts them. The headline
+``ratio`` is the video's length over the analysis' wall time (times real time).
 """
 
 from __future__ import annotations
@@ -15,41 +16,28 @@ from __future__ import annotations
 import asyncio
 import os
 import pathlib
-import tempfile
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
-
-async def _chunks(path: pathlib.Path) -> AsyncIterator[bytes]:
-    from vigil.core.upload_protocol import CHUNK_BYTES
-
-    with path.open("rb") as file:
-        while chunk := await asyncio.to_thread(file.read, CHUNK_BYTES):
-            yield chunk
+# An engine loading a real model reports NOT_SERVING until it has loaded.
+READY_TIMEOUT_S = 900.0
 
 
-async def _analyse(address: str, path: pathlib.Path, size: int) -> dict[str, Any]:
-    import grpc
+async def _analyse(address: str, path: pathlib.Path) -> dict[str, Any]:
+    from vigil.sdk import AsyncAnalyzerClient, ClientOptions
 
-    from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-    from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
-    from vigil.core import upload_protocol
-
-    header = apb.UploadHeader(name=path.name, size=size, start_analysis=True)
-    async with grpc.aio.insecure_channel(address) as channel:
-        stub = apb_grpc.AnalyzerServiceStub(channel)
+    # No deadline on the upload: a 2-hour file takes a while on a loaded machine.
+    async with AsyncAnalyzerClient(ClientOptions(address, timeout_s=None)) as analyzer:
         started = time.monotonic()
-        uploaded = await upload_protocol.send(stub.UploadVideo(None), header, _chunks(path))
+        uploaded = await analyzer.upload_video(path, start_analysis=True)
         upload_s = time.monotonic() - started
-        request = apb.StreamAnalysisEventsRequest(job_id=uploaded.job.id)
-        async for event in stub.StreamAnalysisEvents(request):
-            kind = event.WhichOneof("event")
-            if kind == "error":
-                raise RuntimeError(f"the analysis failed: {event.error.message}")
-            if kind == "complete":
+        assert uploaded.job is not None
+        async for event in analyzer.events(uploaded.job.id):
+            if event.kind == "error":
+                raise RuntimeError(f"the analysis failed: {event.message}")
+            if event.kind == "complete" and event.result is not None:
                 wall_s = time.monotonic() - started
-                result = event.complete.result
+                result = event.result
                 break
         else:
             raise RuntimeError("the event stream ended without an outcome")
@@ -71,42 +59,29 @@ async def _analyse(address: str, path: pathlib.Path, size: int) -> dict[str, Any
     }
 
 
-def _detector_env() -> dict[str, str]:
-    return {"VIGIL_DETECTOR_BACKEND": os.environ.get("VIGIL_DETECTOR_BACKEND", "yolo")}
+def _settings(minutes: int) -> dict[str, str]:
+    """The caller's VIGIL_* settings (engine, model, ...), but for what the benchmark needs."""
+    return {
+        "VIGIL_DETECTOR_BACKEND": os.environ.get("VIGIL_DETECTOR_BACKEND", "yolo"),
+        "VIGIL_ANALYZER_MAX_DURATION_S": str(max(7200.0, minutes * 60.0)),
+        # The service's own default, not the load generator's single worker.
+        "VIGIL_ANALYZER_MEDIA_WORKERS": os.environ.get("VIGIL_ANALYZER_MEDIA_WORKERS", "2"),
+    }
 
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
-    from analyzer_service.server import serve
-    from analyzer_service.settings import AnalyzerSettings
     from vigil.bench import sampling
     from vigil.loadgen import spawn
 
     minutes = int(options.get("minutes", 120))
     path = sampling.video(minutes)
-    with (
-        tempfile.TemporaryDirectory(prefix="vigil-bench-analysis-") as tmp,
-        spawn.processes(("detector",), env=_detector_env()) as services,
-    ):
-        # Everything else from the caller's VIGIL_ANALYZER_* environment (engine, model, ...).
-        settings = AnalyzerSettings(
-            port=0,
-            data_dir=pathlib.Path(tmp),
-            detector_address=services.detector,
-            max_duration_s=max(7200.0, minutes * 60.0),
-        )
-
-        async def measure() -> dict[str, Any]:
-            # One loop owns the server and any in-process engine from start to stop.
-            server = await serve(settings)
-            try:
-                return await _analyse(f"127.0.0.1:{server.port}", path, path.stat().st_size)
-            finally:
-                await server.stop(0)
-
-        figures = asyncio.run(measure())
+    services = ("detector", "analyzer")
+    env = _settings(minutes)
+    with spawn.processes(services, env=env, ready_timeout_s=READY_TIMEOUT_S) as running:
+        figures = asyncio.run(_analyse(running.analyzer, path))
     return {
         "name": "analysis",
-        "engine": settings.engine,
+        "engine": os.environ.get("VIGIL_ANALYZER_ENGINE", "none"),
         **figures,
         "baseline": "the video's own length",
         "ratio": round(figures["duration_s"] / figures["wall_s_upload_to_complete"], 1),

@@ -65,12 +65,10 @@ def _pooled(reports: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
-    import grpc
     import uvloop
 
-    from vigil.detector.v1 import detector_service_pb2 as dpb
-    from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
     from vigil.loadgen import spawn
+    from vigil.sdk import DetectorClient
 
     viewers = int(options.get("viewers", 10))
     fps = float(options.get("fps", 30.0))
@@ -80,10 +78,8 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     fmt = str(options.get("format", "json"))
     source_id = "bench-latency"
     with spawn.processes(("detector", "bridge"), viewers=viewers) as services:
-        with grpc.insecure_channel(services.detector) as channel:
-            stub = dpb_grpc.DetectorServiceStub(channel)
-            spec = dpb.SourceSpec(id=source_id, kind=dpb.SOURCE_KIND_TEST_PATTERN, max_fps=fps)
-            stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
+        with DetectorClient(services.detector) as detector:
+            detector.add_source(source_id, "test_pattern", max_fps=fps, timeout_s=10)
         base = services.bridge.replace("http://", "ws://")
         url = f"{base}/ws/video-stream/{source_id}?format={fmt}&extras=sequence,dropped"
         # Alternating baseline and throttled runs, so that drift in the machine's load (other

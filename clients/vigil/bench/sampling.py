@@ -1,5 +1,6 @@
 """Time to sample 32 frames from a 10-minute and a 120-minute 720p video, with the analyzer's own
-code (``analyzer_service.media``: probe, then exact seeks; ``sampling.uniform_targets``).
+code (``analyzer_service.media``: probe, then exact seeks; ``sampling.uniform_targets``), timed
+inside the service (``analyzer_service.benchmarks.sampling``, run as a child process).
 
 The videos are H.264 720p at 5 fps with a keyframe every 10 s (a recorder's long GOP), made
 cheaply: a 20-second segment is encoded once (libx264, ultrafast) and its packets are muxed again
@@ -12,11 +13,11 @@ makes the cost depend on the keyframe interval, not on the length, so it should 
 from __future__ import annotations
 
 import pathlib
-import statistics
-import tempfile
 import time
 from fractions import Fraction
 from typing import Any
+
+from vigil.bench.child import run_module
 
 WIDTH, HEIGHT, FPS, GOP_S, SEGMENT_S = 1280, 720, 5, 10, 20
 FRAMES = 32
@@ -81,22 +82,6 @@ def video(minutes: int) -> pathlib.Path:
     return path
 
 
-def sample_once(
-    path: pathlib.Path, work: pathlib.Path, slack_s: float = 0.0, count: int = FRAMES
-) -> float:
-    from analyzer_service import media, sampling
-
-    start = time.perf_counter()
-    info = media.probe(str(path))
-    targets = sampling.uniform_targets(info.duration_s, info.fps, info.frame_count, count)
-    frames = media.sample_frames(
-        str(path), targets, str(work), max_side=1280, jpeg_quality=85, slack_s=slack_s
-    )
-    elapsed = time.perf_counter() - start
-    assert len(frames) == len(targets)
-    return elapsed
-
-
 def run(options: dict[str, Any]) -> dict[str, Any]:
     lengths = [int(m) for m in options.get("minutes", [10, 120])]
     repeat = max(1, min(int(options.get("repeat", 3)), 5))
@@ -105,20 +90,15 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     paths = {m: video(m) for m in lengths}
     generate_s = time.perf_counter() - made
     out: dict[str, Any] = {"name": "sampling", "frames": count}
+    videos = {str(m): str(path) for m, path in paths.items()}
+    asked = {"videos": videos, "frames": count, "repeat": repeat, "slack_s": GOP_S}
+    timed = run_module("analyzer_service.benchmarks.sampling", asked)
     times: dict[int, float] = {}
-    with tempfile.TemporaryDirectory(prefix="vigil-bench-sampling-") as tmp:
-        for m, path in paths.items():
-            work = pathlib.Path(tmp)
-            sample_once(path, work / "warm", count=count)  # file in page cache, codecs loaded
-            exact = [sample_once(path, work / f"{m}-{i}", count=count) for i in range(repeat)]
-            slack = [
-                sample_once(path, work / f"{m}-s{i}", slack_s=GOP_S, count=count)
-                for i in range(repeat)
-            ]
-            times[m] = statistics.median(exact)
-            out[f"{m}min_s"] = round(times[m], 3)
-            out[f"{m}min_keyframe_slack_s"] = round(statistics.median(slack), 3)
-            out[f"{m}min_file_mb"] = round(path.stat().st_size / 1e6, 1)
+    for m, path in paths.items():
+        times[m] = timed[str(m)]["exact_s"]
+        out[f"{m}min_s"] = round(times[m], 3)
+        out[f"{m}min_keyframe_slack_s"] = round(timed[str(m)]["slack_s"], 3)
+        out[f"{m}min_file_mb"] = round(path.stat().st_size / 1e6, 1)
     short, long = min(lengths), max(lengths)
     out.update(
         {

@@ -38,39 +38,31 @@ async def _settled_rss(pid: int, settle_s: float) -> float:
 
 
 async def _measure(address: str, pid: int, urls: list[str], settle_s: float) -> dict[str, Any]:
-    import grpc
-
-    from vigil.core.channels import LIVE_CHANNEL_OPTIONS
-    from vigil.detector.v1 import detector_service_pb2 as dpb
-    from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
+    from vigil.sdk import AsyncDetectorClient, Frame
 
     ids = [f"bench-rtsp-{n}" for n in range(len(urls))]
     first_frame_s: dict[str, float] = {}
     frames = dict.fromkeys(ids, 0)
     all_streaming = asyncio.Event()
-    async with grpc.aio.insecure_channel(address, options=LIVE_CHANNEL_OPTIONS) as channel:
-        stub = dpb_grpc.DetectorServiceStub(channel)
+    async with AsyncDetectorClient(address) as detector:
         cold = await _settled_rss(pid, settle_s)
         # The base is the process once its model has run: the first inference allocates the
         # model's working memory for good (OpenCV's DNN: ~255 MB), which no source adds to.
-        warm_up = stub.Subscribe(dpb.SubscribeRequest(source_id="default", omit_jpeg=True))
         seen = 0
-        async for message in warm_up:
-            seen += message.HasField("frame")
-            if seen == 3:
-                break
-        warm_up.cancel()
+        async with detector.subscribe("default", omit_jpeg=True) as warm_up:
+            async for item in warm_up:
+                seen += isinstance(item, Frame)
+                if seen == 3:
+                    break
         base = await _settled_rss(pid, settle_s)
         for source_id, url in zip(ids, urls, strict=True):
-            spec = dpb.SourceSpec(id=source_id, kind=dpb.SOURCE_KIND_STREAM, uri=url)
-            await stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
+            await detector.add_source(source_id, "stream", url, timeout_s=10)
         idle = await _settled_rss(pid, settle_s)
 
         async def view(source_id: str) -> None:
             arrived = time.monotonic()
-            request = dpb.SubscribeRequest(source_id=source_id, omit_jpeg=True)
-            async for message in stub.Subscribe(request):
-                if message.HasField("frame"):
+            async for item in detector.subscribe(source_id, omit_jpeg=True):
+                if isinstance(item, Frame):
                     frames[source_id] += 1
                     first_frame_s.setdefault(source_id, time.monotonic() - arrived)
                     if len(first_frame_s) == len(ids):
@@ -87,7 +79,7 @@ async def _measure(address: str, pid: int, urls: list[str], settle_s: float) -> 
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for source_id in ids:
-                await stub.RemoveSource(dpb.RemoveSourceRequest(source_id=source_id), timeout=10)
+                await detector.remove_source(source_id, timeout_s=10)
     count = len(ids)
     times = sorted(first_frame_s.values())
     per_streaming = (streaming - base) / count

@@ -27,30 +27,22 @@ MAX_SOURCES = 64
 
 async def _rates(address: str, count: int, warmup_s: float, seconds: float) -> list[float]:
     """Frames per second each of ``count`` new sources delivered to its one subscriber."""
-    import grpc
-
-    from vigil.core.channels import LIVE_CHANNEL_OPTIONS
-    from vigil.detector.v1 import detector_service_pb2 as dpb
-    from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
+    from vigil.sdk import AsyncDetectorClient, Frame
 
     ids = [f"bench-sources-{count}-{n}" for n in range(count)]
     frames = dict.fromkeys(ids, 0)
     counting = False
 
-    async def follow(stub: Any, source_id: str) -> None:
-        request = dpb.SubscribeRequest(source_id=source_id, omit_jpeg=True)
-        async for _ in stub.Subscribe(request):
-            if counting:
+    async def follow(detector: AsyncDetectorClient, source_id: str) -> None:
+        async for item in detector.subscribe(source_id, omit_jpeg=True):
+            if counting and isinstance(item, Frame):
                 frames[source_id] += 1
 
-    async with grpc.aio.insecure_channel(address, options=LIVE_CHANNEL_OPTIONS) as channel:
-        stub = dpb_grpc.DetectorServiceStub(channel)
+    # One client: every subscription shares its one live channel, as one viewer process would.
+    async with AsyncDetectorClient(address) as detector:
         for source_id in ids:
-            spec = dpb.SourceSpec(
-                id=source_id, kind=dpb.SOURCE_KIND_TEST_PATTERN, max_fps=TARGET_FPS
-            )
-            await stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
-        tasks = [asyncio.create_task(follow(stub, source_id)) for source_id in ids]
+            await detector.add_source(source_id, "test_pattern", max_fps=TARGET_FPS, timeout_s=10)
+        tasks = [asyncio.create_task(follow(detector, source_id)) for source_id in ids]
         try:
             await asyncio.sleep(warmup_s)
             counting = True
@@ -63,7 +55,7 @@ async def _rates(address: str, count: int, warmup_s: float, seconds: float) -> l
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             for source_id in ids:
-                await stub.RemoveSource(dpb.RemoveSourceRequest(source_id=source_id), timeout=10)
+                await detector.remove_source(source_id, timeout_s=10)
     return [frames[source_id] / window for source_id in ids]
 
 

@@ -108,37 +108,27 @@ async def bare_server(port: int, fps: float, jpegs: list[bytes]) -> None:
 
 async def _capture(detector: str, source_id: str, seconds: float) -> tuple[list[bytes], float]:
     """The source's JPEGs for ``seconds``, and the frame rate it sustained meanwhile."""
-    import grpc
+    from vigil.sdk import AsyncDetectorClient, Frame
 
-    from vigil.detector.v1 import detector_service_pb2 as dpb
-    from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
-
-    async with grpc.aio.insecure_channel(detector) as channel:
-        stub = dpb_grpc.DetectorServiceStub(channel)
-        out: list[bytes] = []
-        stamps: list[float] = []
-        async for response in stub.Subscribe(dpb.SubscribeRequest(source_id=source_id)):
-            if response.WhichOneof("event") == "frame":
-                ts = response.frame.capture_time
-                stamps.append(ts.seconds + ts.nanos / 1e9)
-                out.append(response.frame.jpeg)
+    out: list[bytes] = []
+    stamps: list[float] = []
+    async with AsyncDetectorClient(detector) as client, client.subscribe(source_id) as stream:
+        async for item in stream:
+            if isinstance(item, Frame):
+                stamps.append(item.timestamp)
+                out.append(item.jpeg)
                 if stamps[-1] - stamps[0] >= seconds:
                     break
-        return out, (len(stamps) - 1) / (stamps[-1] - stamps[0])
+    return out, (len(stamps) - 1) / (stamps[-1] - stamps[0])
 
 
 async def _keep_capturing(detector: str, source_id: str) -> None:
     """A subscriber that wants no pictures: keeps the detector capturing and encoding during the
     bare runs, so both sides share the machine with the same capture load."""
-    import grpc
+    from vigil.sdk import AsyncDetectorClient
 
-    from vigil.detector.v1 import detector_service_pb2 as dpb
-    from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
-
-    async with grpc.aio.insecure_channel(detector) as channel:
-        stub = dpb_grpc.DetectorServiceStub(channel)
-        request = dpb.SubscribeRequest(source_id=source_id, omit_jpeg=True)
-        async for _ in stub.Subscribe(request):
+    async with AsyncDetectorClient(detector) as client:
+        async for _ in client.subscribe(source_id, omit_jpeg=True):
             pass
 
 
@@ -207,13 +197,12 @@ def _bare(port: int, fps: float, jpeg_file: pathlib.Path) -> Iterator[subprocess
 
 
 def run(options: dict[str, Any]) -> dict[str, Any]:
-    import grpc
     import uvloop
 
-    from vigil.detector.v1 import detector_service_pb2 as dpb
-    from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
+    from vigil import launcher
     from vigil.loadgen import spawn
     from vigil.loadgen.resources import Tracker
+    from vigil.sdk import DetectorClient
 
     viewer_counts: list[int] = list(options.get("viewers", [1, 10, 50]))
     formats: list[str] = list(options.get("formats", ["json", "binary"]))
@@ -223,24 +212,19 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
     headline = int(options.get("headline_viewers", max(viewer_counts)))
     source_id = "bench-transport"
 
-    # In-process services start in a fraction of the time (the smoke test), but share this
-    # process's interpreter with the viewers: the real figures come from separate processes.
-    start = spawn.in_process if options.get("in_process") else spawn.processes
     with (
-        start(("detector", "bridge"), viewers=max(viewer_counts)) as services,
+        spawn.processes(("detector", "bridge"), viewers=max(viewer_counts)) as services,
         tempfile.TemporaryDirectory(prefix="vigil-bench-") as tmp,
     ):
-        with grpc.insecure_channel(services.detector) as channel:
-            stub = dpb_grpc.DetectorServiceStub(channel)
-            spec = dpb.SourceSpec(id=source_id, kind=dpb.SOURCE_KIND_TEST_PATTERN, max_fps=fps)
-            stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
+        with DetectorClient(services.detector) as detector:
+            detector.add_source(source_id, "test_pattern", max_fps=fps, timeout_s=10)
         calibrate_s = float(options.get("calibrate_s", 3.0))
         jpegs, sustained = uvloop.run(_capture(services.detector, source_id, calibrate_s))
         # The bare server pushes at the rate the source really delivers, not the one asked for.
         rate = min(fps, sustained)
         jpeg_file = pathlib.Path(tmp) / "frames.bin"
         jpeg_file.write_bytes(b"".join(_LENGTH.pack(len(j)) + j for j in jpegs))
-        port = spawn.free_port()
+        port = launcher.free_port()
         ws_base = services.bridge.replace("http://", "ws://")
         configs: dict[str, Any] = {}
         with _bare(port, rate, jpeg_file) as bare:

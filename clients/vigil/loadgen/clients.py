@@ -2,39 +2,27 @@
 
 Latency is capture time (stamped by whoever made the frame, on this machine's clock) to receipt.
 Errors are counted by gRPC status name, ``ws_close_<code>``, ``ws_error_<code>`` (an error message
-from the bridge) or the service's own error code carried in a response.
+from the bridge) or the service's own error code carried in a response. The gRPC clients are the
+SDK's (``vigil.sdk``), so a load test calls the services as every other client does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import io
 import socket
 import time
 import urllib.parse
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
-import grpc
 import orjson
 import websockets
-from google.protobuf.timestamp_pb2 import Timestamp
 from websockets.asyncio.client import connect
 
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
-from vigil.core import upload_protocol
-from vigil.core.channels import LIVE_CHANNEL_OPTIONS
-from vigil.detector.v1 import detector_service_pb2 as dpb
-from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
+from vigil.core.errors import VigilError
 from vigil.loadgen.stats import ClientStats
+from vigil.sdk import AsyncAnalyzerClient, AsyncDetectorClient, DetectFrame, Frame
 
-if TYPE_CHECKING:
-    from vigil.analyzer.v1.analyzer_service_pb2_grpc import AnalyzerServiceAsyncStub
-
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 16 * 1024 * 1024),
-    ("grpc.max_send_message_length", 16 * 1024 * 1024),
-]
 # A slow viewer's kernel receive buffer: small, so the bridge feels the push-back within a frame.
 SLOW_RCVBUF = 16 * 1024
 _TAIL = b'","timestamp":'
@@ -42,10 +30,6 @@ _TAIL = b'","timestamp":'
 
 def _ms_since(seconds: float) -> float:
     return (time.time() - seconds) * 1000.0
-
-
-def _ts_seconds(ts: Timestamp) -> float:
-    return ts.seconds + ts.nanos / 1e9
 
 
 def parse_frame(message: bytes, binary: bool) -> dict[str, object] | None:
@@ -65,8 +49,8 @@ def parse_frame(message: bytes, binary: bool) -> dict[str, object] | None:
 
 
 def _error_name(error: BaseException) -> str:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return error.code().name
+    if isinstance(error, VigilError):
+        return error.status.name
     if isinstance(error, websockets.ConnectionClosed):
         code = error.rcvd.code if error.rcvd is not None else 1006
         return f"ws_close_{code}"
@@ -141,24 +125,20 @@ async def viewer(
 async def subscriber(
     address: str, source_id: str, stats: ClientStats, *, slow_interval_s: float = 0.0
 ) -> None:
-    """One gRPC Subscribe stream, on its own channel (so its own HTTP/2 flow control); a slow
+    """One gRPC Subscribe stream, on its own client (so its own HTTP/2 flow control); a slow
     one pauses ``slow_interval_s`` after each frame."""
-    async with grpc.aio.insecure_channel(address, options=LIVE_CHANNEL_OPTIONS) as channel:
-        stub = dpb_grpc.DetectorServiceStub(channel)
+    async with AsyncDetectorClient(address) as detector:
         try:
-            async for response in stub.Subscribe(dpb.SubscribeRequest(source_id=source_id)):
-                if response.WhichOneof("event") != "frame":
+            async for item in detector.subscribe(source_id):
+                if not isinstance(item, Frame):
                     continue
-                frame = response.frame
-                stats.frame(
-                    frame.sequence, len(frame.jpeg), _ms_since(_ts_seconds(frame.capture_time))
-                )
-                stats.dropped_reported = frame.dropped
-                if frame.HasField("detection_error"):
-                    stats.errors[frame.detection_error.code] += 1
+                stats.frame(item.sequence, len(item.jpeg), _ms_since(item.timestamp))
+                stats.dropped_reported = item.dropped
+                if item.error is not None:
+                    stats.errors[item.error.code] += 1
                 if slow_interval_s:
                     await asyncio.sleep(slow_interval_s)
-        except grpc.aio.AioRpcError as e:
+        except VigilError as e:
             stats.errors[_error_name(e)] += 1
 
 
@@ -168,76 +148,64 @@ async def detect_stream(
     """One gRPC Detect stream sending ``fps`` frames a second (as a camera would: on a clock,
     not waiting for answers)."""
 
-    async def requests() -> AsyncIterator[dpb.DetectRequest]:
+    async def frames() -> AsyncIterator[DetectFrame]:
         sequence = 0
         next_at = time.monotonic()
         while True:
             sequence += 1
-            stamp = Timestamp()
-            stamp.GetCurrentTime()
-            yield dpb.DetectRequest(
-                source_id=name,
-                sequence=sequence,
-                capture_time=stamp,
-                jpeg=jpegs[sequence % len(jpegs)],
-            )
+            # No timestamp: the SDK stamps the capture time as it sends the frame.
+            yield DetectFrame(jpegs[sequence % len(jpegs)], sequence=sequence, source_id=name)
             next_at += 1.0 / fps
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
-    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        stub = dpb_grpc.DetectorServiceStub(channel)
+    async with AsyncDetectorClient(address) as detector:
         try:
-            async for response in stub.Detect(requests()):
-                latency = _ms_since(_ts_seconds(response.capture_time))
-                stats.frame(response.sequence, 0, latency)
-                if response.HasField("error"):
-                    stats.errors[response.error.code] += 1
-        except grpc.aio.AioRpcError as e:
+            async for result in detector.detect(frames()):
+                stats.frame(result.sequence, 0, _ms_since(result.timestamp))
+                if result.error is not None:
+                    stats.errors[result.error.code] += 1
+        except VigilError as e:
             stats.errors[_error_name(e)] += 1
 
 
-async def _upload(stub: AnalyzerServiceAsyncStub, video: bytes) -> str:
-    header = apb.UploadHeader(name="loadtest.mp4", size=len(video), start_analysis=True)
-    response = await upload_protocol.send(
-        stub.UploadVideo(None), header, upload_protocol.pieces(video)
-    )
-    job_id: str = response.job.id
-    return job_id
-
-
-async def _analyse(stub: AnalyzerServiceAsyncStub, video: bytes, stats: ClientStats) -> str:
+async def _analyse(analyzer: AsyncAnalyzerClient, video: bytes, stats: ClientStats) -> str:
     """Upload-to-complete; the job id when it completed, "" otherwise."""
     started = time.perf_counter()
     try:
-        job_id = await _upload(stub, video)
-        request = apb.StreamAnalysisEventsRequest(job_id=job_id)
-        async for event in stub.StreamAnalysisEvents(request):
-            kind = event.WhichOneof("event")
-            if kind == "complete":
+        uploaded = await analyzer.upload_video(
+            io.BytesIO(video), name="loadtest.mp4", size=len(video), start_analysis=True
+        )
+        job_id = uploaded.job.id if uploaded.job is not None else ""
+        async for event in analyzer.events(job_id):
+            if event.kind == "complete":
                 stats.done += 1
                 stats.latencies_ms.append((time.perf_counter() - started) * 1000)
                 return job_id
-            if kind == "error":
-                stats.errors[event.error.code or "JOB_FAILED"] += 1
+            if event.kind == "error":
+                stats.errors[(event.error.code if event.error else "") or "JOB_FAILED"] += 1
                 return ""
-    except grpc.aio.AioRpcError as e:
+    except VigilError as e:
         stats.errors[_error_name(e)] += 1
     return ""
 
 
 async def _chat(
-    stub: AnalyzerServiceAsyncStub, request: apb.ChatRequest, stats: ClientStats
+    analyzer: AsyncAnalyzerClient,
+    job_id: str,
+    question: str,
+    max_tokens: int,
+    stats: ClientStats,
 ) -> None:
     started = time.perf_counter()
     first = True
     try:
-        async for piece in stub.Chat(request):
+        async for piece in analyzer.chat(job_id, question, max_tokens=max_tokens):
             if first and (piece.delta or piece.done):
                 stats.latencies_ms.append((time.perf_counter() - started) * 1000)
                 first = False
             if piece.done:
                 stats.done += 1
-    except grpc.aio.AioRpcError as e:
+    except VigilError as e:
         stats.errors[_error_name(e)] += 1
 
 
@@ -252,12 +220,10 @@ async def job_worker(
 ) -> None:
     """Upload, follow the analysis to its end, ask one question; again until cancelled.
     ``analyses`` gets the upload-to-complete time, ``chats`` the time to the first answer piece."""
-    async with grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS) as channel:
-        stub: AnalyzerServiceAsyncStub = apb_grpc.AnalyzerServiceStub(channel)
+    async with AsyncAnalyzerClient(address) as analyzer:
         while True:
-            job_id = await _analyse(stub, video, analyses)
+            job_id = await _analyse(analyzer, video, analyses)
             if job_id:
-                chat = apb.ChatRequest(job_id=job_id, question=question, max_tokens=max_tokens)
-                await _chat(stub, chat, chats)
+                await _chat(analyzer, job_id, question, max_tokens, chats)
             else:
                 await asyncio.sleep(0.2)  # a failing analyzer must not be hammered

@@ -14,14 +14,11 @@ import time
 import urllib.request
 from typing import Any
 
-import grpc
-
-from vigil.detector.v1 import detector_service_pb2 as dpb
-from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 from vigil.loadgen import clients, media
 from vigil.loadgen.resources import Tracker
 from vigil.loadgen.scenario import Scenario
 from vigil.loadgen.stats import ClientStats, class_report
+from vigil.sdk import AsyncDetectorClient, Source
 
 _METRIC = re.compile(r'^(vigil_bridge_frames_(?:sent|dropped))_total\{source="([^"]+)"\} (\S+)$')
 
@@ -41,7 +38,7 @@ def bridge_frame_counters(bridge: str, source_id: str) -> dict[str, float]:
     return out
 
 
-def counters(source: dpb.Source) -> dict[str, float | int]:
+def counters(source: Source) -> dict[str, float | int]:
     c = source.counters
     return {
         "frames_published": c.frames_published,
@@ -51,13 +48,12 @@ def counters(source: dpb.Source) -> dict[str, float | int]:
     }
 
 
-async def _settled(stub: Any, source_id: str, timeout_s: float = 3.0) -> dpb.Source:
+async def _settled(detector: AsyncDetectorClient, source_id: str, timeout_s: float = 3.0) -> Source:
     """The source once its subscribers have gone, so its counters include their last frames."""
     deadline = time.monotonic() + timeout_s
     while True:
-        reply = await stub.GetSource(dpb.GetSourceRequest(source_id=source_id), timeout=5)
-        if reply.source.counters.subscribers == 0 or time.monotonic() > deadline:
-            source: dpb.Source = reply.source
+        source = await detector.get_source(source_id, timeout_s=5)
+        if source.counters.subscribers == 0 or time.monotonic() > deadline:
             return source
         await asyncio.sleep(0.05)
 
@@ -91,18 +87,16 @@ async def run_scenario(
         "chat": [ClientStats() for _ in range(scenario.jobs)],
     }
     binary = scenario.viewer_format == "binary"
-    channel = grpc.aio.insecure_channel(scenario.detector)
-    stub = dpb_grpc.DetectorServiceStub(channel)
+    detector = AsyncDetectorClient(scenario.detector)
     sources = []
     if scenario.subscribers:
         sources.append(sub_source)
     if scenario.viewers:
         sources.append(ws_source)
     for source_id in sources:
-        spec = dpb.SourceSpec(
-            id=source_id, kind=dpb.SOURCE_KIND_TEST_PATTERN, max_fps=scenario.source_fps
+        await detector.add_source(
+            source_id, "test_pattern", max_fps=scenario.source_fps, timeout_s=10
         )
-        await stub.AddSource(dpb.AddSourceRequest(source=spec), timeout=10)
     bridge_before = (
         await asyncio.to_thread(bridge_frame_counters, scenario.bridge, ws_source)
         if scenario.viewers
@@ -152,8 +146,7 @@ async def run_scenario(
         stats = {name: [s.frozen() for s in group] for name, group in stats.items()}
         at_end = {}
         for source_id in sources:
-            reply = await stub.GetSource(dpb.GetSourceRequest(source_id=source_id), timeout=5)
-            at_end[source_id] = reply.source.counters
+            at_end[source_id] = (await detector.get_source(source_id, timeout_s=5)).counters
         bridge_at_end = (
             await asyncio.to_thread(bridge_frame_counters, scenario.bridge, ws_source)
             if scenario.viewers
@@ -168,7 +161,7 @@ async def run_scenario(
     try:
         detector_counters = {}
         for source_id in sources:
-            after = counters(await _settled(stub, source_id))
+            after = counters(await _settled(detector, source_id))
             after["frames_published_at_window_end"] = at_end[source_id].frames_published
             after["frames_dropped_at_window_end"] = at_end[source_id].frames_dropped
             detector_counters[source_id] = after
@@ -179,9 +172,9 @@ async def run_scenario(
         )
         if not keep_sources:
             for source_id in sources:
-                await stub.RemoveSource(dpb.RemoveSourceRequest(source_id=source_id), timeout=10)
+                await detector.remove_source(source_id, timeout_s=10)
     finally:
-        await channel.close(None)
+        await detector.close()
 
     classes = {name: class_report(name, group, window) for name, group in stats.items() if group}
     errors: dict[str, int] = {}
