@@ -161,19 +161,21 @@ async def wait_ready_async(channel: grpc.aio.Channel, timeout_s: float, address:
         raise Unavailable(f"no service at {address} after {timeout_s:g} s") from None
 
 
-async def connect_async(channel: grpc.aio.Channel, timeout_s: float, address: str) -> None:
+async def connect_async(
+    channel: grpc.aio.Channel, timeout_s: float, address: str, name: str = "service"
+) -> None:
     """Return once ``channel`` is connected. Unlike ``wait_ready_async``, a refused connection
     fails at once instead of waiting through gRPC's reconnect backoff; an address that swallows
-    packets fails after ``timeout_s``."""
+    packets fails after ``timeout_s``. ``name`` says what the service is, in the messages."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     state = channel.get_state(try_to_connect=True)
     while state != grpc.ChannelConnectivity.READY:
         if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
-            raise Unavailable(f"the service at {address} refused the connection")
+            raise Unavailable(f"the {name} at {address} refused the connection")
         remaining = deadline - loop.time()
         if remaining <= 0:
-            raise Unavailable(f"no connection to the service at {address} within {timeout_s:g} s")
+            raise Unavailable(f"no connection to the {name} at {address} within {timeout_s:g} s")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
         state = channel.get_state(try_to_connect=True)
