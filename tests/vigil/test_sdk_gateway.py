@@ -60,7 +60,7 @@ async def test_connect_to_a_refused_address_fails_without_waiting_out_its_timeou
         address = f"127.0.0.1:{held.getsockname()[1]}"
         async with AsyncDetectorClient(address) as client:
             # The test's own timeout (30 s) is far below this one: only a fast refusal passes.
-            with pytest.raises(Unavailable, match="the detector at .* refused the connection"):
+            with pytest.raises(Unavailable, match=r"the detector at .* refused the connection"):
                 await client.connect(3600)
 
 
@@ -90,7 +90,7 @@ async def pieces(data: bytes, size: int) -> AsyncIterator[bytes]:
 
 
 async def test_an_upload_relayed_as_it_arrives(analyzer_address: str, video: pathlib.Path) -> None:
-    data = video.read_bytes()
+    data = await asyncio.to_thread(video.read_bytes)
     async with AsyncAnalyzerClient(analyzer_address) as client:
         # The size is unknown until the end (a browser's form): the header says 0.
         unsized = await client.upload_chunks(pieces(data, 4096), name="relayed.mp4")
@@ -104,7 +104,8 @@ async def test_an_upload_relayed_as_it_arrives(analyzer_address: str, video: pat
         )
         assert sized.video.sha256 == unsized.video.sha256
         assert sized.job is not None
-        assert sized.job.video is not None and sized.job.video.id == sized.video.id
+        assert sized.job.video is not None
+        assert sized.job.video.id == sized.video.id
 
 
 async def test_a_refused_relayed_upload_reads_no_chunk(analyzer_address: str) -> None:
@@ -136,7 +137,8 @@ async def test_a_subscription_may_wait_for_its_service(start_detector: StartDete
         assert not first.done()
         await asyncio.to_thread(start_detector, port=port)
         source = await asyncio.wait_for(first, 10)
-        assert isinstance(source, Source) and source.id == "default"
+        assert isinstance(source, Source)
+        assert source.id == "default"
         async with asyncio.timeout(10):
             # State changes (starting, live) may come before the first frame.
             while not isinstance(item := await anext(waiting), Frame):
