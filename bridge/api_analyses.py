@@ -22,8 +22,8 @@ from bridge.models import (
     JobPage,
     StartAnalysis,
 )
-from bridge.state import BridgeState, bridge_state
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from bridge.state import bridge_state
+from vigil.sdk import ChatChunk
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
 
@@ -41,21 +41,14 @@ error mid-answer arrives as a last ``{"error": {"code", "message"}}`` object (SS
 """
 
 
-def _timeout(state: BridgeState) -> float:
-    return state.settings.rpc_timeout_s
-
-
 @router.post("/analyses", status_code=201, summary="Start an analysis", responses=NOT_FOUND)
 async def start_analysis(body: StartAnalysis, request: Request) -> Job:
     state = bridge_state(request)
     with backend("analyzer"):
-        response = await state.analyzer_stub.StartAnalysis(
-            apb.StartAnalysisRequest(video_id=body.video_id, options=body.options.to_pb()),
-            timeout=_timeout(state),
-        )
+        job = await state.analyzer.start_analysis(body.video_id, body.options.to_sdk())
     if body.session_id is not None:
-        state.sessions.bind(body.session_id, response.job.id)
-    return Job.from_pb(response.job)
+        state.sessions.bind(body.session_id, job.id)
+    return Job.from_sdk(job)
 
 
 @router.get("/analyses", summary="List analyses, newest first")
@@ -68,35 +61,27 @@ async def list_analyses(
     bridge = bridge_state(request)
     if state is not None and state not in JOB_STATES:
         raise HTTPException(400, f"state must be one of {', '.join(JOB_STATES)}")
-    wanted = apb.JobState.Value(f"JOB_STATE_{state.upper()}" if state else "JOB_STATE_UNSPECIFIED")
     with backend("analyzer"):
-        response = await bridge.analyzer_stub.ListJobs(
-            apb.ListJobsRequest(page_size=page_size, page_token=page_token, state=wanted),
-            timeout=_timeout(bridge),
+        page = await bridge.analyzer.list_jobs(
+            page_size=page_size, page_token=page_token, state=state
         )
-    return JobPage(
-        jobs=[Job.from_pb(j) for j in response.jobs], next_page_token=response.next_page_token
-    )
+    return JobPage(jobs=[Job.from_sdk(j) for j in page.items], next_page_token=page.next_page_token)
 
 
 @router.get("/analyses/{job_id}", summary="One analysis, with its result", responses=NOT_FOUND)
 async def get_analysis(job_id: str, request: Request) -> Job:
     state = bridge_state(request)
     with backend("analyzer"):
-        response = await state.analyzer_stub.GetJob(
-            apb.GetJobRequest(job_id=job_id), timeout=_timeout(state)
-        )
-    return Job.from_pb(response.job)
+        job = await state.analyzer.get_job(job_id)
+    return Job.from_sdk(job)
 
 
 @router.post("/analyses/{job_id}/cancel", summary="Cancel an analysis", responses=NOT_FOUND)
 async def cancel_analysis(job_id: str, request: Request) -> Job:
     state = bridge_state(request)
     with backend("analyzer"):
-        response = await state.analyzer_stub.CancelJob(
-            apb.CancelJobRequest(job_id=job_id), timeout=_timeout(state)
-        )
-    return Job.from_pb(response.job)
+        job = await state.analyzer.cancel_job(job_id)
+    return Job.from_sdk(job)
 
 
 def _ndjson(obj: dict[str, Any]) -> bytes:
@@ -131,16 +116,14 @@ def _sse(event: str, obj: dict[str, Any]) -> bytes:
 async def chat(job_id: str, body: ChatQuestion, request: Request) -> StreamingResponse:
     state = bridge_state(request)
     sse = "text/event-stream" in request.headers.get("accept", "")
-    call = state.analyzer_stub.Chat(
-        apb.ChatRequest(job_id=job_id, question=body.question, max_tokens=body.max_tokens)
-    )
+    stream = state.analyzer.chat(job_id, body.question, max_tokens=body.max_tokens)
     with backend("analyzer"):
         # The first piece is awaited here, so a refusal is an ordinary HTTP error response.
-        first = await anext(aiter(call), None)
+        first = await anext(stream, None)
 
     async def answer() -> AsyncIterator[bytes]:
-        def piece(response: apb.ChatResponse) -> bytes:
-            data = chat_chunk(response, job_id)
+        def piece(chunk: ChatChunk) -> bytes:
+            data = chat_chunk(chunk, job_id)
             return _sse("chat_response", data) if sse else _ndjson(data)
 
         try:
@@ -148,13 +131,13 @@ async def chat(job_id: str, body: ChatQuestion, request: Request) -> StreamingRe
                 yield piece(first)
             try:
                 with backend("analyzer"):
-                    async for response in call:
-                        yield piece(response)
+                    async for chunk in stream:
+                        yield piece(chunk)
             except BackendError as e:
                 error = {"code": e.code, "message": e.message}
                 yield _sse("error", error) if sse else _ndjson({"error": error})
         finally:
-            call.cancel()  # the client left: stop the generation
+            stream.cancel()  # the client left: stop the generation
 
     media = "text/event-stream" if sse else "application/x-ndjson"
     return StreamingResponse(answer(), media_type=media, headers={"cache-control": "no-cache"})

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query, Request
 from bridge.errors import ERROR_RESPONSES, ErrorBody, backend
 from bridge.models import Incident, IncidentPage, Source, SourceList, SourceSpec
 from bridge.state import bridge_state
-from vigil.detector.v1 import detector_service_pb2 as dpb
 
 router = APIRouter(prefix="/api", tags=["sources"], responses=ERROR_RESPONSES)
 
@@ -20,10 +19,8 @@ SOURCE_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["lobby-cam"])
 async def list_sources(request: Request) -> SourceList:
     state = bridge_state(request)
     with backend("detector"):
-        response = await state.detector_stub.ListSources(
-            dpb.ListSourcesRequest(), timeout=state.settings.rpc_timeout_s
-        )
-    return SourceList(sources=[Source.from_pb(s) for s in response.sources])
+        sources = await state.detector.list_sources()
+    return SourceList(sources=[Source.from_sdk(s) for s in sources])
 
 
 @router.post(
@@ -35,10 +32,11 @@ async def list_sources(request: Request) -> SourceList:
 async def add_source(spec: SourceSpec, request: Request) -> Source:
     state = bridge_state(request)
     with backend("detector"):
-        response = await state.detector_stub.AddSource(
-            dpb.AddSourceRequest(source=spec.to_pb()), timeout=state.settings.rpc_timeout_s
-        )
-    return Source.from_pb(response.source)
+        source = await state.detector.add_source(
+            spec.id, spec.kind, spec.uri, loop=spec.loop, max_fps=spec.max_fps,
+            width=spec.width, height=spec.height, display_name=spec.display_name,
+        )  # fmt: skip
+    return Source.from_sdk(source)
 
 
 @router.delete(
@@ -49,10 +47,8 @@ async def add_source(spec: SourceSpec, request: Request) -> Source:
 async def remove_source(source_id: Annotated[str, SOURCE_ID], request: Request) -> Source:
     state = bridge_state(request)
     with backend("detector"):
-        response = await state.detector_stub.RemoveSource(
-            dpb.RemoveSourceRequest(source_id=source_id), timeout=state.settings.rpc_timeout_s
-        )
-    return Source.from_pb(response.source)
+        source = await state.detector.remove_source(source_id)
+    return Source.from_sdk(source)
 
 
 @router.get(
@@ -68,13 +64,9 @@ async def list_incidents(
 ) -> IncidentPage:
     state = bridge_state(request)
     with backend("detector"):
-        response = await state.detector_stub.ListIncidents(
-            dpb.ListIncidentsRequest(
-                source_id=source_id, page_size=page_size, page_token=page_token
-            ),
-            timeout=state.settings.rpc_timeout_s,
+        page = await state.detector.list_incidents(
+            source_id, page_size=page_size, page_token=page_token
         )
     return IncidentPage(
-        incidents=[Incident.from_pb(i) for i in response.incidents],
-        next_page_token=response.next_page_token,
+        incidents=[Incident.from_sdk(i) for i in page.items], next_page_token=page.next_page_token
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -22,8 +23,6 @@ from bridge.forms import MAX_FIELD_BYTES, BadForm, FileForm, boundary_of
 from bridge.models import Job, UploadResult, Video
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState, bridge_state
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-from vigil.core import upload_protocol
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
 
@@ -91,30 +90,39 @@ async def upload_video(
     body = aiter(request.stream())
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/"):
-        header, chunks = await _form(request, body, content_type, name, settings)
+        declared, chunks = await _form(request, body, content_type, name, settings)
     else:
-        header, chunks = _raw(request, body, name, state)
-    header.start_analysis = analyze
+        declared, chunks = _raw(request, body, name, state)
     client = client_address(request.scope, settings.trusted_proxies)
     with backend("analyzer"):
-        call = state.analyzer_stub.UploadVideo(
-            None, metadata=upload_protocol.client_metadata(client)
-        )  # write() mode
         try:
-            response = await upload_protocol.send(
-                call, header, _rechunked(chunks, settings.upload_chunk_bytes)
+            uploaded = await state.analyzer.upload_chunks(
+                _rechunked(chunks, settings.upload_chunk_bytes),
+                name=declared.name,
+                size=declared.size,
+                start_analysis=analyze,
+                on_behalf_of=client,
             )
         except ClientDisconnect:
             raise HTTPException(400, "the client went away during the upload") from None
-    job = Job.from_pb(response.job) if response.HasField("job") else None
+    job = Job.from_sdk(uploaded.job) if uploaded.job is not None else None
     if job is not None and session_id is not None:
         state.sessions.bind(session_id, job.id)
-    return UploadResult(video=Video.from_pb(response.video), job=job)
+    return UploadResult(video=Video.from_sdk(uploaded.video), job=job)
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What the upload says of itself before its bytes: its name, and its size (0: unknown
+    until the end)."""
+
+    name: str
+    size: int
 
 
 def _raw(
     request: Request, body: AsyncIterator[bytes], name: str | None, state: BridgeState
-) -> tuple[apb.UploadHeader, AsyncIterator[bytes]]:
+) -> tuple[Declared, AsyncIterator[bytes]]:
     settings = state.settings
     if name is None:
         raise HTTPException(400, "query.name: the video's name is required (?name=)")
@@ -130,7 +138,7 @@ def _raw(
         raise HTTPException(413, _too_large(settings))
     if size <= 0:
         raise HTTPException(400, "the upload is empty")
-    return apb.UploadHeader(name=name, size=size), body
+    return Declared(name, size), body
 
 
 async def _form(
@@ -139,7 +147,7 @@ async def _form(
     content_type: str,
     name: str | None,
     settings: BridgeSettings,
-) -> tuple[apb.UploadHeader, AsyncIterator[bytes]]:
+) -> tuple[Declared, AsyncIterator[bytes]]:
     """Reads the form up to its file part's headers (the upload's name), then hands on the
     file's bytes as they arrive. The size is unknown until the end: the header says 0."""
     declared = request.headers.get("content-length", "")
@@ -160,8 +168,9 @@ async def _form(
         # Expected from clients that leave; not worth an error traceback in the log.
         raise HTTPException(400, "the client went away during the upload") from None
     assert form.filename is not None
-    header = apb.UploadHeader(name=name or form.filename, size=0)
-    return header, _form_file(form, first, body, settings.max_upload_bytes)
+    return Declared(name or form.filename, 0), _form_file(
+        form, first, body, settings.max_upload_bytes
+    )
 
 
 async def _form_file(

@@ -1,7 +1,7 @@
 """The bridge's ASGI app: browsers speak HTTP and WebSocket here, the services behind speak gRPC.
 
-``create_app(settings)`` builds the app; its lifespan opens one ``grpc.aio`` channel per backend
-(channels connect lazily and reconnect by themselves, so the bridge starts whether or not the
+``create_app(settings)`` builds the app; its lifespan opens one SDK client per backend (their
+channels connect lazily and reconnect by themselves, so the bridge starts whether or not the
 backends are up) and closes them on shutdown. Routes live in small modules, one per concern.
 """
 
@@ -12,7 +12,6 @@ import logging
 import pathlib
 from collections.abc import AsyncIterator
 
-import grpc
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse
@@ -31,44 +30,31 @@ from bridge import (
 )
 from bridge.frames import FrameHub
 from bridge.metrics import HttpMetrics, Metrics
-from bridge.security import Guard, grpc_interceptors
+from bridge.security import Guard
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState
-from vigil.core.serving import DEFAULT_MAX_MESSAGE_BYTES
+from vigil.core.channels import GATEWAY_KEEPALIVE_TIME_S, GATEWAY_KEEPALIVE_TIMEOUT_S
+from vigil.sdk import AsyncAnalyzerClient, AsyncDetectorClient, ClientOptions
 
 log = logging.getLogger(__name__)
 
 STATIC_DIR = pathlib.Path(__file__).parent / "static"
-# gRPC keepalive towards the backends: a ping after 6 s without one, 4 s for its answer, so a
-# backend that froze (or whose host vanished) fails its open streams within about 10 s. The
-# services accept pings every 5 s or more (``vigil.core.serving``); faster would get the connection
-# closed for "too many pings".
-KEEPALIVE_TIME_MS = 6_000
-KEEPALIVE_TIMEOUT_MS = 4_000
 
 
-def open_channel(address: str, settings: BridgeSettings) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(
+def client_options(address: str, settings: BridgeSettings) -> ClientOptions:
+    """How the bridge reaches a backend: the token passed on, the API's deadline on unary calls,
+    keepalive quick enough that a backend that froze (or whose host vanished) fails its open
+    streams within about 10 s, and gRPC's reconnect backoff capped near the hub's own, so that a
+    restarted backend is found as quickly as the hub looks for it."""
+    token = settings.token.get_secret_value() if settings.token is not None else None
+    return ClientOptions(
         address,
-        # Passes the bearer token on as ``authorization`` metadata, when one is configured.
-        interceptors=grpc_interceptors(settings),
-        options=[
-            ("grpc.max_receive_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
-            # gRPC's own reconnect backoff grows to 120 s by default; cap it near ours so a
-            # restarted backend is found as quickly as the hub looks for it.
-            ("grpc.initial_reconnect_backoff_ms", int(settings.retry_initial_s * 1000)),
-            ("grpc.max_reconnect_backoff_ms", int(settings.retry_max_s * 1000)),
-            # Notice a backend that vanished or froze without closing its sockets (host down,
-            # NAT, a stopped process): its streams fail, viewers are told, the hub retries.
-            ("grpc.keepalive_time_ms", KEEPALIVE_TIME_MS),
-            ("grpc.keepalive_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-            # gRPC 1.85 times keepalive (and BDP) pings with this one, 60 s unless set.
-            ("grpc.http2.ping_timeout_ms", KEEPALIVE_TIMEOUT_MS),
-            # A Subscribe stream sends nothing after its request; without this gRPC stops
-            # pinging after two pings with no data sent, and a frozen detector goes unnoticed.
-            ("grpc.http2.max_pings_without_data", 0),
-        ],
+        token=token,
+        timeout_s=settings.rpc_timeout_s,
+        keepalive_time_s=GATEWAY_KEEPALIVE_TIME_S,
+        keepalive_timeout_s=GATEWAY_KEEPALIVE_TIMEOUT_S,
+        reconnect_initial_s=settings.retry_initial_s,
+        reconnect_max_s=settings.retry_max_s,
     )
 
 
@@ -117,13 +103,10 @@ def create_app(settings: BridgeSettings) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        detector = open_channel(settings.detector_address, settings)
-        analyzer = open_channel(settings.analyzer_address, settings)
+        detector = AsyncDetectorClient(client_options(settings.detector_address, settings))
+        analyzer = AsyncAnalyzerClient(client_options(settings.analyzer_address, settings))
         frames = FrameHub(
-            detector,
-            queue_size=settings.viewer_queue,
-            retry_initial_s=settings.retry_initial_s,
-            retry_max_s=settings.retry_max_s,
+            detector, queue_size=settings.viewer_queue, backoff=settings.retry_backoff
         )
         app.state.vigil = BridgeState(settings, detector, analyzer, frames, app_metrics)
         log.info(
@@ -135,8 +118,8 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             yield
         finally:
             await frames.close()
-            await detector.close(None)
-            await analyzer.close(None)
+            await detector.close()
+            await analyzer.close()
 
     app = FastAPI(
         title="Vigil bridge",

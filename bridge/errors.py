@@ -79,9 +79,14 @@ class BackendError(Exception):
         return ws_close_code(self.status)
 
 
-def describe(error: grpc.aio.AioRpcError, backend: str) -> BackendError:
+def describe(error: grpc.aio.AioRpcError | VigilError, backend: str) -> BackendError:
     """A backend's own "CODE: message" passes through (it is written for users); raw transport
-    details (addresses, library names) stay in the log."""
+    details (addresses, library names) stay in the log. An SDK error is judged by the gRPC error
+    it came from; one of the SDK's own (a refused argument) is written for users."""
+    if isinstance(error, VigilError):
+        if not isinstance(error.__cause__, grpc.aio.AioRpcError):
+            return BackendError(error.status, error.code, error.message)
+        error = error.__cause__
     status = error.code()
     match = _VIGIL_DETAILS.fullmatch(error.details() or "")
     if match:
@@ -100,10 +105,10 @@ def describe(error: grpc.aio.AioRpcError, backend: str) -> BackendError:
 
 @contextlib.contextmanager
 def backend(name: str) -> Iterator[None]:
-    """Turn a gRPC failure inside the block into a ``BackendError`` naming ``name``."""
+    """Turn a gRPC or SDK failure inside the block into a ``BackendError`` naming ``name``."""
     try:
         yield
-    except grpc.aio.AioRpcError as e:
+    except (grpc.aio.AioRpcError, VigilError) as e:
         raise describe(e, name) from None
 
 

@@ -24,65 +24,57 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.models import STAGES, Result, timings
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from bridge.models import Result, stage, timings
+from vigil.sdk import AnalysisEvent, ChatChunk, ErrorInfo
 
 # Events the client may send; everything else is answered with an ``error`` event.
 CLIENT_EVENTS = frozenset({"join_session", "leave_session", "ping", "chat"})
 
 
-def job_event(
-    event: apb.StreamAnalysisEventsResponse, session_id: str
-) -> tuple[str, dict[str, Any]]:
+def job_event(event: AnalysisEvent, session_id: str) -> tuple[str, dict[str, Any]]:
     """The seed event (name, data) for one analyzer event."""
     data: dict[str, Any] = {
         "session_id": session_id,
         "job_id": event.job_id,
         "sequence": event.sequence,
     }
-    if event.HasField("time"):
-        data["time"] = event.time.seconds + event.time.nanos / 1e9
-    kind = event.WhichOneof("event")
-    if kind == "progress":
-        p = event.progress
+    if event.time is not None:
+        data["time"] = event.time
+    if event.kind == "progress":
         data.update(
-            percent=round(p.percent, 2),
-            stage=STAGES.get(p.stage, "unspecified"),
-            message=p.message,
-            queue_position=p.queue_position,
+            percent=round(event.percent, 2),
+            stage=stage(event.stage),
+            message=event.message,
+            queue_position=event.queue_position,
         )
         return "analysis_progress", data
-    if kind == "long_video_detected":
-        lv = event.long_video_detected
+    if event.kind == "long_video":
         data.update(
-            duration_s=lv.duration_s,
-            duration_minutes=round(lv.duration_s / 60, 1),
-            message=lv.message,
+            duration_s=event.duration_s,
+            duration_minutes=round(event.duration_s / 60, 1),
+            message=event.message,
         )
         return "long_video_detected", data
-    if kind == "thinking":
-        data.update(message=event.thinking.message, frame_count=event.thinking.frame_count)
+    if event.kind == "thinking":
+        data.update(message=event.message, frame_count=event.frame_count)
         return "ai_thinking", data
-    if kind == "complete":
-        c = event.complete
-        data.update(result=Result.from_pb(c.result).model_dump(), timings=timings(c.timings))
+    if event.result is not None and event.timings is not None:  # "complete"
+        result = Result.from_sdk(event.result).model_dump()
+        data.update(result=result, timings=timings(event.timings))
         return "analysis_complete", data
-    if kind == "error":
-        e = event.error
-        data.update(code=e.code, message=e.message, retryable=e.retryable)
-        return "error", data
-    # An event kind newer than this bridge: say so rather than drop it silently.
-    data.update(code="UNKNOWN_EVENT", message=f"unknown analyzer event {kind!r}")
+    # "error"; anything else the bridge cannot read is said so rather than dropped silently.
+    error = event.error or ErrorInfo("UNKNOWN_EVENT", f"unknown analyzer event {event.kind!r}")
+    data.update(code=error.code, message=error.message, retryable=error.retryable)
     return "error", data
 
 
-def chat_chunk(response: apb.ChatResponse, job_id: str) -> dict[str, Any]:
+def chat_chunk(chunk: ChatChunk, job_id: str) -> dict[str, Any]:
     """``chat_response`` data for one piece of a streamed answer."""
-    data: dict[str, Any] = {"job_id": job_id, "delta": response.delta, "done": response.done}
-    if response.done:
-        data["text"] = response.text
-        data["cited_times"] = list(response.cited_times_s)
-        data["completion_tokens"] = response.completion_tokens
+    data: dict[str, Any] = {"job_id": job_id, "delta": chunk.delta, "done": chunk.done}
+    if chunk.done:
+        data["text"] = chunk.text
+        data["cited_times"] = list(chunk.cited_times_s)
+        data["completion_tokens"] = chunk.completion_tokens
     return data
 
 

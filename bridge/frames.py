@@ -2,14 +2,8 @@
 
 The first viewer of a source opens the stream and the last one to leave closes it, so the detector
 sees one subscriber per source however many browsers watch. Each viewer has its own newest-wins
-queue: a slow browser loses frames, it never delays the stream or the other viewers.
-
-Each frame is turned into its WebSocket message once (base64 + orjson, ~0.25 ms for 100 KB) and
-the very same ``str`` goes to every viewer that asked for the same fields; that is the only CPU
-work the hub does on the event loop.
-
-Binary viewers (``?format=binary``) get the same frame as one binary message instead, built once
-per frame and shared the same way (see ``binary_message`` for the layout).
+queue: a slow browser loses frames, it never delays the stream or the other viewers. Each frame
+is encoded once for all of them (``bridge.frame_messages``).
 
 When the detector cannot be reached or the stream breaks, every viewer gets an error message and
 the hub resubscribes with capped exponential backoff; frames resume on the same WebSockets. Errors
@@ -20,33 +14,22 @@ close code from ``vigil.core.errors``.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
-import random
 import re
-import struct
-import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
 
 import grpc
-import orjson
 
-from vigil.common.v1 import common_pb2 as cpb
-from vigil.core.errors import InvalidInput, Unavailable, ws_close_code
+from bridge.frame_messages import EncodedFrame, error_message
+from vigil.core.backoff import Backoff
+from vigil.core.errors import InvalidInput, Unavailable, VigilError, ws_close_code
 from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as dpb
-from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
-
-if TYPE_CHECKING:
-    from vigil.detector.v1.detector_service_pb2_grpc import DetectorServiceAsyncStub
+from vigil.sdk import AsyncDetectorClient, Frame, Source
 
 log = logging.getLogger(__name__)
 
-# Optional fields a viewer may ask for with ``?extras=a,b``; without them a frame message is
-# exactly {"type", "data", "timestamp"}, as the original protocol defines it.
-EXTRAS = frozenset({"detections", "sequence", "dropped", "latency"})
 # The detector's rule for source ids; checked here so a typo never reaches it.
 SOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -71,109 +54,18 @@ _MAX_REASON = 120
 GOING_AWAY = 1001
 
 
-def parse_extras(raw: str | None) -> frozenset[str]:
-    """Turn ``"detections,sequence"`` into a set of known extras; raise ``InvalidInput`` if any
-    name is unknown, so a typo is reported rather than silently ignored."""
-    if not raw:
-        return frozenset()
-    names = frozenset(name.strip() for name in raw.split(",") if name.strip())
-    unknown = names - EXTRAS
-    if unknown:
-        raise InvalidInput(
-            f"unknown extras {', '.join(sorted(unknown))}; known: {', '.join(sorted(EXTRAS))}"
-        )
-    return names
-
-
-def error_message(code: str, message: str) -> str:
-    return orjson.dumps({"type": "error", "code": code, "message": message}).decode()
-
-
-def capture_seconds(frame: dpb.Frame, fallback: float) -> float:
-    ts = frame.capture_time
-    if ts.seconds == 0 and ts.nanos == 0:
-        return fallback
-    return ts.seconds + ts.nanos / 1e9
-
-
-def encode_frame(frame: dpb.Frame, data: str, extras: frozenset[str], received: float) -> str:
-    """The message for one frame; ``data`` is the frame's JPEG in base64, computed once."""
-    return orjson.dumps(_frame_fields(frame, extras, received, data=data)).decode()
-
-
-# Binary frame messages (``?format=binary``), all integers big-endian:
-#   bytes 0-3      N, the length of the header (unsigned 32-bit)
-#   bytes 4-(4+N)  the header: UTF-8 JSON {"type": "frame", "timestamp": <capture time, s>,
-#                  "sequence": <source frame number>} plus the fields ``?extras=`` asks for
-#                  (latency_ms, inference_ms, width, height, detections, dropped)
-#   the rest       the JPEG, exactly as the detector sent it
-# Errors still arrive as JSON text messages, so a client tells them apart by message type.
-HEADER_LENGTH = struct.Struct(">I")
-
-
-def binary_message(header: dict[str, Any], jpeg: bytes) -> bytes:
-    """Pack one binary frame message (see the layout above)."""
-    encoded = orjson.dumps(header)
-    return b"".join((HEADER_LENGTH.pack(len(encoded)), encoded, jpeg))
-
-
-def parse_binary_message(message: bytes) -> tuple[dict[str, Any], bytes]:
-    """Split a binary frame message into its header and JPEG (for clients and tests)."""
-    (length,) = HEADER_LENGTH.unpack_from(message)
-    header: dict[str, Any] = orjson.loads(message[4 : 4 + length])
-    return header, message[4 + length :]
-
-
-def _frame_fields(
-    frame: dpb.Frame, extras: frozenset[str], received: float, *, data: str | None
-) -> dict[str, Any]:
-    timestamp = capture_seconds(frame, received)
-    msg: dict[str, Any] = {"type": "frame"}
-    if data is not None:
-        msg["data"] = data
-    msg["timestamp"] = timestamp
-    if "sequence" in extras or data is None:
-        msg["sequence"] = frame.sequence
-    if "latency" in extras:
-        # Capture to arrival at the bridge; the browser adds its own leg from ``timestamp``.
-        msg["latency_ms"] = round((received - timestamp) * 1000.0, 3)
-        msg["inference_ms"] = round(frame.inference_ms, 3)
-    if "detections" in extras:
-        msg["width"] = frame.width
-        msg["height"] = frame.height
-        msg["detections"] = [_detection(d) for d in frame.detections]
-    return msg
-
-
-def _detection(d: cpb.Detection) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "class_name": d.class_name,
-        "class_id": d.class_id,
-        "confidence": round(d.confidence, 4),
-        "box": {
-            "x_min": round(d.box.x_min, 1),
-            "y_min": round(d.box.y_min, 1),
-            "x_max": round(d.box.x_max, 1),
-            "y_max": round(d.box.y_max, 1),
-        },
-        "is_weapon": d.is_weapon,
-        "model": d.model,
-    }
-    if d.HasField("track_id"):
-        out["track_id"] = d.track_id
-    return out
-
-
-def describe(error: grpc.aio.AioRpcError) -> tuple[str, str]:
+def describe(error: VigilError) -> tuple[str, str]:
     """(code, message) for viewers. Raw transport details (addresses, stack names) stay in the
     log; only a Vigil service's own "CODE: message" is passed through, as it is written for users.
     """
-    match = _VIGIL_DETAILS.fullmatch(error.details() or "")
+    cause = error.__cause__
+    if not isinstance(cause, grpc.aio.AioRpcError):
+        return error.code, error.message  # the SDK's own, written for users
+    match = _VIGIL_DETAILS.fullmatch(cause.details() or "")
     if match:
         return match.group(1), match.group(2)
-    status = error.code()
-    if status in _FINAL:
-        return status.name, f"the detector refused the request ({status.name})"
+    if error.status in _FINAL:
+        return error.status.name, f"the detector refused the request ({error.status.name})"
     return Unavailable.code, "the detector is unavailable; retrying"
 
 
@@ -211,51 +103,6 @@ class Viewer:
         self.queue.close()
 
 
-class _EncodedFrame:
-    """One frame's messages, each variant built at most once and shared by every viewer."""
-
-    def __init__(self, frame: dpb.Frame) -> None:
-        self.frame = frame
-        self.received = time.time()
-        self._data: str | None = None
-        self._texts: dict[frozenset[str], str] = {}
-        self._binaries: dict[frozenset[str], tuple[dict[str, Any], bytes]] = {}
-
-    def text(self, extras: frozenset[str]) -> str:
-        key = extras - {"dropped"}
-        text = self._texts.get(key)
-        if text is None:
-            if self._data is None:
-                self._data = base64.b64encode(self.frame.jpeg).decode("ascii")
-            text = self._texts[key] = encode_frame(self.frame, self._data, key, self.received)
-        return text
-
-    def binary(self, extras: frozenset[str]) -> tuple[dict[str, Any], bytes]:
-        key = extras - {"dropped"}
-        packed = self._binaries.get(key)
-        if packed is None:
-            header = _frame_fields(self.frame, key, self.received, data=None)
-            packed = self._binaries[key] = (header, binary_message(header, self.frame.jpeg))
-        return packed
-
-    def message_for(self, viewer: Viewer, upstream_dropped: int) -> str | bytes:
-        if not viewer.binary:
-            return self.text_for(viewer, upstream_dropped)
-        header, packed = self.binary(viewer.extras)
-        if "dropped" in viewer.extras:
-            # Per-viewer figure: a header of its own, the JPEG copied once more (a memcpy).
-            own = {**header, "dropped": viewer.dropped(upstream_dropped)}
-            return binary_message(own, self.frame.jpeg)
-        return packed
-
-    def text_for(self, viewer: Viewer, upstream_dropped: int) -> str:
-        text = self.text(viewer.extras)
-        if "dropped" in viewer.extras:
-            # Per-viewer figure: spliced onto the shared encoding instead of re-encoding the JPEG.
-            text = f'{text[:-1]},"dropped":{viewer.dropped(upstream_dropped)}}}'
-        return text
-
-
 class _Feed:
     """The shared stream of one source and the viewers it feeds."""
 
@@ -284,7 +131,7 @@ class _Feed:
         self.viewers.pop(viewer, None)
 
     async def _run(self) -> None:
-        delay = self.hub.retry_initial_s
+        backoff = self.hub.backoff()
         failures = 0
         while True:
             frames_before = self.frames
@@ -294,12 +141,15 @@ class _Feed:
             # hub backoff plus a channel backoff later.
             status, code, message, details = await self._attempt(wait=failures > 0)
             if self.frames > frames_before:
-                delay, failures = self.hub.retry_initial_s, 0
+                backoff.reset()
+                failures = 0
             if status in _FINAL:
                 log.info("source %s: %s (%s), closing its viewers", self.source_id, message, code)
                 self._finish(status, code, message)
                 return
             failures += 1
+            # Jitter keeps many bridges from hammering a restarted detector in lockstep.
+            delay = backoff.next()
             # The first failure of an outage is news; the retries after it are not.
             log.log(
                 logging.WARNING if failures == 1 else logging.DEBUG,
@@ -307,32 +157,27 @@ class _Feed:
                 self.source_id, status.name, details, failures, delay,
             )  # fmt: skip
             self._broadcast_error(code, message)
-            # Jitter keeps many bridges from hammering a restarted detector in lockstep.
-            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(delay * 2.0, self.hub.retry_max_s)
+            await asyncio.sleep(delay)
 
     async def _attempt(self, *, wait: bool = False) -> tuple[grpc.StatusCode, str, str, str]:
         """Follow one subscription until it ends; return why: status, code and message for
         viewers, details for the log. With ``wait`` the call waits for the channel to be ready."""
         self._stream_dropped = 0
-        call = self.hub.stub.Subscribe(
-            dpb.SubscribeRequest(source_id=self.source_id), wait_for_ready=wait
-        )
+        stream = self.hub.detector.subscribe(self.source_id, wait_for_ready=wait)
         try:
-            async for response in call:
-                kind = response.WhichOneof("event")
-                if kind == "frame":
-                    self._publish(response.frame)
-                elif kind == "source":
-                    self._on_source(response.source)
-        except grpc.aio.AioRpcError as e:
+            async for item in stream:
+                if isinstance(item, Frame):
+                    self._publish(item.proto)
+                else:
+                    self._on_source(item)
+        except VigilError as e:
             code, message = describe(e)
-            return e.code(), code, message, e.details() or ""
+            return e.status, code, message, e.message
         except Exception as e:
             log.exception("source %s: unexpected error in its stream", self.source_id)
             return grpc.StatusCode.INTERNAL, "INTERNAL", "the bridge failed; retrying", repr(e)
         finally:
-            call.cancel()
+            stream.cancel()
         # The detector ends streams on purpose when it removes the source; resubscribing tells
         # a removed source (NOT_FOUND, final) from a restarted one.
         ended = "the stream ended; resubscribing"
@@ -347,14 +192,15 @@ class _Feed:
             self.upstream_dropped += delta
             self._stream_dropped = frame.dropped
         self.frames += 1
-        encoded = _EncodedFrame(frame)
+        encoded = EncodedFrame(frame)
         for viewer in self.viewers:
-            viewer.queue.put(encoded.message_for(viewer, self.upstream_dropped))
+            dropped = viewer.dropped(self.upstream_dropped)
+            viewer.queue.put(encoded.message(viewer.extras, viewer.binary, dropped))
 
-    def _on_source(self, source: dpb.Source) -> None:
-        if source.state == dpb.SOURCE_STATE_FAILED:
+    def _on_source(self, source: Source) -> None:
+        if source.state == "failed":
             self._broadcast_error("SOURCE_FAILED", source.last_error or "the source failed")
-        elif source.state == dpb.SOURCE_STATE_RECONNECTING:
+        elif source.state == "reconnecting":
             self._broadcast_error("SOURCE_RECONNECTING", "the source lost its input; reconnecting")
 
     def _broadcast_error(self, code: str, message: str) -> None:
@@ -378,16 +224,15 @@ class FrameHub:
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        detector: AsyncDetectorClient,
         *,
         queue_size: int,
-        retry_initial_s: float,
-        retry_max_s: float,
+        backoff: Callable[[], Backoff],
     ) -> None:
-        self.stub: DetectorServiceAsyncStub = dpb_grpc.DetectorServiceStub(channel)
+        self.detector = detector
         self.queue_size = queue_size
-        self.retry_initial_s = retry_initial_s
-        self.retry_max_s = retry_max_s
+        # A new schedule for each feed: between attempts to resubscribe.
+        self.backoff = backoff
         self._feeds: dict[str, _Feed] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False

@@ -12,42 +12,36 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bridge.state import bridge_state
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-from vigil.detector.v1 import detector_service_pb2 as dpb
+from vigil.core.errors import NotFound, VigilError
+from vigil.sdk.client import AsyncClient
 
 router = APIRouter()
 
-DETECTOR_SERVICE = dpb.DESCRIPTOR.services_by_name["DetectorService"].full_name
-ANALYZER_SERVICE = apb.DESCRIPTOR.services_by_name["AnalyzerService"].full_name
 SERVING = "SERVING"
 UNREACHABLE = "UNREACHABLE"
 
 
-async def check(channel: grpc.aio.Channel, service: str, deadline_s: float) -> str:
-    """One ``grpc.health.v1.Health/Check``; UNREACHABLE when the backend does not answer."""
-    stub = health_pb2_grpc.HealthStub(channel)
-    request = health_pb2.HealthCheckRequest(service=service)
+async def check(client: AsyncClient, deadline_s: float) -> str:
+    """The standard health of the client's service; UNREACHABLE when the backend does not
+    answer."""
     try:
-        response = await stub.Check(request, timeout=deadline_s)
-    except grpc.aio.AioRpcError as e:
-        # NOT_FOUND: the server is up but does not host the service (a wrong address, say).
-        return "SERVICE_UNKNOWN" if e.code() == grpc.StatusCode.NOT_FOUND else UNREACHABLE
-    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    return name
+        return await client.health(timeout_s=deadline_s)
+    except NotFound:
+        # The server is up but does not host the service (a wrong address, say).
+        return "SERVICE_UNKNOWN"
+    except VigilError:
+        return UNREACHABLE
 
 
 async def _services(request: Request) -> dict[str, str]:
     state = bridge_state(request)
     timeout = state.settings.health_timeout_s
     detector, analyzer = await asyncio.gather(
-        check(state.detector, DETECTOR_SERVICE, timeout),
-        check(state.analyzer, ANALYZER_SERVICE, timeout),
+        check(state.detector, timeout), check(state.analyzer, timeout)
     )
     return {"bridge": SERVING, "detector": detector, "analyzer": analyzer}
 

@@ -1,4 +1,10 @@
-"""The HTTP API's JSON shapes, built from the gRPC messages (enums as short lowercase names).
+"""The HTTP API's JSON shapes, built from the SDK's values (``vigil.sdk``).
+
+Where a shape is the SDK's value, its model is declared with ``@mirrors``: every field not named
+as converted must be a field of the SDK type with the same type (checked when this module is
+imported), and ``copied`` fills those fields from an SDK value, so the HTTP shape cannot drift
+from the SDK's. Converted fields are those whose JSON differs: times as ISO 8601 strings, the
+seed's stage names, detections as plain objects.
 
 The same converters feed the session events (``bridge.events``), so a job's result looks the same
 over HTTP, WebSocket and Socket.IO.
@@ -6,28 +12,53 @@ over HTTP, WebSocket and Socket.IO.
 
 from __future__ import annotations
 
-from typing import Any, Literal, cast
+import dataclasses
+import typing
+from collections.abc import Callable, Collection
+from typing import Any, Literal, TypeVar, cast
 
 from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
 
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-from vigil.common.v1 import common_pb2 as cpb
-from vigil.detector.v1 import detector_service_pb2 as dpb
+from vigil import sdk
+from vigil.sdk.analyzer_types import JOB_STATES as SDK_JOB_STATES
+from vigil.sdk.analyzer_types import Stage
+
+M = TypeVar("M", bound=BaseModel)
 
 
-def enum_name(prefix: str, name: str) -> str:
-    """``JOB_STATE_RUNNING`` -> ``running``."""
-    return name.removeprefix(prefix).lower()
+def mirrors(sdk_type: type, *, converted: Collection[str] = ()) -> Callable[[type[M]], type[M]]:
+    """A model whose fields, but ``converted`` ones, are ``sdk_type``'s: same names, same types.
+    Raises TypeError at import when they differ."""
+
+    def check(model: type[M]) -> type[M]:
+        hints = typing.get_type_hints(sdk_type)
+        for name, info in model.model_fields.items():
+            if name not in converted and hints.get(name) != info.annotation:
+                raise TypeError(
+                    f"{model.__name__}.{name} is not {sdk_type.__name__}.{name} "
+                    f"({info.annotation} vs {hints.get(name)}); mark it converted or align it"
+                )
+        return model
+
+    return check
+
+
+def copied(model: type[M], value: object, **converted: Any) -> M:
+    """A ``model`` from an SDK value: its mirrored fields copied, the ``converted`` ones given."""
+    names = (name for name in model.model_fields if name not in converted)
+    return model(**{name: getattr(value, name) for name in names}, **converted)
 
 
 def iso(ts: Timestamp) -> str | None:
+    """A time as the API writes it (the SDK's values keep the message, which has the exact
+    nanoseconds that a float of seconds would round)."""
     if ts.seconds == 0 and ts.nanos == 0:
         return None
     return ts.ToDatetime().isoformat() + "Z"
 
 
-JOB_STATES = [enum_name("JOB_STATE_", n) for n in apb.JobState.DESCRIPTOR.values_by_name][1:]
+JOB_STATES = list(SDK_JOB_STATES)
 SOURCE_KINDS = Literal["webcam", "stream", "file", "test_pattern"]
 SAMPLING = Literal["unspecified", "seed", "adaptive", "uniform"]
 
@@ -60,17 +91,22 @@ JOB_EXAMPLE: dict[str, Any] = {
 }
 # Stage names as the seed's page expects them (its colours: blue initialization, green
 # frame_extraction and complete, yellow ai_inference).
-STAGES: dict[int, str] = {
-    apb.STAGE_UNSPECIFIED: "unspecified",
-    apb.STAGE_QUEUED: "queued",
-    apb.STAGE_INITIALIZING: "initialization",
-    apb.STAGE_EXTRACTING_FRAMES: "frame_extraction",
-    apb.STAGE_DETECTING: "detection",
-    apb.STAGE_INFERENCE: "ai_inference",
-    apb.STAGE_COMPLETE: "complete",
+STAGES: dict[Stage, str] = {
+    "unspecified": "unspecified",
+    "queued": "queued",
+    "initializing": "initialization",
+    "extracting_frames": "frame_extraction",
+    "detecting": "detection",
+    "inference": "ai_inference",
+    "complete": "complete",
 }
 
 
+def stage(value: Stage) -> str:
+    return STAGES.get(value, "unspecified")
+
+
+@mirrors(sdk.Video, converted={"uploaded_at"})
 class Video(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [VIDEO_EXAMPLE]})
     id: str
@@ -86,14 +122,11 @@ class Video(BaseModel):
     uploaded_at: str | None
 
     @classmethod
-    def from_pb(cls, v: apb.Video) -> Video:
-        return cls(
-            id=v.id, name=v.name, size=v.size, sha256=v.sha256, duration_s=v.duration_s,
-            fps=v.fps, width=v.width, height=v.height, frame_count=v.frame_count,
-            codec=v.codec, uploaded_at=iso(v.uploaded_at),
-        )  # fmt: skip
+    def from_sdk(cls, v: sdk.Video) -> Video:
+        return copied(cls, v, uploaded_at=iso(v.proto.uploaded_at))
 
 
+@mirrors(sdk.AnalysisOptions, converted={"sampling_policy"})
 class Options(BaseModel):
     """Options of an analysis; every field may be left out."""
 
@@ -103,54 +136,42 @@ class Options(BaseModel):
     prompt: str = Field(default="", max_length=8000)
     skip_detection: bool = False
 
-    def to_pb(self) -> apb.AnalysisOptions:
-        return apb.AnalysisOptions(
-            sampling_policy=apb.SamplingPolicy.Value(
-                f"SAMPLING_POLICY_{self.sampling_policy}".upper()
-            ),
-            max_frames=self.max_frames,
-            prompt=self.prompt,
-            skip_detection=self.skip_detection,
-        )
+    def to_sdk(self) -> sdk.AnalysisOptions:
+        return sdk.AnalysisOptions(**self.model_dump())
 
     @classmethod
-    def from_pb(cls, o: apb.AnalysisOptions) -> Options:
-        policy = enum_name("SAMPLING_POLICY_", apb.SamplingPolicy.Name(o.sampling_policy))
-        return cls.model_validate(
-            {"sampling_policy": policy, "max_frames": o.max_frames, "prompt": o.prompt,
-             "skip_detection": o.skip_detection}
-        )  # fmt: skip
+    def from_sdk(cls, o: sdk.AnalysisOptions) -> Options:
+        return copied(cls, o, sampling_policy=o.sampling_policy)
 
 
+@mirrors(sdk.ErrorInfo)
 class ErrorInfo(BaseModel):
     code: str
     message: str
     retryable: bool = False
 
     @classmethod
-    def from_pb(cls, e: cpb.Error) -> ErrorInfo:
-        return cls(code=e.code, message=e.message, retryable=e.retryable)
+    def from_sdk(cls, e: sdk.ErrorInfo) -> ErrorInfo:
+        return copied(cls, e)
 
 
-def detection(d: cpb.Detection) -> dict[str, Any]:
+def detection(d: sdk.Detection) -> dict[str, Any]:
     b = d.box
     out: dict[str, Any] = {
         "class_name": d.class_name, "class_id": d.class_id, "confidence": round(d.confidence, 4),
         "box": {"x_min": b.x_min, "y_min": b.y_min, "x_max": b.x_max, "y_max": b.y_max},
         "is_weapon": d.is_weapon, "model": d.model,
     }  # fmt: skip
-    if d.HasField("track_id"):
+    if d.track_id is not None:
         out["track_id"] = d.track_id
     return out
 
 
-def timings(t: apb.StageTimings) -> dict[str, float]:
-    return {
-        "probe_s": t.probe_s, "sampling_s": t.sampling_s, "detection_s": t.detection_s,
-        "inference_s": t.inference_s, "total_s": t.total_s,
-    }  # fmt: skip
+def timings(t: sdk.StageTimings) -> dict[str, float]:
+    return dataclasses.asdict(t)
 
 
+@mirrors(sdk.AnalysisResult, converted={"timeline", "frames", "timings", "notes"})
 class Result(BaseModel):
     summary: str
     timeline: list[dict[str, Any]]
@@ -160,9 +181,10 @@ class Result(BaseModel):
     notes: list[str]
 
     @classmethod
-    def from_pb(cls, r: apb.AnalysisResult) -> Result:
-        return cls(
-            summary=r.summary,
+    def from_sdk(cls, r: sdk.AnalysisResult) -> Result:
+        return copied(
+            cls,
+            r,
             timeline=[
                 {"start_s": e.start_s, "end_s": e.end_s, "description": e.description,
                  "detections": [detection(d) for d in e.detections],
@@ -175,12 +197,17 @@ class Result(BaseModel):
                  "detections": [detection(d) for d in f.detections]}
                 for f in r.frames
             ],
-            model=r.model,
             timings=timings(r.timings),
             notes=list(r.notes),
         )  # fmt: skip
 
 
+_JOB_CONVERTED = {
+    "video", "state", "stage", "options", "result", "error", "created_at", "updated_at",
+}  # fmt: skip
+
+
+@mirrors(sdk.Job, converted=_JOB_CONVERTED)
 class Job(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [JOB_EXAMPLE]})
     id: str
@@ -197,15 +224,15 @@ class Job(BaseModel):
     attempts: int
 
     @classmethod
-    def from_pb(cls, j: apb.Job) -> Job:
-        return cls(
-            id=j.id, video=Video.from_pb(j.video),
-            state=enum_name("JOB_STATE_", apb.JobState.Name(j.state)),
-            stage=STAGES.get(j.stage, "unspecified"), percent=j.percent,
-            queue_position=j.queue_position, options=Options.from_pb(j.options),
-            result=Result.from_pb(j.result) if j.HasField("result") else None,
-            error=ErrorInfo.from_pb(j.error) if j.HasField("error") else None,
-            created_at=iso(j.created_at), updated_at=iso(j.updated_at), attempts=j.attempts,
+    def from_sdk(cls, j: sdk.Job) -> Job:
+        # A job always names its video; an empty record stands in should one ever not.
+        video = j.video if j.video is not None else sdk.Video.from_proto(j.proto.video)
+        return copied(
+            cls, j, video=Video.from_sdk(video), state=j.state, stage=stage(j.stage),
+            options=Options.from_sdk(j.options),
+            result=Result.from_sdk(j.result) if j.result is not None else None,
+            error=ErrorInfo.from_sdk(j.error) if j.error is not None else None,
+            created_at=iso(j.proto.created_at), updated_at=iso(j.proto.updated_at),
         )  # fmt: skip
 
 
@@ -256,6 +283,7 @@ SOURCE_EXAMPLE: dict[str, Any] = {
 }  # fmt: skip
 
 
+@mirrors(sdk.Source, converted={"kind"})
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SOURCE_EXAMPLE]})
     id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -267,14 +295,8 @@ class SourceSpec(BaseModel):
     height: int = Field(default=0, ge=0, le=4320)
     display_name: str = Field(default="", max_length=200)
 
-    def to_pb(self) -> dpb.SourceSpec:
-        return dpb.SourceSpec(
-            id=self.id, kind=dpb.SourceKind.Value(f"SOURCE_KIND_{self.kind.upper()}"),
-            uri=self.uri, loop=self.loop, max_fps=self.max_fps, width=self.width,
-            height=self.height, display_name=self.display_name,
-        )  # fmt: skip
 
-
+@mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since"})
 class Source(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -290,18 +312,16 @@ class Source(BaseModel):
     state_since: str | None
 
     @classmethod
-    def from_pb(cls, s: dpb.Source) -> Source:
-        sp = s.spec
-        kind = enum_name("SOURCE_KIND_", dpb.SourceKind.Name(sp.kind))
+    def from_sdk(cls, s: sdk.Source) -> Source:
+        # Not validated: the detector's word on its own sources stands, even past our limits.
+        names = (name for name in SourceSpec.model_fields if name != "kind")
         spec = SourceSpec.model_construct(
-            id=sp.id, kind=cast(Any, kind), uri=sp.uri, loop=sp.loop, max_fps=sp.max_fps,
-            width=sp.width, height=sp.height, display_name=sp.display_name,
-        )  # fmt: skip
-        c = s.counters
-        counters = {f.name: float(getattr(c, f.name)) for f in c.DESCRIPTOR.fields}
-        return cls(
-            spec=spec, state=enum_name("SOURCE_STATE_", dpb.SourceState.Name(s.state)),
-            last_error=s.last_error, counters=counters, state_since=iso(s.state_since),
+            kind=cast(Any, s.kind), **{name: getattr(s, name) for name in names}
+        )
+        counters = {name: float(value) for name, value in dataclasses.asdict(s.counters).items()}
+        return copied(
+            cls, s, spec=spec, state=s.state, counters=counters,
+            state_since=iso(s.proto.state_since),
         )  # fmt: skip
 
 
@@ -309,6 +329,7 @@ class SourceList(BaseModel):
     sources: list[Source]
 
 
+@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections"})
 class Incident(BaseModel):
     id: str
     source_id: str
@@ -320,12 +341,10 @@ class Incident(BaseModel):
     clip_path: str
 
     @classmethod
-    def from_pb(cls, i: dpb.Incident) -> Incident:
-        return cls(
-            id=i.id, source_id=i.source_id, class_name=i.class_name,
-            opened_at=iso(i.opened_at), closed_at=iso(i.closed_at),
-            peak_confidence=i.peak_confidence, detections=[detection(d) for d in i.detections],
-            clip_path=i.clip_path,
+    def from_sdk(cls, i: sdk.Incident) -> Incident:
+        return copied(
+            cls, i, opened_at=iso(i.proto.opened_at), closed_at=iso(i.proto.closed_at),
+            detections=[detection(d) for d in i.detections],
         )  # fmt: skip
 
 

@@ -23,11 +23,8 @@ import collections
 import hmac
 import ipaddress
 import time
-from collections.abc import Callable
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import grpc
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -231,56 +228,3 @@ class Guard:
             await send({"type": "websocket.http.response.body", "body": body})
         else:
             await send({"type": "websocket.close", "code": POLICY_VIOLATION})
-
-
-class _Auth:
-    """Adds ``authorization: Bearer <token>`` to a call's metadata."""
-
-    def __init__(self, token: str) -> None:
-        self._pair = ("authorization", f"Bearer {token}")
-
-    def _details(self, details: Any) -> Any:
-        metadata = grpc.aio.Metadata(*(tuple(details.metadata or ())), self._pair)
-        return grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
-
-
-# One class per call shape: a grpc.aio channel files each interceptor under the first of the four
-# interfaces it implements (an if/elif chain), so one class implementing all four would only ever
-# see unary-unary calls, and streams (frames, uploads, job events) would go without the token.
-class _UnaryUnaryAuth(_Auth, grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_unary_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _UnaryStreamAuth(_Auth, grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_unary_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _StreamUnaryAuth(_Auth, grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_stream_unary(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
-class _StreamStreamAuth(_Auth, grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
-    async def intercept_stream_stream(
-        self, continuation: Callable[..., Any], client_call_details: Any, request_iterator: Any
-    ) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
-def grpc_interceptors(settings: BridgeSettings) -> list[Any]:
-    """Channel interceptors passing the token on; none without one (no cost on the frame path)."""
-    if settings.token is None:
-        return []
-    token = settings.token.get_secret_value()
-    kinds = (_UnaryUnaryAuth, _UnaryStreamAuth, _StreamUnaryAuth, _StreamStreamAuth)
-    return [kind(token) for kind in kinds]

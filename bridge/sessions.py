@@ -20,22 +20,18 @@ Joining never starts a job, and leaving or disconnecting never cancels one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bridge.errors import describe
 from bridge.events import chat_chunk, error_data, job_event
-from vigil.analyzer.v1 import analyzer_service_pb2 as apb
-
-if TYPE_CHECKING:
-    from bridge.state import BridgeState
+from bridge.state import BridgeState
+from vigil.core.errors import NotFound, VigilError
 
 log = logging.getLogger(__name__)
 
@@ -51,28 +47,6 @@ _FINAL = frozenset(
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
-
-
-class SessionRegistry:
-    """Session names bound to jobs, and joiners waiting for a name to be bound."""
-
-    def __init__(self) -> None:
-        self._jobs: dict[str, str] = {}
-        self._bound: dict[str, asyncio.Event] = {}
-
-    def bind(self, session_id: str, job_id: str) -> None:
-        self._jobs[session_id] = job_id
-        event = self._bound.pop(session_id, None)
-        if event is not None:
-            event.set()
-
-    def get(self, session_id: str) -> str | None:
-        return self._jobs.get(session_id)
-
-    async def wait(self, session_id: str) -> str:
-        while (job_id := self._jobs.get(session_id)) is None:
-            await self._bound.setdefault(session_id, asyncio.Event()).wait()
-        return job_id
 
 
 class _Join(BaseModel):
@@ -186,44 +160,39 @@ class SessionClient:
             if may_wait and not await self._job_exists(job_id):
                 job_id = await self.state.sessions.wait(name)
                 self.job_id = job_id
-        settings = self.state.settings
-        delay = settings.retry_initial_s
+        backoff = self.state.settings.retry_backoff()
         told = False
         while True:
-            request = apb.StreamAnalysisEventsRequest(
-                job_id=job_id, after_sequence=self.last_sequence
-            )
-            call = self.state.analyzer_stub.StreamAnalysisEvents(request)
+            stream = self.state.analyzer.events(job_id, after_sequence=self.last_sequence)
             try:
-                async for event in call:
+                async for event in stream:
                     if event.sequence <= self.last_sequence:
                         continue  # never send a client the same event twice
                     name_, data = job_event(event, name)
                     self.last_sequence = event.sequence
-                    delay, told = settings.retry_initial_s, False
+                    backoff.reset()
+                    told = False
                     await self.emit(name_, data)
                 return  # the job ended
-            except grpc.aio.AioRpcError as e:
+            except VigilError as e:
                 failure = describe(e, "analyzer")
-                if e.code() in _FINAL:
+                if e.status in _FINAL:
                     await self.error(failure.code, failure.message, session_id=name)
                     return
                 if not told:
                     await self.error(failure.code, failure.message + "; retrying", session_id=name)
                     told = True
             finally:
-                call.cancel()
-            await asyncio.sleep(delay * random.uniform(0.8, 1.0))
-            delay = min(delay * 2, settings.retry_max_s)
+                stream.cancel()
+            await asyncio.sleep(backoff.next())
 
     async def _job_exists(self, job_id: str) -> bool:
         try:
-            await self.state.analyzer_stub.GetJob(
-                apb.GetJobRequest(job_id=job_id), timeout=self.state.settings.rpc_timeout_s
-            )
-        except grpc.aio.AioRpcError as e:
-            if e.code() == grpc.StatusCode.NOT_FOUND:
-                return False
+            await self.state.analyzer.get_job(job_id)
+        except NotFound:
+            return False
+        except VigilError:
+            pass  # unknown for now: following it will tell
         return True
 
     async def _start_chat(self, data: dict[str, Any]) -> None:
@@ -240,17 +209,18 @@ class SessionClient:
         if self._chat is not None and not self._chat.done():
             await self.error("CHAT_IN_PROGRESS", "wait for the current answer to finish")
             return
-        request = apb.ChatRequest(job_id=job_id, question=chat.question, max_tokens=chat.max_tokens)
-        self._chat = asyncio.create_task(_quietly(lambda: self._run_chat(request)))
+        question, max_tokens = chat.question, chat.max_tokens
+        self._chat = asyncio.create_task(
+            _quietly(lambda: self._run_chat(job_id, question, max_tokens))
+        )
 
-    async def _run_chat(self, request: apb.ChatRequest) -> None:
-        call = self.state.analyzer_stub.Chat(request)
+    async def _run_chat(self, job_id: str, question: str, max_tokens: int) -> None:
+        stream = self.state.analyzer.chat(job_id, question, max_tokens=max_tokens)
         try:
-            async for response in call:
-                await self.emit("chat_response", chat_chunk(response, request.job_id))
-        except grpc.aio.AioRpcError as e:
+            async for chunk in stream:
+                await self.emit("chat_response", chat_chunk(chunk, job_id))
+        except VigilError as e:
             failure = describe(e, "analyzer")
-            await self.error(failure.code, failure.message, job_id=request.job_id)
+            await self.error(failure.code, failure.message, job_id=job_id)
         finally:
-            with contextlib.suppress(Exception):
-                call.cancel()
+            stream.cancel()

@@ -7,6 +7,8 @@ from typing import Annotated, Literal
 from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from vigil.core.backoff import Backoff
+
 
 class BridgeSettings(BaseSettings):
     """Everything the bridge can be told; every field has a working default."""
@@ -99,6 +101,11 @@ class BridgeSettings(BaseSettings):
     trusted_proxies: list[IPvAnyNetwork] = []
     # Seconds a unary gRPC call from the HTTP API may take.
     rpc_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
+
+    def retry_backoff(self) -> Backoff:
+        """A fresh schedule for one loop that retries a backend (a feed, a followed job)."""
+        # A cap below the first delay means "never wait longer than the first delay".
+        return Backoff(self.retry_initial_s, max(self.retry_initial_s, self.retry_max_s))
 
     @field_validator("allowed_origins")
     @classmethod

@@ -32,7 +32,8 @@ from collections.abc import Callable
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from bridge.frames import Viewer, error_message, parse_extras
+from bridge.frame_messages import error_message, parse_extras
+from bridge.frames import Viewer
 from bridge.metrics import Metrics
 from bridge.security import POLICY_VIOLATION, origin_allowed
 from bridge.state import bridge_state

@@ -33,6 +33,7 @@ from tests.analyzer_service.helpers import write_h264
 from tests.vigil.standin import ScriptedEngine
 from vigil.core.serving import Service
 from vigil.detector.v1 import detector_service_pb2 as dpb
+from vigil.sdk import AsyncDetectorClient, ClientOptions
 
 DETECTOR_SERVICE = dpb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 
@@ -212,16 +213,11 @@ async def fake_detector() -> AsyncIterator[FakeDetector]:
 
 
 @pytest.fixture
-async def detector_channel(fake_detector: FakeDetector) -> AsyncIterator[grpc.aio.Channel]:
-    channel = grpc.aio.insecure_channel(
-        fake_detector.address,
-        options=[
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 500),
-        ],
-    )
-    yield channel
-    await channel.close(None)
+async def detector_client(fake_detector: FakeDetector) -> AsyncIterator[AsyncDetectorClient]:
+    options = ClientOptions(fake_detector.address, reconnect_initial_s=0.1, reconnect_max_s=0.5)
+    client = AsyncDetectorClient(options)
+    yield client
+    await client.close()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from websockets.asyncio.client import connect
 
-from bridge.frames import parse_binary_message
+from bridge.frame_messages import parse_binary_message
 
 pytestmark = pytest.mark.timeout(30)
 

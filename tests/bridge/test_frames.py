@@ -6,30 +6,30 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-import grpc
 import orjson
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bridge.frames import (
-    FrameHub,
-    Viewer,
+from bridge.frame_messages import (
     binary_message,
     encode_frame,
     parse_binary_message,
     parse_extras,
 )
+from bridge.frames import FrameHub, Viewer
 from vigil.common.v1 import common_pb2 as cpb
+from vigil.core.backoff import Backoff
 from vigil.core.errors import InvalidInput
 from vigil.core.queues import QueueClosed
 from vigil.detector.v1 import detector_service_pb2 as dpb
+from vigil.sdk import AsyncDetectorClient
 
 pytestmark = pytest.mark.timeout(15)
 
 
 @pytest.fixture
-async def hub(detector_channel: grpc.aio.Channel) -> AsyncIterator[FrameHub]:
-    frames = FrameHub(detector_channel, queue_size=2, retry_initial_s=0.05, retry_max_s=0.2)
+async def hub(detector_client: AsyncDetectorClient) -> AsyncIterator[FrameHub]:
+    frames = FrameHub(detector_client, queue_size=2, backoff=lambda: Backoff(0.05, 0.2))
     yield frames
     await frames.close()
 

@@ -10,7 +10,7 @@ Requests are built and responses converted by the functions below, which both fl
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterable, Iterator
 from typing import TYPE_CHECKING
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -161,6 +161,8 @@ class AnalyzerClient(Client):
 class AsyncAnalyzerClient(AsyncClient):
     """The asyncio client; create and use it on one event loop."""
 
+    name = "analyzer"
+
     def __init__(self, target: str | ClientOptions) -> None:
         super().__init__(target, SERVICE, UNARY_METHODS)
         self.stub: AnalyzerServiceAsyncStub = pb_grpc.AnalyzerServiceStub(self._channel)
@@ -183,13 +185,37 @@ class AsyncAnalyzerClient(AsyncClient):
         analyzer trusts (``VIGIL_ANALYZER_TRUSTED_PROXIES``, as the bridge is): the upload
         counts against that client's share of the upload slots instead of this process's.
         """
-        with open_upload(source, name, size, start_analysis, options) as (upload, first):
-            on_behalf = upload_protocol.client_metadata(on_behalf_of)
-            call = invoke(self.options, self.stub.UploadVideo, None, timeout_s, on_behalf)
-            with mapped_errors():
-                response = await upload_protocol.send(
-                    call, first.header, uploads.async_chunks(upload, progress)
-                )
+        with open_upload(source, name, size, start_analysis, options) as (upload, _):
+            return await self.upload_chunks(
+                uploads.async_chunks(upload, progress),
+                name=upload.name,
+                size=upload.size,
+                start_analysis=start_analysis,
+                options=options,
+                timeout_s=timeout_s,
+                on_behalf_of=on_behalf_of,
+            )
+
+    async def upload_chunks(
+        self,
+        chunks: AsyncIterable[bytes],
+        *,
+        name: str,
+        size: int = 0,
+        start_analysis: bool = False,
+        options: AnalysisOptions | None = None,
+        timeout_s: float | None = None,
+        on_behalf_of: str | None = None,
+    ) -> UploadResult:
+        """Upload a video whose bytes arrive as ``chunks`` (a proxy relaying a body as it comes
+        in); ``size`` is the declared size, 0 when unknown until the end. The analyzer answers
+        the header before any chunk is read from ``chunks``, so a refused upload reads none; an
+        exception from ``chunks`` cancels the upload and propagates as it is."""
+        first = uploads.upload_header(name, size, start_analysis, options)
+        on_behalf = upload_protocol.client_metadata(on_behalf_of)
+        call = invoke(self.options, self.stub.UploadVideo, None, timeout_s, on_behalf)
+        with mapped_errors():
+            response = await upload_protocol.send(call, first, chunks)
         return UploadResult.from_proto(response)
 
     async def start_analysis(

@@ -12,11 +12,13 @@ from types import TracebackType
 from typing import Any, Self, TypeVar
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from vigil.sdk.errors import mapped_errors
 from vigil.sdk.options import (
     ClientOptions,
     as_options,
+    connect_async,
     open_aio_channel,
     open_channel,
     wait_ready,
@@ -40,15 +42,25 @@ def invoke(
     request: object,
     timeout_s: float | None,
     metadata: tuple[tuple[str, str], ...] = (),
+    wait_for_ready: bool | None = None,
 ) -> C:
-    """Start a call with the client's metadata (and ``metadata``) and ``wait_for_ready``; None:
-    no deadline."""
+    """Start a call with the client's metadata (and ``metadata``) and ``wait_for_ready`` (the
+    client's unless given); ``timeout_s`` None: no deadline."""
     return method(
         request,
         timeout=timeout_s,
         metadata=options.metadata + metadata,
-        wait_for_ready=options.wait_for_ready,
+        wait_for_ready=options.wait_for_ready if wait_for_ready is None else wait_for_ready,
     )
+
+
+def health_request(service: str | None, default: str) -> health_pb2.HealthCheckRequest:
+    return health_pb2.HealthCheckRequest(service=default if service is None else service)
+
+
+def serving_status(response: health_pb2.HealthCheckResponse) -> str:
+    name: str = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    return name
 
 
 class Client:
@@ -89,8 +101,18 @@ class Client:
         request: object,
         convert: ConvertItem[T],
         timeout_s: float | None = None,
+        wait_for_ready: bool | None = None,
     ) -> Stream[T]:
-        return Stream(invoke(self.options, method, request, timeout_s), convert)
+        call = invoke(self.options, method, request, timeout_s, wait_for_ready=wait_for_ready)
+        return Stream(call, convert)
+
+    def health(self, service: str | None = None, *, timeout_s: float | None = None) -> str:
+        """The standard gRPC health of ``service`` (this client's service unless named; "" for
+        the whole server): SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN. A server that does
+        not host ``service`` raises NotFound. Health is never retried: it reports what is now."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        request = health_request(service, self._service)
+        return self._unary(stub.Check, request, timeout_s, serving_status)
 
     def wait_until_ready(self, timeout_s: float) -> None:
         """Block until the channel is connected; Unavailable after ``timeout_s``."""
@@ -115,6 +137,9 @@ class Client:
 
 class AsyncClient:
     """Base of the asyncio clients; create and use one on one event loop."""
+
+    # What the service is, for people ("the detector at ... refused the connection").
+    name = "service"
 
     def __init__(
         self, target: str | ClientOptions, service: str, unary_methods: Sequence[str]
@@ -153,8 +178,22 @@ class AsyncClient:
         request: object,
         convert: ConvertItem[T],
         timeout_s: float | None = None,
+        wait_for_ready: bool | None = None,
     ) -> AsyncStream[T]:
-        return AsyncStream(invoke(self.options, method, request, timeout_s), convert)
+        call = invoke(self.options, method, request, timeout_s, wait_for_ready=wait_for_ready)
+        return AsyncStream(call, convert)
+
+    async def health(self, service: str | None = None, *, timeout_s: float | None = None) -> str:
+        """As ``Client.health``."""
+        stub = health_pb2_grpc.HealthStub(self._channel)
+        request = health_request(service, self._service)
+        return await self._unary(stub.Check, request, timeout_s, serving_status)
+
+    async def connect(self, timeout_s: float) -> None:
+        """Connect now: Unavailable at once when the service refuses the connection, or after
+        ``timeout_s`` when nothing answers. For callers that would rather go without the service
+        than have a call wait out its whole deadline on an address that swallows packets."""
+        await connect_async(self._channel, timeout_s, self.options.address, self.name)
 
     async def wait_until_ready(self, timeout_s: float) -> None:
         """Wait until the channel is connected; Unavailable after ``timeout_s``."""

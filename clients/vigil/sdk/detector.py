@@ -153,12 +153,17 @@ class DetectorClient(Client):
         requests = detect_requests(frames, annotate, source_id)
         return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
-    def subscribe(self, source_id: str = "", *, omit_jpeg: bool = False) -> Stream[Frame | Source]:
+    def subscribe(
+        self, source_id: str = "", *, omit_jpeg: bool = False, wait_for_ready: bool | None = None
+    ) -> Stream[Frame | Source]:
         """Frames of a source, and the source itself (first, then on every state change).
-        An empty id follows the service's default source."""
+        An empty id follows the service's default source. ``wait_for_ready`` (the client's
+        setting unless given) makes the call wait for a service that is not up yet; a caller
+        that resubscribes after an outage wants that once it has told its users."""
         stub = pb_grpc.DetectorServiceStub(self._live_channel())
         request = subscribe_request(source_id, omit_jpeg)
-        return self._stream(stub.Subscribe, request, SubscriptionItems(source_id))
+        items = SubscriptionItems(source_id)
+        return self._stream(stub.Subscribe, request, items, wait_for_ready=wait_for_ready)
 
     def add_source(
         self,
@@ -214,6 +219,8 @@ class DetectorClient(Client):
 class AsyncDetectorClient(AsyncClient):
     """The asyncio client; create and use it on one event loop."""
 
+    name = "detector"
+
     def __init__(self, target: str | ClientOptions) -> None:
         super().__init__(target, SERVICE, UNARY_METHODS)
         self.stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._channel)
@@ -232,12 +239,13 @@ class AsyncDetectorClient(AsyncClient):
         return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(
-        self, source_id: str = "", *, omit_jpeg: bool = False
+        self, source_id: str = "", *, omit_jpeg: bool = False, wait_for_ready: bool | None = None
     ) -> AsyncStream[Frame | Source]:
         """Frames of a source, and the source itself (first, then on every state change)."""
         stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._live_channel())
         request = subscribe_request(source_id, omit_jpeg)
-        return self._stream(stub.Subscribe, request, SubscriptionItems(source_id))
+        items = SubscriptionItems(source_id)
+        return self._stream(stub.Subscribe, request, items, wait_for_ready=wait_for_ready)
 
     async def add_source(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pathlib
@@ -11,14 +12,13 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from vigil.core.channels import LIVE_CHANNEL_OPTIONS
+from vigil.core import channels
+from vigil.core.channels import ChannelOption
 from vigil.core.errors import Unavailable
 
 DEFAULT_DETECTOR_ADDRESS = "127.0.0.1:50051"
 DEFAULT_ANALYZER_ADDRESS = "127.0.0.1:50052"
 USER_AGENT = "vigil-sdk/0.1"
-
-ChannelOption = tuple[str, str | int]
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,8 @@ class ClientOptions:
 
     ``timeout_s`` is the deadline of every unary call unless the call names its own; None means
     no deadline. ``wait_for_ready`` makes calls wait (up to their deadline) for a service that is
-    not up yet instead of failing at once with UNAVAILABLE.
+    not up yet instead of failing at once with UNAVAILABLE. Keepalive and reconnect defaults are
+    ``vigil.core.channels``'.
     """
 
     address: str
@@ -65,9 +66,13 @@ class ClientOptions:
     timeout_s: float | None = 10.0
     wait_for_ready: bool = False
     retry: RetryPolicy | None = field(default_factory=RetryPolicy)
-    keepalive_time_s: float = 20.0
-    keepalive_timeout_s: float = 10.0
-    max_message_bytes: int = 16 * 1024 * 1024
+    keepalive_time_s: float = channels.KEEPALIVE_TIME_S
+    keepalive_timeout_s: float = channels.KEEPALIVE_TIMEOUT_S
+    # gRPC's own backoff between attempts to reconnect a channel: from the first, doubling, up
+    # to the cap.
+    reconnect_initial_s: float = channels.RECONNECT_INITIAL_S
+    reconnect_max_s: float = channels.RECONNECT_MAX_S
+    max_message_bytes: int = channels.MAX_MESSAGE_BYTES
     extra_channel_options: tuple[ChannelOption, ...] = ()
 
     @property
@@ -96,29 +101,22 @@ def service_config(
 def channel_options(
     options: ClientOptions, service: str, unary_methods: Sequence[str], *, live: bool = False
 ) -> list[ChannelOption]:
-    result: list[ChannelOption] = [
-        ("grpc.primary_user_agent", USER_AGENT),
-        ("grpc.max_receive_message_length", options.max_message_bytes),
-        ("grpc.max_send_message_length", options.max_message_bytes),
-        ("grpc.keepalive_time_ms", int(options.keepalive_time_s * 1000)),
-        ("grpc.keepalive_timeout_ms", int(options.keepalive_timeout_s * 1000)),
-        # Long streams (incidents, subscriptions) may carry no data for minutes; keep pinging
-        # them so a dead peer is noticed and idle-killing middleboxes leave them alone.
-        ("grpc.http2.max_pings_without_data", 0),
-        # A restarted service is picked up within seconds rather than gRPC's default of minutes.
-        ("grpc.initial_reconnect_backoff_ms", 250),
-        ("grpc.max_reconnect_backoff_ms", 5_000),
-    ]
+    result: list[ChannelOption] = [("grpc.primary_user_agent", USER_AGENT)]
+    # Subscriptions get a small flow-control window so slow readers skip ahead instead of
+    # falling behind (see vigil.core.channels).
+    result += channels.channel_options(
+        max_message_bytes=options.max_message_bytes,
+        keepalive_time_s=options.keepalive_time_s,
+        keepalive_timeout_s=options.keepalive_timeout_s,
+        reconnect_initial_s=options.reconnect_initial_s,
+        reconnect_max_s=options.reconnect_max_s,
+        live=live,
+    )
     config = service_config(options, service, unary_methods)
     if config is not None:
         result += [("grpc.enable_retries", 1), ("grpc.service_config", config)]
     if options.server_name:
         result.append(("grpc.ssl_target_name_override", options.server_name))
-    if live:
-        # Subscriptions want a small flow-control window so slow readers skip ahead instead of
-        # falling behind (see vigil.core.channels); the caller's own limits and keepalive still win.
-        ours = {key for key, _ in result}
-        result += [(key, value) for key, value in LIVE_CHANNEL_OPTIONS if key not in ours]
     result += list(options.extra_channel_options)
     return result
 
@@ -161,3 +159,23 @@ async def wait_ready_async(channel: grpc.aio.Channel, timeout_s: float, address:
         await asyncio.wait_for(channel.channel_ready(), timeout_s)
     except TimeoutError:
         raise Unavailable(f"no service at {address} after {timeout_s:g} s") from None
+
+
+async def connect_async(
+    channel: grpc.aio.Channel, timeout_s: float, address: str, name: str = "service"
+) -> None:
+    """Return once ``channel`` is connected. Unlike ``wait_ready_async``, a refused connection
+    fails at once instead of waiting through gRPC's reconnect backoff; an address that swallows
+    packets fails after ``timeout_s``. ``name`` says what the service is, in the messages."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    state = channel.get_state(try_to_connect=True)
+    while state != grpc.ChannelConnectivity.READY:
+        if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+            raise Unavailable(f"the {name} at {address} refused the connection")
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise Unavailable(f"no connection to the {name} at {address} within {timeout_s:g} s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+        state = channel.get_state(try_to_connect=True)

@@ -52,16 +52,22 @@ def open_upload(source: UploadInput, name: str | None, size: int | None) -> Open
     return OpenUpload(source, name or default_name, size, owned=False)
 
 
+def upload_header(
+    name: str, size: int, start_analysis: bool, options: AnalysisOptions | None
+) -> pb.UploadHeader:
+    return pb.UploadHeader(
+        name=name,
+        size=size,
+        start_analysis=start_analysis,
+        options=(options or AnalysisOptions()).to_proto(),
+    )
+
+
 def header(
     upload: OpenUpload, start_analysis: bool, options: AnalysisOptions | None
 ) -> pb.UploadVideoRequest:
     return pb.UploadVideoRequest(
-        header=pb.UploadHeader(
-            name=upload.name,
-            size=upload.size,
-            start_analysis=start_analysis,
-            options=(options or AnalysisOptions()).to_proto(),
-        )
+        header=upload_header(upload.name, upload.size, start_analysis, options)
     )
 
 
