@@ -11,10 +11,11 @@ import contextlib
 import logging
 import pathlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from bridge import (
@@ -58,8 +59,19 @@ def client_options(address: str, settings: BridgeSettings) -> ClientOptions:
     )
 
 
+class RevalidatedStatic(StaticFiles):
+    """Static files a browser must revalidate (a cheap 304 by ETag) before each use: the page is
+    a set of ES modules, and a browser caching them on its own could mix an old module with a new
+    one after an upgrade and fail to start."""
+
+    def file_response(self, *args: Any, **kwargs: Any) -> Response:
+        response = super().file_response(*args, **kwargs)
+        response.headers["Cache-Control"] = "no-cache"
+        return response
+
+
 def index_html(settings: BridgeSettings) -> str:
-    """The page, told the reconnect policy it follows as data attributes on its <body> (app.js
+    """The page, told the reconnect policy it follows as data attributes on its <body> (js/reconnect.js
     reads them; without them it keeps its own defaults, the same as the settings')."""
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     policy = (
@@ -151,7 +163,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app.include_router(video.router)
     app.include_router(session_ws.router)
     sio.mount(app, settings)
-    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/static", RevalidatedStatic(directory=STATIC_DIR), name="static")
 
     page = index_html(settings)
 

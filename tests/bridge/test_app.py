@@ -223,6 +223,9 @@ async def test_index_serves_the_live_view(start_bridge: Any, detector: Any) -> N
     # The page's reconnect policy: 3 tries, the first after 1 s, unless configured otherwise.
     assert '<body data-reconnect-tries="3" data-reconnect-initial-ms="1000">' in page
     assert '"reconnectTries", 3' in policy.text
+    # Modules are revalidated before use, so an upgrade never runs an old module with a new one.
+    assert script.headers["cache-control"] == "no-cache"
+    assert policy.headers["cache-control"] == "no-cache"
 
 
 async def test_the_page_follows_the_configured_reconnect_policy(
