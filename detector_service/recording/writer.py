@@ -1,0 +1,260 @@
+"""The segment writer: a camera's encoded packets, remuxed into short fragmented-MP4 files."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import pathlib
+import re
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING
+
+from detector_service.private import private_dir, private_file
+from detector_service.recording.index import Segment, SegmentIndex
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    import av
+
+    VideoPacket: TypeAlias = av.Packet[av.VideoStream]
+
+SEGMENT_S = 10.0
+# Fragmented MP4: every keyframe closes a fragment on disk, so a segment cut short by a crash or
+# a power cut stays playable up to its last keyframe, and a segment still being written can be
+# read; the moov box is written first and empty, so no rewrite happens at close.
+MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
+# A timestamp step larger than this (or backwards) is a camera that reset its clock without
+# dropping the connection: the mapping to wall time starts over.
+MAX_STEP_S = 5.0
+# How far the camera's clock may fall behind ours before the mapping is moved (checked at cuts).
+DRIFT_S = 2.0
+
+
+@dataclass(frozen=True)
+class StreamParams:
+    """What must stay equal for segments to be joined into one file without re-encoding."""
+
+    codec: str
+    width: int
+    height: int
+    digest: str
+
+    @classmethod
+    def of(cls, stream: av.VideoStream) -> StreamParams:
+        ctx = stream.codec_context
+        extradata = bytes(ctx.extradata or b"")
+        key = f"{ctx.name}:{ctx.width}x{ctx.height}:".encode() + extradata
+        return cls(ctx.name, ctx.width, ctx.height, hashlib.sha256(key).hexdigest()[:16])
+
+
+@dataclass(frozen=True)
+class RecordStats:
+    segments: int
+    packets: int
+    bytes: int
+
+
+class _Open:
+    """A segment being written: its container and the first and last packet times (seconds of
+    the camera's clock)."""
+
+    def __init__(self, path: pathlib.Path, template: av.VideoStream, first: VideoPacket) -> None:
+        import av
+
+        self.path = path
+        private_file(path)
+        self.container = av.open(str(path), "w", format="mp4", options={"movflags": MOVFLAGS})
+        self.stream = self.container.add_stream_from_template(template)
+        if template.codec_context.name == "hevc":
+            # hvc1 (parameter sets in the header) is the tag Safari and QuickTime play.
+            self.stream.codec_tag = "hvc1"
+        assert first.dts is not None
+        self.dts0 = first.dts
+        self.packets = 0
+        self.first_s = self.last_s = _seconds(first)
+        # The least (arrival - camera time) of this segment's packets.
+        self.least_lag = float("inf")
+
+    def write(self, packet: VideoPacket, t: float) -> None:
+        import av
+
+        # A copy: the caller's packet may also go to a decoder, which needs its own timestamps.
+        out = av.Packet(bytes(packet))
+        assert packet.pts is not None
+        assert packet.dts is not None
+        out.pts = packet.pts - self.dts0
+        out.dts = packet.dts - self.dts0
+        out.duration = packet.duration
+        out.time_base = packet.time_base
+        out.is_keyframe = packet.is_keyframe
+        out.stream = self.stream
+        self.container.mux(out)
+        self.packets += 1
+        self.last_s = t
+
+    def close(self) -> int:
+        self.container.close()
+        return self.path.stat().st_size
+
+
+class SegmentWriter:
+    """Writes one source's segments and indexes each one as it closes.
+
+    ``record`` takes one connection's packets; the caller reconnects and calls it again. The
+    first packet's arrival anchors the camera's clock to ours (the mapping then follows the
+    least-delayed packet, since a packet can arrive late but never before it was captured).
+    """
+
+    def __init__(
+        self,
+        index: SegmentIndex,
+        root: pathlib.Path,
+        source: str,
+        *,
+        segment_s: float = SEGMENT_S,
+    ) -> None:
+        self.index = index
+        self.source = source
+        self.segment_s = segment_s
+        # Recordings show what the cameras saw: for the service's user alone, folders included.
+        private_dir(root)
+        self.root = private_dir(root / _dir_name(source))
+
+    def record(
+        self,
+        stream: av.VideoStream,
+        packets: Iterable[VideoPacket],
+        *,
+        pts_are_wall_clock: bool = False,
+    ) -> RecordStats:
+        """Record until ``packets`` ends (or raises, which propagates after the open segment is
+        closed and indexed). ``pts_are_wall_clock``: the packets' timestamps are already seconds
+        since the epoch (frames we encoded ourselves, stamped when captured)."""
+        params = StreamParams.of(stream)
+        run = self.index.run_for(self.source, params.digest)
+        clock = _Clock(pts_are_wall_clock)
+        seg: _Open | None = None
+        # The end of this connection's previous segment: the next one starts exactly there.
+        joined_at: float | None = None
+        written: list[Segment] = []
+        count = 0
+        try:
+            for packet in packets:
+                if packet.pts is None or packet.dts is None:
+                    continue  # RTSP's first packet can lack them; it cannot be placed in time
+                t = _seconds(packet)
+                if seg is not None and (t < seg.last_s or t - seg.last_s > MAX_STEP_S):
+                    end = clock.wall(seg.last_s + _step(seg))
+                    written.append(self._close(seg, run, params, joined_at, end, clock))
+                    seg = joined_at = None
+                    clock.reset()
+                lag = clock.observe(t)
+                if seg is None and not packet.is_keyframe:
+                    continue  # nothing before the first keyframe decodes
+                if seg is not None and packet.is_keyframe and t - seg.first_s >= self.segment_s:
+                    done = self._close(seg, run, params, joined_at, clock.wall(t), clock)
+                    written.append(done)
+                    joined_at = done.end
+                    clock.catch_up(seg.least_lag)
+                    seg = None
+                if seg is None:
+                    seg = _Open(self._path(clock.wall(t)), stream, packet)
+                seg.least_lag = min(seg.least_lag, lag)
+                seg.write(packet, t)
+                count += 1
+        finally:
+            if seg is not None:
+                end = clock.wall(seg.last_s + _step(seg))
+                written.append(self._close(seg, run, params, joined_at, end, clock))
+        return RecordStats(len(written), count, sum(s.bytes for s in written))
+
+    def _close(
+        self,
+        seg: _Open,
+        run: int,
+        params: StreamParams,
+        joined_at: float | None,
+        end: float,
+        clock: _Clock,
+    ) -> Segment:
+        size = seg.close()
+        start = joined_at if joined_at is not None else clock.wall(seg.first_s)
+        return self.index.add(
+            Segment(
+                source=self.source,
+                run=run,
+                start=start,
+                end=end,
+                path=seg.path,
+                bytes=size,
+                codec=params.codec,
+                width=params.width,
+                height=params.height,
+                params=params.digest,
+            )
+        )
+
+    def _path(self, start: float) -> pathlib.Path:
+        day = datetime.datetime.fromtimestamp(start, datetime.UTC).strftime("%Y-%m-%d")
+        folder = private_dir(self.root / day)
+        stem = f"{round(start * 1000)}"
+        path = folder / f"{stem}.mp4"
+        n = 1
+        while path.exists():  # a reconnect within the same millisecond
+            path = folder / f"{stem}-{n}.mp4"
+            n += 1
+        return path
+
+
+class _Clock:
+    """Maps the camera's clock (seconds) to ours: wall = camera time + offset."""
+
+    def __init__(self, fixed: bool) -> None:
+        self.fixed = fixed
+        self.offset: float | None = 0.0 if fixed else None
+
+    def reset(self) -> None:
+        if not self.fixed:
+            self.offset = None
+
+    def observe(self, t: float) -> float:
+        """Note a packet's arrival; returns its lag (arrival minus camera time)."""
+        if self.fixed:
+            return 0.0
+        lag = time.time() - t
+        # A packet can arrive late (a burst after the open's probing, a network stall) but
+        # never before it was captured: the least lag is the truest mapping.
+        self.offset = lag if self.offset is None else min(self.offset, lag)
+        return lag
+
+    def wall(self, t: float) -> float:
+        assert self.offset is not None
+        return self.offset + t
+
+    def catch_up(self, least_lag: float) -> None:
+        """After a segment whose every packet lagged well behind the mapping: the camera's clock
+        runs slower than ours, so move the mapping rather than drift further."""
+        if self.offset is not None and not self.fixed and least_lag - self.offset > DRIFT_S:
+            self.offset = least_lag
+
+
+def _seconds(packet: VideoPacket) -> float:
+    assert packet.pts is not None
+    return float(packet.pts * Fraction(packet.time_base))
+
+
+def _step(seg: _Open) -> float:
+    """The length of a segment's last frame: its mean frame interval."""
+    if seg.packets < 2:
+        return 0.0
+    return (seg.last_s - seg.first_s) / (seg.packets - 1)
+
+
+def _dir_name(source: str) -> str:
+    # Readable where the id is, unique where two ids differ only in characters a path can't hold.
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", source)[:48].lstrip(".") or "source"
+    return f"{safe}-{hashlib.sha256(source.encode()).hexdigest()[:8]}"
