@@ -13,6 +13,7 @@ import cv2
 
 from detector_service.private import private_file
 from detector_service.recording.index import JOIN_TOLERANCE_S, Interval, Segment, SegmentIndex
+from detector_service.recording.writer import MAX_STEP_S
 
 if TYPE_CHECKING:
     import av
@@ -138,6 +139,9 @@ class _Joiner:
         self.start = self.last = 0.0
         self.last_dts = -1
         self.count = 0
+        # The last decoding-time interval: the last frame is shown that long.
+        self.step = 0.0
+        self.prev: _Timed | None = None
 
     def write(self, item: _Timed) -> None:
         if not self.count:
@@ -150,14 +154,14 @@ class _Joiner:
         packet.stream = self.stream
         self.out.mux(packet)
         self.last_dts = dts
-        self.last = item.pts
+        if self.prev is not None and item.dts - self.prev.dts <= MAX_STEP_S:
+            self.step = item.dts - self.prev.dts
+        self.prev = item
+        self.last = max(self.last, item.pts)
         self.count += 1
 
     def end(self) -> float:
-        """The last frame's end: its start plus the mean frame interval."""
-        if self.count < 2:
-            return self.last
-        return self.last + (self.last - self.start) / (self.count - 1)
+        return self.last + self.step
 
 
 def _last_key_at_or_before(timed: list[_Timed], at: float) -> int:

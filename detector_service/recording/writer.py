@@ -7,7 +7,7 @@ import hashlib
 import pathlib
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
@@ -75,7 +75,7 @@ class _Open:
         assert first.dts is not None
         self.dts0 = first.dts
         self.packets = 0
-        self.first_s = self.last_s = _seconds(first)
+        self.first_s = self.last_s = _seconds(first.pts, first)
         # The least (arrival - camera time) of this segment's packets.
         self.least_lag = float("inf")
 
@@ -94,7 +94,7 @@ class _Open:
         out.stream = self.stream
         self.container.mux(out)
         self.packets += 1
-        self.last_s = t
+        self.last_s = max(self.last_s, t)  # the latest shown, which B-frames make not the last
 
     def close(self) -> int:
         self.container.close()
@@ -138,28 +138,43 @@ class SegmentWriter:
         run = self.index.run_for(self.source, params.digest)
         clock = _Clock(pts_are_wall_clock)
         seg: _Open | None = None
-        # The end of this connection's previous segment: the next one starts exactly there.
+        # Where this connection's previous segment ended: the next one starts exactly there,
+        # and lasts exactly its media, so rounding and jitter never open gaps or overlaps.
         joined_at: float | None = None
         written: list[Segment] = []
         count = 0
+        # The decoding time of the previous packet, and the interval since it: a segment ends
+        # one interval after its last frame.
+        last_dts: float | None = None
+        step = 0.0
+
+        def close(seg: _Open, end_s: float, *, drift_checked: bool = False) -> Segment:
+            start = joined_at if joined_at is not None else clock.wall(seg.first_s)
+            end = start + (end_s - seg.first_s)
+            if drift_checked and clock.catch_up(seg.least_lag):
+                # The segment absorbs the correction, so the next one starts on the new mapping.
+                end = clock.wall(end_s)
+            done = self._close(seg, run, params, start, end)
+            written.append(done)
+            return done
+
         try:
-            for packet in packets:
-                if packet.pts is None or packet.dts is None:
-                    continue  # RTSP's first packet can lack them; it cannot be placed in time
-                t = _seconds(packet)
-                if seg is not None and (t < seg.last_s or t - seg.last_s > MAX_STEP_S):
-                    end = clock.wall(seg.last_s + _step(seg))
-                    written.append(self._close(seg, run, params, joined_at, end, clock))
-                    seg = joined_at = None
+            for packet, arrived in _all_but_last(packets):
+                t = _seconds(packet.pts, packet)
+                dts = _seconds(packet.dts, packet)
+                if last_dts is not None and 0 < dts - last_dts <= MAX_STEP_S:
+                    step = dts - last_dts
+                elif last_dts is not None:
+                    if seg is not None:
+                        close(seg, seg.last_s + step)
+                        seg = joined_at = None
                     clock.reset()
-                lag = clock.observe(t)
+                last_dts = dts
+                lag = clock.observe(t, arrived)
                 if seg is None and not packet.is_keyframe:
                     continue  # nothing before the first keyframe decodes
                 if seg is not None and packet.is_keyframe and t - seg.first_s >= self.segment_s:
-                    done = self._close(seg, run, params, joined_at, clock.wall(t), clock)
-                    written.append(done)
-                    joined_at = done.end
-                    clock.catch_up(seg.least_lag)
+                    joined_at = close(seg, t, drift_checked=True).end
                     seg = None
                 if seg is None:
                     seg = _Open(self._path(clock.wall(t)), stream, packet)
@@ -168,21 +183,13 @@ class SegmentWriter:
                 count += 1
         finally:
             if seg is not None:
-                end = clock.wall(seg.last_s + _step(seg))
-                written.append(self._close(seg, run, params, joined_at, end, clock))
+                close(seg, seg.last_s + step)
         return RecordStats(len(written), count, sum(s.bytes for s in written))
 
     def _close(
-        self,
-        seg: _Open,
-        run: int,
-        params: StreamParams,
-        joined_at: float | None,
-        end: float,
-        clock: _Clock,
+        self, seg: _Open, run: int, params: StreamParams, start: float, end: float
     ) -> Segment:
         size = seg.close()
-        start = joined_at if joined_at is not None else clock.wall(seg.first_s)
         return self.index.add(
             Segment(
                 source=self.source,
@@ -221,11 +228,11 @@ class _Clock:
         if not self.fixed:
             self.offset = None
 
-    def observe(self, t: float) -> float:
+    def observe(self, t: float, arrived: float) -> float:
         """Note a packet's arrival; returns its lag (arrival minus camera time)."""
         if self.fixed:
             return 0.0
-        lag = time.time() - t
+        lag = arrived - t
         # A packet can arrive late (a burst after the open's probing, a network stall) but
         # never before it was captured: the least lag is the truest mapping.
         self.offset = lag if self.offset is None else min(self.offset, lag)
@@ -235,23 +242,34 @@ class _Clock:
         assert self.offset is not None
         return self.offset + t
 
-    def catch_up(self, least_lag: float) -> None:
+    def catch_up(self, least_lag: float) -> bool:
         """After a segment whose every packet lagged well behind the mapping: the camera's clock
-        runs slower than ours, so move the mapping rather than drift further."""
-        if self.offset is not None and not self.fixed and least_lag - self.offset > DRIFT_S:
-            self.offset = least_lag
+        runs slower than ours, so move the mapping rather than drift further. True if moved."""
+        if self.offset is None or self.fixed or least_lag - self.offset <= DRIFT_S:
+            return False
+        self.offset = least_lag
+        return True
 
 
-def _seconds(packet: VideoPacket) -> float:
-    assert packet.pts is not None
-    return float(packet.pts * Fraction(packet.time_base))
+def _all_but_last(packets: Iterable[VideoPacket]) -> Iterator[tuple[VideoPacket, float]]:
+    """The packets that can be placed in time, each with its arrival, all but the last.
+
+    When a connection dies, FFmpeg's RTP depacketiser hands over the frame it was assembling:
+    a truncated packet that does not decode. Which packet is the last is known only when the
+    connection ends, so each one waits for the next (a frame's delay, nothing for a recording).
+    """
+    held: tuple[VideoPacket, float] | None = None
+    for packet in packets:
+        if packet.pts is None or packet.dts is None or not packet.size:
+            continue  # RTSP's first packet can lack timestamps; it cannot be placed in time
+        if held is not None:
+            yield held
+        held = (packet, time.time())
 
 
-def _step(seg: _Open) -> float:
-    """The length of a segment's last frame: its mean frame interval."""
-    if seg.packets < 2:
-        return 0.0
-    return (seg.last_s - seg.first_s) / (seg.packets - 1)
+def _seconds(ts: int | None, packet: VideoPacket) -> float:
+    assert ts is not None
+    return float(ts * Fraction(packet.time_base))
 
 
 def _dir_name(source: str) -> str:

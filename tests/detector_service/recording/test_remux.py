@@ -8,7 +8,6 @@ import stat
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from fractions import Fraction
 
 import av
 import cv2
@@ -90,8 +89,9 @@ def test_segments_decode_and_each_starts_on_a_keyframe(recorded: Recorded) -> No
         assert {(f.width, f.height) for f in frames} == {(320, 240)}
         assert (seg.codec, seg.width, seg.height, seg.run) == ("h264", 320, 240, 1)
         decoded += len(frames)
-    # Only the packets before the first keyframe are not recorded.
-    assert PACKETS - FPS * KEYFRAME_S <= decoded <= PACKETS
+    # Only the packets before the first keyframe and the last one (held back until the next
+    # arrives, so a truncated last packet of a dying connection is never written) are missing.
+    assert PACKETS - FPS * KEYFRAME_S - 1 <= decoded < PACKETS
     assert decoded == recorded.stats.packets
 
 
@@ -102,19 +102,21 @@ def test_segments_hold_the_cameras_own_packets(recorded: Recorded) -> None:
     # Byte for byte, NAL unit for NAL unit, the recording is a run of what the other client
     # received: remuxed, not re-encoded, nothing dropped or added inside. (The test pattern's
     # ball repeats its path every 2 s, so the run may match at more than one place.)
-    mine = [p.nals for p in recorded_packets]
-    theirs = [p.nals for p in watched]
-    starts = [i for i in range(len(theirs)) if theirs[i : i + len(mine)] == mine]
+    recorded_nals = [p.nals for p in recorded_packets]
+    watched_nals = [p.nals for p in watched]
+    n = len(recorded_nals)
+    starts = [i for i in range(len(watched)) if watched_nals[i : i + n] == recorded_nals]
     assert starts
-    same = watched[starts[0] : starts[0] + len(mine)]
+    same = watched[starts[0] : starts[0] + n]
     assert [p.key for p in same] == [p.key for p in recorded_packets]
     # And with the camera's timing: frame intervals are unchanged within each segment.
     at = 0
     for seg in recorded.segments:
-        mine = file_packets(str(seg.path))
-        theirs = same[at : at + len(mine)]
-        assert np.allclose(np.diff([p.t for p in mine]), np.diff([p.t for p in theirs]), atol=1e-4)
-        at += len(mine)
+        in_file = file_packets(str(seg.path))
+        received = same[at : at + len(in_file)]
+        intervals = np.diff([p.t for p in in_file]), np.diff([p.t for p in received])
+        assert np.allclose(*intervals, atol=1e-4)
+        at += len(in_file)
 
 
 def test_coverage_is_one_interval_on_the_wall_clock(recorded: Recorded) -> None:
@@ -172,8 +174,8 @@ def test_export_joins_a_range_without_reencoding(
         stream = container.streams.video[0]
         frames = list(container.decode(stream))
     assert len(frames) == result.packets
-    tb = Fraction(stream.time_base)
-    times = [float(f.pts * tb) for f in frames]
+    times = [float(f.time) for f in frames if f.time is not None]
+    assert len(times) == len(frames)
     assert times[0] == 0
     assert times[-1] + 1 / FPS == pytest.approx(result.end - result.start, abs=0.01)
     # The same packets as the segments, joined.
@@ -201,6 +203,7 @@ def test_snapshot_shows_the_frame_of_that_moment(recorded: Recorded) -> None:
     at = seg.start + 1.77  # mid-GOP: decoded from the keyframe before
     shot = snapshot(recorded.index, "cam1", at)
     image = cv2.imdecode(np.frombuffer(shot.jpeg, np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None
     assert image.shape == (240, 320, 3)
     assert (shot.width, shot.height) == (320, 240)
     assert at - 1 / FPS < shot.at <= at
@@ -214,3 +217,7 @@ def test_snapshot_shows_the_frame_of_that_moment(recorded: Recorded) -> None:
     assert diffs[1] < min(diffs[0], diffs[2])
     with pytest.raises(NotRecorded):
         snapshot(recorded.index, "cam1", recorded.ended_at + 60)
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())
