@@ -47,8 +47,9 @@ class StreamParams:
     def of(cls, stream: av.VideoStream) -> StreamParams:
         ctx = stream.codec_context
         extradata = bytes(ctx.extradata or b"")
-        key = f"{ctx.name}:{ctx.width}x{ctx.height}:".encode() + extradata
-        return cls(ctx.name, ctx.width, ctx.height, hashlib.sha256(key).hexdigest()[:16])
+        codec = ctx.codec.canonical_name  # "h264" for the camera's stream and for libx264's
+        key = f"{codec}:{ctx.width}x{ctx.height}:".encode() + extradata
+        return cls(codec, ctx.width, ctx.height, hashlib.sha256(key).hexdigest()[:16])
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class _Open:
         private_file(path)
         self.container = av.open(str(path), "w", format="mp4", options={"movflags": MOVFLAGS})
         self.stream = self.container.add_stream_from_template(template)
-        if template.codec_context.name == "hevc":
+        if template.codec_context.codec.canonical_name == "hevc":
             # hvc1 (parameter sets in the header) is the tag Safari and QuickTime play.
             self.stream.codec_tag = "hvc1"
         assert first.dts is not None
