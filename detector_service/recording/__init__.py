@@ -18,9 +18,12 @@ it actually covers. A joined file holds one decoder configuration, so an export 
 stream's parameters changed.
 
 Time. Segments carry wall-clock start and end: the camera's timestamps are mapped to our clock
-at the first packet, then to the least-delayed packet seen (a packet arrives late, never early),
-and moved when the camera's clock falls behind by more than ``DRIFT_S``. Segments of one
-connection share their boundaries exactly; anything between two segments is a gap.
+at the first packet's arrival, then to the least-delayed packet seen (a packet arrives late,
+never early), and moved when the camera's clock falls behind by more than ``DRIFT_S``. Segments
+of one connection share their boundaries exactly and last exactly their media; anything between
+two segments is a gap. Each packet is written when the next one arrives, so the last packet of
+a connection, which FFmpeg's RTP depacketiser hands over truncated when a camera dies, is never
+written. Frames we encode carry their capture time as their timestamp.
 
 Runs. A run is a sequence of segments with equal stream parameters (codec, size, decoder
 configuration): a reconnect continues the run when the parameters are unchanged and starts the
@@ -28,8 +31,9 @@ next one otherwise, and only segments of one run can be joined without re-encodi
 
 Index (SQLite in WAL mode, a 0600 file). ``segments``: source, run, start, end (epoch seconds),
 path, bytes, codec, width, height, params (digest of the run's parameters); a segment is indexed
-when it closes. ``holds``: source, start, end, keep_until, reason: an incident's interval and
-its own retention. ``coverage`` returns the covered intervals and the gaps of a range.
+when it closes (one cut short by a crash stays on disk, playable but not yet indexed).
+``holds``: source, start, end, keep_until, reason: an incident's interval and its own retention.
+``coverage`` returns the covered intervals and the gaps of a range.
 
 Retention (``enforce``), in this order: holds whose time is over are dropped; each source's
 segments older than its days go; then, while all sources together exceed the disk cap, the

@@ -101,27 +101,14 @@ def export_range(
     n = next((i for i, s in enumerate(segments) if s.params != segments[0].params), len(segments))
     run = segments[:n]
     private_file(dest)
-    out = av.open(str(dest), "w", format="mp4", options={"movflags": "+faststart"})
-    joiner: _Joiner | None = None
     try:
-        for seg in run:
-            reader = _SegmentReader(seg)
-            try:
-                timed = list(reader.packets())
-                if joiner is None:
-                    timed = timed[_last_key_at_or_before(timed, start) :]
-                    joiner = _Joiner(out, out.add_stream_from_template(reader.stream))
-                for item in timed:
-                    if item.pts >= end:
-                        break
-                    joiner.write(item)
-            finally:
-                reader.close()
-    finally:
-        out.close()
-    if joiner is None or not joiner.count:
-        dest.unlink()
-        raise NotRecorded(f"no picture of {source} in that range")
+        with av.open(str(dest), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+            joiner = _join(run, start, end, out)
+        if joiner is None or not joiner.count:
+            raise NotRecorded(f"no picture of {source} in that range")
+    except BaseException:
+        dest.unlink(missing_ok=True)  # half an export is no export
+        raise
     actual_end = joiner.end()
     gaps = [
         Interval(a.end, b.start)
@@ -162,6 +149,26 @@ class _Joiner:
 
     def end(self) -> float:
         return self.last + self.step
+
+
+def _join(
+    run: list[Segment], start: float, end: float, out: av.container.OutputContainer
+) -> _Joiner | None:
+    joiner: _Joiner | None = None
+    for seg in run:
+        reader = _SegmentReader(seg)
+        try:
+            timed = list(reader.packets())
+            if joiner is None:
+                timed = timed[_last_key_at_or_before(timed, start) :]
+                joiner = _Joiner(out, out.add_stream_from_template(reader.stream))
+            for item in timed:
+                if item.pts >= end:
+                    return joiner
+                joiner.write(item)
+        finally:
+            reader.close()
+    return joiner
 
 
 def _last_key_at_or_before(timed: list[_Timed], at: float) -> int:
