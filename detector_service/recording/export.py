@@ -13,7 +13,7 @@ import cv2
 
 from detector_service.private import private_file
 from detector_service.recording.index import JOIN_TOLERANCE_S, Interval, Segment, SegmentIndex
-from detector_service.recording.writer import MAX_STEP_S
+from detector_service.recording.writer import MAX_STEP_S, copy_stream
 
 if TYPE_CHECKING:
     import av
@@ -161,7 +161,7 @@ def _join(
             timed = list(reader.packets())
             if joiner is None:
                 timed = timed[_last_key_at_or_before(timed, start) :]
-                joiner = _Joiner(out, out.add_stream_from_template(reader.stream))
+                joiner = _Joiner(out, copy_stream(out, reader.stream))
             for item in timed:
                 if item.pts >= end:
                     return joiner

@@ -59,6 +59,15 @@ class RecordStats:
     bytes: int
 
 
+def copy_stream(out: av.container.OutputContainer, template: av.VideoStream) -> av.VideoStream:
+    """A stream of ``out`` that takes ``template``'s packets as they are."""
+    stream = out.add_stream_from_template(template)
+    if template.codec_context.codec.canonical_name == "hevc":
+        # hvc1 (parameter sets in the header) is the tag Safari and QuickTime play.
+        stream.codec_tag = "hvc1"
+    return stream
+
+
 class _Open:
     """A segment being written: its container and the first and last packet times (seconds of
     the camera's clock)."""
@@ -69,10 +78,7 @@ class _Open:
         self.path = path
         private_file(path)
         self.container = av.open(str(path), "w", format="mp4", options={"movflags": MOVFLAGS})
-        self.stream = self.container.add_stream_from_template(template)
-        if template.codec_context.codec.canonical_name == "hevc":
-            # hvc1 (parameter sets in the header) is the tag Safari and QuickTime play.
-            self.stream.codec_tag = "hvc1"
+        self.stream = copy_stream(self.container, template)
         assert first.dts is not None
         self.dts0 = first.dts
         self.packets = 0
