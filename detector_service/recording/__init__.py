@@ -19,11 +19,12 @@ stream's parameters changed.
 
 Time. Segments carry wall-clock start and end: the camera's timestamps are mapped to our clock
 at the first packet's arrival, then to the least-delayed packet seen (a packet arrives late,
-never early), and moved when the camera's clock falls behind by more than ``DRIFT_S``. Segments
-of one connection share their boundaries exactly and last exactly their media; anything between
-two segments is a gap. Each packet is written when the next one arrives, so the last packet of
-a connection, which FFmpeg's RTP depacketiser hands over truncated when a camera dies, is never
-written. Frames we encode carry their capture time as their timestamp.
+never early); a cut corrects the segments' times when they drift more than ``DRIFT_S`` from
+that mapping (a camera's clock runs at its own rate). Segments of one connection share their
+boundaries exactly and last exactly their media; anything between two segments is a gap. Each
+packet is written when the next one arrives, so the last packet of a connection, which FFmpeg's
+RTP depacketiser hands over truncated when a camera dies, is never written. Frames we encode
+carry their capture time as their timestamp.
 
 Runs. A run is a sequence of segments with equal stream parameters (codec, size, decoder
 configuration): a reconnect continues the run when the parameters are unchanged and starts the

@@ -30,7 +30,8 @@ MOVFLAGS = "frag_keyframe+empty_moov+default_base_moof"
 # A timestamp step larger than this (or backwards) is a camera that reset its clock without
 # dropping the connection: the mapping to wall time starts over.
 MAX_STEP_S = 5.0
-# How far the camera's clock may fall behind ours before the mapping is moved (checked at cuts).
+# How far the segments' times may drift from the camera's clock mapped to ours (a camera's clock
+# runs at its own rate) before a cut corrects them.
 DRIFT_S = 2.0
 
 
@@ -155,12 +156,15 @@ class SegmentWriter:
         last_dts: float | None = None
         step = 0.0
 
-        def close(seg: _Open, end_s: float, *, drift_checked: bool = False) -> Segment:
+        def close(seg: _Open, end_s: float, *, at_cut: bool = False) -> Segment:
             start = joined_at if joined_at is not None else clock.wall(seg.first_s)
             end = start + (end_s - seg.first_s)
-            if drift_checked and clock.catch_up(seg.least_lag):
-                # The segment absorbs the correction, so the next one starts on the new mapping.
-                end = clock.wall(end_s)
+            if at_cut:
+                clock.catch_up(seg.least_lag)
+                if abs(clock.wall(end_s) - end) > DRIFT_S:
+                    # The camera's clock runs at another rate than ours: this segment absorbs
+                    # the correction, and the next one starts on the current mapping.
+                    end = max(clock.wall(end_s), start)
             done = self._close(seg, run, params, start, end)
             written.append(done)
             return done
@@ -181,7 +185,7 @@ class SegmentWriter:
                 if seg is None and not packet.is_keyframe:
                     continue  # nothing before the first keyframe decodes
                 if seg is not None and packet.is_keyframe and t - seg.first_s >= self.segment_s:
-                    joined_at = close(seg, t, drift_checked=True).end
+                    joined_at = close(seg, t, at_cut=True).end
                     seg = None
                 if seg is None:
                     seg = _Open(self._path(clock.wall(t)), stream, packet)
@@ -249,13 +253,11 @@ class _Clock:
         assert self.offset is not None
         return self.offset + t
 
-    def catch_up(self, least_lag: float) -> bool:
+    def catch_up(self, least_lag: float) -> None:
         """After a segment whose every packet lagged well behind the mapping: the camera's clock
-        runs slower than ours, so move the mapping rather than drift further. True if moved."""
-        if self.offset is None or self.fixed or least_lag - self.offset <= DRIFT_S:
-            return False
-        self.offset = least_lag
-        return True
+        runs slower than ours (a faster one lowers the least lag by itself)."""
+        if self.offset is not None and not self.fixed and least_lag - self.offset > DRIFT_S:
+            self.offset = least_lag
 
 
 def _all_but_last(packets: Iterable[VideoPacket]) -> Iterator[tuple[VideoPacket, float]]:
