@@ -9,9 +9,9 @@ part 2 where FFmpeg lacks libx264), and their packets take the same path.
 
 Why these containers. Segments are fragmented MP4 (``frag_keyframe+empty_moov``), about
 ``SEGMENT_S`` long and cut only at keyframes, so each one starts decodable and plays alone in a
-browser; each keyframe ends a fragment on disk, so a crash costs at most the open GOP, and no
-rewrite happens at close. MPEG-TS would join by concatenation, but browsers do not play it and
-it stores no index. Exports are plain MP4 with the index up front (``+faststart``), so a
+browser; each keyframe ends a fragment, written at once, so a crash costs at most the open GOP,
+and no rewrite happens at close. MPEG-TS would join by concatenation, but browsers do not play
+it and it stores no index. Exports are plain MP4 with the index up front (``+faststart``), so a
 ``<video>`` element can seek with range requests; ``export_range`` joins segments by rewriting
 timestamps only, starting at the keyframe at or before the asked start and reporting the range
 it actually covers. A joined file holds one decoder configuration, so an export stops where the
@@ -31,8 +31,9 @@ configuration): a reconnect continues the run when the parameters are unchanged 
 next one otherwise, and only segments of one run can be joined without re-encoding.
 
 Index (SQLite in WAL mode, a 0600 file). ``segments``: source, run, start, end (epoch seconds),
-path, bytes, codec, width, height, params (digest of the run's parameters); a segment is indexed
-when it closes (one cut short by a crash stays on disk, playable but not yet indexed).
+path, bytes, codec, width, height, params (digest of the run's parameters), closed. A segment
+is indexed when it opens and joins the recording when it closes; ``SegmentWriter.recover``
+closes those a killed writer left open, keeping every fragment that reached the disk.
 ``holds``: source, start, end, keep_until, reason: an incident's interval and its own retention.
 ``coverage`` returns the covered intervals and the gaps of a range.
 

@@ -24,7 +24,8 @@ CREATE TABLE IF NOT EXISTS segments (
     codec TEXT NOT NULL,
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
-    params TEXT NOT NULL
+    params TEXT NOT NULL,
+    closed INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS segments_by_source ON segments (source, start);
 CREATE INDEX IF NOT EXISTS segments_by_start ON segments (start);
@@ -108,10 +109,12 @@ class SegmentIndex:
                 raise
             self._db.execute("COMMIT")
 
-    def add(self, seg: Segment) -> Segment:
+    def begin(self, seg: Segment) -> Segment:
+        """Index a segment as it opens: if the writer dies, ``unfinished`` finds it."""
         with self._tx() as db:
             cursor = db.execute(
-                f"INSERT INTO segments ({_COLUMNS}) VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO segments ({_COLUMNS}, closed) "
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 (
                     seg.source,
                     seg.run,
@@ -129,6 +132,18 @@ class SegmentIndex:
         assert row_id is not None
         return dataclasses.replace(seg, id=row_id)
 
+    def finish(self, seg: Segment) -> None:
+        """Record a closed segment's times and size; from now on it is part of the recording."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE segments SET start = ?, end = ?, bytes = ?, closed = 1 WHERE id = ?",
+                (seg.start, seg.end, seg.bytes, seg.id),
+            )
+
+    def unfinished(self, source: str) -> list[Segment]:
+        """``source``'s segments begun and never finished: their writer died."""
+        return self._select("WHERE source = ? AND NOT closed ORDER BY start", (source,))
+
     def run_for(self, source: str, params: str) -> int:
         """The run a new connection continues: the last one if its parameters are unchanged."""
         with self._lock:
@@ -144,11 +159,12 @@ class SegmentIndex:
     def segments(self, source: str, start: float, end: float) -> list[Segment]:
         """The segments of ``source`` overlapping [start, end), oldest first."""
         return self._select(
-            "WHERE source = ? AND end > ? AND start < ? ORDER BY start", (source, start, end)
+            "WHERE source = ? AND closed AND end > ? AND start < ? ORDER BY start",
+            (source, start, end),
         )
 
     def all_segments(self, source: str) -> list[Segment]:
-        return self._select("WHERE source = ? ORDER BY start", (source,))
+        return self._select("WHERE source = ? AND closed ORDER BY start", (source,))
 
     def coverage(self, source: str, start: float, end: float) -> Coverage:
         covered: list[Interval] = []
@@ -187,12 +203,13 @@ class SegmentIndex:
     def expired_unheld(self, source: str, before: float, now: float) -> list[Segment]:
         """``source``'s segments that ended before ``before`` and no live hold keeps."""
         return self._select(
-            f"WHERE source = ? AND end < ? AND {_UNHELD} ORDER BY start", (source, before, now)
+            f"WHERE source = ? AND closed AND end < ? AND {_UNHELD} ORDER BY start",
+            (source, before, now),
         )
 
     def oldest_unheld(self, now: float, limit: int) -> list[Segment]:
         """The oldest segments of all sources that no live hold keeps."""
-        return self._select(f"WHERE {_UNHELD} ORDER BY start LIMIT ?", (now, limit))
+        return self._select(f"WHERE closed AND {_UNHELD} ORDER BY start LIMIT ?", (now, limit))
 
     def sources(self) -> list[str]:
         with self._lock:

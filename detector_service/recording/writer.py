@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import hashlib
 import pathlib
@@ -73,12 +74,16 @@ class _Open:
     """A segment being written: its container and the first and last packet times (seconds of
     the camera's clock)."""
 
-    def __init__(self, path: pathlib.Path, template: av.VideoStream, first: VideoPacket) -> None:
+    def __init__(self, row: Segment, template: av.VideoStream, first: VideoPacket) -> None:
         import av
 
-        self.path = path
+        self.row = row
+        self.path = path = row.path
         private_file(path)
-        self.container = av.open(str(path), "w", format="mp4", options={"movflags": MOVFLAGS})
+        # Each packet goes to the file at once (no I/O buffer left to lose in a crash); the
+        # muxer itself keeps the open fragment, one GOP, in memory.
+        options = {"movflags": MOVFLAGS, "flush_packets": "1"}
+        self.container = av.open(str(path), "w", format="mp4", options=options)
         self.stream = copy_stream(self.container, template)
         assert first.dts is not None
         self.dts0 = first.dts
@@ -165,7 +170,7 @@ class SegmentWriter:
                     # The camera's clock runs at another rate than ours: this segment absorbs
                     # the correction, and the next one starts on the current mapping.
                     end = max(clock.wall(end_s), start)
-            done = self._close(seg, run, params, start, end)
+            done = self._close(seg, start, end)
             written.append(done)
             return done
 
@@ -188,7 +193,7 @@ class SegmentWriter:
                     joined_at = close(seg, t, at_cut=True).end
                     seg = None
                 if seg is None:
-                    seg = _Open(self._path(clock.wall(t)), stream, packet)
+                    seg = self._open(clock.wall(t), run, params, stream, packet)
                 seg.least_lag = min(seg.least_lag, lag)
                 seg.write(packet, t)
                 count += 1
@@ -197,24 +202,48 @@ class SegmentWriter:
                 close(seg, seg.last_s + step)
         return RecordStats(len(written), count, sum(s.bytes for s in written))
 
-    def _close(
-        self, seg: _Open, run: int, params: StreamParams, start: float, end: float
-    ) -> Segment:
-        size = seg.close()
-        return self.index.add(
-            Segment(
-                source=self.source,
-                run=run,
-                start=start,
-                end=end,
-                path=seg.path,
-                bytes=size,
-                codec=params.codec,
-                width=params.width,
-                height=params.height,
-                params=params.digest,
-            )
+    def recover(self) -> list[Segment]:
+        """Finish the segments a writer of this source left open when it died. Each keeps what
+        reached the disk (every fragment, a GOP each, but the one being written); one with no
+        picture goes. Call before ``record``."""
+        recovered = []
+        for row in self.index.unfinished(self.source):
+            span = _media_span(row.path)
+            if span is None:
+                self.index.remove(row.id)
+                row.path.unlink(missing_ok=True)
+                continue
+            done = dataclasses.replace(row, end=row.start + span, bytes=row.path.stat().st_size)
+            self.index.finish(done)
+            recovered.append(done)
+        return recovered
+
+    def _open(
+        self,
+        start: float,
+        run: int,
+        params: StreamParams,
+        template: av.VideoStream,
+        first: VideoPacket,
+    ) -> _Open:
+        row = Segment(
+            source=self.source,
+            run=run,
+            start=start,
+            end=start,
+            path=self._path(start),
+            bytes=0,
+            codec=params.codec,
+            width=params.width,
+            height=params.height,
+            params=params.digest,
         )
+        return _Open(self.index.begin(row), template, first)
+
+    def _close(self, seg: _Open, start: float, end: float) -> Segment:
+        done = dataclasses.replace(seg.row, start=start, end=end, bytes=seg.close())
+        self.index.finish(done)
+        return done
 
     def _path(self, start: float) -> pathlib.Path:
         day = datetime.datetime.fromtimestamp(start, datetime.UTC).strftime("%Y-%m-%d")
@@ -274,6 +303,26 @@ def _all_but_last(packets: Iterable[VideoPacket]) -> Iterator[tuple[VideoPacket,
         if held is not None:
             yield held
         held = (packet, time.time())
+
+
+def _media_span(path: pathlib.Path) -> float | None:
+    """How long the pictures in a segment file last; None if it has none (or no header)."""
+    import av
+
+    times: list[float] = []
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.size:
+                    times.append(_seconds(packet.pts, packet))
+    except (av.FFmpegError, OSError, IndexError):
+        pass  # a file cut off in its header, or missing; what was read counts
+    if not times:
+        return None
+    times.sort()
+    step = times[-1] - times[-2] if len(times) > 1 else 0.0
+    return times[-1] - times[0] + step
 
 
 def _seconds(ts: int | None, packet: VideoPacket) -> float:
