@@ -1,9 +1,10 @@
 """Continuous recording: a building block, not yet wired into the capture pipeline.
 
-Why remux. A camera already spent its own silicon compressing the picture; decoding and
-re-encoding it would cost a core per 1080p stream and lose quality. ``SegmentWriter`` copies the
-camera's H.264/H.265 packets into files as they are (PyAV, no codec opened), so a recorded
-stream costs about what reading it costs. Only sources with no encoded stream (webcams, the test
+Why remux. A camera already spent its own silicon compressing the picture; decoding it alone
+costs several times what copying its packets does (``tests/.../recording/remux_cpu.py``), an
+encoder more again, and re-encoding loses quality. ``SegmentWriter`` copies the camera's
+H.264/H.265 packets into files as they are (PyAV, no codec opened), so a recorded stream costs
+about what reading it costs. Only sources with no encoded stream (webcams, the test
 pattern) are encoded, once, by ``FrameEncoder`` (libx264 ultrafast with zero latency; MPEG-4
 part 2 where FFmpeg lacks libx264), and their packets take the same path.
 
