@@ -1,0 +1,253 @@
+"""The segment index: which file holds which seconds of which source, and what is held."""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from detector_service.private import private_file
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    run INTEGER NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    path TEXT NOT NULL UNIQUE,
+    bytes INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    params TEXT NOT NULL,
+    closed INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS segments_by_source ON segments (source, start);
+CREATE INDEX IF NOT EXISTS segments_by_start ON segments (start);
+CREATE TABLE IF NOT EXISTS holds (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    start REAL NOT NULL,
+    end REAL NOT NULL,
+    keep_until REAL NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+# Segments closer than this count as one covered interval: consecutive segments of one
+# connection share their boundary exactly, so only float rounding needs forgiving.
+JOIN_TOLERANCE_S = 0.05
+
+_COLUMNS = "id, source, run, start, end, path, bytes, codec, width, height, params"
+
+
+@dataclass(frozen=True)
+class Segment:
+    source: str
+    run: int
+    start: float
+    end: float
+    path: pathlib.Path
+    bytes: int
+    codec: str
+    width: int
+    height: int
+    # A digest of codec, size and decoder configuration: segments with equal params join into
+    # one file without re-encoding.
+    params: str
+    # Assigned by the index when the segment is added.
+    id: int = 0
+
+    @property
+    def duration(self) -> float:
+        return self.end - self.start
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """What of [start, end) is recorded (``covered``) and what is not (``gaps``), in order."""
+
+    covered: list[Interval]
+    gaps: list[Interval]
+
+
+class SegmentIndex:
+    """SQLite (WAL) in a 0600 file; safe to share between the writer threads and readers."""
+
+    def __init__(self, path: pathlib.Path) -> None:
+        # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the mode of
+        # the database, and segment paths and times say when each camera saw something.
+        private_file(path)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def begin(self, seg: Segment) -> Segment:
+        """Index a segment as it opens: if the writer dies, ``unfinished`` finds it."""
+        with self._tx() as db:
+            cursor = db.execute(
+                f"INSERT INTO segments ({_COLUMNS}, closed) "
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                (
+                    seg.source,
+                    seg.run,
+                    seg.start,
+                    seg.end,
+                    str(seg.path),
+                    seg.bytes,
+                    seg.codec,
+                    seg.width,
+                    seg.height,
+                    seg.params,
+                ),
+            )
+            row_id = cursor.lastrowid
+        assert row_id is not None
+        return dataclasses.replace(seg, id=row_id)
+
+    def finish(self, seg: Segment) -> None:
+        """Record a closed segment's times and size; from now on it is part of the recording."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE segments SET start = ?, end = ?, bytes = ?, closed = 1 WHERE id = ?",
+                (seg.start, seg.end, seg.bytes, seg.id),
+            )
+
+    def unfinished(self, source: str) -> list[Segment]:
+        """``source``'s segments begun and never finished: their writer died."""
+        return self._select("WHERE source = ? AND NOT closed ORDER BY start", (source,))
+
+    def run_for(self, source: str, params: str) -> int:
+        """The run a new connection continues: the last one if its parameters are unchanged."""
+        with self._lock:
+            last = self._db.execute(
+                "SELECT run, params FROM segments WHERE source = ? ORDER BY start DESC LIMIT 1",
+                (source,),
+            ).fetchone()
+        if last is None:
+            return 1
+        run, last_params = int(last[0]), str(last[1])
+        return run if last_params == params else run + 1
+
+    def segments(self, source: str, start: float, end: float) -> list[Segment]:
+        """The segments of ``source`` overlapping [start, end), oldest first."""
+        return self._select(
+            "WHERE source = ? AND closed AND end > ? AND start < ? ORDER BY start",
+            (source, start, end),
+        )
+
+    def all_segments(self, source: str) -> list[Segment]:
+        return self._select("WHERE source = ? AND closed ORDER BY start", (source,))
+
+    def coverage(self, source: str, start: float, end: float) -> Coverage:
+        covered: list[Interval] = []
+        for seg in self.segments(source, start, end):
+            lo, hi = max(seg.start, start), min(seg.end, end)
+            if covered and lo - covered[-1].end <= JOIN_TOLERANCE_S:
+                covered[-1] = Interval(covered[-1].start, max(covered[-1].end, hi))
+            else:
+                covered.append(Interval(lo, hi))
+        gaps: list[Interval] = []
+        cursor = start
+        for part in covered:
+            if part.start - cursor > JOIN_TOLERANCE_S:
+                gaps.append(Interval(cursor, part.start))
+            cursor = part.end
+        if end - cursor > JOIN_TOLERANCE_S:
+            gaps.append(Interval(cursor, end))
+        return Coverage(covered, gaps)
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments").fetchone()
+        return int(row[0])
+
+    def hold(self, source: str, start: float, end: float, keep_until: float, reason: str) -> int:
+        """Keep ``source``'s segments overlapping [start, end) until ``keep_until``."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO holds (source, start, end, keep_until, reason) VALUES (?, ?, ?, ?, ?)",
+                (source, start, end, keep_until, reason),
+            )
+            row_id = cursor.lastrowid
+        assert row_id is not None
+        return row_id
+
+    def expired_unheld(self, source: str, before: float, now: float) -> list[Segment]:
+        """``source``'s segments that ended before ``before`` and no live hold keeps."""
+        return self._select(
+            f"WHERE source = ? AND closed AND end < ? AND {_UNHELD} ORDER BY start",
+            (source, before, now),
+        )
+
+    def oldest_unheld(self, now: float, limit: int) -> list[Segment]:
+        """The oldest segments of all sources that no live hold keeps."""
+        return self._select(f"WHERE closed AND {_UNHELD} ORDER BY start LIMIT ?", (now, limit))
+
+    def sources(self) -> list[str]:
+        with self._lock:
+            rows = self._db.execute("SELECT DISTINCT source FROM segments ORDER BY source")
+            return [str(row[0]) for row in rows]
+
+    def remove(self, segment_id: int) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM segments WHERE id = ?", (segment_id,))
+
+    def drop_holds(self, now: float) -> int:
+        """Forget holds whose retention has ended; returns how many."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM holds WHERE keep_until <= ?", (now,)).rowcount
+
+    def _select(self, where: str, args: tuple[object, ...]) -> list[Segment]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {_COLUMNS} FROM segments s {where}", args).fetchall()
+        return [
+            Segment(
+                id=int(r[0]),
+                source=str(r[1]),
+                run=int(r[2]),
+                start=float(r[3]),
+                end=float(r[4]),
+                path=pathlib.Path(r[5]),
+                bytes=int(r[6]),
+                codec=str(r[7]),
+                width=int(r[8]),
+                height=int(r[9]),
+                params=str(r[10]),
+            )
+            for r in rows
+        ]
+
+
+# A segment is held while a hold on its source overlaps it and has not expired (the ? is now).
+_UNHELD = (
+    "NOT EXISTS (SELECT 1 FROM holds h WHERE h.source = s.source AND h.start < s.end "
+    "AND h.end > s.start AND h.keep_until > ?)"
+)
