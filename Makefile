@@ -54,6 +54,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=$(CURDIR):$(CURDIR)/clients $(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/check_units.py
 
 # The real parts that tests start themselves on loopback, never mocks, all from Debian: chromium
