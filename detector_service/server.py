@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
-from detector_service.incidents import IncidentConfig, IncidentTracker, open_tracker
+from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir

@@ -8,7 +8,7 @@ import random
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.incident_store import IncidentStore
+from detector_service.incidents.store import IncidentStore
 from tests.detector_service.incidents.conftest import Trackers
 from tests.detector_service.incidents.helpers import START_NS, Camera, det, frame_jpeg
 from vigil.detector.v1 import detector_service_pb2 as pb

@@ -1,7 +1,7 @@
 """Posting incident events as JSON to a webhook, on a background thread.
 
 ``post`` only puts the event in a bounded queue and returns; one thread sends them in order with
-httpx, retrying connection errors, timeouts, 408, 429 and 5xx answers with exponential backoff.
+httpx, retrying connection errors, timeouts, 408, 429 and 5xx answers with the shared backoff.
 When the queue is full (the receiver is down or slow and events keep coming) the new event is
 dropped, counted and logged: frames must never wait for a webhook. Events stay in the history
 (ListIncidents) whatever happens here.
@@ -24,6 +24,7 @@ import httpx
 from google.protobuf import json_format
 
 from detector_service.source_uri import SourceUri, mask
+from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,7 @@ class Webhook:
         *,
         queue_size: int = 100,
         timeout_s: float = 5.0,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 10.0,
+        backoff: Backoff | None = None,
         include_snapshot: bool = False,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
@@ -67,8 +67,8 @@ class Webhook:
         self.url = SourceUri(url)
         _mask_httpx_log()
         self.retries = retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
+        # One sender thread, one schedule: reset for each event.
+        self._backoff = backoff or Backoff(initial_s=0.5, max_s=10.0)
         self.include_snapshot = include_snapshot
         # None is a wake-up call from close().
         self._queue: queue.Queue[pb.StreamIncidentsResponse | None] = queue.Queue(queue_size)
@@ -142,7 +142,7 @@ class Webhook:
             "Content-Type": "application/json",
             "Idempotency-Key": f"{event.incident.id}:{kind}",
         }
-        delay = self.backoff_s
+        self._backoff.reset()
         for attempt in range(self.retries + 1):
             try:
                 answer = self._client.post(self.url.reveal(), content=body, headers=headers)
@@ -158,9 +158,8 @@ class Webhook:
                 break
             log.info("webhook %s for incident %s; retrying", problem, event.incident.id)
             # Closing cuts the backoff short: what is left is tried once each, then dropped.
-            if self._closing.wait(delay):
+            if self._closing.wait(self._backoff.next()):
                 break
-            delay = min(delay * 2, self.backoff_max_s)
         log.warning("webhook gave up on %s of incident %s: %s", kind, event.incident.id, problem)
         return False
 
