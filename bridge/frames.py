@@ -34,6 +34,7 @@ import grpc
 import orjson
 
 from vigil.common.v1 import common_pb2 as cpb
+from vigil.core import source_ids
 from vigil.core.errors import InvalidInput, Unavailable, ws_close_code
 from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as dpb
@@ -47,8 +48,6 @@ log = logging.getLogger(__name__)
 # Optional fields a viewer may ask for with ``?extras=a,b``; without them a frame message is
 # exactly {"type", "data", "timestamp"}, as the original protocol defines it.
 EXTRAS = frozenset({"detections", "sequence", "dropped", "latency"})
-# The detector's rule for source ids; checked here so a typo never reaches it.
-SOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Statuses that another attempt cannot fix: the viewers are told and closed.
 _FINAL = frozenset(
@@ -399,8 +398,8 @@ class FrameHub:
         """Become a viewer of ``source_id`` for the duration of the ``with`` block."""
         if self._closed:
             raise Unavailable("the bridge is shutting down")
-        if not SOURCE_ID.fullmatch(source_id):
-            raise InvalidInput("source ids are 1-64 letters, digits, '-' or '_'")
+        if not source_ids.is_source_id(source_id):  # the detector's rule: a typo never reaches it
+            raise InvalidInput(f"source ids are {source_ids.RULE}")
         feed = self._feeds.get(source_id)
         if feed is None:
             feed = self._feeds[source_id] = _Feed(self, source_id)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.common.v1 import common_pb2 as cpb
+from vigil.core import source_ids
 from vigil.detector.v1 import detector_service_pb2 as dpb
 
 
@@ -258,7 +259,7 @@ SOURCE_EXAMPLE: dict[str, Any] = {
 
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SOURCE_EXAMPLE]})
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str = Field(pattern=source_ids.ANCHORED)
     kind: SOURCE_KINDS
     uri: str = Field(default="", max_length=2048)
     loop: bool = False
