@@ -80,9 +80,7 @@ class Webhook:
         )
         self._closing = threading.Event()
         self._lock = threading.Lock()
-        #: Events delivered (2xx), given up after retries or a final answer, and dropped unsent.
-        self.delivered = 0
-        self.failed = 0
+        #: Events dropped unsent because the queue was full.
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
@@ -125,17 +123,11 @@ class Webhook:
                     return
                 continue
             try:
-                ok = self._send(event)
+                self._send(event)
             except Exception:
                 log.exception("webhook: unexpected error")
-                ok = False
-            with self._lock:
-                if ok:
-                    self.delivered += 1
-                else:
-                    self.failed += 1
 
-    def _send(self, event: pb.StreamIncidentsResponse) -> bool:
+    def _send(self, event: pb.StreamIncidentsResponse) -> None:
         body = self.body(event)
         kind = pb.IncidentEventType.Name(event.type)
         headers = {
@@ -150,7 +142,7 @@ class Webhook:
                 problem = self.url.redact(f"{type(exc).__name__}: {exc}")
             else:
                 if answer.is_success:
-                    return True
+                    return
                 problem = f"HTTP {answer.status_code}"
                 if answer.status_code not in _RETRYABLE:
                     break
@@ -161,7 +153,6 @@ class Webhook:
             if self._closing.wait(self._backoff.next()):
                 break
         log.warning("webhook gave up on %s of incident %s: %s", kind, event.incident.id, problem)
-        return False
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop taking events; send what is queued for at most ``timeout`` seconds (blocks)."""
