@@ -8,7 +8,7 @@ dropped, counted and logged: frames must never wait for a webhook. Events stay i
 
 The body is the proto3 JSON mapping of ``StreamIncidentsResponse`` with field names as in the
 proto, for example ``{"type": "INCIDENT_EVENT_TYPE_OPENED", "incident": {"id": ..., ...}}``;
-the snapshot JPEG is left out unless asked for. Each event carries an ``Idempotency-Key`` header
+the snapshot JPEG is left out. Each event carries an ``Idempotency-Key`` header
 (incident id and event type), the same on every retry, so a receiver can drop duplicates.
 """
 
@@ -28,6 +28,9 @@ from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+# Seconds one POST may take (connect, send, answer) before it counts as failed and is retried.
+TIMEOUT_S = 5.0
 
 # Answers worth retrying; any other non-2xx answer is final.
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -57,10 +60,7 @@ class Webhook:
         retries: int = 3,
         *,
         queue_size: int = 100,
-        timeout_s: float = 5.0,
         backoff: Backoff | None = None,
-        include_snapshot: bool = False,
-        transport: httpx.BaseTransport | None = None,
     ) -> None:
         # Receivers take a secret in the URL (``?token=``, ``user:password@``): the real one
         # only goes to httpx, which would log it but for the filter.
@@ -69,12 +69,10 @@ class Webhook:
         self.retries = retries
         # One sender thread, one schedule: reset for each event.
         self._backoff = backoff or Backoff(initial_s=0.5, max_s=10.0)
-        self.include_snapshot = include_snapshot
         # None is a wake-up call from close().
         self._queue: queue.Queue[pb.StreamIncidentsResponse | None] = queue.Queue(queue_size)
         self._client = httpx.Client(
-            timeout=timeout_s,
-            transport=transport,
+            timeout=TIMEOUT_S,
             headers={"User-Agent": "vigil-detector"},
             follow_redirects=False,
         )
@@ -101,9 +99,10 @@ class Webhook:
             return False
         return True
 
-    def body(self, event: pb.StreamIncidentsResponse) -> bytes:
+    @staticmethod
+    def body(event: pb.StreamIncidentsResponse) -> bytes:
         message = event
-        if not self.include_snapshot and event.incident.snapshot_jpeg:
+        if event.incident.snapshot_jpeg:
             message = pb.StreamIncidentsResponse()
             message.CopyFrom(event)
             message.incident.ClearField("snapshot_jpeg")
