@@ -55,6 +55,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	PYTHONPATH=$(CURDIR):$(CURDIR)/clients $(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/check_units.py
 
 # The page's type checker (TypeScript, the version package-lock.json pins) for `make lint`; `make run`

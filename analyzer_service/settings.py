@@ -7,29 +7,25 @@ from ipaddress import ip_network
 from typing import Literal
 
 from pydantic import Field, IPvAnyNetwork, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from vigil.core.ports import ANALYZER_PORT, DETECTOR_ADDRESS
+from vigil.core.settings import ServiceSettings
 
 
 def default_data_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "vigil" / "analyzer"
 
 
-class AnalyzerSettings(BaseSettings):
+class AnalyzerSettings(ServiceSettings):
     """Everything the analyzer service can be told; every field has a working default."""
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_ANALYZER_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VIGIL_ANALYZER_")
 
-    host: str = "127.0.0.1"
-    port: int = 50052
-    log_level: str = "INFO"
-    # Seconds that in-flight calls get to finish on SIGTERM.
-    grace_s: float = 5.0
+    port: int = ANALYZER_PORT
     # Prometheus metrics over HTTP on this port of `host` (``vigil run`` sets 9102); unset turns
     # them off.
     metrics_port: int | None = None
-    # Optional bearer token: when set, every call except health and reflection needs
-    # ``authorization: Bearer <token>`` metadata (else UNAUTHENTICATED). Never logged.
-    token: SecretStr | None = None
 
     # Videos, frames and the job database live here.
     data_dir: pathlib.Path = Field(default_factory=default_data_dir)
@@ -105,7 +101,7 @@ class AnalyzerSettings(BaseSettings):
     # Detect stream. An unreachable detector never fails a job: it goes on without detections and
     # its result says so. Requests may also skip the pass (AnalysisOptions.skip_detection).
     detection_pass: bool = True
-    detector_address: str = "127.0.0.1:50051"
+    detector_address: str = DETECTOR_ADDRESS
     # The token the detector service wants (its VIGIL_DETECTOR_TOKEN); unset: this service's own
     # ``token`` is sent, which suits one token for all services (``vigil run`` with VIGIL_TOKEN).
     detector_token: SecretStr | None = None

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Path, Query, Request
 from bridge.errors import ERROR_RESPONSES, ErrorBody, backend
 from bridge.models import Incident, IncidentPage, Source, SourceList, SourceSpec
 from bridge.state import bridge_state
+from vigil.core import source_ids
 
 router = APIRouter(prefix="/api", tags=["sources"], responses=ERROR_RESPONSES)
 
-SOURCE_ID = Path(pattern=r"^[A-Za-z0-9_-]{1,64}$", examples=["lobby-cam"])
+SOURCE_ID = Path(pattern=source_ids.ANCHORED, examples=["lobby-cam"])
 
 
 @router.get("/sources", summary="Every source with its state and counters")
@@ -58,7 +59,7 @@ async def remove_source(source_id: Annotated[str, SOURCE_ID], request: Request) 
 )
 async def list_incidents(
     request: Request,
-    source_id: Annotated[str, Query(pattern=r"^[A-Za-z0-9_-]{0,64}$")] = "",
+    source_id: Annotated[str, Query(pattern=source_ids.ANCHORED_OR_EMPTY)] = "",
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
     page_token: Annotated[str, Query(max_length=256)] = "",
 ) -> IncidentPage:

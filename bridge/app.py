@@ -71,8 +71,9 @@ class RevalidatedStatic(StaticFiles):
 
 
 def index_html(settings: BridgeSettings) -> str:
-    """The page, told the reconnect policy it follows as data attributes on its <body> (js/reconnect.js
-    reads them; without them it keeps its own defaults, the same as the settings')."""
+    """The page, told the reconnect policy it follows as data attributes on its <body>
+    (js/reconnect.js reads them; without them it keeps its own defaults, the same as the
+    settings')."""
     page = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
     policy = (
         f'<body data-reconnect-tries="{settings.reconnect_tries}"'

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 import grpc
 
 from bridge.frame_messages import EncodedFrame, error_message
+from vigil.core import source_ids
 from vigil.core.backoff import Backoff
 from vigil.core.errors import InvalidInput, Unavailable, VigilError, ws_close_code
 from vigil.core.queues import NewestWinsQueue
@@ -30,8 +31,6 @@ from vigil.sdk import AsyncDetectorClient, Frame, Source
 
 log = logging.getLogger(__name__)
 
-# The detector's rule for source ids; checked here so a typo never reaches it.
-SOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 # Statuses that another attempt cannot fix: the viewers are told and closed.
 _FINAL = frozenset(
@@ -244,8 +243,8 @@ class FrameHub:
         """Become a viewer of ``source_id`` for the duration of the ``with`` block."""
         if self._closed:
             raise Unavailable("the bridge is shutting down")
-        if not SOURCE_ID.fullmatch(source_id):
-            raise InvalidInput("source ids are 1-64 letters, digits, '-' or '_'")
+        if not source_ids.is_source_id(source_id):  # the detector's rule: a typo never reaches it
+            raise InvalidInput(f"source ids are {source_ids.RULE}")
         feed = self._feeds.get(source_id)
         if feed is None:
             feed = self._feeds[source_id] = _Feed(self, source_id)

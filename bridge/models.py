@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from pydantic import BaseModel, ConfigDict, Field
 
 from vigil import sdk
+from vigil.core import source_ids
 from vigil.sdk.analyzer_types import JOB_STATES as SDK_JOB_STATES
 from vigil.sdk.analyzer_types import Stage
 
@@ -286,7 +287,7 @@ SOURCE_EXAMPLE: dict[str, Any] = {
 @mirrors(sdk.Source, converted={"kind"})
 class SourceSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SOURCE_EXAMPLE]})
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    id: str = Field(pattern=source_ids.ANCHORED)
     kind: SOURCE_KINDS
     uri: str = Field(default="", max_length=2048)
     loop: bool = False

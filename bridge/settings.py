@@ -4,26 +4,33 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from vigil.core.backoff import Backoff
+from vigil.core.ports import ANALYZER_ADDRESS, BRIDGE_PORT, BRIDGE_URL, DETECTOR_ADDRESS
+from vigil.core.settings import ServiceSettings
 
 
-class BridgeSettings(BaseSettings):
-    """Everything the bridge can be told; every field has a working default."""
+class BridgeSettings(ServiceSettings):
+    """Everything the bridge can be told; every field has a working default.
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_BRIDGE_", env_file=".env", extra="ignore")
+    The bearer ``token`` (of :class:`ServiceSettings`): when set, every HTTP request except
+    /health needs ``Authorization: Bearer <token>``; WebSockets present it at the handshake, as
+    that header or as ``?token=`` (browsers cannot set headers on WebSockets); Socket.IO clients
+    may also send it in their ``auth`` payload. The bridge passes it on to the gRPC backends as
+    ``authorization`` metadata.
+    """
 
-    host: str = "127.0.0.1"
-    port: int = 8000
-    log_level: str = "INFO"
+    model_config = SettingsConfigDict(env_prefix="VIGIL_BRIDGE_")
+
+    port: int = BRIDGE_PORT
     # Seconds that requests in flight (an upload, a chat answer) get to finish on SIGTERM; new
     # connections are refused at once and WebSockets are closed (1012, service restart).
     grace_s: Annotated[float, Field(gt=0.0)] = 5.0
 
-    detector_address: str = "127.0.0.1:50051"
-    analyzer_address: str = "127.0.0.1:50052"
+    detector_address: str = DETECTOR_ADDRESS
+    analyzer_address: str = ANALYZER_ADDRESS
 
     # The source served on /ws/video-stream, which names none.
     default_source_id: str = "default"
@@ -32,7 +39,9 @@ class BridgeSettings(BaseSettings):
 
     # Browser origins allowed to call the HTTP API and open WebSockets. Requests without an Origin
     # header (curl, scripts, tests) are not browsers and are always let through.
-    allowed_origins: list[str] = ["http://127.0.0.1:8000", "http://localhost:8000"]
+    allowed_origins: list[str] = Field(
+        default_factory=lambda: [BRIDGE_URL, f"http://localhost:{BRIDGE_PORT}"]
+    )
 
     # Seconds a backend's health check may take before /health reports it UNREACHABLE.
     health_timeout_s: Annotated[float, Field(gt=0.0)] = 1.0
@@ -56,13 +65,6 @@ class BridgeSettings(BaseSettings):
     # uvicorn's WebSocket implementation. Per-message deflate is always off: frames are JPEG, and
     # compressing them again costs milliseconds per frame for nothing.
     ws_impl: Literal["auto", "websockets", "websockets-sansio", "wsproto"] = "auto"
-
-    # Optional bearer token. When set, every HTTP request except /health needs
-    # ``Authorization: Bearer <token>``; WebSockets present it at the handshake, as that header or
-    # as ``?token=`` (browsers cannot set headers on WebSockets); Socket.IO clients may also send
-    # it in their ``auth`` payload. The bridge passes it on to the gRPC backends as
-    # ``authorization`` metadata. Never logged.
-    token: SecretStr | None = None
 
     # Largest incoming WebSocket message in bytes; a bigger one closes the socket with 1009.
     # Browsers only send small control messages; frames go the other way and are not limited.
@@ -98,7 +100,7 @@ class BridgeSettings(BaseSettings):
     # not itself a trusted proxy); from anyone else that header is ignored. The client counts for
     # the per-client share of upload slots (passed to the analyzer) and for
     # ``max_connections_per_client``. Empty: the socket peer is always the client.
-    trusted_proxies: list[IPvAnyNetwork] = []
+    trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     # Seconds a unary gRPC call from the HTTP API may take.
     rpc_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
 

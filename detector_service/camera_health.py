@@ -52,6 +52,7 @@ import numpy.typing as npt
 from detector_service.backends.base import Image
 from detector_service.health_checks import (
     Condition,
+    HealthConfig,
     Measurements,
     Transition,
     measure,
@@ -94,49 +95,6 @@ class HealthEvent:
     #: The measurements that decided it, for example ``{"sharpness": 0.004, "baseline": 0.05}``.
     values: Mapping[str, float]
     frame: Image = field(repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class HealthConfig:
-    """Thresholds of the checks; times in seconds of the frames' timestamps."""
-
-    #: Rows of the grey copy that brightness, contrast and sharpness are measured on.
-    analysis_height: int = 240
-    frozen_after_s: float = 10.0
-    #: A pixel counts as changed when it differs by more than this many grey levels.
-    frozen_pixel_tolerance: int = 0
-    #: Consecutive frames are "the same picture" when at most this fraction of pixels changed.
-    frozen_max_changed_fraction: float = 0.0002
-    covered_after_s: float = 5.0
-    #: A picture whose contrast (grey-level standard deviation) is below this is uniform.
-    covered_max_contrast: float = 6.0
-    #: A picture whose mean grey level is below this is black, whatever its contrast.
-    black_max_brightness: float = 10.0
-    defocus_after_s: float = 30.0
-    #: Defocused when sharpness falls below this fraction of the camera's baseline.
-    defocus_ratio: float = 0.35
-    #: Healthy frames measured before the sharpness baseline (and the reference) are trusted.
-    baseline_frames: int = 5
-    #: Time constant with which the baseline and the reference follow slow changes.
-    baseline_tau_s: float = 3600.0
-    moved_after_s: float = 10.0
-    #: Moved when the structure's similarity with the reference (cosine, 0..1) is below this.
-    moved_min_similarity: float = 0.5
-    check_moved: bool = True
-    #: A raised condition clears after it has been absent this long (no flapping).
-    clear_after_s: float = 3.0
-
-    def __post_init__(self) -> None:
-        if self.analysis_height < 32:
-            raise ValueError(f"analysis_height must be at least 32, got {self.analysis_height}")
-        for name in ("frozen_after_s", "covered_after_s", "defocus_after_s", "moved_after_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative")
-        if self.clear_after_s < 0 or self.baseline_tau_s <= 0 or self.baseline_frames < 1:
-            raise ValueError("clear_after_s ≥ 0, baseline_tau_s > 0 and baseline_frames ≥ 1")
-        for name in ("defocus_ratio", "moved_min_similarity", "frozen_max_changed_fraction"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ValueError(f"{name} must be within 0..1")
 
 
 @dataclass(slots=True)

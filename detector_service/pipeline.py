@@ -27,6 +27,7 @@ from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from vigil.common.v1 import common_pb2
+from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -36,15 +37,8 @@ log = logging.getLogger(__name__)
 # block for up to READ_TIMEOUT_S) or its open (open_timeout_s): a frozen camera is visible within
 # about 3.5 s.
 WATCHDOG_S = 3.0
-BACKOFF_START_S = 0.5
 # Weight the mean model time keeps of its past at each frame.
 EMA_DECAY = 0.9
-BACKOFF_MAX_S = 30.0
-
-
-def next_backoff(delay: float) -> float:
-    """The wait before the reopen after one that waited ``delay``: doubling, capped."""
-    return min(delay * 2, BACKOFF_MAX_S)
 
 
 @dataclass
@@ -239,7 +233,8 @@ class LiveSource:
             self.loop.call_soon_threadsafe(self._broadcast_state, *args)
 
     def _capture_loop(self, stopping: threading.Event) -> None:
-        backoff = BACKOFF_START_S
+        # Reopens wait 0.5 s doubling to 30 s; a frame starts the schedule again.
+        backoff = Backoff(initial_s=0.5, max_s=30.0)
         while not stopping.is_set():
             try:
                 reader = self.reader_factory(self._capture_spec(), self.max_fps)
@@ -252,13 +247,12 @@ class LiveSource:
                 # Every retry is a reopen, whether the input broke or never opened (a 401).
                 self.counters.reconnects += 1
                 self._set_state(pb.SOURCE_STATE_RECONNECTING, str(exc), stopping)
-                stopping.wait(backoff)
-                backoff = next_backoff(backoff)
+                stopping.wait(backoff.next())
                 continue
             try:
                 while not stopping.is_set():
                     frame = reader.read()
-                    backoff = BACKOFF_START_S
+                    backoff.reset()
                     self._rates["in"].tick()
                     with self._slot.cond:
                         if stopping.is_set():
@@ -275,8 +269,7 @@ class LiveSource:
                 # the camera is retried: a capture thread must never just die.
                 self.counters.reconnects += 1
                 self._set_state(pb.SOURCE_STATE_RECONNECTING, str(_as_capture_error(exc)), stopping)
-                stopping.wait(backoff)
-                backoff = next_backoff(backoff)
+                stopping.wait(backoff.next())
             finally:
                 try:
                     reader.close()

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
-from detector_service.incidents import IncidentConfig, IncidentTracker, open_tracker
+from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir
@@ -39,15 +39,17 @@ class DetectorServer:
     pool: concurrent.futures.ThreadPoolExecutor
     incidents: IncidentTracker
     metrics: DetectorMetrics
-    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _closers: list[contextlib.ExitStack] = field(default_factory=list)
+    #: Background work that ends with the server (the model's health watch).
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    #: What else closes with it (the metrics HTTP server).
+    closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
 
     @property
     def port(self) -> int:
         return self.service.port
 
     async def stop(self, grace: float) -> None:
-        for task in self._tasks:
+        for task in self.tasks:
             task.cancel()
         await self.service.stop(grace)
         self.registry.close()
@@ -56,9 +58,8 @@ class DetectorServer:
         await asyncio.to_thread(self.batcher.close)
         await asyncio.to_thread(self.incidents.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
-        for closer in self._closers:
-            # The metrics server's shutdown waits for its thread: not on the event loop.
-            await asyncio.to_thread(closer.close)
+        # The metrics server's shutdown waits for its thread: not on the event loop.
+        await asyncio.to_thread(self.closing.close)
 
 
 def incident_config(settings: DetectorSettings) -> IncidentConfig:
@@ -132,13 +133,20 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         DetectorServicer(settings, registry, batcher, pool, incidents), service.server
     )
     await service.start(settings.host, settings.port)
-    server = DetectorServer(service, registry, batcher, pool, incidents, metrics)
-    server._tasks.append(asyncio.create_task(watch_model_health(service, batcher)))
+    closing = contextlib.ExitStack()
     if settings.metrics_port is not None:
         _port, stop_metrics = serve_metrics(metrics.registry, settings.host, settings.metrics_port)
-        stack = contextlib.ExitStack()
-        stack.callback(stop_metrics)
-        server._closers.append(stack)
+        closing.callback(stop_metrics)
+    server = DetectorServer(
+        service,
+        registry,
+        batcher,
+        pool,
+        incidents,
+        metrics,
+        tasks=[asyncio.create_task(watch_model_health(service, batcher))],
+        closing=closing,
+    )
     log.info(
         "detector service on %s:%d (backend %s, %d sources)",
         settings.host,

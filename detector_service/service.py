@@ -11,7 +11,7 @@ import grpc
 
 from detector_service.annotate import InvalidImage, decode_image, draw, encode_jpeg
 from detector_service.batcher import InferenceBatcher, Overloaded
-from detector_service.incidents import IncidentTracker
+from detector_service.incidents.tracker import IncidentTracker
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
 from vigil.common.v1 import common_pb2

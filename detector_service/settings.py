@@ -6,33 +6,31 @@ import pathlib
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from vigil.core.ports import DETECTOR_PORT
+from vigil.core.settings import ServiceSettings
 
 
 def default_model_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "vigil" / "models"
 
 
-class DetectorSettings(BaseSettings):
+class DetectorSettings(ServiceSettings):
     """Everything the detector service can be told; every field has a working default."""
 
-    model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_")
 
-    host: str = "127.0.0.1"
-    port: int = 50051
-    log_level: str = "INFO"
-    # Seconds that in-flight calls get to finish on SIGTERM.
-    grace_s: float = 5.0
-    # Optional bearer token: when set, every call except health and reflection needs
-    # ``authorization: Bearer <token>`` metadata (else UNAUTHENTICATED). Never logged.
-    token: SecretStr | None = None
+    port: int = DETECTOR_PORT
 
     backend: Literal["yolo", "roboflow", "onnx", "none"] = "yolo"
     model_dir: pathlib.Path = Field(default_factory=default_model_dir)
     confidence: float = Field(0.3, ge=0.0, le=1.0)
     nms_iou: float = Field(0.45, ge=0.0, le=1.0)
     # Class labels counted as weapons (incidents, the analyzer's dense sampling).
-    weapon_classes: list[str] = ["knife", "scissors", "baseball bat", "gun", "pistol", "rifle"]
+    weapon_classes: list[str] = Field(
+        default_factory=lambda: ["knife", "scissors", "baseball bat", "gun", "pistol", "rifle"]
+    )
 
     # The source served when a viewer asks for none.
     default_source_id: str = "default"
@@ -76,7 +74,9 @@ class DetectorSettings(BaseSettings):
     # ``confidence`` matter: backends already drop what is below it).
     # From the environment both are JSON: '["person", "gun"]', '{"gun": 0.6}'.
     class_allow: list[str] | None = None
-    class_thresholds: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = {}
+    class_thresholds: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(
+        default_factory=dict
+    )
 
     # Where the incident history (SQLite) and clips live.
     data_dir: pathlib.Path = Field(

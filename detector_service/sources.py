@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-import re
 import tomllib
 from typing import Any
 
@@ -14,16 +13,16 @@ from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
+from vigil.core import source_ids
 from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
 from vigil.detector.v1 import detector_service_pb2 as pb
 
-SOURCE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
 
 
 def validate(spec: pb.SourceSpec) -> None:
-    if not SOURCE_ID.match(spec.id):
-        raise InvalidInput("source id must be 1-64 letters, digits, '-' or '_'")
+    if not source_ids.is_source_id(spec.id):
+        raise InvalidInput(f"source id must be {source_ids.RULE}")
     if spec.kind == pb.SOURCE_KIND_UNSPECIFIED:
         raise InvalidInput("source kind is required")
     if spec.kind == pb.SOURCE_KIND_WEBCAM and not (spec.uri or "0").isdigit():

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vigil import cli_extras
+from vigil.core import ports
 from vigil.loadgen.scenario import MAX_DURATION_S, Scenario, ScenarioError
 
 # Exit statuses: as the rest of the CLI, 2 for bad usage.
@@ -26,9 +27,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "latency percentiles, drops, errors and each service's resource use. Only loopback "
         "addresses unless --allow-remote.",
     )
-    p.add_argument("--detector", default="127.0.0.1:50051", help="detector gRPC address")
-    p.add_argument("--analyzer", default="127.0.0.1:50052", help="analyzer gRPC address")
-    p.add_argument("--bridge", default="http://127.0.0.1:8000", help="bridge base URL")
+    p.add_argument("--detector", default=ports.DETECTOR_ADDRESS, help="detector gRPC address")
+    p.add_argument("--analyzer", default=ports.ANALYZER_ADDRESS, help="analyzer gRPC address")
+    p.add_argument("--bridge", default=ports.BRIDGE_URL, help="bridge base URL")
     p.add_argument(
         "--spawn",
         choices=["process"],

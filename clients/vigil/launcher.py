@@ -30,21 +30,29 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 from prometheus_client import CollectorRegistry
 
+from vigil.core import ports
 from vigil.core.metrics_http import serve_metrics
 from vigil.supervisor import Policy, Supervisor, SupervisorCollector, describe_exit
 
 SERVICES = ("detector_service", "analyzer_service", "bridge")
 # The names logs, metrics and the bridge's /health use.
 NAMES = {"detector_service": "detector", "analyzer_service": "analyzer", "bridge": "bridge"}
-DEFAULT_PORTS = {"detector_service": 50051, "analyzer_service": 50052, "bridge": 8000}
+DEFAULT_PORTS = {
+    "detector_service": ports.DETECTOR_PORT,
+    "analyzer_service": ports.ANALYZER_PORT,
+    "bridge": ports.BRIDGE_PORT,
+}
 PREFIXES = {
     "detector_service": "VIGIL_DETECTOR_",
     "analyzer_service": "VIGIL_ANALYZER_",
     "bridge": "VIGIL_BRIDGE_",
 }
 # Prometheus ports of the services that have no HTTP port of their own, and of the launcher.
-DEFAULT_METRICS_PORTS = {"detector_service": 9101, "analyzer_service": 9102}
-DEFAULT_RUN_METRICS_PORT = 9103
+DEFAULT_METRICS_PORTS = {
+    "detector_service": ports.DETECTOR_METRICS_PORT,
+    "analyzer_service": ports.ANALYZER_METRICS_PORT,
+}
+DEFAULT_RUN_METRICS_PORT = ports.RUN_METRICS_PORT
 POLL_S = 0.2
 HEALTH_EVERY_S = 0.5
 

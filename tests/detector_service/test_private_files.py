@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detector_service import clips
+from detector_service.incidents import clips
 from detector_service.server import serve
 from detector_service.settings import DetectorSettings
 from detector_service.sources import load_sources_file

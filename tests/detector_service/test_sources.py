@@ -280,3 +280,22 @@ async def test_bad_sources_are_refused(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await detector_stub.AddSource(pb.AddSourceRequest(source=spec))
     assert message in (info.value.details() or "")
+
+
+@pytest.mark.parametrize("source_id", ["cam\n", "\ncam", "cam ", "", "a" * 65, "cäm"])
+async def test_a_source_id_must_match_the_rule_whole(detector_stub: Stub, source_id: str) -> None:
+    # "cam\n" passed a ``^...$`` match: the rule is a full match, as the bridge's is.
+    spec = pb.SourceSpec(id=source_id, kind=pb.SOURCE_KIND_TEST_PATTERN)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await detector_stub.AddSource(pb.AddSourceRequest(source=spec))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "source id must be 1-64 letters" in (info.value.details() or "")
+    listed = await detector_stub.ListSources(pb.ListSourcesRequest())
+    assert [s.spec.id for s in listed.sources] == ["default"]
+
+
+async def test_the_longest_source_id_is_accepted(detector_stub: Stub) -> None:
+    spec = pb.SourceSpec(id="a-Z_9" * 12 + "abcd", kind=pb.SOURCE_KIND_TEST_PATTERN)
+    added = await detector_stub.AddSource(pb.AddSourceRequest(source=spec))
+    assert added.source.spec.id == spec.id
+    assert len(spec.id) == 64

@@ -6,6 +6,8 @@ import dataclasses
 import ipaddress
 import socket
 
+from vigil.core import ports
+
 # However a scenario is written, it runs at most this long and this wide: a load generator that
 # can be pointed at anything must not be able to run unbounded.
 MAX_DURATION_S = 600.0
@@ -22,9 +24,9 @@ class ScenarioError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Scenario:
-    detector: str = "127.0.0.1:50051"
-    analyzer: str = "127.0.0.1:50052"
-    bridge: str = "http://127.0.0.1:8000"
+    detector: str = ports.DETECTOR_ADDRESS
+    analyzer: str = ports.ANALYZER_ADDRESS
+    bridge: str = ports.BRIDGE_URL
     duration_s: float = 10.0
     # N gRPC Detect streams, each sending ``detect_fps`` JPEGs a second.
     detect_streams: int = 1

@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from vigil.core import channels
+from vigil.core import channels, ports
 from vigil.core.channels import ChannelOption
 from vigil.core.errors import Unavailable
 
-DEFAULT_DETECTOR_ADDRESS = "127.0.0.1:50051"
-DEFAULT_ANALYZER_ADDRESS = "127.0.0.1:50052"
+DEFAULT_DETECTOR_ADDRESS = ports.DETECTOR_ADDRESS
+DEFAULT_ANALYZER_ADDRESS = ports.ANALYZER_ADDRESS
 USER_AGENT = "vigil-sdk/0.1"
 
 

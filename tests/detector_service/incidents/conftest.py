@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from detector_service.incident_store import IncidentStore
-from detector_service.incidents import IncidentConfig, IncidentTracker
-from detector_service.webhook import Webhook
+from detector_service.incidents.store import IncidentStore
+from detector_service.incidents.tracker import IncidentConfig, IncidentTracker
+from detector_service.incidents.webhook import Webhook
 
 
 class Trackers:

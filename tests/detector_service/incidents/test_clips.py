@@ -63,7 +63,6 @@ async def test_clip_covers_pre_and_post_and_is_on_the_closed_event(
     assert size == (160, 120)
     assert list(clip_dir.iterdir()) == [path]  # no temporary file left behind
 
-    tracker.store.flush()
     stored = await tracker.store.get(closed.incident.id, include_snapshot=False)
     assert stored is not None
     assert stored.clip_path == str(path)
@@ -88,7 +87,6 @@ async def test_clip_finished_after_the_close_lands_in_the_history(
     await wait_for_file(path)
     deadline = time.monotonic() + 5
     while True:
-        tracker.store.flush()
         stored = await tracker.store.get(opened.incident.id)
         assert stored is not None
         if stored.clip_path or time.monotonic() > deadline:

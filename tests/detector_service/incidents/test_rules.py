@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pathlib
+
 import pytest
 
-from detector_service.incidents import IncidentConfig
+from detector_service.incidents.tracker import IncidentConfig
 from tests.detector_service.incidents.conftest import Trackers
 from tests.detector_service.incidents.helpers import Camera, det, drain, frame_jpeg, kinds
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -179,8 +181,9 @@ async def test_end_source_closes_at_its_last_frame(trackers: Trackers) -> None:
     assert closed.incident.closed_at.ToNanoseconds() == last
 
 
-def test_config_is_checked() -> None:
+def test_config_is_checked(tmp_path: pathlib.Path) -> None:
+    db = tmp_path / "incidents.sqlite3"
     with pytest.raises(ValueError, match="min_frames"):
-        IncidentConfig(min_frames=6, window=5)
+        IncidentConfig(db, min_frames=6, window=5)
     with pytest.raises(ValueError, match="negative"):
-        IncidentConfig(cooldown_s=-1)
+        IncidentConfig(db, cooldown_s=-1)

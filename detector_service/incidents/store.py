@@ -3,8 +3,8 @@
 One connection on one dedicated thread: the processing threads that open and close incidents
 only queue a write and go on (no frame ever waits for the disk), the event loop never blocks on
 SQLite, and writes happen in the order they were queued, so an incident's close never overtakes
-its open. The snapshot JPEG lives in its own column, last, so listings without snapshots never
-read its pages.
+its open. Reads queue on the same thread: a read sees every write queued before it. The snapshot
+JPEG lives in its own column, last, so listings without snapshots never read its pages.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import concurrent.futures
 import logging
 import pathlib
 import sqlite3
-import threading
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -51,9 +50,6 @@ class IncidentStore:
         self.path = path
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incidents")
         self._db: sqlite3.Connection | None = None
-        self._errors_lock = threading.Lock()
-        #: Writes that failed (logged); the incident stays in memory and in the event streams.
-        self.write_errors = 0
         self._executor.submit(self._connect).result()
 
     def _connect(self) -> None:
@@ -132,18 +128,13 @@ class IncidentStore:
         future = self._executor.submit(fn)
 
         def check(f: concurrent.futures.Future[None]) -> None:
+            # Logged only: the incident stays in memory and in the event streams.
             if f.cancelled() or f.exception() is None:
                 return
-            with self._errors_lock:
-                self.write_errors += 1
             log.error("incident store: %s failed: %s", what, f.exception())
 
         future.add_done_callback(check)
         return future
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait until every write queued so far is done (blocks: not on the event loop)."""
-        self._executor.submit(lambda: None).result(timeout)
 
     # --- reads: the event loop -----------------------------------------------------------------
 

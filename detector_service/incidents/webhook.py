@@ -1,14 +1,14 @@
 """Posting incident events as JSON to a webhook, on a background thread.
 
 ``post`` only puts the event in a bounded queue and returns; one thread sends them in order with
-httpx, retrying connection errors, timeouts, 408, 429 and 5xx answers with exponential backoff.
+httpx, retrying connection errors, timeouts, 408, 429 and 5xx answers with the shared backoff.
 When the queue is full (the receiver is down or slow and events keep coming) the new event is
 dropped, counted and logged: frames must never wait for a webhook. Events stay in the history
 (ListIncidents) whatever happens here.
 
 The body is the proto3 JSON mapping of ``StreamIncidentsResponse`` with field names as in the
 proto, for example ``{"type": "INCIDENT_EVENT_TYPE_OPENED", "incident": {"id": ..., ...}}``;
-the snapshot JPEG is left out unless asked for. Each event carries an ``Idempotency-Key`` header
+the snapshot JPEG is left out. Each event carries an ``Idempotency-Key`` header
 (incident id and event type), the same on every retry, so a receiver can drop duplicates.
 """
 
@@ -24,9 +24,13 @@ import httpx
 from google.protobuf import json_format
 
 from detector_service.source_uri import SourceUri, mask
+from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
+
+# Seconds one POST may take (connect, send, answer) before it counts as failed and is retried.
+TIMEOUT_S = 5.0
 
 # Answers worth retrying; any other non-2xx answer is final.
 _RETRYABLE = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -56,33 +60,25 @@ class Webhook:
         retries: int = 3,
         *,
         queue_size: int = 100,
-        timeout_s: float = 5.0,
-        backoff_s: float = 0.5,
-        backoff_max_s: float = 10.0,
-        include_snapshot: bool = False,
-        transport: httpx.BaseTransport | None = None,
+        backoff: Backoff | None = None,
     ) -> None:
         # Receivers take a secret in the URL (``?token=``, ``user:password@``): the real one
         # only goes to httpx, which would log it but for the filter.
         self.url = SourceUri(url)
         _mask_httpx_log()
         self.retries = retries
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.include_snapshot = include_snapshot
+        # One sender thread, one schedule: reset for each event.
+        self._backoff = backoff or Backoff(initial_s=0.5, max_s=10.0)
         # None is a wake-up call from close().
         self._queue: queue.Queue[pb.StreamIncidentsResponse | None] = queue.Queue(queue_size)
         self._client = httpx.Client(
-            timeout=timeout_s,
-            transport=transport,
+            timeout=TIMEOUT_S,
             headers={"User-Agent": "vigil-detector"},
             follow_redirects=False,
         )
         self._closing = threading.Event()
         self._lock = threading.Lock()
-        #: Events delivered (2xx), given up after retries or a final answer, and dropped unsent.
-        self.delivered = 0
-        self.failed = 0
+        #: Events dropped unsent because the queue was full.
         self.dropped = 0
         self._thread = threading.Thread(target=self._run, name="webhook", daemon=True)
         self._thread.start()
@@ -103,9 +99,10 @@ class Webhook:
             return False
         return True
 
-    def body(self, event: pb.StreamIncidentsResponse) -> bytes:
+    @staticmethod
+    def body(event: pb.StreamIncidentsResponse) -> bytes:
         message = event
-        if not self.include_snapshot and event.incident.snapshot_jpeg:
+        if event.incident.snapshot_jpeg:
             message = pb.StreamIncidentsResponse()
             message.CopyFrom(event)
             message.incident.ClearField("snapshot_jpeg")
@@ -125,24 +122,18 @@ class Webhook:
                     return
                 continue
             try:
-                ok = self._send(event)
+                self._send(event)
             except Exception:
                 log.exception("webhook: unexpected error")
-                ok = False
-            with self._lock:
-                if ok:
-                    self.delivered += 1
-                else:
-                    self.failed += 1
 
-    def _send(self, event: pb.StreamIncidentsResponse) -> bool:
+    def _send(self, event: pb.StreamIncidentsResponse) -> None:
         body = self.body(event)
         kind = pb.IncidentEventType.Name(event.type)
         headers = {
             "Content-Type": "application/json",
             "Idempotency-Key": f"{event.incident.id}:{kind}",
         }
-        delay = self.backoff_s
+        self._backoff.reset()
         for attempt in range(self.retries + 1):
             try:
                 answer = self._client.post(self.url.reveal(), content=body, headers=headers)
@@ -150,7 +141,7 @@ class Webhook:
                 problem = self.url.redact(f"{type(exc).__name__}: {exc}")
             else:
                 if answer.is_success:
-                    return True
+                    return
                 problem = f"HTTP {answer.status_code}"
                 if answer.status_code not in _RETRYABLE:
                     break
@@ -158,11 +149,9 @@ class Webhook:
                 break
             log.info("webhook %s for incident %s; retrying", problem, event.incident.id)
             # Closing cuts the backoff short: what is left is tried once each, then dropped.
-            if self._closing.wait(delay):
+            if self._closing.wait(self._backoff.next()):
                 break
-            delay = min(delay * 2, self.backoff_max_s)
         log.warning("webhook gave up on %s of incident %s: %s", kind, event.incident.id, problem)
-        return False
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop taking events; send what is queued for at most ``timeout`` seconds (blocks)."""

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.clips import ClipRecorder
-from detector_service.incident_store import IncidentStore
-from detector_service.webhook import Webhook
+from detector_service.incidents.clips import ClipRecorder
+from detector_service.incidents.store import IncidentStore
+from detector_service.incidents.webhook import Webhook
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -45,12 +45,10 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 
 
-def default_db_path() -> pathlib.Path:
-    return pathlib.Path.home() / ".cache" / "vigil" / "incidents.sqlite3"
-
-
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
+    # The SQLite history (the server keeps it in its data_dir).
+    db_path: pathlib.Path
     # A class opens an incident when seen in min_frames of the last `window` frames (N of M).
     min_frames: int = 3
     window: int = 5
@@ -58,7 +56,6 @@ class IncidentConfig:
     close_after_s: float = 5.0
     webhook_url: str | None = None
     webhook_retries: int = 3
-    db_path: pathlib.Path = field(default_factory=default_db_path)
     # Clips are recorded only when set: pre_s seconds before the opening frame, post_s from it.
     clip_dir: pathlib.Path | None = None
     pre_s: float = 3.0

@@ -1,4 +1,4 @@
-"""The newest-wins queue that sits between the frame hub and each viewer."""
+"""The newest-wins queue that sits between the frame hub and each viewer (vigil.core.queues)."""
 
 from __future__ import annotations
 
