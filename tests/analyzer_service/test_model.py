@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr
 
 from analyzer_service.engine import Engine, GenerateRequest
-from analyzer_service.engines import tiny
+from vigil.devtools import tiny_gemma3
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
 from analyzer_service.server import AnalyzerServer
 from analyzer_service.settings import AnalyzerSettings
@@ -231,9 +231,9 @@ async def test_analysis_with_the_model_has_the_exact_event_sequence(
     assert all(re.fullmatch(r"\[\d\d:\d\d\]", label) for label in request.labels)
     assert "knife seen (weapon" in request.prompt
     prepared = await llm_engine.prepare(request)
-    assert prepared.text.count(tiny.BOI) == MAX_IMAGES
+    assert prepared.text.count(tiny_gemma3.BOI) == MAX_IMAGES
     for label in request.labels:
-        assert f"{label}{tiny.BOI}" in prepared.text
+        assert f"{label}{tiny_gemma3.BOI}" in prepared.text
     assert shown[0].time_s <= 2.0 < shown[-1].time_s
 
 
@@ -319,10 +319,10 @@ async def test_chat_streams_an_answer_and_keeps_the_conversation(
     assert request.prompt == third_q
     prepared = await llm_engine.prepare(request)
     text = prepared.text
-    assert text.count(tiny.BOI) == MAX_IMAGES
+    assert text.count(tiny_gemma3.BOI) == MAX_IMAGES
     assert text.count("<start_of_turn>user") == 3
     assert text.count("<start_of_turn>model") == 3  # two answers, and the one to come
-    position = text.rindex(tiny.BOI)  # the images come first
+    position = text.rindex(tiny_gemma3.BOI)  # the images come first
     for part in (first_q, final.text, second_q, second[-1].text, third_q):
         position = text.index(part.strip(), position) + len(part.strip())
     await llm_engine.wait_idle()
