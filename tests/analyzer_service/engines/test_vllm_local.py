@@ -14,10 +14,10 @@ import pathlib
 import pytest
 
 from analyzer_service.engine import Engine, GenerateRequest
-from vigil.devtools import tiny_gemma3
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine
 from vigil.core.errors import InvalidInput
+from vigil.devtools import tiny_gemma3
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -56,7 +56,10 @@ async def test_prompt_has_one_bos_and_one_image_block_per_frame(
     assert ids.count(bos) == 1
     assert ids.count(boi) == 3
     assert ids.count(token_id(local_engine, tiny_gemma3.EOI)) == 3
-    assert ids.count(token_id(local_engine, tiny_gemma3.IMAGE_TOKEN)) == 3 * tiny_gemma3.TOKENS_PER_IMAGE
+    assert (
+        ids.count(token_id(local_engine, tiny_gemma3.IMAGE_TOKEN))
+        == 3 * tiny_gemma3.TOKENS_PER_IMAGE
+    )
 
 
 async def test_text_only_prompt_has_no_image_block(local_engine: SharedEngine) -> None:

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from analyzer_service.engine import Engine, GenerateRequest
-from vigil.devtools import tiny_gemma3
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
 from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable
+from vigil.devtools import tiny_gemma3
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
