@@ -3,9 +3,9 @@
 ``Engine`` declares everything the service uses of a model, as vLLM's ``EngineClient`` does for
 its front ends: start and close (an async context manager), streamed deltas, abort, a health check
 and one ``limits`` value. Engines register a class under the name ``VIGIL_ANALYZER_ENGINE`` gives
-(``@register("vllm")``); importing ``analyzer_service.engines`` registers the built-in ones, and
-``analyzer_service.engines.create`` builds the one the settings name. This module imports no
-engine, so engines depend on it and never the other way round.
+(``@register("vllm")``); ``analyzer_service.engines.catalog`` imports the built-in ones, and its
+``create`` builds the one the settings name. This module imports no engine, so engines depend on
+it and never the other way round.
 
 ``EngineMonitor`` turns the engine's health into the service's: checked every second, a failing
 engine makes the service NOT_SERVING, fails the inference in flight and refuses chat.

@@ -1,6 +1,6 @@
 """Wiring: store, event bus, media workers, engine, jobs and the gRPC server.
 
-An engine made from the settings (``analyzer_service.engines.create``) belongs to the server:
+An engine made from the settings (``engines.catalog.create``) belongs to the server:
 entered (``async with``: loaded) before the server listens, on the server's event loop (vLLM's
 AsyncLLM stays on the loop that started it), and left when it stops. An engine passed in belongs
 to the caller, who enters and leaves it. Either way its health is the service's: NOT_SERVING
@@ -15,9 +15,9 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from analyzer_service import engines
 from analyzer_service.detection import DetectorClient
 from analyzer_service.engine import Engine, EngineMonitor
+from analyzer_service.engines import catalog
 from analyzer_service.events import LocalEventBus
 from analyzer_service.frames import FramesStore
 from analyzer_service.generation import Model
@@ -95,7 +95,7 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
     engine_exit = contextlib.AsyncExitStack()
     owns_engine = engine is None
     if engine is None:
-        made = engines.create(settings)
+        made = catalog.create(settings)
         if made is not None:
             engine = await engine_exit.enter_async_context(made)
     try:

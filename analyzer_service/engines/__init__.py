@@ -1,11 +1,5 @@
 """Language-model engines behind ``analyzer_service.engine.Engine``: vLLM in process or HTTP.
 
-Importing this package registers every built-in engine (none imports vLLM until it starts), as
-``detector_service.backends`` does for detector backends; ``create`` builds the one the settings
-name.
+Kept empty: vLLM imports ``plugin`` from here in each of its processes, so importing the package
+must stay cheap. ``catalog`` registers the built-in engines.
 """
-
-from analyzer_service.engine import create, names, register
-from analyzer_service.engines import vllm_local, vllm_remote
-
-__all__ = ["create", "names", "register", "vllm_local", "vllm_remote"]

@@ -11,8 +11,8 @@ import pathlib
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from analyzer_service import engines
 from analyzer_service.engine import EngineLimits
+from analyzer_service.engines import catalog
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from analyzer_service.settings import AnalyzerSettings
 from tests.analyzer_service.helpers import StartServer, connect, events_of, kinds, upload
@@ -40,7 +40,7 @@ def tiny_settings(settings: AnalyzerSettings, model: pathlib.Path) -> AnalyzerSe
 
 
 def test_settings_map_to_the_engine(settings: AnalyzerSettings, tiny_gemma: pathlib.Path) -> None:
-    engine = engines.create(tiny_settings(settings, tiny_gemma))
+    engine = catalog.create(tiny_settings(settings, tiny_gemma))
     assert isinstance(engine, LocalVllmEngine)
     assert (engine.model, engine.model_path) == (NAME, str(tiny_gemma))
     assert (engine.dtype, engine.max_model_len, engine.max_images) == ("bfloat16", 2048, 2)
