@@ -1,10 +1,9 @@
 """Questions about an analysed video, answered by the model from its sampled frames and timeline.
 
 A job can be asked about as soon as its frames are sampled (past 50%): the frames store says
-whether they are, and holds them with the timeline. The conversation of a
-job is kept in the store; its last turns go into the next prompt as real chat turns, the frames
-and the facts with the first. Answers stream as they are generated; a caller that goes away
-aborts the generation.
+whether they are, and holds them with the timeline. The conversation of a job is kept in the
+store; its last turns go into the next prompt as real chat turns, the frames and the facts with
+the first. Answers stream as they are generated; a caller that goes away aborts the generation.
 """
 
 from __future__ import annotations
