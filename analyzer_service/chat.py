@@ -1,44 +1,30 @@
 """Questions about an analysed video, answered by the model from its sampled frames and timeline.
 
-A job can be asked about as soon as its frames are sampled (past 50%): the sampling stage leaves
-the frames, their manifest and the timeline next to each other for this. The conversation of a
-job is kept in the store; its last turns go into the next prompt as real chat turns, the frames
-and the facts with the first. Answers stream as they are generated; a caller that goes away
-aborts the generation.
+A job can be asked about as soon as its frames are sampled (past 50%): the frames store says
+whether they are, and holds them with the timeline. The conversation of a job is kept in the
+store; its last turns go into the next prompt as real chat turns, the frames and the facts with
+the first. Answers stream as they are generated; a caller that goes away aborts the generation.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-import pathlib
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 from analyzer_service import prompting, timeline
-from analyzer_service.engine import Engine, EngineMonitor, GenerateRequest
-from analyzer_service.pipeline import MANIFEST_FILE, SAMPLED_FILE, Pipeline
+from analyzer_service.engine import GenerateRequest
+from analyzer_service.frames import FramesStore
+from analyzer_service.generation import Model
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import ChatTurn, JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.core.errors import FailedPrecondition, InvalidInput
 
-# Before this the frames are not all sampled (the pipeline's 50% event says they are).
-SAMPLED_PERCENT = 50.0
-
 
 class NotSampledYet(FailedPrecondition):
     code = "FRAMES_NOT_READY"
-
-
-def _load_sampled(frames_dir: pathlib.Path) -> tuple[pb.AnalysisResult, list[pathlib.Path]]:
-    manifest = json.loads((frames_dir / MANIFEST_FILE).read_text())
-    sampled = pb.AnalysisResult.FromString((frames_dir / SAMPLED_FILE).read_bytes())
-    files = [frames_dir / entry["file"] for entry in manifest]
-    if len(files) != len(sampled.frames) or not all(path.exists() for path in files):
-        raise FileNotFoundError(frames_dir)
-    return sampled, files
 
 
 class Chat:
@@ -47,16 +33,13 @@ class Chat:
         *,
         settings: AnalyzerSettings,
         store: JobStore,
-        engine: Engine,
-        monitor: EngineMonitor | None,
-        pipeline: Pipeline,
+        model: Model,
+        frames: FramesStore,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.engine = engine
-        self.monitor = monitor
-        # Its view of the model (images or not, how many) is the chat's too.
-        self.pipeline = pipeline
+        self.model = model
+        self.frames = frames
 
     def check_question(self, question: str) -> str:
         question = question.strip()
@@ -74,24 +57,17 @@ class Chat:
 
     async def request(self, job: pb.Job, question: str, max_tokens: int) -> GenerateRequest:
         """The prompt for ``question``: frames, facts and the conversation so far."""
-        if job.state != pb.JOB_STATE_SUCCEEDED and job.percent < SAMPLED_PERCENT:
+        stored = self.frames.load(job.id)
+        if stored is None:
             raise NotSampledYet(
-                "the video's frames are not sampled yet; ask again once the analysis is past 50%"
-            )
-        frames_dir = self.settings.jobs_dir / job.id / "frames"
-        try:
-            sampled, files = _load_sampled(frames_dir)
-        except (OSError, ValueError, KeyError) as exc:
-            raise NotSampledYet(
-                "the video's frames are not available (the job may be starting again); "
+                "the video's frames are not sampled yet (or the job is starting again); "
                 "ask again once the analysis is past 50%"
-            ) from exc
+            )
+        sampled = stored.sampled
         events = job.result.timeline if job.HasField("result") else sampled.timeline
+        limits = self.model.limits()
         shown = prompting.frames_for_model(
-            sampled.frames,
-            files,
-            limit=self.pipeline.max_images(),
-            images=self.pipeline.accepts_images(),
+            sampled.frames, stored.files, limit=limits.max_images, images=limits.accepts_images
         )
         facts = prompting.context(
             job.video, sampled.frames, events, shown=shown, summary=job.result.summary
@@ -120,25 +96,13 @@ class Chat:
         """The answer's pieces as they come, then the whole of it (kept in the conversation)."""
         parts: list[str] = []
         tokens = 0
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                if self.monitor is not None:
-                    await stack.enter_async_context(self.monitor.watch())
-                stream = await stack.enter_async_context(
-                    contextlib.aclosing(
-                        self.pipeline.metrics.deltas(self.engine, request, kind="chat")
-                    )
-                )
-                async for delta in stream:
-                    tokens += delta.tokens
-                    if delta.text:
-                        parts.append(delta.text)
-                        yield pb.ChatResponse(delta=delta.text, completion_tokens=tokens)
-        except BaseException:
-            # The caller went away (cancelled) or the engine failed: stop generating for it.
-            with contextlib.suppress(Exception):
-                await self.engine.abort(request.request_id)
-            raise
+        # The caller going away (cancelled) or the engine failing aborts the generation.
+        async with contextlib.aclosing(self.model.generate(request, kind="chat")) as stream:
+            async for delta in stream:
+                tokens += delta.tokens
+                if delta.text:
+                    parts.append(delta.text)
+                    yield pb.ChatResponse(delta=delta.text, completion_tokens=tokens)
         text = "".join(parts)
         cited = timeline.cited_times(text, duration_s=job.video.duration_s)
         await self.store.append_chat_turn(

@@ -1,10 +1,14 @@
-"""The seam where a language model plugs in.
+"""The seam where a language model plugs in: the ``Engine`` protocol and the registry of engines.
 
-The service needs three things from a model: stream text for a prompt with images, stop a
-generation, and say whether it is up. Two engines implement it on vLLM
-(``analyzer_service.engines``): ``AsyncLLM`` in this process, and a vLLM OpenAI-compatible server
-over HTTP. ``EngineMonitor`` turns the engine's health into the service's: checked every second,
-a failing engine makes the service NOT_SERVING, fails the inference in flight and refuses chat.
+``Engine`` declares everything the service uses of a model, as vLLM's ``EngineClient`` does for
+its front ends: start and close (an async context manager), streamed deltas, abort, a health check
+and one ``limits`` value. Engines register a class under the name ``VIGIL_ANALYZER_ENGINE`` gives
+(``@register("vllm")``); ``analyzer_service.engines.catalog`` imports the built-in ones, and its
+``create`` builds the one the settings name. This module imports no engine, so engines depend on
+it and never the other way round.
+
+``EngineMonitor`` turns the engine's health into the service's: checked every second, a failing
+engine makes the service NOT_SERVING, fails the inference in flight and refuses chat.
 """
 
 from __future__ import annotations
@@ -12,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import importlib.util
 import logging
 import pathlib
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
 
 from analyzer_service.settings import AnalyzerSettings
-from vigil.core.errors import ModelNotConfigured, Unavailable
+from vigil.core.errors import InvalidInput, ModelNotConfigured, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +32,35 @@ HOW_TO_CONFIGURE = (
     f"set VIGIL_ANALYZER_ENGINE=vllm and VIGIL_ANALYZER_MODEL={EXAMPLE_MODEL} "
     "(and install the engine with: pip install 'vigil[llm]')"
 )
+# The engine setting that means "no language model": jobs still run, without a summary.
+NO_ENGINE = "none"
+
+
+# Constrained answers: the answer must match one of these forms.
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The answer is exactly one of ``options``."""
+
+    options: Sequence[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class Regex:
+    """The answer matches ``pattern`` (a regular expression, whole answer)."""
+
+    pattern: str
+
+
+@dataclasses.dataclass(frozen=True)
+class JsonSchema:
+    """The answer is JSON valid against ``schema``."""
+
+    schema: Mapping[str, Any]
+
+
+Constraint = Choice | Regex | JsonSchema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +76,12 @@ class GenerateRequest:
     # Earlier turns of a conversation, oldest first, as (user text, model answer); the images go
     # with the first user turn, ``prompt`` follows the last answer.
     history: Sequence[tuple[str, str]] = ()
+    # The form the answer must take (None: free text). An engine that cannot honour it refuses
+    # the request with InvalidInput rather than answer unconstrained.
+    constraint: Constraint | None = None
+    # Scheduling priority, vLLM's convention: lower runs sooner when the engine schedules by
+    # priority (vLLM's ``scheduling_policy="priority"``); 0, the default, changes nothing.
+    priority: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,98 +92,117 @@ class Delta:
     tokens: int
 
 
-class Engine(Protocol):
-    # The model's name as results report it, for example "google/gemma-3-4b-it".
-    model: str
+@dataclasses.dataclass(frozen=True)
+class EngineLimits:
+    """What an engine knows of its model's limits; None where it does not know, and then the
+    service's settings (``max_model_len``, ``tokens_per_image``, ``max_images``,
+    ``model_accepts_images``) apply."""
 
-    def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
-        """Text deltas as they are generated. Closing the iterator early aborts the request."""
+    # Tokens of prompt and answer together.
+    max_model_len: int | None = None
+    # Prompt tokens one labelled frame takes.
+    tokens_per_image: int | None = None
+    # The most images one prompt may carry.
+    max_images: int | None = None
+    # Whether the model reads images; False makes prompts carry the timeline instead of frames.
+    accepts_images: bool | None = None
+
+
+class Engine(Protocol):
+    """A language model as the service uses it.
+
+    Used as ``async with engine:`` (``__aenter__`` loads or connects, ``__aexit__`` releases) by
+    whoever made it; the service enters the engines it makes from its settings, and leaves one
+    passed to it to its caller.
+    """
+
+    @property
+    def model(self) -> str:
+        """The model's name as results report it, for example "google/gemma-3-4b-it"."""
         ...
 
-    async def abort(self, request_id: str) -> None: ...
+    @property
+    def limits(self) -> EngineLimits:
+        """The model's limits as known now (an engine may learn them when it starts)."""
+        ...
 
-    async def health(self) -> bool: ...
+    def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
+        """The answer as it is generated, with the tokens each piece took. Closing the iterator
+        early aborts the request."""
+        ...
+
+    async def abort(self, request_id: str) -> None:
+        """Stop generating for ``request_id``; nothing happens for one that is not running."""
+        ...
+
+    async def health(self) -> bool:
+        """Whether the engine can generate now; never raises."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
 
 
-async def stream_deltas(engine: Engine, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
-    """The engine's output with token counts: exact from an engine with ``deltas`` (both vLLM
-    engines), else one token per text delta. Closing this closes the engine's stream (abort)."""
-    deltas: Callable[[GenerateRequest], AsyncGenerator[Delta, None]] | None = getattr(
-        engine, "deltas", None
-    )
-    if deltas is not None:
-        async with contextlib.aclosing(deltas(request)) as stream:
-            async for delta in stream:
-                yield delta
-        return
-    texts = engine.generate(request)
+def refuse_constraint(model: str, request: GenerateRequest) -> None:
+    """For engines that cannot constrain answers yet: refuse a request that asks for it."""
+    if request.constraint is not None:
+        kind = type(request.constraint).__name__
+        raise InvalidInput(f"{model} cannot constrain an answer ({kind}) through this engine")
+
+
+# The registry: engine names (``VIGIL_ANALYZER_ENGINE``) to engine classes.
+
+
+class EngineClass(Protocol):
+    """An engine class as registered: it builds its engine (not started) from the settings."""
+
+    def from_settings(self, settings: AnalyzerSettings) -> Engine: ...
+
+
+C = TypeVar("C", bound=EngineClass)
+_REGISTRY: dict[str, EngineClass] = {}
+
+
+def register(name: str) -> Callable[[C], C]:
+    """Class decorator: ``settings.engine == name`` builds this class's engine."""
+
+    def add(cls: C) -> C:
+        if name == NO_ENGINE or _REGISTRY.get(name, cls) is not cls:
+            raise ValueError(f"the engine name {name!r} is taken")
+        _REGISTRY[name] = cls
+        return cls
+
+    return add
+
+
+def names() -> list[str]:
+    """The registered engine names."""
+    return sorted(_REGISTRY)
+
+
+def create(settings: AnalyzerSettings) -> Engine | None:
+    """The engine ``settings.engine`` names, not started; None for "none" (no model)."""
+    if settings.engine == NO_ENGINE:
+        return None
     try:
-        async for text in texts:
-            yield Delta(text, 1)
-    finally:
-        close: Callable[[], Awaitable[None]] | None = getattr(texts, "aclose", None)
-        if close is not None:
-            await close()
+        cls = _REGISTRY[settings.engine]
+    except KeyError:
+        raise ValueError(
+            f"unknown analyzer engine {settings.engine!r}; choose one of {[NO_ENGINE, *names()]}"
+        ) from None
+    return cls.from_settings(settings)
 
 
 def not_configured() -> ModelNotConfigured:
     return ModelNotConfigured(
         f"No language model is configured; to configure one, {HOW_TO_CONFIGURE}."
     )
-
-
-def engine_from_settings(settings: AnalyzerSettings) -> Engine | None:
-    """The engine the settings ask for (not started), or None when they ask for none."""
-    if settings.engine == "none":
-        return None
-    if settings.engine == "vllm-http":
-        from analyzer_service.engines.vllm_remote import RemoteVllmEngine
-
-        key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
-        return RemoteVllmEngine(
-            settings.vllm_url,
-            settings.model,
-            api_key=key,
-            max_tokens=settings.max_tokens,
-            temperature=settings.temperature,
-            top_p=settings.top_p,
-            connect_timeout_s=min(settings.request_timeout_s, 10.0),
-            read_timeout_s=settings.request_timeout_s,
-            health_timeout_s=settings.engine_health_timeout_s,
-        )
-    if importlib.util.find_spec("vllm") is None:
-        # Refusing to start beats silently running without the model that was asked for.
-        raise RuntimeError(
-            "VIGIL_ANALYZER_ENGINE=vllm needs vLLM: pip install 'vigil[llm]' "
-            "(or unset it to run without a language model)"
-        )
-    from analyzer_service.engines.vllm_local import LocalVllmEngine
-
-    return LocalVllmEngine(
-        settings.model,
-        served_name=settings.served_model_name or None,
-        dtype=settings.dtype,
-        max_model_len=settings.max_model_len,
-        max_images=settings.max_images,
-        max_tokens=max(settings.max_tokens, settings.chat_max_tokens),
-        temperature=settings.temperature,
-        top_p=settings.top_p,
-    )
-
-
-async def start_engine(engine: Engine) -> None:
-    start: Callable[[], Awaitable[None]] | None = getattr(engine, "start", None)
-    if start is not None:
-        await start()
-
-
-async def close_engine(engine: Engine) -> None:
-    """Release an engine the service made: ``shutdown`` (in process) or ``aclose`` (HTTP)."""
-    for name in ("shutdown", "aclose"):
-        close: Callable[[], Awaitable[None]] | None = getattr(engine, name, None)
-        if close is not None:
-            await close()
-            return
 
 
 class EngineMonitor:

@@ -16,7 +16,8 @@ from google.protobuf import timestamp_pb2
 
 from analyzer_service.events import EventBus
 from analyzer_service.metrics import AnalyzerMetrics
-from analyzer_service.pipeline import Pipeline, progress
+from analyzer_service.pipeline import Pipeline
+from analyzer_service.stages import progress
 from analyzer_service.store import Event, JobStore, is_terminal
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2

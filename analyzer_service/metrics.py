@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from analyzer_service.engine import Delta, Engine, GenerateRequest, stream_deltas
+from analyzer_service.engine import Delta, Engine, GenerateRequest
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
 STAGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
@@ -106,11 +106,11 @@ class AnalyzerMetrics:
     async def deltas(
         self, engine: Engine, request: GenerateRequest, *, kind: str
     ) -> AsyncGenerator[Delta, None]:
-        """``stream_deltas`` timed: time to first token, and the decode rate once it ends."""
+        """``engine.deltas`` timed: time to first token, and the decode rate once it ends."""
         asked = time.monotonic()
         first: float | None = None
         tokens = 0
-        async with contextlib.aclosing(stream_deltas(engine, request)) as stream:
+        async with contextlib.aclosing(engine.deltas(request)) as stream:
             async for delta in stream:
                 if first is None and delta.tokens:
                     first = time.monotonic()

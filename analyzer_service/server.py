@@ -1,27 +1,26 @@
 """Wiring: store, event bus, media workers, engine, jobs and the gRPC server.
 
-An engine made from the settings belongs to the server: started (loaded) before the server
-listens, on the server's event loop (vLLM's AsyncLLM stays on the loop that started it), and shut
-down when it stops. An engine passed in belongs to the caller. Either way its health is the
-service's: NOT_SERVING while ``engine.health()`` fails.
+An engine made from the settings (``engines.catalog.create``) belongs to the server:
+entered (``async with``: loaded) before the server listens, on the server's event loop (vLLM's
+AsyncLLM stays on the loop that started it), and left when it stops. An engine passed in belongs
+to the caller, who enters and leaves it. Either way its health is the service's: NOT_SERVING
+while ``engine.health()`` fails.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable
 
 from analyzer_service.detection import DetectorClient
-from analyzer_service.engine import (
-    Engine,
-    EngineMonitor,
-    close_engine,
-    engine_from_settings,
-    start_engine,
-)
+from analyzer_service.engine import Engine, EngineMonitor
+from analyzer_service.engines import catalog
 from analyzer_service.events import LocalEventBus
+from analyzer_service.frames import FramesStore
+from analyzer_service.generation import Model
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
@@ -56,8 +55,11 @@ class AnalyzerServer:
     # The port Prometheus scrapes (None: not served), and how to stop serving it.
     metrics_port: int | None = None
     stop_metrics: Callable[[], None] | None = None
-    # Whether ``stop`` shuts the engine down (it was made from the settings).
+    # Whether ``stop`` shuts the engine down (it was made from the settings), and how.
     owns_engine: bool = False
+    engine_exit: contextlib.AsyncExitStack = dataclasses.field(
+        default_factory=contextlib.AsyncExitStack
+    )
     stopped: bool = False
 
     async def stop(self, grace: float) -> None:
@@ -76,8 +78,7 @@ class AnalyzerServer:
         if self.detector is not None:
             await self.detector.close()
         await self.store.close()
-        if self.owns_engine and self.engine is not None:
-            await close_engine(self.engine)
+        await self.engine_exit.aclose()
         if self.stop_metrics is not None:
             await asyncio.to_thread(self.stop_metrics)
 
@@ -91,26 +92,23 @@ def _remove_partial_uploads(settings: AnalyzerSettings) -> None:
 
 async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> AnalyzerServer:
     """Start serving on ``settings.host:settings.port`` (0 picks a free port)."""
+    engine_exit = contextlib.AsyncExitStack()
     owns_engine = engine is None
     if engine is None:
-        engine = engine_from_settings(settings)
-        if engine is not None:
-            try:
-                await start_engine(engine)
-            except BaseException:
-                await close_engine(engine)
-                raise
+        made = catalog.create(settings)
+        if made is not None:
+            engine = await engine_exit.enter_async_context(made)
     try:
-        return await _serve(settings, engine, owns_engine=owns_engine)
+        server = await _serve(settings, engine)
     except BaseException:
-        if owns_engine and engine is not None:
-            await close_engine(engine)
+        await engine_exit.aclose()
         raise
+    server.owns_engine = owns_engine and engine is not None
+    server.engine_exit = engine_exit
+    return server
 
 
-async def _serve(
-    settings: AnalyzerSettings, engine: Engine | None, *, owns_engine: bool
-) -> AnalyzerServer:
+async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerServer:
     await asyncio.to_thread(_remove_partial_uploads, settings)
     store = await SQLiteJobStore.open(settings.database)
     workers = MediaWorkers(settings.media_workers, preload=["analyzer_service.media"])
@@ -125,22 +123,22 @@ async def _serve(
         if settings.detection_pass
         else None
     )
-    monitor = (
-        EngineMonitor(
+    metrics = AnalyzerMetrics()
+    monitor: EngineMonitor | None = None
+    model: Model | None = None
+    if engine is not None:
+        monitor = EngineMonitor(
             engine,
             interval_s=settings.engine_health_interval_s,
             timeout_s=settings.engine_health_timeout_s,
         )
-        if engine is not None
-        else None
-    )
-    metrics = AnalyzerMetrics()
+        model = Model(engine, settings=settings, monitor=monitor, metrics=metrics)
     pipeline = Pipeline(
         settings=settings,
         workers=workers,
-        engine=engine,
+        model=model,
+        frames=FramesStore(settings.jobs_dir),
         detector=detector,
-        monitor=monitor,
         metrics=metrics,
     )
     jobs = JobManager(
@@ -170,7 +168,6 @@ async def _serve(
                 settings=settings,
                 jobs=jobs,
                 workers=workers,
-                engine=engine,
                 monitor=monitor,
                 metrics=metrics,
             ),
@@ -200,7 +197,6 @@ async def _serve(
         detector=detector,
         engine=engine,
         monitor=monitor,
-        owns_engine=owns_engine,
         metrics=metrics,
         metrics_port=metrics_port,
         stop_metrics=stop_metrics,

@@ -13,7 +13,7 @@ import grpc
 
 from analyzer_service import sampling, uploads
 from analyzer_service.chat import Chat
-from analyzer_service.engine import Engine, EngineMonitor, not_configured
+from analyzer_service.engine import EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
@@ -57,7 +57,6 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         settings: AnalyzerSettings,
         jobs: JobManager,
         workers: MediaWorkers,
-        engine: Engine | None,
         monitor: EngineMonitor | None = None,
         metrics: AnalyzerMetrics | None = None,
     ) -> None:
@@ -65,18 +64,12 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         self.metrics = metrics or jobs.metrics
         self.jobs = jobs
         self.workers = workers
-        self.engine = engine
         self.monitor = monitor
+        model, frames = jobs.pipeline.model, jobs.pipeline.frames
         self.chat = (
             None
-            if engine is None
-            else Chat(
-                settings=settings,
-                store=jobs.store,
-                engine=engine,
-                monitor=monitor,
-                pipeline=jobs.pipeline,
-            )
+            if model is None
+            else Chat(settings=settings, store=jobs.store, model=model, frames=frames)
         )
         self.upload_slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_share)
 

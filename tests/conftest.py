@@ -67,7 +67,7 @@ def vllm_plugin() -> None:
 
 @pytest.fixture(scope="session")
 def tiny_gemma(vllm_plugin: None, tmp_path_factory: pytest.TempPathFactory) -> pathlib.Path:
-    from analyzer_service.engines.tiny import build_tiny_gemma3
+    from vigil.devtools.tiny_gemma3 import build_tiny_gemma3
 
     return build_tiny_gemma3(tmp_path_factory.mktemp("tiny-gemma3"))
 

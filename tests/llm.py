@@ -22,9 +22,10 @@ import pathlib
 import socket
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+from types import TracebackType
 from typing import Any, TypeVar
 
-from analyzer_service.engine import Delta, GenerateRequest
+from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
 from analyzer_service.engines.vllm_local import LocalVllmEngine, Prepared
 
 T = TypeVar("T")
@@ -239,12 +240,20 @@ class SharedEngine:
         return min(request.max_tokens, self.max_tokens, self.max_model_len - prompt)
 
     @property
-    def tokens_per_image(self) -> int | None:
-        return self.inner.tokens_per_image
+    def limits(self) -> EngineLimits:
+        return self.inner.limits
 
-    @property
-    def accepts_images(self) -> bool | None:
-        return self.inner.accepts_images
+    # The session's fixture starts and closes the engine; a service given it only uses it.
+    async def __aenter__(self) -> SharedEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass
 
     def tokenizer(self) -> Any:
         llm = self.inner._llm

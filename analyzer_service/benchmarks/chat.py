@@ -25,7 +25,7 @@ import pathlib
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from analyzer_service.benchmarks.engine import repeats, run_on_tiny_model, tiny_engine, ttft_ms
@@ -39,12 +39,15 @@ class Recording:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.model: str = inner.model
-        self.max_model_len = inner.max_model_len
+        # Only the context length is passed on: the analyzer sizes prompts as it always has here.
+        self.limits: Any = dataclasses.replace(
+            inner.limits, tokens_per_image=None, max_images=None, accepts_images=None
+        )
         self.last: Any = None
 
-    def generate(self, request: Any) -> AsyncIterator[str]:
+    def deltas(self, request: Any) -> AsyncGenerator[Any, None]:
         self.last = request
-        stream: AsyncIterator[str] = self.inner.generate(request)
+        stream: AsyncGenerator[Any, None] = self.inner.deltas(request)
         return stream
 
     async def abort(self, request_id: str) -> None:
@@ -53,6 +56,13 @@ class Recording:
     async def health(self) -> bool:
         healthy: bool = await self.inner.health()
         return healthy
+
+    # The benchmark starts and shuts the engine down itself.
+    async def __aenter__(self) -> Recording:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        pass
 
 
 async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:

@@ -46,7 +46,7 @@ def run_on_tiny_model(
     """``measure(model, work)`` on a tiny random Gemma 3 built in a temporary directory
     (``work``, named after ``prefix``), offline, on an event loop of its own."""
     from analyzer_service.engines import plugin
-    from analyzer_service.engines.tiny import build_tiny_gemma3
+    from vigil.devtools.tiny_gemma3 import build_tiny_gemma3
 
     for name, value in {
         "HF_HUB_OFFLINE": "1",

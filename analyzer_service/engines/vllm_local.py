@@ -12,14 +12,23 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import importlib.util
 import logging
 import pathlib
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from types import TracebackType
 from typing import Any, Literal
 
-from analyzer_service.engine import Delta, GenerateRequest
+from analyzer_service.engine import (
+    Delta,
+    EngineLimits,
+    GenerateRequest,
+    refuse_constraint,
+    register,
+)
 from analyzer_service.engines import plugin, prompts
+from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
@@ -47,8 +56,13 @@ def load_images(paths: Sequence[pathlib.Path]) -> list[Any]:
     return images
 
 
+@register("vllm")
 class LocalVllmEngine:
-    """Gemma 3 (or any chat model with images) served by an in-process ``AsyncLLM``."""
+    """Gemma 3 (or any chat model with images) served by an in-process ``AsyncLLM``.
+
+    Constrained answers are refused for now (InvalidInput); ``priority`` goes to vLLM, where it
+    counts once ``engine_args`` asks for ``scheduling_policy="priority"``.
+    """
 
     def __init__(
         self,
@@ -86,6 +100,25 @@ class LocalVllmEngine:
         self.load_s: float | None = None
         self._llm: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def from_settings(cls, settings: AnalyzerSettings) -> LocalVllmEngine:
+        if importlib.util.find_spec("vllm") is None:
+            # Refusing to start beats silently running without the model that was asked for.
+            raise RuntimeError(
+                "VIGIL_ANALYZER_ENGINE=vllm needs vLLM: pip install 'vigil[llm]' "
+                "(or unset it to run without a language model)"
+            )
+        return cls(
+            settings.model,
+            served_name=settings.served_model_name or None,
+            dtype=settings.dtype,
+            max_model_len=settings.max_model_len,
+            max_images=settings.max_images,
+            max_tokens=max(settings.max_tokens, settings.chat_max_tokens),
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+        )
 
     async def start(self) -> None:
         if self._llm is not None:
@@ -131,7 +164,12 @@ class LocalVllmEngine:
         await self.start()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.shutdown()
 
     def _running(self) -> Any:
@@ -170,6 +208,7 @@ class LocalVllmEngine:
         llm = self._running()
         if request.max_tokens < 1:
             raise InvalidInput(f"max_tokens must be at least 1, not {request.max_tokens}")
+        refuse_constraint(self.model, request)
         prepared = await self.prepare(request)
         params = SamplingParams(
             max_tokens=min(request.max_tokens, self.max_tokens),
@@ -185,7 +224,7 @@ class LocalVllmEngine:
         finished = False
         # aclosing: closing this generator must close vLLM's, which is what aborts the request.
         async with contextlib.aclosing(
-            llm.generate(engine_prompt, params, request.request_id)
+            llm.generate(engine_prompt, params, request.request_id, priority=request.priority)
         ) as stream:
             try:
                 async for output in stream:
@@ -221,20 +260,21 @@ class LocalVllmEngine:
             yield Delta("", pending)
 
     @property
-    def tokens_per_image(self) -> int | None:
-        """Prompt tokens one labelled frame takes (Gemma 3: its image tokens, the block's markers
-        and newlines, the time label); None before ``start`` or for a model without it."""
+    def limits(self) -> EngineLimits:
+        """The limits it was made with; what the model itself says (tokens per image, whether
+        it reads images) once started."""
         if self._llm is None:
-            return None
-        per_image = getattr(self._llm.model_config.hf_config, "mm_tokens_per_image", None)
-        return int(per_image) + 8 if isinstance(per_image, int) else None
-
-    @property
-    def accepts_images(self) -> bool | None:
-        """Whether the model reads images; None before ``start``."""
-        if self._llm is None:
-            return None
-        return bool(self._llm.model_config.is_multimodal_model)
+            return EngineLimits(max_model_len=self.max_model_len, max_images=self.max_images)
+        config = self._llm.model_config
+        # Gemma 3 declares its image tokens; a labelled frame adds the block's markers and
+        # newlines and the time label. Other models leave it to the settings.
+        per_image = config.hf_config.to_dict().get("mm_tokens_per_image")
+        return EngineLimits(
+            max_model_len=self.max_model_len,
+            tokens_per_image=per_image + 8 if isinstance(per_image, int) else None,
+            max_images=self.max_images,
+            accepts_images=bool(config.is_multimodal_model),
+        )
 
     async def abort(self, request_id: str) -> None:
         if self._llm is not None:

@@ -3,6 +3,11 @@
 Generation streams ``/v1/chat/completions`` as server-sent events; closing the stream is the
 abort, since vLLM aborts a request whose client disconnects. Error messages carry the server's
 explanation and status but never the API key, which lives only in the client's headers.
+
+The engine takes a list of endpoints so that several servers can stand behind it later (which
+one a request goes to, what health means then); today it is given exactly one. Constrained
+answers are refused for now (InvalidInput); a non-zero ``priority`` goes to the server, which
+honours it when started with ``--scheduling-policy priority``.
 """
 
 from __future__ import annotations
@@ -11,13 +16,21 @@ import asyncio
 import contextlib
 import functools
 import json
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from types import TracebackType
 from typing import Any
 
 import httpx
 
-from analyzer_service.engine import Delta, GenerateRequest
+from analyzer_service.engine import (
+    Delta,
+    EngineLimits,
+    GenerateRequest,
+    refuse_constraint,
+    register,
+)
 from analyzer_service.engines import prompts
+from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
 
 # Server replies longer than this are cut in error messages; they reach users.
@@ -41,12 +54,16 @@ def _detail(body: bytes) -> str:
     return text[:_MAX_DETAIL] or "no details"
 
 
+@register("vllm-http")
 class RemoteVllmEngine:
     """A model served by ``python -m vllm.entrypoints.openai.api_server`` (or ``vllm serve``)."""
 
+    # The server's limits are not asked for: the service's settings apply.
+    limits = EngineLimits()
+
     def __init__(
         self,
-        base_url: str,
+        base_url: str | Sequence[str],
         model: str,
         *,
         api_key: str | None = None,
@@ -60,8 +77,11 @@ class RemoteVllmEngine:
         extra_body: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        endpoints = [base_url] if isinstance(base_url, str) else list(base_url)
+        if len(endpoints) != 1:
+            raise ValueError(f"the vLLM HTTP engine takes one server for now, not {len(endpoints)}")
         self.model = model
-        self.base_url = api_root(base_url)
+        self.base_url = api_root(endpoints[0])
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -81,17 +101,40 @@ class RemoteVllmEngine:
     def __repr__(self) -> str:
         return f"RemoteVllmEngine({self.base_url!r}, {self.model!r})"
 
+    @classmethod
+    def from_settings(cls, settings: AnalyzerSettings) -> RemoteVllmEngine:
+        key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
+        return cls(
+            settings.vllm_url,
+            settings.model,
+            api_key=key,
+            max_tokens=settings.max_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            connect_timeout_s=min(settings.request_timeout_s, 10.0),
+            read_timeout_s=settings.request_timeout_s,
+            health_timeout_s=settings.engine_health_timeout_s,
+        )
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
     async def __aenter__(self) -> RemoteVllmEngine:
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self.aclose()
 
     def _body(self, request: GenerateRequest, messages: list[prompts.JsonObject]) -> dict[str, Any]:
+        # Sent only when asked, so that requests without one stay as they were.
+        priority = {"priority": request.priority} if request.priority else {}
         return {
+            **priority,
             **self.extra_body,
             "model": self.model,
             "messages": messages,
@@ -116,6 +159,7 @@ class RemoteVllmEngine:
         """The server's streamed ``chat.completion.chunk`` objects; closing this aborts."""
         if request.max_tokens < 1:
             raise InvalidInput(f"max_tokens must be at least 1, not {request.max_tokens}")
+        refuse_constraint(self.model, request)
         # Reading and base64-encoding frames is milliseconds each; keep it off the loop anyway.
         messages = await asyncio.to_thread(
             functools.partial(

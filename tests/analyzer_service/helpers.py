@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from fractions import Fraction
+from types import TracebackType
 from typing import TypeAlias
 
 import av
@@ -13,7 +14,7 @@ import cv2
 import grpc
 import numpy as np
 
-from analyzer_service.engine import GenerateRequest
+from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
 from analyzer_service.server import AnalyzerServer
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
@@ -127,7 +128,7 @@ class FakeEngine:
         self.block = block
         self.text = text
         self.chat_text = text if chat_text is None else chat_text
-        self.accepts_images = accepts_images
+        self.limits = EngineLimits(accepts_images=accepts_images)
         self.requests: list[GenerateRequest] = []
         self.aborted: list[str] = []
         self._released = asyncio.Event()
@@ -136,19 +137,30 @@ class FakeEngine:
         """Let held summaries (and those to come) answer."""
         self._released.set()
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
+    async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         self.requests.append(request)
         chat = is_chat(request)
         if self.block and not chat:
             await self._released.wait()
         for word in (self.chat_text if chat else self.text).split(" "):
-            yield word + " "
+            yield Delta(word + " ", 1)
 
     async def abort(self, request_id: str) -> None:
         self.aborted.append(request_id)
 
     async def health(self) -> bool:
         return True
+
+    async def __aenter__(self) -> FakeEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass
 
 
 def connect(server: AnalyzerServer) -> grpc.aio.Channel:

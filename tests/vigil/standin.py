@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import datetime
 import ipaddress
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import grpc
@@ -23,7 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from analyzer_service.engine import GenerateRequest
+from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.core.errors import VigilError
@@ -186,6 +187,7 @@ class ScriptedEngine:
     """
 
     model = "scripted/model"
+    limits = EngineLimits()
 
     def __init__(
         self,
@@ -208,7 +210,7 @@ class ScriptedEngine:
         """The deltas every answer streams, in order."""
         return [word + " " for word in self.text.split(" ")]
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[str]:
+    async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         self.requests.append(request)
         if self.block:
             await asyncio.Event().wait()
@@ -219,7 +221,7 @@ class ScriptedEngine:
             for index, word in enumerate(self.words):
                 if index == 1 and self.gate is not None:
                     await self.gate.wait()
-                yield word
+                yield Delta(word, 1)
             finished = True
         finally:
             if not finished:
@@ -230,6 +232,17 @@ class ScriptedEngine:
 
     async def health(self) -> bool:
         return True
+
+    async def __aenter__(self) -> ScriptedEngine:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        pass
 
 
 def failing_engine() -> ScriptedEngine:

@@ -11,7 +11,8 @@ import pathlib
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from analyzer_service.engine import engine_from_settings
+from analyzer_service.engine import EngineLimits
+from analyzer_service.engines import catalog
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from analyzer_service.settings import AnalyzerSettings
 from tests.analyzer_service.helpers import StartServer, connect, events_of, kinds, upload
@@ -39,7 +40,7 @@ def tiny_settings(settings: AnalyzerSettings, model: pathlib.Path) -> AnalyzerSe
 
 
 def test_settings_map_to_the_engine(settings: AnalyzerSettings, tiny_gemma: pathlib.Path) -> None:
-    engine = engine_from_settings(tiny_settings(settings, tiny_gemma))
+    engine = catalog.create(tiny_settings(settings, tiny_gemma))
     assert isinstance(engine, LocalVllmEngine)
     assert (engine.model, engine.model_path) == (NAME, str(tiny_gemma))
     assert (engine.dtype, engine.max_model_len, engine.max_images) == ("bfloat16", 2048, 2)
@@ -47,7 +48,7 @@ def test_settings_map_to_the_engine(settings: AnalyzerSettings, tiny_gemma: path
     assert engine.max_tokens == 8
     assert (engine.temperature, engine.top_p) == (0.7, 0.9)
     # Not loaded until the service starts it.
-    assert engine.accepts_images is None
+    assert engine.limits == EngineLimits(max_model_len=2048, max_images=2)
 
 
 @pytest.mark.slow
@@ -62,8 +63,8 @@ async def test_the_engine_made_from_settings_analyses_and_chats(
     engine = server.engine
     assert isinstance(engine, LocalVllmEngine)
     assert server.owns_engine
-    assert engine.accepts_images
-    assert engine.tokens_per_image is not None
+    assert engine.limits.accepts_images
+    assert engine.limits.tokens_per_image is not None
     async with connect(server) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""))

@@ -13,11 +13,11 @@ import pathlib
 
 import pytest
 
-from analyzer_service.engine import Engine, GenerateRequest
-from analyzer_service.engines import tiny
+from analyzer_service.engine import Choice, Engine, GenerateRequest
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine
 from vigil.core.errors import InvalidInput
+from vigil.devtools import tiny_gemma3
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -42,9 +42,9 @@ async def test_prompt_has_one_bos_and_one_image_block_per_frame(
 ) -> None:
     request = GenerateRequest("blocks", "Describe the frames.", frames[:3], 4)
     prepared = await local_engine.prepare(request)
-    bos, boi = token_id(local_engine, tiny.BOS), token_id(local_engine, tiny.BOI)
-    assert prepared.text.startswith(tiny.BOS)
-    assert prepared.text.count(tiny.BOI) == 3
+    bos, boi = token_id(local_engine, tiny_gemma3.BOS), token_id(local_engine, tiny_gemma3.BOI)
+    assert prepared.text.startswith(tiny_gemma3.BOS)
+    assert prepared.text.count(tiny_gemma3.BOI) == 3
     assert prepared.token_ids.count(bos) == 1
     assert prepared.token_ids[0] == bos
     assert [image.size for image in prepared.images] == [(160, 120), (176, 128), (192, 136)]
@@ -55,14 +55,17 @@ async def test_prompt_has_one_bos_and_one_image_block_per_frame(
     ids = outputs[0].prompt_token_ids
     assert ids.count(bos) == 1
     assert ids.count(boi) == 3
-    assert ids.count(token_id(local_engine, tiny.EOI)) == 3
-    assert ids.count(token_id(local_engine, tiny.IMAGE_TOKEN)) == 3 * tiny.TOKENS_PER_IMAGE
+    assert ids.count(token_id(local_engine, tiny_gemma3.EOI)) == 3
+    assert (
+        ids.count(token_id(local_engine, tiny_gemma3.IMAGE_TOKEN))
+        == 3 * tiny_gemma3.TOKENS_PER_IMAGE
+    )
 
 
 async def test_text_only_prompt_has_no_image_block(local_engine: SharedEngine) -> None:
     request = GenerateRequest("text-only", "Say something.", [], 3)
     prepared = await local_engine.prepare(request)
-    assert tiny.BOI not in prepared.text
+    assert tiny_gemma3.BOI not in prepared.text
     assert prepared.images == []
     deltas = [delta async for delta in local_engine.generate(request)]
     assert deltas
@@ -118,6 +121,14 @@ async def test_too_many_images_is_a_clean_error(
     # The engine is still usable afterwards.
     ok = GenerateRequest("after-too-many", "Describe.", frames[:MAX_IMAGES], 2)
     assert [delta async for delta in local_engine.generate(ok)]
+
+
+async def test_constrained_answers_are_refused_for_now(local_engine: SharedEngine) -> None:
+    request = GenerateRequest("choice", "Yes or no?", [], 4, constraint=Choice(["yes", "no"]))
+    with pytest.raises(InvalidInput, match="cannot constrain an answer"):
+        async for _ in local_engine.deltas(request):
+            pass
+    await wait_idle(local_engine)
 
 
 async def test_prompt_longer_than_the_context_is_a_clean_error(

@@ -11,10 +11,10 @@ import httpx
 import pytest
 
 from analyzer_service.engine import Engine, GenerateRequest
-from analyzer_service.engines import tiny
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
 from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable
+from vigil.devtools import tiny_gemma3
 
 # The first test's setup includes building the model and loading vLLM (minutes on a busy host).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -75,7 +75,7 @@ async def test_streams_deltas_for_two_frames(
     assert usage is not None
     assert usage["completion_tokens"] == 12
     # Two image blocks made it into the prompt the server ran.
-    assert usage["prompt_tokens"] > 2 * tiny.TOKENS_PER_IMAGE
+    assert usage["prompt_tokens"] > 2 * tiny_gemma3.TOKENS_PER_IMAGE
     assert sum(1 for text in texts if text) >= 2
 
     deltas = [delta async for delta in remote_engine.generate(request)]

@@ -4,11 +4,14 @@ It says nothing meaningful; it exists so tests and benchmarks drive the real eng
 rendering, image placeholders, streaming, aborts) without model weights, which cannot be
 downloaded here. The layout mirrors the released ``google/gemma-3-*-it`` checkpoints where vLLM
 looks: the vocabulary, the special tokens, the chat template and the weight names.
+
+Test and benchmark tooling, not part of any service: it needs the ``llm`` extra (torch,
+transformers, tokenizers, safetensors), imported inside the functions so that importing this
+module stays cheap.
 """
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 IMAGE_SIZE = 64
@@ -111,11 +114,6 @@ def _train_tokenizer(path: pathlib.Path) -> None:
     fast.add_tokens(NEWLINES)
     fast.add_special_tokens({"additional_special_tokens": [START_OF_TURN, END_OF_TURN]})
     fast.save_pretrained(path)
-
-
-def _token_id(path: pathlib.Path, token: str) -> int:
-    vocab: dict[str, int] = json.loads((path / "tokenizer.json").read_text())["model"]["vocab"]
-    return vocab[token]
 
 
 def _rename_vision_weights(path: pathlib.Path) -> None:
