@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from vigil.core.channels import LIVE_CHANNEL_OPTIONS
-from vigil.core.errors import Unavailable
+from vigil.core.errors import Unavailable, retryable_statuses
 
 DEFAULT_DETECTOR_ADDRESS = "127.0.0.1:50051"
 DEFAULT_ANALYZER_ADDRESS = "127.0.0.1:50052"
@@ -34,7 +34,8 @@ class RetryPolicy:
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
     backoff_multiplier: float = 2.0
-    status_codes: tuple[str, ...] = ("UNAVAILABLE",)
+    # From vigil.core.errors' table: the statuses every error code of which is retryable.
+    status_codes: tuple[str, ...] = tuple(s.name for s in retryable_statuses())
 
     def as_config(self) -> dict[str, object]:
         return {
