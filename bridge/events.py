@@ -26,6 +26,7 @@ from typing import Any
 
 from bridge.models import STAGES, Result, timings
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from vigil.core.errors import ERRORS
 
 # Events the client may send; everything else is answered with an ``error`` event.
 CLIENT_EVENTS = frozenset({"join_session", "leave_session", "ping", "chat"})
@@ -87,5 +88,8 @@ def chat_chunk(response: apb.ChatResponse, job_id: str) -> dict[str, Any]:
 
 
 def error_data(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """``error`` data for a problem of the bridge or the request (not a job's own failure)."""
-    return {"code": code, "message": message, **extra}
+    """``error`` data for a problem of the bridge or the request (not a job's own failure); like
+    HTTP error bodies, it says ``"retryable": true`` when the code's row in the table does."""
+    contract = ERRORS.get(code)
+    again = {"retryable": True} if contract is not None and contract.retryable else {}
+    return {"code": code, "message": message, **again, **extra}

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import orjson
 
+from bridge.errors import BackendError, translate
 from vigil.common.v1 import common_pb2 as cpb
-from vigil.core.errors import InvalidInput, Unavailable, ws_close_code
+from vigil.core.errors import InvalidInput, Unavailable, VigilError
 from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
@@ -50,21 +51,6 @@ EXTRAS = frozenset({"detections", "sequence", "dropped", "latency"})
 # The detector's rule for source ids; checked here so a typo never reaches it.
 SOURCE_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
-# Statuses that another attempt cannot fix: the viewers are told and closed.
-_FINAL = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-# Vigil services put "CODE: message" in a status's details (see ``vigil.core.errors.abort_with``).
-_VIGIL_DETAILS = re.compile(r"([A-Z][A-Z0-9_]*): (.+)", re.DOTALL)
 # WebSocket close reasons must fit in a control frame (123 bytes).
 _MAX_REASON = 120
 # Close code for viewers of a bridge that is shutting down ("going away").
@@ -162,19 +148,6 @@ def _detection(d: cpb.Detection) -> dict[str, Any]:
     if d.HasField("track_id"):
         out["track_id"] = d.track_id
     return out
-
-
-def describe(error: grpc.aio.AioRpcError) -> tuple[str, str]:
-    """(code, message) for viewers. Raw transport details (addresses, stack names) stay in the
-    log; only a Vigil service's own "CODE: message" is passed through, as it is written for users.
-    """
-    match = _VIGIL_DETAILS.fullmatch(error.details() or "")
-    if match:
-        return match.group(1), match.group(2)
-    status = error.code()
-    if status in _FINAL:
-        return status.name, f"the detector refused the request ({status.name})"
-    return Unavailable.code, "the detector is unavailable; retrying"
 
 
 class Viewer:
@@ -292,28 +265,29 @@ class _Feed:
             # (gRPC's own reconnect backoff, capped at ``retry_max_s``) instead of failing fast
             # while the channel backs off: frames resume as soon as the detector is back, not a
             # hub backoff plus a channel backoff later.
-            status, code, message, details = await self._attempt(wait=failures > 0)
+            failure, details = await self._attempt(wait=failures > 0)
+            code, message = failure.code, failure.message
             if self.frames > frames_before:
                 delay, failures = self.hub.retry_initial_s, 0
-            if status in _FINAL:
+            if failure.final:
                 log.info("source %s: %s (%s), closing its viewers", self.source_id, message, code)
-                self._finish(status, code, message)
+                self._finish(failure)
                 return
             failures += 1
             # The first failure of an outage is news; the retries after it are not.
             log.log(
                 logging.WARNING if failures == 1 else logging.DEBUG,
                 "source %s: stream failed (%s %s); retry %d in %.2f s",
-                self.source_id, status.name, details, failures, delay,
+                self.source_id, code, details, failures, delay,
             )  # fmt: skip
             self._broadcast_error(code, message)
             # Jitter keeps many bridges from hammering a restarted detector in lockstep.
             await asyncio.sleep(delay * random.uniform(0.8, 1.0))
             delay = min(delay * 2.0, self.hub.retry_max_s)
 
-    async def _attempt(self, *, wait: bool = False) -> tuple[grpc.StatusCode, str, str, str]:
-        """Follow one subscription until it ends; return why: status, code and message for
-        viewers, details for the log. With ``wait`` the call waits for the channel to be ready."""
+    async def _attempt(self, *, wait: bool = False) -> tuple[BackendError, str]:
+        """Follow one subscription until it ends; return why: the failure for viewers, details
+        for the log. With ``wait`` the call waits for the channel to be ready."""
         self._stream_dropped = 0
         call = self.hub.stub.Subscribe(
             dpb.SubscribeRequest(source_id=self.source_id), wait_for_ready=wait
@@ -325,18 +299,18 @@ class _Feed:
                     self._publish(response.frame)
                 elif kind == "source":
                     self._on_source(response.source)
-        except grpc.aio.AioRpcError as e:
-            code, message = describe(e)
-            return e.code(), code, message, e.details() or ""
+        except (grpc.RpcError, VigilError) as e:
+            details = e.details() if isinstance(e, grpc.aio.AioRpcError) else str(e)
+            return translate(e, "detector"), details or ""
         except Exception as e:
             log.exception("source %s: unexpected error in its stream", self.source_id)
-            return grpc.StatusCode.INTERNAL, "INTERNAL", "the bridge failed; retrying", repr(e)
+            return BackendError(VigilError("the bridge failed; retrying")), repr(e)
         finally:
             call.cancel()
         # The detector ends streams on purpose when it removes the source; resubscribing tells
         # a removed source (NOT_FOUND, final) from a restarted one.
         ended = "the stream ended; resubscribing"
-        return grpc.StatusCode.UNAVAILABLE, Unavailable.code, ended, "ended by the detector"
+        return BackendError(Unavailable(ended)), "ended by the detector"
 
     def _publish(self, frame: dpb.Frame) -> None:
         if self._last_error is not None:
@@ -365,12 +339,12 @@ class _Feed:
         for viewer in self.viewers:
             viewer.queue.put(text)
 
-    def _finish(self, status: grpc.StatusCode, code: str, message: str) -> None:
+    def _finish(self, failure: BackendError) -> None:
         self.hub._forget(self)
-        text = error_message(code, message)
+        text = error_message(failure.code, failure.message)
         for viewer in self.viewers:
             viewer.queue.put(text)
-            viewer.close(ws_close_code(status), message)
+            viewer.close(failure.ws_close_code, failure.message)
 
 
 class FrameHub:

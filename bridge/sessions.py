@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING, Any
 import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.errors import describe
+from bridge.errors import translate
 from bridge.events import chat_chunk, error_data, job_event
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
+from vigil.core.errors import VigilError
 
 if TYPE_CHECKING:
     from bridge.state import BridgeState
@@ -40,17 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
-# Statuses after which following again cannot help.
-_FINAL = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
 
 
 class SessionRegistry:
@@ -203,9 +193,9 @@ class SessionClient:
                     delay, told = settings.retry_initial_s, False
                     await self.emit(name_, data)
                 return  # the job ended
-            except grpc.aio.AioRpcError as e:
-                failure = describe(e, "analyzer")
-                if e.code() in _FINAL:
+            except (grpc.RpcError, VigilError) as e:
+                failure = translate(e, "analyzer")
+                if failure.final:
                     await self.error(failure.code, failure.message, session_id=name)
                     return
                 if not told:
@@ -248,8 +238,8 @@ class SessionClient:
         try:
             async for response in call:
                 await self.emit("chat_response", chat_chunk(response, request.job_id))
-        except grpc.aio.AioRpcError as e:
-            failure = describe(e, "analyzer")
+        except (grpc.RpcError, VigilError) as e:
+            failure = translate(e, "analyzer")
             await self.error(failure.code, failure.message, job_id=request.job_id)
         finally:
             with contextlib.suppress(Exception):
