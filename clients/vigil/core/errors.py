@@ -84,6 +84,7 @@ ERRORS: MappingProxyType[str, Contract] = MappingProxyType(
         "PERMISSION_DENIED": Contract(_S.PERMISSION_DENIED, 403, WS_POLICY),
         "UNIMPLEMENTED": Contract(_S.UNIMPLEMENTED, 501, WS_SERVER_ERROR),
         "INSUFFICIENT_STORAGE": Contract(_S.RESOURCE_EXHAUSTED, 507, WS_SERVER_ERROR),
+        "FRAMES_NOT_READY": Contract(_S.FAILED_PRECONDITION, 409, WS_POLICY),
         # A job's own failures (``vigil.common.v1.Error`` in its events).
         "VIDEO_MISSING": Contract(_S.INTERNAL, 500, WS_SERVER_ERROR),
         "SAMPLING_FAILED": Contract(_S.INTERNAL, 500, WS_SERVER_ERROR),
@@ -127,6 +128,12 @@ class VigilError(Exception):
     ``field`` names the request field at fault, when there is one."""
 
     code = "INTERNAL"
+
+    def __init_subclass__(cls) -> None:
+        # A new error class without a row would travel with another code's contract: refuse it.
+        super().__init_subclass__()
+        if cls.code not in ERRORS:
+            raise TypeError(f"{cls.__name__}.code {cls.code!r} has no row in ERRORS")
 
     def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
         super().__init__(message)

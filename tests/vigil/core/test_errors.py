@@ -63,3 +63,8 @@ def test_a_code_this_version_does_not_know_travels_as_its_class() -> None:
     error = errors.NotFound("gone", code="NEWER_CODE")
     row = ERRORS["NOT_FOUND"]
     assert (error.code, error.status, error.http_status) == ("NEWER_CODE", row.status, row.http)
+
+
+def test_an_error_class_without_a_row_is_refused() -> None:
+    with pytest.raises(TypeError, match="no row"):
+        type("Unlisted", (VigilError,), {"code": "NOT_IN_THE_TABLE"})

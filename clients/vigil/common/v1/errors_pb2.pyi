@@ -92,6 +92,8 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """An upload came without its Content-Length."""
     ERROR_CODE_UNSUPPORTED_MEDIA_TYPE: _ErrorCode.ValueType  # 34
     """The request body is of a media type the endpoint does not accept."""
+    ERROR_CODE_FRAMES_NOT_READY: _ErrorCode.ValueType  # 35
+    """A chat question came before the job's frames were sampled."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """ErrorCode is the stable, machine-readable code of every error Vigil reports.
@@ -175,4 +177,6 @@ ERROR_CODE_LENGTH_REQUIRED: ErrorCode.ValueType  # 33
 """An upload came without its Content-Length."""
 ERROR_CODE_UNSUPPORTED_MEDIA_TYPE: ErrorCode.ValueType  # 34
 """The request body is of a media type the endpoint does not accept."""
+ERROR_CODE_FRAMES_NOT_READY: ErrorCode.ValueType  # 35
+"""A chat question came before the job's frames were sampled."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
