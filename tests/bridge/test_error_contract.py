@@ -22,6 +22,7 @@ from tests.bridge.session_clients import session
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.core.errors import DOMAIN, ERRORS, from_rpc_error, status_of
+from vigil.core.upload_protocol import UploadCall
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 
@@ -65,7 +66,7 @@ def check_grpc(error: grpc.aio.AioRpcError, code: str) -> None:
     assert (back.code, back.retryable) == (code, row.retryable)
 
 
-async def hold_the_only_upload_slot(stub: apb_grpc.AnalyzerServiceStub) -> Any:
+async def hold_the_only_upload_slot(stub: apb_grpc.AnalyzerServiceAsyncStub) -> UploadCall:
     call = stub.UploadVideo(None)
     await call.write(apb.UploadVideoRequest(header=apb.UploadHeader(name="s.mp4", size=10**6)))
     await call.initial_metadata()
@@ -96,7 +97,7 @@ async def test_grpc_errors_carry_the_tables_rich_status(
         check_grpc(await failed(stream.read()), "NOT_FOUND")
     # Retryable: a second upload while the only slot is taken.
     _server, channel = one_slot
-    stub_a = apb_grpc.AnalyzerServiceStub(channel)
+    stub_a: apb_grpc.AnalyzerServiceAsyncStub = apb_grpc.AnalyzerServiceStub(channel)
     call = stub_a.UploadVideo(None)
     await call.write(apb.UploadVideoRequest(header=apb.UploadHeader(name="b.mp4", size=10)))
     check_grpc(await failed(call), "OVERLOADED")
