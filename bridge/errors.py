@@ -26,8 +26,6 @@ from starlette.exceptions import HTTPException
 
 from vigil.core.errors import (
     ERRORS,
-    WS_POLICY,
-    WS_TOO_BIG,
     InvalidInput,
     VigilError,
     from_rpc_error,
@@ -99,9 +97,8 @@ class BackendError(Exception):
 
     @property
     def final(self) -> bool:
-        """Another attempt at the same request cannot help: it is refused as it is (the table's
-        close codes for a refused request), so a stream is not followed again."""
-        return self.error.ws_close_code in (WS_POLICY, WS_TOO_BIG)
+        """Another attempt at the same request cannot help, so a stream is not followed again."""
+        return self.error.contract.final
 
 
 def translate(error: grpc.RpcError | VigilError, backend: str) -> BackendError:

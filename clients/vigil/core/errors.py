@@ -54,6 +54,11 @@ class Contract:
     def retryable(self) -> bool:
         return self.retry_after_s is not None
 
+    @property
+    def final(self) -> bool:
+        """The request is refused as it is: no later attempt of it can succeed."""
+        return self.ws_close in (WS_POLICY, WS_TOO_BIG)
+
 
 # The one table. Decisions where the surfaces used to disagree:
 # - DEADLINE_EXCEEDED is retryable (the SDK said so, the bridge did not): a call that ran out of
@@ -63,9 +68,13 @@ class Contract:
 #   although the same message will always be too large: 1009 (message too big) instead.
 # - INSUFFICIENT_STORAGE answered HTTP 429 (from RESOURCE_EXHAUSTED) and was not retryable:
 #   507 Insufficient Storage says what it is.
-# Retryable rows close WebSockets with 1013; the SDK retries a gRPC status only when every code
-# with that status is retryable (``retryable_statuses``), so UNAVAILABLE is retried and
-# RESOURCE_EXHAUSTED (TOO_LARGE as well as OVERLOADED) is not.
+# - UNIMPLEMENTED closed WebSockets with 1011 (server error), yet the frame hub and the session
+#   follower both treated it as final, like every other refusal: 1008, as refusals close.
+# Retryable rows close WebSockets with 1013, refusals of the request as it is with 1008 or 1009
+# (``Contract.final``: a stream is not followed again after one), other failures with 1011. The
+# SDK retries a gRPC status only when every code with that status is retryable
+# (``retryable_statuses``), so UNAVAILABLE is retried and RESOURCE_EXHAUSTED (TOO_LARGE as well as
+# OVERLOADED) is not.
 ERRORS: MappingProxyType[str, Contract] = MappingProxyType(
     {
         "INTERNAL": Contract(_S.INTERNAL, 500, WS_SERVER_ERROR),
@@ -82,7 +91,7 @@ ERRORS: MappingProxyType[str, Contract] = MappingProxyType(
         "CANCELLED": Contract(_S.CANCELLED, 499, WS_CANCELLED),
         "UNAUTHENTICATED": Contract(_S.UNAUTHENTICATED, 401, WS_POLICY),
         "PERMISSION_DENIED": Contract(_S.PERMISSION_DENIED, 403, WS_POLICY),
-        "UNIMPLEMENTED": Contract(_S.UNIMPLEMENTED, 501, WS_SERVER_ERROR),
+        "UNIMPLEMENTED": Contract(_S.UNIMPLEMENTED, 501, WS_POLICY),
         "INSUFFICIENT_STORAGE": Contract(_S.RESOURCE_EXHAUSTED, 507, WS_SERVER_ERROR),
         "FRAMES_NOT_READY": Contract(_S.FAILED_PRECONDITION, 409, WS_POLICY),
         # A job's own failures (``vigil.common.v1.Error`` in its events).

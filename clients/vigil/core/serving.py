@@ -1,7 +1,8 @@
 """The one way Vigil's gRPC services start, report health and stop.
 
 Every service is a ``grpc.aio`` server with the standard health service and reflection, bound to
-the address its settings name (port 0 picks a free port, which tests use). ``run_forever`` installs
+the address its settings name (port 0 picks a free port, which tests use). A ``VigilError`` raised
+by any method ends its call with the error's rich status (``ErrorStatus``). ``run_forever`` installs
 uvloop, marks the service NOT_SERVING on SIGTERM or SIGINT, lets in-flight calls drain for the
 grace period and then stops.
 """

@@ -38,6 +38,7 @@ def test_rows_keep_the_tables_rules(code: str) -> None:
     row = ERRORS[code]
     assert row.retryable == (row.retry_after_s is not None)
     assert (row.ws_close == WS_TRY_AGAIN) == row.retryable
+    assert not (row.final and row.retryable)
     assert row.retry_after_s is None or row.retry_after_s > 0
     assert 400 <= row.http < 600
     error = VigilError("m", code=code)
