@@ -7,7 +7,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from vigil.common.v1 import errors_pb2
+from vigil.common.v1 import common_pb2
 from vigil.core import errors
 from vigil.core.errors import ERRORS, WS_TRY_AGAIN, VigilError, retryable_statuses
 from vigil.sdk.options import RetryPolicy
@@ -16,7 +16,7 @@ PREFIX = "ERROR_CODE_"
 
 
 def test_every_enum_value_has_one_row_and_every_row_a_value() -> None:
-    values = errors_pb2.ErrorCode.DESCRIPTOR.values
+    values = common_pb2.ErrorCode.DESCRIPTOR.values
     names = [value.name.removeprefix(PREFIX) for value in values]
     assert (values[0].number, names[0]) == (0, "UNSPECIFIED")
     assert sorted(names[1:]) == sorted(ERRORS)
