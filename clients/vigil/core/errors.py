@@ -28,13 +28,13 @@ DOMAIN = "vigil.dev"
 DETAILS_KEY = "grpc-status-details-bin"
 
 # WebSocket close codes (RFC 6455): a refusal the client must fix is a policy violation, a message
-# too big to take is 1009, a failure a retry can get past is "try again later" and any other
-# failure of ours is a server error.
+# too big to take is 1009, a failure a retry can get past is "try again later", a cancelled call
+# is "going away" and any other failure of ours is a server error.
 WS_POLICY = 1008
 WS_TOO_BIG = 1009
 WS_SERVER_ERROR = 1011
 WS_TRY_AGAIN = 1013
-WS_CANCELLED = 1001
+WS_GOING_AWAY = 1001
 
 _S = grpc.StatusCode
 # Seconds a client waits before retrying a retryable error (``Retry-After``, ``RetryInfo``).
@@ -88,7 +88,7 @@ ERRORS: MappingProxyType[str, Contract] = MappingProxyType(
         "MODEL_NOT_CONFIGURED": Contract(_S.FAILED_PRECONDITION, 409, WS_POLICY),
         "DEADLINE_EXCEEDED": Contract(_S.DEADLINE_EXCEEDED, 504, WS_TRY_AGAIN, RETRY_AFTER_S),
         "IDLE_TIMEOUT": Contract(_S.DEADLINE_EXCEEDED, 408, WS_POLICY),
-        "CANCELLED": Contract(_S.CANCELLED, 499, WS_CANCELLED),
+        "CANCELLED": Contract(_S.CANCELLED, 499, WS_GOING_AWAY),
         "UNAUTHENTICATED": Contract(_S.UNAUTHENTICATED, 401, WS_POLICY),
         "PERMISSION_DENIED": Contract(_S.PERMISSION_DENIED, 403, WS_POLICY),
         "UNIMPLEMENTED": Contract(_S.UNIMPLEMENTED, 501, WS_POLICY),
@@ -261,7 +261,7 @@ _GENERAL: dict[grpc.StatusCode, type[VigilError]] = {
 }
 
 
-def error_class(code: str, status: grpc.StatusCode) -> type[VigilError]:
+def _error_class(code: str, status: grpc.StatusCode) -> type[VigilError]:
     return _BY_CODE.get(code) or _GENERAL.get(status, VigilError)
 
 
@@ -334,7 +334,7 @@ def from_rpc_error(error: grpc.RpcError) -> VigilError:
         return cls(details or status.name)
     message = rich.message.removeprefix(f"{info.reason}: ")
     field = next((v.field for r in _bad_requests(rich) for v in r.field_violations), None)
-    return error_class(info.reason, status)(message, code=info.reason, field=field)
+    return _error_class(info.reason, status)(message, code=info.reason, field=field)
 
 
 def _call(error: grpc.RpcError) -> grpc.Call | grpc.aio.AioRpcError | None:
