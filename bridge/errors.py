@@ -1,16 +1,19 @@
-"""How failures reach HTTP clients: one JSON shape, statuses from ``vigil.core.errors``' one table.
+"""How failures reach clients: one JSON shape, and every status, close code, retryability and
+``Retry-After`` from ``vigil.core.errors``' one table.
 
 Every error response is ``{"code": "NOT_FOUND", "message": "no job 'x'"}`` (plus ``details``
-for malformed requests). gRPC failures become ``BackendError`` in ``backend()`` and their HTTP
-status comes from ``vigil.core.errors.http_status``; bad input is 400 (INVALID_ARGUMENT); anything
-unexpected is a plain 500 with no stack trace (the trace goes to the log).
+for malformed requests, and ``"retryable": true`` with a ``Retry-After`` header when waiting may
+help). A backend's failure, whether a raw ``grpc.RpcError`` or the ``VigilError`` the SDK raises
+for it, becomes a ``BackendError`` in ``backend()`` (``translate``), which the HTTP handler, the
+frame hub's WebSockets and the session events all read the same way. Bad input is 400
+(INVALID_ARGUMENT); anything unexpected is a plain 500 with no stack trace (the trace goes to the
+log).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -21,16 +24,16 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
-from vigil.core.errors import VigilError, http_status, ws_close_code
+from vigil.core.errors import (
+    ERRORS,
+    InvalidInput,
+    VigilError,
+    from_rpc_error,
+    status_of,
+)
 
 log = logging.getLogger(__name__)
 
-# Vigil services put "CODE: message" in a status's details (``vigil.core.errors.abort_with``).
-_VIGIL_DETAILS = re.compile(r"([A-Z][A-Z0-9_]*): (.+)", re.DOTALL)
-# Seconds a client is told to wait (``Retry-After``) before retrying a retryable failure.
-RETRY_AFTER_S = 2
-# Error codes of the services that mean "busy now, try again" (``vigil.core.errors.Overloaded``).
-_RETRYABLE_CODES = frozenset({"OVERLOADED"})
 # Codes for statuses the bridge answers itself.
 _HTTP_CODES = {
     400: "INVALID_ARGUMENT",
@@ -62,35 +65,51 @@ class ErrorBody(BaseModel):
 
 
 class BackendError(Exception):
-    """A gRPC call to a backend failed; ``code`` and ``message`` are safe to show users."""
+    """A call to a backend failed; ``error`` (its code and message) is safe to show users."""
 
-    def __init__(self, status: grpc.StatusCode, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
+    def __init__(self, error: VigilError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+    @property
+    def code(self) -> str:
+        return self.error.code
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+    @property
+    def status(self) -> grpc.StatusCode:
+        return self.error.status
 
     @property
     def http_status(self) -> int:
-        return http_status(self.status, self.code)
+        return self.error.http_status
 
     @property
     def ws_close_code(self) -> int:
-        return ws_close_code(self.status)
+        return self.error.ws_close_code
+
+    @property
+    def retryable(self) -> bool:
+        return self.error.retryable
+
+    @property
+    def final(self) -> bool:
+        """Another attempt at the same request cannot help, so a stream is not followed again."""
+        return self.error.contract.final
 
 
-def describe(error: grpc.aio.AioRpcError | VigilError, backend: str) -> BackendError:
-    """A backend's own "CODE: message" passes through (it is written for users); raw transport
-    details (addresses, library names) stay in the log. An SDK error is judged by the gRPC error
-    it came from; one of the SDK's own (a refused argument) is written for users."""
-    if isinstance(error, VigilError):
-        if not isinstance(error.__cause__, grpc.aio.AioRpcError):
-            return BackendError(error.status, error.code, error.message)
-        error = error.__cause__
-    status = error.code()
-    match = _VIGIL_DETAILS.fullmatch(error.details() or "")
-    if match:
-        return BackendError(status, match.group(1), match.group(2))
+def translate(error: grpc.RpcError | VigilError, backend: str) -> BackendError:
+    """A backend's own error (a Vigil rich status) passes through, as it is written for users;
+    gRPC's own failures (raw transport details: addresses, library names) are told in our words
+    and their details stay in the log. Takes what the raw stubs raise and what the SDK raises."""
+    rpc = error if isinstance(error, grpc.RpcError) else error.__cause__
+    vigil = error if isinstance(error, VigilError) else from_rpc_error(error)
+    if not isinstance(rpc, grpc.RpcError) or status_of(rpc) is not None:
+        return BackendError(vigil)
+    cls, status = type(vigil), vigil.status
     if status == grpc.StatusCode.UNAVAILABLE:
         message = f"the {backend} is unavailable; try again shortly"
     elif status == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -99,42 +118,43 @@ def describe(error: grpc.aio.AioRpcError | VigilError, backend: str) -> BackendE
         message = f"the {backend} does not offer this yet"
     else:
         message = f"the {backend} refused the request ({status.name})"
-    log.info("%s call failed: %s %s", backend, status.name, error.details())
-    return BackendError(status, status.name, message)
+    log.info("%s call failed: %s %s", backend, vigil.code, vigil.message)
+    return BackendError(cls(message, code=vigil.code))
 
 
 @contextlib.contextmanager
 def backend(name: str) -> Iterator[None]:
-    """Turn a gRPC or SDK failure inside the block into a ``BackendError`` naming ``name``."""
+    """Turn a backend's failure inside the block into a ``BackendError`` naming ``name``."""
     try:
         yield
-    except (grpc.aio.AioRpcError, VigilError) as e:
-        raise describe(e, name) from None
+    except (grpc.RpcError, VigilError) as e:
+        raise translate(e, name) from None
 
 
 def error_response(
-    status: int, code: str, message: str, *, retryable: bool = False, **extra: Any
+    status: int, code: str, message: str, *, retry_after_s: int | None = None, **extra: Any
 ) -> JSONResponse:
+    retryable = retry_after_s is not None
     body = ErrorBody(code=code, message=message, retryable=retryable or None, **extra)
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if retryable else None
+    headers = {"Retry-After": str(retry_after_s)} if retryable else None
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
-def retryable(status: grpc.StatusCode, code: str) -> bool:
-    """Worth retrying as it is: the backend is away, or busy (a full queue, too many uploads)."""
-    return status == grpc.StatusCode.UNAVAILABLE or code in _RETRYABLE_CODES
+def vigil_response(error: VigilError) -> JSONResponse:
+    """The response for ``error``: status, ``retryable`` and ``Retry-After`` from its row."""
+    return error_response(
+        error.http_status, error.code, error.message, retry_after_s=error.retry_after_s
+    )
 
 
 async def _backend_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BackendError)
-    again = retryable(exc.status, exc.code)
-    return error_response(exc.http_status, exc.code, exc.message, retryable=again)
+    return vigil_response(exc.error)
 
 
 async def _vigil_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, VigilError)
-    status = http_status(exc.status, exc.code)
-    return error_response(status, exc.code, exc.message, retryable=exc.retryable)
+    return vigil_response(exc)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -146,8 +166,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = details[0] if details else {"loc": [], "message": "invalid request"}
     where = ".".join(str(part) for part in first["loc"])
     message = f"{where}: {first['message']}" if where else str(first["message"])
-    status = http_status(grpc.StatusCode.INVALID_ARGUMENT)
-    return error_response(status, "INVALID_ARGUMENT", message, details=details)
+    status = ERRORS[InvalidInput.code].http
+    return error_response(status, InvalidInput.code, message, details=details)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.models import Result, stage, timings
+from vigil.core.errors import ERRORS
 from vigil.sdk import AnalysisEvent, ChatChunk, ErrorInfo
 
 # Events the client may send; everything else is answered with an ``error`` event.
@@ -79,5 +80,8 @@ def chat_chunk(chunk: ChatChunk, job_id: str) -> dict[str, Any]:
 
 
 def error_data(code: str, message: str, **extra: Any) -> dict[str, Any]:
-    """``error`` data for a problem of the bridge or the request (not a job's own failure)."""
-    return {"code": code, "message": message, **extra}
+    """``error`` data for a problem of the bridge or the request (not a job's own failure); like
+    HTTP error bodies, it says ``"retryable": true`` when the code's row in the table does."""
+    contract = ERRORS.get(code)
+    again = {"retryable": True} if contract is not None and contract.retryable else {}
+    return {"code": code, "message": message, **again, **extra}

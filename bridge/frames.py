@@ -16,15 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections.abc import Callable, Iterator
 
-import grpc
-
+from bridge.errors import BackendError, translate
 from bridge.frame_messages import EncodedFrame, error_message
 from vigil.core import source_ids
 from vigil.core.backoff import Backoff
-from vigil.core.errors import InvalidInput, Unavailable, VigilError, ws_close_code
+from vigil.core.errors import InvalidInput, Unavailable, VigilError
 from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.sdk import AsyncDetectorClient, Frame, Source
@@ -32,40 +30,10 @@ from vigil.sdk import AsyncDetectorClient, Frame, Source
 log = logging.getLogger(__name__)
 
 
-# Statuses that another attempt cannot fix: the viewers are told and closed.
-_FINAL = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.OUT_OF_RANGE,
-        grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
-# Vigil services put "CODE: message" in a status's details (see ``vigil.core.errors.abort_with``).
-_VIGIL_DETAILS = re.compile(r"([A-Z][A-Z0-9_]*): (.+)", re.DOTALL)
 # WebSocket close reasons must fit in a control frame (123 bytes).
 _MAX_REASON = 120
 # Close code for viewers of a bridge that is shutting down ("going away").
 GOING_AWAY = 1001
-
-
-def describe(error: VigilError) -> tuple[str, str]:
-    """(code, message) for viewers. Raw transport details (addresses, stack names) stay in the
-    log; only a Vigil service's own "CODE: message" is passed through, as it is written for users.
-    """
-    cause = error.__cause__
-    if not isinstance(cause, grpc.aio.AioRpcError):
-        return error.code, error.message  # the SDK's own, written for users
-    match = _VIGIL_DETAILS.fullmatch(cause.details() or "")
-    if match:
-        return match.group(1), match.group(2)
-    if error.status in _FINAL:
-        return error.status.name, f"the detector refused the request ({error.status.name})"
-    return Unavailable.code, "the detector is unavailable; retrying"
 
 
 class Viewer:
@@ -138,13 +106,14 @@ class _Feed:
             # (gRPC's own reconnect backoff, capped at ``retry_max_s``) instead of failing fast
             # while the channel backs off: frames resume as soon as the detector is back, not a
             # hub backoff plus a channel backoff later.
-            status, code, message, details = await self._attempt(wait=failures > 0)
+            failure, details = await self._attempt(wait=failures > 0)
+            code, message = failure.code, failure.message
             if self.frames > frames_before:
                 backoff.reset()
                 failures = 0
-            if status in _FINAL:
+            if failure.final:
                 log.info("source %s: %s (%s), closing its viewers", self.source_id, message, code)
-                self._finish(status, code, message)
+                self._finish(failure)
                 return
             failures += 1
             # Jitter keeps many bridges from hammering a restarted detector in lockstep.
@@ -153,14 +122,14 @@ class _Feed:
             log.log(
                 logging.WARNING if failures == 1 else logging.DEBUG,
                 "source %s: stream failed (%s %s); retry %d in %.2f s",
-                self.source_id, status.name, details, failures, delay,
+                self.source_id, code, details, failures, delay,
             )  # fmt: skip
             self._broadcast_error(code, message)
             await asyncio.sleep(delay)
 
-    async def _attempt(self, *, wait: bool = False) -> tuple[grpc.StatusCode, str, str, str]:
-        """Follow one subscription until it ends; return why: status, code and message for
-        viewers, details for the log. With ``wait`` the call waits for the channel to be ready."""
+    async def _attempt(self, *, wait: bool = False) -> tuple[BackendError, str]:
+        """Follow one subscription until it ends; return why: the failure for viewers, details
+        for the log. With ``wait`` the call waits for the channel to be ready."""
         self._stream_dropped = 0
         stream = self.hub.detector.subscribe(self.source_id, wait_for_ready=wait)
         try:
@@ -170,17 +139,16 @@ class _Feed:
                 else:
                     self._on_source(item)
         except VigilError as e:
-            code, message = describe(e)
-            return e.status, code, message, e.message
+            return translate(e, "detector"), e.message
         except Exception as e:
             log.exception("source %s: unexpected error in its stream", self.source_id)
-            return grpc.StatusCode.INTERNAL, "INTERNAL", "the bridge failed; retrying", repr(e)
+            return BackendError(VigilError("the bridge failed; retrying")), repr(e)
         finally:
             stream.cancel()
         # The detector ends streams on purpose when it removes the source; resubscribing tells
         # a removed source (NOT_FOUND, final) from a restarted one.
         ended = "the stream ended; resubscribing"
-        return grpc.StatusCode.UNAVAILABLE, Unavailable.code, ended, "ended by the detector"
+        return BackendError(Unavailable(ended)), "ended by the detector"
 
     def _publish(self, frame: dpb.Frame) -> None:
         if self._last_error is not None:
@@ -210,12 +178,12 @@ class _Feed:
         for viewer in self.viewers:
             viewer.queue.put(text)
 
-    def _finish(self, status: grpc.StatusCode, code: str, message: str) -> None:
+    def _finish(self, failure: BackendError) -> None:
         self.hub._forget(self)
-        text = error_message(code, message)
+        text = error_message(failure.code, failure.message)
         for viewer in self.viewers:
             viewer.queue.put(text)
-            viewer.close(ws_close_code(status), message)
+            viewer.close(failure.ws_close_code, failure.message)
 
 
 class FrameHub:

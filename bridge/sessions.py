@@ -25,10 +25,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bridge.errors import describe
+from bridge.errors import translate
 from bridge.events import chat_chunk, error_data, job_event
 from bridge.state import BridgeState
 from vigil.core.errors import NotFound, VigilError
@@ -36,17 +35,6 @@ from vigil.core.errors import NotFound, VigilError
 log = logging.getLogger(__name__)
 
 Emit = Callable[[str, dict[str, Any]], Awaitable[None]]
-# Statuses after which following again cannot help.
-_FINAL = frozenset(
-    {
-        grpc.StatusCode.NOT_FOUND,
-        grpc.StatusCode.INVALID_ARGUMENT,
-        grpc.StatusCode.PERMISSION_DENIED,
-        grpc.StatusCode.UNAUTHENTICATED,
-        grpc.StatusCode.FAILED_PRECONDITION,
-        grpc.StatusCode.UNIMPLEMENTED,
-    }
-)
 
 
 class _Join(BaseModel):
@@ -175,8 +163,8 @@ class SessionClient:
                     await self.emit(name_, data)
                 return  # the job ended
             except VigilError as e:
-                failure = describe(e, "analyzer")
-                if e.status in _FINAL:
+                failure = translate(e, "analyzer")
+                if failure.final:
                     await self.error(failure.code, failure.message, session_id=name)
                     return
                 if not told:
@@ -220,7 +208,7 @@ class SessionClient:
             async for chunk in stream:
                 await self.emit("chat_response", chat_chunk(chunk, job_id))
         except VigilError as e:
-            failure = describe(e, "analyzer")
+            failure = translate(e, "analyzer")
             await self.error(failure.code, failure.message, job_id=job_id)
         finally:
             stream.cancel()

@@ -37,7 +37,7 @@ from bridge.frames import Viewer
 from bridge.metrics import Metrics
 from bridge.security import POLICY_VIOLATION, origin_allowed
 from bridge.state import bridge_state
-from vigil.core.errors import InvalidInput, VigilError, ws_close_code
+from vigil.core.errors import InvalidInput, VigilError
 from vigil.core.queues import QueueClosed
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ async def stream(
 async def _refuse(websocket: WebSocket, error: VigilError) -> None:
     with contextlib.suppress(WebSocketDisconnect, RuntimeError, OSError):
         await websocket.send_text(error_message(error.code, error.message))
-        await websocket.close(code=ws_close_code(error.status), reason=error.message[:120])
+        await websocket.close(code=error.ws_close_code, reason=error.message[:120])
 
 
 async def _serve(websocket: WebSocket, viewer: Viewer, metrics: Metrics) -> None:

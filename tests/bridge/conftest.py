@@ -31,6 +31,7 @@ from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.analyzer_service.helpers import write_h264
 from tests.vigil.standin import ScriptedEngine
+from vigil.core.errors import NotFound
 from vigil.core.serving import Service
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.sdk import AsyncDetectorClient, ClientOptions
@@ -154,9 +155,8 @@ class FakeDetector:
         pairs = context.invocation_metadata() or ()
         self.metadata.append({str(key): str(value) for key, value in pairs})
         if request.source_id != "cam":
-            await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"NOT_FOUND: no source {request.source_id!r}"
-            )
+            # Raised, as the services do: the server's interceptor makes it a rich status.
+            raise NotFound(f"no source {request.source_id!r}")
         self.active += 1
         try:
             yield dpb.SubscribeResponse(

@@ -27,7 +27,7 @@ from cryptography.x509.oid import NameOID
 from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
-from vigil.core.errors import VigilError
+from vigil.core.errors import Unavailable, VigilError, abort_with
 from vigil.detector.v1 import detector_service_pb2 as dpb
 from vigil.detector.v1 import detector_service_pb2_grpc as dpb_grpc
 
@@ -67,7 +67,7 @@ class Detector(dpb_grpc.DetectorServiceServicer):
         self.record.saw("ListSources", context)
         if self.fail_first > 0:
             self.fail_first -= 1
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE: warming up")
+            await abort_with(context, Unavailable("warming up"))
         spec = dpb.SourceSpec(id="standin", kind=dpb.SOURCE_KIND_TEST_PATTERN)
         return dpb.ListSourcesResponse(sources=[dpb.Source(spec=spec)])
 

@@ -10,16 +10,21 @@ from typing import Any
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from tests.vigil import standin
 from tests.vigil.conftest import LoopThread, StartDetector, free_port
 from vigil.core.errors import (
+    DETAILS_KEY,
+    ERRORS,
     FailedPrecondition,
+    InvalidInput,
     ModelNotConfigured,
     NotFound,
     TooLarge,
     Unavailable,
     VigilError,
+    rich_status,
 )
 from vigil.sdk import (
     AnalyzerClient,
@@ -196,28 +201,43 @@ async def test_async_unary_calls_carry_the_default_deadline(standins: StandIns) 
             await client.get_source("cam")
 
 
-def rpc_error(status: grpc.StatusCode, details: str) -> grpc.RpcError:
-    return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), grpc.aio.Metadata(), details, None)
+def rpc_error(
+    status: grpc.StatusCode, details: str, trailers: grpc.aio.Metadata | None = None
+) -> grpc.RpcError:
+    trailing = trailers or grpc.aio.Metadata()
+    return grpc.aio.AioRpcError(status, grpc.aio.Metadata(), trailing, details, None)
+
+
+@pytest.mark.parametrize(
+    "sent",
+    [
+        ModelNotConfigured("No language model"),
+        FailedPrecondition("busy"),
+        NotFound("no job 'x'"),
+        InvalidInput("bad size", field="max_frames"),
+        VigilError("the uploaded video is no longer stored", code="VIDEO_MISSING"),
+    ],
+)
+def test_rich_statuses_map_back_to_the_same_errors(sent: VigilError) -> None:
+    status = rich_status(sent)
+    trailers = grpc.aio.Metadata((DETAILS_KEY, status.SerializeToString()))
+    error = from_rpc_error(rpc_error(sent.status, status.message, trailers))
+    assert type(error) is type(sent)
+    assert (error.code, error.message, error.field) == (sent.code, sent.message, sent.field)
+
+
+def test_a_rich_status_of_another_domain_is_not_read_as_ours() -> None:
+    status = rich_status(NotFound("no job 'x'"))
+    status.details[0].Pack(error_details_pb2.ErrorInfo(reason="NOT_FOUND", domain="example.com"))
+    trailers = grpc.aio.Metadata((DETAILS_KEY, status.SerializeToString()))
+    error = from_rpc_error(rpc_error(grpc.StatusCode.NOT_FOUND, "theirs", trailers))
+    assert (type(error), error.message) == (NotFound, "theirs")
 
 
 @pytest.mark.parametrize(
     ("status", "details", "cls", "code", "message"),
     [
-        (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "MODEL_NOT_CONFIGURED: No language model",
-            ModelNotConfigured,
-            "MODEL_NOT_CONFIGURED",
-            "No language model",
-        ),
-        (
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "FAILED_PRECONDITION: busy",
-            FailedPrecondition,
-            "FAILED_PRECONDITION",
-            "busy",
-        ),
-        (grpc.StatusCode.NOT_FOUND, "NOT_FOUND: no job 'x'", NotFound, "NOT_FOUND", "no job 'x'"),
+        # gRPC's own failures carry no rich status: the status decides.
         (
             grpc.StatusCode.RESOURCE_EXHAUSTED,
             "Received message larger than max (9 vs. 4)",
@@ -232,12 +252,14 @@ def rpc_error(status: grpc.StatusCode, details: str) -> grpc.RpcError:
             "UNAVAILABLE",
             "failed to connect to all addresses",
         ),
-        (grpc.StatusCode.DATA_LOSS, "", VigilError, "DATA_LOSS", "DATA_LOSS"),
+        # A status with no code of its own is an internal error of the other side.
+        (grpc.StatusCode.DATA_LOSS, "", VigilError, "INTERNAL", "DATA_LOSS"),
     ],
 )
-def test_status_codes_map_back_to_domain_errors(
+def test_grpc_statuses_map_back_to_domain_errors(
     status: grpc.StatusCode, details: str, cls: type[VigilError], code: str, message: str
 ) -> None:
     error = from_rpc_error(rpc_error(status, details))
     assert type(error) is cls
-    assert (error.code, error.message, error.status) == (code, message, status)
+    assert (error.code, error.message) == (code, message)
+    assert error.status == ERRORS[code].status

@@ -1,7 +1,8 @@
 """The one way Vigil's gRPC services start, report health and stop.
 
 Every service is a ``grpc.aio`` server with the standard health service and reflection, bound to
-the address its settings name (port 0 picks a free port, which tests use). ``run_forever`` installs
+the address its settings name (port 0 picks a free port, which tests use). A ``VigilError`` raised
+by any method ends its call with the error's rich status (``ErrorStatus``). ``run_forever`` installs
 uvloop, marks the service NOT_SERVING on SIGTERM or SIGINT, lets in-flight calls drain for the
 grace period and then stops.
 """
@@ -12,9 +13,10 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
+import inspect
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import grpc
@@ -23,13 +25,15 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import SecretStr
 
+from vigil.core.errors import Unauthenticated, VigilError, abort_with
+
 log = logging.getLogger(__name__)
 
 # Sized for JPEG frames and upload chunks; larger messages get RESOURCE_EXHAUSTED from gRPC itself.
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 # Services any caller may use without the token: liveness probes and service discovery.
 OPEN_SERVICE_PREFIXES = (f"/{health.SERVICE_NAME}/", "/grpc.reflection.")
-UNAUTHENTICATED_DETAILS = "UNAUTHENTICATED: a valid bearer token is required"
+UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"
 
 
 def _bearer(value: str | bytes | None) -> bytes | None:
@@ -78,19 +82,77 @@ def _refusing(handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler
     """A handler of the same shape as ``handler`` that ends the call with UNAUTHENTICATED."""
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_DETAILS)
+        await abort_with(context, Unauthenticated(UNAUTHENTICATED_MESSAGE))
 
+    return _same_shape(handler, refuse)
+
+
+Behaviour = Callable[..., Any]
+
+
+def _same_shape(
+    handler: grpc.RpcMethodHandler[Any, Any], behaviour: Behaviour
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """A handler running ``behaviour`` with the streaming shape and serializers of ``handler``."""
     serializers = {
         "request_deserializer": handler.request_deserializer,
         "response_serializer": handler.response_serializer,
     }
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse, **serializers)
+        return grpc.stream_stream_rpc_method_handler(behaviour, **serializers)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse, **serializers)
+        return grpc.stream_unary_rpc_method_handler(behaviour, **serializers)
     if handler.response_streaming:
-        return grpc.unary_stream_rpc_method_handler(refuse, **serializers)
-    return grpc.unary_unary_rpc_method_handler(refuse, **serializers)
+        return grpc.unary_stream_rpc_method_handler(behaviour, **serializers)
+    return grpc.unary_unary_rpc_method_handler(behaviour, **serializers)
+
+
+def _behaviour(handler: grpc.RpcMethodHandler[Any, Any]) -> Behaviour:
+    if handler.request_streaming and handler.response_streaming:
+        return handler.stream_stream  # type: ignore[return-value]
+    if handler.request_streaming:
+        return handler.stream_unary  # type: ignore[return-value]
+    if handler.response_streaming:
+        return handler.unary_stream  # type: ignore[return-value]
+    return handler.unary_unary  # type: ignore[return-value]
+
+
+class ErrorStatus(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """A ``VigilError`` escaping any method ends its call with the error's rich status
+    (``vigil.core.errors.rich_status``), so servicers simply raise. Streaming methods written as
+    async generators and those writing through the context are both covered."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler
+        behaviour = _behaviour(handler)
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def stream(
+                request: Any, context: grpc.aio.ServicerContext[Any, Any]
+            ) -> AsyncIterator[Any]:
+                try:
+                    async for response in behaviour(request, context):
+                        yield response
+                except VigilError as exc:
+                    await abort_with(context, exc)
+
+            return _same_shape(handler, stream)
+
+        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                return await behaviour(request, context)
+            except VigilError as exc:
+                await abort_with(context, exc)
+
+        return _same_shape(handler, call)
 
 
 def auth_interceptors(token: SecretStr | str | None) -> list[grpc.aio.ServerInterceptor[Any, Any]]:
@@ -118,7 +180,8 @@ class Service:
         interceptors: Iterable[grpc.aio.ServerInterceptor[Any, Any]] = (),
     ) -> None:
         self.server = grpc.aio.server(
-            interceptors=list(interceptors),
+            # ErrorStatus first, so it also covers what the other interceptors refuse.
+            interceptors=[ErrorStatus(), *interceptors],
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", max_message_bytes),

@@ -14,7 +14,7 @@ import grpc
 
 from vigil.core import channels, ports
 from vigil.core.channels import ChannelOption
-from vigil.core.errors import Unavailable
+from vigil.core.errors import Unavailable, retryable_statuses
 
 DEFAULT_DETECTOR_ADDRESS = ports.DETECTOR_ADDRESS
 DEFAULT_ANALYZER_ADDRESS = ports.ANALYZER_ADDRESS
@@ -34,7 +34,8 @@ class RetryPolicy:
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
     backoff_multiplier: float = 2.0
-    status_codes: tuple[str, ...] = ("UNAVAILABLE",)
+    # From vigil.core.errors' table: the statuses every error code of which is retryable.
+    status_codes: tuple[str, ...] = tuple(s.name for s in retryable_statuses())
 
     def as_config(self) -> dict[str, object]:
         return {

@@ -5,6 +5,7 @@ isort:skip_file
 
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -15,6 +16,171 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _ErrorCode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ERROR_CODE_UNSPECIFIED: _ErrorCode.ValueType  # 0
+    """No code: never sent."""
+    ERROR_CODE_INTERNAL: _ErrorCode.ValueType  # 1
+    """A failure inside Vigil that the caller cannot fix; details are in the service's log."""
+    ERROR_CODE_INVALID_ARGUMENT: _ErrorCode.ValueType  # 2
+    """The request is malformed or names something impossible."""
+    ERROR_CODE_NOT_FOUND: _ErrorCode.ValueType  # 3
+    """The named source, job, video or incident does not exist."""
+    ERROR_CODE_ALREADY_EXISTS: _ErrorCode.ValueType  # 4
+    """Something with that id exists already."""
+    ERROR_CODE_FAILED_PRECONDITION: _ErrorCode.ValueType  # 5
+    """The request is valid but the target is not in a state that allows it."""
+    ERROR_CODE_TOO_LARGE: _ErrorCode.ValueType  # 6
+    """The request or upload is larger than the service accepts."""
+    ERROR_CODE_OVERLOADED: _ErrorCode.ValueType  # 7
+    """The service is busy (a full queue, too many uploads); the same request may succeed later."""
+    ERROR_CODE_UNAVAILABLE: _ErrorCode.ValueType  # 8
+    """The service, or one it depends on, cannot be reached now; retrying may succeed."""
+    ERROR_CODE_MODEL_NOT_CONFIGURED: _ErrorCode.ValueType  # 9
+    """The analyzer has no language model configured, so it cannot answer this."""
+    ERROR_CODE_DEADLINE_EXCEEDED: _ErrorCode.ValueType  # 10
+    """The call did not finish before its deadline."""
+    ERROR_CODE_IDLE_TIMEOUT: _ErrorCode.ValueType  # 11
+    """The client stopped sending in the middle of a request (an upload that went quiet)."""
+    ERROR_CODE_CANCELLED: _ErrorCode.ValueType  # 12
+    """The call or job was cancelled."""
+    ERROR_CODE_UNAUTHENTICATED: _ErrorCode.ValueType  # 13
+    """A valid bearer token is required."""
+    ERROR_CODE_PERMISSION_DENIED: _ErrorCode.ValueType  # 14
+    """The caller may not do this."""
+    ERROR_CODE_UNIMPLEMENTED: _ErrorCode.ValueType  # 15
+    """The service does not offer this method or option."""
+    ERROR_CODE_INSUFFICIENT_STORAGE: _ErrorCode.ValueType  # 16
+    """The service has no disk space left for this upload."""
+    ERROR_CODE_VIDEO_MISSING: _ErrorCode.ValueType  # 17
+    """A job's uploaded video is no longer stored."""
+    ERROR_CODE_SAMPLING_FAILED: _ErrorCode.ValueType  # 18
+    """Frames could not be read from a job's video."""
+    ERROR_CODE_DECODER_CRASHED: _ErrorCode.ValueType  # 19
+    """The decoder crashed while reading a job's video."""
+    ERROR_CODE_DECODER_TIMEOUT: _ErrorCode.ValueType  # 20
+    """Reading a job's video took longer than the limit."""
+    ERROR_CODE_INTERRUPTED: _ErrorCode.ValueType  # 21
+    """The analyzer stopped while a job ran, more times than it retries a job."""
+    ERROR_CODE_INVALID_IMAGE: _ErrorCode.ValueType  # 22
+    """A frame is not an image the detector can decode."""
+    ERROR_CODE_DETECTION_FAILED: _ErrorCode.ValueType  # 23
+    """Detection failed for one frame; later frames may well succeed."""
+    ERROR_CODE_SOURCE_FAILED: _ErrorCode.ValueType  # 24
+    """A live source failed and is no longer read."""
+    ERROR_CODE_SOURCE_RECONNECTING: _ErrorCode.ValueType  # 25
+    """A live source lost its input and is reconnecting."""
+    ERROR_CODE_INVALID_JSON: _ErrorCode.ValueType  # 26
+    """A session message is not JSON."""
+    ERROR_CODE_INVALID_MESSAGE: _ErrorCode.ValueType  # 27
+    """A session message is JSON but not of the expected shape."""
+    ERROR_CODE_UNKNOWN_EVENT: _ErrorCode.ValueType  # 28
+    """A session message names an event the bridge does not know."""
+    ERROR_CODE_NO_SESSION: _ErrorCode.ValueType  # 29
+    """A chat message came before the client joined a session."""
+    ERROR_CODE_CHAT_IN_PROGRESS: _ErrorCode.ValueType  # 30
+    """A chat message came while the previous answer was still streaming."""
+    ERROR_CODE_RATE_LIMITED: _ErrorCode.ValueType  # 31
+    """A client sent messages faster than the bridge allows."""
+    ERROR_CODE_METHOD_NOT_ALLOWED: _ErrorCode.ValueType  # 32
+    """The HTTP method is not offered at this path."""
+    ERROR_CODE_LENGTH_REQUIRED: _ErrorCode.ValueType  # 33
+    """An upload came without its Content-Length."""
+    ERROR_CODE_UNSUPPORTED_MEDIA_TYPE: _ErrorCode.ValueType  # 34
+    """The request body is of a media type the endpoint does not accept."""
+    ERROR_CODE_FRAMES_NOT_READY: _ErrorCode.ValueType  # 35
+    """A chat question came before the job's frames were sampled."""
+
+class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
+    """ErrorCode is the stable, machine-readable code of every error Vigil reports.
+
+    A gRPC call that fails carries a google.rpc.Status whose details hold a google.rpc.ErrorInfo
+    with reason = the value's name without the "ERROR_CODE_" prefix (for example "NOT_FOUND") and
+    domain = "vigil.dev", a google.rpc.RetryInfo when retrying the same call later may succeed, and
+    a google.rpc.BadRequest when the error names a request field. The same name is the "code" of the
+    bridge's HTTP error bodies, WebSocket error messages and Socket.IO error events, and of
+    vigil.common.v1.Error. The gRPC status, HTTP status, WebSocket close code and retryability of
+    each code are in one table, vigil.core.errors.ERRORS.
+    """
+
+ERROR_CODE_UNSPECIFIED: ErrorCode.ValueType  # 0
+"""No code: never sent."""
+ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 1
+"""A failure inside Vigil that the caller cannot fix; details are in the service's log."""
+ERROR_CODE_INVALID_ARGUMENT: ErrorCode.ValueType  # 2
+"""The request is malformed or names something impossible."""
+ERROR_CODE_NOT_FOUND: ErrorCode.ValueType  # 3
+"""The named source, job, video or incident does not exist."""
+ERROR_CODE_ALREADY_EXISTS: ErrorCode.ValueType  # 4
+"""Something with that id exists already."""
+ERROR_CODE_FAILED_PRECONDITION: ErrorCode.ValueType  # 5
+"""The request is valid but the target is not in a state that allows it."""
+ERROR_CODE_TOO_LARGE: ErrorCode.ValueType  # 6
+"""The request or upload is larger than the service accepts."""
+ERROR_CODE_OVERLOADED: ErrorCode.ValueType  # 7
+"""The service is busy (a full queue, too many uploads); the same request may succeed later."""
+ERROR_CODE_UNAVAILABLE: ErrorCode.ValueType  # 8
+"""The service, or one it depends on, cannot be reached now; retrying may succeed."""
+ERROR_CODE_MODEL_NOT_CONFIGURED: ErrorCode.ValueType  # 9
+"""The analyzer has no language model configured, so it cannot answer this."""
+ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode.ValueType  # 10
+"""The call did not finish before its deadline."""
+ERROR_CODE_IDLE_TIMEOUT: ErrorCode.ValueType  # 11
+"""The client stopped sending in the middle of a request (an upload that went quiet)."""
+ERROR_CODE_CANCELLED: ErrorCode.ValueType  # 12
+"""The call or job was cancelled."""
+ERROR_CODE_UNAUTHENTICATED: ErrorCode.ValueType  # 13
+"""A valid bearer token is required."""
+ERROR_CODE_PERMISSION_DENIED: ErrorCode.ValueType  # 14
+"""The caller may not do this."""
+ERROR_CODE_UNIMPLEMENTED: ErrorCode.ValueType  # 15
+"""The service does not offer this method or option."""
+ERROR_CODE_INSUFFICIENT_STORAGE: ErrorCode.ValueType  # 16
+"""The service has no disk space left for this upload."""
+ERROR_CODE_VIDEO_MISSING: ErrorCode.ValueType  # 17
+"""A job's uploaded video is no longer stored."""
+ERROR_CODE_SAMPLING_FAILED: ErrorCode.ValueType  # 18
+"""Frames could not be read from a job's video."""
+ERROR_CODE_DECODER_CRASHED: ErrorCode.ValueType  # 19
+"""The decoder crashed while reading a job's video."""
+ERROR_CODE_DECODER_TIMEOUT: ErrorCode.ValueType  # 20
+"""Reading a job's video took longer than the limit."""
+ERROR_CODE_INTERRUPTED: ErrorCode.ValueType  # 21
+"""The analyzer stopped while a job ran, more times than it retries a job."""
+ERROR_CODE_INVALID_IMAGE: ErrorCode.ValueType  # 22
+"""A frame is not an image the detector can decode."""
+ERROR_CODE_DETECTION_FAILED: ErrorCode.ValueType  # 23
+"""Detection failed for one frame; later frames may well succeed."""
+ERROR_CODE_SOURCE_FAILED: ErrorCode.ValueType  # 24
+"""A live source failed and is no longer read."""
+ERROR_CODE_SOURCE_RECONNECTING: ErrorCode.ValueType  # 25
+"""A live source lost its input and is reconnecting."""
+ERROR_CODE_INVALID_JSON: ErrorCode.ValueType  # 26
+"""A session message is not JSON."""
+ERROR_CODE_INVALID_MESSAGE: ErrorCode.ValueType  # 27
+"""A session message is JSON but not of the expected shape."""
+ERROR_CODE_UNKNOWN_EVENT: ErrorCode.ValueType  # 28
+"""A session message names an event the bridge does not know."""
+ERROR_CODE_NO_SESSION: ErrorCode.ValueType  # 29
+"""A chat message came before the client joined a session."""
+ERROR_CODE_CHAT_IN_PROGRESS: ErrorCode.ValueType  # 30
+"""A chat message came while the previous answer was still streaming."""
+ERROR_CODE_RATE_LIMITED: ErrorCode.ValueType  # 31
+"""A client sent messages faster than the bridge allows."""
+ERROR_CODE_METHOD_NOT_ALLOWED: ErrorCode.ValueType  # 32
+"""The HTTP method is not offered at this path."""
+ERROR_CODE_LENGTH_REQUIRED: ErrorCode.ValueType  # 33
+"""An upload came without its Content-Length."""
+ERROR_CODE_UNSUPPORTED_MEDIA_TYPE: ErrorCode.ValueType  # 34
+"""The request body is of a media type the endpoint does not accept."""
+ERROR_CODE_FRAMES_NOT_READY: ErrorCode.ValueType  # 35
+"""A chat question came before the job's frames were sampled."""
+Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
 class BoundingBox(_message.Message):
