@@ -24,7 +24,8 @@ from tests.faults.procs import (
 )
 
 # The bridge's promise for a frozen detector: its gRPC keepalive pings every 6 s and gives 4 s
-# for the answer (``bridge.app.open_channel``), so at most 10 s; 2 s more for a loaded machine.
+# for the answer (``vigil.core.channels.GATEWAY_KEEPALIVE_*``), so at most 10 s; 2 s more for a
+# loaded machine.
 FROZEN_NOTICED_S = 12.0
 
 
