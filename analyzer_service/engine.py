@@ -149,6 +149,22 @@ class Engine(Protocol):
     ) -> None: ...
 
 
+class Borrowed:
+    """Base of an engine whose life belongs to someone else (a wrapper around another engine, a
+    session-wide engine in tests): ``async with`` on it neither starts nor closes anything."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+
 def refuse_constraint(model: str, request: GenerateRequest) -> None:
     """For engines that cannot constrain answers yet: refuse a request that asks for it."""
     if request.constraint is not None:

@@ -22,10 +22,9 @@ import pathlib
 import socket
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
-from types import TracebackType
 from typing import Any, TypeVar
 
-from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
+from analyzer_service.engine import Borrowed, Delta, Engine, EngineLimits, GenerateRequest
 from analyzer_service.engines.vllm_local import LocalVllmEngine, Prepared
 
 T = TypeVar("T")
@@ -104,7 +103,7 @@ def make_engine(model: pathlib.Path, tokens: TokenCounter) -> LocalVllmEngine:
     )
 
 
-class SharedEngine:
+class SharedEngine(Borrowed):
     """``LocalVllmEngine`` on its own loop thread, callable from any loop."""
 
     def __init__(self, engine: LocalVllmEngine, tokens: TokenCounter) -> None:
@@ -187,11 +186,6 @@ class SharedEngine:
                 with contextlib.suppress(BaseException):
                     await asyncio.wait_for(asyncio.wrap_future(future), 10)
 
-    async def generate(self, request: GenerateRequest) -> AsyncGenerator[str, None]:
-        async with contextlib.aclosing(self.stream(lambda: self.inner.generate(request))) as s:
-            async for text in s:
-                yield text
-
     async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         async with contextlib.aclosing(self.stream(lambda: self.inner.deltas(request))) as s:
             async for delta in s:
@@ -243,18 +237,6 @@ class SharedEngine:
     def limits(self) -> EngineLimits:
         return self.inner.limits
 
-    # The session's fixture starts and closes the engine; a service given it only uses it.
-    async def __aenter__(self) -> SharedEngine:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pass
-
     def tokenizer(self) -> Any:
         llm = self.inner._llm
         assert llm is not None, "the engine is not started"
@@ -270,3 +252,12 @@ class ServerProcess:
 
 def tail(path: pathlib.Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+async def texts(engine: Engine, request: GenerateRequest) -> AsyncGenerator[str, None]:
+    """The answer's text pieces, as a caller shows them, from the engine's deltas; closing this
+    closes the engine's stream (and so aborts the request)."""
+    async with contextlib.aclosing(engine.deltas(request)) as stream:
+        async for delta in stream:
+            if delta.text:
+                yield delta.text

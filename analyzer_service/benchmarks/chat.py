@@ -29,11 +29,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from analyzer_service.benchmarks.engine import repeats, run_on_tiny_model, tiny_engine, ttft_ms
+from analyzer_service.engine import Borrowed
 
 QUESTION = "What happens in the video, and when?"
 
 
-class Recording:
+class Recording(Borrowed):  # the benchmark starts and stops the engine itself
     """The engine as the analyzer sees it; remembers the last request it was given."""
 
     def __init__(self, inner: Any) -> None:
@@ -56,13 +57,6 @@ class Recording:
     async def health(self) -> bool:
         healthy: bool = await self.inner.health()
         return healthy
-
-    # The benchmark starts and shuts the engine down itself.
-    async def __aenter__(self) -> Recording:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        pass
 
 
 async def bridge_ttft_ms(http: Any, url: str, question: str) -> float:

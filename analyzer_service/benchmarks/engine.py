@@ -107,7 +107,7 @@ def write_frames(directory: pathlib.Path, count: int, run: int) -> list[pathlib.
 
 async def ttft_ms(engine: Any, request: Any) -> float:
     start = time.perf_counter()
-    stream = engine.generate(request)
+    stream = engine.deltas(request)
     try:
         await anext(stream)
         return (time.perf_counter() - start) * 1000

@@ -239,13 +239,6 @@ class LocalVllmEngine:
                 if not finished:
                     await llm.abort(request.request_id)
 
-    async def generate(self, request: GenerateRequest) -> AsyncGenerator[str, None]:
-        async with contextlib.aclosing(self.outputs(request)) as stream:
-            async for output in stream:
-                for completion in output.outputs:
-                    if completion.text:
-                        yield completion.text
-
     async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         """Text pieces with the tokens each took; tokens without text count toward the next."""
         pending = 0

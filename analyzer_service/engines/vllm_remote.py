@@ -205,14 +205,6 @@ class RemoteVllmEngine:
             self._streams.pop(rid, None)
             self._aborted.discard(rid)
 
-    async def generate(self, request: GenerateRequest) -> AsyncGenerator[str, None]:
-        async with contextlib.aclosing(self.chunks(request)) as stream:
-            async for chunk in stream:
-                for choice in chunk.get("choices") or ():
-                    text = (choice.get("delta") or {}).get("content")
-                    if text:
-                        yield text
-
     async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         """Text pieces with their tokens: one a chunk (vLLM streams a token a chunk), set right
         by the server's usage report at the end."""

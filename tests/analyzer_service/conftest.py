@@ -12,7 +12,11 @@ import pytest
 from analyzer_service.engine import Engine
 from analyzer_service.server import AnalyzerServer, serve
 from analyzer_service.settings import AnalyzerSettings
+from detector_service.server import DetectorServer
+from detector_service.server import serve as serve_detector
+from detector_service.settings import DetectorSettings
 from tests.analyzer_service.helpers import connect, write_h264, write_mp4v
+from tests.detector_service.backends.test_onnx import build_model
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 
 StartServer = Callable[..., Awaitable[AnalyzerServer]]
@@ -111,3 +115,21 @@ def long_bytes(long_video: pathlib.Path) -> bytes:
 @pytest.fixture(scope="session")
 def very_long_bytes(very_long_video: pathlib.Path) -> bytes:
     return very_long_video.read_bytes()
+
+
+@pytest.fixture
+async def onnx_detector(tmp_path: pathlib.Path) -> AsyncIterator[DetectorServer]:
+    """A real detector service whose tiny ONNX model sees a knife in red frames, a person in
+    green."""
+    model = build_model(tmp_path / "colours.onnx", names=repr({0: "knife", 1: "person", 2: "car"}))
+    server = await serve_detector(
+        DetectorSettings(
+            port=0,
+            backend="onnx",
+            onnx_model_path=model,
+            confidence=0.4,
+            data_dir=tmp_path / "detector",
+        )
+    )
+    yield server
+    await server.stop(0)

@@ -6,7 +6,6 @@ import asyncio
 import pathlib
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator
 from fractions import Fraction
-from types import TracebackType
 from typing import TypeAlias
 
 import av
@@ -14,7 +13,7 @@ import cv2
 import grpc
 import numpy as np
 
-from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
+from analyzer_service.engine import Borrowed, Delta, EngineLimits, GenerateRequest
 from analyzer_service.server import AnalyzerServer
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
@@ -108,7 +107,7 @@ def is_chat(request: GenerateRequest) -> bool:
     return "-chat-" in request.request_id
 
 
-class FakeEngine:
+class FakeEngine(Borrowed):
     """Answers with fixed text: ``text`` to a summary, ``chat_text`` (else ``text``) in chat.
 
     With ``block`` a summary waits until ``release()`` (a job held mid-inference); chat answers
@@ -150,17 +149,6 @@ class FakeEngine:
 
     async def health(self) -> bool:
         return True
-
-    async def __aenter__(self) -> FakeEngine:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pass
 
 
 def connect(server: AnalyzerServer) -> grpc.aio.Channel:

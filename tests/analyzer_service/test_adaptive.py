@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import re
-from collections.abc import AsyncIterator
 from fractions import Fraction
 
 import pytest
@@ -14,8 +13,6 @@ import pytest
 from analyzer_service import media, sampling, timeline
 from analyzer_service.settings import AnalyzerSettings
 from detector_service.server import DetectorServer
-from detector_service.server import serve as serve_detector
-from detector_service.settings import DetectorSettings
 from tests.analyzer_service.helpers import (
     StartServer,
     connect,
@@ -26,7 +23,6 @@ from tests.analyzer_service.helpers import (
     write_h264,
     write_scenes,
 )
-from tests.detector_service.backends.test_onnx import build_model
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.common.v1 import common_pb2
@@ -123,23 +119,6 @@ def test_sampling_cost_does_not_grow_with_the_length_of_the_video(
             assert [f.decoded for f in scanned] == [1] * 64
     assert exact[65] <= 64 * (gop + 4) < 7800 // 4
     assert exact[65] <= 2 * exact[10]
-
-
-@pytest.fixture
-async def onnx_detector(tmp_path: pathlib.Path) -> AsyncIterator[DetectorServer]:
-    """A real detector service whose tiny model sees a knife in red frames, a person in green."""
-    model = build_model(tmp_path / "colours.onnx", names=repr({0: "knife", 1: "person", 2: "car"}))
-    server = await serve_detector(
-        DetectorSettings(
-            port=0,
-            backend="onnx",
-            onnx_model_path=model,
-            confidence=0.4,
-            data_dir=tmp_path / "detector",
-        )
-    )
-    yield server
-    await server.stop(0)
 
 
 async def test_weapon_hits_get_dense_frames_and_a_timeline_event(

@@ -15,7 +15,6 @@ import datetime
 import ipaddress
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import grpc
@@ -24,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from analyzer_service.engine import Delta, EngineLimits, GenerateRequest
+from analyzer_service.engine import Borrowed, Delta, EngineLimits, GenerateRequest
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.core.errors import Unavailable, VigilError, abort_with
@@ -174,7 +173,7 @@ async def serve(
     return server, bound
 
 
-class ScriptedEngine:
+class ScriptedEngine(Borrowed):
     """A language model stand-in: answers with fixed text, fails with ``error``, or with
     ``block`` never finishes (a job held mid-inference).
 
@@ -232,17 +231,6 @@ class ScriptedEngine:
 
     async def health(self) -> bool:
         return True
-
-    async def __aenter__(self) -> ScriptedEngine:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pass
 
 
 def failing_engine() -> ScriptedEngine:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 ChannelOption = tuple[str, str | int]
 
-# Sized for JPEG frames and upload chunks, as the services' own limit (``vigil.core.serving``).
+# Sized for JPEG frames and upload chunks; the services' own limit too (``vigil.core.serving``).
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 # A ping after 20 s of silence, 10 s for its answer: a vanished service is noticed in ~30 s.

@@ -25,12 +25,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from pydantic import SecretStr
 
+from vigil.core.channels import MAX_MESSAGE_BYTES
 from vigil.core.errors import Unauthenticated, VigilError, abort_with
 
 log = logging.getLogger(__name__)
 
-# Sized for JPEG frames and upload chunks; larger messages get RESOURCE_EXHAUSTED from gRPC itself.
-DEFAULT_MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+# Larger messages get RESOURCE_EXHAUSTED from gRPC itself; clients are sized the same.
+DEFAULT_MAX_MESSAGE_BYTES = MAX_MESSAGE_BYTES
 # Services any caller may use without the token: liveness probes and service discovery.
 OPEN_SERVICE_PREFIXES = (f"/{health.SERVICE_NAME}/", "/grpc.reflection.")
 UNAUTHENTICATED_MESSAGE = "a valid bearer token is required"

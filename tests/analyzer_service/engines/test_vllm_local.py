@@ -15,7 +15,7 @@ import pytest
 
 from analyzer_service.engine import Choice, Engine, GenerateRequest
 from analyzer_service.engines.vllm_local import LocalVllmEngine
-from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine
+from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine, texts
 from vigil.core.errors import InvalidInput
 from vigil.devtools import tiny_gemma3
 
@@ -67,7 +67,7 @@ async def test_text_only_prompt_has_no_image_block(local_engine: SharedEngine) -
     prepared = await local_engine.prepare(request)
     assert tiny_gemma3.BOI not in prepared.text
     assert prepared.images == []
-    deltas = [delta async for delta in local_engine.generate(request)]
+    deltas = [delta async for delta in texts(local_engine, request)]
     assert deltas
 
 
@@ -76,25 +76,25 @@ async def test_deltas_stream_and_add_up_to_the_text(
     local_engine: SharedEngine, frames: list[pathlib.Path], max_tokens: int
 ) -> None:
     request = GenerateRequest(f"deltas-{max_tokens}", "Describe.", frames[:2], max_tokens)
-    texts: list[str] = []
+    pieces: list[str] = []
     token_ids: list[int] = []
     async with contextlib.aclosing(local_engine.outputs(request)) as stream:
         async for output in stream:
             (completion,) = output.outputs
-            texts.append(completion.text)
+            pieces.append(completion.text)
             token_ids.extend(completion.token_ids)
     # Deltas, not cumulative text: max_tokens exactly (<eos> is ignored), a chunk per token unless
     # the reader fell behind (vLLM then merges the deltas it holds into one).
     assert len(token_ids) == max_tokens
-    assert 1 <= len(texts) <= max_tokens
+    assert 1 <= len(pieces) <= max_tokens
     tokenizer = local_engine.tokenizer()
-    assert "".join(texts) == tokenizer.decode(token_ids, skip_special_tokens=True)
+    assert "".join(pieces) == tokenizer.decode(token_ids, skip_special_tokens=True)
 
     # The same seeded request through the Engine interface yields the same text as str deltas.
     same = GenerateRequest(f"deltas-{max_tokens}-again", "Describe.", frames[:2], max_tokens)
-    deltas = [delta async for delta in local_engine.generate(same)]
+    deltas = [delta async for delta in texts(local_engine, same)]
     assert all(isinstance(delta, str) and delta for delta in deltas)
-    assert "".join(deltas) == "".join(texts)
+    assert "".join(deltas) == "".join(pieces)
     if max_tokens > 1:
         assert len(deltas) >= 2
 
@@ -115,12 +115,12 @@ async def test_too_many_images_is_a_clean_error(
 ) -> None:
     request = GenerateRequest("too-many", "Describe.", frames[: MAX_IMAGES + 1], 4)
     with pytest.raises(InvalidInput, match=f"At most {MAX_IMAGES} image"):
-        async for _ in local_engine.generate(request):
+        async for _ in texts(local_engine, request):
             pass
     await wait_idle(local_engine)
     # The engine is still usable afterwards.
     ok = GenerateRequest("after-too-many", "Describe.", frames[:MAX_IMAGES], 2)
-    assert [delta async for delta in local_engine.generate(ok)]
+    assert [delta async for delta in texts(local_engine, ok)]
 
 
 async def test_constrained_answers_are_refused_for_now(local_engine: SharedEngine) -> None:
@@ -136,7 +136,7 @@ async def test_prompt_longer_than_the_context_is_a_clean_error(
 ) -> None:
     request = GenerateRequest("too-long", "word " * 3000, [], 4)
     with pytest.raises(InvalidInput, match="refused the request"):
-        async for _ in local_engine.generate(request):
+        async for _ in texts(local_engine, request):
             pass
     await wait_idle(local_engine)
 
@@ -161,7 +161,7 @@ async def test_closing_the_stream_aborts_the_request(
     ask = GenerateRequest("closed", "Describe at length.", frames[:2], 1)
     request = await filling_the_context(long_engine, ask)
     before = await long_engine.settled_tokens()
-    stream = long_engine.generate(request)
+    stream = texts(long_engine, request)
     received = [await anext(stream) for _ in range(3)]
     assert len(received) == 3
     assert await long_engine.unfinished_requests() == 1
@@ -179,7 +179,7 @@ async def test_abort_ends_the_stream(long_engine: SharedEngine) -> None:
     three = asyncio.Event()
 
     async def consume() -> None:
-        async for delta in long_engine.generate(request):
+        async for delta in texts(long_engine, request):
             received.append(delta)
             if len(received) == 3:
                 three.set()
@@ -199,7 +199,7 @@ async def test_cancelling_the_consumer_aborts_the_request(long_engine: SharedEng
     started = asyncio.Event()
 
     async def consume() -> None:
-        async for _ in long_engine.generate(request):
+        async for _ in texts(long_engine, request):
             started.set()
 
     task = asyncio.create_task(consume())

@@ -12,7 +12,7 @@ import pytest
 
 from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
-from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port
+from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port, texts
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable
 from vigil.devtools import tiny_gemma3
 
@@ -66,19 +66,19 @@ async def test_streams_deltas_for_two_frames(
     remote_engine: RemoteVllmEngine, frames: list[pathlib.Path]
 ) -> None:
     request = GenerateRequest("remote-two", "Describe the frames.", frames[:2], 12)
-    texts: list[str] = []
+    pieces: list[str] = []
     usage = None
     async with contextlib.aclosing(remote_engine.chunks(request)) as stream:
         async for chunk in stream:
             usage = chunk.get("usage") or usage
-            texts.extend(c["delta"].get("content") or "" for c in chunk["choices"])
+            pieces.extend(c["delta"].get("content") or "" for c in chunk["choices"])
     assert usage is not None
     assert usage["completion_tokens"] == 12
     # Two image blocks made it into the prompt the server ran.
     assert usage["prompt_tokens"] > 2 * tiny_gemma3.TOKENS_PER_IMAGE
-    assert sum(1 for text in texts if text) >= 2
+    assert sum(1 for text in pieces if text) >= 2
 
-    deltas = [delta async for delta in remote_engine.generate(request)]
+    deltas = [delta async for delta in texts(remote_engine, request)]
     assert len(deltas) >= 2
     assert all(isinstance(delta, str) and delta for delta in deltas)
 
@@ -101,7 +101,7 @@ async def _close_mid_stream(
 ) -> None:
     await wait_idle(vllm_server)
     before = await generated_tokens(vllm_server)
-    stream = remote_engine.generate(request)
+    stream = texts(remote_engine, request)
     try:
         for _ in range(3):
             await anext(stream)
@@ -124,7 +124,7 @@ async def test_abort_ends_the_stream(vllm_server: str) -> None:
     three = asyncio.Event()
 
     async def consume() -> None:
-        async for delta in engine.generate(request):
+        async for delta in texts(engine, request):
             received.append(delta)
             if len(received) == 3:
                 three.set()
@@ -146,7 +146,7 @@ async def test_too_many_images_is_a_clean_error(
 ) -> None:
     request = GenerateRequest("remote-too-many", "Describe.", frames[: MAX_IMAGES + 1], 4)
     with pytest.raises(InvalidInput, match="HTTP 400") as error:
-        async for _ in remote_engine.generate(request):
+        async for _ in texts(remote_engine, request):
             pass
     assert f"At most {MAX_IMAGES} image" in error.value.message
 
@@ -156,7 +156,7 @@ async def test_wrong_key_is_reported_without_leaking_it(vllm_server: str) -> Non
     async with RemoteVllmEngine(vllm_server, SERVED_NAME, api_key=secret) as engine:
         assert await engine.health()  # /health needs no key
         with pytest.raises(FailedPrecondition, match="HTTP 401") as error:
-            async for _ in engine.generate(GenerateRequest("remote-key", "Hi.", [], 2)):
+            async for _ in texts(engine, GenerateRequest("remote-key", "Hi.", [], 2)):
                 pass
     assert secret not in str(error.value)
     assert API_KEY not in str(error.value)
@@ -170,6 +170,6 @@ async def test_unreachable_server_is_unavailable_and_unhealthy() -> None:
     ) as engine:
         assert not await engine.health()
         with pytest.raises(Unavailable, match="unreachable") as error:
-            async for _ in engine.generate(GenerateRequest("remote-down", "Hi.", [], 2)):
+            async for _ in texts(engine, GenerateRequest("remote-down", "Hi.", [], 2)):
                 pass
     assert "sk-secret" not in str(error.value)

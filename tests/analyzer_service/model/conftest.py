@@ -8,9 +8,6 @@ from collections.abc import AsyncIterator
 import pytest
 
 from analyzer_service.settings import AnalyzerSettings
-from detector_service.server import DetectorServer
-from detector_service.server import serve as serve_detector
-from detector_service.settings import DetectorSettings
 from tests.analyzer_service.helpers import (
     StartServer,
     write_scenes,
@@ -24,7 +21,6 @@ from tests.analyzer_service.model.support import (
     Recording,
     analyse,
 )
-from tests.detector_service.backends.test_onnx import build_model
 from tests.llm import (
     MAX_MODEL_LEN,
     SharedEngine,
@@ -40,23 +36,6 @@ def model_settings(settings: AnalyzerSettings) -> AnalyzerSettings:
             "engine_health_interval_s": 0.5,
         }
     )
-
-
-@pytest.fixture
-async def onnx_detector(tmp_path: pathlib.Path) -> AsyncIterator[DetectorServer]:
-    """A real detector service whose tiny ONNX model sees a knife in red frames."""
-    model = build_model(tmp_path / "colours.onnx", names=repr({0: "knife", 1: "person", 2: "car"}))
-    server = await serve_detector(
-        DetectorSettings(
-            port=0,
-            backend="onnx",
-            onnx_model_path=model,
-            confidence=0.4,
-            data_dir=tmp_path / "detector",
-        )
-    )
-    yield server
-    await server.stop(0)
 
 
 @pytest.fixture(scope="session")

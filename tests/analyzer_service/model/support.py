@@ -6,13 +6,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from collections.abc import AsyncGenerator, AsyncIterator
-from types import TracebackType
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from analyzer_service.chat import Chat
-from analyzer_service.engine import Delta, Engine, EngineLimits, EngineMonitor, GenerateRequest
+from analyzer_service.engine import (
+    Borrowed,
+    Delta,
+    Engine,
+    EngineLimits,
+    EngineMonitor,
+    GenerateRequest,
+)
 from analyzer_service.generation import Model
 from analyzer_service.server import AnalyzerServer
 from analyzer_service.settings import AnalyzerSettings
@@ -36,7 +42,7 @@ SUMMARY_TOKENS = 24
 CHAT_TOKENS = 12
 
 
-class Recording:
+class Recording(Borrowed):
     """The shared engine as the analyzer sees it, remembering every request it is given."""
 
     def __init__(self, inner: SharedEngine) -> None:
@@ -57,17 +63,6 @@ class Recording:
 
     async def health(self) -> bool:
         return await self.inner.health()
-
-    async def __aenter__(self) -> Recording:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        pass
 
 
 @dataclasses.dataclass
