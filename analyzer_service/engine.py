@@ -149,20 +149,23 @@ class Engine(Protocol):
     ) -> None: ...
 
 
-class Borrowed:
-    """Base of an engine whose life belongs to someone else (a wrapper around another engine, a
-    session-wide engine in tests): ``async with`` on it neither starts nor closes anything."""
+class Lifecycle:
+    """``async with`` for an engine: ``start`` on entry, ``close`` on exit. Both do nothing
+    unless overridden, which suits an engine whose life belongs to someone else (a wrapper
+    around another engine, a session-wide engine in tests)."""
+
+    async def start(self) -> None:
+        """Load the model or connect to it."""
+
+    async def close(self) -> None:
+        """Release what ``start`` took."""
 
     async def __aenter__(self) -> Self:
+        await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
 
 
 def refuse_constraint(model: str, request: GenerateRequest) -> None:

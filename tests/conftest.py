@@ -86,10 +86,10 @@ def llm_engine(tiny_gemma: pathlib.Path, request: pytest.FixtureRequest) -> Iter
     tokens = TokenCounter()
     engine = SharedEngine(make_engine(tiny_gemma, tokens), tokens)
     try:
-        engine.start()
+        engine.load()
         yield engine
     finally:
-        engine.close()
+        engine.stop()
 
 
 @pytest.fixture(scope="session")

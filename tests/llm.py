@@ -24,7 +24,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any, TypeVar
 
-from analyzer_service.engine import Borrowed, Delta, Engine, EngineLimits, GenerateRequest
+from analyzer_service.engine import Delta, Engine, EngineLimits, GenerateRequest, Lifecycle
 from analyzer_service.engines.vllm_local import LocalVllmEngine, Prepared
 
 T = TypeVar("T")
@@ -103,7 +103,7 @@ def make_engine(model: pathlib.Path, tokens: TokenCounter) -> LocalVllmEngine:
     )
 
 
-class SharedEngine(Borrowed):
+class SharedEngine(Lifecycle):
     """``LocalVllmEngine`` on its own loop thread, callable from any loop."""
 
     def __init__(self, engine: LocalVllmEngine, tokens: TokenCounter) -> None:
@@ -124,7 +124,9 @@ class SharedEngine(Borrowed):
     def run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def start(self, timeout: float = LOAD_S) -> None:
+    def load(self, timeout: float = LOAD_S) -> None:
+        """Start the engine, at the start of the session (``start`` is the Lifecycle's, a
+        no-op, as is ``close``)."""
         self.run(self.inner.start(), timeout)
 
     def capped_at(self, max_tokens: int) -> SharedEngine:
@@ -135,9 +137,10 @@ class SharedEngine(Borrowed):
         view.inner.max_tokens = view.max_tokens = max_tokens
         return view
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Close the engine and its loop, at the end of the session."""
         with contextlib.suppress(Exception):
-            self.run(self.inner.shutdown(), 120)
+            self.run(self.inner.close(), 120)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
 

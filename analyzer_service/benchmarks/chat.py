@@ -29,12 +29,12 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from analyzer_service.benchmarks.engine import repeats, run_on_tiny_model, tiny_engine, ttft_ms
-from analyzer_service.engine import Borrowed
+from analyzer_service.engine import Lifecycle
 
 QUESTION = "What happens in the video, and when?"
 
 
-class Recording(Borrowed):  # the benchmark starts and stops the engine itself
+class Recording(Lifecycle):  # the benchmark starts and stops the engine itself
     """The engine as the analyzer sees it; remembers the last request it was given."""
 
     def __init__(self, inner: Any) -> None:
@@ -119,7 +119,7 @@ async def measure(model: pathlib.Path, work: pathlib.Path, runs: int) -> dict[st
     try:
         result = await measure_started(inner, work, runs, max_frames=8)
     finally:
-        await inner.shutdown()
+        await inner.close()
     return {**result, "engine_load_s": round(inner.load_s or 0.0, 1)}
 
 

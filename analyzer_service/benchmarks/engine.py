@@ -129,7 +129,7 @@ async def measure(model: pathlib.Path, root: pathlib.Path, runs: int) -> dict[st
         figures = await measure_started(engine, root, runs, FRAMES)
         load_s = engine.load_s
     finally:
-        await engine.shutdown()
+        await engine.close()
     return {"name": "engine", "engine_load_s": round(load_s or 0.0, 1), **figures}
 
 

@@ -17,13 +17,13 @@ import logging
 import pathlib
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from types import TracebackType
 from typing import Any, Literal
 
 from analyzer_service.engine import (
     Delta,
     EngineLimits,
     GenerateRequest,
+    Lifecycle,
     refuse_constraint,
     register,
 )
@@ -57,7 +57,7 @@ def load_images(paths: Sequence[pathlib.Path]) -> list[Any]:
 
 
 @register("vllm")
-class LocalVllmEngine:
+class LocalVllmEngine(Lifecycle):
     """Gemma 3 (or any chat model with images) served by an in-process ``AsyncLLM``.
 
     Constrained answers are refused for now (InvalidInput); ``priority`` goes to vLLM, where it
@@ -127,7 +127,7 @@ class LocalVllmEngine:
         started = time.perf_counter()
         # Something vLLM imports while building keeps that call's frames alive (a stored
         # traceback), and with them the executor's future and its result: were that result the
-        # engine, shutdown() could never free it. Handed over in a list we empty, nothing is left.
+        # engine, close() could never free it. Handed over in a list we empty, nothing is left.
         box = await asyncio.to_thread(lambda: [self._build()])
         self._llm = box.pop()
         self.load_s = time.perf_counter() - started
@@ -150,7 +150,7 @@ class LocalVllmEngine:
         )
         return AsyncLLM.from_engine_args(args, stat_loggers=self.stat_loggers or None)
 
-    async def shutdown(self) -> None:
+    async def close(self) -> None:
         llm, self._llm = self._llm, None
         if llm is not None:
             # Stopping the engine core joins processes for seconds; keep the loop free meanwhile.
@@ -159,18 +159,6 @@ class LocalVllmEngine:
             # not at exit when its globals are gone and it raises.
             del llm
             gc.collect()
-
-    async def __aenter__(self) -> LocalVllmEngine:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.shutdown()
 
     def _running(self) -> Any:
         if self._llm is None:

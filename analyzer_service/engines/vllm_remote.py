@@ -17,7 +17,6 @@ import contextlib
 import functools
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -26,6 +25,7 @@ from analyzer_service.engine import (
     Delta,
     EngineLimits,
     GenerateRequest,
+    Lifecycle,
     refuse_constraint,
     register,
 )
@@ -55,7 +55,7 @@ def _detail(body: bytes) -> str:
 
 
 @register("vllm-http")
-class RemoteVllmEngine:
+class RemoteVllmEngine(Lifecycle):
     """A model served by ``python -m vllm.entrypoints.openai.api_server`` (or ``vllm serve``)."""
 
     # The server's limits are not asked for: the service's settings apply.
@@ -116,19 +116,8 @@ class RemoteVllmEngine:
             health_timeout_s=settings.engine_health_timeout_s,
         )
 
-    async def aclose(self) -> None:
+    async def close(self) -> None:
         await self._client.aclose()
-
-    async def __aenter__(self) -> RemoteVllmEngine:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     def _body(self, request: GenerateRequest, messages: list[prompts.JsonObject]) -> dict[str, Any]:
         # Sent only when asked, so that requests without one stay as they were.

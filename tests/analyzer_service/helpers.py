@@ -13,7 +13,7 @@ import cv2
 import grpc
 import numpy as np
 
-from analyzer_service.engine import Borrowed, Delta, EngineLimits, GenerateRequest
+from analyzer_service.engine import Delta, EngineLimits, GenerateRequest, Lifecycle
 from analyzer_service.server import AnalyzerServer
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
@@ -107,7 +107,7 @@ def is_chat(request: GenerateRequest) -> bool:
     return "-chat-" in request.request_id
 
 
-class FakeEngine(Borrowed):
+class FakeEngine(Lifecycle):
     """Answers with fixed text: ``text`` to a summary, ``chat_text`` (else ``text``) in chat.
 
     With ``block`` a summary waits until ``release()`` (a job held mid-inference); chat answers

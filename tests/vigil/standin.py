@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from analyzer_service.engine import Borrowed, Delta, EngineLimits, GenerateRequest
+from analyzer_service.engine import Delta, EngineLimits, GenerateRequest, Lifecycle
 from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as apb_grpc
 from vigil.core.errors import Unavailable, VigilError, abort_with
@@ -173,7 +173,7 @@ async def serve(
     return server, bound
 
 
-class ScriptedEngine(Borrowed):
+class ScriptedEngine(Lifecycle):
     """A language model stand-in: answers with fixed text, fails with ``error``, or with
     ``block`` never finishes (a job held mid-inference).
 

@@ -39,8 +39,9 @@ def test_pipeline_reduced() -> None:
     stages = [k for k in result if k.endswith("_ms") and not k.startswith("per_frame")]
     assert len(stages) == 7
     assert all(result[k] > 0 for k in stages)
+    # Printed to one decimal: within 0.05 of the exact figure, however slow the machine.
     assert result["max_fps_one_source_one_core_sum_of_stages"] == pytest.approx(
-        1000 / result["per_frame_one_subscriber_ms"], rel=0.01
+        1000 / result["per_frame_one_subscriber_ms"], abs=0.051
     )
     measured = result["max_fps_one_source_one_core_measured"]
     # The real service on one core runs below the uncapped source's 120 fps (the model alone
@@ -195,8 +196,9 @@ def test_sources_reduced() -> None:
     assert result["base_rss_mb"] > 50
     assert result["sources_streaming"] == 2
     assert 0 < result["first_frame_s_median"] <= result["first_frame_s_slowest"]
-    assert result["streaming_rss_ratio"] == round(
-        result["streaming_rss_mb_per_source"] / source_memory.MEMORY_TARGET_MB, 2
+    # Both figures are printed rounded, so they agree to the last printed digit.
+    assert result["streaming_rss_ratio"] == pytest.approx(
+        result["streaming_rss_mb_per_source"] / source_memory.MEMORY_TARGET_MB, abs=0.011
     )
     assert result["passed"] == (result["memory_held"] and result["all_streaming_in_time"])
 

@@ -12,12 +12,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from analyzer_service.chat import Chat
 from analyzer_service.engine import (
-    Borrowed,
     Delta,
     Engine,
     EngineLimits,
     EngineMonitor,
     GenerateRequest,
+    Lifecycle,
 )
 from analyzer_service.generation import Model
 from analyzer_service.server import AnalyzerServer
@@ -42,7 +42,7 @@ SUMMARY_TOKENS = 24
 CHAT_TOKENS = 12
 
 
-class Recording(Borrowed):
+class Recording(Lifecycle):
     """The shared engine as the analyzer sees it, remembering every request it is given."""
 
     def __init__(self, inner: SharedEngine) -> None:

@@ -123,4 +123,4 @@ async def test_engine_death_turns_the_service_unavailable(
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
             assert time.monotonic() - asked < 1.0
     finally:
-        await engine.aclose()
+        await engine.close()
