@@ -126,6 +126,7 @@ class StreamTrackers:
             time_ns = response.capture_time.ToNanoseconds()
         else:
             time_ns = time.time_ns()
-        for detection, track_id in zip(found, tracker.ids(xyxy, confidence, time_ns).tolist()):
+        ids = tracker.ids(xyxy, confidence, time_ns).tolist()
+        for detection, track_id in zip(found, ids, strict=True):
             if track_id >= 0:
                 detection.track_id = track_id
