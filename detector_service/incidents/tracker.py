@@ -155,10 +155,6 @@ class _Source:
     alerted: dict[int, int] = field(default_factory=dict)
     last_ns: int = 0
 
-    def counts(self, sighting: Sighting) -> bool:
-        """Whether a sighting is evidence for a new incident: no track that had one already."""
-        return sighting[1] is None or sighting[1] not in self.alerted
-
 
 class IncidentTracker:
     """Turns per-frame detections into incidents. Owns (and closes) its store and webhook."""
@@ -217,6 +213,10 @@ class IncidentTracker:
                 )
             src.last_ns = time_ns
             src.window.append(sightings)
+            # A track unseen for track_lost_s has ended: forgotten before this frame counts.
+            lost = [t for t, seen in src.alerted.items() if time_ns - seen > self._track_lost_ns]
+            for track_id in lost:
+                del src.alerted[track_id]
             for class_name, state in list(src.open.items()):
                 if class_name in peaks:
                     state.last_seen_ns = time_ns
@@ -229,8 +229,10 @@ class IncidentTracker:
                     continue
                 if time_ns < src.cooldown_until_ns.get(class_name, time_ns):
                     continue
+                # Evidence for a new incident: sightings of no track that belonged to one.
                 seen = sum(
-                    any(s[0] == class_name and src.counts(s) for s in frame) for frame in src.window
+                    any(c == class_name and t not in src.alerted for c, t in frame)
+                    for frame in src.window
                 )
                 if seen >= self.config.min_frames:
                     self._open(src, source_id, class_name, peak, weapons, jpeg, time_ns)
@@ -243,9 +245,6 @@ class IncidentTracker:
         for class_name, track_id in sightings:
             if track_id is not None and (class_name in src.open or track_id in src.alerted):
                 src.alerted[track_id] = time_ns
-        for track_id, seen_ns in list(src.alerted.items()):
-            if time_ns - seen_ns > self._track_lost_ns:
-                del src.alerted[track_id]
 
     def end_source(self, source_id: str) -> None:
         """The source stopped: close its open incidents at its last frame and finish its clips.
