@@ -13,6 +13,7 @@ import pytest
 from detector_service.server import DetectorServer
 from detector_service.settings import DetectorSettings
 from tests.detector_service import moving_objects as mo
+from vigil.cli import main
 from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk import AsyncDetectorClient, DetectFrame, DetectResult
@@ -158,3 +159,20 @@ async def test_detect_tracks_only_when_asked_and_only_a_named_stream(
     assert [ids(r) for r in untracked] == [[None]] * 4
     with pytest.raises(InvalidInput, match="source_id"):
         await tracked(detector, detect_frames(script), track=True)
+
+
+async def test_vigil_detect_track_prints_track_ids(
+    detector: DetectorServer, tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = mo.write_video(tmp_path / "walk.avi", [[xy] for xy in mo.walk((0, 50), (3, 2), 8)], 10)
+    command = ["detect", str(video), "--detector", f"127.0.0.1:{detector.port}"]
+
+    # The CLI blocks on its stream: off the loop that serves it.
+    assert await asyncio.to_thread(main, [*command, "--track"]) == 2
+    assert "--track needs --source-id" in capsys.readouterr().err
+    assert await asyncio.to_thread(main, [*command, "--track", "--source-id", "door"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 8
+    assert all(" knife #1 (weapon) " in line for line in lines)
+    assert await asyncio.to_thread(main, command) == 0
+    assert "#" not in capsys.readouterr().out
