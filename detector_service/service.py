@@ -88,7 +88,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         pending: asyncio.Queue[tuple[asyncio.Future[pb.DetectResponse], bool] | None] = (
             asyncio.Queue(DETECT_PIPELINE_DEPTH)
         )
-        # Tracking runs here, where responses come back in their requests' order.
+        # Tracking runs in the consumer below, where responses come back in their requests' order.
         tracks = StreamTrackers(self.settings.track_lost_s)
 
         async def read() -> None:
@@ -106,7 +106,8 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
                 response = await item[0]
                 if item[1]:
                     try:
-                        tracks.apply(response)
+                        # Off the loop, like detection: matching boxes to tracks is CPU work.
+                        await loop.run_in_executor(self.pool, tracks.apply, response)
                     except ValueError as exc:
                         await abort_with(context, InvalidInput(str(exc), field="source_id"))
                 yield response

@@ -17,10 +17,15 @@ The pin ``supervision>=0.30,<0.31`` keeps these attributes where this module exp
 (``ByteTrack`` is deprecated in 0.28 and gone in 0.31, where the ``trackers`` package takes over).
 The Kalman filter still predicts one step per update, whatever the time between them; at the
 rates we detect at, an object moves little between updates and IoU matching absorbs the rest.
+
+``supervision`` costs ~1-2 s and ~60 MB to import (it pulls in scipy). It is imported with this
+module, at the service's start: loaded with the first object instead, it stalled that source's
+frames for as long, and the first frames with objects are the ones that matter.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 
@@ -38,22 +43,28 @@ ACTIVATION_THRESHOLD = 0.0
 MAX_STREAMS_PER_CALL = 64
 
 
+def _bytetrack(lost_ms: int) -> sv.ByteTrack:
+    with warnings.catch_warnings():
+        # The deprecation notice of 0.28 (see the module docstring): we pin below 0.31.
+        warnings.simplefilter("ignore", FutureWarning)
+        # frame_rate 30 makes ByteTrack's max_time_lost exactly lost_track_buffer.
+        return sv.ByteTrack(
+            track_activation_threshold=ACTIVATION_THRESHOLD,
+            lost_track_buffer=lost_ms,
+            frame_rate=30,
+        )
+
+
 class ObjectTracker:
-    """Assigns track ids to one stream's detections; not thread-safe (one caller per stream)."""
+    """Assigns track ids to one stream's detections, one frame at a time, in time order."""
 
     def __init__(self, lost_s: float) -> None:
         self.lost_ms = max(int(lost_s * 1000), 1)
-        with warnings.catch_warnings():
-            # The deprecation notice of 0.28 (see the module docstring): we pin below 0.31.
-            warnings.simplefilter("ignore", FutureWarning)
-            # frame_rate 30 makes ByteTrack's max_time_lost exactly lost_track_buffer.
-            self._bytetrack = sv.ByteTrack(
-                track_activation_threshold=ACTIVATION_THRESHOLD,
-                lost_track_buffer=self.lost_ms,
-                frame_rate=30,
-            )
+        self._bytetrack = _bytetrack(self.lost_ms)
         self._start_ns: int | None = None
         self._tick = 0
+        # A live source's stopped run may still finish its last frame while a new run starts.
+        self._lock = threading.Lock()
 
     def update(self, found: Detections, time_ns: int) -> Detections:
         """``found`` with track ids, given the frame's capture time; boxes are never dropped."""
@@ -61,6 +72,10 @@ class ObjectTracker:
 
     def ids(self, xyxy: FloatArray, confidence: FloatArray, time_ns: int) -> IntArray:
         """The track id of each box of a frame captured at ``time_ns``; -1 where none yet."""
+        with self._lock:
+            return self._ids(xyxy, confidence, time_ns)
+
+    def _ids(self, xyxy: FloatArray, confidence: FloatArray, time_ns: int) -> IntArray:
         tick = self._to_tick(time_ns)
         bt = self._bytetrack
         bt.tracked_tracks = [t for t in bt.tracked_tracks if tick - t.frame_id <= self.lost_ms]
@@ -92,8 +107,8 @@ class ObjectTracker:
 class StreamTrackers:
     """One tracker per stream a Detect call names (its ``source_id``), made at its first frame.
 
-    Responses must be applied in the order of their requests: the call's consumer, which yields
-    them in that order, applies them (detection itself runs several frames at once).
+    Responses must be applied one at a time in the order of their requests: the call's consumer,
+    which yields them in that order, applies them (detection itself runs several frames at once).
     """
 
     def __init__(self, lost_s: float) -> None:
