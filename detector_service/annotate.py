@@ -20,16 +20,20 @@ class InvalidImage(ValueError):
 
 
 def draw(image: Image, detections: Detections, weapon_classes: Collection[str]) -> Image:
-    """Draw boxes and "class 0.87" labels in place; weapons in red, everything else in green."""
-    for (x0, y0, x1, y1), conf, name in zip(
+    """Draw boxes and "class 0.87" labels in place; weapons in red, everything else in green.
+
+    A tracked box's label names its track too: "knife #3 0.87".
+    """
+    for (x0, y0, x1, y1), conf, name, track in zip(
         detections.xyxy.astype(np.int32).tolist(),
         detections.confidence.tolist(),
         detections.class_name,
+        detections.track_ids(),
         strict=True,
     ):
         colour = WEAPON_COLOUR if name in weapon_classes else OTHER_COLOUR
         cv2.rectangle(image, (x0, y0), (x1, y1), colour, 2)
-        label = f"{name} {conf:.2f}"
+        label = f"{name} {conf:.2f}" if track is None else f"{name} #{track} {conf:.2f}"
         (tw, th), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)
         top = max(y0 - th - base - 4, 0)
         cv2.rectangle(image, (x0, top), (x0 + tw + 6, top + th + base + 4), colour, -1)

@@ -23,13 +23,18 @@ IntArray = npt.NDArray[np.int32]
 
 @dataclass(frozen=True, slots=True)
 class Detections:
-    """N boxes of one frame: ``xyxy`` in pixels, with confidence, class id and class name."""
+    """N boxes of one frame: ``xyxy`` in pixels, with confidence, class id and class name.
+
+    ``track_id`` is set once a tracker has seen the boxes (``detector_service.tracking``): the
+    object's identity across frames, -1 for a box no track has claimed yet.
+    """
 
     xyxy: FloatArray  # shape (N, 4)
     confidence: FloatArray  # shape (N,)
     class_id: IntArray  # shape (N,)
     class_name: tuple[str, ...]
     model: str
+    track_id: IntArray | None = None  # shape (N,)
 
     def __len__(self) -> int:
         return len(self.class_name)
@@ -136,6 +141,7 @@ class Detections:
             class_id=self.class_id[keep],
             class_name=tuple(n for n, k in zip(self.class_name, keep.tolist(), strict=True) if k),
             model=self.model,
+            track_id=None if self.track_id is None else self.track_id[keep],
         )
 
     def clipped(self, width: int, height: int) -> Detections:
@@ -152,6 +158,7 @@ class Detections:
             class_id=self.class_id,
             class_name=self.class_name,
             model=self.model,
+            track_id=self.track_id,
         ).select(inside)
 
     def filter(
@@ -170,13 +177,24 @@ class Detections:
             ],
             bool,
         )
+        return self.select(keep)
+
+    def with_track_ids(self, track_id: IntArray) -> Detections:
+        """These boxes with their tracks' ids (-1 where no track claims a box)."""
         return Detections(
-            xyxy=self.xyxy[keep],
-            confidence=self.confidence[keep],
-            class_id=self.class_id[keep],
-            class_name=tuple(n for n, k in zip(self.class_name, keep, strict=True) if k),
+            xyxy=self.xyxy,
+            confidence=self.confidence,
+            class_id=self.class_id,
+            class_name=self.class_name,
             model=self.model,
+            track_id=track_id,
         )
+
+    def track_ids(self) -> list[int | None]:
+        """Each box's track id, None where it has none."""
+        if self.track_id is None:
+            return [None] * len(self)
+        return [t if t >= 0 else None for t in self.track_id.tolist()]
 
     def to_proto(self, weapon_classes: Collection[str] = ()) -> list[common_pb2.Detection]:
         return [
@@ -187,12 +205,14 @@ class Detections:
                 confidence=conf,
                 model=self.model,
                 is_weapon=name in weapon_classes,
+                track_id=track,
             )
-            for (x0, y0, x1, y1), conf, cid, name in zip(
+            for (x0, y0, x1, y1), conf, cid, name, track in zip(
                 self.xyxy.tolist(),
                 self.confidence.tolist(),
                 self.class_id.tolist(),
                 self.class_name,
+                self.track_ids(),
                 strict=True,
             )
         ]

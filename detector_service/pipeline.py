@@ -26,6 +26,7 @@ from detector_service.capture import CaptureError, EndOfStream, FrameReader, ope
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
+from detector_service.tracking import ObjectTracker
 from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -91,6 +92,7 @@ class LiveSource:
         self._loop_thread = threading.get_ident()
         self._linger: asyncio.TimerHandle | None = None
         self._sequence = 0
+        self._tracker = ObjectTracker(settings.track_lost_s)
 
     # --- event-loop side -------------------------------------------------------------------
 
@@ -333,6 +335,7 @@ class LiveSource:
             found = found.filter(
                 allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
             )
+            found = self._tracker.update(found, capture_ns)
             weapons = self.settings.weapon_classes
             detections = found.to_proto(weapons)
             draw(image, found, weapons)

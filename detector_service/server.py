@@ -73,6 +73,7 @@ def incident_config(settings: DetectorSettings) -> IncidentConfig:
         clip_dir=settings.data_dir / "clips" if settings.incident_clips else None,
         pre_s=settings.incident_clip_pre_s,
         post_s=settings.incident_clip_post_s,
+        track_lost_s=settings.track_lost_s,
     )
 
 

@@ -14,6 +14,7 @@ from detector_service.batcher import InferenceBatcher, Overloaded
 from detector_service.incidents.tracker import IncidentTracker
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
+from detector_service.tracking import StreamTrackers
 from vigil.common.v1 import common_pb2
 from vigil.core.errors import InvalidInput, VigilError, abort_with
 from vigil.core.queues import QueueClosed
@@ -83,22 +84,33 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         self, request_iterator: AsyncIterator[pb.DetectRequest], context: Context
     ) -> AsyncIterator[pb.DetectResponse]:
         loop = asyncio.get_running_loop()
-        pending: asyncio.Queue[asyncio.Future[pb.DetectResponse] | None] = asyncio.Queue(
-            DETECT_PIPELINE_DEPTH
+        # Each frame's detection, and whether its request asked for track ids.
+        pending: asyncio.Queue[tuple[asyncio.Future[pb.DetectResponse], bool] | None] = (
+            asyncio.Queue(DETECT_PIPELINE_DEPTH)
         )
+        # Tracking runs in the consumer below, where responses come back in their requests' order.
+        tracks = StreamTrackers(self.settings.track_lost_s)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await pending.put(loop.run_in_executor(self.pool, self._detect_one, request))
+                    future = loop.run_in_executor(self.pool, self._detect_one, request)
+                    await pending.put((future, request.track))
             finally:
                 await pending.put(None)
 
         self.batcher.add_producer()
         reader = asyncio.create_task(read())
         try:
-            while (future := await pending.get()) is not None:
-                yield await future
+            while (item := await pending.get()) is not None:
+                response = await item[0]
+                if item[1]:
+                    try:
+                        # Off the loop, like detection: matching boxes to tracks is CPU work.
+                        await loop.run_in_executor(self.pool, tracks.apply, response)
+                    except ValueError as exc:
+                        await abort_with(context, InvalidInput(str(exc), field="source_id"))
+                yield response
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()

@@ -78,6 +78,11 @@ class DetectorSettings(ServiceSettings):
         default_factory=dict
     )
 
+    # Seconds a tracked object may go unseen and keep its track id (longer, and it comes back
+    # with a new one). In time, not frames: the detection rate varies (see tracking.py). Keep it
+    # above the slowest interval at which a source with tracked objects is detected.
+    track_lost_s: float = Field(5.0, gt=0.0, le=300.0)
+
     # Where the incident history (SQLite) and clips live.
     data_dir: pathlib.Path = Field(
         default_factory=lambda: pathlib.Path.home() / ".cache" / "vigil" / "detector"

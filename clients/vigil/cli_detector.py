@@ -26,6 +26,11 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     detect.add_argument("--out", metavar="VIDEO", help="write the annotated video here (mp4v)")
     detect.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
     detect.add_argument("--source-id", default="", help="name sent along with the frames")
+    detect.add_argument(
+        "--track",
+        action="store_true",
+        help="give each object a track id that follows it across frames (needs --source-id)",
+    )
     common.handled_by(detect, detect_command, "detector")
 
     sources = common.add_command(
@@ -77,7 +82,8 @@ def describe(detections: tuple[Detection, ...]) -> str:
     if not detections:
         return "nothing"
     return "; ".join(
-        f"{d.class_name}{' (weapon)' if d.is_weapon else ''} {d.confidence:.2f} "
+        f"{d.class_name}{'' if d.track_id is None else f' #{d.track_id}'}"
+        f"{' (weapon)' if d.is_weapon else ''} {d.confidence:.2f} "
         f"[{d.box.x_min:.0f},{d.box.y_min:.0f},{d.box.x_max:.0f},{d.box.y_max:.0f}]"
         for d in detections
     )
@@ -88,12 +94,15 @@ def detect_command(args: argparse.Namespace) -> int:
     cli_extras.require("detect", "video")
     from vigil.cli_video import AnnotatedWriter, VideoReader
 
+    if args.track and not args.source_id:
+        common.fail("--track needs --source-id: track ids belong to a named stream")
+        return common.EXIT_USAGE
     reader = VideoReader(args.input, args.max_frames, args.source_id)
     writer = AnnotatedWriter(args.out, reader.fps) if args.out else None
     counts = {"frames": 0, "detections": 0, "weapons": 0, "errors": 0}
     try:
         with common.detector_client(args) as client:
-            results = client.detect(reader.frames(), annotate=writer is not None)
+            results = client.detect(reader.frames(), annotate=writer is not None, track=args.track)
             with results:
                 for result in results:
                     at, original = reader.pending.pop(result.sequence, (0.0, b""))

@@ -6,6 +6,11 @@ frame that still shows it raises the peak confidence; once it has been unseen fo
 ``close_after_s`` the incident closes, and the same class on the same source cannot open another
 for ``cooldown_s``. All times are the frames' own ``time_ns``, never the wall clock.
 
+Incidents follow tracks (``Detection.track_id``): a track seen with an open incident's class
+belongs to it and never counts towards another, so a weapon carried across the scene (even hidden
+past ``close_after_s`` on the way) is one incident, and one lying still does not alert again once
+its incident closes. A track unseen for ``track_lost_s`` has ended and is forgotten.
+
 ``observe`` runs on the sources' processing threads and only ever queues work: events go to the
 gRPC subscribers through ``loop.call_soon_threadsafe``, to the SQLite history through its writer
 thread, to the webhook through its bounded queue, and clips to their writer thread. Nothing in it
@@ -63,11 +68,13 @@ class IncidentConfig:
     # Events each gRPC subscriber may have waiting, and events waiting for the webhook.
     subscriber_queue: int = 256
     webhook_queue: int = 100
+    # The detector's track_lost_s: how long a track id may go unseen and still come back.
+    track_lost_s: float = 5.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.min_frames <= self.window:
             raise ValueError("need 1 <= min_frames <= window")
-        times = (self.cooldown_s, self.close_after_s, self.pre_s, self.post_s)
+        times = (self.cooldown_s, self.close_after_s, self.pre_s, self.post_s, self.track_lost_s)
         if min(times) < 0:
             raise ValueError("durations must not be negative")
         if self.subscriber_queue < 1 or self.webhook_queue < 1 or self.webhook_retries < 0:
@@ -134,12 +141,18 @@ class _Open:
     last_seen_ns: int
 
 
+# A weapon seen in a frame: its class and its track id (None before the tracker confirms it).
+Sighting = tuple[str, int | None]
+
+
 @dataclass(slots=True)
 class _Source:
-    # The weapon classes of each of the last `window` frames.
-    window: collections.deque[frozenset[str]]
+    # The weapon sightings of each of the last `window` frames.
+    window: collections.deque[frozenset[Sighting]]
     open: dict[str, _Open] = field(default_factory=dict)
     cooldown_until_ns: dict[str, int] = field(default_factory=dict)
+    # Tracks that belonged to an incident, with the time each was last seen.
+    alerted: dict[int, int] = field(default_factory=dict)
     last_ns: int = 0
 
 
@@ -159,6 +172,7 @@ class IncidentTracker:
         self.webhook = webhook
         self._close_after_ns = int(config.close_after_s * 1e9)
         self._cooldown_ns = int(config.cooldown_s * 1e9)
+        self._track_lost_ns = int(config.track_lost_s * 1e9)
         # One lock for all sources: held for microseconds, once per frame.
         self._lock = threading.Lock()
         self._sources: dict[str, _Source] = {}
@@ -186,6 +200,9 @@ class IncidentTracker:
         peaks: dict[str, float] = {}
         for d in weapons:
             peaks[d.class_name] = max(peaks.get(d.class_name, 0.0), d.confidence)
+        sightings = frozenset(
+            (d.class_name, d.track_id if d.HasField("track_id") else None) for d in weapons
+        )
         with self._lock:
             if self._closed:
                 return
@@ -195,7 +212,11 @@ class IncidentTracker:
                     collections.deque(maxlen=self.config.window)
                 )
             src.last_ns = time_ns
-            src.window.append(frozenset(peaks))
+            src.window.append(sightings)
+            # A track unseen for track_lost_s has ended: forgotten before this frame counts.
+            lost = [t for t, seen in src.alerted.items() if time_ns - seen > self._track_lost_ns]
+            for track_id in lost:
+                del src.alerted[track_id]
             for class_name, state in list(src.open.items()):
                 if class_name in peaks:
                     state.last_seen_ns = time_ns
@@ -208,11 +229,22 @@ class IncidentTracker:
                     continue
                 if time_ns < src.cooldown_until_ns.get(class_name, time_ns):
                     continue
-                seen = sum(class_name in frame for frame in src.window)
+                # Evidence for a new incident: sightings of no track that belonged to one.
+                seen = sum(
+                    any(c == class_name and t not in src.alerted for c, t in frame)
+                    for frame in src.window
+                )
                 if seen >= self.config.min_frames:
                     self._open(src, source_id, class_name, peak, weapons, jpeg, time_ns)
+            self._note_tracks(src, sightings, time_ns)
             if self.clips is not None:
                 self.clips.frame(source_id, time_ns, jpeg)
+
+    def _note_tracks(self, src: _Source, sightings: frozenset[Sighting], time_ns: int) -> None:
+        """Tracks with an open incident's class join it; alerted tracks seen stay alerted."""
+        for class_name, track_id in sightings:
+            if track_id is not None and (class_name in src.open or track_id in src.alerted):
+                src.alerted[track_id] = time_ns
 
     def end_source(self, source_id: str) -> None:
         """The source stopped: close its open incidents at its last frame and finish its clips.
@@ -270,7 +302,7 @@ class IncidentTracker:
         incident.closed_at.CopyFrom(_timestamp(closed_ns))
         src.cooldown_until_ns[class_name] = closed_ns + self._cooldown_ns
         # The sightings that made this incident must not count towards the next one.
-        frames = [frame - {class_name} for frame in src.window]
+        frames = [frozenset(s for s in frame if s[0] != class_name) for frame in src.window]
         src.window.clear()
         src.window.extend(frames)
         log.info("incident %s closed (peak %.2f)", incident.id, incident.peak_confidence)

@@ -84,3 +84,20 @@ def test_empty_rows() -> None:
     )
     assert len(empty) == 0
     assert empty.to_proto() == []
+
+
+def test_track_ids_follow_their_boxes_into_protos() -> None:
+    found = Detections(
+        xyxy=np.array([[0, 0, 10, 10], [5, 5, 50, 50], [-20, 0, -5, 10]], np.float32),
+        confidence=np.array([0.9, 0.4, 0.7], np.float32),
+        class_id=np.array([0, 1, 2], np.int32),
+        class_name=("person", "knife", "car"),
+        model="m",
+    ).with_track_ids(np.array([7, -1, 9], np.int32))
+    # Filtering and clipping (the car lies outside a 40x40 frame) keep each id with its box.
+    assert found.filter(allow={"person", "car"}).track_ids() == [7, 9]
+    assert found.clipped(40, 40).track_ids() == [7, None]
+    person, knife, car = found.to_proto()
+    assert (person.track_id, car.track_id) == (7, 9)
+    assert not knife.HasField("track_id")
+    assert Detections.empty("m").track_ids() == []

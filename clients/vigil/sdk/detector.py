@@ -42,7 +42,7 @@ SourceResponse = pb.AddSourceResponse | pb.RemoveSourceResponse | pb.GetSourceRe
 
 
 def detect_request(
-    frame: DetectFrame | bytes, sequence: int, annotate: bool, source_id: str
+    frame: DetectFrame | bytes, sequence: int, annotate: bool, source_id: str, track: bool = False
 ) -> pb.DetectRequest:
     if isinstance(frame, bytes):
         frame = DetectFrame(frame)
@@ -52,28 +52,30 @@ def detect_request(
         capture_time=timestamp(frame.timestamp),
         jpeg=frame.jpeg,
         annotate=annotate if frame.annotate is None else frame.annotate,
+        track=track,
     )
 
 
 def detect_requests(
-    frames: Iterable[DetectFrame | bytes], annotate: bool, source_id: str
+    frames: Iterable[DetectFrame | bytes], annotate: bool, source_id: str, track: bool = False
 ) -> Iterator[pb.DetectRequest]:
     """Requests for ``frames``, numbered in the order sent (where a frame has no number)."""
-    return (detect_request(f, n, annotate, source_id) for n, f in enumerate(frames))
+    return (detect_request(f, n, annotate, source_id, track) for n, f in enumerate(frames))
 
 
 async def async_detect_requests(
     frames: AsyncIterable[DetectFrame | bytes] | Iterable[DetectFrame | bytes],
     annotate: bool,
     source_id: str,
+    track: bool = False,
 ) -> AsyncIterator[pb.DetectRequest]:
     if not isinstance(frames, AsyncIterable):
-        for request in detect_requests(frames, annotate, source_id):
+        for request in detect_requests(frames, annotate, source_id, track):
             yield request
         return
     numbers = itertools.count()
     async for frame in frames:
-        yield detect_request(frame, next(numbers), annotate, source_id)
+        yield detect_request(frame, next(numbers), annotate, source_id, track)
 
 
 def add_source_request(
@@ -146,11 +148,15 @@ class DetectorClient(Client):
         *,
         annotate: bool = False,
         source_id: str = "",
+        track: bool = False,
         timeout_s: float | None = None,
     ) -> Stream[DetectResult]:
         """Results for ``frames`` in the order sent, as they come; gRPC reads ``frames`` on a
-        thread of its own, so a slow producer does not block the results already on their way."""
-        requests = detect_requests(frames, annotate, source_id)
+        thread of its own, so a slow producer does not block the results already on their way.
+
+        ``track`` gives detections a ``track_id`` per stream (the frames' ``source_id``, which
+        it requires), in the order of the frames' timestamps."""
+        requests = detect_requests(frames, annotate, source_id, track)
         return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(
@@ -231,11 +237,13 @@ class AsyncDetectorClient(AsyncClient):
         *,
         annotate: bool = False,
         source_id: str = "",
+        track: bool = False,
         timeout_s: float | None = None,
     ) -> AsyncStream[DetectResult]:
         """Results for ``frames`` in the order sent; frames are sent as the iterable yields them
-        while results are read, so a producer and a consumer can run at their own pace."""
-        requests = async_detect_requests(frames, annotate, source_id)
+        while results are read, so a producer and a consumer can run at their own pace.
+        ``track``: as for ``DetectorClient.detect``."""
+        requests = async_detect_requests(frames, annotate, source_id, track)
         return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(

@@ -128,6 +128,7 @@ class DetectRequest(_message.Message):
     CAPTURE_TIME_FIELD_NUMBER: _builtins.int
     JPEG_FIELD_NUMBER: _builtins.int
     ANNOTATE_FIELD_NUMBER: _builtins.int
+    TRACK_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """Caller's name for the camera or file the frame came from; echoed back."""
     sequence: _builtins.int
@@ -136,6 +137,13 @@ class DetectRequest(_message.Message):
     """The frame, JPEG-encoded."""
     annotate: _builtins.bool
     """When true the response carries the frame with boxes and labels drawn on it."""
+    track: _builtins.bool
+    """When true the detections carry a track_id: an object's identity across the frames of the
+    stream named in source_id (required then), kept for this call and ordered by capture_time
+    (the time the service receives the frame when unset). A track not seen for the service's
+    track_lost_s is ended; the object gets a new id when it comes back. Ids are not drawn on
+    annotated_jpeg.
+    """
     @_builtins.property
     def capture_time(self) -> _timestamp_pb2.Timestamp:
         """When the frame was captured; echoed back and used for latency figures."""
@@ -148,10 +156,11 @@ class DetectRequest(_message.Message):
         capture_time: _timestamp_pb2.Timestamp | None = ...,
         jpeg: _builtins.bytes = ...,
         annotate: _builtins.bool = ...,
+        track: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotate", b"annotate", "capture_time", b"capture_time", "jpeg", b"jpeg", "sequence", b"sequence", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["annotate", b"annotate", "capture_time", b"capture_time", "jpeg", b"jpeg", "sequence", b"sequence", "source_id", b"source_id", "track", b"track"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
