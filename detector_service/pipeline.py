@@ -5,6 +5,10 @@ overwrites a one-frame slot (the frames it replaces were never processed, and ar
 processing thread takes the newest frame at most ``max_fps`` times a second, runs it through the
 shared inference batcher, draws and encodes it, and hands the result to the event loop, which puts
 it in every subscriber's own newest-wins queue.
+
+An on-demand source captures from its first subscriber until shortly after its last one leaves; an
+always-on one (``spec.mode``, resolved by the registry) is started when registered and keeps
+capturing and detecting with no subscriber, so its frames reach the incident observer all the same.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
 from detector_service.settings import DetectorSettings
-from detector_service.source_uri import SourceUri
+from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
@@ -66,6 +70,9 @@ class LiveSource:
         self.spec = pb.SourceSpec()
         self.spec.CopyFrom(spec)
         self.spec.uri = self.uri.masked
+        # The main stream is not opened by this version: only its masked form is kept here (the
+        # source store keeps the real one).
+        self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
         self.settings = settings
         self.batcher = batcher
@@ -117,6 +124,11 @@ class LiveSource:
             state_since=since,
         )
 
+    @property
+    def always(self) -> bool:
+        """Captured with or without subscribers (the registry starts it)."""
+        return self.spec.mode == pb.SOURCE_MODE_ALWAYS
+
     def subscribe(self, omit_jpeg: bool = False) -> Subscriber:
         sub = Subscriber(self.settings.subscriber_queue, omit_jpeg)
         self.subscribers.add(sub)
@@ -132,7 +144,7 @@ class LiveSource:
         self.subscribers.discard(sub)
         self.counters.frames_dropped += sub.frames.dropped
         sub.frames.close()
-        if not self.subscribers and self._running:
+        if not self.subscribers and self._running and not self.always:
             # As in the seed: the camera stops with its last viewer, after a short grace period.
             self._linger = self.loop.call_later(self.settings.linger_s, self.stop)
 
