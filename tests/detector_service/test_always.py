@@ -15,9 +15,10 @@ import pytest
 
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
-from detector_service.sources import mode_of
+from detector_service.sources import load_sources_file, mode_of, validate
 from tests.detector_service.backends.test_onnx import build_model
 from vigil.bench.rtsp import RtspCamera
+from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -177,3 +178,45 @@ async def test_an_always_on_source_raises_an_incident_with_nobody_watching(
         assert source.counters.frames_published >= settings.incident_min_frames
         listed = await stub.ListIncidents(pb.ListIncidentsRequest(source_id="door"))
         assert [i.id for i in listed.incidents] == [opened.incident.id]
+
+
+def test_the_sources_file_names_modes_and_main_streams(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        '[[sources]]\nid = "gate"\nkind = "stream"\nuri = "rtsp://cam/sub"\n'
+        'record_uri = "rtsp://u:p@cam/main"\nmode = "on_demand"\n'
+        '[[sources]]\nid = "lobby"\nkind = "test_pattern"\nmode = "always"\n'
+        '[[sources]]\nid = "door"\nkind = "webcam"\nuri = "0"\n'
+    )
+    path.chmod(0o600)
+    gate, lobby, door = load_sources_file(path)
+    assert (gate.mode, gate.record_uri) == (pb.SOURCE_MODE_ON_DEMAND, "rtsp://u:p@cam/main")
+    assert lobby.mode == pb.SOURCE_MODE_ALWAYS
+    assert door.mode == pb.SOURCE_MODE_UNSPECIFIED  # the kind's default, resolved when added
+    path.write_text('[[sources]]\nid = "x"\nkind = "test_pattern"\nmode = "sometimes"\n')
+    with pytest.raises(InvalidInput, match="mode must be one of"):
+        load_sources_file(path)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            pb.SourceSpec(id="x", kind=pb.SOURCE_KIND_FILE, uri="/v", record_uri="rtsp://c/main"),
+            "record_uri is for streams only",
+        ),
+        (
+            pb.SourceSpec(id="x", kind=pb.SOURCE_KIND_STREAM, uri="rtsp://c/s", record_uri="/main"),
+            "record_uri must start with rtsp://",
+        ),
+        (
+            pb.SourceSpec(
+                id="x", kind=pb.SOURCE_KIND_STREAM, uri="rtsp://c/s", record_uri="rtsp://a:p#w@c/m"
+            ),
+            "record_uri's user:password part could not be read",
+        ),
+    ],
+)
+def test_bad_main_streams_are_refused(spec: pb.SourceSpec, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        validate(spec)
