@@ -8,9 +8,7 @@ import pathlib
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-import cv2
 import grpc
-import numpy as np
 import pytest
 
 from detector_service.server import DetectorServer, serve
@@ -24,8 +22,6 @@ from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
 if TYPE_CHECKING:  # the async stub type exists only in the .pyi stubs
     Stub = pb_grpc.DetectorServiceAsyncStub
-
-BLUE = (255, 0, 0)  # BGR: the test model's "knife" (see test_service_incidents.py)
 
 
 async def get(stub: Stub, source_id: str) -> pb.Source:
@@ -130,16 +126,7 @@ async def started(settings: DetectorSettings) -> AsyncIterator[tuple[DetectorSer
         await server.stop(0)
 
 
-def blue_video(path: pathlib.Path) -> pathlib.Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (320, 240))
-    assert writer.isOpened()
-    for _ in range(20):
-        writer.write(np.full((240, 320, 3), BLUE, np.uint8))
-    writer.release()
-    return path
-
-
-async def test_an_always_on_source_raises_an_incident_with_nobody_watching(
+async def test_an_always_on_camera_raises_an_incident_with_nobody_watching(
     tmp_path: pathlib.Path,
 ) -> None:
     settings = DetectorSettings(
@@ -150,34 +137,30 @@ async def test_an_always_on_source_raises_an_incident_with_nobody_watching(
         weapon_classes=["knife"],
         data_dir=tmp_path / "data",
     )
-    async with started(settings) as (server, stub):
-        events = stub.StreamIncidents(pb.StreamIncidentsRequest(source_id="door"))
-        iterator = events.__aiter__()
-        pending = asyncio.ensure_future(anext(iterator))
-        async with asyncio.timeout(5):
-            while not server.incidents._subscriptions:  # noqa: ASYNC110 - no event to wait on
-                await asyncio.sleep(0.01)
-        video = blue_video(tmp_path / "knife.avi")
-        spec = pb.SourceSpec(
-            id="door",
-            kind=pb.SOURCE_KIND_FILE,
-            uri=str(video),
-            loop=True,
-            mode=pb.SOURCE_MODE_ALWAYS,
-        )
-        await add(stub, spec)
-        try:
-            opened = await asyncio.wait_for(pending, 30)
-        finally:
-            events.cancel()
-        assert opened.type == pb.INCIDENT_EVENT_TYPE_OPENED
-        assert (opened.incident.source_id, opened.incident.class_name) == ("door", "knife")
-        source = await get(stub, "door")
-        # Nobody ever subscribed to its frames.
-        assert source.counters.subscribers == 0
-        assert source.counters.frames_published >= settings.incident_min_frames
-        listed = await stub.ListIncidents(pb.ListIncidentsRequest(source_id="door"))
-        assert [i.id for i in listed.incidents] == [opened.incident.id]
+    # A real RTSP camera whose still blue picture the test model sees as a knife.
+    with RtspCamera(
+        ("door",), width=320, height=240, fps=10, keyframe_s=1.0, pattern="blue"
+    ) as cam:
+        async with started(settings) as (server, stub):
+            events = stub.StreamIncidents(pb.StreamIncidentsRequest(source_id="door"))
+            pending = asyncio.ensure_future(anext(events.__aiter__()))
+            async with asyncio.timeout(5):
+                while not server.incidents._subscriptions:  # noqa: ASYNC110 - no event to wait on
+                    await asyncio.sleep(0.01)
+            # No mode given: a camera is always on.
+            await add(stub, pb.SourceSpec(id="door", kind=pb.SOURCE_KIND_STREAM, uri=cam.url()))
+            try:
+                opened = await asyncio.wait_for(pending, 30)
+            finally:
+                events.cancel()
+            assert opened.type == pb.INCIDENT_EVENT_TYPE_OPENED
+            assert (opened.incident.source_id, opened.incident.class_name) == ("door", "knife")
+            source = await get(stub, "door")
+            # Nobody ever subscribed to its frames.
+            assert source.counters.subscribers == 0
+            assert source.counters.frames_published >= settings.incident_min_frames
+            listed = await stub.ListIncidents(pb.ListIncidentsRequest(source_id="door"))
+            assert [i.id for i in listed.incidents] == [opened.incident.id]
 
 
 def test_the_sources_file_names_modes_and_main_streams(tmp_path: pathlib.Path) -> None:
