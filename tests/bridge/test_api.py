@@ -216,6 +216,20 @@ async def test_source_modes(client: httpx.AsyncClient) -> None:
     assert (bad.status_code, bad.json()["code"]) == (400, "INVALID_ARGUMENT")
 
 
+async def test_a_cameras_main_stream_is_masked(client: httpx.AsyncClient) -> None:
+    camera = {
+        "id": "gate", "kind": "stream", "mode": "on_demand",
+        "uri": "rtsp://u:pw1@127.0.0.1:9/sub", "record_uri": "rtsp://u:pw2@127.0.0.1:9/main",
+    }  # fmt: skip
+    added = await client.post("/api/sources", json=camera)
+    assert added.status_code == 201, added.text
+    listed = await client.get("/api/sources")
+    for response in (added, listed):
+        assert "pw1" not in response.text
+        assert "pw2" not in response.text
+    assert added.json()["spec"]["record_uri"] == "rtsp://u:***@127.0.0.1:9/main"
+
+
 async def test_ready_follows_the_backends(
     bridge: Any, client: httpx.AsyncClient, analyzer: Any
 ) -> None:
