@@ -242,7 +242,18 @@ class LiveSource:
         if threading.get_ident() == self._loop_thread:
             self._broadcast_state(*args)
         else:
-            self.loop.call_soon_threadsafe(self._broadcast_state, *args)
+            self._tell_loop(stopping=run, callback=self._broadcast_state, args=args)
+
+    def _tell_loop(
+        self,
+        stopping: threading.Event | None,
+        callback: Callable[..., None],
+        args: tuple[object, ...],
+    ) -> None:
+        # A stopped run has no say (the loop would ignore it), and may outlive the service's loop:
+        # an always-on camera's open that returns after shutdown must not call a closed loop.
+        if stopping is None or not stopping.is_set():
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def _capture_loop(self, stopping: threading.Event) -> None:
         # Reopens wait 0.5 s doubling to 30 s; a frame starts the schedule again.
@@ -254,7 +265,7 @@ class LiveSource:
                 exc = _as_capture_error(exc)
                 if exc.permanent:
                     self._set_state(pb.SOURCE_STATE_FAILED, str(exc), stopping)
-                    self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_FAILED)
+                    self._tell_loop(stopping, self._end_run, (stopping, pb.SOURCE_STATE_FAILED))
                     return
                 # Every retry is a reopen, whether the input broke or never opened (a 401).
                 self.counters.reconnects += 1
@@ -274,7 +285,7 @@ class LiveSource:
                         self._slot.frame = (frame, time.time_ns())
                         self._slot.cond.notify()
             except EndOfStream:
-                self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_STOPPED)
+                self._tell_loop(stopping, self._end_run, (stopping, pb.SOURCE_STATE_STOPPED))
                 return
             except Exception as exc:
                 # Whatever broke the read (a decoder error PyAV raises as its own type included),
