@@ -27,7 +27,8 @@ async def list_sources(request: Request) -> SourceList:
 @router.post(
     "/sources",
     status_code=201,
-    summary="Register a source (capture starts with its first viewer)",
+    summary="Register a source, kept across restarts (always-on ones capture at once, "
+    "on-demand ones with their first viewer)",
     responses={409: {"model": ErrorBody, "description": "The id is taken."}},
 )
 async def add_source(spec: SourceSpec, request: Request) -> Source:
@@ -36,13 +37,14 @@ async def add_source(spec: SourceSpec, request: Request) -> Source:
         source = await state.detector.add_source(
             spec.id, spec.kind, spec.uri, loop=spec.loop, max_fps=spec.max_fps,
             width=spec.width, height=spec.height, display_name=spec.display_name,
+            mode=spec.mode or "", record_uri=spec.record_uri,
         )  # fmt: skip
     return Source.from_sdk(source)
 
 
 @router.delete(
     "/sources/{source_id}",
-    summary="Remove a source (its viewers are closed)",
+    summary="Remove a source (its viewers are closed; one added at run time is forgotten)",
     responses={404: {"model": ErrorBody, "description": "No such source."}},
 )
 async def remove_source(source_id: Annotated[str, SOURCE_ID], request: Request) -> Source:

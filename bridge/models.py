@@ -61,6 +61,7 @@ def iso(ts: Timestamp) -> str | None:
 
 JOB_STATES = list(SDK_JOB_STATES)
 SOURCE_KINDS = Literal["webcam", "stream", "file", "test_pattern"]
+SOURCE_MODES = Literal["on_demand", "always"]
 SAMPLING = Literal["unspecified", "seed", "adaptive", "uniform"]
 
 VIDEO_EXAMPLE: dict[str, Any] = {
@@ -280,12 +281,17 @@ class ChatQuestion(BaseModel):
 
 SOURCE_EXAMPLE: dict[str, Any] = {
     "id": "lobby-cam", "kind": "stream", "uri": "rtsp://192.0.2.10/stream1", "loop": False,
-    "max_fps": 15.0, "width": 0, "height": 0, "display_name": "Lobby",
+    "max_fps": 15.0, "width": 0, "height": 0, "display_name": "Lobby", "mode": "always",
+    "record_uri": "",
 }  # fmt: skip
 
 
-@mirrors(sdk.Source, converted={"kind"})
+@mirrors(sdk.Source, converted={"kind", "mode"})
 class SourceSpec(BaseModel):
+    """A source as declared. ``mode`` left out takes the kind's default (always for webcams and
+    streams, on_demand for files and the test pattern); sources returned carry the mode in
+    effect. ``record_uri``: a stream's main stream, stored (masked in answers) for recording."""
+
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SOURCE_EXAMPLE]})
     id: str = Field(pattern=source_ids.ANCHORED)
     kind: SOURCE_KINDS
@@ -295,6 +301,8 @@ class SourceSpec(BaseModel):
     width: int = Field(default=0, ge=0, le=7680)
     height: int = Field(default=0, ge=0, le=4320)
     display_name: str = Field(default="", max_length=200)
+    mode: SOURCE_MODES | None = None
+    record_uri: str = Field(default="", max_length=2048)
 
 
 @mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since"})
@@ -315,9 +323,9 @@ class Source(BaseModel):
     @classmethod
     def from_sdk(cls, s: sdk.Source) -> Source:
         # Not validated: the detector's word on its own sources stands, even past our limits.
-        names = (name for name in SourceSpec.model_fields if name != "kind")
+        names = (name for name in SourceSpec.model_fields if name not in ("kind", "mode"))
         spec = SourceSpec.model_construct(
-            kind=cast(Any, s.kind), **{name: getattr(s, name) for name in names}
+            kind=cast(Any, s.kind), mode=cast(Any, s.mode), **{n: getattr(s, n) for n in names}
         )
         counters = {name: float(value) for name, value in dataclasses.asdict(s.counters).items()}
         return copied(

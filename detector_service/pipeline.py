@@ -5,6 +5,10 @@ overwrites a one-frame slot (the frames it replaces were never processed, and ar
 processing thread takes the newest frame at most ``max_fps`` times a second, runs it through the
 shared inference batcher, draws and encodes it, and hands the result to the event loop, which puts
 it in every subscriber's own newest-wins queue.
+
+An on-demand source captures from its first subscriber until shortly after its last one leaves; an
+always-on one (``spec.mode``, resolved by the registry) is started when registered and keeps
+capturing and detecting with no subscriber, so its frames reach the incident observer all the same.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
 from detector_service.settings import DetectorSettings
-from detector_service.source_uri import SourceUri
+from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from detector_service.tracking import ObjectTracker
 from vigil.common.v1 import common_pb2
@@ -67,6 +71,9 @@ class LiveSource:
         self.spec = pb.SourceSpec()
         self.spec.CopyFrom(spec)
         self.spec.uri = self.uri.masked
+        # The main stream is not opened by this version: only its masked form is kept here (the
+        # source store keeps the real one).
+        self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
         self.settings = settings
         self.batcher = batcher
@@ -119,6 +126,11 @@ class LiveSource:
             state_since=since,
         )
 
+    @property
+    def always(self) -> bool:
+        """Captured with or without subscribers (the registry starts it)."""
+        return self.spec.mode == pb.SOURCE_MODE_ALWAYS
+
     def subscribe(self, omit_jpeg: bool = False) -> Subscriber:
         sub = Subscriber(self.settings.subscriber_queue, omit_jpeg)
         self.subscribers.add(sub)
@@ -134,7 +146,7 @@ class LiveSource:
         self.subscribers.discard(sub)
         self.counters.frames_dropped += sub.frames.dropped
         sub.frames.close()
-        if not self.subscribers and self._running:
+        if not self.subscribers and self._running and not self.always:
             # As in the seed: the camera stops with its last viewer, after a short grace period.
             self._linger = self.loop.call_later(self.settings.linger_s, self.stop)
 
@@ -232,7 +244,18 @@ class LiveSource:
         if threading.get_ident() == self._loop_thread:
             self._broadcast_state(*args)
         else:
-            self.loop.call_soon_threadsafe(self._broadcast_state, *args)
+            self._tell_loop(stopping=run, callback=self._broadcast_state, args=args)
+
+    def _tell_loop(
+        self,
+        stopping: threading.Event | None,
+        callback: Callable[..., None],
+        args: tuple[object, ...],
+    ) -> None:
+        # A stopped run has no say (the loop would ignore it), and may outlive the service's loop:
+        # an always-on camera's open that returns after shutdown must not call a closed loop.
+        if stopping is None or not stopping.is_set():
+            self.loop.call_soon_threadsafe(callback, *args)
 
     def _capture_loop(self, stopping: threading.Event) -> None:
         # Reopens wait 0.5 s doubling to 30 s; a frame starts the schedule again.
@@ -244,7 +267,7 @@ class LiveSource:
                 exc = _as_capture_error(exc)
                 if exc.permanent:
                     self._set_state(pb.SOURCE_STATE_FAILED, str(exc), stopping)
-                    self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_FAILED)
+                    self._tell_loop(stopping, self._end_run, (stopping, pb.SOURCE_STATE_FAILED))
                     return
                 # Every retry is a reopen, whether the input broke or never opened (a 401).
                 self.counters.reconnects += 1
@@ -264,7 +287,7 @@ class LiveSource:
                         self._slot.frame = (frame, time.time_ns())
                         self._slot.cond.notify()
             except EndOfStream:
-                self.loop.call_soon_threadsafe(self._end_run, stopping, pb.SOURCE_STATE_STOPPED)
+                self._tell_loop(stopping, self._end_run, (stopping, pb.SOURCE_STATE_STOPPED))
                 return
             except Exception as exc:
                 # Whatever broke the read (a decoder error PyAV raises as its own type included),

@@ -18,6 +18,7 @@ from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
+from detector_service.source_store import SourceStore
 from detector_service.sources import SourceRegistry, load_sources_file
 from vigil.core.errors import InvalidInput
 from vigil.core.metrics_http import serve_metrics
@@ -57,6 +58,7 @@ class DetectorServer:
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
         await asyncio.to_thread(self.incidents.close)
+        await asyncio.to_thread(self.registry.store.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # The metrics server's shutdown waits for its thread: not on the event loop.
         await asyncio.to_thread(self.closing.close)
@@ -111,7 +113,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     incidents = await asyncio.to_thread(
         open_tracker, incident_config(settings), asyncio.get_running_loop()
     )
-    registry = SourceRegistry(settings, batcher, observer=incidents)
+    store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
+    registry = SourceRegistry(settings, batcher, store, observer=incidents)
     registry.add(
         pb.SourceSpec(
             id=settings.default_source_id,
@@ -121,6 +124,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     for spec in extra_sources:
         registry.add(spec)
+    # After the configured sources: on an id both have, configuration wins.
+    registry.restore(await asyncio.to_thread(store.load))
     metrics.watch(
         SourceCollector(
             lambda: [s.snapshot() for s in registry.all()],

@@ -136,7 +136,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         self, request: pb.AddSourceRequest, context: Context
     ) -> pb.AddSourceResponse:
         try:
-            source = self.registry.add(request.source)
+            source = await self.registry.keep(request.source)
         except VigilError as exc:
             await abort_with(context, exc)
         return pb.AddSourceResponse(source=source.snapshot())
@@ -145,7 +145,7 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         self, request: pb.RemoveSourceRequest, context: Context
     ) -> pb.RemoveSourceResponse:
         try:
-            source = self.registry.remove(request.source_id)
+            source = await self.registry.remove(request.source_id)
         except VigilError as exc:
             await abort_with(context, exc)
         return pb.RemoveSourceResponse(source=source.snapshot())

@@ -1,8 +1,16 @@
-"""The set of sources a detector service owns: validation, add, remove, look-up."""
+"""The set of sources a detector service owns: validation, modes, add, remove, look-up.
+
+Sources come from two places. Configuration (the built-in test pattern, the sources file) is read
+at every start and never stored. Sources added at run time (``AddSource``) are kept in the
+``SourceStore`` and registered again after a restart; removing one forgets it. When a kept source
+has the id of a configured one, configuration wins: the kept one is skipped, with a warning, and
+stays in the store until it is removed.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import pathlib
 import tomllib
 from typing import Any
@@ -11,13 +19,30 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
+from detector_service.source_store import SourceStore
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
 from vigil.core import source_ids
 from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
 from vigil.detector.v1 import detector_service_pb2 as pb
 
+log = logging.getLogger(__name__)
+
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://")
+# Cameras watch all the time; files and the test pattern are played for whoever watches.
+DEFAULT_MODES: dict[pb.SourceKind.ValueType, pb.SourceMode.ValueType] = {
+    pb.SOURCE_KIND_WEBCAM: pb.SOURCE_MODE_ALWAYS,
+    pb.SOURCE_KIND_STREAM: pb.SOURCE_MODE_ALWAYS,
+    pb.SOURCE_KIND_FILE: pb.SOURCE_MODE_ON_DEMAND,
+    pb.SOURCE_KIND_TEST_PATTERN: pb.SOURCE_MODE_ON_DEMAND,
+}
+
+
+def mode_of(spec: pb.SourceSpec) -> pb.SourceMode.ValueType:
+    """The mode in effect: the declared one, else the kind's default."""
+    if spec.mode != pb.SOURCE_MODE_UNSPECIFIED:
+        return spec.mode
+    return DEFAULT_MODES.get(spec.kind, pb.SOURCE_MODE_ON_DEMAND)
 
 
 def validate(spec: pb.SourceSpec) -> None:
@@ -35,6 +60,10 @@ def validate(spec: pb.SourceSpec) -> None:
             "the stream uri's user:password part could not be read: percent-encode '/', '?', "
             "'#' and '@' in a password (for example '#' as %23)"
         )
+    if spec.record_uri:
+        _validate_record_uri(spec)
+    if spec.mode not in pb.SourceMode.values():
+        raise InvalidInput("mode must be on_demand or always (or unset for the kind's default)")
     if spec.kind == pb.SOURCE_KIND_FILE and not spec.uri:
         raise InvalidInput("a file source needs the file's path as uri")
     if spec.max_fps < 0 or spec.max_fps > 120:
@@ -43,13 +72,28 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("width and height must be at most 7680×4320")
 
 
+def _validate_record_uri(spec: pb.SourceSpec) -> None:
+    if spec.kind != pb.SOURCE_KIND_STREAM:
+        raise InvalidInput("record_uri is for streams only: a camera's main stream")
+    if not spec.record_uri.lower().startswith(STREAM_SCHEMES):
+        raise InvalidInput("record_uri must start with rtsp://, rtsps://, http:// or https://")
+    if not credentials_parse(spec.record_uri):
+        raise InvalidInput(
+            "the record_uri's user:password part could not be read: percent-encode '/', '?', "
+            "'#' and '@' in a password (for example '#' as %23)"
+        )
+
+
 KINDS = {
     "webcam": pb.SOURCE_KIND_WEBCAM,
     "stream": pb.SOURCE_KIND_STREAM,
     "file": pb.SOURCE_KIND_FILE,
     "test_pattern": pb.SOURCE_KIND_TEST_PATTERN,
 }
-SPEC_FIELDS = {"id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name"}
+MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
+SPEC_FIELDS = {
+    "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
+}  # fmt: skip
 
 
 def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
@@ -58,7 +102,9 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     [[sources]]
     id = "lobby"
     kind = "stream"           # webcam | stream | file | test_pattern
-    uri = "rtsp://camera.local/stream1"
+    uri = "rtsp://camera.local/stream2"
+    record_uri = "rtsp://camera.local/stream1"   # optional: the main stream (streams only)
+    mode = "always"           # always | on_demand; default: always for cameras, else on_demand
 
     The file may hold camera passwords: one that group or others can read is refused.
     """
@@ -88,8 +134,13 @@ def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
     kind = values.pop("kind", "")
     if kind not in KINDS:
         raise InvalidInput(f"{where}: kind must be one of {sorted(KINDS)}")
+    mode = values.pop("mode", None)
+    if mode is not None and mode not in MODES:
+        raise InvalidInput(f"{where}: mode must be one of {sorted(MODES)}")
     try:
-        return pb.SourceSpec(kind=KINDS[kind], **values)
+        return pb.SourceSpec(
+            kind=KINDS[kind], mode=MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED, **values
+        )
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{where}: {exc}") from None
 
@@ -99,22 +150,67 @@ class SourceRegistry:
         self,
         settings: DetectorSettings,
         batcher: InferenceBatcher,
+        store: SourceStore,
         observer: FrameObserver | None = None,
     ) -> None:
         self.settings = settings
         self.batcher = batcher
+        self.store = store
         self.observer = observer
         self._sources: dict[str, LiveSource] = {}
 
     def add(self, spec: pb.SourceSpec) -> LiveSource:
+        """Register a source for this run only (configuration); an always-on one starts now."""
+        source = self._register(spec)
+        if source.always:
+            source.start()
+        return source
+
+    async def keep(self, spec: pb.SourceSpec) -> LiveSource:
+        """Register a source added at run time and store it, so it comes back after a restart."""
+        source = self._register(spec)
+        try:
+            # As declared (an unset mode stays the kind's default), real URIs included.
+            await self.store.put(spec)
+        except BaseException:
+            # Not kept, so not registered either: it would vanish at the next restart.
+            if self._sources.get(spec.id) is source:
+                del self._sources[spec.id]
+            source.close()
+            raise
+        # Started once kept, unless removed meanwhile; the caller's answer then says "starting".
+        if source.always and self._sources.get(spec.id) is source:
+            source.start()
+        return source
+
+    def _register(self, spec: pb.SourceSpec) -> LiveSource:
         validate(spec)
         if spec.id in self._sources:
             raise AlreadyExists(f"source {spec.id!r} already exists")
-        source = LiveSource(
-            spec, self.settings, self.batcher, asyncio.get_running_loop(), observer=self.observer
-        )
+        resolved = pb.SourceSpec()
+        resolved.CopyFrom(spec)
+        resolved.mode = mode_of(spec)
+        loop = asyncio.get_running_loop()
+        source = LiveSource(resolved, self.settings, self.batcher, loop, observer=self.observer)
         self._sources[spec.id] = source
         return source
+
+    def restore(self, kept: list[pb.SourceSpec]) -> None:
+        """Register the kept sources (at start, after the configured ones, which win)."""
+        for spec in kept:
+            if spec.id in self._sources:
+                log.warning(
+                    "kept source %r is shadowed by a configured source of the same id: the "
+                    "configured one is used (remove it from the configuration to get the kept "
+                    "one back)",
+                    spec.id,
+                )
+                continue
+            try:
+                self.add(spec)
+            except InvalidInput as exc:
+                # Rules may have tightened since it was added: skipped, not fatal, and kept.
+                log.warning("kept source %r is skipped: %s", spec.id, exc)
 
     def get(self, source_id: str) -> LiveSource:
         try:
@@ -122,10 +218,12 @@ class SourceRegistry:
         except KeyError:
             raise NotFound(f"no source {source_id!r}") from None
 
-    def remove(self, source_id: str) -> LiveSource:
+    async def remove(self, source_id: str) -> LiveSource:
+        """Stop and unregister a source, and forget it if it was kept."""
         source = self.get(source_id)
         del self._sources[source_id]
         source.close()
+        await self.store.delete(source_id)
         return source
 
     def all(self) -> list[LiveSource]:

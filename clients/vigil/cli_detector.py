@@ -9,7 +9,7 @@ from typing import Any
 from vigil import cli_common as common
 from vigil import cli_extras
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
-from vigil.sdk.detector_types import SOURCE_KINDS
+from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
 
 def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
@@ -38,8 +38,10 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         "sources",
         parent,
         help="list, add and remove the detector's live sources",
-        description="Manage the sources (cameras, streams, files, the test pattern) that the "
-        "detector service captures while somebody watches.",
+        description="Manage the sources (cameras, streams, files, the test pattern) of the "
+        "detector service. Cameras (webcams, streams) are watched always, even with nobody "
+        "looking; files and the test pattern while somebody watches. Sources added here are "
+        "kept by the service across restarts.",
     )
     actions = sources.add_subparsers(dest="action", required=True, metavar="ACTION")
     ls = actions.add_parser("ls", parents=[parent], help="list sources with state and counters")
@@ -59,6 +61,21 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     add.add_argument("--width", type=int, default=0, help="requested width (webcam, pattern)")
     add.add_argument("--height", type=int, default=0, help="requested height (webcam, pattern)")
     add.add_argument("--name", default="", help="name shown in user interfaces")
+    add.add_argument(
+        "--mode",
+        default="",
+        choices=sorted(SOURCE_MODES),
+        help="always: captured and analysed with nobody watching (the default for webcams and "
+        "streams); on_demand: only while somebody watches (the default for files and the test "
+        "pattern)",
+    )
+    add.add_argument(
+        "--record-uri",
+        default="",
+        metavar="URL",
+        help="streams: the camera's main stream, for recording, when --uri names its low-"
+        "resolution substream (stored; not yet recorded from)",
+    )
     common.handled_by(add, sources_add, "detector")
     rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
     rm.add_argument("id", help="id of the source")
@@ -146,13 +163,14 @@ def report(result: DetectResult, at: float, as_json: bool) -> None:
 
 def source_row(s: Source) -> list[object]:
     c = s.counters
-    return [s.id, s.kind, s.state, c.subscribers, f"{c.fps_out:.1f}", s.uri or "-", s.last_error]
+    fps = f"{c.fps_out:.1f}"
+    return [s.id, s.kind, s.mode, s.state, c.subscribers, fps, s.uri or "-", s.last_error]
 
 
 def sources_ls(args: argparse.Namespace) -> int:
     with common.detector_client(args) as client:
         sources = client.list_sources()
-    headers = ["ID", "KIND", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST ERROR"]
+    headers = ["ID", "KIND", "MODE", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST ERROR"]
     return common.output(args, sources, common.table(headers, [source_row(s) for s in sources]))
 
 
@@ -167,8 +185,11 @@ def sources_add(args: argparse.Namespace) -> int:
             width=args.width,
             height=args.height,
             display_name=args.name,
+            mode=args.mode,
+            record_uri=args.record_uri,
         )
-    return common.output(args, source, f"added source {source.id} ({source.kind}, {source.state})")
+    summary = f"added source {source.id} ({source.kind}, {source.mode}, {source.state})"
+    return common.output(args, source, summary)
 
 
 def sources_rm(args: argparse.Namespace) -> int:

@@ -108,6 +108,7 @@ class DetectorHandle:
 
     server: DetectorServer | None
     port: int
+    data_dir: pathlib.Path
 
     @property
     def address(self) -> str:
@@ -120,13 +121,16 @@ class DetectorHandle:
 
     async def restart(self) -> None:
         await self.stop()
-        self.server = await serve(DetectorSettings(port=self.port, backend="none"))
+        settings = DetectorSettings(port=self.port, backend="none", data_dir=self.data_dir)
+        self.server = await serve(settings)
 
 
 @pytest.fixture
-async def detector() -> AsyncIterator[DetectorHandle]:
-    server = await serve(DetectorSettings(port=0, backend="none"))
-    handle = DetectorHandle(server, server.port)
+async def detector(tmp_path: pathlib.Path) -> AsyncIterator[DetectorHandle]:
+    # Its own data dir: sources the tests add are kept across restarts.
+    data_dir = tmp_path / "detector"
+    server = await serve(DetectorSettings(port=0, backend="none", data_dir=data_dir))
+    handle = DetectorHandle(server, server.port, data_dir)
     yield handle
     await handle.stop()
 

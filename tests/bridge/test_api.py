@@ -199,6 +199,37 @@ async def test_sources_and_incidents(client: httpx.AsyncClient) -> None:
     assert incidents.json() == {"incidents": [], "next_page_token": ""}
 
 
+async def test_source_modes(client: httpx.AsyncClient) -> None:
+    spec = {"id": "watched", "kind": "test_pattern", "mode": "always", "max_fps": 5}
+    added = await client.post("/api/sources", json=spec)
+    assert added.status_code == 201, added.text
+    assert (added.json()["spec"]["mode"], added.json()["state"]) == ("always", "starting")
+    # Left out, the mode is the kind's; answers carry the mode in effect.
+    played = await client.post(
+        "/api/sources", json={"id": "played", "kind": "file", "uri": "/v.mp4"}
+    )
+    assert played.json()["spec"]["mode"] == "on_demand"
+    listed = (await client.get("/api/sources")).json()["sources"]
+    modes = {s["spec"]["id"]: s["spec"]["mode"] for s in listed}
+    assert modes == {"default": "on_demand", "played": "on_demand", "watched": "always"}
+    bad = await client.post("/api/sources", json={**spec, "id": "x", "mode": "sometimes"})
+    assert (bad.status_code, bad.json()["code"]) == (400, "INVALID_ARGUMENT")
+
+
+async def test_a_cameras_main_stream_is_masked(client: httpx.AsyncClient) -> None:
+    camera = {
+        "id": "gate", "kind": "stream", "mode": "on_demand",
+        "uri": "rtsp://u:pw1@127.0.0.1:9/sub", "record_uri": "rtsp://u:pw2@127.0.0.1:9/main",
+    }  # fmt: skip
+    added = await client.post("/api/sources", json=camera)
+    assert added.status_code == 201, added.text
+    listed = await client.get("/api/sources")
+    for response in (added, listed):
+        assert "pw1" not in response.text
+        assert "pw2" not in response.text
+    assert added.json()["spec"]["record_uri"] == "rtsp://u:***@127.0.0.1:9/main"
+
+
 async def test_ready_follows_the_backends(
     bridge: Any, client: httpx.AsyncClient, analyzer: Any
 ) -> None:

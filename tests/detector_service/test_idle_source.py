@@ -1,8 +1,10 @@
-"""A stopped source holds no captured picture: idle sources cost next to no memory."""
+"""A stopped source holds no captured picture (idle sources cost next to no memory), and its
+threads, still in an open or read, outlive the service quietly."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 
@@ -12,7 +14,7 @@ import pytest
 from detector_service.backends.base import Image
 from detector_service.backends.passthrough import PassthroughBackend
 from detector_service.batcher import InferenceBatcher
-from detector_service.capture import FrameReader
+from detector_service.capture import CaptureError, FrameReader
 from detector_service.pipeline import LiveSource
 from detector_service.settings import DetectorSettings
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -52,3 +54,34 @@ async def test_a_stopped_source_keeps_no_frame(batcher: InferenceBatcher) -> Non
     assert not any(thread.is_alive() for thread in source._threads)
     assert source.state == pb.SOURCE_STATE_STOPPED
     assert source._slot.frame is None
+
+
+def test_an_open_returning_after_the_service_loop_closed_is_ignored(
+    batcher: InferenceBatcher,
+) -> None:
+    # An always-on camera's open may hang past shutdown; when it fails at last, its thread must
+    # not die calling the closed loop.
+    release = threading.Event()
+
+    def hung_open(spec: pb.SourceSpec, fps: float) -> FrameReader:
+        release.wait(10)
+        raise CaptureError("cannot open rtsp://cam: timed out")
+
+    async def start_and_stop() -> LiveSource:
+        spec = pb.SourceSpec(id="cam", kind=pb.SOURCE_KIND_STREAM, mode=pb.SOURCE_MODE_ALWAYS)
+        loop = asyncio.get_running_loop()
+        source = LiveSource(spec, DetectorSettings(), batcher, loop, reader_factory=hung_open)
+        source.start()
+        source.stop()
+        return source
+
+    source = asyncio.run(start_and_stop())
+    died: list[threading.ExceptHookArgs] = []
+    previous, threading.excepthook = threading.excepthook, died.append
+    try:
+        release.set()
+        source.join(10)
+    finally:
+        threading.excepthook = previous
+    assert not any(thread.is_alive() for thread in source._threads)
+    assert died == []

@@ -36,7 +36,9 @@ def detector_settings(tmp_path: pathlib.Path) -> DetectorSettings:
 
 
 def stream(source_id: str, uri: str) -> pb.SourceSpec:
-    return pb.SourceSpec(id=source_id, kind=pb.SOURCE_KIND_STREAM, uri=uri)
+    # On demand: these tests follow opens that a subscription starts and its end abandons.
+    mode = pb.SOURCE_MODE_ON_DEMAND
+    return pb.SourceSpec(id=source_id, kind=pb.SOURCE_KIND_STREAM, uri=uri, mode=mode)
 
 
 async def get(stub: Stub, source_id: str) -> pb.Source:

@@ -147,7 +147,9 @@ async def running_stack(
     bridge: dict[str, Any] | None = None,
 ) -> AsyncIterator[Stack]:
     """All three services, the bridge pointed at the other two."""
-    async with running_detector(**(detector or {})) as det:
+    # Its own data dir: sources added here (the fuzzers add many) are kept across restarts.
+    detector = {"data_dir": data_dir / "detector", **(detector or {})}
+    async with running_detector(**detector) as det:
         fields = {"detector_address": f"127.0.0.1:{det.port}", **(analyzer or {})}
         async with (
             running_analyzer(data_dir, **fields) as ana,

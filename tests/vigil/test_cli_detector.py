@@ -35,13 +35,14 @@ def vigil(*args: str) -> subprocess.Popen[str]:
 def test_sources_ls_add_rm(detector_address: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sources", "ls", "--detector", detector_address]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["ID", "KIND", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST", "ERROR"]
-    assert out[1].split()[:4] == ["default", "test_pattern", "idle", "0"]
+    headers = ["ID", "KIND", "MODE", "STATE", "SUBSCRIBERS", "FPS", "URI", "LAST", "ERROR"]
+    assert out[0].split() == headers
+    assert out[1].split()[:5] == ["default", "test_pattern", "on_demand", "idle", "0"]
 
     # Connection options work before the command name too.
     command = ["--detector", detector_address, "sources", "add", "lobby", "--kind", "file"]
     assert main([*command, "--uri", "/videos/lobby.mp4", "--loop", "--max-fps", "5"]) == 0
-    assert capsys.readouterr().out == "added source lobby (file, idle)\n"
+    assert capsys.readouterr().out == "added source lobby (file, on_demand, idle)\n"
 
     assert main(["sources", "ls", "--json", "--detector", detector_address]) == 0
     listed = json.loads(capsys.readouterr().out)
@@ -54,6 +55,7 @@ def test_sources_ls_add_rm(detector_address: str, capsys: pytest.CaptureFixture[
         5.0,
     )
     assert lobby["counters"]["subscribers"] == 0
+    assert lobby["mode"] == "on_demand"
     assert "proto" not in lobby
 
     again = ["sources", "add", "lobby", "--kind", "test_pattern", "--detector", detector_address]
@@ -66,6 +68,23 @@ def test_sources_ls_add_rm(detector_address: str, capsys: pytest.CaptureFixture[
     assert json.loads(capsys.readouterr().out)["id"] == "lobby"
     assert main(["sources", "rm", "lobby", "--detector", detector_address]) == 1
     assert capsys.readouterr().err == "vigil: NOT_FOUND: no source 'lobby'\n"
+
+
+def test_sources_add_with_a_mode(detector_address: str, capsys: pytest.CaptureFixture[str]) -> None:
+    add = ["sources", "add", "--detector", detector_address, "--kind", "test_pattern"]
+    # The test pattern is on demand unless told: always starts capturing with nobody watching.
+    assert main([*add, "watched", "--mode", "always", "--max-fps", "5"]) == 0
+    assert capsys.readouterr().out == "added source watched (test_pattern, always, starting)\n"
+    assert main(["sources", "ls", "--json", "--detector", detector_address]) == 0
+    modes = {
+        s["id"]: (s["mode"], s["counters"]["subscribers"])
+        for s in json.loads(capsys.readouterr().out)
+    }
+    assert modes == {"default": ("on_demand", 0), "watched": ("always", 0)}
+    with pytest.raises(SystemExit) as usage:
+        main([*add, "x", "--mode", "sometimes"])
+    assert usage.value.code == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
 
 
 def test_environment_names_the_service(

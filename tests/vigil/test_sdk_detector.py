@@ -13,6 +13,7 @@ import pytest
 from detector_service.server import DetectorServer
 from tests.vigil.conftest import jpeg, stage_incident, wait_for_incident_subscribers
 from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
+from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk import (
     AsyncDetectorClient,
     DetectFrame,
@@ -50,6 +51,24 @@ def test_sources_lifecycle(detector_address: str) -> None:
             client.get_source("lobby")
         with pytest.raises(NotFound):
             client.remove_source("lobby")
+
+
+def test_source_modes(detector_address: str) -> None:
+    with DetectorClient(detector_address) as client:
+        assert client.get_source("default").mode == "on_demand"
+        watched = client.add_source("watched", "test_pattern", mode="always", max_fps=5)
+        assert (watched.mode, watched.state) == ("always", "starting")
+        assert watched.proto.spec.mode == pb.SOURCE_MODE_ALWAYS
+        # A file is on demand unless told otherwise; the answer carries the mode in effect.
+        played = client.add_source("played", "file", "/videos/lobby.mp4")
+        assert (played.mode, played.state) == ("on_demand", "idle")
+        assert {s.id: s.mode for s in client.list_sources()} == {
+            "default": "on_demand",
+            "played": "on_demand",
+            "watched": "always",
+        }
+        with pytest.raises(InvalidInput, match="unknown source mode 'sometimes'"):
+            client.add_source("x", "test_pattern", mode="sometimes")
 
 
 def test_bad_source_specs_are_refused(detector_address: str) -> None:

@@ -15,7 +15,8 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 
 class RtspCamera:
-    """A GStreamer RTSP server on 127.0.0.1 with one shared live H.264 camera per mount."""
+    """A GStreamer RTSP server on 127.0.0.1 with one shared live H.264 camera per mount, showing
+    GStreamer's test ``pattern`` (a moving ball by default; "blue" is a still blue picture)."""
 
     def __init__(
         self,
@@ -25,6 +26,7 @@ class RtspCamera:
         height: int = 720,
         fps: int = 15,
         keyframe_s: float = 2.0,
+        pattern: str = "ball",
     ) -> None:
         self.mounts = mounts
         self.args = [
@@ -33,6 +35,7 @@ class RtspCamera:
             f"--height={height}",
             f"--fps={fps}",
             f"--keyframe-s={keyframe_s}",
+            f"--pattern={pattern}",
         ]
         self.port = 0
         self._proc: subprocess.Popen[str] | None = None

@@ -25,6 +25,8 @@ def main() -> None:
     parser.add_argument("--height", type=int, default=720)
     parser.add_argument("--fps", type=int, default=15)
     parser.add_argument("--keyframe-s", type=float, default=2.0)
+    # A videotestsrc pattern: "ball" moves; "blue" or "red" are still, solid pictures.
+    parser.add_argument("--pattern", default="ball")
     args = parser.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
@@ -32,7 +34,7 @@ def main() -> None:
     server.set_service("0")
     gop = max(1, round(args.fps * args.keyframe_s))
     launch = (
-        f"( videotestsrc is-live=true pattern=ball ! video/x-raw,width={args.width},"
+        f"( videotestsrc is-live=true pattern={args.pattern} ! video/x-raw,width={args.width},"
         f"height={args.height},framerate={args.fps}/1 ! x264enc tune=zerolatency "
         f"speed-preset=ultrafast key-int-max={gop} ! rtph264pay name=pay0 pt=96 )"
     )

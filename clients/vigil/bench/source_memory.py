@@ -56,7 +56,8 @@ async def _measure(address: str, pid: int, urls: list[str], settle_s: float) -> 
                     break
         base = await _settled_rss(pid, settle_s)
         for source_id, url in zip(ids, urls, strict=True):
-            await detector.add_source(source_id, "stream", url, timeout_s=10)
+            # On demand: the figures are of idle sources and of viewers arriving together.
+            await detector.add_source(source_id, "stream", url, mode="on_demand", timeout_s=10)
         idle = await _settled_rss(pid, settle_s)
 
         async def view(source_id: str) -> None:

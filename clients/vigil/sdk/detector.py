@@ -21,6 +21,7 @@ from vigil.sdk.client import AsyncClient, Client
 from vigil.sdk.common import Page, timestamp
 from vigil.sdk.detector_types import (
     SOURCE_KINDS,
+    SOURCE_MODES,
     DetectFrame,
     DetectResult,
     Frame,
@@ -87,9 +88,13 @@ def add_source_request(
     width: int,
     height: int,
     display_name: str,
+    mode: str,
+    record_uri: str,
 ) -> pb.AddSourceRequest:
     if kind not in SOURCE_KINDS:
         raise InvalidInput(f"unknown source kind {kind!r}; one of {', '.join(SOURCE_KINDS)}")
+    if mode and mode not in SOURCE_MODES:
+        raise InvalidInput(f"unknown source mode {mode!r}; one of {', '.join(SOURCE_MODES)}")
     spec = pb.SourceSpec(
         id=source_id,
         kind=SOURCE_KINDS[kind],
@@ -99,6 +104,8 @@ def add_source_request(
         width=width,
         height=height,
         display_name=display_name,
+        mode=SOURCE_MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED,
+        record_uri=record_uri,
     )
     return pb.AddSourceRequest(source=spec)
 
@@ -182,11 +189,16 @@ class DetectorClient(Client):
         width: int = 0,
         height: int = 0,
         display_name: str = "",
+        mode: str = "",
+        record_uri: str = "",
         timeout_s: float | None = None,
     ) -> Source:
-        """Register a source (``kind``: webcam, stream, file or test_pattern)."""
+        """Register a source (``kind``: webcam, stream, file or test_pattern), kept by the
+        service across restarts. ``mode`` "always" captures and analyses it with nobody watching,
+        "on_demand" only while subscribed; empty takes the kind's default (always for webcams and
+        streams). ``record_uri``: a stream's main stream, stored for recording."""
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri
         )
         return self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
@@ -266,10 +278,12 @@ class AsyncDetectorClient(AsyncClient):
         width: int = 0,
         height: int = 0,
         display_name: str = "",
+        mode: str = "",
+        record_uri: str = "",
         timeout_s: float | None = None,
     ) -> Source:
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri
         )
         return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 

@@ -25,6 +25,8 @@ SourceKind = Literal["unspecified", "webcam", "stream", "file", "test_pattern", 
 SourceState = Literal[
     "unspecified", "idle", "starting", "live", "reconnecting", "stopped", "failed", "unknown"
 ]
+# Sources from the service carry the mode in effect ("unspecified" only from an older service).
+SourceMode = Literal["unspecified", "on_demand", "always", "unknown"]
 IncidentEventKind = Literal["unspecified", "opened", "closed", "unknown"]
 
 SOURCE_KINDS: dict[str, pb.SourceKind.ValueType] = {
@@ -32,6 +34,12 @@ SOURCE_KINDS: dict[str, pb.SourceKind.ValueType] = {
     "stream": pb.SOURCE_KIND_STREAM,
     "file": pb.SOURCE_KIND_FILE,
     "test_pattern": pb.SOURCE_KIND_TEST_PATTERN,
+}
+# What ``add_source`` takes; leaving the mode out takes the kind's default (always for webcams and
+# streams, on demand for files and the test pattern).
+SOURCE_MODES: dict[str, pb.SourceMode.ValueType] = {
+    "on_demand": pb.SOURCE_MODE_ON_DEMAND,
+    "always": pb.SOURCE_MODE_ALWAYS,
 }
 
 
@@ -132,6 +140,9 @@ class Source:
     width: int
     height: int
     display_name: str
+    mode: SourceMode
+    # A stream's main stream, for recording (masked like ``uri``); empty when ``uri`` serves both.
+    record_uri: str
     state: SourceState
     last_error: str
     state_since: float | None
@@ -146,6 +157,7 @@ class Source:
             cls,
             spec,
             kind=cast(SourceKind, enum_name(pb.SourceKind.Name, spec.kind, "SOURCE_KIND_")),
+            mode=cast(SourceMode, enum_name(pb.SourceMode.Name, spec.mode, "SOURCE_MODE_")),
             state=cast(SourceState, enum_name(pb.SourceState.Name, m.state, "SOURCE_STATE_")),
             last_error=m.last_error,
             state_since=optional_seconds(m, "state_since"),

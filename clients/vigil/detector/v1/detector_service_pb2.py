@@ -26,61 +26,63 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from vigil.common.v1 import common_pb2 as vigil_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(vigil/detector/v1/detector_service.proto\x12\x11vigil.detector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cvigil/common/v1/common.proto\"\xcd\x01\n\rDetectRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\x12=\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63\x61ptureTime\x12\x12\n\x04jpeg\x18\x04 \x01(\x0cR\x04jpeg\x12\x1a\n\x08\x61nnotate\x18\x05 \x01(\x08R\x08\x61nnotate\x12\x14\n\x05track\x18\x06 \x01(\x08R\x05track\"\xea\x02\n\x0e\x44\x65tectResponse\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\x12=\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63\x61ptureTime\x12:\n\ndetections\x18\x04 \x03(\x0b\x32\x1a.vigil.common.v1.DetectionR\ndetections\x12%\n\x0e\x61nnotated_jpeg\x18\x05 \x01(\x0cR\rannotatedJpeg\x12!\n\x0cinference_ms\x18\x06 \x01(\x02R\x0binferenceMs\x12,\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x16.vigil.common.v1.ErrorR\x05\x65rror\x12\x14\n\x05width\x18\x08 \x01(\rR\x05width\x12\x16\n\x06height\x18\t \x01(\rR\x06height\"\xdf\x01\n\nSourceSpec\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.vigil.detector.v1.SourceKindR\x04kind\x12\x10\n\x03uri\x18\x03 \x01(\tR\x03uri\x12\x12\n\x04loop\x18\x04 \x01(\x08R\x04loop\x12\x17\n\x07max_fps\x18\x05 \x01(\x01R\x06maxFps\x12\x14\n\x05width\x18\x06 \x01(\rR\x05width\x12\x16\n\x06height\x18\x07 \x01(\rR\x06height\x12!\n\x0c\x64isplay_name\x18\x08 \x01(\tR\x0b\x64isplayName\"\xcb\x02\n\x0eSourceCounters\x12\x15\n\x06\x66ps_in\x18\x01 \x01(\x01R\x05\x66psIn\x12\x17\n\x07\x66ps_out\x18\x02 \x01(\x01R\x06\x66psOut\x12!\n\x0cinference_ms\x18\x03 \x01(\x01R\x0binferenceMs\x12\'\n\x0f\x66rames_replaced\x18\x04 \x01(\x04R\x0e\x66ramesReplaced\x12%\n\x0e\x66rames_dropped\x18\x05 \x01(\x04R\rframesDropped\x12 \n\x0bsubscribers\x18\x06 \x01(\rR\x0bsubscribers\x12)\n\x10\x66rames_published\x18\x07 \x01(\x04R\x0f\x66ramesPublished\x12)\n\x10\x64\x65tection_errors\x18\x08 \x01(\x04R\x0f\x64\x65tectionErrors\x12\x1e\n\nreconnects\x18\t \x01(\x04R\nreconnects\"\x8c\x02\n\x06Source\x12\x31\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.vigil.detector.v1.SourceSpecR\x04spec\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32\x1e.vigil.detector.v1.SourceStateR\x05state\x12\x1d\n\nlast_error\x18\x03 \x01(\tR\tlastError\x12=\n\x08\x63ounters\x18\x04 \x01(\x0b\x32!.vigil.detector.v1.SourceCountersR\x08\x63ounters\x12;\n\x0bstate_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nstateSince\"L\n\x10SubscribeRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1b\n\tomit_jpeg\x18\x02 \x01(\x08R\x08omitJpeg\"\xfb\x02\n\x05\x46rame\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\x12=\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63\x61ptureTime\x12\x12\n\x04jpeg\x18\x04 \x01(\x0cR\x04jpeg\x12\x14\n\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n\x06height\x18\x06 \x01(\rR\x06height\x12:\n\ndetections\x18\x07 \x03(\x0b\x32\x1a.vigil.common.v1.DetectionR\ndetections\x12\x18\n\x07\x64ropped\x18\x08 \x01(\x04R\x07\x64ropped\x12?\n\x0f\x64\x65tection_error\x18\t \x01(\x0b\x32\x16.vigil.common.v1.ErrorR\x0e\x64\x65tectionError\x12!\n\x0cinference_ms\x18\n \x01(\x02R\x0binferenceMs\"\x83\x01\n\x11SubscribeResponse\x12\x30\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x18.vigil.detector.v1.FrameH\x00R\x05\x66rame\x12\x33\n\x06source\x18\x02 \x01(\x0b\x32\x19.vigil.detector.v1.SourceH\x00R\x06sourceB\x07\n\x05\x65vent\"I\n\x10\x41\x64\x64SourceRequest\x12\x35\n\x06source\x18\x01 \x01(\x0b\x32\x1d.vigil.detector.v1.SourceSpecR\x06source\"F\n\x11\x41\x64\x64SourceResponse\x12\x31\n\x06source\x18\x01 \x01(\x0b\x32\x19.vigil.detector.v1.SourceR\x06source\"2\n\x13RemoveSourceRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\"I\n\x14RemoveSourceResponse\x12\x31\n\x06source\x18\x01 \x01(\x0b\x32\x19.vigil.detector.v1.SourceR\x06source\"/\n\x10GetSourceRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\"F\n\x11GetSourceResponse\x12\x31\n\x06source\x18\x01 \x01(\x0b\x32\x19.vigil.detector.v1.SourceR\x06source\"\x14\n\x12ListSourcesRequest\"J\n\x13ListSourcesResponse\x12\x33\n\x07sources\x18\x01 \x03(\x0b\x32\x19.vigil.detector.v1.SourceR\x07sources\"\xef\x02\n\x08Incident\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\tsource_id\x18\x02 \x01(\tR\x08sourceId\x12\x1d\n\nclass_name\x18\x03 \x01(\tR\tclassName\x12\x37\n\topened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08openedAt\x12\x37\n\tclosed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x63losedAt\x12\'\n\x0fpeak_confidence\x18\x06 \x01(\x02R\x0epeakConfidence\x12:\n\ndetections\x18\x07 \x03(\x0b\x32\x1a.vigil.common.v1.DetectionR\ndetections\x12#\n\rsnapshot_jpeg\x18\x08 \x01(\x0cR\x0csnapshotJpeg\x12\x1b\n\tclip_path\x18\t \x01(\tR\x08\x63lipPath\"`\n\x16StreamIncidentsRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12)\n\x10include_snapshot\x18\x02 \x01(\x08R\x0fincludeSnapshot\"\x8c\x01\n\x17StreamIncidentsResponse\x12\x38\n\x04type\x18\x01 \x01(\x0e\x32$.vigil.detector.v1.IncidentEventTypeR\x04type\x12\x37\n\x08incident\x18\x02 \x01(\x0b\x32\x1b.vigil.detector.v1.IncidentR\x08incident\"\x9a\x01\n\x14ListIncidentsRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1b\n\tpage_size\x18\x02 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12)\n\x10include_snapshot\x18\x04 \x01(\x08R\x0fincludeSnapshot\"z\n\x15ListIncidentsResponse\x12\x39\n\tincidents\x18\x01 \x03(\x0b\x32\x1b.vigil.detector.v1.IncidentR\tincidents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x8d\x01\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_WEBCAM\x10\x01\x12\x16\n\x12SOURCE_KIND_STREAM\x10\x02\x12\x14\n\x10SOURCE_KIND_FILE\x10\x03\x12\x1c\n\x18SOURCE_KIND_TEST_PATTERN\x10\x04*\xc6\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SOURCE_STATE_IDLE\x10\x01\x12\x19\n\x15SOURCE_STATE_STARTING\x10\x02\x12\x15\n\x11SOURCE_STATE_LIVE\x10\x03\x12\x1d\n\x19SOURCE_STATE_RECONNECTING\x10\x04\x12\x18\n\x14SOURCE_STATE_STOPPED\x10\x05\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x06*x\n\x11IncidentEventType\x12#\n\x1fINCIDENT_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aINCIDENT_EVENT_TYPE_OPENED\x10\x01\x12\x1e\n\x1aINCIDENT_EVENT_TYPE_CLOSED\x10\x02\x32\xfd\x05\n\x0f\x44\x65tectorService\x12Q\n\x06\x44\x65tect\x12 .vigil.detector.v1.DetectRequest\x1a!.vigil.detector.v1.DetectResponse(\x01\x30\x01\x12X\n\tSubscribe\x12#.vigil.detector.v1.SubscribeRequest\x1a$.vigil.detector.v1.SubscribeResponse0\x01\x12V\n\tAddSource\x12#.vigil.detector.v1.AddSourceRequest\x1a$.vigil.detector.v1.AddSourceResponse\x12_\n\x0cRemoveSource\x12&.vigil.detector.v1.RemoveSourceRequest\x1a\'.vigil.detector.v1.RemoveSourceResponse\x12V\n\tGetSource\x12#.vigil.detector.v1.GetSourceRequest\x1a$.vigil.detector.v1.GetSourceResponse\x12\\\n\x0bListSources\x12%.vigil.detector.v1.ListSourcesRequest\x1a&.vigil.detector.v1.ListSourcesResponse\x12j\n\x0fStreamIncidents\x12).vigil.detector.v1.StreamIncidentsRequest\x1a*.vigil.detector.v1.StreamIncidentsResponse0\x01\x12\x62\n\rListIncidents\x12\'.vigil.detector.v1.ListIncidentsRequest\x1a(.vigil.detector.v1.ListIncidentsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(vigil/detector/v1/detector_service.proto\x12\x11vigil.detector.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1cvigil/common/v1/common.proto\"\xcd\x01\n\rDetectRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\x12=\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63\x61ptureTime\x12\x12\n\x04jpeg\x18\x04 \x01(\x0cR\x04jpeg\x12\x1a\n\x08\x61nnotate\x18\x05 \x01(\x08R\x08\x61nnotate\x12\x14\n\x05track\x18\x06 \x01(\x08R\x05track\"\xea\x02\n\x0e\x44\x65tectResponse\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\x12=\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63\x61ptureTime\x12:\n\ndetections\x18\x04 \x03(\x0b\x32\x1a.vigil.common.v1.DetectionR\ndetections\x12%\n\x0e\x61nnotated_jpeg\x18\x05 \x01(\x0cR\rannotatedJpeg\x12!\n\x0cinference_ms\x18\x06 \x01(\x02R\x0binferenceMs\x12,\n\x05\x65rror\x18\x07 \x01(\x0b\x32\x16.vigil.common.v1.ErrorR\x05\x65rror\x12\x14\n\x05width\x18\x08 \x01(\rR\x05width\x12\x16\n\x06height\x18\t \x01(\rR\x06height\"\xb1\x02\n\nSourceSpec\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x31\n\x04kind\x18\x02 \x01(\x0e\x32\x1d.vigil.detector.v1.SourceKindR\x04kind\x12\x10\n\x03uri\x18\x03 \x01(\tR\x03uri\x12\x12\n\x04loop\x18\x04 \x01(\x08R\x04loop\x12\x17\n\x07max_fps\x18\x05 \x01(\x01R\x06maxFps\x12\x14\n\x05width\x18\x06 \x01(\rR\x05width\x12\x16\n\x06height\x18\x07 \x01(\rR\x06height\x12!\n\x0c\x64isplay_name\x18\x08 \x01(\tR\x0b\x64isplayName\x12\x31\n\x04mode\x18\t \x01(\x0e\x32\x1d.vigil.detector.v1.SourceModeR\x04mode\x12\x1d\n\nrecord_uri\x18\n \x01(\tR\trecordUri\"\xcb\x02\n\x0eSourceCounters\x12\x15\n\x06\x66ps_in\x18\x01 \x01(\x01R\x05\x66psIn\x12\x17\n\x07\x66ps_out\x18\x02 \x01(\x01R\x06\x66psOut\x12!\n\x0cinference_ms\x18\x03 \x01(\x01R\x0binferenceMs\x12\'\n\x0f\x66rames_replaced\x18\x04 \x01(\x04R\x0e\x66ramesReplaced\x12%\n\x0e\x66rames_dropped\x18\x05 \x01(\x04R\rframesDropped\x12 \n\x0bsubscribers\x18\x06 \x01(\rR\x0bsubscribers\x12)\n\x10\x66rames_published\x18\x07 \x01(\x04R\x0f\x66ramesPublished\x12)\n\x10\x64\x65tection_errors\x18\x08 \x01(\x04R\x0f\x64\x65tectionErrors\x12\x1e\n\nreconnects\x18\t \x01(\x04R\nreconnects\"\x8c\x02\n\x06Source\x12\x31\n\x04spec\x18\x01 \x01(\x0b\x32\x1d.vigil.detector.v1.SourceSpecR\x04spec\x12\x34\n\x05state\x18\x02 \x01(\x0e\x32\x1e.vigil.detector.v1.SourceStateR\x05state\x12\x1d\n\nlast_error\x18\x03 \x01(\tR\tlastError\x12=\n\x08\x63ounters\x18\x04 \x01(\x0b\x32!.vigil.detector.v1.SourceCountersR\x08\x63ounters\x12;\n\x0bstate_since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nstateSince\"L\n\x10SubscribeRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1b\n\tomit_jpeg\x18\x02 \x01(\x08R\x08omitJpeg\"\xfb\x02\n\x05\x46rame\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1a\n\x08sequence\x18\x02 \x01(\x04R\x08sequence\x12=\n\x0c\x63\x61pture_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x0b\x63\x61ptureTime\x12\x12\n\x04jpeg\x18\x04 \x01(\x0cR\x04jpeg\x12\x14\n\x05width\x18\x05 \x01(\rR\x05width\x12\x16\n\x06height\x18\x06 \x01(\rR\x06height\x12:\n\ndetections\x18\x07 \x03(\x0b\x32\x1a.vigil.common.v1.DetectionR\ndetections\x12\x18\n\x07\x64ropped\x18\x08 \x01(\x04R\x07\x64ropped\x12?\n\x0f\x64\x65tection_error\x18\t \x01(\x0b\x32\x16.vigil.common.v1.ErrorR\x0e\x64\x65tectionError\x12!\n\x0cinference_ms\x18\n \x01(\x02R\x0binferenceMs\"\x83\x01\n\x11SubscribeResponse\x12\x30\n\x05\x66rame\x18\x01 \x01(\x0b\x32\x18.vigil.detector.v1.FrameH\x00R\x05\x66rame\x12\x33\n\x06source\x18\x02 \x01(\x0b\x32\x19.vigil.detector.v1.SourceH\x00R\x06sourceB\x07\n\x05\x65vent\"I\n\x10\x41\x64\x64SourceRequest\x12\x35\n\x06source\x18\x01 \x01(\x0b\x32\x1d.vigil.detector.v1.SourceSpecR\x06source\"F\n\x11\x41\x64\x64SourceResponse\x12\x31\n\x06source\x18\x01 \x01(\x0b\x32\x19.vigil.detector.v1.SourceR\x06source\"2\n\x13RemoveSourceRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\"I\n\x14RemoveSourceResponse\x12\x31\n\x06source\x18\x01 \x01(\x0b\x32\x19.vigil.detector.v1.SourceR\x06source\"/\n\x10GetSourceRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\"F\n\x11GetSourceResponse\x12\x31\n\x06source\x18\x01 \x01(\x0b\x32\x19.vigil.detector.v1.SourceR\x06source\"\x14\n\x12ListSourcesRequest\"J\n\x13ListSourcesResponse\x12\x33\n\x07sources\x18\x01 \x03(\x0b\x32\x19.vigil.detector.v1.SourceR\x07sources\"\xef\x02\n\x08Incident\x12\x0e\n\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n\tsource_id\x18\x02 \x01(\tR\x08sourceId\x12\x1d\n\nclass_name\x18\x03 \x01(\tR\tclassName\x12\x37\n\topened_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08openedAt\x12\x37\n\tclosed_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08\x63losedAt\x12\'\n\x0fpeak_confidence\x18\x06 \x01(\x02R\x0epeakConfidence\x12:\n\ndetections\x18\x07 \x03(\x0b\x32\x1a.vigil.common.v1.DetectionR\ndetections\x12#\n\rsnapshot_jpeg\x18\x08 \x01(\x0cR\x0csnapshotJpeg\x12\x1b\n\tclip_path\x18\t \x01(\tR\x08\x63lipPath\"`\n\x16StreamIncidentsRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12)\n\x10include_snapshot\x18\x02 \x01(\x08R\x0fincludeSnapshot\"\x8c\x01\n\x17StreamIncidentsResponse\x12\x38\n\x04type\x18\x01 \x01(\x0e\x32$.vigil.detector.v1.IncidentEventTypeR\x04type\x12\x37\n\x08incident\x18\x02 \x01(\x0b\x32\x1b.vigil.detector.v1.IncidentR\x08incident\"\x9a\x01\n\x14ListIncidentsRequest\x12\x1b\n\tsource_id\x18\x01 \x01(\tR\x08sourceId\x12\x1b\n\tpage_size\x18\x02 \x01(\rR\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\x12)\n\x10include_snapshot\x18\x04 \x01(\x08R\x0fincludeSnapshot\"z\n\x15ListIncidentsResponse\x12\x39\n\tincidents\x18\x01 \x03(\x0b\x32\x1b.vigil.detector.v1.IncidentR\tincidents\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken*\x8d\x01\n\nSourceKind\x12\x1b\n\x17SOURCE_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12SOURCE_KIND_WEBCAM\x10\x01\x12\x16\n\x12SOURCE_KIND_STREAM\x10\x02\x12\x14\n\x10SOURCE_KIND_FILE\x10\x03\x12\x1c\n\x18SOURCE_KIND_TEST_PATTERN\x10\x04*\\\n\nSourceMode\x12\x1b\n\x17SOURCE_MODE_UNSPECIFIED\x10\x00\x12\x19\n\x15SOURCE_MODE_ON_DEMAND\x10\x01\x12\x16\n\x12SOURCE_MODE_ALWAYS\x10\x02*\xc6\x01\n\x0bSourceState\x12\x1c\n\x18SOURCE_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11SOURCE_STATE_IDLE\x10\x01\x12\x19\n\x15SOURCE_STATE_STARTING\x10\x02\x12\x15\n\x11SOURCE_STATE_LIVE\x10\x03\x12\x1d\n\x19SOURCE_STATE_RECONNECTING\x10\x04\x12\x18\n\x14SOURCE_STATE_STOPPED\x10\x05\x12\x17\n\x13SOURCE_STATE_FAILED\x10\x06*x\n\x11IncidentEventType\x12#\n\x1fINCIDENT_EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aINCIDENT_EVENT_TYPE_OPENED\x10\x01\x12\x1e\n\x1aINCIDENT_EVENT_TYPE_CLOSED\x10\x02\x32\xfd\x05\n\x0f\x44\x65tectorService\x12Q\n\x06\x44\x65tect\x12 .vigil.detector.v1.DetectRequest\x1a!.vigil.detector.v1.DetectResponse(\x01\x30\x01\x12X\n\tSubscribe\x12#.vigil.detector.v1.SubscribeRequest\x1a$.vigil.detector.v1.SubscribeResponse0\x01\x12V\n\tAddSource\x12#.vigil.detector.v1.AddSourceRequest\x1a$.vigil.detector.v1.AddSourceResponse\x12_\n\x0cRemoveSource\x12&.vigil.detector.v1.RemoveSourceRequest\x1a\'.vigil.detector.v1.RemoveSourceResponse\x12V\n\tGetSource\x12#.vigil.detector.v1.GetSourceRequest\x1a$.vigil.detector.v1.GetSourceResponse\x12\\\n\x0bListSources\x12%.vigil.detector.v1.ListSourcesRequest\x1a&.vigil.detector.v1.ListSourcesResponse\x12j\n\x0fStreamIncidents\x12).vigil.detector.v1.StreamIncidentsRequest\x1a*.vigil.detector.v1.StreamIncidentsResponse0\x01\x12\x62\n\rListIncidents\x12\'.vigil.detector.v1.ListIncidentsRequest\x1a(.vigil.detector.v1.ListIncidentsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'vigil.detector.v1.detector_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SOURCEKIND']._serialized_start=3510
-  _globals['_SOURCEKIND']._serialized_end=3651
-  _globals['_SOURCESTATE']._serialized_start=3654
-  _globals['_SOURCESTATE']._serialized_end=3852
-  _globals['_INCIDENTEVENTTYPE']._serialized_start=3854
-  _globals['_INCIDENTEVENTTYPE']._serialized_end=3974
+  _globals['_SOURCEKIND']._serialized_start=3592
+  _globals['_SOURCEKIND']._serialized_end=3733
+  _globals['_SOURCEMODE']._serialized_start=3735
+  _globals['_SOURCEMODE']._serialized_end=3827
+  _globals['_SOURCESTATE']._serialized_start=3830
+  _globals['_SOURCESTATE']._serialized_end=4028
+  _globals['_INCIDENTEVENTTYPE']._serialized_start=4030
+  _globals['_INCIDENTEVENTTYPE']._serialized_end=4150
   _globals['_DETECTREQUEST']._serialized_start=127
   _globals['_DETECTREQUEST']._serialized_end=332
   _globals['_DETECTRESPONSE']._serialized_start=335
   _globals['_DETECTRESPONSE']._serialized_end=697
   _globals['_SOURCESPEC']._serialized_start=700
-  _globals['_SOURCESPEC']._serialized_end=923
-  _globals['_SOURCECOUNTERS']._serialized_start=926
-  _globals['_SOURCECOUNTERS']._serialized_end=1257
-  _globals['_SOURCE']._serialized_start=1260
-  _globals['_SOURCE']._serialized_end=1528
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=1530
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=1606
-  _globals['_FRAME']._serialized_start=1609
-  _globals['_FRAME']._serialized_end=1988
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=1991
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=2122
-  _globals['_ADDSOURCEREQUEST']._serialized_start=2124
-  _globals['_ADDSOURCEREQUEST']._serialized_end=2197
-  _globals['_ADDSOURCERESPONSE']._serialized_start=2199
-  _globals['_ADDSOURCERESPONSE']._serialized_end=2269
-  _globals['_REMOVESOURCEREQUEST']._serialized_start=2271
-  _globals['_REMOVESOURCEREQUEST']._serialized_end=2321
-  _globals['_REMOVESOURCERESPONSE']._serialized_start=2323
-  _globals['_REMOVESOURCERESPONSE']._serialized_end=2396
-  _globals['_GETSOURCEREQUEST']._serialized_start=2398
-  _globals['_GETSOURCEREQUEST']._serialized_end=2445
-  _globals['_GETSOURCERESPONSE']._serialized_start=2447
-  _globals['_GETSOURCERESPONSE']._serialized_end=2517
-  _globals['_LISTSOURCESREQUEST']._serialized_start=2519
-  _globals['_LISTSOURCESREQUEST']._serialized_end=2539
-  _globals['_LISTSOURCESRESPONSE']._serialized_start=2541
-  _globals['_LISTSOURCESRESPONSE']._serialized_end=2615
-  _globals['_INCIDENT']._serialized_start=2618
-  _globals['_INCIDENT']._serialized_end=2985
-  _globals['_STREAMINCIDENTSREQUEST']._serialized_start=2987
-  _globals['_STREAMINCIDENTSREQUEST']._serialized_end=3083
-  _globals['_STREAMINCIDENTSRESPONSE']._serialized_start=3086
-  _globals['_STREAMINCIDENTSRESPONSE']._serialized_end=3226
-  _globals['_LISTINCIDENTSREQUEST']._serialized_start=3229
-  _globals['_LISTINCIDENTSREQUEST']._serialized_end=3383
-  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=3385
-  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=3507
-  _globals['_DETECTORSERVICE']._serialized_start=3977
-  _globals['_DETECTORSERVICE']._serialized_end=4742
+  _globals['_SOURCESPEC']._serialized_end=1005
+  _globals['_SOURCECOUNTERS']._serialized_start=1008
+  _globals['_SOURCECOUNTERS']._serialized_end=1339
+  _globals['_SOURCE']._serialized_start=1342
+  _globals['_SOURCE']._serialized_end=1610
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=1612
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=1688
+  _globals['_FRAME']._serialized_start=1691
+  _globals['_FRAME']._serialized_end=2070
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=2073
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=2204
+  _globals['_ADDSOURCEREQUEST']._serialized_start=2206
+  _globals['_ADDSOURCEREQUEST']._serialized_end=2279
+  _globals['_ADDSOURCERESPONSE']._serialized_start=2281
+  _globals['_ADDSOURCERESPONSE']._serialized_end=2351
+  _globals['_REMOVESOURCEREQUEST']._serialized_start=2353
+  _globals['_REMOVESOURCEREQUEST']._serialized_end=2403
+  _globals['_REMOVESOURCERESPONSE']._serialized_start=2405
+  _globals['_REMOVESOURCERESPONSE']._serialized_end=2478
+  _globals['_GETSOURCEREQUEST']._serialized_start=2480
+  _globals['_GETSOURCEREQUEST']._serialized_end=2527
+  _globals['_GETSOURCERESPONSE']._serialized_start=2529
+  _globals['_GETSOURCERESPONSE']._serialized_end=2599
+  _globals['_LISTSOURCESREQUEST']._serialized_start=2601
+  _globals['_LISTSOURCESREQUEST']._serialized_end=2621
+  _globals['_LISTSOURCESRESPONSE']._serialized_start=2623
+  _globals['_LISTSOURCESRESPONSE']._serialized_end=2697
+  _globals['_INCIDENT']._serialized_start=2700
+  _globals['_INCIDENT']._serialized_end=3067
+  _globals['_STREAMINCIDENTSREQUEST']._serialized_start=3069
+  _globals['_STREAMINCIDENTSREQUEST']._serialized_end=3165
+  _globals['_STREAMINCIDENTSRESPONSE']._serialized_start=3168
+  _globals['_STREAMINCIDENTSRESPONSE']._serialized_end=3308
+  _globals['_LISTINCIDENTSREQUEST']._serialized_start=3311
+  _globals['_LISTINCIDENTSREQUEST']._serialized_end=3465
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_start=3467
+  _globals['_LISTINCIDENTSRESPONSE']._serialized_end=3589
+  _globals['_DETECTORSERVICE']._serialized_start=4153
+  _globals['_DETECTORSERVICE']._serialized_end=4918
 # @@protoc_insertion_point(module_scope)

@@ -53,6 +53,38 @@ SOURCE_KIND_TEST_PATTERN: SourceKind.ValueType  # 4
 """The built-in synthetic scene (moving shapes and a clock); `uri` is ignored."""
 Global___SourceKind: _TypeAlias = SourceKind  # noqa: Y015
 
+class _SourceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_MODE_UNSPECIFIED: _SourceMode.ValueType  # 0
+    """Not set: the kind's default, which is always for webcams and streams (cameras) and on demand
+    for files and the test pattern. Sources returned by the service carry the mode in effect.
+    """
+    SOURCE_MODE_ON_DEMAND: _SourceMode.ValueType  # 1
+    """Captured and analysed while somebody subscribes, stopped shortly after the last one leaves."""
+    SOURCE_MODE_ALWAYS: _SourceMode.ValueType  # 2
+    """Captured and analysed continuously, with or without subscribers, so that incidents are raised
+    with nobody watching.
+    """
+
+class SourceMode(_SourceMode, metaclass=_SourceModeEnumTypeWrapper):
+    """SourceMode says when a source is captured and analysed."""
+
+SOURCE_MODE_UNSPECIFIED: SourceMode.ValueType  # 0
+"""Not set: the kind's default, which is always for webcams and streams (cameras) and on demand
+for files and the test pattern. Sources returned by the service carry the mode in effect.
+"""
+SOURCE_MODE_ON_DEMAND: SourceMode.ValueType  # 1
+"""Captured and analysed while somebody subscribes, stopped shortly after the last one leaves."""
+SOURCE_MODE_ALWAYS: SourceMode.ValueType  # 2
+"""Captured and analysed continuously, with or without subscribers, so that incidents are raised
+with nobody watching.
+"""
+Global___SourceMode: _TypeAlias = SourceMode  # noqa: Y015
+
 class _SourceState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -62,7 +94,7 @@ class _SourceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceSta
     SOURCE_STATE_UNSPECIFIED: _SourceState.ValueType  # 0
     """Not set."""
     SOURCE_STATE_IDLE: _SourceState.ValueType  # 1
-    """Registered, no subscribers, not capturing."""
+    """Registered, not capturing (an on-demand source without subscribers)."""
     SOURCE_STATE_STARTING: _SourceState.ValueType  # 2
     """Opening the device, stream or file."""
     SOURCE_STATE_LIVE: _SourceState.ValueType  # 3
@@ -70,7 +102,9 @@ class _SourceStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceSta
     SOURCE_STATE_RECONNECTING: _SourceState.ValueType  # 4
     """Lost its input; reopening with backoff."""
     SOURCE_STATE_STOPPED: _SourceState.ValueType  # 5
-    """Stopped on purpose (last subscriber left, removed, or a non-looping file ended)."""
+    """Stopped on purpose (an on-demand source's last subscriber left, removed, or a non-looping file
+    ended).
+    """
     SOURCE_STATE_FAILED: _SourceState.ValueType  # 6
     """Cannot run until its configuration changes (for example, permission denied); see last_error."""
 
@@ -80,7 +114,7 @@ class SourceState(_SourceState, metaclass=_SourceStateEnumTypeWrapper):
 SOURCE_STATE_UNSPECIFIED: SourceState.ValueType  # 0
 """Not set."""
 SOURCE_STATE_IDLE: SourceState.ValueType  # 1
-"""Registered, no subscribers, not capturing."""
+"""Registered, not capturing (an on-demand source without subscribers)."""
 SOURCE_STATE_STARTING: SourceState.ValueType  # 2
 """Opening the device, stream or file."""
 SOURCE_STATE_LIVE: SourceState.ValueType  # 3
@@ -88,7 +122,9 @@ SOURCE_STATE_LIVE: SourceState.ValueType  # 3
 SOURCE_STATE_RECONNECTING: SourceState.ValueType  # 4
 """Lost its input; reopening with backoff."""
 SOURCE_STATE_STOPPED: SourceState.ValueType  # 5
-"""Stopped on purpose (last subscriber left, removed, or a non-looping file ended)."""
+"""Stopped on purpose (an on-demand source's last subscriber left, removed, or a non-looping file
+ended).
+"""
 SOURCE_STATE_FAILED: SourceState.ValueType  # 6
 """Cannot run until its configuration changes (for example, permission denied); see last_error."""
 Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
@@ -240,6 +276,8 @@ class SourceSpec(_message.Message):
     WIDTH_FIELD_NUMBER: _builtins.int
     HEIGHT_FIELD_NUMBER: _builtins.int
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    MODE_FIELD_NUMBER: _builtins.int
+    RECORD_URI_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, letters, digits, '-' and '_' only, for example "lobby-cam"."""
     kind: Global___SourceKind.ValueType
@@ -256,6 +294,14 @@ class SourceSpec(_message.Message):
     """Requested frame height in pixels for webcams and the test pattern; 0 means the default."""
     display_name: _builtins.str
     """Human-readable name shown in user interfaces."""
+    mode: Global___SourceMode.ValueType
+    """When the source is captured and analysed; unspecified means the kind's default."""
+    record_uri: _builtins.str
+    """For streams: the camera's main (full-resolution) stream, for recording and full-size viewing,
+    while `uri` names the one detection and tiles use (often the camera's low-resolution substream);
+    empty means `uri` serves both. Its credentials are masked in every response like `uri`'s. Stored
+    and returned; not yet opened by this version.
+    """
     def __init__(
         self,
         *,
@@ -267,10 +313,12 @@ class SourceSpec(_message.Message):
         width: _builtins.int = ...,
         height: _builtins.int = ...,
         display_name: _builtins.str = ...,
+        mode: Global___SourceMode.ValueType = ...,
+        record_uri: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "height", b"height", "id", b"id", "kind", b"kind", "loop", b"loop", "max_fps", b"max_fps", "uri", b"uri", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "height", b"height", "id", b"id", "kind", b"kind", "loop", b"loop", "max_fps", b"max_fps", "mode", b"mode", "record_uri", b"record_uri", "uri", b"uri", "width", b"width"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -529,7 +577,7 @@ class AddSourceResponse(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def source(self) -> Global___Source:
-        """The source as registered, in state idle."""
+        """The source as registered: idle when on demand, starting when always on."""
 
     def __init__(
         self,

@@ -93,7 +93,8 @@ class DetectorServiceServicer:
 
     def Subscribe(self, request, context):
         """Subscribe streams the annotated frames of one source the service owns, plus its state changes.
-        The source's capture starts with its first subscriber and stops after its last one leaves.
+        An on-demand source's capture starts with its first subscriber and stops after its last one
+        leaves; an always-on source captures whether or not anybody subscribes.
         A subscriber that reads slowly loses frames (newest wins) and sees its drop count.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -101,14 +102,16 @@ class DetectorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AddSource(self, request, context):
-        """AddSource registers a new source; capture starts when somebody subscribes.
+        """AddSource registers a new source, kept by the service across restarts; an always-on source
+        starts capturing at once, an on-demand one when somebody subscribes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RemoveSource(self, request, context):
-        """RemoveSource stops a source and ends the streams of its subscribers.
+        """RemoveSource stops a source, ends the streams of its subscribers and forgets it (a source of the
+        service's configuration comes back when the service restarts).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

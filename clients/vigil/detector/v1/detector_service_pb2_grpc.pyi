@@ -41,13 +41,18 @@ class DetectorServiceStub:
     """
     Subscribe: _grpc.UnaryStreamMultiCallable[_detector_service_pb2.SubscribeRequest, _detector_service_pb2.SubscribeResponse]
     """Subscribe streams the annotated frames of one source the service owns, plus its state changes.
-    The source's capture starts with its first subscriber and stops after its last one leaves.
+    An on-demand source's capture starts with its first subscriber and stops after its last one
+    leaves; an always-on source captures whether or not anybody subscribes.
     A subscriber that reads slowly loses frames (newest wins) and sees its drop count.
     """
     AddSource: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.AddSourceRequest, _detector_service_pb2.AddSourceResponse]
-    """AddSource registers a new source; capture starts when somebody subscribes."""
+    """AddSource registers a new source, kept by the service across restarts; an always-on source
+    starts capturing at once, an on-demand one when somebody subscribes.
+    """
     RemoveSource: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.RemoveSourceRequest, _detector_service_pb2.RemoveSourceResponse]
-    """RemoveSource stops a source and ends the streams of its subscribers."""
+    """RemoveSource stops a source, ends the streams of its subscribers and forgets it (a source of the
+    service's configuration comes back when the service restarts).
+    """
     GetSource: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.GetSourceRequest, _detector_service_pb2.GetSourceResponse]
     """GetSource returns one source with its state, last error and live counters."""
     ListSources: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.ListSourcesRequest, _detector_service_pb2.ListSourcesResponse]
@@ -70,13 +75,18 @@ class DetectorServiceAsyncStub(DetectorServiceStub):
     """
     Subscribe: _aio.UnaryStreamMultiCallable[_detector_service_pb2.SubscribeRequest, _detector_service_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Subscribe streams the annotated frames of one source the service owns, plus its state changes.
-    The source's capture starts with its first subscriber and stops after its last one leaves.
+    An on-demand source's capture starts with its first subscriber and stops after its last one
+    leaves; an always-on source captures whether or not anybody subscribes.
     A subscriber that reads slowly loses frames (newest wins) and sees its drop count.
     """
     AddSource: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.AddSourceRequest, _detector_service_pb2.AddSourceResponse]  # type: ignore[assignment]
-    """AddSource registers a new source; capture starts when somebody subscribes."""
+    """AddSource registers a new source, kept by the service across restarts; an always-on source
+    starts capturing at once, an on-demand one when somebody subscribes.
+    """
     RemoveSource: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.RemoveSourceRequest, _detector_service_pb2.RemoveSourceResponse]  # type: ignore[assignment]
-    """RemoveSource stops a source and ends the streams of its subscribers."""
+    """RemoveSource stops a source, ends the streams of its subscribers and forgets it (a source of the
+    service's configuration comes back when the service restarts).
+    """
     GetSource: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.GetSourceRequest, _detector_service_pb2.GetSourceResponse]  # type: ignore[assignment]
     """GetSource returns one source with its state, last error and live counters."""
     ListSources: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.ListSourcesRequest, _detector_service_pb2.ListSourcesResponse]  # type: ignore[assignment]
@@ -108,7 +118,8 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_detector_service_pb2.SubscribeResponse], _abc.AsyncIterator[_detector_service_pb2.SubscribeResponse]]:
         """Subscribe streams the annotated frames of one source the service owns, plus its state changes.
-        The source's capture starts with its first subscriber and stops after its last one leaves.
+        An on-demand source's capture starts with its first subscriber and stops after its last one
+        leaves; an always-on source captures whether or not anybody subscribes.
         A subscriber that reads slowly loses frames (newest wins) and sees its drop count.
         """
 
@@ -118,7 +129,9 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _detector_service_pb2.AddSourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_detector_service_pb2.AddSourceResponse, _abc.Awaitable[_detector_service_pb2.AddSourceResponse]]:
-        """AddSource registers a new source; capture starts when somebody subscribes."""
+        """AddSource registers a new source, kept by the service across restarts; an always-on source
+        starts capturing at once, an on-demand one when somebody subscribes.
+        """
 
     @_abc_1.abstractmethod
     def RemoveSource(
@@ -126,7 +139,9 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _detector_service_pb2.RemoveSourceRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_detector_service_pb2.RemoveSourceResponse, _abc.Awaitable[_detector_service_pb2.RemoveSourceResponse]]:
-        """RemoveSource stops a source and ends the streams of its subscribers."""
+        """RemoveSource stops a source, ends the streams of its subscribers and forgets it (a source of the
+        service's configuration comes back when the service restarts).
+        """
 
     @_abc_1.abstractmethod
     def GetSource(
