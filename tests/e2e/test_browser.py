@@ -157,7 +157,9 @@ async def test_page_end_to_end(
     started = time.monotonic()
     OUTPUT.mkdir(exist_ok=True)
     variant = "model" if services.engine is not None else "no-model"
-    page = await browser.new_page(viewport=VIEWPORT)
+    # Reduced motion, as some people ask for: stage colours then change at once instead of over a
+    # 0.3 s transition, which a tiny model's short inference stage can end midway.
+    page = await browser.new_page(viewport=VIEWPORT, reduced_motion="reduce")
     page_errors: list[str] = []
     page.on("pageerror", lambda error: page_errors.append(str(error)))
     try:
