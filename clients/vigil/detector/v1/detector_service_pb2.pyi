@@ -129,6 +129,56 @@ SOURCE_STATE_FAILED: SourceState.ValueType  # 6
 """Cannot run until its configuration changes (for example, permission denied); see last_error."""
 Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
 
+class _ZoneKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ZoneKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ZoneKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ZONE_KIND_UNSPECIFIED: _ZoneKind.ValueType  # 0
+    """Not set; rejected."""
+    ZONE_KIND_AREA: _ZoneKind.ValueType  # 1
+    """A polygon of at least three points: enter, leave and loitering events."""
+    ZONE_KIND_LINE: _ZoneKind.ValueType  # 2
+    """A line of exactly two points, A then B: crossing events."""
+
+class ZoneKind(_ZoneKind, metaclass=_ZoneKindEnumTypeWrapper):
+    """ZoneKind says whether a zone is an area or a line."""
+
+ZONE_KIND_UNSPECIFIED: ZoneKind.ValueType  # 0
+"""Not set; rejected."""
+ZONE_KIND_AREA: ZoneKind.ValueType  # 1
+"""A polygon of at least three points: enter, leave and loitering events."""
+ZONE_KIND_LINE: ZoneKind.ValueType  # 2
+"""A line of exactly two points, A then B: crossing events."""
+Global___ZoneKind: _TypeAlias = ZoneKind  # noqa: Y015
+
+class _CrossingDirection:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CrossingDirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CrossingDirection.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CROSSING_DIRECTION_UNSPECIFIED: _CrossingDirection.ValueType  # 0
+    """Not set: for a line's filter, both directions."""
+    CROSSING_DIRECTION_IN: _CrossingDirection.ValueType  # 1
+    """From the left of A→B to its right."""
+    CROSSING_DIRECTION_OUT: _CrossingDirection.ValueType  # 2
+    """From the right of A→B to its left."""
+
+class CrossingDirection(_CrossingDirection, metaclass=_CrossingDirectionEnumTypeWrapper):
+    """CrossingDirection is the way an object crosses a line going from A to B: "in" is from the left of
+    A→B to its right, as seen on the picture; "out" the other way.
+    """
+
+CROSSING_DIRECTION_UNSPECIFIED: CrossingDirection.ValueType  # 0
+"""Not set: for a line's filter, both directions."""
+CROSSING_DIRECTION_IN: CrossingDirection.ValueType  # 1
+"""From the left of A→B to its right."""
+CROSSING_DIRECTION_OUT: CrossingDirection.ValueType  # 2
+"""From the right of A→B to its left."""
+Global___CrossingDirection: _TypeAlias = CrossingDirection  # noqa: Y015
+
 class _IncidentEventType:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -141,6 +191,8 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """A weapon-class object has been seen in enough recent frames."""
     INCIDENT_EVENT_TYPE_CLOSED: _IncidentEventType.ValueType  # 2
     """The object has been absent long enough; the incident is over."""
+    INCIDENT_EVENT_TYPE_SOURCE_EVENT: _IncidentEventType.ValueType  # 3
+    """A zone or camera-health event, in `event`; sent only when the request set include_events."""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper):
     """IncidentEventType says whether an incident opened or closed."""
@@ -151,7 +203,57 @@ INCIDENT_EVENT_TYPE_OPENED: IncidentEventType.ValueType  # 1
 """A weapon-class object has been seen in enough recent frames."""
 INCIDENT_EVENT_TYPE_CLOSED: IncidentEventType.ValueType  # 2
 """The object has been absent long enough; the incident is over."""
+INCIDENT_EVENT_TYPE_SOURCE_EVENT: IncidentEventType.ValueType  # 3
+"""A zone or camera-health event, in `event`; sent only when the request set include_events."""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
+
+class _SourceEventKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _SourceEventKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SourceEventKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SOURCE_EVENT_KIND_UNSPECIFIED: _SourceEventKind.ValueType  # 0
+    """Not set."""
+    SOURCE_EVENT_KIND_ZONE_ENTER: _SourceEventKind.ValueType  # 1
+    """An object entered an area."""
+    SOURCE_EVENT_KIND_ZONE_LEAVE: _SourceEventKind.ValueType  # 2
+    """An object left an area (or was lost while inside it)."""
+    SOURCE_EVENT_KIND_ZONE_LOITER: _SourceEventKind.ValueType  # 3
+    """An object stayed in an area for the area's loiter_s."""
+    SOURCE_EVENT_KIND_LINE_CROSS: _SourceEventKind.ValueType  # 4
+    """An object crossed a line."""
+    SOURCE_EVENT_KIND_CAMERA_FROZEN: _SourceEventKind.ValueType  # 10
+    """The stream delivers but the picture does not change."""
+    SOURCE_EVENT_KIND_CAMERA_COVERED: _SourceEventKind.ValueType  # 11
+    """The lens is covered or the picture is black."""
+    SOURCE_EVENT_KIND_CAMERA_DEFOCUSED: _SourceEventKind.ValueType  # 12
+    """The picture is far less sharp than the camera's own baseline."""
+    SOURCE_EVENT_KIND_CAMERA_MOVED: _SourceEventKind.ValueType  # 13
+    """The scene no longer matches the camera's reference view."""
+
+class SourceEventKind(_SourceEventKind, metaclass=_SourceEventKindEnumTypeWrapper):
+    """SourceEventKind says what a zone or camera-health event is about."""
+
+SOURCE_EVENT_KIND_UNSPECIFIED: SourceEventKind.ValueType  # 0
+"""Not set."""
+SOURCE_EVENT_KIND_ZONE_ENTER: SourceEventKind.ValueType  # 1
+"""An object entered an area."""
+SOURCE_EVENT_KIND_ZONE_LEAVE: SourceEventKind.ValueType  # 2
+"""An object left an area (or was lost while inside it)."""
+SOURCE_EVENT_KIND_ZONE_LOITER: SourceEventKind.ValueType  # 3
+"""An object stayed in an area for the area's loiter_s."""
+SOURCE_EVENT_KIND_LINE_CROSS: SourceEventKind.ValueType  # 4
+"""An object crossed a line."""
+SOURCE_EVENT_KIND_CAMERA_FROZEN: SourceEventKind.ValueType  # 10
+"""The stream delivers but the picture does not change."""
+SOURCE_EVENT_KIND_CAMERA_COVERED: SourceEventKind.ValueType  # 11
+"""The lens is covered or the picture is black."""
+SOURCE_EVENT_KIND_CAMERA_DEFOCUSED: SourceEventKind.ValueType  # 12
+"""The picture is far less sharp than the camera's own baseline."""
+SOURCE_EVENT_KIND_CAMERA_MOVED: SourceEventKind.ValueType  # 13
+"""The scene no longer matches the camera's reference view."""
+Global___SourceEventKind: _TypeAlias = SourceEventKind  # noqa: Y015
 
 @_typing.final
 class DetectRequest(_message.Message):
@@ -278,6 +380,11 @@ class SourceSpec(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     MODE_FIELD_NUMBER: _builtins.int
     RECORD_URI_FIELD_NUMBER: _builtins.int
+    ZONES_FIELD_NUMBER: _builtins.int
+    INCIDENT_ZONES_FIELD_NUMBER: _builtins.int
+    MOTION_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    PTZ_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, letters, digits, '-' and '_' only, for example "lobby-cam"."""
     kind: Global___SourceKind.ValueType
@@ -300,8 +407,30 @@ class SourceSpec(_message.Message):
     """For streams: the camera's main (full-resolution) stream, for recording and full-size viewing,
     while `uri` names the one detection and tiles use (often the camera's low-resolution substream);
     empty means `uri` serves both. Its credentials are masked in every response like `uri`'s. Stored
-    and returned; not yet opened by this version.
+    and returned.
     """
+    retention_days: _builtins.float
+    """Days the recording is kept; 0 means the service default. Segments overlapping an incident are
+    kept for the service's (longer) incident retention.
+    """
+    ptz: _builtins.bool
+    """The camera pans, tilts or zooms on purpose: a changed scene is not reported as "moved"."""
+    @_builtins.property
+    def zones(self) -> _containers.RepeatedCompositeFieldContainer[Global___Zone]:
+        """Named areas and lines on the picture; objects entering, leaving, loitering in and crossing
+        them raise zone events. Names are unique within a source.
+        """
+
+    @_builtins.property
+    def incident_zones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """When an object of a weapon class raises an incident: anywhere when empty, else only inside one
+        of these zones (named in `zones`, kind area).
+        """
+
+    @_builtins.property
+    def motion(self) -> Global___MotionSettings:
+        """How motion decides when the object detector runs."""
+
     def __init__(
         self,
         *,
@@ -315,14 +444,149 @@ class SourceSpec(_message.Message):
         display_name: _builtins.str = ...,
         mode: Global___SourceMode.ValueType = ...,
         record_uri: _builtins.str = ...,
+        zones: _abc.Iterable[Global___Zone] | None = ...,
+        incident_zones: _abc.Iterable[_builtins.str] | None = ...,
+        motion: Global___MotionSettings | None = ...,
+        retention_days: _builtins.float = ...,
+        ptz: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["motion", b"motion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "height", b"height", "id", b"id", "kind", b"kind", "loop", b"loop", "max_fps", b"max_fps", "mode", b"mode", "record_uri", b"record_uri", "uri", b"uri", "width", b"width"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "height", b"height", "id", b"id", "incident_zones", b"incident_zones", "kind", b"kind", "loop", b"loop", "max_fps", b"max_fps", "mode", b"mode", "motion", b"motion", "ptz", b"ptz", "record_uri", b"record_uri", "retention_days", b"retention_days", "uri", b"uri", "width", b"width", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SourceSpec: _TypeAlias = SourceSpec  # noqa: Y015
+
+@_typing.final
+class Point(_message.Message):
+    """Point is a position on the picture in normalised coordinates: (0, 0) is the top-left corner,
+    (1, 1) the bottom-right one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    X_FIELD_NUMBER: _builtins.int
+    Y_FIELD_NUMBER: _builtins.int
+    x: _builtins.float
+    """From left (0) to right (1)."""
+    y: _builtins.float
+    """From top (0) to bottom (1)."""
+    def __init__(
+        self,
+        *,
+        x: _builtins.float = ...,
+        y: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["x", b"x", "y", b"y"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Point: _TypeAlias = Point  # noqa: Y015
+
+@_typing.final
+class Zone(_message.Message):
+    """Zone is a named area or line on a source's picture."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    POINTS_FIELD_NUMBER: _builtins.int
+    CLASSES_FIELD_NUMBER: _builtins.int
+    LOITER_S_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """Unique within the source: letters, digits, spaces, '-' and '_'."""
+    kind: Global___ZoneKind.ValueType
+    """Area or line."""
+    loiter_s: _builtins.float
+    """Areas: an object staying this many seconds raises a loitering event; 0 turns it off."""
+    direction: Global___CrossingDirection.ValueType
+    """Lines: the direction that raises events; unspecified means both."""
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___Point]:
+        """The polygon's corners or the line's two ends."""
+
+    @_builtins.property
+    def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Classes that raise events here, for example "person"; empty means every class."""
+
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        kind: Global___ZoneKind.ValueType = ...,
+        points: _abc.Iterable[Global___Point] | None = ...,
+        classes: _abc.Iterable[_builtins.str] | None = ...,
+        loiter_s: _builtins.float = ...,
+        direction: Global___CrossingDirection.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes", "direction", b"direction", "kind", b"kind", "loiter_s", b"loiter_s", "name", b"name", "points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Zone: _TypeAlias = Zone  # noqa: Y015
+
+@_typing.final
+class Polygon(_message.Message):
+    """Polygon is a closed shape of at least three points."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    POINTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def points(self) -> _containers.RepeatedCompositeFieldContainer[Global___Point]:
+        """The corners, in order."""
+
+    def __init__(
+        self,
+        *,
+        points: _abc.Iterable[Global___Point] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["points", b"points"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Polygon: _TypeAlias = Polygon  # noqa: Y015
+
+@_typing.final
+class MotionSettings(_message.Message):
+    """MotionSettings say how motion gates the object detector on a source."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DETECT_EVERY_FRAME_FIELD_NUMBER: _builtins.int
+    SENSITIVITY_FIELD_NUMBER: _builtins.int
+    MASKS_FIELD_NUMBER: _builtins.int
+    detect_every_frame: _builtins.bool
+    """Detect on every frame, without motion gating (for comparison, or a scene that is never still)."""
+    sensitivity: _builtins.float
+    """From 0 to 1; higher sees smaller changes as motion; 0 means the service default."""
+    @_builtins.property
+    def masks(self) -> _containers.RepeatedCompositeFieldContainer[Global___Polygon]:
+        """Areas whose changes are ignored, such as a clock overlay or a tree in the wind."""
+
+    def __init__(
+        self,
+        *,
+        detect_every_frame: _builtins.bool = ...,
+        sensitivity: _builtins.float = ...,
+        masks: _abc.Iterable[Global___Polygon] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detect_every_frame", b"detect_every_frame", "masks", b"masks", "sensitivity", b"sensitivity"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MotionSettings: _TypeAlias = MotionSettings  # noqa: Y015
 
 @_typing.final
 class SourceCounters(_message.Message):
@@ -339,6 +603,9 @@ class SourceCounters(_message.Message):
     FRAMES_PUBLISHED_FIELD_NUMBER: _builtins.int
     DETECTION_ERRORS_FIELD_NUMBER: _builtins.int
     RECONNECTS_FIELD_NUMBER: _builtins.int
+    FRAMES_WITH_MOTION_FIELD_NUMBER: _builtins.int
+    FRAMES_DETECTED_FIELD_NUMBER: _builtins.int
+    FRAMES_SKIPPED_FIELD_NUMBER: _builtins.int
     fps_in: _builtins.float
     """Frames per second read from the input."""
     fps_out: _builtins.float
@@ -357,6 +624,12 @@ class SourceCounters(_message.Message):
     """Frames whose detection failed since start (published unannotated)."""
     reconnects: _builtins.int
     """Times the input was reopened since start."""
+    frames_with_motion: _builtins.int
+    """Frames in which motion was found, since start."""
+    frames_detected: _builtins.int
+    """Frames given to the object detector (whole or in regions), since start."""
+    frames_skipped: _builtins.int
+    """Frames not given to the object detector because nothing moved, since start."""
     def __init__(
         self,
         *,
@@ -369,10 +642,13 @@ class SourceCounters(_message.Message):
         frames_published: _builtins.int = ...,
         detection_errors: _builtins.int = ...,
         reconnects: _builtins.int = ...,
+        frames_with_motion: _builtins.int = ...,
+        frames_detected: _builtins.int = ...,
+        frames_skipped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detection_errors", b"detection_errors", "fps_in", b"fps_in", "fps_out", b"fps_out", "frames_dropped", b"frames_dropped", "frames_published", b"frames_published", "frames_replaced", b"frames_replaced", "inference_ms", b"inference_ms", "reconnects", b"reconnects", "subscribers", b"subscribers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detection_errors", b"detection_errors", "fps_in", b"fps_in", "fps_out", b"fps_out", "frames_detected", b"frames_detected", "frames_dropped", b"frames_dropped", "frames_published", b"frames_published", "frames_replaced", b"frames_replaced", "frames_skipped", b"frames_skipped", "frames_with_motion", b"frames_with_motion", "inference_ms", b"inference_ms", "reconnects", b"reconnects", "subscribers", b"subscribers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -389,10 +665,14 @@ class Source(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     COUNTERS_FIELD_NUMBER: _builtins.int
     STATE_SINCE_FIELD_NUMBER: _builtins.int
+    CAMERA_PROBLEMS_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     state: Global___SourceState.ValueType
     """Where the source is in its life."""
     last_error: _builtins.str
     """The most recent error, kept after recovery so users can see what happened; empty if none."""
+    recording: _builtins.bool
+    """Whether the source is being recorded now."""
     @_builtins.property
     def spec(self) -> Global___SourceSpec:
         """What was declared."""
@@ -405,6 +685,10 @@ class Source(_message.Message):
     def state_since(self) -> _timestamp_pb2.Timestamp:
         """When the source entered its current state."""
 
+    @_builtins.property
+    def camera_problems(self) -> _containers.RepeatedScalarFieldContainer[Global___SourceEventKind.ValueType]:
+        """The camera-health problems present now (for example covered); empty when healthy."""
+
     def __init__(
         self,
         *,
@@ -413,10 +697,12 @@ class Source(_message.Message):
         last_error: _builtins.str = ...,
         counters: Global___SourceCounters | None = ...,
         state_since: _timestamp_pb2.Timestamp | None = ...,
+        camera_problems: _abc.Iterable[Global___SourceEventKind.ValueType] | None = ...,
+        recording: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "spec", b"spec", "state_since", b"state_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "last_error", b"last_error", "spec", b"spec", "state", b"state", "state_since", b"state_since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_problems", b"camera_problems", "counters", b"counters", "last_error", b"last_error", "recording", b"recording", "spec", b"spec", "state", b"state", "state_since", b"state_since"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -740,6 +1026,8 @@ class Incident(_message.Message):
     DETECTIONS_FIELD_NUMBER: _builtins.int
     SNAPSHOT_JPEG_FIELD_NUMBER: _builtins.int
     CLIP_PATH_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
+    ZONES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id."""
     source_id: _builtins.str
@@ -764,6 +1052,17 @@ class Incident(_message.Message):
     def detections(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Detection]:
         """The detections of the frame that opened it."""
 
+    @_builtins.property
+    def recording(self) -> Global___TimeRange:
+        """The part of the source's recording that shows the incident (from shortly before it opened to
+        shortly after it closed; open-ended while open), for ExportRecording; unset when the source is
+        not recorded.
+        """
+
+    @_builtins.property
+    def zones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Zones the incident's object was in when it opened (for rules limited to zones)."""
+
     def __init__(
         self,
         *,
@@ -776,10 +1075,12 @@ class Incident(_message.Message):
         detections: _abc.Iterable[_common_pb2.Detection] | None = ...,
         snapshot_jpeg: _builtins.bytes = ...,
         clip_path: _builtins.str = ...,
+        recording: Global___TimeRange | None = ...,
+        zones: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "opened_at", b"opened_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "opened_at", b"opened_at", "recording", b"recording"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "clip_path", b"clip_path", "closed_at", b"closed_at", "detections", b"detections", "id", b"id", "opened_at", b"opened_at", "peak_confidence", b"peak_confidence", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "clip_path", b"clip_path", "closed_at", b"closed_at", "detections", b"detections", "id", b"id", "opened_at", b"opened_at", "peak_confidence", b"peak_confidence", "recording", b"recording", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -793,19 +1094,23 @@ class StreamIncidentsRequest(_message.Message):
 
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     INCLUDE_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    INCLUDE_EVENTS_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """Follow one source only; empty follows all sources."""
     include_snapshot: _builtins.bool
     """When true events carry the snapshot JPEG."""
+    include_events: _builtins.bool
+    """When true the stream also carries zone and camera-health events."""
     def __init__(
         self,
         *,
         source_id: _builtins.str = ...,
         include_snapshot: _builtins.bool = ...,
+        include_events: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_snapshot", b"include_snapshot", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_events", b"include_events", "include_snapshot", b"include_snapshot", "source_id", b"source_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -819,21 +1124,27 @@ class StreamIncidentsResponse(_message.Message):
 
     TYPE_FIELD_NUMBER: _builtins.int
     INCIDENT_FIELD_NUMBER: _builtins.int
+    EVENT_FIELD_NUMBER: _builtins.int
     type: Global___IncidentEventType.ValueType
     """Whether the incident opened or closed."""
     @_builtins.property
     def incident(self) -> Global___Incident:
-        """The incident as it is after the event."""
+        """The incident as it is after the event; unset for a source event."""
+
+    @_builtins.property
+    def event(self) -> Global___SourceEvent:
+        """The zone or camera-health event, when type is INCIDENT_EVENT_TYPE_SOURCE_EVENT."""
 
     def __init__(
         self,
         *,
         type: Global___IncidentEventType.ValueType = ...,
         incident: Global___Incident | None = ...,
+        event: Global___SourceEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "incident", b"incident"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "incident", b"incident", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -900,3 +1211,463 @@ class ListIncidentsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListIncidentsResponse: _TypeAlias = ListIncidentsResponse  # noqa: Y015
+
+@_typing.final
+class TimeRange(_message.Message):
+    """TimeRange is a half-open span of time [start, end)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """First instant inside."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """First instant after; unset means open-ended (still going on)."""
+
+    def __init__(
+        self,
+        *,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TimeRange: _TypeAlias = TimeRange  # noqa: Y015
+
+@_typing.final
+class UpdateSourceRequest(_message.Message):
+    """UpdateSourceRequest replaces a source's spec."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def source(self) -> Global___SourceSpec:
+        """The new spec; its id names the source to change and its kind may not change."""
+
+    def __init__(
+        self,
+        *,
+        source: Global___SourceSpec | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSourceRequest: _TypeAlias = UpdateSourceRequest  # noqa: Y015
+
+@_typing.final
+class UpdateSourceResponse(_message.Message):
+    """UpdateSourceResponse returns the source as changed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def source(self) -> Global___Source:
+        """The source with its new spec."""
+
+    def __init__(
+        self,
+        *,
+        source: Global___Source | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpdateSourceResponse: _TypeAlias = UpdateSourceResponse  # noqa: Y015
+
+@_typing.final
+class SourceEvent(_message.Message):
+    """SourceEvent is a zone event or a camera-health event of one source."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    ZONE_FIELD_NUMBER: _builtins.int
+    CLASS_NAME_FIELD_NUMBER: _builtins.int
+    TRACK_ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    DETECTION_FIELD_NUMBER: _builtins.int
+    CLEARED_FIELD_NUMBER: _builtins.int
+    DETAIL_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_JPEG_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique id."""
+    source_id: _builtins.str
+    """The source it happened on."""
+    kind: Global___SourceEventKind.ValueType
+    """What happened."""
+    zone: _builtins.str
+    """Zone events: the zone or line."""
+    class_name: _builtins.str
+    """Zone events: the object's class, for example "person"."""
+    track_id: _builtins.int
+    """Zone events: the object's track id."""
+    direction: Global___CrossingDirection.ValueType
+    """Line crossings: the way the object crossed."""
+    cleared: _builtins.bool
+    """Camera-health events: the problem has ended (a second event for the same kind)."""
+    detail: _builtins.str
+    """A short human explanation, for example "sharpness 12% of the camera's baseline"."""
+    snapshot_jpeg: _builtins.bytes
+    """The frame of the event, JPEG-encoded; empty unless asked for."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (the frame's capture time)."""
+
+    @_builtins.property
+    def detection(self) -> _common_pb2.Detection:
+        """Zone events: the object as detected in the frame of the event."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        kind: Global___SourceEventKind.ValueType = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        zone: _builtins.str = ...,
+        class_name: _builtins.str = ...,
+        track_id: _builtins.int = ...,
+        direction: Global___CrossingDirection.ValueType = ...,
+        detection: _common_pb2.Detection | None = ...,
+        cleared: _builtins.bool = ...,
+        detail: _builtins.str = ...,
+        snapshot_jpeg: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detection", b"detection"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "class_name", b"class_name", "cleared", b"cleared", "detail", b"detail", "detection", b"detection", "direction", b"direction", "id", b"id", "kind", b"kind", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id", "track_id", b"track_id", "zone", b"zone"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SourceEvent: _TypeAlias = SourceEvent  # noqa: Y015
+
+@_typing.final
+class ListEventsRequest(_message.Message):
+    """ListEventsRequest pages through stored source events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    KINDS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    INCLUDE_SNAPSHOT_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """One source only; empty lists all sources."""
+    page_size: _builtins.int
+    """Most events to return; 0 means 50, at most 500."""
+    page_token: _builtins.str
+    """Token from a previous response's next_page_token; empty starts at the newest."""
+    include_snapshot: _builtins.bool
+    """When true events carry their snapshot JPEG."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Only events at or after this time; unset means no lower bound."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """Only events before this time; unset means no upper bound."""
+
+    @_builtins.property
+    def kinds(self) -> _containers.RepeatedScalarFieldContainer[Global___SourceEventKind.ValueType]:
+        """Only these kinds; empty means every kind."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+        kinds: _abc.Iterable[Global___SourceEventKind.ValueType] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        include_snapshot: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "include_snapshot", b"include_snapshot", "kinds", b"kinds", "page_size", b"page_size", "page_token", b"page_token", "source_id", b"source_id", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    """ListEventsResponse is one page of events, newest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token for the next page; empty when there is none."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceEvent]:
+        """The events of this page."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___SourceEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class GetCoverageRequest(_message.Message):
+    """GetCoverageRequest asks what a source's recording covers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The source."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """Window start; unset means the oldest recording."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """Window end; unset means now."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "source_id", b"source_id", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoverageRequest: _TypeAlias = GetCoverageRequest  # noqa: Y015
+
+@_typing.final
+class GetCoverageResponse(_message.Message):
+    """GetCoverageResponse lists covered ranges, oldest first, clipped to the window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RANGES_FIELD_NUMBER: _builtins.int
+    BYTES_FIELD_NUMBER: _builtins.int
+    bytes: _builtins.int
+    """Bytes of recording kept for the source."""
+    @_builtins.property
+    def ranges(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """The ranges with recording; the last one is open-ended while the source is recording."""
+
+    def __init__(
+        self,
+        *,
+        ranges: _abc.Iterable[Global___TimeRange] | None = ...,
+        bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes", b"bytes", "ranges", b"ranges"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetCoverageResponse: _TypeAlias = GetCoverageResponse  # noqa: Y015
+
+@_typing.final
+class ExportRecordingRequest(_message.Message):
+    """ExportRecordingRequest asks for a time range as one MP4."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    RANGE_FIELD_NUMBER: _builtins.int
+    OFFSET_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The source."""
+    offset: _builtins.int
+    """First byte of the MP4 to send."""
+    limit: _builtins.int
+    """Most bytes to send; 0 means to the end."""
+    @_builtins.property
+    def range(self) -> Global___TimeRange:
+        """The range; start and end are required, and the range may be at most the service's export limit."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        range: Global___TimeRange | None = ...,
+        offset: _builtins.int = ...,
+        limit: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["range", b"range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "offset", b"offset", "range", b"range", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportRecordingRequest: _TypeAlias = ExportRecordingRequest  # noqa: Y015
+
+@_typing.final
+class ExportInfo(_message.Message):
+    """ExportInfo describes an exported MP4."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COVERED_FIELD_NUMBER: _builtins.int
+    SIZE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    GAPS_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """The file's total size in bytes."""
+    content_type: _builtins.str
+    """Always "video/mp4"."""
+    @_builtins.property
+    def covered(self) -> Global___TimeRange:
+        """The time the file covers: the requested range cut to whole recorded segments that overlap it,
+        so it may start a little earlier (at a keyframe) and end a little later.
+        """
+
+    @_builtins.property
+    def gaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
+        """Gaps inside the range, which the file skips."""
+
+    def __init__(
+        self,
+        *,
+        covered: Global___TimeRange | None = ...,
+        size: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        gaps: _abc.Iterable[Global___TimeRange] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["covered", b"covered"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "covered", b"covered", "gaps", b"gaps", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportInfo: _TypeAlias = ExportInfo  # noqa: Y015
+
+@_typing.final
+class ExportRecordingResponse(_message.Message):
+    """ExportRecordingResponse is one message of an export: the description first, then chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the file, starting at the request's offset."""
+    @_builtins.property
+    def info(self) -> Global___ExportInfo:
+        """The first message."""
+
+    def __init__(
+        self,
+        *,
+        info: Global___ExportInfo | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "info", b"info", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "info", b"info", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["info", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ExportRecordingResponse: _TypeAlias = ExportRecordingResponse  # noqa: Y015
+
+@_typing.final
+class GetSnapshotRequest(_message.Message):
+    """GetSnapshotRequest asks for one picture of a source."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The source."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """The moment, from the recording; unset means the newest live frame."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSnapshotRequest: _TypeAlias = GetSnapshotRequest  # noqa: Y015
+
+@_typing.final
+class GetSnapshotResponse(_message.Message):
+    """GetSnapshotResponse is one picture."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JPEG_FIELD_NUMBER: _builtins.int
+    AT_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    jpeg: _builtins.bytes
+    """The picture, JPEG-encoded."""
+    width: _builtins.int
+    """Width in pixels."""
+    height: _builtins.int
+    """Height in pixels."""
+    @_builtins.property
+    def at(self) -> _timestamp_pb2.Timestamp:
+        """When it was captured (the nearest recorded frame at or before the requested time)."""
+
+    def __init__(
+        self,
+        *,
+        jpeg: _builtins.bytes = ...,
+        at: _timestamp_pb2.Timestamp | None = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "height", b"height", "jpeg", b"jpeg", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSnapshotResponse: _TypeAlias = GetSnapshotResponse  # noqa: Y015

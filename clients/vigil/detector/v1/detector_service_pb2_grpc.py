@@ -76,6 +76,31 @@ class DetectorServiceStub:
                 request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListIncidentsRequest.SerializeToString,
                 response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListIncidentsResponse.FromString,
                 _registered_method=True)
+        self.UpdateSource = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/UpdateSource',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.UpdateSourceRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.UpdateSourceResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/ListEvents',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
+        self.GetCoverage = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/GetCoverage',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetCoverageRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetCoverageResponse.FromString,
+                _registered_method=True)
+        self.ExportRecording = channel.unary_stream(
+                '/vigil.detector.v1.DetectorService/ExportRecording',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportRecordingRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportRecordingResponse.FromString,
+                _registered_method=True)
+        self.GetSnapshot = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/GetSnapshot',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotResponse.FromString,
+                _registered_method=True)
 
 
 class DetectorServiceServicer:
@@ -145,6 +170,46 @@ class DetectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateSource(self, request, context):
+        """UpdateSource replaces a source's spec (zones, motion settings, mode, retention, streams) keeping
+        its id, its recordings and its incident history; capture restarts only when a stream changed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """ListEvents pages through the stored zone and camera-health events, newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetCoverage(self, request, context):
+        """GetCoverage returns the time ranges a source's recording covers within a window; what lies
+        between two ranges is a gap (the camera was unreachable or the source was not recording).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportRecording(self, request, context):
+        """ExportRecording returns a time range of a source's recording as one MP4, joined from the
+        stored segments without re-encoding. The first message says what the file covers and its
+        size; chunks follow. `offset` and `limit` read part of the file, for HTTP range requests.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSnapshot(self, request, context):
+        """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
+        frame when no time is given.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DetectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -187,6 +252,31 @@ def add_DetectorServiceServicer_to_server(servicer, server):
                     servicer.ListIncidents,
                     request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListIncidentsRequest.FromString,
                     response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListIncidentsResponse.SerializeToString,
+            ),
+            'UpdateSource': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateSource,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.UpdateSourceRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.UpdateSourceResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListEventsRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'GetCoverage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCoverage,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetCoverageRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetCoverageResponse.SerializeToString,
+            ),
+            'ExportRecording': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportRecording,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportRecordingRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportRecordingResponse.SerializeToString,
+            ),
+            'GetSnapshot': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSnapshot,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -407,6 +497,141 @@ class DetectorService:
             '/vigil.detector.v1.DetectorService/ListIncidents',
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListIncidentsRequest.SerializeToString,
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListIncidentsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateSource(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/UpdateSource',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.UpdateSourceRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.UpdateSourceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/ListEvents',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListEventsRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCoverage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/GetCoverage',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetCoverageRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetCoverageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportRecording(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/ExportRecording',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportRecordingRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportRecordingResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSnapshot(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/GetSnapshot',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotResponse.FromString,
             options,
             channel_credentials,
             insecure,

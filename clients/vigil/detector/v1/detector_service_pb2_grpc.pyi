@@ -61,6 +61,25 @@ class DetectorServiceStub:
     """StreamIncidents streams incident open and close events as they happen."""
     ListIncidents: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.ListIncidentsRequest, _detector_service_pb2.ListIncidentsResponse]
     """ListIncidents pages through the stored incident history, newest first."""
+    UpdateSource: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.UpdateSourceRequest, _detector_service_pb2.UpdateSourceResponse]
+    """UpdateSource replaces a source's spec (zones, motion settings, mode, retention, streams) keeping
+    its id, its recordings and its incident history; capture restarts only when a stream changed.
+    """
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.ListEventsRequest, _detector_service_pb2.ListEventsResponse]
+    """ListEvents pages through the stored zone and camera-health events, newest first."""
+    GetCoverage: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.GetCoverageRequest, _detector_service_pb2.GetCoverageResponse]
+    """GetCoverage returns the time ranges a source's recording covers within a window; what lies
+    between two ranges is a gap (the camera was unreachable or the source was not recording).
+    """
+    ExportRecording: _grpc.UnaryStreamMultiCallable[_detector_service_pb2.ExportRecordingRequest, _detector_service_pb2.ExportRecordingResponse]
+    """ExportRecording returns a time range of a source's recording as one MP4, joined from the
+    stored segments without re-encoding. The first message says what the file covers and its
+    size; chunks follow. `offset` and `limit` read part of the file, for HTTP range requests.
+    """
+    GetSnapshot: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.GetSnapshotRequest, _detector_service_pb2.GetSnapshotResponse]
+    """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
+    frame when no time is given.
+    """
 
 @_typing.type_check_only
 class DetectorServiceAsyncStub(DetectorServiceStub):
@@ -95,6 +114,25 @@ class DetectorServiceAsyncStub(DetectorServiceStub):
     """StreamIncidents streams incident open and close events as they happen."""
     ListIncidents: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.ListIncidentsRequest, _detector_service_pb2.ListIncidentsResponse]  # type: ignore[assignment]
     """ListIncidents pages through the stored incident history, newest first."""
+    UpdateSource: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.UpdateSourceRequest, _detector_service_pb2.UpdateSourceResponse]  # type: ignore[assignment]
+    """UpdateSource replaces a source's spec (zones, motion settings, mode, retention, streams) keeping
+    its id, its recordings and its incident history; capture restarts only when a stream changed.
+    """
+    ListEvents: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.ListEventsRequest, _detector_service_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """ListEvents pages through the stored zone and camera-health events, newest first."""
+    GetCoverage: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.GetCoverageRequest, _detector_service_pb2.GetCoverageResponse]  # type: ignore[assignment]
+    """GetCoverage returns the time ranges a source's recording covers within a window; what lies
+    between two ranges is a gap (the camera was unreachable or the source was not recording).
+    """
+    ExportRecording: _aio.UnaryStreamMultiCallable[_detector_service_pb2.ExportRecordingRequest, _detector_service_pb2.ExportRecordingResponse]  # type: ignore[assignment]
+    """ExportRecording returns a time range of a source's recording as one MP4, joined from the
+    stored segments without re-encoding. The first message says what the file covers and its
+    size; chunks follow. `offset` and `limit` read part of the file, for HTTP range requests.
+    """
+    GetSnapshot: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.GetSnapshotRequest, _detector_service_pb2.GetSnapshotResponse]  # type: ignore[assignment]
+    """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
+    frame when no time is given.
+    """
 
 class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
     """DetectorService owns live video sources, runs object detection on their frames and on frames sent
@@ -174,5 +212,54 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_detector_service_pb2.ListIncidentsResponse, _abc.Awaitable[_detector_service_pb2.ListIncidentsResponse]]:
         """ListIncidents pages through the stored incident history, newest first."""
+
+    @_abc_1.abstractmethod
+    def UpdateSource(
+        self,
+        request: _detector_service_pb2.UpdateSourceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.UpdateSourceResponse, _abc.Awaitable[_detector_service_pb2.UpdateSourceResponse]]:
+        """UpdateSource replaces a source's spec (zones, motion settings, mode, retention, streams) keeping
+        its id, its recordings and its incident history; capture restarts only when a stream changed.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _detector_service_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.ListEventsResponse, _abc.Awaitable[_detector_service_pb2.ListEventsResponse]]:
+        """ListEvents pages through the stored zone and camera-health events, newest first."""
+
+    @_abc_1.abstractmethod
+    def GetCoverage(
+        self,
+        request: _detector_service_pb2.GetCoverageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.GetCoverageResponse, _abc.Awaitable[_detector_service_pb2.GetCoverageResponse]]:
+        """GetCoverage returns the time ranges a source's recording covers within a window; what lies
+        between two ranges is a gap (the camera was unreachable or the source was not recording).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportRecording(
+        self,
+        request: _detector_service_pb2.ExportRecordingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_detector_service_pb2.ExportRecordingResponse], _abc.AsyncIterator[_detector_service_pb2.ExportRecordingResponse]]:
+        """ExportRecording returns a time range of a source's recording as one MP4, joined from the
+        stored segments without re-encoding. The first message says what the file covers and its
+        size; chunks follow. `offset` and `limit` read part of the file, for HTTP range requests.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSnapshot(
+        self,
+        request: _detector_service_pb2.GetSnapshotRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.GetSnapshotResponse, _abc.Awaitable[_detector_service_pb2.GetSnapshotResponse]]:
+        """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
+        frame when no time is given.
+        """
 
 def add_DetectorServiceServicer_to_server(servicer: DetectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
