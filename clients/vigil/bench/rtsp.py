@@ -16,7 +16,9 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 
 class RtspCamera:
     """A GStreamer RTSP server on 127.0.0.1 with one shared live H.264 camera per mount, showing
-    GStreamer's test ``pattern`` (a moving ball by default; "blue" is a still blue picture)."""
+    GStreamer's test ``pattern`` (a moving ball by default; "blue" is a still blue picture), or a
+    scripted scene: ``frames``, a printf pattern of JPEG files numbered from 0 (for example
+    ``/tmp/scene/%05d.jpg``, all of ``width``×``height``), played at ``fps`` and looped."""
 
     def __init__(
         self,
@@ -27,6 +29,7 @@ class RtspCamera:
         fps: int = 15,
         keyframe_s: float = 2.0,
         pattern: str = "ball",
+        frames: str = "",
     ) -> None:
         self.mounts = mounts
         self.args = [
@@ -36,6 +39,7 @@ class RtspCamera:
             f"--fps={fps}",
             f"--keyframe-s={keyframe_s}",
             f"--pattern={pattern}",
+            f"--frames={frames}",
         ]
         self.port = 0
         self._proc: subprocess.Popen[str] | None = None

@@ -27,14 +27,26 @@ def main() -> None:
     parser.add_argument("--keyframe-s", type=float, default=2.0)
     # A videotestsrc pattern: "ball" moves; "blue" or "red" are still, solid pictures.
     parser.add_argument("--pattern", default="ball")
+    # A scripted scene instead: JPEG files named by a printf pattern ("/tmp/s/%05d.jpg"), numbered
+    # from 0, played at --fps in real time and from the start again after the last one.
+    parser.add_argument("--frames", default="")
     args = parser.parse_args()
     Gst.init(None)
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service("0")
     gop = max(1, round(args.fps * args.keyframe_s))
+    if args.frames:
+        # clocksync paces the files at --fps as a camera would deliver them.
+        source = (
+            f"multifilesrc location={args.frames} index=0 loop=true "
+            f"caps=image/jpeg,framerate={args.fps}/1 ! jpegdec ! videoconvert "
+            "! clocksync sync-to-first=true"
+        )
+    else:
+        source = f"videotestsrc is-live=true pattern={args.pattern}"
     launch = (
-        f"( videotestsrc is-live=true pattern={args.pattern} ! video/x-raw,width={args.width},"
+        f"( {source} ! video/x-raw,width={args.width},"
         f"height={args.height},framerate={args.fps}/1 ! x264enc tune=zerolatency "
         f"speed-preset=ultrafast key-int-max={gop} ! rtph264pay name=pay0 pt=96 )"
     )
