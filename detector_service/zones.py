@@ -12,7 +12,7 @@ frames' capture times, never by frame counts: motion gating runs the detector at
 scene), so "N frames" means nothing. supervision's ``LineZone`` forgets a track after two frames
 without it and confirms a side over frames, so crossings are judged here instead: a crossing is
 the track's movement, from its last position on one side to its position on the other, passing
-through the segment A→B (``supervision.Vector.cross_product`` gives the sides). A track unseen for
+through the segment A→B (supervision's ``Vector.cross_product`` gives the sides). A track unseen for
 ``track_lost_s`` (the tracker's own budget) is gone: it leaves the areas it was in.
 
 A track is an object only once the tracker has confirmed it (it has an id); boxes without one are
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 import supervision as sv
+from supervision.geometry.core import Point, Vector
 
 from detector_service.detections import FloatArray
 from detector_service.subscribers import Processed
@@ -122,7 +123,7 @@ class _Side:
     """The side of a line a track was last seen on (+1: right of A→B on the picture)."""
 
     side: int
-    point: sv.Point
+    point: Point
     seen_ns: int
 
 
@@ -146,11 +147,11 @@ class _Line:
     def __init__(self, zone: pb.Zone) -> None:
         self.zone = zone
         a, b = zone.points
-        self.vector = sv.Vector(sv.Point(a.x, a.y), sv.Point(b.x, b.y))
+        self.vector = Vector(Point(a.x, a.y), Point(b.x, b.y))
         self.sides: dict[int, _Side] = {}
 
     def crossing(
-        self, track_id: int, point: sv.Point, time_ns: int
+        self, track_id: int, point: Point, time_ns: int
     ) -> pb.CrossingDirection.ValueType | None:
         """The direction in which the track crossed since it was last seen, if it did."""
         cross = self.vector.cross_product(point)
@@ -163,7 +164,7 @@ class _Line:
             return None
         # The path from the last point to this one must pass through the segment, not around
         # one of its ends: A and B lie on either side of the path (or on it).
-        path = sv.Vector(last.point, point)
+        path = Vector(last.point, point)
         if path.cross_product(self.vector.start) * path.cross_product(self.vector.end) > 0:
             return None
         return IN if side > 0 else OUT
@@ -264,9 +265,7 @@ class ZoneWatch:
         for d in tracked:
             if zone.classes and d.class_name not in zone.classes:
                 continue
-            anchor = sv.Point(
-                (d.box.x_min + d.box.x_max) / 2 / item.width, d.box.y_max / item.height
-            )
+            anchor = Point((d.box.x_min + d.box.x_max) / 2 / item.width, d.box.y_max / item.height)
             direction = line.crossing(d.track_id, anchor, now)
             if direction is not None and zone.direction in (0, direction):
                 event = self._event(pb.SOURCE_EVENT_KIND_LINE_CROSS, zone, d, now)
