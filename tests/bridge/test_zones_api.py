@@ -57,10 +57,12 @@ async def test_events_are_listed_newest_first_with_filters(
     client: httpx.AsyncClient, detector: Any
 ) -> None:
     t0 = 1_735_732_800  # 2025-01-01T12:00:00Z
-    for n, kind in enumerate([pb.SOURCE_EVENT_KIND_ZONE_ENTER, pb.SOURCE_EVENT_KIND_LINE_CROSS]):
+    kinds = [pb.SOURCE_EVENT_KIND_ZONE_ENTER, pb.SOURCE_EVENT_KIND_LINE_CROSS]
+    directions = [pb.CROSSING_DIRECTION_UNSPECIFIED, pb.CROSSING_DIRECTION_OUT]
+    for n, (kind, direction) in enumerate(zip(kinds, directions, strict=True)):
         event = pb.SourceEvent(
             source_id="default", kind=kind, at=Timestamp(seconds=t0 + n), zone="gate",
-            class_name="person", track_id=7, direction=pb.CROSSING_DIRECTION_OUT if n else 0,
+            class_name="person", track_id=7, direction=direction,
         )  # fmt: skip
         detector.server.events.record(event, b"\xff\xd8" if n else None)
 

@@ -31,7 +31,12 @@ def event(source_id: str, kind: pb.SourceEventKind.ValueType, at_s: int) -> pb.S
 
 async def record_all(detector: DetectorServer, events: list[tuple[pb.SourceEvent, bytes]]) -> None:
     """Record from another thread, as the processing and health threads do."""
-    thread = threading.Thread(target=lambda: [detector.events.record(*e) for e in events])
+
+    def produce() -> None:
+        for e in events:
+            detector.events.record(*e)
+
+    thread = threading.Thread(target=produce)
     thread.start()
     await asyncio.to_thread(thread.join)
 

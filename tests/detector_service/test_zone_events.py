@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import TYPE_CHECKING
 
 import cv2
@@ -82,7 +82,7 @@ def camera(url: str, *zones: pb.Zone, incident_zones: tuple[str, ...] = ()) -> p
     )
 
 
-async def follow(stub: Stub, include_events: bool) -> AsyncIterator[pb.StreamIncidentsResponse]:
+async def follow(stub: Stub, include_events: bool) -> AsyncGenerator[pb.StreamIncidentsResponse]:
     call = stub.StreamIncidents(
         pb.StreamIncidentsRequest(source_id="cam", include_events=include_events)
     )
