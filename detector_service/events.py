@@ -133,7 +133,8 @@ class EventLog:
     # --- any thread ----------------------------------------------------------------------------
 
     def record(self, event: pb.SourceEvent, snapshot_jpeg: bytes | None) -> None:
-        """Store ``event`` (given an id when it has none) and stream it; returns at once.
+        """Store ``event`` (given an id and the time now when it has none) and stream it;
+        returns at once.
 
         ``snapshot_jpeg`` is the frame of the event, stored with it and sent to subscribers that
         asked for snapshots. The caller may go on changing its ``event``: it is copied here.
@@ -143,6 +144,8 @@ class EventLog:
         stored = pb.SourceEvent()
         stored.CopyFrom(event)
         stored.id = stored.id or uuid.uuid4().hex
+        if not stored.HasField("at"):
+            stored.at.GetCurrentTime()
         stored.ClearField("snapshot_jpeg")
         stored.has_snapshot = bool(snapshot_jpeg)
         row = (

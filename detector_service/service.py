@@ -168,18 +168,18 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         subscription = self.incidents.subscribe(
             request.source_id, include_snapshot=request.include_snapshot
         )
-        subscriptions = [subscription]
+        events = None
         if request.include_events:
             events = self.events.subscribe(
                 request.source_id, include_snapshot=request.include_snapshot
             )
-            subscriptions.append(events)  # type: ignore[arg-type]
         try:
-            async for event in merged(*subscriptions):
+            async for event in merged(subscription, *(events,) if events else ()):
                 yield event
         finally:
-            for sub in subscriptions:
-                sub.close()
+            subscription.close()
+            if events is not None:
+                events.close()
 
     async def ListIncidents(
         self, request: pb.ListIncidentsRequest, context: Context
