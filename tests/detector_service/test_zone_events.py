@@ -74,6 +74,12 @@ GATE = pb.Zone(
     name="gate", kind=pb.ZONE_KIND_LINE, points=[pb.Point(x=0.3, y=0.0), pb.Point(x=0.3, y=1.0)]
 )
 PAD = area("pad", 0.25, 0.5, loiter_s=1.0)
+# The same gate for inbound crossings only, and the pad for knives and for people only.
+GATE_IN = pb.Zone(name="gate-in", points=GATE.points, kind=GATE.kind, direction=IN)
+KNIVES, PEOPLE = (
+    area("knives", 0.25, 0.5, classes=["knife"]),
+    area("people", 0.25, 0.5, classes=["person"]),
+)
 
 
 def camera(url: str, *zones: pb.Zone, incident_zones: tuple[str, ...] = ()) -> pb.SourceSpec:
@@ -119,16 +125,21 @@ async def test_enter_cross_loiter_cross_back_and_leave(
 ) -> None:
     cycle = asyncio.create_task(one_cycle(detector_stub))
     await asyncio.sleep(0)  # subscribed before the source starts
-    await detector_stub.AddSource(pb.AddSourceRequest(source=camera(scene_camera.url(), PAD, GATE)))
+    zones = (PAD, GATE, GATE_IN, KNIVES, PEOPLE)
+    await detector_stub.AddSource(pb.AddSourceRequest(source=camera(scene_camera.url(), *zones)))
     events = await cycle
 
-    assert [(e.kind, e.zone, e.direction) for e in events] == [
+    assert [(e.kind, e.zone, e.direction) for e in events if e.zone != "knives"] == [
         (ENTER, "pad", 0),
         (CROSS, "gate", OUT),
         (LOITER, "pad", 0),
         (CROSS, "gate", IN),
+        (CROSS, "gate-in", IN),
         (LEAVE, "pad", 0),
     ]
+    # Class filters: the knife is seen in the area for knives, not in the one for people.
+    assert [e.kind for e in events if e.zone == "knives"] == [ENTER]
+    events = [e for e in events if e.zone != "knives"]
     assert len({e.track_id for e in events}) == 1
     assert all(e.class_name == "knife" and e.source_id == "cam" and e.id for e in events)
     enter, loiter = events[0].at.ToNanoseconds(), events[2].at.ToNanoseconds()
