@@ -18,6 +18,7 @@ import contextlib
 import logging
 import pathlib
 import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
@@ -31,6 +32,8 @@ T = TypeVar("T")
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
 SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
+# Events past their retention are deleted at most this often (on the writer thread, with a write).
+PRUNE_EVERY_NS = 3600 * 10**9
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -97,12 +100,19 @@ class EventLog:
     """Stores, lists and streams source events. ``record`` is thread-safe and never blocks."""
 
     def __init__(
-        self, path: pathlib.Path, loop: asyncio.AbstractEventLoop, subscriber_queue: int = 256
+        self,
+        path: pathlib.Path,
+        loop: asyncio.AbstractEventLoop,
+        retention_s: float,
+        subscriber_queue: int = 256,
     ) -> None:
-        """Open (creating if needed) the database; blocks briefly, so call it off the loop."""
+        """Open (creating if needed) the database; blocks briefly, so call it off the loop.
+        Events older than ``retention_s`` (by their time) are deleted, snapshots included."""
         self.path = path
         self.loop = loop
         self.subscriber_queue = subscriber_queue
+        self._retention_ns = int(retention_s * 1e9)
+        self._pruned_ns = 0
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
         self._db: sqlite3.Connection | None = None
         self._subscriptions: set[EventSubscription] = set()
@@ -123,6 +133,13 @@ class EventLog:
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
         self._db = db
+        self._prune()
+
+    def _prune(self) -> None:
+        # On the writer thread: a busy line's events and snapshots must not fill the disk.
+        now = time.time_ns()
+        self.db.execute("DELETE FROM events WHERE at_ns < ?", (now - self._retention_ns,))
+        self._pruned_ns = now
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -163,6 +180,8 @@ class EventLog:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 row,
             )
+            if time.time_ns() - self._pruned_ns > PRUNE_EVERY_NS:
+                self._prune()
 
         try:
             future = self._executor.submit(go)

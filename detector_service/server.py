@@ -119,7 +119,10 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         open_tracker, incident_config(settings), asyncio.get_running_loop()
     )
     events = await asyncio.to_thread(
-        EventLog, settings.data_dir / "events.sqlite3", asyncio.get_running_loop()
+        EventLog,
+        settings.data_dir / "events.sqlite3",
+        asyncio.get_running_loop(),
+        settings.event_retention_days * 86400,
     )
     zones = Zones(settings.track_lost_s, events.record)
     incidents.place = zones.place
