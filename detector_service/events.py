@@ -23,6 +23,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
+from google.protobuf.timestamp_pb2 import Timestamp
+
 from detector_service.private import private_dir, private_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -224,10 +226,10 @@ class EventLog:
             params.append(request.source_id)
         if request.HasField("start"):
             sql += " AND at_ns >= ?"
-            params.append(request.start.ToNanoseconds())
+            params.append(_clamped_ns(request.start))
         if request.HasField("end"):
             sql += " AND at_ns < ?"
-            params.append(request.end.ToNanoseconds())
+            params.append(_clamped_ns(request.end))
         if request.kinds:
             sql += f" AND kind IN ({', '.join('?' * len(request.kinds))})"
             params.extend(int(k) for k in request.kinds)
@@ -306,6 +308,12 @@ def _log_failure(future: concurrent.futures.Future[None]) -> None:
     # Logged only: the event was streamed all the same.
     if not future.cancelled() and future.exception() is not None:
         log.error("event log: storing an event failed: %s", future.exception())
+
+
+def _clamped_ns(ts: Timestamp) -> int:
+    """A bound in nanoseconds SQLite can hold: times past 2262 (or before 1677) as far as it
+    goes, which no event reaches."""
+    return max(-(2**63), min(ts.ToNanoseconds(), 2**63 - 1))
 
 
 def _encode_token(at_ns: int, seq: int) -> str:

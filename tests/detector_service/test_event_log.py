@@ -70,6 +70,9 @@ async def test_filters_pages_and_snapshots(detector: DetectorServer, detector_st
         detector_stub, start=Timestamp(seconds=T0 + 1), end=Timestamp(seconds=T0 + 3)
     )
     assert [e.at.seconds - T0 for e in window.events] == [2, 2, 1]
+    # Bounds beyond what nanoseconds since 1970 hold in 64 bits (year 2262) mean "no bound".
+    far = await listed(detector_stub, end=Timestamp(seconds=253402300799), source_id="b")
+    assert [e.kind for e in far.events] == [COVERED]
     with_snapshots = await listed(
         detector_stub, source_id="a", kinds=[LEAVE], include_snapshot=True
     )
