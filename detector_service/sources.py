@@ -22,7 +22,7 @@ from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
-from detector_service.zones import Zones, validate_zones
+from detector_service.zones import Zones, validate_zones, zones_from_tables
 from vigil.core import source_ids
 from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -97,6 +97,7 @@ MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
 STREAM_FIELDS = ("uri", "record_uri", "width", "height", "max_fps", "loop")
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
+    "zones", "incident_zones",
 }  # fmt: skip
 
 
@@ -109,6 +110,11 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     uri = "rtsp://camera.local/stream2"
     record_uri = "rtsp://camera.local/stream1"   # optional: the main stream (streams only)
     mode = "always"           # always | on_demand; default: always for cameras, else on_demand
+    incident_zones = ["door"] # optional: weapons alert only inside these areas
+    [[sources.zones]]         # optional, repeated: see zones.zones_from_tables
+    name = "door"
+    kind = "area"
+    points = [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9]]
 
     The file may hold camera passwords: one that group or others can read is refused.
     """
@@ -141,6 +147,7 @@ def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
     mode = values.pop("mode", None)
     if mode is not None and mode not in MODES:
         raise InvalidInput(f"{where}: mode must be one of {sorted(MODES)}")
+    values["zones"] = zones_from_tables(values.get("zones", []), where)
     try:
         return pb.SourceSpec(
             kind=KINDS[kind], mode=MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED, **values

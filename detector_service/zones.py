@@ -28,6 +28,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -106,6 +107,49 @@ def _validate_zone(zone: pb.Zone, where: str) -> None:
         raise InvalidInput(f"{where}: direction is for lines, not areas", field="zones")
     if any(not c for c in zone.classes):
         raise InvalidInput(f"{where}: class names must not be empty", field="zones")
+
+
+ZONE_KEYS = {"name", "kind", "points", "classes", "loiter_s", "direction"}
+TOML_KINDS: dict[str, pb.ZoneKind.ValueType] = {"area": AREA, "line": LINE}
+TOML_DIRECTIONS: dict[str, pb.CrossingDirection.ValueType] = {"in": IN, "out": OUT}
+
+
+def zones_from_tables(tables: Any, where: str) -> list[pb.Zone]:
+    """Zones from a sources file's ``[[sources.zones]]`` tables (checked by ``validate_zones``
+    with the rest of the spec)::
+
+        [[sources.zones]]
+        name = "door"
+        kind = "area"              # area | line
+        points = [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9]]
+        classes = ["person"]       # optional; every class when left out
+        loiter_s = 30              # areas, optional
+        # direction = "in"         # lines, optional: in | out
+    """
+    if not isinstance(tables, list):
+        raise InvalidInput(f"{where}: zones must be a list of tables")
+    zones = []
+    for table in tables:
+        if not isinstance(table, dict) or set(table) - ZONE_KEYS:
+            raise InvalidInput(f"{where}: a zone is a table of {sorted(ZONE_KEYS)}")
+        if table.get("direction", "in") not in TOML_DIRECTIONS:
+            raise InvalidInput(f"{where}: a line's direction is in or out (or left out: both)")
+        try:
+            zones.append(
+                pb.Zone(
+                    name=table.get("name", ""),
+                    kind=TOML_KINDS.get(str(table.get("kind")), pb.ZONE_KIND_UNSPECIFIED),
+                    points=[pb.Point(x=x, y=y) for x, y in table.get("points", [])],
+                    classes=table.get("classes", []),
+                    loiter_s=table.get("loiter_s", 0.0),
+                    direction=TOML_DIRECTIONS.get(
+                        str(table.get("direction")), pb.CROSSING_DIRECTION_UNSPECIFIED
+                    ),
+                )
+            )
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"{where}: zone {table.get('name', '')!r}: {exc}") from None
+    return zones
 
 
 @dataclass(slots=True)

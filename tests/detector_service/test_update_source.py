@@ -15,6 +15,8 @@ import pytest
 from detector_service.server import serve
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
+from detector_service.sources import load_sources_file
+from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -113,3 +115,42 @@ async def test_a_configured_source_keeps_its_update_until_its_configuration_chan
     async with started(settings) as stub:
         assert list((await get(stub, "lobby")).spec.zones) == []
         assert list((await get(stub, "default")).spec.zones) == [DOOR]
+
+
+async def test_zones_from_the_sources_file(tmp_path: pathlib.Path) -> None:
+    sources = tmp_path / "sources.toml"
+    sources.write_text(
+        '[[sources]]\nid = "lobby"\nkind = "test_pattern"\nincident_zones = ["door"]\n'
+        '[[sources.zones]]\nname = "door"\nkind = "area"\nloiter_s = 3.0\n'
+        "points = [[0.1, 0.1], [0.5, 0.1], [0.5, 0.9]]\n"
+        '[[sources.zones]]\nname = "gate"\nkind = "line"\ndirection = "out"\n'
+        'classes = ["person"]\npoints = [[0.5, 0], [0.5, 1]]\n'
+    )
+    sources.chmod(0o600)
+    (lobby,) = load_sources_file(sources)
+    gate = pb.Zone(
+        name="gate", kind=pb.ZONE_KIND_LINE, points=[pb.Point(x=0.5), pb.Point(x=0.5, y=1)],
+        classes=["person"], direction=pb.CROSSING_DIRECTION_OUT,
+    )  # fmt: skip
+    assert list(lobby.zones) == [DOOR, gate]
+    assert list(lobby.incident_zones) == ["door"]
+
+    sources.write_text(
+        '[[sources]]\nid = "lobby"\nkind = "test_pattern"\n'
+        '[[sources.zones]]\nname = "door"\nkind = "area"\npoints = [[0.1, 0.1], [0.5, 0.1]]\n'
+    )
+    with pytest.raises(InvalidInput, match="zone 'door': an area needs at least 3 points"):
+        load_sources_file(sources)
+    sources.write_text(
+        '[[sources]]\nid = "lobby"\nkind = "test_pattern"\n'
+        '[[sources.zones]]\nname = "door"\ncolour = "red"\n'
+    )
+    with pytest.raises(InvalidInput, match="a zone is a table of"):
+        load_sources_file(sources)
+    sources.write_text(
+        '[[sources]]\nid = "lobby"\nkind = "test_pattern"\n'
+        '[[sources.zones]]\nname = "l"\nkind = "line"\ndirection = "up"\n'
+        "points = [[0, 0], [1, 1]]\n"
+    )
+    with pytest.raises(InvalidInput, match="a line's direction is in or out"):
+        load_sources_file(sources)
