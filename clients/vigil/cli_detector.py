@@ -1,4 +1,5 @@
-"""``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service."""
+"""``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service (``vigil
+zones`` and ``vigil events`` live in ``cli_zones``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras
+from vigil import cli_extras, cli_zones
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -93,6 +94,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
     common.handled_by(incidents, incidents_command, "detector")
+    cli_zones.add_parsers(commands, parent)
 
 
 def describe(detections: tuple[Detection, ...]) -> str:
