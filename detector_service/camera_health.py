@@ -176,15 +176,17 @@ class CameraHealth:
         since = self._previous_at if self._previous_grey is not None else at
         self._previous_grey, self._previous_at = grey, at
 
-        still = m.changed_fraction is not None and (
-            m.changed_fraction <= self.config.frozen_max_changed_fraction
-        )
-        values = {"changed_fraction": m.changed_fraction or 0.0}
-        self._step(HealthKind.FROZEN, still, at, values, frame, events, since=since)
         covered = (
             m.contrast < self.config.covered_max_contrast
             or m.brightness < self.config.black_max_brightness
         )
+        # A uniform picture has nothing to show change with: covered says it all.
+        still = not covered and (
+            m.changed_fraction is not None
+            and m.changed_fraction <= self.config.frozen_max_changed_fraction
+        )
+        values = {"changed_fraction": m.changed_fraction or 0.0}
+        self._step(HealthKind.FROZEN, still, at, values, frame, events, since=since)
         values = {"brightness": m.brightness, "contrast": m.contrast}
         self._step(HealthKind.COVERED, covered, at, values, frame, events)
         if covered:
@@ -212,11 +214,12 @@ class CameraHealth:
         previous, self._previous_structure = self._previous_structure, current
         threshold, settle = self.config.moved_min_similarity, self.config.ptz_settle_s
         if self._move_until is not None:
-            if previous is not None and similarity(previous, current) < threshold:
-                self.expect_move(at + settle)
-        elif view is not None and view.reference is not None:
-            if similarity(view.reference, current) < threshold:
-                self.expect_move(at + settle)
+            sliding = previous is not None and similarity(previous, current) < threshold
+        else:
+            reference = view.reference if view is not None else None
+            sliding = reference is not None and similarity(reference, current) < threshold
+        if sliding:
+            self.expect_move(at + settle)
 
     def _learning_allowed(self) -> bool:
         # A view first seen while the camera is moved or blurred (the first night after it was

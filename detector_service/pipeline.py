@@ -27,6 +27,7 @@ from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
+from detector_service.health_monitor import CameraWatch
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
@@ -64,6 +65,7 @@ class LiveSource:
         loop: asyncio.AbstractEventLoop,
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
+        health: CameraWatch | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -75,6 +77,8 @@ class LiveSource:
         # source store keeps the real one).
         self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
+        # Camera-health checks (cameras only): offered every captured frame, they sample it.
+        self.health = health
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -124,6 +128,7 @@ class LiveSource:
             last_error=self.last_error,
             counters=counters,
             state_since=since,
+            camera_problems=self.health.problems if self.health is not None else (),
         )
 
     @property
@@ -278,6 +283,8 @@ class LiveSource:
                 while not stopping.is_set():
                     frame = reader.read()
                     backoff.reset()
+                    if self.health is not None:
+                        self.health.offer(frame, time.time_ns())
                     self._rates["in"].tick()
                     with self._slot.cond:
                         if stopping.is_set():

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
+from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
@@ -114,7 +115,10 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         open_tracker, incident_config(settings), asyncio.get_running_loop()
     )
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
-    registry = SourceRegistry(settings, batcher, store, observer=incidents)
+    # Camera-health events are logged; the event log (ListEvents, StreamIncidents) takes them
+    # through on_event.
+    health = HealthMonitor(settings)
+    registry = SourceRegistry(settings, batcher, store, observer=incidents, health=health)
     registry.add(
         pb.SourceSpec(
             id=settings.default_source_id,
@@ -140,6 +144,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     await service.start(settings.host, settings.port)
     closing = contextlib.ExitStack()
+    closing.callback(health.close)
     if settings.metrics_port is not None:
         _port, stop_metrics = serve_metrics(metrics.registry, settings.host, settings.metrics_port)
         closing.callback(stop_metrics)

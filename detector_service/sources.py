@@ -16,6 +16,7 @@ import tomllib
 from typing import Any
 
 from detector_service.batcher import InferenceBatcher
+from detector_service.health_monitor import HealthMonitor
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
@@ -152,8 +153,10 @@ class SourceRegistry:
         batcher: InferenceBatcher,
         store: SourceStore,
         observer: FrameObserver | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health
         self.batcher = batcher
         self.store = store
         self.observer = observer
@@ -191,7 +194,10 @@ class SourceRegistry:
         resolved.CopyFrom(spec)
         resolved.mode = mode_of(spec)
         loop = asyncio.get_running_loop()
-        source = LiveSource(resolved, self.settings, self.batcher, loop, observer=self.observer)
+        watch = self.health.watch(resolved) if self.health is not None else None
+        source = LiveSource(
+            resolved, self.settings, self.batcher, loop, observer=self.observer, health=watch
+        )
         self._sources[spec.id] = source
         return source
 
