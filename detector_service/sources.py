@@ -94,6 +94,7 @@ KINDS = {
 MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
+    "ptz",
 }  # fmt: skip
 
 
@@ -106,6 +107,7 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     uri = "rtsp://camera.local/stream2"
     record_uri = "rtsp://camera.local/stream1"   # optional: the main stream (streams only)
     mode = "always"           # always | on_demand; default: always for cameras, else on_demand
+    ptz = false               # true: it pans, tilts or zooms on purpose (never "moved")
 
     The file may hold camera passwords: one that group or others can read is refused.
     """

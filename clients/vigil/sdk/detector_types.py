@@ -28,6 +28,10 @@ SourceState = Literal[
 # Sources from the service carry the mode in effect ("unspecified" only from an older service).
 SourceMode = Literal["unspecified", "on_demand", "always", "unknown"]
 IncidentEventKind = Literal["unspecified", "opened", "closed", "unknown"]
+# A camera's health problems (``Source.camera_problems``), named as its source events' kinds.
+CameraProblem = Literal[
+    "camera_frozen", "camera_covered", "camera_defocused", "camera_moved", "unknown"
+]
 
 SOURCE_KINDS: dict[str, pb.SourceKind.ValueType] = {
     "webcam": pb.SOURCE_KIND_WEBCAM,
@@ -148,6 +152,10 @@ class Source:
     state_since: float | None
     counters: SourceCounters
     proto: pb.Source = field(repr=False, compare=False)
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
+    # The camera-health problems present now, for example ("camera_covered",); empty: healthy.
+    camera_problems: tuple[CameraProblem, ...] = ()
 
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
@@ -163,6 +171,10 @@ class Source:
             state_since=optional_seconds(m, "state_since"),
             counters=from_fields(SourceCounters, m.counters),
             proto=m,
+            camera_problems=tuple(
+                cast(CameraProblem, enum_name(pb.SourceEventKind.Name, k, "SOURCE_EVENT_KIND_"))
+                for k in m.camera_problems
+            ),
         )
 
 
