@@ -19,6 +19,8 @@ Grey = npt.NDArray[np.uint8]
 
 #: Rows of the coarse copy whose edges are compared with the reference (MOVED).
 STRUCTURE_HEIGHT = 90
+#: Rows of the copy whose colourfulness tells a day picture from an infrared one.
+CHROMA_HEIGHT = 30
 
 
 class Transition(enum.StrEnum):
@@ -109,8 +111,9 @@ def measure(grey: Grey, previous: Grey | None, config: HealthConfig) -> Measurem
 
 def chroma(frame: npt.NDArray[np.uint8]) -> float:
     """Mean colourfulness of a BGR picture: about 0 for a grey (infrared) one, even through an
-    encoder's 4:2:0 chroma, and well above 3 for a colour scene, even a dull one."""
-    height = min(STRUCTURE_HEIGHT, frame.shape[0])
+    encoder's 4:2:0 chroma, and well above 3 for a colour scene, even a dull one. Measured on a
+    very coarse copy: colour covers areas, while noise in each channel averages away."""
+    height = min(CHROMA_HEIGHT, frame.shape[0])
     width = max(1, round(frame.shape[1] * height / frame.shape[0]))
     coarse = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
     return float(np.mean(coarse.max(axis=2) - coarse.min(axis=2)))
