@@ -16,6 +16,7 @@ gradient, and a file's picture is what its author made it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -80,6 +81,11 @@ class CameraWatch:
         self._interval_ns = round(1e9 / checks_per_s)
         self._due_ns = 0
         self._last_at = 0.0
+
+    def configure(self, spec: pb.SourceSpec) -> None:
+        """A changed spec (UpdateSource): its ``ptz`` applies from the next check on, and what
+        was learnt of the view is kept."""
+        self.health.config = dataclasses.replace(self.health.config, ptz=spec.ptz)
 
     def offer(self, frame: Image, capture_ns: int) -> None:
         """Every captured frame; one per interval is copied (small) for the worker."""

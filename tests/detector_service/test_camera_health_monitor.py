@@ -75,6 +75,9 @@ def test_only_cameras_are_watched_and_a_rate_of_zero_turns_checks_off(
         ptz = monitor.watch(spec(pb.SOURCE_KIND_STREAM, ptz=True))
         assert ptz is not None
         assert ptz.health.config.ptz
+        ptz.configure(spec(pb.SOURCE_KIND_STREAM, ptz=False))  # UpdateSource
+        assert not ptz.health.config.ptz
+        assert ptz.health.config.covered_after_s == 2.0  # the rest as configured
     finally:
         monitor.close()
         off.close()
