@@ -23,6 +23,8 @@ import threading
 import uuid
 from collections.abc import Callable
 
+import cv2
+import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.annotate import encode_jpeg
@@ -93,8 +95,12 @@ class CameraWatch:
             return
         self._due_ns = capture_ns + self._interval_ns
         step = max(1, math.ceil(frame.shape[0] / self._monitor.settings.health_height))
-        # A copy even at step 1: the processing thread draws its boxes into the frame.
-        self._monitor.submit(self, frame[::step, ::step].copy(), capture_ns)
+        size = (frame.shape[1] // step, frame.shape[0] // step)
+        # Every step-th pixel (nearest, not averaged: the frozen check needs each pixel's own
+        # noise), in a new array even at step 1: the processing thread draws into the frame.
+        # About 1 ms from 1080p, a quarter of numpy's strided copy.
+        small = cv2.resize(frame, size, interpolation=cv2.INTER_NEAREST)
+        self._monitor.submit(self, np.asarray(small, np.uint8), capture_ns)
 
     def check(self, frame: Image, capture_ns: int) -> list[HealthEvent]:
         # The wall clock may step back (NTP): the checks' time only goes forward.
