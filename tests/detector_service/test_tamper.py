@@ -31,7 +31,7 @@ from detector_service.pipeline import LiveSource
 from detector_service.server import serve
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
-from detector_service.sources import SourceRegistry
+from detector_service.sources import SourceRegistry, load_sources_file
 from vigil.bench.rtsp import RtspCamera
 from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -321,3 +321,13 @@ async def test_people_passing_raise_nothing(tmp_path: pathlib.Path) -> None:
     async with watched(tmp_path, frames) as camera:
         await until(lambda: camera.has(COVERED, cleared=True))
         assert set(camera.kinds()) == {COVERED}, [e.detail for e, _ in camera.events]
+
+
+def test_a_ptz_camera_can_be_declared_in_the_sources_file(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "sources.toml"
+    path.write_text(
+        '[[sources]]\nid = "dome"\nkind = "stream"\nuri = "rtsp://192.0.2.1/s"\nptz = true\n'
+        '[[sources]]\nid = "gate"\nkind = "stream"\nuri = "rtsp://192.0.2.2/s"\n'
+    )
+    path.chmod(0o600)
+    assert [(s.id, s.ptz) for s in load_sources_file(path)] == [("dome", True), ("gate", False)]
