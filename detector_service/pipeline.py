@@ -27,6 +27,7 @@ from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
+from detector_service.health_monitor import CameraWatch
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
@@ -66,6 +67,7 @@ class LiveSource:
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
         zones: ZoneWatch | None = None,
+        health: CameraWatch | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -78,6 +80,8 @@ class LiveSource:
         self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
         self.zones = zones
+        # Camera-health checks (cameras only): offered every captured frame, they sample it.
+        self.health = health
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -127,6 +131,7 @@ class LiveSource:
             last_error=self.last_error,
             counters=counters,
             state_since=since,
+            camera_problems=self.health.problems if self.health is not None else (),
         )
 
     @property
@@ -196,6 +201,8 @@ class LiveSource:
         self.spec, self.max_fps = fresh, spec.max_fps or self.settings.max_fps
         if self.zones is not None:
             self.zones.configure(fresh)
+        if self.health is not None:
+            self.health.configure(fresh)
         if not self._running and (self.always or (running and self.subscribers)):
             self.start()
         elif self._running and not self.always and not self.subscribers:
@@ -300,6 +307,8 @@ class LiveSource:
                 while not stopping.is_set():
                     frame = reader.read()
                     backoff.reset()
+                    if self.health is not None:
+                        self.health.offer(frame, time.time_ns())
                     self._rates["in"].tick()
                     with self._slot.cond:
                         if stopping.is_set():
