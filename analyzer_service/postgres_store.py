@@ -127,12 +127,12 @@ class PostgresJobStore:
                 url, autocommit=True, connect_timeout=timeout
             )
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"{place} cannot be reached: {_said(exc, url)}") from None
+            raise StoreUnavailable(f"cannot connect to {place} ({_said(exc, url)})") from None
         try:
             async with conn:
                 await _migrate(conn, place)
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"{place} refused the job tables: {_said(exc, url)}") from None
+            raise StoreUnavailable(f"{place} refused the job tables ({_said(exc, url)})") from None
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             kwargs={"autocommit": True, "connect_timeout": timeout},
@@ -148,7 +148,9 @@ class PostgresJobStore:
             await pool.open(wait=True, timeout=connect_timeout_s)
         except PoolTimeout:
             await pool.close()
-            raise StoreUnavailable(f"{place} cannot be reached: no connection") from None
+            raise StoreUnavailable(
+                f"cannot connect to {place} (the pool got no connection)"
+            ) from None
         log.info("jobs kept in %s (pool of %d)", masked(url), pool_size)
         return cls(pool)
 
