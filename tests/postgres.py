@@ -131,7 +131,12 @@ def running_postgres() -> Iterator[PostgresServer]:
             "--auth-local=trust", "--auth-host=scram-sha-256", "--encoding=UTF8",
             "--no-locale", "--no-sync",
         ]  # fmt: skip
-        subprocess.run(_as_owner(owner, initdb), check=True, capture_output=True, timeout=120)
+        made = subprocess.run(
+            _as_owner(owner, initdb), capture_output=True, text=True, timeout=120, check=False
+        )
+        if made.returncode != 0:
+            # Typically: the cluster's user cannot reach the directory (a private TMPDIR).
+            raise RuntimeError(f"initdb in {directory} failed:\n{made.stdout}{made.stderr}")
         pwfile.unlink()
         port = free_port()
         command = [
