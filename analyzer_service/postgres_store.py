@@ -99,7 +99,8 @@ def where(url: str) -> str:
         params = conninfo_to_dict(url)
     except psycopg.Error:
         return "an unreadable address"
-    hosts = str(params.get("host") or os.environ.get("PGHOST") or "localhost").split(",")
+    # No host: libpq's default Unix socket.
+    hosts = str(params.get("host") or os.environ.get("PGHOST") or "local socket").split(",")
     ports = str(params.get("port") or os.environ.get("PGPORT") or "").split(",")
     # libpq: one port for all hosts, or one per host; an empty one is the default.
     ports = ports * len(hosts) if len(ports) == 1 else ports
