@@ -85,7 +85,9 @@ class JobStore(Protocol):
 
         Fills in ``sequence``, and ``time`` when unset, and returns the stored event. When
         ``job`` is given it is saved in the same transaction, so a job's state and its events
-        never disagree, even across a crash.
+        never disagree, even across a crash. Appends to one job through one store are numbered
+        in the order they were called, even when they run concurrently; stores sharing a
+        database (replicas) never give two events one number.
         """
         ...
 
@@ -107,7 +109,8 @@ class JobStore(Protocol):
         ...
 
     async def append_chat_turn(self, job_id: str, turn: ChatTurn) -> None:
-        """Keep a finished question and answer at the end of the job's conversation."""
+        """Keep a finished question and answer at the end of the job's conversation (in call
+        order, as events)."""
         ...
 
     async def chat_turns(self, job_id: str, *, last: int | None = None) -> list[ChatTurn]:
