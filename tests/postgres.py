@@ -68,10 +68,13 @@ def _owner() -> pwd.struct_passwd | None:
 
 @dataclasses.dataclass
 class PostgresServer:
+    """One cluster: ``stop()`` and ``start()`` again (same port, same data) restart it."""
+
     directory: pathlib.Path
     port: int
     password: str
-    process: subprocess.Popen[bytes]
+    command: list[str]
+    process: subprocess.Popen[bytes] | None = None
     databases: int = 0
 
     @property
@@ -80,6 +83,36 @@ class PostgresServer:
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}:{self.password}@{self.host}:{self.port}/{database}"
+
+    def start(self) -> None:
+        """Start the server and wait until it takes connections."""
+        with (self.directory / "server.log").open("ab") as log:
+            self.process = subprocess.Popen(self.command, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + READY_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"postgres exited {self.process.returncode}:\n{self.log()}")
+            try:
+                with psycopg.connect(self.url(), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"postgres not ready in {READY_S} s:\n{self.log()}"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        """Fast shutdown (SIGINT: sessions rolled back and cut, a checkpoint, exit)."""
+        if self.process is None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
 
     def create_database(self) -> str:
         self.databases += 1
@@ -114,7 +147,7 @@ def _as_owner(owner: pwd.struct_passwd | None, command: list[str]) -> list[str]:
 
 @contextlib.contextmanager
 def running_postgres() -> Iterator[PostgresServer]:
-    """Start a fresh cluster; stop it (fast shutdown) and remove it on the way out."""
+    """Start a fresh cluster; stop it and remove it on the way out."""
     owner = _owner()
     directory = pathlib.Path(tempfile.mkdtemp(prefix="vigil-pg-"))
     try:
@@ -144,35 +177,11 @@ def running_postgres() -> Iterator[PostgresServer]:
             "-k", str(directory), "-c", "fsync=off", "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off",
         ]  # fmt: skip
-        with (directory / "server.log").open("wb") as log:
-            process = subprocess.Popen(
-                _as_owner(owner, command), stdout=log, stderr=subprocess.STDOUT
-            )
-        server = PostgresServer(directory, port, password, process)
+        server = PostgresServer(directory, port, password, _as_owner(owner, command))
         try:
-            _wait_ready(server)
+            server.start()
             yield server
         finally:
-            # SIGINT: fast shutdown (roll back sessions, checkpoint, exit).
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            server.stop()
     finally:
         shutil.rmtree(directory, ignore_errors=True)
-
-
-def _wait_ready(server: PostgresServer) -> None:
-    deadline = time.monotonic() + READY_S
-    while True:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"postgres exited {server.process.returncode}:\n{server.log()}")
-        try:
-            with psycopg.connect(server.url(), connect_timeout=2):
-                return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"postgres not ready in {READY_S} s:\n{server.log()}") from None
-            time.sleep(0.1)

@@ -27,7 +27,7 @@ from tests.analyzer_service.helpers import (
     kinds,
     upload,
 )
-from tests.postgres import PostgresServer
+from tests.postgres import PostgresServer, running_postgres
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 
@@ -180,3 +180,20 @@ async def test_analyses_and_chat_run_on_postgres_and_another_analyzer_sees_them(
     assert "jobs kept in postgresql://vigil:***@127.0.0.1:" in caplog.text
     assert password not in caplog.text
     assert password not in repr(on_postgres)
+
+
+async def test_the_store_carries_on_when_the_database_restarts() -> None:
+    """Connections cut by a restart are replaced before use: no call fails after it."""
+    with running_postgres() as server:
+        url = server.create_database()
+        store = await PostgresJobStore.open(url, pool_size=2)
+        try:
+            await store.create_job(pb.Job(id="j1", state=pb.JOB_STATE_RUNNING))
+            await store.append_event(pb.StreamAnalysisEventsResponse(job_id="j1"))
+            await asyncio.to_thread(server.stop)
+            await asyncio.to_thread(server.start)
+            event = pb.StreamAnalysisEventsResponse(job_id="j1")
+            assert (await store.append_event(event)).sequence == 2
+            assert [j.id for j in await store.unfinished_jobs()] == ["j1"]
+        finally:
+            await store.close()
