@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -38,6 +39,18 @@ SEED = pb.AnalysisOptions(sampling_policy=pb.SAMPLING_POLICY_SEED)
 def nowhere(unreachable_detector: str, password: str = "canary-pw-4711") -> str:
     """A database URL whose port refuses connections (a port held bound, never listening)."""
     return f"postgresql://vigil:{password}@{unreachable_detector}/vigil"
+
+
+def service_env(tmp_path: pathlib.Path) -> dict[str, str]:
+    """The environment of ``python -m analyzer_service`` on a free port with no detector."""
+    return {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'clients'}",
+        "VIGIL_ANALYZER_DATA_DIR": str(tmp_path / "data"),
+        "VIGIL_ANALYZER_PORT": "0",
+        "VIGIL_ANALYZER_DETECTION_PASS": "false",
+        "VIGIL_ANALYZER_MEDIA_WORKERS": "1",
+    }
 
 
 def rows(url: str, query: str) -> list[tuple[object, ...]]:
@@ -109,11 +122,8 @@ def test_the_service_will_not_start_without_its_database(
 ) -> None:
     """One line naming host and port, no traceback, no password; exit status 1."""
     env = {
-        **os.environ,
-        "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'clients'}",
+        **service_env(tmp_path),
         "VIGIL_ANALYZER_DATABASE_URL": nowhere(unreachable_detector),
-        "VIGIL_ANALYZER_DATA_DIR": str(tmp_path / "data"),
-        "VIGIL_ANALYZER_PORT": "0",
         "VIGIL_ANALYZER_DATABASE_CONNECT_TIMEOUT_S": "2",
     }
     done = subprocess.run(
@@ -132,6 +142,39 @@ def test_the_service_will_not_start_without_its_database(
     )
     assert "Traceback" not in done.stderr
     assert "canary-pw-4711" not in done.stdout + done.stderr
+
+
+def test_the_service_runs_on_postgres_and_logs_its_url_masked(
+    postgres_url: str, tmp_path: pathlib.Path
+) -> None:
+    """The real process (uvloop): starts on the database, says where its jobs are kept without
+    the password, and stops on SIGTERM with status 0."""
+    env = {
+        **service_env(tmp_path),
+        "VIGIL_ANALYZER_DATABASE_URL": postgres_url,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "analyzer_service"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    said = []
+    for line in process.stdout:
+        said.append(line)
+        if "analyzer listening on" in line:
+            break
+    process.send_signal(signal.SIGTERM)
+    rest, _ = process.communicate(timeout=60)
+    said.append(rest)
+    output = "".join(said)
+    assert process.returncode == 0, output
+    assert "jobs kept in postgresql://vigil:***@127.0.0.1:" in output
+    password = postgres_url.partition("://vigil:")[2].partition("@")[0]
+    assert password not in output
 
 
 async def test_analyses_and_chat_run_on_postgres_and_another_analyzer_sees_them(
