@@ -24,6 +24,7 @@ from bridge import (
     api_uploads,
     errors,
     health,
+    incident_feed,
     metrics,
     session_ws,
     sio,
@@ -163,6 +164,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app.include_router(api_sources.router)
     app.include_router(video.router)
     app.include_router(session_ws.router)
+    app.include_router(incident_feed.router)
     sio.mount(app, settings)
     app.mount("/static", RevalidatedStatic(directory=STATIC_DIR), name="static")
 

@@ -114,8 +114,12 @@ def subscribe_request(source_id: str, omit_jpeg: bool) -> pb.SubscribeRequest:
     return pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
 
 
-def incidents_request(source_id: str, include_snapshot: bool) -> pb.StreamIncidentsRequest:
-    return pb.StreamIncidentsRequest(source_id=source_id, include_snapshot=include_snapshot)
+def incidents_request(
+    source_id: str, include_snapshot: bool, include_events: bool = False
+) -> pb.StreamIncidentsRequest:
+    return pb.StreamIncidentsRequest(
+        source_id=source_id, include_snapshot=include_snapshot, include_events=include_events
+    )
 
 
 def list_incidents_request(
@@ -214,10 +218,11 @@ class DetectorClient(Client):
         return self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s, sources_of)
 
     def incidents(
-        self, source_id: str = "", *, include_snapshot: bool = False
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool = False
     ) -> Stream[IncidentEvent]:
-        """Incident open and close events from now on (all sources when ``source_id`` is empty)."""
-        request = incidents_request(source_id, include_snapshot)
+        """Incident open and close events from now on (all sources when ``source_id`` is empty);
+        with ``include_events`` zone and camera-health events too (in ``proto.event``)."""
+        request = incidents_request(source_id, include_snapshot, include_events)
         return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
 
     def list_incidents(
@@ -300,9 +305,9 @@ class AsyncDetectorClient(AsyncClient):
         return await self._unary(self.stub.ListSources, request, timeout_s, sources_of)
 
     def incidents(
-        self, source_id: str = "", *, include_snapshot: bool = False
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool = False
     ) -> AsyncStream[IncidentEvent]:
-        request = incidents_request(source_id, include_snapshot)
+        request = incidents_request(source_id, include_snapshot, include_events)
         return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
 
     async def list_incidents(
