@@ -43,6 +43,8 @@ export class ZoneEditor {
     this.points = [];
     this.size = { width: 1280, height: 720 };
     live.onSize = (width, height) => { this.size = { width, height }; this.draw(); };
+    // Shown (the stream went live) or resized: labels and handles are sized for the screen.
+    new ResizeObserver(() => this.draw()).observe(this.svg);
     live.select.addEventListener("change", () => this.follow());
     store.subscribe(() => { if (!this.dirty) this.follow(true); });
     this.editButton.addEventListener("click", () => this.setEditing(!this.editing));
@@ -189,6 +191,9 @@ export class ZoneEditor {
   draw() {
     const { width, height } = this.size;
     this.svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+    // Labels and handles keep their size on screen, whatever the frame's size and the screen's.
+    const box = this.svg.getBoundingClientRect();
+    const unit = box.width ? 1 / Math.min(box.width / width, box.height / height) : 1;
     const px = (/** @type {[number, number][]} */ points) => points.map(([x, y]) => `${x * width},${y * height}`).join(" ");
     /** @type {SVGElement[]} */
     const shapes = [];
@@ -196,14 +201,14 @@ export class ZoneEditor {
       const shape = svg(zone.kind === "line" ? "polyline" : "polygon", { points: px(zone.points), class: `zone ${zone.kind}` });
       if (zone.kind === "line") shape.setAttribute("marker-end", "url(#zone-arrow)");
       const [x, y] = zone.points[0];
-      const name = svg("text", { x: String(x * width + 6), y: String(y * height - 6), class: "zone-label" });
+      const name = svg("text", { x: String(x * width + 6 * unit), y: String(y * height - 6 * unit), class: "zone-label", "font-size": String(14 * unit), "stroke-width": String(3 * unit) });
       name.textContent = zone.name;
       shapes.push(shape, name);
     }
     if (this.points.length) {
       const line = this.kind.value === "line";
       shapes.push(svg(line || this.points.length < 3 ? "polyline" : "polygon", { points: px(this.points), class: "zone draft" }));
-      for (const [x, y] of this.points) shapes.push(svg("circle", { cx: String(x * width), cy: String(y * height), r: String(Math.max(4, width / 200)), class: "zone-point" }));
+      for (const [x, y] of this.points) shapes.push(svg("circle", { cx: String(x * width), cy: String(y * height), r: String(5 * unit), class: "zone-point" }));
     }
     const defs = svg("defs", {});
     const arrow = svg("marker", { id: "zone-arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" });
