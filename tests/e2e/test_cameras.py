@@ -11,7 +11,7 @@ from __future__ import annotations
 import pathlib
 
 import pytest
-from playwright.async_api import Browser, Page, expect
+from playwright.async_api import Browser, Locator, Page, expect
 
 from detector_service.server import DetectorServer
 from tests.e2e.live import STEP_MS, Bridge, start_bridge
@@ -27,6 +27,11 @@ from tests.e2e.pages import (
 
 pytestmark = pytest.mark.timeout(90)
 PASSWORD = "hunter2-secret"
+ON_DEMAND = "on_demand"
+
+
+def tile(page: Page, source_id: str) -> Locator:
+    return page.locator(f'[data-testid="camera-tile"][data-source="{source_id}"]')
 
 
 async def open_grid(page: Page, url: str) -> None:
@@ -44,7 +49,9 @@ async def test_the_grid_has_a_tile_per_camera_that_opens_its_stream(
 ) -> None:
     bridge = await start_bridge(bridges, detector, tries=3, initial_s=1.0)
     await add_source(bridge.url, id="yard", kind="test_pattern", display_name="Yard", mode="always")
-    await add_source(bridge.url, id="gate", kind="test_pattern", display_name="Gate", mode="on_demand")
+    await add_source(
+        bridge.url, id="gate", kind="test_pattern", display_name="Gate", mode=ON_DEMAND
+    )
     browser_context = await context(browser, size)
     page = await browser_context.new_page()
     errors = collect_errors(page)
@@ -56,11 +63,11 @@ async def test_the_grid_has_a_tile_per_camera_that_opens_its_stream(
     shown = {await tile.get_attribute("data-source") for tile in await tiles.all()}
     assert shown == expected
     # Each says its name and state; the always-on one is live without anyone watching.
-    yard = page.locator('[data-testid="camera-tile"][data-source="yard"]')
+    yard = tile(page, "yard")
     await expect(yard).to_contain_text("Yard")
     await expect(yard).to_have_attribute("data-state", "live", timeout=STEP_MS)
     await expect(yard.locator(".badge.state")).to_have_text("Live")
-    gate = page.locator('[data-testid="camera-tile"][data-source="gate"]')
+    gate = tile(page, "gate")
     await expect(gate).to_contain_text("On demand · open to watch")
     await no_sideways_scrolling(page)
     if size == "phone":
@@ -130,7 +137,7 @@ async def test_a_camera_is_added_with_its_password_masked_and_removed(
     assert added["spec"]["display_name"] == "Front door"
     assert added["spec"]["mode"] == "on_demand"
     # And the grid has its tile.
-    await expect(page.locator('[data-testid="camera-tile"][data-source="front-door"]')).to_have_count(1)
+    await expect(tile(page, "front-door")).to_have_count(1)
     await no_sideways_scrolling(page)
     await screenshot(page, tmp_path, f"{size}-cameras-dialog")
 
@@ -150,7 +157,9 @@ async def test_the_mode_of_a_camera_is_changed(
     browser: Browser, detector: DetectorServer, bridges: list[Bridge]
 ) -> None:
     bridge = await start_bridge(bridges, detector, tries=3, initial_s=1.0)
-    await add_source(bridge.url, id="gate", kind="test_pattern", display_name="Gate", mode="on_demand")
+    await add_source(
+        bridge.url, id="gate", kind="test_pattern", display_name="Gate", mode=ON_DEMAND
+    )
     browser_context = await context(browser, "desktop")
     page = await browser_context.new_page()
     errors = collect_errors(page)
@@ -158,9 +167,7 @@ async def test_the_mode_of_a_camera_is_changed(
     await page.get_by_test_id("cameras-open").click()
     row = page.locator('[data-testid="camera-row"][data-source="gate"]')
     await row.get_by_label("Mode of Gate").select_option("always")
-    await expect(page.locator('[data-testid="camera-tile"][data-source="gate"]')).to_have_attribute(
-        "data-state", "live", timeout=STEP_MS
-    )
+    await expect(tile(page, "gate")).to_have_attribute("data-state", "live", timeout=STEP_MS)
     (gate,) = [s for s in await sources(bridge.url) if s["spec"]["id"] == "gate"]
     assert gate["spec"]["mode"] == "always"
     assert not errors, errors

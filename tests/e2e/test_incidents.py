@@ -168,9 +168,7 @@ async def test_the_timeline_shows_coverage_of_a_recorded_camera(
     tmp_path: pathlib.Path,
 ) -> None:
     bridge = await start_bridge(knife_bridges, knife_detector, tries=3, initial_s=1.0)
-    await add_source(
-        bridge.url, id="yard", kind="test_pattern", display_name="Yard", mode="always"
-    )
+    await add_source(bridge.url, id="yard", kind="test_pattern", display_name="Yard", mode="always")
     browser_context = await context(browser, "desktop")
     page = await browser_context.new_page()
     errors = collect_errors(page)

@@ -18,6 +18,9 @@ from tests.e2e.pages import collect_errors, context, needs, screenshot, sources
 pytestmark = pytest.mark.timeout(90)
 AREA = [(0.2, 0.25), (0.6, 0.2), (0.65, 0.7), (0.25, 0.75)]
 LINE = [(0.1, 0.9), (0.9, 0.85)]
+FRAME_SIZE = (
+    "[document.getElementById('live-canvas').width, document.getElementById('live-canvas').height]"
+)
 
 
 async def watch(page: Page, url: str, source_id: str) -> None:
@@ -35,9 +38,7 @@ async def click_at(page: Page, x: float, y: float) -> None:
     await page.evaluate("document.getElementById('stage').scrollIntoView({block: 'center'})")
     box = await page.get_by_test_id("live-canvas").bounding_box()
     assert box is not None
-    width, height = await page.evaluate(
-        "(() => { const c = document.getElementById('live-canvas'); return [c.width, c.height]; })()"
-    )
+    width, height = await page.evaluate(FRAME_SIZE)
     scale = min(box["width"] / width, box["height"] / height)
     left = box["x"] + (box["width"] - width * scale) / 2
     top = box["y"] + (box["height"] - height * scale) / 2
@@ -91,12 +92,12 @@ async def test_zones_are_drawn_on_the_live_view(
     for x, y in [(0.7, 0.3), (0.9, 0.35)]:
         await click_at(page, x, y)
     # Drawn where clicked: the area's first corner is at 20% / 25% of the picture.
-    corner = await page.get_by_test_id("zone-overlay").locator("polygon.zone.area").get_attribute(
-        "points"
+    corner = (
+        await page.get_by_test_id("zone-overlay")
+        .locator("polygon.zone.area")
+        .get_attribute("points")
     )
-    width, height = await page.evaluate(
-        "(() => { const c = document.getElementById('live-canvas'); return [c.width, c.height]; })()"
-    )
+    width, height = await page.evaluate(FRAME_SIZE)
     assert corner is not None
     x0, y0 = (float(v) for v in corner.split()[0].split(","))
     assert abs(x0 / width - AREA[0][0]) < 0.01, (corner, width)
@@ -132,7 +133,8 @@ async def test_zones_saved_come_back_from_the_api(
     for zone, clicked in ((area, AREA), (line, LINE)):
         assert len(zone["points"]) == len(clicked)
         for (x, y), (cx, cy) in zip(zone["points"], clicked, strict=True):
-            assert abs(x - cx) < 0.01 and abs(y - cy) < 0.01, (zone["points"], clicked)
+            assert abs(x - cx) < 0.01, (zone["points"], clicked)
+            assert abs(y - cy) < 0.01, (zone["points"], clicked)
     # A reload shows them as saved.
     await watch(page, bridge.url, "default")
     await expect(page.get_by_test_id("zone-row")).to_have_count(2)
