@@ -25,10 +25,11 @@ import asyncio
 import base64
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi import APIRouter, WebSocket
+from google.protobuf.message import Message
 from starlette.websockets import WebSocketDisconnect
 
 from bridge.errors import translate
@@ -38,7 +39,6 @@ from vigil.core.errors import VigilError
 from vigil.core.queues import NewestWinsQueue, QueueClosed
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk import Incident as SdkIncident
-from vigil.sdk import IncidentEvent
 from vigil.sdk.common import enum_name
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ def source_event_json(m: pb.SourceEvent) -> dict[str, Any]:
         "at": iso(m.at),
         "zone": m.zone,
         "class_name": m.class_name,
-        "track_id": m.track_id or None,
+        "track_id": m.track_id,
         "direction": direction if direction in ("in", "out") else None,
         "cleared": m.cleared,
         "detail": m.detail,
@@ -83,23 +83,36 @@ def source_event_json(m: pb.SourceEvent) -> dict[str, Any]:
     }
 
 
-def feed_message(event: IncidentEvent) -> dict[str, Any] | None:
-    """The page's message for one event of the stream; None for kinds this bridge does not know."""
-    m = event.proto
-    if m.type == pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT:
+class StreamItem(Protocol):
+    """An item of the SDK's incident stream: an incident's event (its message, the stream's
+    response) or, with ``include_events``, a source event (its message, the ``SourceEvent``)."""
+
+    @property
+    def proto(self) -> Message: ...
+
+
+def feed_message(item: StreamItem) -> dict[str, Any] | None:
+    """The page's message for one item of the stream; None for kinds this bridge does not know."""
+    m = item.proto
+    if isinstance(m, pb.StreamIncidentsResponse) and m.type == pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT:
+        m = m.event
+    if isinstance(m, pb.SourceEvent):
         return {
             "type": "source_event",
-            "event": source_event_json(m.event),
-            "snapshot": snapshot(m.event.snapshot_jpeg),
+            "event": source_event_json(m),
+            "snapshot": snapshot(m.snapshot_jpeg),
         }
-    if m.type in (pb.INCIDENT_EVENT_TYPE_OPENED, pb.INCIDENT_EVENT_TYPE_CLOSED):
-        return {
-            "type": "incident",
-            "event": event.kind,
-            "incident": incident_json(m.incident),
-            "snapshot": snapshot(m.incident.snapshot_jpeg),
-        }
-    return None
+    if not isinstance(m, pb.StreamIncidentsResponse):
+        return None
+    kind = enum_name(pb.IncidentEventType.Name, m.type, "INCIDENT_EVENT_TYPE_")
+    if kind not in ("opened", "closed"):
+        return None
+    return {
+        "type": "incident",
+        "event": kind,
+        "incident": incident_json(m.incident),
+        "snapshot": snapshot(m.incident.snapshot_jpeg),
+    }
 
 
 async def follow(state: BridgeState, queue: NewestWinsQueue[dict[str, Any]]) -> None:

@@ -46,7 +46,7 @@ def test_a_source_event_is_sent_as_the_rest_api_writes_it() -> None:
     )
     assert covered is not None
     assert covered["event"]["kind"] == "camera_covered"
-    assert (covered["event"]["track_id"], covered["event"]["direction"]) == (None, None)
+    assert (covered["event"]["track_id"], covered["event"]["direction"]) == (0, None)
     assert covered["snapshot"] is None
 
 

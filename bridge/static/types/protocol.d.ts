@@ -93,7 +93,8 @@ export interface SourceEvent {
   at: string | null;
   zone: string;
   class_name: string;
-  track_id: number | null;
+  /** 0 for camera-health events */
+  track_id: number;
   direction: "in" | "out" | null;
   cleared: boolean;
   detail: string;
