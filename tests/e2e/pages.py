@@ -78,6 +78,16 @@ async def add_source(url: str, **spec: Any) -> dict[str, Any]:
     return source
 
 
+async def update_source(url: str, source_id: str, **changes: Any) -> dict[str, Any]:
+    """PUT the source's spec as GET gives it, with ``changes``."""
+    (spec,) = [s["spec"] for s in await sources(url) if s["spec"]["id"] == source_id]
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.put(f"{url}/api/sources/{source_id}", json={**spec, **changes})
+    assert answer.status_code == 200, answer.text
+    source: dict[str, Any] = answer.json()
+    return source
+
+
 async def sources(url: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=10) as client:
         answer = await client.get(f"{url}/api/sources")

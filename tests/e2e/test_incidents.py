@@ -31,6 +31,7 @@ from tests.e2e.pages import (
     needs,
     no_sideways_scrolling,
     screenshot,
+    update_source,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -183,5 +184,44 @@ async def test_the_timeline_shows_coverage_of_a_recorded_camera(
         await page.get_by_role("tab", name="Recordings").click()
     await expect(yard.get_by_test_id("coverage-bar").first).to_be_visible()
     await screenshot(page, tmp_path, "desktop-timeline-coverage")
+    assert not errors, errors
+    await browser_context.close()
+
+
+@needs("GET", "/api/events")
+@needs("PUT", "/api/sources/{source_id}")
+async def test_the_timeline_marks_zone_events(
+    browser: Browser,
+    knife_detector: DetectorServer,
+    knife_bridges: list[Bridge],
+    tmp_path: pathlib.Path,
+) -> None:
+    """The test model sees a person in the red frames: with an area over the whole picture, the
+    person coming and going raises zone events, marked on the camera's row."""
+    bridge = await start_bridge(knife_bridges, knife_detector, tries=3, initial_s=1.0)
+    video = knife_video(tmp_path / "door.avi")
+    everywhere = [[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]
+    await add_source(
+        bridge.url, id="door", kind="file", uri=str(video), loop=True, mode="always",
+        display_name="Door", max_fps=10,
+    )  # fmt: skip
+    hall = {"name": "Hall", "kind": "area", "points": everywhere, "classes": ["person"]}
+    await update_source(bridge.url, "door", zones=[hall])
+    browser_context = await context(browser, "desktop")
+    page = await browser_context.new_page()
+    errors = collect_errors(page)
+    await page.goto(bridge.url + "/#recordings")
+    door = page.locator('[data-testid="timeline-row"][data-source="door"]')
+    markers = door.get_by_test_id("marker-event")
+    for _ in range(30):
+        if await markers.count():
+            break
+        await page.wait_for_timeout(1000)
+        await page.get_by_role("tab", name="Live").click()
+        await page.get_by_role("tab", name="Recordings").click()
+    await expect(markers.first).to_be_visible()
+    label = await markers.first.get_attribute("aria-label") or ""
+    assert "Hall" in label, label
+    await screenshot(page, tmp_path, "desktop-timeline-events")
     assert not errors, errors
     await browser_context.close()
