@@ -5,10 +5,12 @@ model sees (a blue picture), for incidents."""
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 import shutil
 from typing import Any
 
+import av
 import cv2
 import httpx
 import numpy as np
@@ -88,6 +90,29 @@ async def update_source(url: str, source_id: str, **changes: Any) -> dict[str, A
     return source
 
 
+async def first_incident(url: str, source_id: str, timeout_s: float) -> dict[str, Any]:
+    """The source's first incident, from GET /api/incidents, once the detector has raised one."""
+    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(timeout_s):
+        while True:
+            answer = await client.get(f"{url}/api/incidents", params={"source_id": source_id})
+            answer.raise_for_status()
+            incidents: list[dict[str, Any]] = answer.json()["incidents"]
+            if incidents:
+                return incidents[-1]
+            await asyncio.sleep(0.2)
+
+
+async def recorded(url: str, source_id: str, timeout_s: float) -> None:
+    """Until a segment of the source's recording is stored (coverage counts its bytes)."""
+    async with httpx.AsyncClient(timeout=10) as client, asyncio.timeout(timeout_s):
+        while True:
+            answer = await client.get(f"{url}/api/sources/{source_id}/coverage")
+            answer.raise_for_status()
+            if answer.json()["bytes"] > 0:
+                return
+            await asyncio.sleep(0.5)
+
+
 async def sources(url: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=10) as client:
         answer = await client.get(f"{url}/api/sources")
@@ -98,17 +123,21 @@ async def sources(url: str) -> list[dict[str, Any]]:
 
 def knife_video(path: pathlib.Path, fps: int = 10) -> pathlib.Path:
     """Red, then blue (the test model's knife) for 1.5 s, then red: looped, a knife incident
-    opens and closes every round (or once, with the detector's cooldown)."""
+    opens and closes every round (or once, with the detector's cooldown). H.264 with a keyframe a
+    second, as cameras send, so that its recording plays in a browser."""
     w, h = 320, 240
     red, blue = (0, 0, 255), (255, 0, 0)
     script = [red] * fps + [blue] * (fps * 3 // 2) + [red] * (fps * 2)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
-    assert writer.isOpened()
-    for bgr in script:
-        frame = np.full((h, w, 3), bgr, np.uint8)
-        cv2.putText(frame, "door", (12, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 2)
-        writer.write(frame)
-    writer.release()
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps, options={"g": str(fps)})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for index, bgr in enumerate(script):
+            image = np.full((h, w, 3), bgr, np.uint8)
+            cv2.putText(image, "door", (12, 40), cv2.FONT_HERSHEY_SIMPLEX, 1.2, (255, 255, 255), 2)
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = index
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return path
 
 

@@ -1,4 +1,4 @@
-// The recordings timeline: one row per camera over the chosen window (last hour, 6 h, 24 h), with
+// The recordings timeline: one row per camera over the chosen window (10 min to 24 h), with
 // the recording's coverage as bars (GET /api/sources/{id}/coverage; what lies between bars is a
 // gap), incidents and zone or camera events as markers (GET /api/incidents, GET /api/events).
 // A click on a row plays the recording from that moment (recording.mp4 for a window around it); a
@@ -46,7 +46,7 @@ export class TimelineView {
     this.loading = true;
     try {
       const end = new Date();
-      const start = new Date(end.getTime() - Number(this.window.value) * 3600_000);
+      const start = new Date(end.getTime() - Number(this.window.value) * 60_000);
       const sources = this.store.loaded ? this.store.sources : await this.store.refresh();
       const rows = await Promise.all(sources.map((s) => this.row(s, start, end)));
       $("timeline-rows").replaceChildren(...rows);
