@@ -120,6 +120,10 @@ async def test_a_camera_is_added_with_its_password_masked_and_removed(
 
     row = dialog.locator('[data-testid="camera-row"][data-source="front-door"]')
     await expect(row).to_be_visible(timeout=STEP_MS)
+    # Said where the dialog is, masked.
+    await expect(dialog.get_by_test_id("cameras-status")).to_have_text(
+        "Added Front door: rtsp://admin:***@192.0.2.10/stream2"
+    )
     await expect(row.get_by_test_id("camera-uri")).to_have_text(
         "rtsp://admin:***@192.0.2.10/stream2"
     )
@@ -147,6 +151,7 @@ async def test_a_camera_is_added_with_its_password_masked_and_removed(
     await expect(remove).to_have_text("Confirm removal")
     await remove.click()
     await expect(row).to_have_count(0, timeout=STEP_MS)
+    await expect(dialog.get_by_test_id("cameras-status")).to_have_text("Removed Front door")
     assert "front-door" not in {s["spec"]["id"] for s in await sources(bridge.url)}
     assert not errors, errors
     await browser_context.close()
