@@ -246,3 +246,23 @@ async def test_the_timeline_marks_zone_events(
     await screenshot(page, tmp_path, "desktop-timeline-events")
     assert not errors, errors
     await browser_context.close()
+
+
+async def test_the_live_feed_comes_back_after_the_bridge_restarts(
+    browser: Browser, detector: DetectorServer, bridges: list[Bridge]
+) -> None:
+    bridge = await start_bridge(bridges, detector, tries=3, initial_s=0.2)
+    browser_context = await context(browser, "desktop")
+    page = await browser_context.new_page()
+    errors = collect_errors(page)
+    await page.goto(bridge.url + "/#incidents")
+    state = page.get_by_test_id("feed-state")
+    await expect(state).to_have_attribute("data-state", "connected")
+    await bridge.stop()
+    await expect(state).to_have_attribute("data-state", "reconnecting")
+    await expect(state).to_have_text("Live feed lost · reconnecting…")
+    await bridge.start()
+    # Tried again with backoff (0.2 s, 0.4 s, ...): back on its own, no reload.
+    await expect(state).to_have_attribute("data-state", "connected", timeout=15_000)
+    assert not errors, errors
+    await browser_context.close()
