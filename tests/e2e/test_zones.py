@@ -120,7 +120,9 @@ async def test_zones_saved_come_back_from_the_api(
     await watch(page, bridge.url, "default")
     await draw_zones(page)
     await page.get_by_test_id("zones-save").click()
-    await expect(page.get_by_test_id("zones-save")).to_be_disabled(timeout=STEP_MS)
+    saved = page.get_by_test_id("toast").filter(has_text="Zones saved for Test pattern")
+    await expect(saved).to_be_visible(timeout=STEP_MS)
+    await expect(page.get_by_test_id("zones-hint")).to_have_text("Test pattern: 2 zones.")
     (source,) = [s for s in await sources(bridge.url) if s["spec"]["id"] == "default"]
     zones = {zone["name"]: zone for zone in source["spec"]["zones"]}
     assert set(zones) == {"Door area", "Gate line"}

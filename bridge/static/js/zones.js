@@ -153,6 +153,7 @@ export class ZoneEditor {
     try {
       await sendJson("PUT", sourcePath(source.spec.id), { ...source.spec, zones: this.zones });
       this.dirty = false;
+      this.setEditing(false);
       toast("success", `Zones saved for ${sourceName(source, source.spec.id)}`, `${this.zones.length} zone${this.zones.length === 1 ? "" : "s"}.`);
       await this.store.refresh();
     } catch (error) {
