@@ -93,6 +93,7 @@ export class GridView {
     const problems = (source.camera_problems || []).map((p) => label(EVENT_LABELS, p));
     node.dataset.state = source.state;
     node.dataset.recording = String(Boolean(source.recording));
+    node.dataset.problems = String(problems.length > 0);
     const q = (/** @type {string} */ selector) => /** @type {HTMLElement} */ (node.querySelector(selector));
     q(".tile-name").textContent = name;
     const badge = q(".badge.state");
