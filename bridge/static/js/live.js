@@ -3,13 +3,14 @@
 //                                            header {type, timestamp, sequence, ...}, then JPEG;
 //                                            errors as JSON text {type: "error", code, message}
 import { $, byId, el, find } from "./dom.js";
-import { authHeaders, errorText, wsUrl } from "./net.js";
+import { wsUrl } from "./net.js";
 import { MAX_RECONNECTS, retryDelay } from "./reconnect.js";
 import { toast } from "./toast.js";
 
 /**
  * @typedef {import("../types/protocol").FrameHeader} FrameHeader
- * @typedef {import("../types/protocol").SourceList} SourceList
+ * @typedef {import("../types/protocol").Source} Source
+ * @typedef {import("./sources.js").SourceStore} SourceStore
  * @typedef {import("../types/protocol").StreamError} StreamError
  * @typedef {import("../types/protocol").StreamMessage} StreamMessage
  * @typedef {"connected" | "connecting" | "disconnected"} LiveState
@@ -18,7 +19,11 @@ import { toast } from "./toast.js";
 const FINAL_CLOSE_CODES = new Set([1008, 1009]); // unknown source, refused: retrying cannot help
 
 export class LiveView {
-  constructor() {
+  /** @param {SourceStore} store */
+  constructor(store) {
+    this.store = store;
+    /** @type {(width: number, height: number) => void} told when the frames' size changes */
+    this.onSize = () => {};
     this.canvas = byId("live-canvas", HTMLCanvasElement);
     const ctx = this.canvas.getContext("2d", { alpha: false });
     if (!ctx) throw new Error("this browser cannot draw on a canvas");
@@ -43,6 +48,7 @@ export class LiveView {
     this.button.addEventListener("click", () => (this.wanted ? this.stop() : this.start()));
     $("sources-refresh").addEventListener("click", () => this.loadSources(true));
     this.select.addEventListener("change", () => { if (this.wanted) this.restart(); });
+    store.subscribe((sources) => this.renderSources(sources));
     setInterval(() => this.tick(), 500);
     this.loadSources(false);
   }
@@ -50,22 +56,39 @@ export class LiveView {
   /** @param {boolean} announce */
   async loadSources(announce) {
     try {
-      const response = await fetch("/api/sources", { headers: authHeaders() });
-      if (!response.ok) throw new Error(await errorText(response));
-      /** @type {SourceList} */
-      const { sources } = await response.json();
-      const current = this.select.value;
-      this.select.replaceChildren(el("option", { value: "", text: "Default source" }));
-      for (const source of sources) {
-        const spec = source.spec;
-        const name = spec.display_name ? `${spec.display_name} (${spec.id})` : spec.id;
-        this.select.append(el("option", { value: spec.id, text: `${name} · ${source.state}` }));
-      }
-      if ([...this.select.options].some((o) => o.value === current)) this.select.value = current;
+      const sources = await this.store.refresh();
       if (announce) toast("info", "Sources refreshed", `${sources.length} source${sources.length === 1 ? "" : "s"} available.`);
     } catch (error) {
       toast("warning", "Could not list the camera sources", error instanceof Error && error.message ? error.message : String(error));
     }
+  }
+
+  /** @param {Source[]} sources */
+  renderSources(sources) {
+    const current = this.select.value;
+    this.select.replaceChildren(el("option", { value: "", text: "Default source" }));
+    for (const source of sources) {
+      const spec = source.spec;
+      const name = spec.display_name ? `${spec.display_name} (${spec.id})` : spec.id;
+      this.select.append(el("option", { value: spec.id, text: `${name} · ${source.state}` }));
+    }
+    if ([...this.select.options].some((o) => o.value === current)) this.select.value = current;
+  }
+
+  /**
+   * Show one source's full stream (a tile of the grid was opened).
+   * @param {string} sourceId
+   */
+  watch(sourceId) {
+    if (![...this.select.options].some((o) => o.value === sourceId)) {
+      this.select.append(el("option", { value: sourceId, text: sourceId }));
+    }
+    if (this.select.value !== sourceId) {
+      this.select.value = sourceId;
+      // As if picked in the list: a running stream moves to it, the zone editor follows.
+      this.select.dispatchEvent(new Event("change"));
+    }
+    if (!this.wanted) this.start();
   }
 
   /**
@@ -226,6 +249,7 @@ export class LiveView {
       if (this.canvas.width !== bitmap.width || this.canvas.height !== bitmap.height) {
         this.canvas.width = bitmap.width;
         this.canvas.height = bitmap.height;
+        this.onSize(bitmap.width, bitmap.height);
       }
       this.ctx.drawImage(bitmap, 0, 0);
       bitmap.close();

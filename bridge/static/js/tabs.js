@@ -5,6 +5,11 @@ import { $ } from "./dom.js";
 /** @type {Record<string, number | undefined>} */
 const STEPS = { ArrowRight: 1, ArrowLeft: -1 };
 
+/** Open a view by its name ("live", "cameras", ...), as a click on its tab would. @param {string} name */
+export function showTab(name) {
+  $(`tab-${name}`).click();
+}
+
 export function setupTabs() {
   const tabs = [...document.querySelectorAll('[role="tab"]')].filter((t) => t instanceof HTMLElement);
   /** @param {HTMLElement} tab */
@@ -13,7 +18,11 @@ export function setupTabs() {
       const on = t === tab;
       t.setAttribute("aria-selected", String(on));
       t.tabIndex = on ? 0 : -1;
-      $(t.getAttribute("aria-controls") ?? "").hidden = !on;
+      const panel = $(t.getAttribute("aria-controls") ?? "");
+      const shown = on && panel.hidden;
+      panel.hidden = !on;
+      // Views that load only while on screen (the timeline) are told when they come into view.
+      if (shown) panel.dispatchEvent(new Event("show"));
     }
     if (location.hash !== `#${tab.id.slice(4)}`) history.replaceState(null, "", `#${tab.id.slice(4)}`);
   };

@@ -5,5 +5,12 @@ interface Window {
   vigil: {
     live: import("../js/live.js").LiveView;
     analysis: import("../js/analysis.js").AnalysisView;
+    grid: import("../js/grid.js").GridView;
+    cameras: import("../js/cameras.js").CamerasView;
+    incidents: import("../js/incidents.js").IncidentsView;
+    timeline: import("../js/timeline.js").TimelineView;
+    zones: import("../js/zones.js").ZoneEditor;
+    sources: import("../js/sources.js").SourceStore;
+    feed: import("../js/feed.js").Feed;
   };
 }

@@ -13,10 +13,135 @@ export interface SourceList {
   sources: Source[];
 }
 
-export interface Source {
-  spec: { id: string; display_name?: string };
-  state: string;
+export type SourceKind = "webcam" | "stream" | "file" | "test_pattern";
+export type SourceMode = "on_demand" | "always";
+
+/** A source as declared (POST /api/sources, PUT /api/sources/{id}); answers mask the
+ * credentials of `uri` and `record_uri` ("rtsp://user:***@host/..."). */
+export interface SourceSpec {
+  id: string;
+  kind?: SourceKind;
+  uri?: string;
+  record_uri?: string;
+  display_name?: string;
+  mode?: SourceMode | null;
+  loop?: boolean;
+  max_fps?: number;
+  width?: number;
+  height?: number;
+  zones?: Zone[];
+  incident_zones?: string[];
+  retention_days?: number;
+  [more: string]: unknown;
 }
+
+export interface Source {
+  spec: SourceSpec;
+  /** idle, starting, live, reconnecting, stopped, failed */
+  state: string;
+  last_error?: string;
+  state_since?: string | null;
+  counters?: Record<string, number>;
+  /** camera-health problems present now, e.g. "camera_covered" */
+  camera_problems?: string[];
+  /** being recorded now */
+  recording?: boolean;
+}
+
+/** A named area (3+ points) or line (2 points, A then B), normalised 0..1 coordinates. */
+export interface Zone {
+  name: string;
+  kind: "area" | "line";
+  points: [number, number][];
+  classes: string[];
+  loiter_s: number;
+  /** lines: the direction that raises events; null means both */
+  direction: "in" | "out" | null;
+}
+
+/** GET /api/incidents */
+export interface IncidentPage {
+  incidents: Incident[];
+  next_page_token: string;
+}
+
+export interface Incident {
+  id: string;
+  source_id: string;
+  class_name: string;
+  opened_at: string | null;
+  closed_at: string | null;
+  peak_confidence: number;
+  detections?: Detection[];
+  clip_path?: string;
+  /** the part of the recording that shows it (end null while open) */
+  recording?: TimeRange | null;
+  zones?: string[];
+}
+
+export interface TimeRange {
+  start: string | null;
+  end: string | null;
+}
+
+/** A zone or camera-health event (GET /api/events, the live feed). */
+export interface SourceEvent {
+  id: string;
+  source_id: string;
+  /** zone_enter, zone_leave, zone_loiter, line_cross, camera_frozen, camera_covered, ... */
+  kind: string;
+  at: string | null;
+  zone: string;
+  class_name: string;
+  /** 0 for camera-health events */
+  track_id: number;
+  direction: "in" | "out" | null;
+  cleared: boolean;
+  detail: string;
+  has_snapshot: boolean;
+}
+
+/** GET /api/events */
+export interface EventPage {
+  events: SourceEvent[];
+  next_page_token?: string;
+}
+
+/** GET /api/sources/{id}/coverage?start=&end= */
+export interface Coverage {
+  ranges: TimeRange[];
+  bytes: number;
+}
+
+/** /ws/incidents: the live feed, JSON text messages. */
+export interface FeedIncident {
+  type: "incident";
+  event: "opened" | "closed" | string;
+  incident: Incident;
+  /** base64 JPEG of the frame that opened it */
+  snapshot: string | null;
+}
+
+export interface FeedSourceEvent {
+  type: "source_event";
+  event: SourceEvent;
+  snapshot: string | null;
+}
+
+/** Messages were dropped for this browser (it read too slowly): reload the lists. */
+export interface FeedGap {
+  type: "gap";
+  dropped: number;
+}
+
+/** The detector's stream failed; the bridge follows it again. */
+export interface FeedError {
+  type: "error";
+  code: string;
+  message: string;
+}
+
+export type FeedMessage = FeedIncident | FeedSourceEvent | FeedGap | FeedError;
 
 /** /ws/video-stream?format=binary: the JSON header before each JPEG (or the whole frame, base64,
  * in the JSON format). */
@@ -88,6 +213,7 @@ export interface Detection {
   class_name: string;
   confidence: number;
   is_weapon?: boolean;
+  track_id?: number;
 }
 
 export type Timings = Partial<
