@@ -156,12 +156,19 @@ async def test_hostile_origins_are_refused(start_bridge: Any, detector: Any) -> 
             "/api/analyses", headers={"origin": "http://localhost:8000", **preflight}
         )
         simple = await http.get("/health", headers={"origin": "http://evil.example"})
+        # Camera updates (PUT /api/sources/{id}) from a configured origin are allowed too.
+        update = await http.options(
+            "/api/sources/cam",
+            headers={"origin": "http://localhost:8000", "access-control-request-method": "PUT"},
+        )
     assert hostile.status_code == 400
     assert "access-control-allow-origin" not in hostile.headers
     assert friendly.status_code == 200
     assert friendly.headers["access-control-allow-origin"] == "http://localhost:8000"
     assert "access-control-allow-credentials" not in friendly.headers
     assert "access-control-allow-origin" not in simple.headers
+    assert update.status_code == 200
+    assert "PUT" in update.headers["access-control-allow-methods"]
     # The configured origin may open sessions.
     async with connect(f"{bridge.ws}/ws/session", origin=Origin("http://localhost:8000")) as ws:
         await ws.send('{"event": "ping"}')
