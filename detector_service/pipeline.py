@@ -64,6 +64,7 @@ class LiveSource:
         loop: asyncio.AbstractEventLoop,
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
+        recording: Callable[[str], bool] | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -71,10 +72,12 @@ class LiveSource:
         self.spec = pb.SourceSpec()
         self.spec.CopyFrom(spec)
         self.spec.uri = self.uri.masked
-        # The main stream is not opened by this version: only its masked form is kept here (the
-        # source store keeps the real one).
+        # The main stream is opened by the recorder (detector_service/recorder.py), not here:
+        # only its masked form is kept (the registry hands the real one to the recorder).
         self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
+        # Whether the recorder is recording this source now (Source.recording).
+        self._recording = recording
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -124,6 +127,7 @@ class LiveSource:
             last_error=self.last_error,
             counters=counters,
             state_since=since,
+            recording=self._recording is not None and self._recording(self.spec.id),
         )
 
     @property

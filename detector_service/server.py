@@ -16,6 +16,8 @@ from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, 
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir
+from detector_service.recorder import Recorder
+from detector_service.recording.exports import ExportCache
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
@@ -40,6 +42,8 @@ class DetectorServer:
     pool: concurrent.futures.ThreadPoolExecutor
     incidents: IncidentTracker
     metrics: DetectorMetrics
+    recorder: Recorder
+    exports: ExportCache
     #: Background work that ends with the server (the model's health watch).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: What else closes with it (the metrics HTTP server).
@@ -58,6 +62,9 @@ class DetectorServer:
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
         await asyncio.to_thread(self.incidents.close)
+        # After the incidents: closing them holds their recordings.
+        await asyncio.to_thread(self.recorder.close)
+        await asyncio.to_thread(self.exports.close)
         await asyncio.to_thread(self.registry.store.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # The metrics server's shutdown waits for its thread: not on the event loop.
@@ -110,11 +117,15 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     # Incidents, snapshots and clips are for the service's user alone.
     await asyncio.to_thread(private_dir, settings.data_dir)
+    # Before any source starts: recovery finishes the segments a killed run left open.
+    recorder = await asyncio.to_thread(Recorder.open, settings)
+    exports_dir = await asyncio.to_thread(ExportCache.prepare, settings.data_dir / "exports")
+    exports = ExportCache(recorder.index, exports_dir, settings.export_cache_s)
     incidents = await asyncio.to_thread(
-        open_tracker, incident_config(settings), asyncio.get_running_loop()
+        open_tracker, incident_config(settings), asyncio.get_running_loop(), recorder
     )
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
-    registry = SourceRegistry(settings, batcher, store, observer=incidents)
+    registry = SourceRegistry(settings, batcher, store, observer=incidents, recorder=recorder)
     registry.add(
         pb.SourceSpec(
             id=settings.default_source_id,
@@ -136,7 +147,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(
-        DetectorServicer(settings, registry, batcher, pool, incidents), service.server
+        DetectorServicer(settings, registry, batcher, pool, incidents, recorder, exports),
+        service.server,
     )
     await service.start(settings.host, settings.port)
     closing = contextlib.ExitStack()
@@ -150,7 +162,12 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         pool,
         incidents,
         metrics,
-        tasks=[asyncio.create_task(watch_model_health(service, batcher))],
+        recorder,
+        exports,
+        tasks=[
+            asyncio.create_task(watch_model_health(service, batcher)),
+            asyncio.create_task(recorder.keep_retention(lambda: [s.spec for s in registry.all()])),
+        ],
         closing=closing,
     )
     log.info(

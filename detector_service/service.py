@@ -12,6 +12,9 @@ import grpc
 from detector_service.annotate import InvalidImage, decode_image, draw, encode_jpeg
 from detector_service.batcher import InferenceBatcher, Overloaded
 from detector_service.incidents.tracker import IncidentTracker
+from detector_service.recorder import Recorder
+from detector_service.recording.exports import ExportCache
+from detector_service.recording_rpcs import RecordingRpcs
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
 from detector_service.tracking import StreamTrackers
@@ -29,7 +32,7 @@ DETECT_PIPELINE_DEPTH = 4
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class DetectorServicer(pb_grpc.DetectorServiceServicer):
+class DetectorServicer(RecordingRpcs, pb_grpc.DetectorServiceServicer):
     def __init__(
         self,
         settings: DetectorSettings,
@@ -37,8 +40,12 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         batcher: InferenceBatcher,
         pool: concurrent.futures.ThreadPoolExecutor,
         incidents: IncidentTracker,
+        recorder: Recorder,
+        exports: ExportCache,
     ) -> None:
         self.settings = settings
+        self.recorder = recorder
+        self.exports = exports
         self.incidents = incidents
         self.registry = registry
         self.batcher = batcher

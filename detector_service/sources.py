@@ -18,6 +18,7 @@ from typing import Any
 from detector_service.batcher import InferenceBatcher
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
+from detector_service.recorder import Recorder
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.source_uri import credentials_parse
@@ -152,17 +153,20 @@ class SourceRegistry:
         batcher: InferenceBatcher,
         store: SourceStore,
         observer: FrameObserver | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.batcher = batcher
         self.store = store
         self.observer = observer
+        self.recorder = recorder
         self._sources: dict[str, LiveSource] = {}
 
     def add(self, spec: pb.SourceSpec) -> LiveSource:
         """Register a source for this run only (configuration); an always-on one starts now."""
         source = self._register(spec)
         if source.always:
+            self._record(spec)
             source.start()
         return source
 
@@ -180,8 +184,17 @@ class SourceRegistry:
             raise
         # Started once kept, unless removed meanwhile; the caller's answer then says "starting".
         if source.always and self._sources.get(spec.id) is source:
+            self._record(spec)
             source.start()
         return source
+
+    def _record(self, spec: pb.SourceSpec) -> None:
+        # Before the capture starts: its first connection is recorded too.
+        if self.recorder is not None:
+            resolved = pb.SourceSpec()
+            resolved.CopyFrom(spec)
+            resolved.mode = mode_of(spec)
+            self.recorder.attach(resolved)
 
     def _register(self, spec: pb.SourceSpec) -> LiveSource:
         validate(spec)
@@ -191,7 +204,16 @@ class SourceRegistry:
         resolved.CopyFrom(spec)
         resolved.mode = mode_of(spec)
         loop = asyncio.get_running_loop()
-        source = LiveSource(resolved, self.settings, self.batcher, loop, observer=self.observer)
+        recorder = self.recorder
+        source = LiveSource(
+            resolved,
+            self.settings,
+            self.batcher,
+            loop,
+            reader_factory=recorder.open_reader if recorder is not None else None,
+            observer=self.observer,
+            recording=recorder.is_recording if recorder is not None else None,
+        )
         self._sources[spec.id] = source
         return source
 
@@ -223,6 +245,8 @@ class SourceRegistry:
         source = self.get(source_id)
         del self._sources[source_id]
         source.close()
+        if self.recorder is not None:
+            self.recorder.detach(source_id)
         await self.store.delete(source_id)
         return source
 
