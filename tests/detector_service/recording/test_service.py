@@ -276,7 +276,7 @@ async def test_a_snapshot_shows_the_recording_at_a_time_or_the_live_picture(
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_recordings_are_private(scenario: Scenario) -> None:
+async def test_recordings_are_private(scenario: Scenario) -> None:
     root = scenario.server.recorder.root
     for path in root.rglob("*"):
         mode = path.stat().st_mode & 0o777
