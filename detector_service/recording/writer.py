@@ -213,7 +213,12 @@ class SegmentWriter:
                 self.index.remove(row.id)
                 row.path.unlink(missing_ok=True)
                 continue
-            done = dataclasses.replace(row, end=row.start + span, bytes=row.path.stat().st_size)
+            stat = row.path.stat()
+            # The open row's start is the first packet's arrival, which the open's read-ahead
+            # can delay by up to a GOP (the writer corrects it at close, which never came). The
+            # last packet was written before the file's last change: the segment ends by then.
+            start = min(row.start, stat.st_mtime - span)
+            done = dataclasses.replace(row, start=start, end=start + span, bytes=stat.st_size)
             self.index.finish(done)
             recovered.append(done)
         return recovered
