@@ -1,4 +1,5 @@
-"""``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service."""
+"""``vigil detect``, ``vigil sources`` and ``vigil incidents`` (and ``vigil recordings``, in
+``cli_recordings``): the detector service."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras
+from vigil import cli_extras, cli_recordings
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -74,7 +75,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         default="",
         metavar="URL",
         help="streams: the camera's main stream, for recording, when --uri names its low-"
-        "resolution substream (stored; not yet recorded from)",
+        "resolution substream (recorded from when the source is always on)",
     )
     common.handled_by(add, sources_add, "detector")
     rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
@@ -93,6 +94,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
     common.handled_by(incidents, incidents_command, "detector")
+    cli_recordings.add_parser(commands, parent)
 
 
 def describe(detections: tuple[Detection, ...]) -> str:

@@ -43,6 +43,7 @@ from vigil.sdk.options import (
     ClientOptions,
     RetryPolicy,
 )
+from vigil.sdk.recording_types import Coverage, ExportInfo, Recording, Snapshot, TimeRange
 from vigil.sdk.streams import AsyncStream, Stream
 
 __all__ = [
@@ -58,22 +59,27 @@ __all__ = [
     "Box",
     "ChatChunk",
     "ClientOptions",
+    "Coverage",
     "DetectFrame",
     "DetectResult",
     "Detection",
     "DetectorClient",
     "ErrorInfo",
+    "ExportInfo",
     "Frame",
     "Incident",
     "IncidentEvent",
     "Job",
     "Page",
+    "Recording",
     "RetryPolicy",
     "SampledFrame",
+    "Snapshot",
     "Source",
     "SourceCounters",
     "StageTimings",
     "Stream",
+    "TimeRange",
     "TimelineEvent",
     "UploadResult",
     "Video",
