@@ -127,11 +127,6 @@ class RecordingRpcs(pb_grpc.DetectorServiceServicer):
         except NotRecorded as exc:
             raise NotFound(str(exc)) from None
         export = exported.export
-        if request.offset > exported.size:
-            raise InvalidInput(
-                f"offset {request.offset} is past the export's {exported.size} bytes",
-                field="offset",
-            )
         yield pb.ExportRecordingResponse(
             info=pb.ExportInfo(
                 covered=_time_range(export.start, export.end),
@@ -140,6 +135,8 @@ class RecordingRpcs(pb_grpc.DetectorServiceServicer):
                 gaps=[_time_range(g.start, g.end) for g in export.gaps],
             )
         )
+        # An offset at or past the end sends the description alone: the caller learns the size
+        # (an HTTP range past the end is answered 416 with it).
         stop = exported.size
         if request.limit:
             stop = min(stop, request.offset + request.limit)

@@ -202,6 +202,9 @@ async def test_an_export_has_the_asked_duration_and_plays(scenario: Scenario) ->
     assert part_info.size == info.size
     _, tail = await export(scenario.stub, "door", start, end, offset=len(data) - 10)
     assert tail == data[-10:]
+    # Past the end: the description alone, which says the size.
+    past_info, past = await export(scenario.stub, "door", start, end, offset=len(data) + 5)
+    assert (past_info.size, past) == (info.size, b"")
     assert scenario.server.exports.made == made
 
 
