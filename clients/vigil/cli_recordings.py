@@ -14,7 +14,7 @@ from vigil.sdk import Coverage
 
 TIMES_HELP = (
     "Times: ISO 8601 (2025-01-01T12:00:00Z; without a zone, local time), seconds since the "
-    "epoch, or relative to now such as -90s, -5m, -2h, -1d."
+    "epoch, or relative to now such as -90s, -5m, -2h, -1d (written --start=-5m)."
 )
 _RELATIVE = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
