@@ -200,6 +200,11 @@ class Recorder:
         part = self._tees.get(source_id) or self._main.get(source_id)
         return part is not None and part.recording
 
+    def losses(self, source_id: str) -> tuple[int, int]:
+        """Times a source's recording was cut for a full queue, and the packets lost to it."""
+        tee = self._tees.get(source_id)
+        return (tee.cuts, tee.dropped) if tee is not None else (0, 0)
+
     def open_reader(self, spec: pb.SourceSpec, fps: float) -> FrameReader:
         """The capture's reader factory: the source's reader, teed when the source is recorded
         from it (any thread)."""

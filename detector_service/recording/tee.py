@@ -20,6 +20,7 @@ import collections
 import io
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -122,7 +123,9 @@ class RecordingTee:
 
     def put_packet(self, packet: VideoPacket) -> None:
         if packet.size and packet.pts is not None:
-            self._put(clone(packet), packet.size, packet.is_keyframe)
+            # With its arrival: the writer maps the camera's clock to ours by it, and may take
+            # the packet from the queue much later.
+            self._put((clone(packet), time.time()), packet.size, packet.is_keyframe)
 
     def put_frame(self, image: Image, captured_at: float) -> None:
         # A copy: the processing thread draws the detections on the capture's picture.
@@ -228,7 +231,7 @@ class RecordingTee:
         try:
             if isinstance(start, _Packets):
                 with start.holder:
-                    self.writer.record(start.template, until_end())  # type: ignore[arg-type]
+                    self.writer.record_arrivals(start.template, _arrivals(until_end()))
             else:
                 self._encode(start, until_end())
         except Exception:
@@ -248,6 +251,12 @@ class RecordingTee:
         with FrameEncoder(width, height, start.fps, keyframe_s=start.keyframe_s) as encoder:
             pairs = _pairs(first, frames)
             self.writer.record(encoder.stream, encoder.packets(pairs), pts_are_wall_clock=True)
+
+
+def _arrivals(items: Iterator[object]) -> Iterator[tuple[VideoPacket, float]]:
+    for item in items:
+        if isinstance(item, tuple):
+            yield item
 
 
 def _pairs(first: _Frame, rest: Iterator[object]) -> Iterator[tuple[Image, float]]:
