@@ -100,7 +100,10 @@ class RecordingTee:
         self._cond = threading.Condition()
         self._items: collections.deque[tuple[_Item, int]] = collections.deque()
         self._bytes = 0
-        self._begun: _Packets | _Frames | None = None  # the connection being fed
+        # The connection being fed. A stream's codec parameters are kept here, in a container of
+        # the capture side's own: each recording of the connection (one more after every cut)
+        # gets a copy, which the recording thread closes when it is done with it.
+        self._begun: _Packets | _Frames | None = None
         self._cut = False  # overflowed: waiting for a keyframe that fits
         self._stopped = False
         #: Times the recording was cut because the queue was full, and what was lost to it.
@@ -133,18 +136,25 @@ class RecordingTee:
 
     def end(self) -> None:
         with self._cond:
-            if self._begun is not None and not self._cut:
-                self._push(_End(), 0)
-            self._begun = None
+            self._end()
             self._cut = False
+
+    def _end(self) -> None:
+        if self._begun is not None and not self._cut:
+            self._push(_End(), 0)
+        if isinstance(self._begun, _Packets):
+            self._begun.holder.close()
+        self._begun = None
 
     def _begin(self, start: _Packets | _Frames) -> None:
         self.end()
         with self._cond:
             if self._stopped:
+                if isinstance(start, _Packets):
+                    start.holder.close()
                 return
             self._begun = start
-            self._push(start, 0)
+            self._push(self._session(), 0)
 
     def _put(self, item: object, size: int, key: bool) -> None:
         with self._cond:
@@ -157,7 +167,7 @@ class RecordingTee:
                     return
                 # Resumes on a keyframe, as a new connection of the same stream (same run).
                 self._cut = False
-                self._push(self._restart(), 0)
+                self._push(self._session(), 0)
             elif not fits:
                 self._cut = True
                 self.cuts += 1
@@ -172,13 +182,11 @@ class RecordingTee:
                 return
             self._push(item, size)
 
-    def _restart(self) -> _Packets | _Frames:
+    def _session(self) -> _Packets | _Frames:
+        """What starts one recording of the current connection."""
         begun = self._begun
         assert begun is not None
-        if isinstance(begun, _Packets):
-            # The previous template may already be closed by the recording thread.
-            begun = self._begun = template_of(begun.template)
-        return begun
+        return template_of(begun.template) if isinstance(begun, _Packets) else begun
 
     def _push(self, item: _Item, size: int) -> None:
         self._items.append((item, size))
@@ -190,9 +198,7 @@ class RecordingTee:
     def stop(self) -> None:
         """Finish what is queued, then end the thread (``join`` waits for it)."""
         with self._cond:
-            if self._begun is not None and not self._cut:
-                self._push(_End(), 0)
-            self._begun = None
+            self._end()
             self._stopped = True
             self._push(_Stop(), 0)
 
