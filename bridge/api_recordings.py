@@ -103,6 +103,10 @@ async def _body(stream: AsyncStream[ExportInfo | bytes]) -> AsyncIterator[bytes]
     "/sources/{source_id}/recording.mp4",
     summary="A time range of a source's recording as one MP4 (joined, not re-encoded), with "
     "HTTP range requests",
+    description="The file starts at the keyframe at or before `start`; the `X-Recording-Start` "
+    "and `X-Recording-End` headers say what it covers (ISO 8601 UTC), so a player can map its "
+    "time to the wall clock. Gaps inside play as a held picture. Send `Range: bytes=a-b`, "
+    "`bytes=a-` or `bytes=-n` for part of it (206; 416 past the end).",
     response_class=Response,
     responses={
         200: {"content": {"video/mp4": {}}, "description": "The whole file."},
