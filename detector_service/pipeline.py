@@ -31,6 +31,7 @@ from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from detector_service.tracking import ObjectTracker
+from detector_service.zones import ZoneWatch
 from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -65,6 +66,7 @@ class LiveSource:
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
         recording: Callable[[str], bool] | None = None,
+        zones: ZoneWatch | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -78,6 +80,7 @@ class LiveSource:
         self.observer = observer
         # Whether the recorder is recording this source now (Source.recording).
         self._recording = recording
+        self.zones = zones
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -182,6 +185,25 @@ class LiveSource:
             if self.observer is not None:
                 self.observer.end_source(self.spec.id)
         self._set_state(final_state)
+
+    def respec(self, spec: pb.SourceSpec, restart: bool) -> None:
+        """Take a new spec (validated, mode resolved, real URIs). A running capture restarts only
+        when ``restart`` says its stream changed; zones and settings read per frame apply at once.
+        """
+        running = self._running
+        if running and restart:
+            self.stop()
+        self.uri = SourceUri(spec.uri)
+        fresh = pb.SourceSpec()
+        fresh.CopyFrom(spec)
+        fresh.uri, fresh.record_uri = self.uri.masked, mask(spec.record_uri)
+        self.spec, self.max_fps = fresh, spec.max_fps or self.settings.max_fps
+        if self.zones is not None:
+            self.zones.configure(fresh)
+        if not self._running and (self.always or (running and self.subscribers)):
+            self.start()
+        elif self._running and not self.always and not self.subscribers:
+            self.stop()
 
     def _end_run(self, run: threading.Event, state: pb.SourceState.ValueType) -> None:
         # A run that ended by itself (a file's end, a permanent failure) stops the source only if
@@ -347,6 +369,8 @@ class LiveSource:
             if stopping.is_set():
                 return
             self.loop.call_soon_threadsafe(self._publish, item)
+            if self.zones is not None:  # before the observer: incident rules ask it where
+                self.zones.observe(item)
             # A frame whose detection failed says nothing about weapons: it must not count as
             # their absence and close an incident.
             if self.observer is not None and item.error is None:

@@ -98,6 +98,8 @@ class DetectorSettings(ServiceSettings):
     incident_clips: bool = False
     incident_clip_pre_s: float = Field(3.0, ge=0.0)
     incident_clip_post_s: float = Field(3.0, ge=0.0)
+    # Days zone and camera-health events (with their snapshots) are kept.
+    event_retention_days: float = Field(30.0, gt=0.0)
     # A TOML file of [[sources]] tables (id, kind, uri, loop, max_fps, ...) added at start.
     sources_file: pathlib.Path | None = None
     # Prometheus metrics over HTTP on this port of `host`; unset turns them off.

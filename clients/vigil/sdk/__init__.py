@@ -35,6 +35,8 @@ from vigil.sdk.detector_types import (
     IncidentEvent,
     Source,
     SourceCounters,
+    SourceEvent,
+    SourceSpec,
 )
 from vigil.sdk.errors import from_rpc_error
 from vigil.sdk.options import (
@@ -45,6 +47,7 @@ from vigil.sdk.options import (
 )
 from vigil.sdk.recording_types import Coverage, ExportInfo, Recording, Snapshot, TimeRange
 from vigil.sdk.streams import AsyncStream, Stream
+from vigil.sdk.zones import Zone
 
 __all__ = [
     "DEFAULT_ANALYZER_ADDRESS",
@@ -77,11 +80,14 @@ __all__ = [
     "Snapshot",
     "Source",
     "SourceCounters",
+    "SourceEvent",
+    "SourceSpec",
     "StageTimings",
     "Stream",
     "TimeRange",
     "TimelineEvent",
     "UploadResult",
     "Video",
+    "Zone",
     "from_rpc_error",
 ]

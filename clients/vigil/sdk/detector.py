@@ -12,8 +12,8 @@ Requests are built and responses converted by the functions below, which both fl
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Literal, overload
 
 from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -21,6 +21,7 @@ from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.sdk.client import AsyncClient, Client
 from vigil.sdk.common import Page, timestamp
 from vigil.sdk.detector_types import (
+    SOURCE_EVENT_KINDS,
     SOURCE_KINDS,
     SOURCE_MODES,
     DetectFrame,
@@ -29,7 +30,10 @@ from vigil.sdk.detector_types import (
     Incident,
     IncidentEvent,
     Source,
+    SourceEvent,
+    SourceSpec,
     SubscriptionItems,
+    incident_item,
 )
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.recordings import UNARY_METHODS as RECORDING_UNARY_METHODS
@@ -41,11 +45,13 @@ if TYPE_CHECKING:
 
 SERVICE = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 UNARY_METHODS = (
-    "AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents",
-    *RECORDING_UNARY_METHODS,
+    "AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents", "UpdateSource",
+    "ListEvents", *RECORDING_UNARY_METHODS,
 )  # fmt: skip
 
-SourceResponse = pb.AddSourceResponse | pb.RemoveSourceResponse | pb.GetSourceResponse
+SourceResponse = (
+    pb.AddSourceResponse | pb.RemoveSourceResponse | pb.GetSourceResponse | pb.UpdateSourceResponse
+)
 
 
 def detect_request(
@@ -120,8 +126,51 @@ def subscribe_request(source_id: str, omit_jpeg: bool) -> pb.SubscribeRequest:
     return pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
 
 
-def incidents_request(source_id: str, include_snapshot: bool) -> pb.StreamIncidentsRequest:
-    return pb.StreamIncidentsRequest(source_id=source_id, include_snapshot=include_snapshot)
+def incidents_request(
+    source_id: str, include_snapshot: bool, include_events: bool = False
+) -> pb.StreamIncidentsRequest:
+    return pb.StreamIncidentsRequest(
+        source_id=source_id, include_snapshot=include_snapshot, include_events=include_events
+    )
+
+
+def update_source_request(spec: SourceSpec) -> pb.UpdateSourceRequest:
+    try:
+        return pb.UpdateSourceRequest(source=spec.to_proto())
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def list_events_request(
+    source_id: str,
+    start: float | None,
+    end: float | None,
+    kinds: Sequence[str],
+    page_size: int,
+    page_token: str,
+    include_snapshot: bool,
+) -> pb.ListEventsRequest:
+    unknown = [k for k in kinds if k not in SOURCE_EVENT_KINDS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown event kinds {unknown}; of {', '.join(SOURCE_EVENT_KINDS)}", field="kinds"
+        )
+    request = pb.ListEventsRequest(
+        source_id=source_id,
+        kinds=[SOURCE_EVENT_KINDS[k] for k in kinds],
+        page_size=page_size,
+        page_token=page_token,
+        include_snapshot=include_snapshot,
+    )
+    if start is not None:
+        request.start.CopyFrom(timestamp(start))
+    if end is not None:
+        request.end.CopyFrom(timestamp(end))
+    return request
+
+
+def event_page(response: pb.ListEventsResponse) -> Page[SourceEvent]:
+    return Page(tuple(SourceEvent.from_proto(m) for m in response.events), response.next_page_token)
 
 
 def list_incidents_request(
@@ -219,12 +268,57 @@ class DetectorClient(RecordingMethods, Client):
     def list_sources(self, *, timeout_s: float | None = None) -> list[Source]:
         return self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s, sources_of)
 
+    @overload
     def incidents(
-        self, source_id: str = "", *, include_snapshot: bool = False
-    ) -> Stream[IncidentEvent]:
-        """Incident open and close events from now on (all sources when ``source_id`` is empty)."""
-        request = incidents_request(source_id, include_snapshot)
-        return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
+        self,
+        source_id: str = "",
+        *,
+        include_snapshot: bool = False,
+        include_events: Literal[False] = False,
+    ) -> Stream[IncidentEvent]: ...
+    @overload
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool
+    ) -> Stream[IncidentEvent | SourceEvent]: ...
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool = False
+    ) -> Stream[IncidentEvent] | Stream[IncidentEvent | SourceEvent]:
+        """Incident open and close events from now on (all sources when ``source_id`` is empty);
+        with ``include_events`` also the sources' zone and camera-health events."""
+        request = incidents_request(source_id, include_snapshot, include_events)
+        items: Stream[IncidentEvent | SourceEvent] = self._stream(
+            self.stub.StreamIncidents, request, incident_item
+        )
+        return items
+
+    def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
+        """Replace a source's spec (its kind may not change); kept across restarts. The capture
+        restarts only when a stream setting changed; zones apply at once::
+
+            spec = client.get_source("gate").spec
+            client.update_source(dataclasses.replace(spec, zones=(Zone.line(...),)))
+        """
+        request = update_source_request(spec)
+        return self._unary(self.stub.UpdateSource, request, timeout_s, source_of)
+
+    def list_events(
+        self,
+        source_id: str = "",
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        kinds: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        include_snapshot: bool = False,
+        timeout_s: float | None = None,
+    ) -> Page[SourceEvent]:
+        """One page of the zone and camera-health events, newest first, at or after ``start``
+        and before ``end`` (seconds since the epoch), of the ``kinds`` given (all when empty)."""
+        request = list_events_request(
+            source_id, start, end, kinds, page_size, page_token, include_snapshot
+        )
+        return self._unary(self.stub.ListEvents, request, timeout_s, event_page)
 
     def list_incidents(
         self,
@@ -305,11 +399,47 @@ class AsyncDetectorClient(AsyncRecordingMethods, AsyncClient):
         request = pb.ListSourcesRequest()
         return await self._unary(self.stub.ListSources, request, timeout_s, sources_of)
 
+    @overload
     def incidents(
-        self, source_id: str = "", *, include_snapshot: bool = False
-    ) -> AsyncStream[IncidentEvent]:
-        request = incidents_request(source_id, include_snapshot)
-        return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
+        self,
+        source_id: str = "",
+        *,
+        include_snapshot: bool = False,
+        include_events: Literal[False] = False,
+    ) -> AsyncStream[IncidentEvent]: ...
+    @overload
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool
+    ) -> AsyncStream[IncidentEvent | SourceEvent]: ...
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool = False
+    ) -> AsyncStream[IncidentEvent] | AsyncStream[IncidentEvent | SourceEvent]:
+        request = incidents_request(source_id, include_snapshot, include_events)
+        items: AsyncStream[IncidentEvent | SourceEvent] = self._stream(
+            self.stub.StreamIncidents, request, incident_item
+        )
+        return items
+
+    async def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
+        request = update_source_request(spec)
+        return await self._unary(self.stub.UpdateSource, request, timeout_s, source_of)
+
+    async def list_events(
+        self,
+        source_id: str = "",
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        kinds: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        include_snapshot: bool = False,
+        timeout_s: float | None = None,
+    ) -> Page[SourceEvent]:
+        request = list_events_request(
+            source_id, start, end, kinds, page_size, page_token, include_snapshot
+        )
+        return await self._unary(self.stub.ListEvents, request, timeout_s, event_page)
 
     async def list_incidents(
         self,
