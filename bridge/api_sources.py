@@ -38,7 +38,7 @@ async def add_source(spec: SourceSpec, request: Request) -> Source:
         source = await state.detector.add_source(
             spec.id, spec.kind, spec.uri, loop=spec.loop, max_fps=spec.max_fps,
             width=spec.width, height=spec.height, display_name=spec.display_name,
-            mode=spec.mode or "", record_uri=spec.record_uri,
+            mode=spec.mode or "", record_uri=spec.record_uri, ptz=spec.ptz,
         )  # fmt: skip
     return Source.from_sdk(source)
 

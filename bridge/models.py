@@ -24,6 +24,7 @@ from vigil import sdk
 from vigil.core import source_ids
 from vigil.sdk.analyzer_types import JOB_STATES as SDK_JOB_STATES
 from vigil.sdk.analyzer_types import Stage
+from vigil.sdk.detector_types import CameraProblem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -282,7 +283,7 @@ class ChatQuestion(BaseModel):
 SOURCE_EXAMPLE: dict[str, Any] = {
     "id": "lobby-cam", "kind": "stream", "uri": "rtsp://192.0.2.10/stream1", "loop": False,
     "max_fps": 15.0, "width": 0, "height": 0, "display_name": "Lobby", "mode": "always",
-    "record_uri": "",
+    "record_uri": "", "ptz": False,
 }  # fmt: skip
 
 
@@ -350,7 +351,11 @@ class SourceSpec(BaseModel):
             width=self.width, height=self.height, display_name=self.display_name,
             mode=self.mode or "", record_uri=self.record_uri,
             zones=tuple(z.to_sdk() for z in self.zones), incident_zones=tuple(self.incident_zones),
+            ptz=self.ptz,
         )  # fmt: skip
+
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
 
 
 @mirrors(sdk.TimeRange, converted={"start", "end"})
@@ -384,7 +389,8 @@ class Source(BaseModel):
         json_schema_extra={
             "examples": [{"spec": SOURCE_EXAMPLE, "state": "live", "last_error": "",
                           "counters": {"fps_in": 15.0, "fps_out": 15.0, "subscribers": 1},
-                          "state_since": "2025-01-01T12:00:00.000000Z"}]
+                          "state_since": "2025-01-01T12:00:00.000000Z",
+                          "camera_problems": ["camera_covered"]}]
         }
     )  # fmt: skip
     spec: SourceSpec
@@ -393,6 +399,9 @@ class Source(BaseModel):
     counters: dict[str, float]
     state_since: str | None
     recording: bool = False
+    # Camera-health problems present now ("camera_frozen", "camera_covered", "camera_defocused",
+    # "camera_moved"); empty when healthy or not a camera.
+    camera_problems: tuple[CameraProblem, ...] = ()
 
     @classmethod
     def from_sdk(cls, s: sdk.Source) -> Source:

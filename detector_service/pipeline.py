@@ -27,6 +27,7 @@ from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
+from detector_service.health_monitor import CameraWatch
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
@@ -67,6 +68,7 @@ class LiveSource:
         observer: FrameObserver | None = None,
         recording: Callable[[str], bool] | None = None,
         zones: ZoneWatch | None = None,
+        health: CameraWatch | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -81,6 +83,8 @@ class LiveSource:
         # Whether the recorder is recording this source now (Source.recording).
         self._recording = recording
         self.zones = zones
+        # Camera-health checks (cameras only): offered every captured frame, they sample it.
+        self.health = health
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -131,6 +135,7 @@ class LiveSource:
             counters=counters,
             state_since=since,
             recording=self._recording is not None and self._recording(self.spec.id),
+            camera_problems=self.health.problems if self.health is not None else (),
         )
 
     @property
@@ -200,6 +205,8 @@ class LiveSource:
         self.spec, self.max_fps = fresh, spec.max_fps or self.settings.max_fps
         if self.zones is not None:
             self.zones.configure(fresh)
+        if self.health is not None:
+            self.health.configure(fresh)
         if not self._running and (self.always or (running and self.subscribers)):
             self.start()
         elif self._running and not self.always and not self.subscribers:
@@ -304,6 +311,8 @@ class LiveSource:
                 while not stopping.is_set():
                     frame = reader.read()
                     backoff.reset()
+                    if self.health is not None:
+                        self.health.offer(frame, time.time_ns())
                     self._rates["in"].tick()
                     with self._slot.cond:
                         if stopping.is_set():

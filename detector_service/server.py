@@ -13,6 +13,7 @@ from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
 from detector_service.events import EventLog
+from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
@@ -138,8 +139,10 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     zones = Zones(settings.track_lost_s, events.record)
     incidents.place = zones.place
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
+    # Camera-health events go to the event log (ListEvents, StreamIncidents) like zone events.
+    health = HealthMonitor(settings, on_event=events.record)
     registry = SourceRegistry(
-        settings, batcher, store, observer=incidents, zones=zones, recorder=recorder
+        settings, batcher, store, observer=incidents, zones=zones, health=health, recorder=recorder
     )
     registry.add(
         pb.SourceSpec(
@@ -168,6 +171,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     await service.start(settings.host, settings.port)
     closing = contextlib.ExitStack()
+    closing.callback(health.close)
     if settings.metrics_port is not None:
         _port, stop_metrics = serve_metrics(metrics.registry, settings.host, settings.metrics_port)
         closing.callback(stop_metrics)

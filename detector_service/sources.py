@@ -16,6 +16,7 @@ import tomllib
 from typing import Any
 
 from detector_service.batcher import InferenceBatcher
+from detector_service.health_monitor import HealthMonitor
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
 from detector_service.recorder import Recorder
@@ -98,7 +99,7 @@ MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
 STREAM_FIELDS = ("uri", "record_uri", "width", "height", "max_fps", "loop")
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
-    "zones", "incident_zones",
+    "zones", "incident_zones", "ptz",
 }  # fmt: skip
 
 
@@ -116,6 +117,7 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     name = "door"
     kind = "area"
     points = [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9]]
+    ptz = false               # true: it pans, tilts or zooms on purpose (never "moved")
 
     The file may hold camera passwords: one that group or others can read is refused.
     """
@@ -166,8 +168,10 @@ class SourceRegistry:
         observer: FrameObserver | None = None,
         recorder: Recorder | None = None,
         zones: Zones | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health
         self.batcher = batcher
         self.store = store
         self.observer = observer
@@ -222,6 +226,8 @@ class SourceRegistry:
         resolved.mode = mode_of(spec)
         loop = asyncio.get_running_loop()
         recorder = self.recorder
+        zones = self.zones.watch(resolved) if self.zones is not None else None
+        watch = self.health.watch(resolved) if self.health is not None else None
         source = LiveSource(
             resolved,
             self.settings,
@@ -229,7 +235,8 @@ class SourceRegistry:
             loop,
             reader_factory=recorder.open_reader if recorder is not None else None,
             observer=self.observer,
-            zones=self.zones.watch(resolved) if self.zones is not None else None,
+            zones=zones,
+            health=watch,
             recording=recorder.is_recording if recorder is not None else None,
         )
         self._sources[spec.id] = source

@@ -77,6 +77,12 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="streams: the camera's main stream, for recording, when --uri names its low-"
         "resolution substream (recorded from when the source is always on)",
     )
+    add.add_argument(
+        "--ptz",
+        action="store_true",
+        help="the camera pans, tilts or zooms on purpose: a changed scene is not reported as "
+        "moved (its new view is learnt once the picture settles)",
+    )
     common.handled_by(add, sources_add, "detector")
     rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
     rm.add_argument("id", help="id of the source")
@@ -190,6 +196,7 @@ def sources_add(args: argparse.Namespace) -> int:
             display_name=args.name,
             mode=args.mode,
             record_uri=args.record_uri,
+            ptz=args.ptz,
         )
     summary = f"added source {source.id} ({source.kind}, {source.mode}, {source.state})"
     return common.output(args, source, summary)

@@ -102,6 +102,7 @@ def add_source_request(
     display_name: str,
     mode: str,
     record_uri: str,
+    ptz: bool = False,
 ) -> pb.AddSourceRequest:
     if kind not in SOURCE_KINDS:
         raise InvalidInput(f"unknown source kind {kind!r}; one of {', '.join(SOURCE_KINDS)}")
@@ -118,6 +119,7 @@ def add_source_request(
         display_name=display_name,
         mode=SOURCE_MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED,
         record_uri=record_uri,
+        ptz=ptz,
     )
     return pb.AddSourceRequest(source=spec)
 
@@ -246,14 +248,16 @@ class DetectorClient(RecordingMethods, Client):
         display_name: str = "",
         mode: str = "",
         record_uri: str = "",
+        ptz: bool = False,
         timeout_s: float | None = None,
     ) -> Source:
         """Register a source (``kind``: webcam, stream, file or test_pattern), kept by the
         service across restarts. ``mode`` "always" captures and analyses it with nobody watching,
         "on_demand" only while subscribed; empty takes the kind's default (always for webcams and
-        streams). ``record_uri``: a stream's main stream, stored for recording."""
+        streams). ``record_uri``: a stream's main stream, stored for recording. ``ptz``: the
+        camera pans, tilts or zooms on purpose, so a changed scene is not reported as moved."""
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz
         )
         return self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
@@ -380,10 +384,11 @@ class AsyncDetectorClient(AsyncRecordingMethods, AsyncClient):
         display_name: str = "",
         mode: str = "",
         record_uri: str = "",
+        ptz: bool = False,
         timeout_s: float | None = None,
     ) -> Source:
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz
         )
         return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 

@@ -41,6 +41,10 @@ SOURCE_EVENT_KINDS: dict[str, pb.SourceEventKind.ValueType] = {
     for v in pb.SourceEventKind.values()
     if v
 }
+# A camera's health problems (``Source.camera_problems``), named as its source events' kinds.
+CameraProblem = Literal[
+    "camera_frozen", "camera_covered", "camera_defocused", "camera_moved", "unknown"
+]
 
 SOURCE_KINDS: dict[str, pb.SourceKind.ValueType] = {
     "webcam": pb.SOURCE_KIND_WEBCAM,
@@ -172,6 +176,11 @@ class Source:
         """The source as declared, to change and give to ``update_source``."""
         return SourceSpec.from_proto(self.proto.spec)
 
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
+    # The camera-health problems present now, for example ("camera_covered",); empty: healthy.
+    camera_problems: tuple[CameraProblem, ...] = ()
+
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
         # The spec's fields (id, uri, loop, ...) are copied; the rest come from the source.
@@ -189,6 +198,10 @@ class Source:
             proto=m,
             zones=tuple(Zone.from_proto(z) for z in spec.zones),
             incident_zones=tuple(spec.incident_zones),
+            camera_problems=tuple(
+                cast(CameraProblem, enum_name(pb.SourceEventKind.Name, k, "SOURCE_EVENT_KIND_"))
+                for k in m.camera_problems
+            ),
         )
 
 
@@ -211,6 +224,8 @@ class SourceSpec:
     record_uri: str = ""
     zones: tuple[Zone, ...] = ()
     incident_zones: tuple[str, ...] = ()
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
     proto: pb.SourceSpec = field(default_factory=pb.SourceSpec, repr=False, compare=False)
 
     @classmethod
@@ -237,7 +252,7 @@ class SourceSpec:
         m.CopyFrom(self.proto)
         m.id, m.kind, m.uri, m.loop = self.id, SOURCE_KINDS[self.kind], self.uri, self.loop
         m.max_fps, m.width, m.height = self.max_fps, self.width, self.height
-        m.display_name, m.record_uri = self.display_name, self.record_uri
+        m.display_name, m.record_uri, m.ptz = self.display_name, self.record_uri, self.ptz
         m.mode = SOURCE_MODES[self.mode] if self.mode else pb.SOURCE_MODE_UNSPECIFIED
         _replace(m.zones, (z.to_proto() for z in self.zones))
         _replace(m.incident_zones, self.incident_zones)
