@@ -358,6 +358,31 @@ class SourceSpec(BaseModel):
     ptz: bool = False
 
 
+@mirrors(sdk.TimeRange, converted={"start", "end"})
+class TimeRange(BaseModel):
+    """[start, end) in ISO 8601 UTC; ``end`` null: still going on."""
+
+    start: str | None
+    end: str | None
+
+    @classmethod
+    def from_proto(cls, r: Any) -> TimeRange:
+        return cls(start=iso(r.start), end=iso(r.end) if r.HasField("end") else None)
+
+
+@mirrors(sdk.Coverage, converted={"ranges"})
+class Coverage(BaseModel):
+    """What a source's recording covers, oldest first (a gap between two ranges); the last
+    range is open-ended while the source is recording. ``bytes``: recording kept."""
+
+    ranges: list[TimeRange]
+    bytes: int
+
+    @classmethod
+    def from_sdk(cls, c: sdk.Coverage) -> Coverage:
+        return copied(cls, c, ranges=[TimeRange.from_proto(r) for r in c.proto.ranges])
+
+
 @mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since"})
 class Source(BaseModel):
     model_config = ConfigDict(
@@ -373,6 +398,7 @@ class Source(BaseModel):
     last_error: str
     counters: dict[str, float]
     state_since: str | None
+    recording: bool = False
     # Camera-health problems present now ("camera_frozen", "camera_covered", "camera_defocused",
     # "camera_moved"); empty when healthy or not a camera.
     camera_problems: tuple[CameraProblem, ...] = ()
@@ -398,7 +424,7 @@ class SourceList(BaseModel):
     sources: list[Source]
 
 
-@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections"})
+@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections", "recording"})
 class Incident(BaseModel):
     id: str
     source_id: str
@@ -408,12 +434,17 @@ class Incident(BaseModel):
     peak_confidence: float
     detections: list[dict[str, Any]]
     clip_path: str
+    # The part of the source's recording that shows it (GET .../recording.mp4 with this range);
+    # null when the source is not recorded.
+    recording: TimeRange | None = None
 
     @classmethod
     def from_sdk(cls, i: sdk.Incident) -> Incident:
+        recording = i.proto.recording if i.proto.HasField("recording") else None
         return copied(
             cls, i, opened_at=iso(i.proto.opened_at), closed_at=iso(i.proto.closed_at),
             detections=[detection(d) for d in i.detections],
+            recording=TimeRange.from_proto(recording) if recording is not None else None,
         )  # fmt: skip
 
 

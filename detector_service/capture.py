@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import os
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, cast
 
 from detector_service.backends.base import Image
@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     # Imported on the first stream or file opened: PyAV's FFmpeg libraries add ~16 MB of RSS
     # that a detector watching only webcams or the test pattern never needs.
     import av
+
+    # Sees every packet before it is decoded: the recorder's tee (detector_service.recorder).
+    PacketTap = Callable[[av.Packet[av.VideoStream]], None]
 
 
 class CaptureError(RuntimeError):
@@ -112,8 +115,8 @@ class AvReader(FrameReader):
     PyAV releases the GIL inside FFmpeg and holds no lock across opens, so sources open in
     parallel (OpenCV's FFmpeg backend serialised every open behind one process-wide mutex), and
     its ``timeout`` bounds the open and every read through FFmpeg's interrupt callback. The
-    demuxed packets pass through ``packets()`` before decoding, so a recorder can later take the
-    camera's encoded stream without a second connection.
+    demuxed packets pass through ``packets()`` (and ``tap``) before decoding, so the recorder
+    takes the camera's encoded stream without a second connection.
     """
 
     def __init__(
@@ -156,6 +159,7 @@ class AvReader(FrameReader):
         # Files are read at their own frame rate, as if they were a camera.
         self.interval = 1.0 / fps if self.is_file and 0 < fps < 1000 else 0.0
         self.next_at = time.monotonic()
+        self.tap: PacketTap | None = None
         self._frames = self._decoded()
 
     def _describe(self, what: str, exc: BaseException) -> str:
@@ -170,6 +174,8 @@ class AvReader(FrameReader):
             try:
                 for packet in self.container.demux(self.stream):
                     if packet.size:  # the empty flush packet marks the end of the input
+                        if self.tap is not None:
+                            self.tap(packet)
                         yield packet
             except av.FFmpegError as exc:
                 raise CaptureError(self._describe("no frame from", exc)) from None

@@ -66,6 +66,7 @@ class LiveSource:
         loop: asyncio.AbstractEventLoop,
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
+        recording: Callable[[str], bool] | None = None,
         zones: ZoneWatch | None = None,
         health: CameraWatch | None = None,
     ) -> None:
@@ -75,10 +76,12 @@ class LiveSource:
         self.spec = pb.SourceSpec()
         self.spec.CopyFrom(spec)
         self.spec.uri = self.uri.masked
-        # The main stream is not opened by this version: only its masked form is kept here (the
-        # source store keeps the real one).
+        # The main stream is opened by the recorder (detector_service/recorder.py), not here:
+        # only its masked form is kept (the registry hands the real one to the recorder).
         self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
+        # Whether the recorder is recording this source now (Source.recording).
+        self._recording = recording
         self.zones = zones
         # Camera-health checks (cameras only): offered every captured frame, they sample it.
         self.health = health
@@ -131,6 +134,7 @@ class LiveSource:
             last_error=self.last_error,
             counters=counters,
             state_since=since,
+            recording=self._recording is not None and self._recording(self.spec.id),
             camera_problems=self.health.problems if self.health is not None else (),
         )
 

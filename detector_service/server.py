@@ -18,6 +18,8 @@ from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, 
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir
+from detector_service.recorder import Recorder
+from detector_service.recording.exports import ExportCache
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
@@ -43,6 +45,8 @@ class DetectorServer:
     pool: concurrent.futures.ThreadPoolExecutor
     incidents: IncidentTracker
     metrics: DetectorMetrics
+    recorder: Recorder
+    exports: ExportCache
     #: Zone and camera-health events: ``events.record`` is how producers report them.
     events: EventLog
     #: Background work that ends with the server (the model's health watch).
@@ -63,6 +67,9 @@ class DetectorServer:
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
         await asyncio.to_thread(self.incidents.close)
+        # After the incidents: closing them holds their recordings.
+        await asyncio.to_thread(self.recorder.close)
+        await asyncio.to_thread(self.exports.close)
         await asyncio.to_thread(self.events.close)
         await asyncio.to_thread(self.registry.store.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -116,8 +123,12 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     # Incidents, snapshots and clips are for the service's user alone.
     await asyncio.to_thread(private_dir, settings.data_dir)
+    # Before any source starts: recovery finishes the segments a killed run left open.
+    recorder = await asyncio.to_thread(Recorder.open, settings)
+    exports_dir = await asyncio.to_thread(ExportCache.prepare, settings.data_dir / "exports")
+    exports = ExportCache(recorder.index, exports_dir, settings.export_cache_s)
     incidents = await asyncio.to_thread(
-        open_tracker, incident_config(settings), asyncio.get_running_loop()
+        open_tracker, incident_config(settings), asyncio.get_running_loop(), recorder
     )
     events = await asyncio.to_thread(
         EventLog,
@@ -131,7 +142,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     # Camera-health events go to the event log (ListEvents, StreamIncidents) like zone events.
     health = HealthMonitor(settings, on_event=events.record)
     registry = SourceRegistry(
-        settings, batcher, store, observer=incidents, zones=zones, health=health
+        settings, batcher, store, observer=incidents, zones=zones, health=health, recorder=recorder
     )
     registry.add(
         pb.SourceSpec(
@@ -155,7 +166,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(
-        DetectorServicer(settings, registry, batcher, pool, incidents, events), service.server
+        DetectorServicer(settings, registry, batcher, pool, incidents, recorder, exports, events),
+        service.server,
     )
     await service.start(settings.host, settings.port)
     closing = contextlib.ExitStack()
@@ -170,8 +182,13 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         pool,
         incidents,
         metrics,
+        recorder,
+        exports,
         events,
-        tasks=[asyncio.create_task(watch_model_health(service, batcher))],
+        tasks=[
+            asyncio.create_task(watch_model_health(service, batcher)),
+            asyncio.create_task(recorder.keep_retention(lambda: [s.spec for s in registry.all()])),
+        ],
         closing=closing,
     )
     log.info(

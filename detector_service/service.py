@@ -13,6 +13,9 @@ from detector_service.annotate import InvalidImage, decode_image, draw, encode_j
 from detector_service.batcher import InferenceBatcher, Overloaded
 from detector_service.events import EventLog, merged
 from detector_service.incidents.tracker import IncidentTracker
+from detector_service.recorder import Recorder
+from detector_service.recording.exports import ExportCache
+from detector_service.recording_rpcs import RecordingRpcs
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
 from detector_service.tracking import StreamTrackers
@@ -30,7 +33,7 @@ DETECT_PIPELINE_DEPTH = 4
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class DetectorServicer(pb_grpc.DetectorServiceServicer):
+class DetectorServicer(RecordingRpcs, pb_grpc.DetectorServiceServicer):
     def __init__(
         self,
         settings: DetectorSettings,
@@ -38,9 +41,13 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         batcher: InferenceBatcher,
         pool: concurrent.futures.ThreadPoolExecutor,
         incidents: IncidentTracker,
+        recorder: Recorder,
+        exports: ExportCache,
         events: EventLog,
     ) -> None:
         self.settings = settings
+        self.recorder = recorder
+        self.exports = exports
         self.incidents = incidents
         self.events = events
         self.registry = registry

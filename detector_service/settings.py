@@ -107,6 +107,28 @@ class DetectorSettings(ServiceSettings):
     # Seconds of waiting to fill an inference batch while several sources are live.
     batch_wait_s: float = Field(0.004, ge=0.0, le=0.1)
 
+    # Continuous recording of the always-on sources (detector_service/recorder.py): segments of
+    # about recording_segment_s, cut at keyframes, under recording_dir (default data_dir/
+    # recordings). Kept recording_days (a source's retention_days wins), while all sources
+    # together stay under recording_max_gb (unset: no cap); the oldest go first, checked every
+    # recording_check_s. Segments overlapping an incident (incident_recording_pre_s before it
+    # opened to incident_recording_post_s after it closed) are kept incident_retention_days.
+    recording: bool = True
+    recording_dir: pathlib.Path | None = None
+    recording_segment_s: float = Field(10.0, ge=1.0, le=600.0)
+    recording_days: float = Field(7.0, gt=0.0)
+    recording_max_gb: float | None = Field(None, gt=0.0)
+    recording_check_s: float = Field(60.0, gt=0.0)
+    # Packets (or pictures) a source's recording may have waiting for the disk, in MB; beyond
+    # it the recording is cut (a gap, logged and counted) and resumes at the next keyframe.
+    recording_buffer_mb: float = Field(32.0, gt=0.0, le=4096.0)
+    incident_retention_days: float = Field(30.0, gt=0.0)
+    incident_recording_pre_s: float = Field(10.0, ge=0.0, le=600.0)
+    incident_recording_post_s: float = Field(10.0, ge=0.0, le=600.0)
+    # The longest range one ExportRecording may ask for, and how long an export stays cached
+    # for the range requests that follow it.
+    export_max_s: float = Field(3600.0, gt=0.0)
+    export_cache_s: float = Field(60.0, ge=0.0)
     # Camera health (tamper and failure) checks of webcams and streams, on a copy subsampled to
     # at most health_height rows, health_checks_per_s times a second (0 turns them off). A
     # problem is raised once it has lasted its *_after_s and cleared once gone health_clear_after_s.

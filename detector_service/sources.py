@@ -19,6 +19,7 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.health_monitor import HealthMonitor
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
+from detector_service.recorder import Recorder
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.source_uri import credentials_parse
@@ -165,6 +166,7 @@ class SourceRegistry:
         batcher: InferenceBatcher,
         store: SourceStore,
         observer: FrameObserver | None = None,
+        recorder: Recorder | None = None,
         zones: Zones | None = None,
         health: HealthMonitor | None = None,
     ) -> None:
@@ -173,6 +175,7 @@ class SourceRegistry:
         self.batcher = batcher
         self.store = store
         self.observer = observer
+        self.recorder = recorder
         self.zones = zones
         self._sources: dict[str, LiveSource] = {}
         # Each source's spec as declared (real URIs), and the configured ones as configured.
@@ -184,6 +187,7 @@ class SourceRegistry:
         source = self._register(spec)
         self._configured[spec.id] = spec
         if source.always:
+            self._record(spec)
             source.start()
         return source
 
@@ -201,8 +205,17 @@ class SourceRegistry:
             raise
         # Started once kept, unless removed meanwhile; the caller's answer then says "starting".
         if source.always and self._sources.get(spec.id) is source:
+            self._record(spec)
             source.start()
         return source
+
+    def _record(self, spec: pb.SourceSpec) -> None:
+        # Before the capture starts: its first connection is recorded too.
+        if self.recorder is not None:
+            resolved = pb.SourceSpec()
+            resolved.CopyFrom(spec)
+            resolved.mode = mode_of(spec)
+            self.recorder.attach(resolved)
 
     def _register(self, spec: pb.SourceSpec) -> LiveSource:
         validate(spec)
@@ -212,6 +225,7 @@ class SourceRegistry:
         resolved.CopyFrom(spec)
         resolved.mode = mode_of(spec)
         loop = asyncio.get_running_loop()
+        recorder = self.recorder
         zones = self.zones.watch(resolved) if self.zones is not None else None
         watch = self.health.watch(resolved) if self.health is not None else None
         source = LiveSource(
@@ -219,9 +233,11 @@ class SourceRegistry:
             self.settings,
             self.batcher,
             loop,
+            reader_factory=recorder.open_reader if recorder is not None else None,
             observer=self.observer,
             zones=zones,
             health=watch,
+            recording=recorder.is_recording if recorder is not None else None,
         )
         self._sources[spec.id] = source
         self._declared[spec.id] = spec
@@ -241,6 +257,7 @@ class SourceRegistry:
             try:
                 source = self._register(spec)
                 if source.always:
+                    self._record(spec)
                     source.start()
             except InvalidInput as exc:
                 # Rules may have tightened since it was added: skipped, not fatal, and kept.
@@ -284,6 +301,11 @@ class SourceRegistry:
         resolved = pb.SourceSpec()
         resolved.CopyFrom(spec)
         resolved.mode = mode_of(spec)
+        if self.recorder is not None and (restart or resolved.mode != source.spec.mode):
+            # A new stream or mode: the recording follows, set up before the capture restarts.
+            self.recorder.detach(spec.id)
+            if resolved.mode == pb.SOURCE_MODE_ALWAYS:
+                self.recorder.attach(resolved)
         source.respec(resolved, restart)
 
     async def apply_overrides(self, overrides: list[tuple[pb.SourceSpec, pb.SourceSpec]]) -> None:
@@ -321,6 +343,8 @@ class SourceRegistry:
         if self.zones is not None:
             self.zones.forget(source_id)
         source.close()
+        if self.recorder is not None:
+            self.recorder.detach(source_id)
         await self.store.delete(source_id)
         return source
 

@@ -1,5 +1,5 @@
 """``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service (``vigil
-zones`` and ``vigil events`` live in ``cli_zones``)."""
+zones`` and ``vigil events`` live in ``cli_zones``, ``vigil recordings`` in ``cli_recordings``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras, cli_zones
+from vigil import cli_extras, cli_recordings, cli_zones
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -75,7 +75,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         default="",
         metavar="URL",
         help="streams: the camera's main stream, for recording, when --uri names its low-"
-        "resolution substream (stored; not yet recorded from)",
+        "resolution substream (recorded from when the source is always on)",
     )
     add.add_argument(
         "--ptz",
@@ -100,6 +100,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
     common.handled_by(incidents, incidents_command, "detector")
+    cli_recordings.add_parser(commands, parent)
     cli_zones.add_parsers(commands, parent)
 
 

@@ -32,6 +32,7 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -79,6 +80,16 @@ class IncidentConfig:
             raise ValueError("durations must not be negative")
         if self.subscriber_queue < 1 or self.webhook_queue < 1 or self.webhook_retries < 0:
             raise ValueError("queues need room for one event; retries must not be negative")
+
+
+class IncidentRecording(Protocol):
+    """The recorder's part in incidents (detector_service/recorder.py): it gives an incident of a
+    recorded source its ``recording`` range and keeps that part of the recording. Called under
+    the tracker's lock; must not block."""
+
+    def opened(self, incident: pb.Incident) -> None: ...
+
+    def closed(self, incident: pb.Incident) -> None: ...
 
 
 class IncidentSubscription:
@@ -168,8 +179,10 @@ class IncidentTracker:
         store: IncidentStore,
         loop: asyncio.AbstractEventLoop,
         webhook: Webhook | None = None,
+        recording: IncidentRecording | None = None,
     ) -> None:
         self.config = config
+        self.recording = recording
         self.store = store
         self.loop = loop
         self.webhook = webhook
@@ -305,7 +318,10 @@ class IncidentTracker:
         src.open[class_name] = state
         self._open_by_id[incident.id] = state
         log.info("incident %s opened: %s on %s (%.2f)", incident.id, class_name, source_id, peak)
-        if self.clips is not None:
+        if self.recording is not None:
+            self.recording.opened(incident)
+        # A recorded source's clip is its recording's range: no separate clip is encoded.
+        if self.clips is not None and not incident.HasField("recording"):
             self.clips.start(source_id, incident.id, time_ns)
         self._emit(OPENED, incident)
 
@@ -314,6 +330,8 @@ class IncidentTracker:
         incident = state.incident
         self._open_by_id.pop(incident.id, None)
         incident.closed_at.CopyFrom(_timestamp(closed_ns))
+        if self.recording is not None:
+            self.recording.closed(incident)
         src.cooldown_until_ns[class_name] = closed_ns + self._cooldown_ns
         # The sightings that made this incident must not count towards the next one.
         frames = [frozenset(s for s in frame if s[0] != class_name) for frame in src.window]
@@ -399,7 +417,11 @@ class IncidentTracker:
             self.loop.call_soon_threadsafe(self._end_subscriptions)
 
 
-def open_tracker(config: IncidentConfig, loop: asyncio.AbstractEventLoop) -> IncidentTracker:
+def open_tracker(
+    config: IncidentConfig,
+    loop: asyncio.AbstractEventLoop,
+    recording: IncidentRecording | None = None,
+) -> IncidentTracker:
     """A tracker with the store and (when ``webhook_url`` is set) webhook the config describes."""
     store = IncidentStore(config.db_path)
     webhook = None
@@ -407,7 +429,7 @@ def open_tracker(config: IncidentConfig, loop: asyncio.AbstractEventLoop) -> Inc
         webhook = Webhook(
             config.webhook_url, config.webhook_retries, queue_size=config.webhook_queue
         )
-    return IncidentTracker(config, store, loop, webhook)
+    return IncidentTracker(config, store, loop, webhook, recording)
 
 
 def _timestamp(time_ns: int) -> Timestamp:

@@ -1,4 +1,9 @@
-"""Continuous recording: a building block, not yet wired into the capture pipeline.
+"""Continuous recording: segments, their index, retention, exports and snapshots.
+
+Wired into the service by ``detector_service.recorder`` (which sources are recorded, the tee from
+the capture, holds and the retention schedule), ``tee.py`` (a source's recording thread) and
+``detector_service.recording_rpcs`` (GetCoverage, ExportRecording, GetSnapshot; exports cached
+for range reads by ``exports.py``).
 
 Why remux. A camera already spent its own silicon compressing the picture; decoding it alone
 costs several times what copying its packets does (``tests/.../recording/remux_cpu.py``), an

@@ -184,6 +184,21 @@ class SegmentIndex:
             gaps.append(Interval(cursor, end))
         return Coverage(covered, gaps)
 
+    def source_bytes(self, source: str) -> int:
+        """Bytes of ``source``'s recording on disk (closed segments)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COALESCE(SUM(bytes), 0) FROM segments WHERE source = ?", (source,)
+            ).fetchone()
+        return int(row[0])
+
+    def has_source(self, source: str) -> bool:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT 1 FROM segments WHERE source = ? LIMIT 1", (source,)
+            ).fetchone()
+        return row is not None
+
     def total_bytes(self) -> int:
         with self._lock:
             row = self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM segments").fetchone()

@@ -146,7 +146,20 @@ class SegmentWriter:
     ) -> RecordStats:
         """Record until ``packets`` ends (or raises, which propagates after the open segment is
         closed and indexed). ``pts_are_wall_clock``: the packets' timestamps are already seconds
-        since the epoch (frames we encoded ourselves, stamped when captured)."""
+        since the epoch (frames we encoded ourselves, stamped when captured). Each packet's
+        arrival is when it is taken from ``packets``."""
+        arrivals = ((packet, time.time()) for packet in packets)
+        return self.record_arrivals(stream, arrivals, pts_are_wall_clock=pts_are_wall_clock)
+
+    def record_arrivals(
+        self,
+        stream: av.VideoStream,
+        packets: Iterable[tuple[VideoPacket, float]],
+        *,
+        pts_are_wall_clock: bool = False,
+    ) -> RecordStats:
+        """``record``, for packets that arrived earlier than they are written (queued on the way
+        from the camera): each with its arrival (epoch seconds)."""
         params = StreamParams.of(stream)
         run = self.index.run_for(self.source, params.digest)
         clock = _Clock(pts_are_wall_clock)
@@ -213,7 +226,12 @@ class SegmentWriter:
                 self.index.remove(row.id)
                 row.path.unlink(missing_ok=True)
                 continue
-            done = dataclasses.replace(row, end=row.start + span, bytes=row.path.stat().st_size)
+            stat = row.path.stat()
+            # The open row's start is the first packet's arrival, which the open's read-ahead
+            # can delay by up to a GOP (the writer corrects it at close, which never came). The
+            # last packet was written before the file's last change: the segment ends by then.
+            start = min(row.start, stat.st_mtime - span)
+            done = dataclasses.replace(row, start=start, end=start + span, bytes=stat.st_size)
             self.index.finish(done)
             recovered.append(done)
         return recovered
@@ -289,7 +307,9 @@ class _Clock:
             self.offset = least_lag
 
 
-def _all_but_last(packets: Iterable[VideoPacket]) -> Iterator[tuple[VideoPacket, float]]:
+def _all_but_last(
+    packets: Iterable[tuple[VideoPacket, float]],
+) -> Iterator[tuple[VideoPacket, float]]:
     """The packets that can be placed in time, each with its arrival, all but the last.
 
     When a connection dies, FFmpeg's RTP depacketiser hands over the frame it was assembling:
@@ -297,12 +317,12 @@ def _all_but_last(packets: Iterable[VideoPacket]) -> Iterator[tuple[VideoPacket,
     connection ends, so each one waits for the next (a frame's delay, nothing for a recording).
     """
     held: tuple[VideoPacket, float] | None = None
-    for packet in packets:
+    for packet, arrived in packets:
         if packet.pts is None or packet.dts is None or not packet.size:
             continue  # RTSP's first packet can lack timestamps; it cannot be placed in time
         if held is not None:
             yield held
-        held = (packet, time.time())
+        held = (packet, arrived)
 
 
 def _media_span(path: pathlib.Path) -> float | None:

@@ -77,8 +77,8 @@ async def test_the_data_dir_and_incident_store_are_created_owner_only(
         assert mode(data) == 0o700
         files = sorted(p.name for p in data.iterdir())
         assert "incidents.sqlite3" in files
-        for name in files:  # the database and its -wal/-shm files
-            assert mode(data / name) == 0o600, name
+        for name in files:  # the databases and their -wal/-shm files; the recording's folders
+            assert mode(data / name) == (0o700 if (data / name).is_dir() else 0o600), name
     finally:
         await server.stop(0)
 

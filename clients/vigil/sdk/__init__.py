@@ -45,6 +45,7 @@ from vigil.sdk.options import (
     ClientOptions,
     RetryPolicy,
 )
+from vigil.sdk.recording_types import Coverage, ExportInfo, Recording, Snapshot, TimeRange
 from vigil.sdk.streams import AsyncStream, Stream
 from vigil.sdk.zones import Zone
 
@@ -61,24 +62,29 @@ __all__ = [
     "Box",
     "ChatChunk",
     "ClientOptions",
+    "Coverage",
     "DetectFrame",
     "DetectResult",
     "Detection",
     "DetectorClient",
     "ErrorInfo",
+    "ExportInfo",
     "Frame",
     "Incident",
     "IncidentEvent",
     "Job",
     "Page",
+    "Recording",
     "RetryPolicy",
     "SampledFrame",
+    "Snapshot",
     "Source",
     "SourceCounters",
     "SourceEvent",
     "SourceSpec",
     "StageTimings",
     "Stream",
+    "TimeRange",
     "TimelineEvent",
     "UploadResult",
     "Video",

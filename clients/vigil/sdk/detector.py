@@ -2,6 +2,7 @@
 
 Both speak the same methods and return the same plain values; unary calls carry the default
 deadline and are retried on UNAVAILABLE by gRPC itself; every call carries the bearer token.
+The recording's calls (coverage, export, snapshot) are in ``vigil.sdk.recordings``.
 Subscriptions run on a channel of their own tuned for live frames (see ``vigil.core.channels``) so
 that the small flow-control window they need does not slow ``detect`` down.
 
@@ -35,6 +36,8 @@ from vigil.sdk.detector_types import (
     incident_item,
 )
 from vigil.sdk.options import ClientOptions
+from vigil.sdk.recordings import UNARY_METHODS as RECORDING_UNARY_METHODS
+from vigil.sdk.recordings import AsyncRecordingMethods, RecordingMethods
 from vigil.sdk.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
@@ -43,7 +46,7 @@ if TYPE_CHECKING:
 SERVICE = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 UNARY_METHODS = (
     "AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents", "UpdateSource",
-    "ListEvents",
+    "ListEvents", *RECORDING_UNARY_METHODS,
 )  # fmt: skip
 
 SourceResponse = (
@@ -196,7 +199,7 @@ def incident_page(response: pb.ListIncidentsResponse) -> Page[Incident]:
     return Page(items, response.next_page_token)
 
 
-class DetectorClient(Client):
+class DetectorClient(RecordingMethods, Client):
     """Blocking client; one per thread pool is plenty (gRPC channels are thread-safe)."""
 
     def __init__(self, target: str | ClientOptions) -> None:
@@ -335,7 +338,7 @@ class DetectorClient(Client):
         return self._unary(self.stub.ListIncidents, request, timeout_s, incident_page)
 
 
-class AsyncDetectorClient(AsyncClient):
+class AsyncDetectorClient(AsyncRecordingMethods, AsyncClient):
     """The asyncio client; create and use it on one event loop."""
 
     name = "detector"

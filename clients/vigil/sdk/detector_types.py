@@ -21,6 +21,7 @@ from vigil.sdk.common import (
     optional_seconds,
     seconds,
 )
+from vigil.sdk.recording_types import TimeRange
 from vigil.sdk.zones import CROSSINGS, Direction, Zone
 
 SourceKind = Literal["unspecified", "webcam", "stream", "file", "test_pattern", "unknown"]
@@ -163,6 +164,8 @@ class Source:
     last_error: str
     state_since: float | None
     counters: SourceCounters
+    # Being recorded now (always-on sources while their camera delivers).
+    recording: bool
     proto: pb.Source = field(repr=False, compare=False)
     # Named areas and lines on the picture, and the areas a weapon incident is limited to.
     zones: tuple[Zone, ...] = ()
@@ -191,6 +194,7 @@ class Source:
             last_error=m.last_error,
             state_since=optional_seconds(m, "state_since"),
             counters=from_fields(SourceCounters, m.counters),
+            recording=m.recording,
             proto=m,
             zones=tuple(Zone.from_proto(z) for z in spec.zones),
             incident_zones=tuple(spec.incident_zones),
@@ -274,6 +278,9 @@ class Incident:
     detections: tuple[Detection, ...]
     snapshot_jpeg: bytes
     clip_path: str
+    # The part of the source's recording that shows it (``export`` it); None when the source is
+    # not recorded. Open-ended while the incident is open.
+    recording: TimeRange | None
     proto: pb.Incident = field(repr=False, compare=False)
 
     @property
@@ -288,6 +295,7 @@ class Incident:
             opened_at=seconds(m.opened_at),
             closed_at=optional_seconds(m, "closed_at"),
             detections=detections(m.detections),
+            recording=TimeRange.from_proto(m.recording) if m.HasField("recording") else None,
             proto=m,
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,3 +91,9 @@ def first_packets(count: int, packets: Iterator[VideoPacket]) -> Iterator[VideoP
         if packet.size:
             n += 1
         yield packet
+
+
+def decoded(data: bytes) -> list[av.VideoFrame]:
+    """The pictures of an MP4 held in memory (an export as a client receives it)."""
+    with av.open(io.BytesIO(data), "r") as container:
+        return list(container.decode(video=0))
