@@ -1,6 +1,5 @@
 """Helpers of the multi-camera page's browser tests: screenshots at a desktop's and a phone's
-size, probes for the bridge endpoints other work adds (a test needing one is skipped, saying
-which, until it is there), sources added through the bridge's API, and a knife the test ONNX
+size, sources added through the bridge's API, and a knife the test ONNX
 model sees (a blue picture), for incidents."""
 
 from __future__ import annotations
@@ -14,36 +13,12 @@ import av
 import cv2
 import httpx
 import numpy as np
-import pytest
 from playwright.async_api import Browser, BrowserContext, Page, ViewportSize
-
-from bridge.app import create_app
-from bridge.settings import BridgeSettings
 
 OUTPUT = pathlib.Path(__file__).resolve().parents[2] / "test-output"
 PHONE = ViewportSize(width=390, height=844)
 DESKTOP = ViewportSize(width=1280, height=800)
 SIZES = {"desktop": DESKTOP, "phone": PHONE}
-
-
-def _routes() -> set[tuple[str, str]]:
-    app = create_app(BridgeSettings())
-    found: set[tuple[str, str]] = set()
-    for route in app.routes:
-        for method in getattr(route, "methods", None) or {"WS"}:
-            found.add((method, getattr(route, "path", "")))
-    return found
-
-
-ROUTES = _routes()
-
-
-def needs(method: str, path: str) -> pytest.MarkDecorator:
-    """Skip unless the bridge serves ``method path`` (built in parallel; the lead runs these
-    tests once it is merged)."""
-    return pytest.mark.skipif(
-        (method, path) not in ROUTES, reason=f"the bridge has no {method} {path} yet"
-    )
 
 
 async def context(browser: Browser, size: str) -> BrowserContext:

@@ -14,7 +14,6 @@ import pytest
 from playwright.async_api import Browser, expect
 from skimage import data
 
-from bridge.models import Source
 from detector_service.server import DetectorServer
 from detector_service.server import serve as serve_detector
 from detector_service.settings import DetectorSettings
@@ -22,13 +21,7 @@ from tests.e2e.live import Bridge, start_bridge
 from tests.e2e.pages import add_source, collect_errors, context, no_sideways_scrolling, screenshot
 from vigil.bench.rtsp import RtspCamera
 
-pytestmark = [
-    pytest.mark.timeout(150),
-    pytest.mark.skipif(
-        "camera_problems" not in Source.model_fields,
-        reason="the bridge's sources do not carry camera_problems yet",
-    ),
-]
+pytestmark = pytest.mark.timeout(150)
 W, H, FPS = 320, 240, 10
 PROBLEM_MS = 60_000
 

@@ -19,7 +19,6 @@ from tests.e2e.pages import (
     add_source,
     collect_errors,
     context,
-    needs,
     no_sideways_scrolling,
     screenshot,
     sources,
@@ -157,7 +156,6 @@ async def test_a_camera_is_added_with_its_password_masked_and_removed(
     await browser_context.close()
 
 
-@needs("PUT", "/api/sources/{source_id}")
 async def test_the_mode_of_a_camera_is_changed(
     browser: Browser, detector: DetectorServer, bridges: list[Bridge]
 ) -> None:

@@ -24,13 +24,11 @@ from detector_service.settings import DetectorSettings
 from tests.detector_service.backends.test_onnx import build_model
 from tests.e2e.live import Bridge, start_bridge
 from tests.e2e.pages import (
-    ROUTES,
     add_source,
     collect_errors,
     context,
     first_incident,
     knife_video,
-    needs,
     no_sideways_scrolling,
     recorded,
     screenshot,
@@ -40,16 +38,11 @@ from tests.e2e.pages import (
 pytestmark = pytest.mark.timeout(120)
 # Waiting for the detector: a file source starts, the model sees the knife for a few frames.
 INCIDENT_MS = 30_000
-RECORDING = ("GET", "/api/sources/{source_id}/recording.mp4") in ROUTES
 
 
 async def plays(page: Page, player: str, source_id: str) -> None:
     """The player (``incident`` or ``timeline``) plays a range of the source's recording, asked of
-    the bridge; without the recording API (not merged yet) it says there is none to play."""
-    notice = page.get_by_test_id(f"{player}-notice")
-    if not RECORDING:
-        await expect(notice).to_contain_text("No recording to play")
-        return
+    the bridge."""
     video = page.get_by_test_id(f"{player}-video")
     path = f"/api/sources/{source_id}/recording.mp4"
     await expect(video).to_have_attribute("src", re.compile(re.escape(path) + r"\?"))
@@ -135,9 +128,8 @@ async def test_a_new_incident_toasts_with_its_snapshot_and_is_listed(
     # "View" opens it in the player; once its recording is stored, it plays from there.
     await toast.get_by_role("button", name="View").click()
     await expect(page.get_by_test_id("incident-caption")).to_contain_text("Knife on Door")
-    if RECORDING:
-        await recorded(bridge.url, "door", INCIDENT_MS / 1000)
-        await page.get_by_test_id("incident-row").first.get_by_role("button").click()
+    await recorded(bridge.url, "door", INCIDENT_MS / 1000)
+    await page.get_by_test_id("incident-row").first.get_by_role("button").click()
     await plays(page, "incident", "door")
     assert not errors, errors
     await browser_context.close()
@@ -170,15 +162,13 @@ async def test_the_timeline_shows_each_camera_with_its_incidents(
     await screenshot(page, tmp_path, f"{size}-timeline")
 
     # A marker plays its moment: a window of the recording around it.
-    if RECORDING:
-        await recorded(bridge.url, "door", INCIDENT_MS / 1000)
+    await recorded(bridge.url, "door", INCIDENT_MS / 1000)
     await door.get_by_test_id("marker-incident").first.click()
     await plays(page, "timeline", "door")
     assert not errors, errors
     await browser_context.close()
 
 
-@needs("GET", "/api/sources/{source_id}/coverage")
 async def test_the_timeline_shows_coverage_of_a_recorded_camera(
     browser: Browser,
     knife_detector: DetectorServer,
@@ -209,8 +199,6 @@ async def test_the_timeline_shows_coverage_of_a_recorded_camera(
     await browser_context.close()
 
 
-@needs("GET", "/api/events")
-@needs("PUT", "/api/sources/{source_id}")
 async def test_the_timeline_marks_zone_events(
     browser: Browser,
     knife_detector: DetectorServer,

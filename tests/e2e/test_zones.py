@@ -13,7 +13,7 @@ from playwright.async_api import Browser, Page, expect
 
 from detector_service.server import DetectorServer
 from tests.e2e.live import STEP_MS, Bridge, start_bridge
-from tests.e2e.pages import collect_errors, context, needs, screenshot, sources
+from tests.e2e.pages import collect_errors, context, screenshot, sources
 
 pytestmark = pytest.mark.timeout(90)
 AREA = [(0.2, 0.25), (0.6, 0.2), (0.65, 0.7), (0.25, 0.75)]
@@ -109,7 +109,6 @@ async def test_zones_are_drawn_on_the_live_view(
     await browser_context.close()
 
 
-@needs("PUT", "/api/sources/{source_id}")
 async def test_zones_saved_come_back_from_the_api(
     browser: Browser, detector: DetectorServer, bridges: list[Bridge]
 ) -> None:
