@@ -53,7 +53,7 @@ async def plays(page: Page, player: str, source_id: str) -> None:
         f"document.querySelector('[data-testid={player}-video]').readyState >= 2",
         timeout=INCIDENT_MS,
     )
-    await expect(notice).to_be_hidden()
+    await expect(page.get_by_test_id(f"{player}-notice")).to_be_hidden()
 
 
 @pytest.fixture
