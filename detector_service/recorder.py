@@ -29,6 +29,7 @@ import asyncio
 import concurrent.futures
 import logging
 import pathlib
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -249,11 +250,16 @@ class Recorder:
     # --- retention ---------------------------------------------------------------------------
 
     def policy(self, specs: list[pb.SourceSpec]) -> RetentionPolicy:
+        """The retention rules now (blocking: reads the index and the disk's free space)."""
+        # The recordings may grow into the disk's free space less the floor: others' files and
+        # the database need room too, and a full disk stops every recording at once.
+        free = shutil.disk_usage(self.root).free
+        room = self.index.total_bytes() + free - int(self.settings.recording_min_free_gb * GB)
         cap = self.settings.recording_max_gb
         return RetentionPolicy(
             default_days=self.settings.recording_days,
             days={s.id: s.retention_days for s in specs if s.retention_days > 0},
-            max_bytes=None if cap is None else int(cap * GB),
+            max_bytes=max(0, room if cap is None else min(int(cap * GB), room)),
         )
 
     def enforce(self, specs: list[pb.SourceSpec]) -> RetentionReport:

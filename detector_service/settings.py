@@ -110,7 +110,8 @@ class DetectorSettings(ServiceSettings):
     # Continuous recording of the always-on sources (detector_service/recorder.py): segments of
     # about recording_segment_s, cut at keyframes, under recording_dir (default data_dir/
     # recordings). Kept recording_days (a source's retention_days wins), while all sources
-    # together stay under recording_max_gb (unset: no cap); the oldest go first, checked every
+    # together stay under recording_max_gb (unset: no cap) and leave recording_min_free_gb free
+    # on their disk (so the default install cannot fill it); the oldest go first, checked every
     # recording_check_s. Segments overlapping an incident (incident_recording_pre_s before it
     # opened to incident_recording_post_s after it closed) are kept incident_retention_days.
     recording: bool = True
@@ -118,6 +119,7 @@ class DetectorSettings(ServiceSettings):
     recording_segment_s: float = Field(10.0, ge=1.0, le=600.0)
     recording_days: float = Field(7.0, gt=0.0)
     recording_max_gb: float | None = Field(None, gt=0.0)
+    recording_min_free_gb: float = Field(1.0, ge=0.0)
     recording_check_s: float = Field(60.0, gt=0.0)
     # Packets (or pictures) a source's recording may have waiting for the disk, in MB; beyond
     # it the recording is cut (a gap, logged and counted) and resumes at the next keyframe.

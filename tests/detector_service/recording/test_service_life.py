@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import pathlib
+import shutil
 import signal
 import sys
 import time
@@ -17,7 +18,8 @@ import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.recording import Segment
+from detector_service.recorder import Recorder
+from detector_service.recording import Segment, SegmentIndex
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.detector_service.backends.test_onnx import build_model
@@ -247,3 +249,23 @@ async def test_a_main_stream_is_recorded_while_detection_reads_the_substream(
             assert (live.width, live.height) == (320, 240)
             source = (await stub.GetSource(pb.GetSourceRequest(source_id="lobby"))).source
             assert source.recording
+
+
+def test_the_disk_floor_caps_the_recordings_below_the_free_space(tmp_path: pathlib.Path) -> None:
+    # No cap configured: the recordings may still only grow into the disk's free space less the
+    # floor, and a floor above the free space leaves them no room at all.
+    (tmp_path / "recordings").mkdir()
+    index = SegmentIndex(tmp_path / "index.sqlite3")
+    free = shutil.disk_usage(tmp_path).free
+    roomy = Recorder(DetectorSettings(data_dir=tmp_path, recording_min_free_gb=0.0), index)
+    assert roomy.policy([]).max_bytes == pytest.approx(free, rel=0.01)
+    floored = Recorder(DetectorSettings(data_dir=tmp_path, recording_min_free_gb=1.0), index)
+    assert floored.policy([]).max_bytes == pytest.approx(max(0, free - 10**9), rel=0.01, abs=10**7)
+    above = free / 1e9 + 1
+    full = Recorder(DetectorSettings(data_dir=tmp_path, recording_min_free_gb=above), index)
+    assert full.policy([]).max_bytes == 0
+    # A configured cap below the room wins.
+    capped = Recorder(
+        DetectorSettings(data_dir=tmp_path, recording_max_gb=0.5, recording_min_free_gb=0.0), index
+    )
+    assert capped.policy([]).max_bytes == 500_000_000
