@@ -56,6 +56,15 @@ class SourceCollector(Collector):
         reconnects = CounterMetricFamily(
             "vigil_source_reconnects", "Times the input was reopened", labels=labels
         )
+        motion = CounterMetricFamily(
+            "vigil_source_frames_with_motion", "Frames in which motion was found", labels=labels
+        )
+        detected = CounterMetricFamily(
+            "vigil_source_frames_detected", "Frames given to the object detector", labels=labels
+        )
+        skipped = CounterMetricFamily(
+            "vigil_source_frames_skipped", "Frames not detected: nothing moved", labels=labels
+        )
         for source in self.sources():
             value = [source.spec.id]
             c = source.counters
@@ -68,6 +77,9 @@ class SourceCollector(Collector):
             published.add_metric(value, c.frames_published)
             errors.add_metric(value, c.detection_errors)
             reconnects.add_metric(value, c.reconnects)
+            motion.add_metric(value, c.frames_with_motion)
+            detected.add_metric(value, c.frames_detected)
+            skipped.add_metric(value, c.frames_skipped)
         yield from (
             fps_in,
             fps_out,
@@ -78,6 +90,9 @@ class SourceCollector(Collector):
             published,
             errors,
             reconnects,
+            motion,
+            detected,
+            skipped,
         )
         yield CounterMetricFamily("vigil_incidents", "Incidents opened", value=self.incidents())
         yield CounterMetricFamily(

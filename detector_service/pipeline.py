@@ -27,6 +27,9 @@ from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
+from detector_service.detections import Detections
+from detector_service.gating import MotionGate, Plan, detect_regions, joined, outside, tracked
+from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
@@ -87,7 +90,7 @@ class LiveSource:
         self.last_error = ""
         self.subscribers: set[Subscriber] = set()
         self.counters = pb.SourceCounters()
-        self._rates = {"in": _Rate(), "out": _Rate()}
+        self._rates = {"in": Rate(), "out": Rate()}
         # Model time per frame as an exponential moving average, with the number of frames in it.
         self._inference_ema = (0.0, 0)
         self._slot = _Slot()
@@ -100,6 +103,10 @@ class LiveSource:
         self._linger: asyncio.TimerHandle | None = None
         self._sequence = 0
         self._tracker = ObjectTracker(settings.track_lost_s)
+        self._gate = MotionGate.for_source(spec.motion, settings)
+        # The tracked objects of the last detected frame, with their ids: shown on the frames
+        # not detected (see _process).
+        self._held: Detections | None = None
 
     # --- event-loop side -------------------------------------------------------------------
 
@@ -353,17 +360,26 @@ class LiveSource:
         error = None
         detections: list[common_pb2.Detection] = []
         inference_ms = 0.0
+        weapons = self.settings.weapon_classes
         try:
-            found, inference_ms = self.batcher.detect(image)
-            found = found.filter(
-                allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
-            )
-            found = self._tracker.update(found, capture_ns)
-            weapons = self.settings.weapon_classes
+            plan = self._gate.plan(image, capture_ns, tracking=bool(self._held))
+            self.counters.frames_with_motion += plan.motion
+            if plan.regions:
+                self.counters.frames_detected += 1
+                found, inference_ms = self._detect(image, plan, capture_ns)
+                self._held = tracked(found)
+                ema, n = self._inference_ema
+                self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
+            else:
+                # Nothing moved since the last detection: its tracked objects are where they
+                # were, so the frame shows them (viewers see no boxes blink off between
+                # detections, and a weapon lying still keeps its incident open) without
+                # running the model. Untracked boxes (a single sighting, maybe spurious) are
+                # not carried, so one false detection is not repeated on every still frame.
+                self.counters.frames_skipped += 1
+                found = self._held or Detections.empty("")
             detections = found.to_proto(weapons)
             draw(image, found, weapons)
-            ema, n = self._inference_ema
-            self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
         except Exception as exc:
             # The stream goes on unannotated; the error is flagged on the frame and counted.
             self.counters.detection_errors += 1
@@ -380,27 +396,20 @@ class LiveSource:
             source_id=self.spec.id,
         )
 
+    def _detect(self, image: Image, plan: Plan, capture_ns: int) -> tuple[Detections, float]:
+        """The plan's regions through the model, as one frame's boxes with track ids."""
+        found, inference_ms = detect_regions(self.batcher, image, plan.regions)
+        found = found.filter(
+            allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
+        )
+        if not plan.whole_frame and self._held:
+            # Only the regions were looked at; what was tracked elsewhere did not move.
+            found = joined(found, outside(self._held, plan.regions))
+        # The tracker sees detected frames only, whole-frame boxes, at their capture time.
+        return self._tracker.update(found, capture_ns), inference_ms
+
 
 def _as_capture_error(exc: Exception) -> CaptureError:
     if isinstance(exc, CaptureError):
         return exc
     return CaptureError(f"{type(exc).__name__}: {exc}")
-
-
-class _Rate:
-    """Events per second over a sliding window of the last two seconds."""
-
-    def __init__(self, window_s: float = 2.0) -> None:
-        self.window_s = window_s
-        self.times: list[float] = []
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        self.times.append(now)
-        if self.times[0] < now - 2 * self.window_s:
-            self.times = [t for t in self.times if t >= now - self.window_s]
-
-    def value(self) -> float:
-        now = time.monotonic()
-        recent = [t for t in self.times if t >= now - self.window_s]
-        return len(recent) / self.window_s
