@@ -107,12 +107,19 @@ class MotionGate:
         self._last_whole_ns: int | None = None
 
     @classmethod
-    def for_source(cls, motion: pb.MotionSettings, settings: DetectorSettings) -> MotionGate:
-        """A source's gate: its spec's motion settings over the service's defaults."""
+    def for_source(cls, spec: pb.SourceSpec, settings: DetectorSettings) -> MotionGate:
+        """A source's gate: its spec's motion settings over the service's defaults.
+
+        Only an always-on source is gated: it is what runs with nobody looking, at every
+        camera, all the time. An on-demand one is played for the viewer who asked for it and
+        keeps the seed's behaviour, every frame detected (its frames, a file's included, are
+        what that viewer came for).
+        """
+        every_frame = settings.motion_detect_every_frame or spec.mode != pb.SOURCE_MODE_ALWAYS
         return cls(
-            motion,
+            spec.motion,
             default_sensitivity=settings.motion_sensitivity,
-            every_frame_default=settings.motion_detect_every_frame,
+            every_frame_default=every_frame,
             refresh_s=settings.motion_refresh_s,
             region_size=settings.motion_region_size,
         )

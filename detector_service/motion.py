@@ -45,6 +45,11 @@ import numpy.typing as npt
 
 from detector_service.backends.base import Image
 
+# Grey-level deviation below which a picture counts as flat (no contrast to match), and the
+# largest contrast change exposure compensation undoes (auto-exposure steps are well within it).
+MIN_TEXTURE_STD = 8.0
+MAX_GAIN = 1.5
+
 #: A polygon in normalised coordinates: (x, y) pairs with 0..1 spanning the frame's width/height.
 Polygon = Sequence[tuple[float, float]]
 
@@ -265,7 +270,12 @@ class MotionDetector:
         assert state.background is not None
         mean_c, std_c = (float(v[0][0]) for v in cv2.meanStdDev(current, mask=state.keep))
         mean_b, std_b = (float(v[0][0]) for v in cv2.meanStdDev(state.background, mask=state.keep))
-        gain = std_b / std_c if std_c > 1.0 else 1.0
+        # Contrast is matched only between two textured pictures, and by a camera's exposure
+        # steps at most: over a flat background (a black night scene, a bare wall) the ratio of
+        # the deviations says nothing about exposure, and would shrink an object that appears
+        # on it to nothing.
+        textured = min(std_b, std_c) >= MIN_TEXTURE_STD
+        gain = min(max(std_b / std_c, 1 / MAX_GAIN), MAX_GAIN) if textured else 1.0
         matched: npt.NDArray[np.float32] = (current - mean_c) * gain + mean_b
         return matched
 

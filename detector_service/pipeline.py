@@ -103,7 +103,7 @@ class LiveSource:
         self._linger: asyncio.TimerHandle | None = None
         self._sequence = 0
         self._tracker = ObjectTracker(settings.track_lost_s)
-        self._gate = MotionGate.for_source(spec.motion, settings)
+        self._gate = MotionGate.for_source(spec, settings)
         # The tracked objects of the last detected frame, with their ids: shown on the frames
         # not detected (see _process).
         self._held: Detections | None = None

@@ -83,12 +83,12 @@ class DetectorSettings(ServiceSettings):
     # above the slowest interval at which a source with tracked objects is detected.
     track_lost_s: float = Field(5.0, gt=0.0, le=300.0)
 
-    # Motion first (detector_service/gating.py), the defaults of every source's spec.motion: run
-    # the object detector on every frame instead of where and when something moves; how faint a
-    # change counts as motion (0 to 1, higher sees fainter); seconds between whole-frame
-    # detections while objects are tracked in a still scene (must stay below track_lost_s, or
-    # still objects lose their tracks); and the side of the smallest square cropped around small
-    # motion (the model's input: 416 for YOLOv3-tiny, so a crop is never upscaled).
+    # Motion first (detector_service/gating.py; always-on sources only), the defaults of every
+    # source's spec.motion: run the object detector on every frame instead of where and when
+    # something moves; how faint a change counts as motion (0 to 1, higher sees fainter);
+    # seconds between whole-frame detections while objects are tracked in a still scene (below
+    # track_lost_s, or still objects lose their tracks); and the side of the smallest square
+    # cropped around small motion (the model's input, 416 for YOLOv3-tiny: never upscaled).
     motion_detect_every_frame: bool = False
     motion_sensitivity: float = Field(0.5, gt=0.0, le=1.0)
     motion_refresh_s: float = Field(1.0, gt=0.0, le=300.0)
