@@ -6,8 +6,9 @@ tells, for a few milliseconds per frame, whether anything moved and where.
 
 How it works, per frame:
 
-1. **Downscale and grey.** The frame is shrunk to ``frame_height`` rows (180 by default) with
-   area interpolation, which also averages away most sensor noise, then turned grey. Everything
+1. **Downscale and grey.** The frame is shrunk to ``frame_height`` rows (180 by default) by
+   halvings that average 2×2 blocks, then area interpolation for the rest, which also averages
+   away most sensor noise, then turned grey. Everything
    after this step costs the same for a 720p and a 4K camera.
 2. **Blur** (a small Gaussian) so that single noisy pixels and compression speckle do not count.
 3. **Compare with a background model.** We keep a *running average* of past frames
@@ -291,8 +292,16 @@ class MotionDetector:
         return self._state
 
     def _prepare(self, frame: Image, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        # Resize before the colour conversion: it then converts 1/16 of the pixels.
-        small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        # Resize before the colour conversion: it then converts 1/16 of the pixels. Halving
+        # with bilinear interpolation averages each 2×2 block, as area interpolation does, at a
+        # seventh of its cost (0.3 ms against 2.4 ms from 720p on our CPUs: at 15 fps on every
+        # camera, this was most of a still camera's motion cost); area finishes the odd rest.
+        small = frame
+        while small.shape[0] >= 2 * size[1] and small.shape[1] >= 2 * size[0]:
+            half = (small.shape[1] // 2, small.shape[0] // 2)
+            small = cv2.resize(small, half, interpolation=cv2.INTER_LINEAR)
+        if (small.shape[1], small.shape[0]) != size:
+            small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         k = self.config.blur_kernel
         blurred = cv2.GaussianBlur(grey, (k, k), 0) if k > 1 else grey
