@@ -299,9 +299,9 @@ class MotionDetector:
         small = frame
         while small.shape[0] >= 2 * size[1] and small.shape[1] >= 2 * size[0]:
             half = (small.shape[1] // 2, small.shape[0] // 2)
-            small = cv2.resize(small, half, interpolation=cv2.INTER_LINEAR)
+            small = np.asarray(cv2.resize(small, half, interpolation=cv2.INTER_LINEAR), np.uint8)
         if (small.shape[1], small.shape[0]) != size:
-            small = cv2.resize(small, size, interpolation=cv2.INTER_AREA)
+            small = np.asarray(cv2.resize(small, size, interpolation=cv2.INTER_AREA), np.uint8)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         k = self.config.blur_kernel
         blurred = cv2.GaussianBlur(grey, (k, k), 0) if k > 1 else grey
