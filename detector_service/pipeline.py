@@ -4,7 +4,8 @@ Capture and processing each run on their own thread, never on the event loop. Th
 overwrites a one-frame slot (the frames it replaces were never processed, and are counted); the
 processing thread takes the newest frame at most ``max_fps`` times a second, runs it through the
 shared inference batcher, draws and encodes it, and hands the result to the event loop, which puts
-it in every subscriber's own newest-wins queue.
+it in every subscriber's own newest-wins queue. On an always-on source the motion gate
+(``gating.py``) decides first whether, and on which regions, the model runs.
 
 An on-demand source captures from its first subscriber until shortly after its last one leaves; an
 always-on one (``spec.mode``, resolved by the registry) is started when registered and keeps
