@@ -31,6 +31,7 @@ from detector_service.detections import Detections
 from detector_service.motion import Box, MotionConfig, MotionDetector
 from detector_service.regions import Region, plan_regions
 from detector_service.settings import DetectorSettings
+from detector_service.tracking import ObjectTracker
 from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -147,6 +148,49 @@ class MotionGate:
         if self._last_whole_ns is None:
             return True  # the first frame: whatever is already in view is found at once
         return wanted and time_ns - self._last_whole_ns >= self.refresh_ns
+
+
+class GatedDetector:
+    """One live source's detection: gate, model, tracker. Its processing thread alone calls it."""
+
+    def __init__(
+        self, spec: pb.SourceSpec, settings: DetectorSettings, batcher: InferenceBatcher
+    ) -> None:
+        self.settings = settings
+        self.batcher = batcher
+        self.gate = MotionGate.for_source(spec, settings)
+        self.tracker = ObjectTracker(settings.track_lost_s)
+        # The tracked objects of the last detected frame, with their ids.
+        self.held: Detections | None = None
+
+    def process(
+        self, image: Image, time_ns: int, counters: pb.SourceCounters
+    ) -> tuple[Detections, float]:
+        """The frame's boxes (whole-frame coordinates, track ids) and the model time it took in
+        ms (0: the model did not run on it); counts the frame in ``counters``."""
+        plan = self.gate.plan(image, time_ns, tracking=bool(self.held))
+        counters.frames_with_motion += plan.motion
+        if not plan.regions:
+            # Nothing moved since the last detection: its tracked objects are where they were,
+            # so the frame shows them (viewers see no boxes blink off between detections, and
+            # a weapon lying still keeps its incident open) without running the model.
+            # Untracked boxes (a single sighting, maybe spurious) are not carried, so one false
+            # detection is not repeated on every still frame.
+            counters.frames_skipped += 1
+            return self.held or Detections.empty(""), 0.0
+        counters.frames_detected += 1
+        found, inference_ms = detect_regions(self.batcher, image, plan.regions)
+        found = found.filter(
+            allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
+        )
+        if not plan.whole_frame and self.held:
+            # Only the regions were looked at; what was tracked elsewhere did not move.
+            found = joined(found, outside(self.held, plan.regions))
+        # The tracker sees detected frames only, whole-frame boxes, at their capture time.
+        found = self.tracker.update(found, time_ns)
+        self.held = tracked(found)
+        # A model time of exactly 0 would read as "not detected": a frame that ran has some.
+        return found, max(inference_ms, 1e-6)
 
 
 def detect_regions(

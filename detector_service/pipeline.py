@@ -28,13 +28,11 @@ from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
-from detector_service.detections import Detections
-from detector_service.gating import MotionGate, Plan, detect_regions, joined, outside, tracked
+from detector_service.gating import GatedDetector
 from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
-from detector_service.tracking import ObjectTracker
 from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -48,6 +46,8 @@ log = logging.getLogger(__name__)
 WATCHDOG_S = 3.0
 # Weight the mean model time keeps of its past at each frame.
 EMA_DECAY = 0.9
+# An always-on source nobody watches encodes a picture of a still scene this often (nanoseconds).
+SNAPSHOT_EVERY_NS = 1_000_000_000
 
 
 @dataclass
@@ -103,11 +103,9 @@ class LiveSource:
         self._loop_thread = threading.get_ident()
         self._linger: asyncio.TimerHandle | None = None
         self._sequence = 0
-        self._tracker = ObjectTracker(settings.track_lost_s)
-        self._gate = MotionGate.for_source(spec, settings)
-        # The tracked objects of the last detected frame, with their ids: shown on the frames
-        # not detected (see _process).
-        self._held: Detections | None = None
+        # Motion gate, model and tracker: what each frame shows (gating.py).
+        self._detector = GatedDetector(spec, settings, batcher)
+        self._jpeg_ns = 0  # capture time of the last picture encoded for nobody in particular
 
     # --- event-loop side -------------------------------------------------------------------
 
@@ -209,7 +207,10 @@ class LiveSource:
         self._rates["out"].tick()
         self.counters.frames_published += 1
         for sub in self.subscribers:
-            sub.frames.put(item)
+            # A frame encoded for nobody (see _wants_jpeg) reaches a viewer who just arrived
+            # only if that viewer asked for no pictures.
+            if item.jpeg or sub.omit_jpeg:
+                sub.frames.put(item)
 
     def _broadcast_state(
         self,
@@ -363,32 +364,21 @@ class LiveSource:
         inference_ms = 0.0
         weapons = self.settings.weapon_classes
         try:
-            plan = self._gate.plan(image, capture_ns, tracking=bool(self._held))
-            self.counters.frames_with_motion += plan.motion
-            if plan.regions:
-                self.counters.frames_detected += 1
-                found, inference_ms = self._detect(image, plan, capture_ns)
-                self._held = tracked(found)
+            found, inference_ms = self._detector.process(image, capture_ns, self.counters)
+            if inference_ms:
                 ema, n = self._inference_ema
                 self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
-            else:
-                # Nothing moved since the last detection: its tracked objects are where they
-                # were, so the frame shows them (viewers see no boxes blink off between
-                # detections, and a weapon lying still keeps its incident open) without
-                # running the model. Untracked boxes (a single sighting, maybe spurious) are
-                # not carried, so one false detection is not repeated on every still frame.
-                self.counters.frames_skipped += 1
-                found = self._held or Detections.empty("")
             detections = found.to_proto(weapons)
             draw(image, found, weapons)
         except Exception as exc:
             # The stream goes on unannotated; the error is flagged on the frame and counted.
             self.counters.detection_errors += 1
             error = common_pb2.Error(code="DETECTION_FAILED", message=str(exc), retryable=True)
+        encode = self._wants_jpeg(capture_ns, bool(detections))
         return Processed(
             sequence=self._sequence,
             capture_ns=capture_ns,
-            jpeg=encode_jpeg(image, self.settings.jpeg_quality),
+            jpeg=encode_jpeg(image, self.settings.jpeg_quality) if encode else b"",
             width=image.shape[1],
             height=image.shape[0],
             detections=detections,
@@ -397,17 +387,19 @@ class LiveSource:
             source_id=self.spec.id,
         )
 
-    def _detect(self, image: Image, plan: Plan, capture_ns: int) -> tuple[Detections, float]:
-        """The plan's regions through the model, as one frame's boxes with track ids."""
-        found, inference_ms = detect_regions(self.batcher, image, plan.regions)
-        found = found.filter(
-            allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
-        )
-        if not plan.whole_frame and self._held:
-            # Only the regions were looked at; what was tracked elsewhere did not move.
-            found = joined(found, outside(self._held, plan.regions))
-        # The tracker sees detected frames only, whole-frame boxes, at their capture time.
-        return self._tracker.update(found, capture_ns), inference_ms
+    def _wants_jpeg(self, capture_ns: int, boxes: bool) -> bool:
+        # Encoding a 720p JPEG costs about as much as decoding the frame: on a still camera
+        # nobody watches it was half of the whole cost. Its picture is needed by viewers, by an
+        # incident (a frame with boxes; every frame for clips), and as the newest snapshot,
+        # which a picture a second keeps fresh; other frames go out without one.
+        # A copy first: the event loop adds and removes subscribers meanwhile.
+        viewers = any(not sub.omit_jpeg for sub in list(self.subscribers))
+        if viewers or boxes or self.settings.incident_clips or not self.always:
+            return True
+        if capture_ns - self._jpeg_ns < SNAPSHOT_EVERY_NS:
+            return False
+        self._jpeg_ns = capture_ns
+        return True
 
 
 def _as_capture_error(exc: Exception) -> CaptureError:
