@@ -217,3 +217,44 @@ async def test_bad_motion_settings_are_refused(
 def test_the_refresh_must_come_before_tracks_are_lost() -> None:
     with pytest.raises(pydantic.ValidationError, match=r"motion_refresh_s \(5\) must be below"):
         DetectorSettings(motion_refresh_s=5.0, track_lost_s=5.0)
+
+
+@pytest.fixture(scope="module")
+def stopping_camera(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RtspCamera]:
+    """The square walks in for 1 s, then lies still for 5 s; looped."""
+    directory = tmp_path_factory.mktemp("stopping")
+    still = backdrop()
+    path = mo.walk((0, 100), (6, 0), FPS) + [(6 * (FPS - 1), 100)] * (5 * FPS)
+    for n, (x, y) in enumerate(path):
+        image = still.copy()
+        image[y : y + mo.SIDE, x : x + mo.SIDE] = mo.BLUE
+        cv2.imwrite(str(directory / f"{n:05d}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    pattern = str(directory / "%05d.jpg")
+    with RtspCamera(("d",), width=mo.W, height=mo.H, fps=FPS, keyframe_s=1.0, frames=pattern) as c:
+        yield c
+
+
+async def test_a_still_tracked_object_is_shown_between_slow_refreshes(
+    detector_stub: Stub, stopping_camera: RtspCamera
+) -> None:
+    await add(
+        detector_stub,
+        pb.SourceSpec(id="desk", kind=pb.SOURCE_KIND_STREAM, uri=stopping_camera.url()),
+    )
+    run: list[pb.Frame] = []  # frames in a row showing the knife with one track id
+    async for frame in frames(detector_stub, "desk", 3 * 6 * FPS):
+        ids = {d.track_id for d in knives(frame) if d.HasField("track_id")}
+        if len(ids) == 1 and (not run or ids == {run[0].detections[0].track_id}):
+            run.append(frame)
+        else:
+            run = []
+        skipped = sum(1 for f in run if f.inference_ms == 0)
+        first_skip = next((n for n, f in enumerate(run) if f.inference_ms == 0), len(run))
+        # Detected after the model had already been skipped: a refresh, not the walk.
+        refreshed = sum(1 for f in run[first_skip:] if f.inference_ms > 0)
+        if skipped >= 2 * FPS and refreshed:
+            break
+    # Lying still, the knife kept its box and its track on frames the model did not run on, and
+    # a refresh found it again under the same track.
+    assert skipped >= 2 * FPS, [f.inference_ms for f in run]
+    assert refreshed
