@@ -8,9 +8,12 @@ that was not detected.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import pathlib
 import re
+import socket
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
@@ -20,7 +23,7 @@ import numpy as np
 import pydantic
 import pytest
 
-from detector_service.server import DetectorServer
+from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.detector_service import moving_objects as mo
 from vigil.bench.rtsp import RtspCamera
@@ -258,3 +261,39 @@ async def test_a_still_tracked_object_is_shown_between_slow_refreshes(
     # a refresh found it again under the same track.
     assert skipped >= 2 * FPS, [f.inference_ms for f in run]
     assert refreshed
+
+
+async def test_motion_counters_are_exported_as_metrics(tmp_path: pathlib.Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    settings = DetectorSettings(
+        port=0, backend="none", data_dir=tmp_path, metrics_port=metrics_port
+    )
+    server = await serve(settings)
+
+    def scrape() -> dict[str, float]:
+        url = f"http://127.0.0.1:{metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            lines = response.read().decode().splitlines()
+        prefix = "vigil_source_frames_"
+        return {
+            line.split("{")[0]: float(line.split()[-1])
+            for line in lines
+            if line.startswith(prefix) and 'source="shapes"' in line
+        }
+
+    try:
+        # The test pattern's shapes never stop moving; always on, it is gated.
+        spec = pb.SourceSpec(
+            id="shapes", kind=pb.SOURCE_KIND_TEST_PATTERN, mode=pb.SOURCE_MODE_ALWAYS
+        )
+        server.registry.add(spec)
+        async with asyncio.timeout(30):
+            motion = "vigil_source_frames_with_motion_total"
+            while (metrics := await asyncio.to_thread(scrape)).get(motion, 0) < 3:  # noqa: ASYNC110 - polling the service
+                await asyncio.sleep(0.1)
+        assert metrics["vigil_source_frames_detected_total"] >= 3
+        assert "vigil_source_frames_skipped_total" in metrics
+    finally:
+        await server.stop(0)
