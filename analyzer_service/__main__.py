@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 
 from analyzer_service.server import serve
 from analyzer_service.settings import AnalyzerSettings
+from analyzer_service.store import StoreUnavailable
 from vigil.core.serving import configure_logging, run_forever
 
 log = logging.getLogger("analyzer_service")
@@ -26,4 +28,9 @@ async def main(stop: asyncio.Event) -> None:
 
 # The guard matters: media workers are spawned and re-import the main module.
 if __name__ == "__main__":
-    run_forever(main)
+    try:
+        run_forever(main)
+    except StoreUnavailable as exc:
+        # A database to start or a URL to fix: one line saying which, not a traceback. The
+        # message names host and port, never the password.
+        sys.exit(f"analyzer service cannot start: {exc}")

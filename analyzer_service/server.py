@@ -27,8 +27,8 @@ from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.pipeline import Pipeline
 from analyzer_service.servicer import AnalyzerServicer
 from analyzer_service.settings import AnalyzerSettings
-from analyzer_service.sqlite_store import SQLiteJobStore
 from analyzer_service.store import JobStore
+from analyzer_service.stores import open_store
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.core.metrics_http import serve_metrics
 from vigil.core.serving import Service, auth_interceptors
@@ -110,7 +110,7 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
 
 async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerServer:
     await asyncio.to_thread(_remove_partial_uploads, settings)
-    store = await SQLiteJobStore.open(settings.database)
+    store = await open_store(settings)
     workers = MediaWorkers(settings.media_workers, preload=["analyzer_service.media"])
     workers.warm_up()
     detector = (

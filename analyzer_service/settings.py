@@ -29,6 +29,14 @@ class AnalyzerSettings(ServiceSettings):
 
     # Videos, frames and the job database live here.
     data_dir: pathlib.Path = Field(default_factory=default_data_dir)
+    # Jobs, events and chat in PostgreSQL instead of the SQLite file in data_dir: a libpq URL
+    # (``postgresql://user:password@host:5432/vigil``). Never logged with its password. Empty:
+    # SQLite. One analyzer per database for now: a starting analyzer takes over every unfinished
+    # job it finds. The pool holds up to database_pool_size connections; the start gives up
+    # after database_connect_timeout_s.
+    database_url: SecretStr = SecretStr("")
+    database_pool_size: int = Field(default=8, ge=1)
+    database_connect_timeout_s: float = Field(default=10.0, gt=0.0)
 
     # Upload limits. Width and height are checked orientation-free (a portrait 2160x3840 passes).
     max_upload_bytes: int = Field(default=4 * 1024**3, gt=0)

@@ -8,17 +8,21 @@ they were emitted.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
-import dataclasses
-import json
 import pathlib
 import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from analyzer_service.store import UNFINISHED_STATES, ChatTurn, Event
+from analyzer_service.store import (
+    UNFINISHED_STATES,
+    ChatTurn,
+    Event,
+    decode_page_token,
+    encode_page_token,
+    turn_from_json,
+    turn_to_json,
+)
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
 T = TypeVar("T")
@@ -175,7 +179,7 @@ class SQLiteJobStore:
     async def list_jobs(
         self, *, page_size: int, page_token: str, state: pb.JobState.ValueType
     ) -> tuple[list[pb.Job], str]:
-        before = _decode_token(page_token) if page_token else None
+        before = decode_page_token(page_token) if page_token else None
 
         def go() -> tuple[list[pb.Job], str]:
             sql = "SELECT seq, data FROM jobs WHERE 1=1"
@@ -191,7 +195,7 @@ class SQLiteJobStore:
             params.append(page_size + 1)
             rows = self.db.execute(sql, params).fetchall()
             jobs = [pb.Job.FromString(data) for _, data in rows[:page_size]]
-            token = _encode_token(rows[page_size - 1][0]) if len(rows) > page_size else ""
+            token = encode_page_token(rows[page_size - 1][0]) if len(rows) > page_size else ""
             return jobs, token
 
         return await self._run(go)
@@ -206,7 +210,7 @@ class SQLiteJobStore:
         return await self._run(go)
 
     async def append_chat_turn(self, job_id: str, turn: ChatTurn) -> None:
-        data = json.dumps(dataclasses.asdict(turn))
+        data = turn_to_json(turn)
 
         def go() -> None:
             db = self.db
@@ -234,12 +238,7 @@ class SQLiteJobStore:
                 sql += " LIMIT ?"
                 params.append(last)
             rows = self.db.execute(sql, params).fetchall()
-            turns = []
-            for (data,) in reversed(rows):
-                fields = json.loads(data)
-                fields["cited_times_s"] = tuple(fields.get("cited_times_s", ()))
-                turns.append(ChatTurn(**fields))
-            return turns
+            return [turn_from_json(data) for (data,) in reversed(rows)]
 
         return await self._run(go)
 
@@ -251,17 +250,3 @@ class SQLiteJobStore:
 
         await self._run(go)
         self._executor.shutdown(wait=True)
-
-
-def _encode_token(seq: int) -> str:
-    return base64.urlsafe_b64encode(f"jobs:{seq}".encode()).decode()
-
-
-def _decode_token(token: str) -> int:
-    try:
-        kind, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
-        if kind != "jobs":
-            raise ValueError(token)
-        return int(seq)
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("invalid page token") from exc

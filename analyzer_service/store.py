@@ -1,14 +1,17 @@
 """Where videos, jobs, job events and chat conversations are kept.
 
-The service talks to ``JobStore`` only, so the embedded SQLite store can give way to a shared
-database (Postgres) when several analyzer replicas need one history. Records are the contract's
-own messages: whatever the contract can say, the store can keep.
+The service talks to ``JobStore`` only: the embedded SQLite store by default, PostgreSQL when
+several analyzer replicas need one history (``stores.open_store`` picks one from the settings).
+Records are the contract's own messages: whatever the contract can say, the store can keep.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
-from typing import Protocol
+import json
+from typing import Any, Protocol
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
@@ -33,6 +36,37 @@ class ChatTurn:
     created_at: float = 0.0
 
 
+class StoreUnavailable(Exception):
+    """The configured store cannot be opened (a database that does not answer, a URL of an
+    unknown kind). The message says what and where, never a password."""
+
+
+def turn_to_json(turn: ChatTurn) -> str:
+    return json.dumps(dataclasses.asdict(turn))
+
+
+def turn_from_json(data: str) -> ChatTurn:
+    fields: dict[str, Any] = json.loads(data)
+    fields["cited_times_s"] = tuple(fields.get("cited_times_s", ()))
+    return ChatTurn(**fields)
+
+
+def encode_page_token(seq: int) -> str:
+    """The token of the page that starts below the job numbered ``seq``."""
+    return base64.urlsafe_b64encode(f"jobs:{seq}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int:
+    """The job number a token of ``encode_page_token`` holds; ValueError for any other text."""
+    try:
+        kind, _, seq = base64.urlsafe_b64decode(token.encode()).decode().partition(":")
+        if kind != "jobs":
+            raise ValueError(token)
+        return int(seq)
+    except (binascii.Error, UnicodeError, ValueError) as exc:
+        raise ValueError("invalid page token") from exc
+
+
 class JobStore(Protocol):
     """Durable records. Every method may be called concurrently from the event loop."""
 
@@ -51,7 +85,9 @@ class JobStore(Protocol):
 
         Fills in ``sequence``, and ``time`` when unset, and returns the stored event. When
         ``job`` is given it is saved in the same transaction, so a job's state and its events
-        never disagree, even across a crash.
+        never disagree, even across a crash. Appends to one job through one store are numbered
+        in the order they were called, even when they run concurrently; stores sharing a
+        database (replicas) never give two events one number.
         """
         ...
 
@@ -73,7 +109,8 @@ class JobStore(Protocol):
         ...
 
     async def append_chat_turn(self, job_id: str, turn: ChatTurn) -> None:
-        """Keep a finished question and answer at the end of the job's conversation."""
+        """Keep a finished question and answer at the end of the job's conversation (in call
+        order, as events)."""
         ...
 
     async def chat_turns(self, job_id: str, *, last: int | None = None) -> list[ChatTurn]:

@@ -10,6 +10,7 @@ from bridge.errors import ERROR_RESPONSES, ErrorBody, backend
 from bridge.models import Incident, IncidentPage, Source, SourceList, SourceSpec
 from bridge.state import bridge_state
 from vigil.core import source_ids
+from vigil.core.errors import InvalidInput
 
 router = APIRouter(prefix="/api", tags=["sources"], responses=ERROR_RESPONSES)
 
@@ -37,8 +38,27 @@ async def add_source(spec: SourceSpec, request: Request) -> Source:
         source = await state.detector.add_source(
             spec.id, spec.kind, spec.uri, loop=spec.loop, max_fps=spec.max_fps,
             width=spec.width, height=spec.height, display_name=spec.display_name,
-            mode=spec.mode or "", record_uri=spec.record_uri,
+            mode=spec.mode or "", record_uri=spec.record_uri, ptz=spec.ptz,
         )  # fmt: skip
+    return Source.from_sdk(source)
+
+
+@router.put(
+    "/sources/{source_id}",
+    summary="Replace a source's spec (its kind may not change), kept across restarts; the "
+    "capture restarts only when a stream setting changed, zones apply at once. URIs sent back "
+    "masked as they were handed out keep the real ones",
+    responses={404: {"model": ErrorBody, "description": "No such source."}},
+)
+async def update_source(
+    source_id: Annotated[str, SOURCE_ID], spec: SourceSpec, request: Request
+) -> Source:
+    if spec.id != source_id:
+        raise InvalidInput("the spec's id must be the source id of the path", field="id")
+    state = bridge_state(request)
+    with backend("detector"):
+        current = await state.detector.get_source(source_id)
+        source = await state.detector.update_source(spec.to_sdk(current))
     return Source.from_sdk(source)
 
 

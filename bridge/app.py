@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 
 from bridge import (
     api_analyses,
+    api_events,
     api_sources,
     api_uploads,
     errors,
@@ -161,6 +162,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app.include_router(api_uploads.router)
     app.include_router(api_analyses.router)
     app.include_router(api_sources.router)
+    app.include_router(api_events.router)
     app.include_router(video.router)
     app.include_router(session_ws.router)
     sio.mount(app, settings)

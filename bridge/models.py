@@ -24,6 +24,7 @@ from vigil import sdk
 from vigil.core import source_ids
 from vigil.sdk.analyzer_types import JOB_STATES as SDK_JOB_STATES
 from vigil.sdk.analyzer_types import Stage
+from vigil.sdk.detector_types import CameraProblem
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -282,11 +283,46 @@ class ChatQuestion(BaseModel):
 SOURCE_EXAMPLE: dict[str, Any] = {
     "id": "lobby-cam", "kind": "stream", "uri": "rtsp://192.0.2.10/stream1", "loop": False,
     "max_fps": 15.0, "width": 0, "height": 0, "display_name": "Lobby", "mode": "always",
-    "record_uri": "",
+    "record_uri": "", "ptz": False,
 }  # fmt: skip
 
 
-@mirrors(sdk.Source, converted={"kind", "mode"})
+ZONE_EXAMPLE: dict[str, Any] = {
+    "name": "door", "kind": "area", "points": [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9], [0.1, 0.9]],
+    "classes": ["person"], "loiter_s": 30.0, "direction": None,
+}  # fmt: skip
+
+
+@mirrors(sdk.Zone, converted={"kind", "points", "classes"})
+class Zone(BaseModel):
+    """A named area (enter, leave, loitering after ``loiter_s``; 0: none) or line from A to B
+    (crossings; ``direction`` "in" is from the left of A→B to its right on the picture, "out" the
+    other way, null both), in normalised coordinates ((0, 0) top left, (1, 1) bottom right).
+    ``classes`` empty: every class. The detector checks the rest (names, point counts, ranges)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ZONE_EXAMPLE]})
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["area", "line"]
+    points: list[tuple[float, float]] = Field(max_length=64)
+    classes: list[str] = Field(default_factory=list, max_length=100)
+    loiter_s: float = Field(default=0.0, ge=0.0)
+    direction: Literal["in", "out"] | None = None
+
+    def to_sdk(self) -> sdk.Zone:
+        return sdk.Zone(
+            name=self.name, kind=self.kind, points=tuple(self.points),
+            classes=tuple(self.classes), loiter_s=self.loiter_s, direction=self.direction,
+        )  # fmt: skip
+
+    @classmethod
+    def from_sdk(cls, z: sdk.Zone) -> Zone:
+        return cls.model_construct(
+            name=z.name, kind=cast(Any, z.kind), points=list(z.points), classes=list(z.classes),
+            loiter_s=z.loiter_s, direction=z.direction,
+        )  # fmt: skip
+
+
+@mirrors(sdk.Source, converted={"kind", "mode", "zones", "incident_zones"})
 class SourceSpec(BaseModel):
     """A source as declared. ``mode`` left out takes the kind's default (always for webcams and
     streams, on_demand for files and the test pattern); sources returned carry the mode in
@@ -303,6 +339,23 @@ class SourceSpec(BaseModel):
     display_name: str = Field(default="", max_length=200)
     mode: SOURCE_MODES | None = None
     record_uri: str = Field(default="", max_length=2048)
+    zones: list[Zone] = Field(default_factory=list, max_length=32)
+    incident_zones: list[str] = Field(default_factory=list, max_length=32)
+
+    def to_sdk(self, base: sdk.Source) -> sdk.SourceSpec:
+        """The spec for ``update_source`` on top of ``base`` (the source as it is): settings
+        this model does not carry stay as they are."""
+        return dataclasses.replace(
+            base.spec,
+            kind=self.kind, uri=self.uri, loop=self.loop, max_fps=self.max_fps,
+            width=self.width, height=self.height, display_name=self.display_name,
+            mode=self.mode or "", record_uri=self.record_uri,
+            zones=tuple(z.to_sdk() for z in self.zones), incident_zones=tuple(self.incident_zones),
+            ptz=self.ptz,
+        )  # fmt: skip
+
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
 
 
 @mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since"})
@@ -311,7 +364,8 @@ class Source(BaseModel):
         json_schema_extra={
             "examples": [{"spec": SOURCE_EXAMPLE, "state": "live", "last_error": "",
                           "counters": {"fps_in": 15.0, "fps_out": 15.0, "subscribers": 1},
-                          "state_since": "2025-01-01T12:00:00.000000Z"}]
+                          "state_since": "2025-01-01T12:00:00.000000Z",
+                          "camera_problems": ["camera_covered"]}]
         }
     )  # fmt: skip
     spec: SourceSpec
@@ -319,14 +373,20 @@ class Source(BaseModel):
     last_error: str
     counters: dict[str, float]
     state_since: str | None
+    # Camera-health problems present now ("camera_frozen", "camera_covered", "camera_defocused",
+    # "camera_moved"); empty when healthy or not a camera.
+    camera_problems: tuple[CameraProblem, ...] = ()
 
     @classmethod
     def from_sdk(cls, s: sdk.Source) -> Source:
         # Not validated: the detector's word on its own sources stands, even past our limits.
-        names = (name for name in SourceSpec.model_fields if name not in ("kind", "mode"))
+        converted = ("kind", "mode", "zones", "incident_zones")
+        names = (name for name in SourceSpec.model_fields if name not in converted)
         spec = SourceSpec.model_construct(
-            kind=cast(Any, s.kind), mode=cast(Any, s.mode), **{n: getattr(s, n) for n in names}
-        )
+            kind=cast(Any, s.kind), mode=cast(Any, s.mode),
+            zones=[Zone.from_sdk(z) for z in s.zones], incident_zones=list(s.incident_zones),
+            **{n: getattr(s, n) for n in names},
+        )  # fmt: skip
         counters = {name: float(value) for name, value in dataclasses.asdict(s.counters).items()}
         return copied(
             cls, s, spec=spec, state=s.state, counters=counters,
@@ -367,4 +427,40 @@ class IncidentPage(BaseModel):
         }
     )  # fmt: skip
     incidents: list[Incident]
+    next_page_token: str
+
+
+@mirrors(sdk.SourceEvent, converted={"kind", "at", "detection", "snapshot_jpeg"})
+class SourceEvent(BaseModel):
+    """A zone event (zone_enter, zone_leave, zone_loiter, line_cross) or a camera-health event
+    (camera_frozen, camera_covered, camera_defocused, camera_moved; ``cleared`` when it ended)."""
+
+    id: str
+    source_id: str
+    kind: str
+    at: str | None
+    zone: str
+    class_name: str
+    track_id: int
+    direction: Literal["in", "out"] | None
+    cleared: bool
+    detail: str
+    has_snapshot: bool
+
+    @classmethod
+    def from_sdk(cls, e: sdk.SourceEvent) -> SourceEvent:
+        return copied(cls, e, kind=e.kind, at=iso(e.proto.at))
+
+
+class EventPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"events": [{"id": "ev-1", "source_id": "lobby-cam",
+                          "kind": "zone_enter", "at": "2025-01-01T12:00:00Z", "zone": "door",
+                          "class_name": "person", "track_id": 7, "direction": None,
+                          "cleared": False, "detail": "", "has_snapshot": True}],
+                          "next_page_token": ""}]
+        }
+    )  # fmt: skip
+    events: list[SourceEvent]
     next_page_token: str

@@ -8,11 +8,13 @@ once a condition has held for its configured time and ``CLEARED`` once it has be
 Each check is built so that the camera's normal life does not trip it:
 
 - **FROZEN**: the stream delivers but the picture does not change. A live sensor never repeats
-  a picture exactly (noise alone changes most pixels by a level or two, and the encoder's
-  keyframes refresh everything), while a stuck decoder or a camera re-sending its last frame
-  repeats it bit for bit. So we count pixels that changed at all (beyond
-  ``frozen_pixel_tolerance``) between consecutive frames, at full resolution: a truly static
-  scene is still "alive", a frozen one has (almost) none.
+  a picture (noise alone moves 5-40% of its pixels by more than two grey levels from one frame
+  to the next, even through a lossy encoder), while a stuck camera re-sending its last picture
+  does, give or take the encoder refining it (keyframes, P-frames converging: up to 80% of the
+  pixels move, but by a level or two, and fewer than 0.3% by more). So we count the pixels that
+  changed by more than ``frozen_pixel_tolerance`` between consecutive frames: a truly static
+  scene is still "alive", a frozen one has (almost) none. The frames must keep their own
+  per-pixel noise: subsample them (every n-th pixel), never average them down.
 - **COVERED** (black or uniform picture): a hand, a bag, spray paint or a dead sensor leave a
   picture with no structure. We measure the mean brightness and the contrast (standard
   deviation) of a small blurred grey copy: the blur removes sensor noise, so a covered lens
@@ -28,13 +30,21 @@ Each check is built so that the camera's normal life does not trip it:
   blurred, and normalised to unit length; the similarity is their cosine. Edges stay where they
   are when the camera switches to infrared or the light changes, but move when the camera is
   turned. People passing lower the similarity only while they pass, hence the sustained time.
-  The reference follows slow scene changes (``reference_tau_s``), and phase correlation
+  The reference follows slow scene changes (``baseline_tau_s``), and phase correlation
   reports how far the picture shifted (for the operator, not for the decision).
 
-A PTZ camera moving on purpose calls :meth:`CameraHealth.expect_move`: MOVED and DEFOCUSED are
-suspended until then (the picture is in motion, zoom refocuses) and afterwards the reference
-and the sharpness baseline are learnt again from the new view. For a PTZ camera on patrol that
-nobody announces, set ``check_moved=False``.
+**Night.** A camera switching to infrared gives a grey picture (no chroma), brighter or darker,
+whose edges look different (foliage turns white) and whose focus shifts (lenses focus infrared
+light behind visible light). A grey picture is therefore judged against a reference and a
+sharpness baseline of its own, learnt at the first night and kept across days, so the switch
+itself raises nothing and a camera knocked during the day is still found moved at night.
+
+**PTZ.** A camera that moves on purpose (``ptz``) never raises MOVED: a scene that no longer
+matches the reference starts a move, which lasts while the picture keeps sliding and until it
+has been still for ``ptz_settle_s``; then the reference and the sharpness baseline are learnt
+again from the new view. DEFOCUSED is suspended meanwhile (zoom refocuses). A caller that knows
+of a move (a re-aim the operator accepts) calls :meth:`CameraHealth.expect_move`, which does the
+same for any camera, and clears a raised MOVED or DEFOCUSED.
 """
 
 from __future__ import annotations
@@ -55,7 +65,9 @@ from detector_service.health_checks import (
     HealthConfig,
     Measurements,
     Transition,
+    chroma,
     measure,
+    similarity,
     structure,
 )
 from detector_service.motion import validate_frame
@@ -98,15 +110,13 @@ class HealthEvent:
 
 
 @dataclass(slots=True)
-class _Learnt:
-    """What the checks learnt about the current view; forgotten when the view changes."""
+class _View:
+    """What the checks learnt about the current view in one light (day colour or night grey);
+    forgotten when the camera is re-aimed or its stream changes size."""
 
-    shape: tuple[int, int]
     sharpness_samples: list[float] = field(default_factory=list)
     baseline: float | None = None
     reference: FloatArray | None = None
-    previous_grey: npt.NDArray[np.uint8] | None = None
-    previous_at: float = 0.0
 
 
 class CameraHealth:
@@ -122,7 +132,13 @@ class CameraHealth:
             HealthKind.MOVED: Condition(c.moved_after_s, c.clear_after_s),
         }
         self._active: dict[HealthKind, HealthEvent] = {}
-        self._learnt: _Learnt | None = None
+        # Keyed by "night" (a grey picture): infrared changes how edges look and where the lens
+        # focuses, so the night picture is judged against a night reference and baseline.
+        self._views: dict[bool, _View] = {}
+        self._shape: tuple[int, int] | None = None
+        self._previous_grey: npt.NDArray[np.uint8] | None = None
+        self._previous_at = 0.0
+        self._previous_structure: FloatArray | None = None
         self._move_until: float | None = None
         self._last_at: float | None = None
         self._dt = 0.0  # seconds since the previous frame
@@ -149,29 +165,36 @@ class CameraHealth:
         events: list[HealthEvent] = []
 
         grey = np.asarray(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), np.uint8)
-        learnt = self._learnt
-        if learnt is None or learnt.shape != grey.shape:
+        shape = (grey.shape[0], grey.shape[1])
+        if shape != self._shape:
             # First frame, or the stream came back at another size: a new view to learn.
-            learnt = self._learnt = _Learnt((grey.shape[0], grey.shape[1]))
-        m = measure(grey, learnt.previous_grey, self.config)
+            self._shape, self._previous_grey, self._previous_structure = shape, None, None
+            self._views.clear()
+        night = chroma(frame) <= self.config.night_max_chroma
+        m = measure(grey, self._previous_grey, self.config)
         self.last = m
-        since = learnt.previous_at if learnt.previous_grey is not None else at
-        learnt.previous_grey, learnt.previous_at = grey, at
+        since = self._previous_at if self._previous_grey is not None else at
+        self._previous_grey, self._previous_at = grey, at
 
-        still = m.changed_fraction is not None and (
-            m.changed_fraction <= self.config.frozen_max_changed_fraction
-        )
-        values = {"changed_fraction": m.changed_fraction or 0.0}
-        self._step(HealthKind.FROZEN, still, at, values, frame, events, since=since)
         covered = (
             m.contrast < self.config.covered_max_contrast
             or m.brightness < self.config.black_max_brightness
         )
+        # A uniform picture has nothing to show change with: covered says it all.
+        still = not covered and (
+            m.changed_fraction is not None
+            and m.changed_fraction <= self.config.frozen_max_changed_fraction
+        )
+        values = {"changed_fraction": m.changed_fraction or 0.0}
+        self._step(HealthKind.FROZEN, still, at, values, frame, events, since=since)
         values = {"brightness": m.brightness, "contrast": m.contrast}
         self._step(HealthKind.COVERED, covered, at, values, frame, events)
         if covered:
             return events  # nothing to see: sharpness and structure mean nothing now
 
+        current = structure(grey)
+        if self.config.ptz:
+            self._follow_ptz(self._views.get(night), current, at)
         if self._move_until is not None:
             if at < self._move_until:
                 # On the move: forget what was pending; judge the new view once it stops.
@@ -179,58 +202,77 @@ class CameraHealth:
                 self._conditions[HealthKind.MOVED].reset()
                 return events
             self._move_until = None
-            self._relearn(learnt, at, frame, events)
+            self._relearn(at, frame, events)
 
-        self._check_focus(learnt, m.sharpness, at, frame, events)
-        if self.config.check_moved:
-            self._check_structure(learnt, grey, at, frame, events)
+        view = self._views.setdefault(night, _View())
+        self._check_focus(view, m.sharpness, at, frame, events)
+        self._check_structure(view, current, grey.shape[0], at, frame, events)
         return events
 
+    def _follow_ptz(self, view: _View | None, current: FloatArray, at: float) -> None:
+        """A PTZ camera's changed scene starts a move, which lasts while the picture slides."""
+        previous, self._previous_structure = self._previous_structure, current
+        threshold, settle = self.config.moved_min_similarity, self.config.ptz_settle_s
+        if self._move_until is not None:
+            sliding = previous is not None and similarity(previous, current) < threshold
+        else:
+            reference = view.reference if view is not None else None
+            sliding = reference is not None and similarity(reference, current) < threshold
+        if sliding:
+            self.expect_move(at + settle)
+
+    def _learning_allowed(self) -> bool:
+        # A view first seen while the camera is moved or blurred (the first night after it was
+        # knocked) must not learn that state as normal: it waits until the problem clears.
+        return HealthKind.MOVED not in self._active and HealthKind.DEFOCUSED not in self._active
+
     def _check_focus(
-        self, learnt: _Learnt, sharpness: float, at: float, frame: Image, out: list[HealthEvent]
+        self, view: _View, sharpness: float, at: float, frame: Image, out: list[HealthEvent]
     ) -> None:
-        if learnt.baseline is None:
-            learnt.sharpness_samples.append(sharpness)
-            if len(learnt.sharpness_samples) >= self.config.baseline_frames:
-                learnt.baseline = float(np.median(learnt.sharpness_samples))
+        if view.baseline is None:
+            if self._learning_allowed():
+                view.sharpness_samples.append(sharpness)
+                if len(view.sharpness_samples) >= self.config.baseline_frames:
+                    view.baseline = float(np.median(view.sharpness_samples))
             return
-        blurred = sharpness < self.config.defocus_ratio * learnt.baseline
-        values = {"sharpness": sharpness, "baseline": learnt.baseline}
+        blurred = sharpness < self.config.defocus_ratio * view.baseline
+        values = {"sharpness": sharpness, "baseline": view.baseline}
         self._step(HealthKind.DEFOCUSED, blurred, at, values, frame, out)
         if not blurred and not self._conditions[HealthKind.DEFOCUSED].pending:
             # Follow slow changes of the scene (leaves, seasons), never a blur in progress.
-            learnt.baseline += self._follow() * (sharpness - learnt.baseline)
+            view.baseline += self._follow() * (sharpness - view.baseline)
 
     def _check_structure(
         self,
-        learnt: _Learnt,
-        grey: npt.NDArray[np.uint8],
+        view: _View,
+        current: FloatArray,
+        height: int,
         at: float,
         frame: Image,
         out: list[HealthEvent],
     ) -> None:
-        current = structure(grey)
-        if learnt.reference is None:
-            if learnt.baseline is not None:  # learnt from a view that passed the focus check
-                learnt.reference = current
+        if view.reference is None:
+            if view.baseline is not None:  # learnt from a view that passed the focus check
+                view.reference = current
             return
-        similarity = float(np.sum(current * learnt.reference))
-        moved = similarity < self.config.moved_min_similarity
-        values = {"similarity": similarity}
+        alike = similarity(current, view.reference)
+        # A PTZ camera never gets here with a changed scene: _follow_ptz made it a move.
+        moved = alike < self.config.moved_min_similarity
+        values = {"similarity": alike}
         if moved:
-            (dx, dy), _ = cv2.phaseCorrelate(learnt.reference, current)
-            scale = grey.shape[0] / current.shape[0]
+            (dx, dy), _ = cv2.phaseCorrelate(view.reference, current)
+            scale = height / current.shape[0]
             values |= {"shift_x": dx * scale, "shift_y": dy * scale}
         self._step(HealthKind.MOVED, moved, at, values, frame, out)
         if not moved and not self._conditions[HealthKind.MOVED].pending:
             rate = self._follow()
-            blended = learnt.reference + rate * (current - learnt.reference)
+            blended = view.reference + rate * (current - view.reference)
             norm = max(float(np.linalg.norm(blended)), 1e-9)
-            learnt.reference = np.asarray(blended / norm, np.float32)
+            view.reference = np.asarray(blended / norm, np.float32)
 
-    def _relearn(self, learnt: _Learnt, at: float, frame: Image, out: list[HealthEvent]) -> None:
-        learnt.reference, learnt.baseline = None, None
-        learnt.sharpness_samples.clear()
+    def _relearn(self, at: float, frame: Image, out: list[HealthEvent]) -> None:
+        # Day and night alike: the camera points somewhere else now.
+        self._views.clear()
         for kind in (HealthKind.MOVED, HealthKind.DEFOCUSED):
             raised = self._active.get(kind)
             if raised is not None:

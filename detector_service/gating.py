@@ -163,6 +163,11 @@ class GatedDetector:
         # The tracked objects of the last detected frame, with their ids.
         self.held: Detections | None = None
 
+    def configure(self, spec: pb.SourceSpec) -> None:
+        """Take a new spec's motion settings (UpdateSource); tracks and held boxes stay. The
+        processing thread picks the new gate up with its next frame."""
+        self.gate = MotionGate.for_source(spec, self.settings)
+
     def process(
         self, image: Image, time_ns: int, counters: pb.SourceCounters
     ) -> tuple[Detections, float]:

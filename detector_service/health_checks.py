@@ -19,6 +19,8 @@ Grey = npt.NDArray[np.uint8]
 
 #: Rows of the coarse copy whose edges are compared with the reference (MOVED).
 STRUCTURE_HEIGHT = 90
+#: Rows of the copy whose colourfulness tells a day picture from an infrared one.
+CHROMA_HEIGHT = 30
 
 
 class Transition(enum.StrEnum):
@@ -33,10 +35,14 @@ class HealthConfig:
     #: Rows of the grey copy that brightness, contrast and sharpness are measured on.
     analysis_height: int = 240
     frozen_after_s: float = 10.0
-    #: A pixel counts as changed when it differs by more than this many grey levels.
-    frozen_pixel_tolerance: int = 0
-    #: Consecutive frames are "the same picture" when at most this fraction of pixels changed.
-    frozen_max_changed_fraction: float = 0.0002
+    #: A pixel counts as changed when it differs by more than this many grey levels. Not 0: an
+    #: encoder fed a frozen picture keeps refining it (each keyframe, then P-frames converging),
+    #: which moves up to 80% of the decoded pixels by a level or two, while sensor noise moves
+    #: 5-40% of a live camera's pixels by more than two levels even through a lossy encoder.
+    frozen_pixel_tolerance: int = 2
+    #: Consecutive frames are "the same picture" when at most this fraction of pixels changed
+    #: (a frozen stream through H.264 stays below 0.3%, a clean live camera above 4%).
+    frozen_max_changed_fraction: float = 0.01
     covered_after_s: float = 5.0
     #: A picture whose contrast (grey-level standard deviation) is below this is uniform.
     covered_max_contrast: float = 6.0
@@ -52,14 +58,21 @@ class HealthConfig:
     moved_after_s: float = 10.0
     #: Moved when the structure's similarity with the reference (cosine, 0..1) is below this.
     moved_min_similarity: float = 0.5
-    check_moved: bool = True
+    #: A PTZ camera: a changed scene is an intended move, never MOVED; the reference and the
+    #: sharpness baseline are learnt again once the picture has been still for ``ptz_settle_s``.
+    ptz: bool = False
+    ptz_settle_s: float = 5.0
+    #: A picture whose mean chroma (max minus min channel, 0..255) is at most this is grey: an
+    #: infrared night picture, judged against a night reference and baseline of its own.
+    night_max_chroma: float = 3.0
     #: A raised condition clears after it has been absent this long (no flapping).
     clear_after_s: float = 3.0
 
     def __post_init__(self) -> None:
         if self.analysis_height < 32:
             raise ValueError(f"analysis_height must be at least 32, got {self.analysis_height}")
-        for name in ("frozen_after_s", "covered_after_s", "defocus_after_s", "moved_after_s"):
+        times = ("frozen_after_s", "covered_after_s", "defocus_after_s", "moved_after_s")
+        for name in (*times, "ptz_settle_s", "night_max_chroma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
         if self.clear_after_s < 0 or self.baseline_tau_s <= 0 or self.baseline_frames < 1:
@@ -94,6 +107,21 @@ def measure(grey: Grey, previous: Grey | None, config: HealthConfig) -> Measurem
         differs = cv2.absdiff(grey, previous) > config.frozen_pixel_tolerance
         changed = int(np.count_nonzero(differs)) / grey.size
     return Measurements(float(mean[0][0]), float(std[0][0]), sharpness, changed)
+
+
+def chroma(frame: npt.NDArray[np.uint8]) -> float:
+    """Mean colourfulness of a BGR picture: about 0 for a grey (infrared) one, even through an
+    encoder's 4:2:0 chroma, and well above 3 for a colour scene, even a dull one. Measured on a
+    very coarse copy: colour covers areas, while noise in each channel averages away."""
+    height = min(CHROMA_HEIGHT, frame.shape[0])
+    width = max(1, round(frame.shape[1] * height / frame.shape[0]))
+    coarse = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+    return float(np.mean(coarse.max(axis=2) - coarse.min(axis=2)))
+
+
+def similarity(a: FloatArray, b: FloatArray) -> float:
+    """Cosine of two ``structure`` maps: 1 for the same view, about 0 for unrelated ones."""
+    return float(np.sum(a * b))
 
 
 def structure(grey: Grey) -> FloatArray:

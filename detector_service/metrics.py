@@ -16,6 +16,12 @@ from prometheus_client.registry import Collector
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+CAMERA_PROBLEMS = (
+    pb.SOURCE_EVENT_KIND_CAMERA_FROZEN,
+    pb.SOURCE_EVENT_KIND_CAMERA_COVERED,
+    pb.SOURCE_EVENT_KIND_CAMERA_DEFOCUSED,
+    pb.SOURCE_EVENT_KIND_CAMERA_MOVED,
+)
 
 
 class SourceCollector(Collector):
@@ -65,8 +71,17 @@ class SourceCollector(Collector):
         skipped = CounterMetricFamily(
             "vigil_source_frames_skipped", "Frames not detected: nothing moved", labels=labels
         )
+        problem = GaugeMetricFamily(
+            "vigil_source_camera_problem",
+            "1 while the camera has this problem (frozen, covered, defocused, moved)",
+            labels=["source", "problem"],
+        )
         for source in self.sources():
             value = [source.spec.id]
+            for kind in CAMERA_PROBLEMS:
+                name = pb.SourceEventKind.Name(kind).removeprefix("SOURCE_EVENT_KIND_CAMERA_")
+                present = 1.0 if kind in source.camera_problems else 0.0
+                problem.add_metric([source.spec.id, name.lower()], present)
             c = source.counters
             fps_in.add_metric(value, c.fps_in)
             fps_out.add_metric(value, c.fps_out)
@@ -93,6 +108,7 @@ class SourceCollector(Collector):
             motion,
             detected,
             skipped,
+            problem,
         )
         yield CounterMetricFamily("vigil_incidents", "Incidents opened", value=self.incidents())
         yield CounterMetricFamily(

@@ -29,10 +29,12 @@ from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
 from detector_service.gating import GatedDetector
+from detector_service.health_monitor import CameraWatch
 from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
+from detector_service.zones import ZoneWatch
 from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -68,6 +70,8 @@ class LiveSource:
         loop: asyncio.AbstractEventLoop,
         reader_factory: Callable[[pb.SourceSpec, float], FrameReader] | None = None,
         observer: FrameObserver | None = None,
+        zones: ZoneWatch | None = None,
+        health: CameraWatch | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -79,6 +83,9 @@ class LiveSource:
         # source store keeps the real one).
         self.spec.record_uri = mask(spec.record_uri)
         self.observer = observer
+        self.zones = zones
+        # Camera-health checks (cameras only): offered every captured frame, they sample it.
+        self.health = health
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -130,6 +137,7 @@ class LiveSource:
             last_error=self.last_error,
             counters=counters,
             state_since=since,
+            camera_problems=self.health.problems if self.health is not None else (),
         )
 
     @property
@@ -184,6 +192,28 @@ class LiveSource:
             if self.observer is not None:
                 self.observer.end_source(self.spec.id)
         self._set_state(final_state)
+
+    def respec(self, spec: pb.SourceSpec, restart: bool) -> None:
+        """Take a new spec (validated, mode resolved, real URIs). A running capture restarts only
+        when ``restart`` says its stream changed; zones and settings read per frame apply at once.
+        """
+        running = self._running
+        if running and restart:
+            self.stop()
+        self.uri = SourceUri(spec.uri)
+        fresh = pb.SourceSpec()
+        fresh.CopyFrom(spec)
+        fresh.uri, fresh.record_uri = self.uri.masked, mask(spec.record_uri)
+        self.spec, self.max_fps = fresh, spec.max_fps or self.settings.max_fps
+        if self.zones is not None:
+            self.zones.configure(fresh)
+        if self.health is not None:
+            self.health.configure(fresh)
+        self._detector.configure(fresh)
+        if not self._running and (self.always or (running and self.subscribers)):
+            self.start()
+        elif self._running and not self.always and not self.subscribers:
+            self.stop()
 
     def _end_run(self, run: threading.Event, state: pb.SourceState.ValueType) -> None:
         # A run that ended by itself (a file's end, a permanent failure) stops the source only if
@@ -287,6 +317,8 @@ class LiveSource:
                 while not stopping.is_set():
                     frame = reader.read()
                     backoff.reset()
+                    if self.health is not None:
+                        self.health.offer(frame, time.time_ns())
                     self._rates["in"].tick()
                     with self._slot.cond:
                         if stopping.is_set():
@@ -352,6 +384,8 @@ class LiveSource:
             if stopping.is_set():
                 return
             self.loop.call_soon_threadsafe(self._publish, item)
+            if self.zones is not None:  # before the observer: incident rules ask it where
+                self.zones.observe(item)
             # A frame whose detection failed says nothing about weapons: it must not count as
             # their absence and close an incident.
             if self.observer is not None and item.error is None:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
+from detector_service.events import EventLog
+from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
 from detector_service.native_logs import silence_native_logs
@@ -20,6 +22,7 @@ from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.sources import SourceRegistry, load_sources_file
+from detector_service.zones import Zones
 from vigil.core.errors import InvalidInput
 from vigil.core.metrics_http import serve_metrics
 from vigil.core.serving import Service, auth_interceptors, configure_logging, run_forever
@@ -40,6 +43,8 @@ class DetectorServer:
     pool: concurrent.futures.ThreadPoolExecutor
     incidents: IncidentTracker
     metrics: DetectorMetrics
+    #: Zone and camera-health events: ``events.record`` is how producers report them.
+    events: EventLog
     #: Background work that ends with the server (the model's health watch).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: What else closes with it (the metrics HTTP server).
@@ -58,6 +63,7 @@ class DetectorServer:
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
         await asyncio.to_thread(self.incidents.close)
+        await asyncio.to_thread(self.events.close)
         await asyncio.to_thread(self.registry.store.close)
         self.pool.shutdown(wait=False, cancel_futures=True)
         # The metrics server's shutdown waits for its thread: not on the event loop.
@@ -113,8 +119,20 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     incidents = await asyncio.to_thread(
         open_tracker, incident_config(settings), asyncio.get_running_loop()
     )
+    events = await asyncio.to_thread(
+        EventLog,
+        settings.data_dir / "events.sqlite3",
+        asyncio.get_running_loop(),
+        settings.event_retention_days * 86400,
+    )
+    zones = Zones(settings.track_lost_s, events.record)
+    incidents.place = zones.place
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
-    registry = SourceRegistry(settings, batcher, store, observer=incidents)
+    # Camera-health events go to the event log (ListEvents, StreamIncidents) like zone events.
+    health = HealthMonitor(settings, on_event=events.record)
+    registry = SourceRegistry(
+        settings, batcher, store, observer=incidents, zones=zones, health=health
+    )
     registry.add(
         pb.SourceSpec(
             id=settings.default_source_id,
@@ -126,6 +144,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         registry.add(spec)
     # After the configured sources: on an id both have, configuration wins.
     registry.restore(await asyncio.to_thread(store.load))
+    await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
     metrics.watch(
         SourceCollector(
             lambda: [s.snapshot() for s in registry.all()],
@@ -136,10 +155,11 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(
-        DetectorServicer(settings, registry, batcher, pool, incidents), service.server
+        DetectorServicer(settings, registry, batcher, pool, incidents, events), service.server
     )
     await service.start(settings.host, settings.port)
     closing = contextlib.ExitStack()
+    closing.callback(health.close)
     if settings.metrics_port is not None:
         _port, stop_metrics = serve_metrics(metrics.registry, settings.host, settings.metrics_port)
         closing.callback(stop_metrics)
@@ -150,6 +170,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         pool,
         incidents,
         metrics,
+        events,
         tasks=[asyncio.create_task(watch_model_health(service, batcher))],
         closing=closing,
     )

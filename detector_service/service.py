@@ -11,6 +11,7 @@ import grpc
 
 from detector_service.annotate import InvalidImage, decode_image, draw, encode_jpeg
 from detector_service.batcher import InferenceBatcher, Overloaded
+from detector_service.events import EventLog, merged
 from detector_service.incidents.tracker import IncidentTracker
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
@@ -37,9 +38,11 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         batcher: InferenceBatcher,
         pool: concurrent.futures.ThreadPoolExecutor,
         incidents: IncidentTracker,
+        events: EventLog,
     ) -> None:
         self.settings = settings
         self.incidents = incidents
+        self.events = events
         self.registry = registry
         self.batcher = batcher
         self.pool = pool
@@ -165,11 +168,18 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         subscription = self.incidents.subscribe(
             request.source_id, include_snapshot=request.include_snapshot
         )
+        events = None
+        if request.include_events:
+            events = self.events.subscribe(
+                request.source_id, include_snapshot=request.include_snapshot
+            )
         try:
-            async for event in subscription:
+            async for event in merged(subscription, *(events,) if events else ()):
                 yield event
         finally:
             subscription.close()
+            if events is not None:
+                events.close()
 
     async def ListIncidents(
         self, request: pb.ListIncidentsRequest, context: Context
@@ -185,3 +195,20 @@ class DetectorServicer(pb_grpc.DetectorServiceServicer):
         self, request: pb.ListSourcesRequest, context: Context
     ) -> pb.ListSourcesResponse:
         return pb.ListSourcesResponse(sources=[s.snapshot() for s in self.registry.all()])
+
+    async def UpdateSource(
+        self, request: pb.UpdateSourceRequest, context: Context
+    ) -> pb.UpdateSourceResponse:
+        try:
+            source = await self.registry.update(request.source)
+        except VigilError as exc:
+            await abort_with(context, exc)
+        return pb.UpdateSourceResponse(source=source.snapshot())
+
+    async def ListEvents(
+        self, request: pb.ListEventsRequest, context: Context
+    ) -> pb.ListEventsResponse:
+        try:
+            return await self.events.list(request)
+        except ValueError as exc:
+            await abort_with(context, InvalidInput(str(exc), field="page_token"))

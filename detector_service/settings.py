@@ -109,12 +109,34 @@ class DetectorSettings(ServiceSettings):
     incident_clips: bool = False
     incident_clip_pre_s: float = Field(3.0, ge=0.0)
     incident_clip_post_s: float = Field(3.0, ge=0.0)
+    # Days zone and camera-health events (with their snapshots) are kept.
+    event_retention_days: float = Field(30.0, gt=0.0)
     # A TOML file of [[sources]] tables (id, kind, uri, loop, max_fps, ...) added at start.
     sources_file: pathlib.Path | None = None
     # Prometheus metrics over HTTP on this port of `host`; unset turns them off.
     metrics_port: int | None = None
     # Seconds of waiting to fill an inference batch while several sources are live.
     batch_wait_s: float = Field(0.004, ge=0.0, le=0.1)
+
+    # Camera health (tamper and failure) checks of webcams and streams, on a copy subsampled to
+    # at most health_height rows, health_checks_per_s times a second (0 turns them off). A
+    # problem is raised once it has lasted its *_after_s and cleared once gone health_clear_after_s.
+    health_checks_per_s: float = Field(2.0, ge=0.0, le=30.0)
+    health_height: int = Field(360, ge=32, le=2160)
+    health_frozen_after_s: float = Field(10.0, ge=0.0)
+    health_covered_after_s: float = Field(5.0, ge=0.0)
+    health_defocus_after_s: float = Field(30.0, ge=0.0)
+    health_moved_after_s: float = Field(10.0, ge=0.0)
+    health_clear_after_s: float = Field(3.0, ge=0.0)
+    # Defocused below this fraction of the camera's own sharpness; moved below this similarity
+    # (0..1) of the picture's edges with its reference view.
+    health_defocus_ratio: float = Field(0.35, ge=0.0, le=1.0)
+    health_moved_min_similarity: float = Field(0.5, ge=0.0, le=1.0)
+    # Covered: a picture whose contrast (grey-level deviation) or brightness is below these.
+    health_covered_max_contrast: float = Field(6.0, ge=0.0)
+    health_black_max_brightness: float = Field(10.0, ge=0.0)
+    # Seconds a PTZ camera's picture must be still after a move before its new view is learnt.
+    health_ptz_settle_s: float = Field(5.0, ge=0.0)
 
     @model_validator(mode="after")
     def _refresh_within_track_life(self) -> DetectorSettings:

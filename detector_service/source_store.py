@@ -28,6 +28,11 @@ CREATE TABLE IF NOT EXISTS sources (
     added_ns INTEGER NOT NULL,
     spec BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS overrides (
+    id TEXT PRIMARY KEY,
+    base BLOB NOT NULL,
+    spec BLOB NOT NULL
+);
 """
 
 
@@ -79,12 +84,43 @@ class SourceStore:
         await self._run(go)
 
     async def delete(self, source_id: str) -> bool:
-        """Forget a kept source; False when none had that id (a configured source)."""
+        """Forget a kept source, or a configured one's update; False when there was neither."""
 
         def go() -> bool:
-            return self.db.execute("DELETE FROM sources WHERE id = ?", (source_id,)).rowcount > 0
+            found = self.db.execute("DELETE FROM sources WHERE id = ?", (source_id,)).rowcount
+            found += self.db.execute("DELETE FROM overrides WHERE id = ?", (source_id,)).rowcount
+            return found > 0
 
         return await self._run(go)
+
+    def load_overrides(self) -> list[tuple[pb.SourceSpec, pb.SourceSpec]]:
+        """The updates of configured sources, each with the configuration it was made on
+        (blocking: call off the loop)."""
+
+        def go() -> list[tuple[pb.SourceSpec, pb.SourceSpec]]:
+            rows = self.db.execute("SELECT base, spec FROM overrides ORDER BY id").fetchall()
+            return [(pb.SourceSpec.FromString(b), pb.SourceSpec.FromString(s)) for b, s in rows]
+
+        return self._executor.submit(go).result()
+
+    async def put_override(self, base: pb.SourceSpec, spec: pb.SourceSpec) -> None:
+        """Keep the update ``spec`` of the configured source ``base`` (real URIs included)."""
+        row = (spec.id, base.SerializeToString(deterministic=True), spec.SerializeToString())
+
+        def go() -> None:
+            self.db.execute(
+                "INSERT INTO overrides (id, base, spec) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET base = excluded.base, spec = excluded.spec",
+                row,
+            )
+
+        await self._run(go)
+
+    async def delete_override(self, source_id: str) -> None:
+        def go() -> None:
+            self.db.execute("DELETE FROM overrides WHERE id = ?", (source_id,))
+
+        await self._run(go)
 
     async def _run(self, fn: Callable[[], T]) -> T:
         # Submitted now, in the caller's order; awaited without blocking the loop.

@@ -17,12 +17,14 @@ from typing import Any
 
 from detector_service.batcher import InferenceBatcher
 from detector_service.gating import validate_motion
+from detector_service.health_monitor import HealthMonitor
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
+from detector_service.zones import Zones, validate_zones, zones_from_tables
 from vigil.core import source_ids
 from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -72,6 +74,7 @@ def validate(spec: pb.SourceSpec) -> None:
     if spec.width > 7680 or spec.height > 4320:
         raise InvalidInput("width and height must be at most 7680×4320")
     validate_motion(spec.motion)
+    validate_zones(spec)
 
 
 def _validate_record_uri(spec: pb.SourceSpec) -> None:
@@ -93,8 +96,11 @@ KINDS = {
     "test_pattern": pb.SOURCE_KIND_TEST_PATTERN,
 }
 MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
+# Fields the capture opens its input with: changing one restarts the capture.
+STREAM_FIELDS = ("uri", "record_uri", "width", "height", "max_fps", "loop")
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
+    "zones", "incident_zones", "ptz",
 }  # fmt: skip
 
 
@@ -107,6 +113,12 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     uri = "rtsp://camera.local/stream2"
     record_uri = "rtsp://camera.local/stream1"   # optional: the main stream (streams only)
     mode = "always"           # always | on_demand; default: always for cameras, else on_demand
+    incident_zones = ["door"] # optional: weapons alert only inside these areas
+    [[sources.zones]]         # optional, repeated: see zones.zones_from_tables
+    name = "door"
+    kind = "area"
+    points = [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9]]
+    ptz = false               # true: it pans, tilts or zooms on purpose (never "moved")
 
     The file may hold camera passwords: one that group or others can read is refused.
     """
@@ -139,6 +151,7 @@ def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
     mode = values.pop("mode", None)
     if mode is not None and mode not in MODES:
         raise InvalidInput(f"{where}: mode must be one of {sorted(MODES)}")
+    values["zones"] = zones_from_tables(values.get("zones", []), where)
     try:
         return pb.SourceSpec(
             kind=KINDS[kind], mode=MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED, **values
@@ -154,16 +167,24 @@ class SourceRegistry:
         batcher: InferenceBatcher,
         store: SourceStore,
         observer: FrameObserver | None = None,
+        zones: Zones | None = None,
+        health: HealthMonitor | None = None,
     ) -> None:
         self.settings = settings
+        self.health = health
         self.batcher = batcher
         self.store = store
         self.observer = observer
+        self.zones = zones
         self._sources: dict[str, LiveSource] = {}
+        # Each source's spec as declared (real URIs), and the configured ones as configured.
+        self._declared: dict[str, pb.SourceSpec] = {}
+        self._configured: dict[str, pb.SourceSpec] = {}
 
     def add(self, spec: pb.SourceSpec) -> LiveSource:
         """Register a source for this run only (configuration); an always-on one starts now."""
         source = self._register(spec)
+        self._configured[spec.id] = spec
         if source.always:
             source.start()
         return source
@@ -193,8 +214,19 @@ class SourceRegistry:
         resolved.CopyFrom(spec)
         resolved.mode = mode_of(spec)
         loop = asyncio.get_running_loop()
-        source = LiveSource(resolved, self.settings, self.batcher, loop, observer=self.observer)
+        zones = self.zones.watch(resolved) if self.zones is not None else None
+        watch = self.health.watch(resolved) if self.health is not None else None
+        source = LiveSource(
+            resolved,
+            self.settings,
+            self.batcher,
+            loop,
+            observer=self.observer,
+            zones=zones,
+            health=watch,
+        )
         self._sources[spec.id] = source
+        self._declared[spec.id] = spec
         return source
 
     def restore(self, kept: list[pb.SourceSpec]) -> None:
@@ -209,10 +241,72 @@ class SourceRegistry:
                 )
                 continue
             try:
-                self.add(spec)
+                source = self._register(spec)
+                if source.always:
+                    source.start()
             except InvalidInput as exc:
                 # Rules may have tightened since it was added: skipped, not fatal, and kept.
                 log.warning("kept source %r is skipped: %s", spec.id, exc)
+
+    async def update(self, spec: pb.SourceSpec) -> LiveSource:
+        """Replace a source's spec, keep it across restarts and apply it now (UpdateSource).
+
+        URIs are handed out masked: one sent back as it was handed out keeps the real one, so a
+        client may read a source, change its zones and send it back. A configured source's
+        update is kept as an override of its configuration: it comes back after a restart for as
+        long as the configuration of that source stays as it was when the update was made (an
+        operator who edits the source in the sources file has the last word).
+        """
+        source = self.get(spec.id)
+        declared = self._declared[spec.id]
+        if spec.kind != declared.kind:
+            raise InvalidInput(
+                "a source's kind cannot change: remove the source and add it again",
+                field="source.kind",
+            )
+        new = pb.SourceSpec()
+        new.CopyFrom(spec)
+        if new.uri == source.spec.uri:
+            new.uri = declared.uri
+        if new.record_uri and new.record_uri == source.spec.record_uri:
+            new.record_uri = declared.record_uri
+        validate(new)
+        configured = self._configured.get(spec.id)
+        if configured is None:
+            await self.store.put(new)
+        else:
+            await self.store.put_override(configured, new)
+        if self._sources.get(spec.id) is source:  # not removed meanwhile
+            self._apply(source, new)
+        return source
+
+    def _apply(self, source: LiveSource, spec: pb.SourceSpec) -> None:
+        declared, self._declared[spec.id] = self._declared[spec.id], spec
+        restart = any(getattr(spec, f) != getattr(declared, f) for f in STREAM_FIELDS)
+        resolved = pb.SourceSpec()
+        resolved.CopyFrom(spec)
+        resolved.mode = mode_of(spec)
+        source.respec(resolved, restart)
+
+    async def apply_overrides(self, overrides: list[tuple[pb.SourceSpec, pb.SourceSpec]]) -> None:
+        """Apply the kept updates of configured sources (at start, after ``add``)."""
+        for base, spec in overrides:
+            configured = self._configured.get(spec.id)
+            if configured is not None and configured == base:
+                try:
+                    validate(spec)
+                except InvalidInput as exc:
+                    log.warning("the update of source %r is skipped: %s", spec.id, exc)
+                    continue
+                self._apply(self._sources[spec.id], spec)
+                continue
+            if configured is not None:
+                log.warning(
+                    "source %r was updated at run time, then changed in the configuration: "
+                    "the configuration is used and the update forgotten",
+                    spec.id,
+                )
+            await self.store.delete_override(spec.id)
 
     def get(self, source_id: str) -> LiveSource:
         try:
@@ -224,6 +318,10 @@ class SourceRegistry:
         """Stop and unregister a source, and forget it if it was kept."""
         source = self.get(source_id)
         del self._sources[source_id]
+        self._declared.pop(source_id, None)
+        self._configured.pop(source_id, None)
+        if self.zones is not None:
+            self.zones.forget(source_id)
         source.close()
         await self.store.delete(source_id)
         return source

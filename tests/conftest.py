@@ -35,6 +35,7 @@ from tests.llm import (
     make_engine,
     tail,
 )
+from tests.postgres import PostgresServer, running_postgres
 
 # Tests never talk to anything but this machine; model hubs are off limits.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -150,3 +151,18 @@ def vllm_server(vllm_server_process: ServerProcess) -> str:
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (tests/postgres.py), started when a test first asks."""
+    with running_postgres() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres: PostgresServer) -> Iterator[str]:
+    """The URL of an empty database of its own (password included), dropped afterwards."""
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)

@@ -1,4 +1,5 @@
-"""``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service."""
+"""``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service (``vigil
+zones`` and ``vigil events`` live in ``cli_zones``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras
+from vigil import cli_extras, cli_zones
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -76,6 +77,12 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="streams: the camera's main stream, for recording, when --uri names its low-"
         "resolution substream (stored; not yet recorded from)",
     )
+    add.add_argument(
+        "--ptz",
+        action="store_true",
+        help="the camera pans, tilts or zooms on purpose: a changed scene is not reported as "
+        "moved (its new view is learnt once the picture settles)",
+    )
     common.handled_by(add, sources_add, "detector")
     rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
     rm.add_argument("id", help="id of the source")
@@ -93,6 +100,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
     common.handled_by(incidents, incidents_command, "detector")
+    cli_zones.add_parsers(commands, parent)
 
 
 def describe(detections: tuple[Detection, ...]) -> str:
@@ -187,6 +195,7 @@ def sources_add(args: argparse.Namespace) -> int:
             display_name=args.name,
             mode=args.mode,
             record_uri=args.record_uri,
+            ptz=args.ptz,
         )
     summary = f"added source {source.id} ({source.kind}, {source.mode}, {source.state})"
     return common.output(args, source, summary)

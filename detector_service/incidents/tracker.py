@@ -30,7 +30,7 @@ import logging
 import pathlib
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -141,6 +141,9 @@ class _Open:
     last_seen_ns: int
 
 
+# Where an object of a source is: the areas it is in, or None when the source's incident rule is
+# limited to zones it is not in (``zones.Zones.place``).
+Placement = Callable[[str, common_pb2.Detection], tuple[str, ...] | None]
 # A weapon seen in a frame: its class and its track id (None before the tracker confirms it).
 Sighting = tuple[str, int | None]
 
@@ -182,6 +185,8 @@ class IncidentTracker:
         self.opened = 0
         # Touched on the event loop only.
         self._subscriptions: set[IncidentSubscription] = set()
+        #: Where objects are; a weapon the rule leaves out (outside the incident zones) is not seen.
+        self.place: Placement | None = None
         self.clips: ClipRecorder | None = None
         if config.clip_dir is not None:
             self.clips = ClipRecorder(config.clip_dir, config.pre_s, config.post_s, self._clip_done)
@@ -196,7 +201,13 @@ class IncidentTracker:
         time_ns: int,
     ) -> None:
         """Account for one processed frame of ``source_id``; never blocks on I/O."""
-        weapons = [d for d in detections if d.is_weapon]
+        weapons: list[common_pb2.Detection] = []
+        zones: dict[str, set[str]] = collections.defaultdict(set)
+        for d in (d for d in detections if d.is_weapon):
+            where = () if self.place is None else self.place(source_id, d)
+            if where is not None:
+                weapons.append(d)
+                zones[d.class_name].update(where)
         peaks: dict[str, float] = {}
         for d in weapons:
             peaks[d.class_name] = max(peaks.get(d.class_name, 0.0), d.confidence)
@@ -235,7 +246,8 @@ class IncidentTracker:
                     for frame in src.window
                 )
                 if seen >= self.config.min_frames:
-                    self._open(src, source_id, class_name, peak, weapons, jpeg, time_ns)
+                    inside = sorted(zones[class_name])
+                    self._open(src, source_id, class_name, peak, weapons, jpeg, time_ns, inside)
             self._note_tracks(src, sightings, time_ns)
             if self.clips is not None:
                 self.clips.frame(source_id, time_ns, jpeg)
@@ -276,9 +288,11 @@ class IncidentTracker:
         weapons: list[common_pb2.Detection],
         jpeg: bytes,
         time_ns: int,
+        zones: Sequence[str] = (),
     ) -> None:
         incident = pb.Incident(
             id=uuid.uuid4().hex,
+            zones=zones,
             source_id=source_id,
             class_name=class_name,
             opened_at=_timestamp(time_ns),

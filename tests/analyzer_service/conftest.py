@@ -60,11 +60,25 @@ def unreachable_detector() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(tmp_path: pathlib.Path, unreachable_detector: str) -> AnalyzerSettings:
+def database_url(request: pytest.FixtureRequest) -> str:
+    """The job store of ``settings``: SQLite ("") unless a test asks for a fresh PostgreSQL
+    database with ``@pytest.mark.parametrize("database_url", ["sqlite", "postgres"],
+    indirect=True)``."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
+    return ""
+
+
+@pytest.fixture
+def settings(
+    tmp_path: pathlib.Path, unreachable_detector: str, database_url: str
+) -> AnalyzerSettings:
     return AnalyzerSettings(
         host="127.0.0.1",
         port=0,
         data_dir=tmp_path / "data",
+        database_url=database_url,
         media_workers=1,
         engine="none",
         max_concurrent_jobs=1,

@@ -219,6 +219,7 @@ async def test_a_subscriber_leaving_does_not_cancel_the_job(
         await stub.CancelJob(pb.CancelJobRequest(job_id=job_id))
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 async def test_a_restart_runs_interrupted_jobs_again_from_the_start(
     start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
 ) -> None:
@@ -262,6 +263,7 @@ async def test_a_restart_runs_interrupted_jobs_again_from_the_start(
         assert (await stub.GetJob(pb.GetJobRequest(job_id=queued.id))).job.attempts == 1
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 async def test_a_job_interrupted_too_often_fails_with_a_retryable_error(
     start_server: StartServer, settings: AnalyzerSettings, short_bytes: bytes
 ) -> None:

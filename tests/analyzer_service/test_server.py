@@ -51,6 +51,7 @@ async def test_start_removes_uploads_cut_off_by_a_crash(
     assert stored_files(settings) == []
 
 
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
 async def test_upload_stores_probes_and_completes_without_a_model(
     stub: Stub, settings: AnalyzerSettings, short_bytes: bytes
 ) -> None:

@@ -1,61 +1,114 @@
-"""The SQLite job store: gap-free sequences, atomic state with events, paging, persistence."""
+"""The job store contract, run against both stores: SQLite in a file, and PostgreSQL (a real
+server, one fresh database per test): gap-free sequences, atomic state with events, paging,
+persistence, chat turns, and two stores (two replicas) on one database at once."""
 
 from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
+from analyzer_service.postgres_store import PostgresJobStore
 from analyzer_service.sqlite_store import SQLiteJobStore
 from analyzer_service.store import ChatTurn, Event, JobStore
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
 
 
-@pytest.fixture
-async def store(tmp_path: pathlib.Path) -> AsyncIterator[SQLiteJobStore]:
-    opened = await SQLiteJobStore.open(tmp_path / "db" / "jobs.sqlite3")
+class Stores:
+    """Opens stores on one database (or file), as replicas or restarts would; closes them all."""
+
+    def __init__(self, kind: str, make: Callable[[], Awaitable[JobStore]]) -> None:
+        self.kind = kind
+        self._make = make
+        self._open: list[JobStore] = []
+
+    async def open(self) -> JobStore:
+        store = await self._make()
+        self._open.append(store)
+        return store
+
+    async def close(self, store: JobStore) -> None:
+        self._open.remove(store)
+        await store.close()
+
+    async def close_all(self) -> None:
+        while self._open:
+            await self.close(self._open[-1])
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def stores(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> AsyncIterator[Stores]:
+    make: Callable[[], Awaitable[JobStore]]
+    if request.param == "sqlite":
+        path = tmp_path / "db" / "jobs.sqlite3"
+
+        async def make() -> JobStore:
+            return await SQLiteJobStore.open(path)
+
+    else:
+        url: str = request.getfixturevalue("postgres_url")
+
+        async def make() -> JobStore:
+            return await PostgresJobStore.open(url, pool_size=4)
+
+    opened = Stores(request.param, make)
     yield opened
-    await opened.close()
+    await opened.close_all()
+
+
+@pytest.fixture
+async def store(stores: Stores) -> JobStore:
+    return await stores.open()
 
 
 def job(job_id: str, state: pb.JobState.ValueType = pb.JOB_STATE_QUEUED) -> pb.Job:
     return pb.Job(id=job_id, video=pb.Video(id="v1"), state=state)
 
 
-def progress(percent: float) -> Event:
-    return Event(job_id="j1", progress=pb.AnalysisProgress(percent=percent))
+def progress(percent: float, job_id: str = "j1") -> Event:
+    return Event(job_id=job_id, progress=pb.AnalysisProgress(percent=percent))
 
 
-async def test_satisfies_the_protocol(store: SQLiteJobStore) -> None:
-    as_protocol: JobStore = store
-    await as_protocol.create_video(pb.Video(id="v1", name="a.mp4"))
-    assert await as_protocol.get_video("v1") == pb.Video(id="v1", name="a.mp4")
-    assert await as_protocol.get_video("nope") is None
-    assert await as_protocol.get_job("nope") is None
+async def test_videos_and_jobs_are_found_by_id(store: JobStore) -> None:
+    await store.create_video(pb.Video(id="v1", name="a.mp4"))
+    assert await store.get_video("v1") == pb.Video(id="v1", name="a.mp4")
+    assert await store.get_video("nope") is None
+    await store.create_job(job("j1"))
+    assert await store.get_job("j1") == job("j1")
+    assert await store.get_job("nope") is None
 
 
-async def test_concurrent_appends_get_sequences_1_to_n(store: SQLiteJobStore) -> None:
+async def test_concurrent_appends_get_sequences_1_to_n(store: JobStore) -> None:
     await store.create_job(job("j1"))
     await store.create_job(job("j2"))
     stored = await asyncio.gather(
         *(store.append_event(progress(i)) for i in range(50)),
-        store.append_event(Event(job_id="j2", progress=pb.AnalysisProgress())),
+        store.append_event(progress(0, "j2")),
     )
     assert sorted(e.sequence for e in stored[:50]) == list(range(1, 51))
     assert stored[50].sequence == 1
     # Appends run in the order they were made.
     assert [e.progress.percent for e in stored[:50]] == list(range(50))
     listed = await store.list_events("j1", 0, 1000)
+    assert listed == stored[:50]
     assert [e.sequence for e in listed] == list(range(1, 51))
     assert all(e.HasField("time") for e in listed)
     assert [e.sequence for e in await store.list_events("j1", 47, 1000)] == [48, 49, 50]
     assert [e.sequence for e in await store.list_events("j1", 10, 2)] == [11, 12]
 
 
-async def test_an_event_and_its_job_are_saved_together(store: SQLiteJobStore) -> None:
+async def test_an_events_own_time_is_kept(store: JobStore) -> None:
+    event = progress(5)
+    event.time.FromSeconds(1_700_000_000)
+    stored = await store.append_event(event)
+    assert stored.time.seconds == 1_700_000_000
+    assert (await store.list_events("j1", 0, 10))[0].time.seconds == 1_700_000_000
+
+
+async def test_an_event_and_its_job_are_saved_together(store: JobStore) -> None:
     await store.create_job(job("j1"))
     failed = job("j1", pb.JOB_STATE_FAILED)
     failed.error.CopyFrom(common_pb2.Error(code="X"))
@@ -67,13 +120,16 @@ async def test_an_event_and_its_job_are_saved_together(store: SQLiteJobStore) ->
     assert saved.error.code == "X"
 
 
-async def test_a_failed_job_update_stores_no_event(store: SQLiteJobStore) -> None:
+async def test_a_failed_job_update_stores_no_event_and_uses_no_number(store: JobStore) -> None:
     with pytest.raises(KeyError):
-        await store.append_event(progress(10), job=job("missing"))
-    assert await store.list_events("j1", 0, 10) == []
+        await store.append_event(progress(10, "missing"), job=job("missing"))
+    assert await store.list_events("missing", 0, 10) == []
+    assert (await store.append_event(progress(20, "missing"))).sequence == 1
+    with pytest.raises(KeyError):
+        await store.update_job(job("missing"))
 
 
-async def test_pages_newest_first_filtered_by_state(store: SQLiteJobStore) -> None:
+async def test_pages_newest_first_filtered_by_state(store: JobStore) -> None:
     for n in range(5):
         state = pb.JOB_STATE_FAILED if n % 2 else pb.JOB_STATE_QUEUED
         await store.create_job(job(f"j{n}", state))
@@ -89,47 +145,87 @@ async def test_pages_newest_first_filtered_by_state(store: SQLiteJobStore) -> No
     assert ([j.id for j in page], token) == (["j0"], "")
     page, token = await store.list_jobs(page_size=10, page_token="", state=pb.JOB_STATE_FAILED)
     assert ([j.id for j in page], token) == (["j3", "j1"], "")
+    page, token = await store.list_jobs(page_size=1, page_token="", state=pb.JOB_STATE_QUEUED)
+    assert [j.id for j in page] == ["j4"]
+    page, token = await store.list_jobs(page_size=5, page_token=token, state=pb.JOB_STATE_QUEUED)
+    assert ([j.id for j in page], token) == (["j2", "j0"], "")
 
 
 @pytest.mark.parametrize("token", ["garbage!", "bm9wZTox", "am9iczp4"])
-async def test_a_foreign_page_token_is_refused(store: SQLiteJobStore, token: str) -> None:
+async def test_a_foreign_page_token_is_refused(store: JobStore, token: str) -> None:
     with pytest.raises(ValueError, match="page token"):
         await store.list_jobs(page_size=2, page_token=token, state=pb.JOB_STATE_UNSPECIFIED)
 
 
-async def test_records_survive_reopening(tmp_path: pathlib.Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
-    first = await SQLiteJobStore.open(path)
+async def test_unfinished_jobs_are_listed_oldest_first_as_states_change(store: JobStore) -> None:
+    for name in ("a", "b", "c", "d"):
+        await store.create_job(job(name))
+    await store.update_job(job("a", pb.JOB_STATE_RUNNING))
+    await store.update_job(job("b", pb.JOB_STATE_SUCCEEDED))
+    await store.append_event(progress(0, "c"), job=job("c", pb.JOB_STATE_CANCELLED))
+    assert [j.id for j in await store.unfinished_jobs()] == ["a", "d"]
+    assert (await store.get_job("a")) == job("a", pb.JOB_STATE_RUNNING)
+
+
+async def test_records_survive_reopening(stores: Stores) -> None:
+    first = await stores.open()
     await first.create_job(job("a", pb.JOB_STATE_RUNNING))
     await first.create_job(job("b", pb.JOB_STATE_SUCCEEDED))
     await first.create_job(job("c", pb.JOB_STATE_QUEUED))
     await first.append_event(Event(job_id="a"))
-    await first.close()
-    second = await SQLiteJobStore.open(path)
-    try:
-        assert [j.id for j in await second.unfinished_jobs()] == ["a", "c"]
-        assert (await second.append_event(Event(job_id="a"))).sequence == 2
-    finally:
-        await second.close()
+    await stores.close(first)
+    second = await stores.open()
+    assert [j.id for j in await second.unfinished_jobs()] == ["a", "c"]
+    assert (await second.append_event(Event(job_id="a"))).sequence == 2
 
 
-async def test_chat_turns_are_kept_in_order_per_job_and_on_disk(
-    store: SQLiteJobStore, tmp_path: pathlib.Path
-) -> None:
-    turns = [
-        ChatTurn("Who came in?", "A person at [00:02].", (2.0,), 7, 1.0),
-        ChatTurn("And then?", "They left.", (), 3, 2.0),
-        ChatTurn("Anything else?", "No.", (), 2, 3.0),
-    ]
-    await asyncio.gather(*(store.append_chat_turn("j1", t) for t in turns))
+TURNS = [
+    ChatTurn("Who came in?", "A person at [00:02].", (2.0,), 7, 1.0),
+    ChatTurn("And then?", "They left.", (), 3, 2.0),
+    ChatTurn("Anything else?", "No.", (), 2, 3.0),
+]
+
+
+async def test_chat_turns_are_kept_in_order_per_job_and_survive_reopening(stores: Stores) -> None:
+    store = await stores.open()
+    await asyncio.gather(*(store.append_chat_turn("j1", t) for t in TURNS))
     await store.append_chat_turn("j2", ChatTurn("Other job?", "Yes.", (), 1, 4.0))
-    assert await store.chat_turns("j1") == turns
-    assert await store.chat_turns("j1", last=2) == turns[1:]
+    assert await store.chat_turns("j1") == TURNS
+    assert await store.chat_turns("j1", last=2) == TURNS[1:]
     assert await store.chat_turns("j1", last=0) == []
     assert [t.question for t in await store.chat_turns("j2")] == ["Other job?"]
     assert await store.chat_turns("nope") == []
-    reopened = await SQLiteJobStore.open(tmp_path / "db" / "jobs.sqlite3")
-    try:
-        assert await reopened.chat_turns("j1") == turns
-    finally:
-        await reopened.close()
+    await stores.close(store)
+    reopened = await stores.open()
+    assert await reopened.chat_turns("j1") == TURNS
+
+
+async def test_two_stores_on_one_database_append_without_gaps_or_duplicates(
+    stores: Stores,
+) -> None:
+    """Two replicas appending to one job at once: one history numbered 1..n, every event once,
+    each replica's own events in the order it emitted them."""
+    first, second = await stores.open(), await stores.open()
+    await first.create_job(job("j1"))
+    ours, theirs = range(0, 60), range(100, 160)
+    stored, _ = await asyncio.gather(
+        asyncio.gather(
+            *(first.append_event(progress(p)) for p in ours),
+            *(second.append_event(progress(p)) for p in theirs),
+        ),
+        asyncio.gather(
+            *(first.append_chat_turn("j1", ChatTurn(f"q{n}", "a")) for n in range(10)),
+            *(second.append_chat_turn("j1", ChatTurn(f"r{n}", "a")) for n in range(10)),
+        ),
+    )
+    listed = await second.list_events("j1", 0, 1000)
+    assert [e.sequence for e in listed] == list(range(1, 121))
+    assert sorted(listed, key=lambda e: e.progress.percent) == stored
+    percents = [int(e.progress.percent) for e in listed]
+    assert sorted(percents) == [*ours, *theirs]
+    assert [p for p in percents if p < 100] == list(ours)
+    assert [p for p in percents if p >= 100] == list(theirs)
+    questions = [t.question for t in await first.chat_turns("j1")]
+    assert sorted(questions) == sorted([f"q{n}" for n in range(10)] + [f"r{n}" for n in range(10)])
+    assert [q for q in questions if q.startswith("q")] == [f"q{n}" for n in range(10)]
+    assert [q for q in questions if q.startswith("r")] == [f"r{n}" for n in range(10)]

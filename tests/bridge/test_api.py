@@ -312,6 +312,7 @@ async def test_openapi_lists_every_endpoint_with_examples(client: httpx.AsyncCli
         ("/api/analyses/{job_id}/chat", "post"), ("/api/sources", "get"),
         ("/api/sources", "post"), ("/api/sources/{source_id}", "delete"),
         ("/api/incidents", "get"), ("/health", "get"), ("/ready", "get"), ("/metrics", "get"),
+        ("/api/sources/{source_id}", "put"), ("/api/events", "get"),
     ]:  # fmt: skip
         assert method in paths[path], (path, method)
     upload = paths["/api/videos"]["post"]

@@ -99,7 +99,8 @@ def test_static_scene_with_sensor_noise_raises_nothing() -> None:
     assert camera.events == []
     assert camera.health.last is not None
     assert camera.health.last.changed_fraction is not None
-    assert camera.health.last.changed_fraction > 0.5  # noise: most pixels differ a little
+    # Noise: a third of the pixels differ by more than the tolerance, 30 times the threshold.
+    assert camera.health.last.changed_fraction > 0.3
 
 
 def test_static_scene_through_a_lossy_encoder_is_not_frozen() -> None:
@@ -279,7 +280,7 @@ def test_expected_move_clears_a_raised_move() -> None:
 
 
 def test_moved_check_can_be_off_for_a_patrolling_ptz_camera() -> None:
-    camera = Camera(HealthConfig(check_moved=False))
+    camera = Camera(HealthConfig(ptz=True))
     camera.live(60, view())
     camera.live(60, view(dx=100, dy=30))
     assert camera.events == []

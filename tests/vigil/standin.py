@@ -54,6 +54,11 @@ class Detector(dpb_grpc.DetectorServiceServicer):
     ListIncidents = dpb_grpc.DetectorServiceServicer.ListIncidents
     RemoveSource = dpb_grpc.DetectorServiceServicer.RemoveSource
     Subscribe = dpb_grpc.DetectorServiceServicer.Subscribe
+    UpdateSource = dpb_grpc.DetectorServiceServicer.UpdateSource
+    ListEvents = dpb_grpc.DetectorServiceServicer.ListEvents
+    GetCoverage = dpb_grpc.DetectorServiceServicer.GetCoverage
+    ExportRecording = dpb_grpc.DetectorServiceServicer.ExportRecording
+    GetSnapshot = dpb_grpc.DetectorServiceServicer.GetSnapshot
 
     def __init__(self, record: Record, *, fail_first: int = 0, delay_s: float = 0.0) -> None:
         self.record = record

@@ -1,3 +1,3 @@
 """The runtime Vigil's services share: serving, errors, queues, channel options, upload
-protocol, metrics, proxy trust and backoff. Depends only on third-party libraries and the generated
-contracts, never on a service package."""
+protocol, metrics, proxy trust, backoff and masked service URLs. Depends only on third-party
+libraries and the generated contracts, never on a service package."""

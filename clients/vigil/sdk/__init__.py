@@ -35,6 +35,8 @@ from vigil.sdk.detector_types import (
     IncidentEvent,
     Source,
     SourceCounters,
+    SourceEvent,
+    SourceSpec,
 )
 from vigil.sdk.errors import from_rpc_error
 from vigil.sdk.options import (
@@ -44,6 +46,7 @@ from vigil.sdk.options import (
     RetryPolicy,
 )
 from vigil.sdk.streams import AsyncStream, Stream
+from vigil.sdk.zones import Zone
 
 __all__ = [
     "DEFAULT_ANALYZER_ADDRESS",
@@ -72,10 +75,13 @@ __all__ = [
     "SampledFrame",
     "Source",
     "SourceCounters",
+    "SourceEvent",
+    "SourceSpec",
     "StageTimings",
     "Stream",
     "TimelineEvent",
     "UploadResult",
     "Video",
+    "Zone",
     "from_rpc_error",
 ]

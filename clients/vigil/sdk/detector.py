@@ -11,8 +11,8 @@ Requests are built and responses converted by the functions below, which both fl
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Literal, overload
 
 from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -20,6 +20,7 @@ from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.sdk.client import AsyncClient, Client
 from vigil.sdk.common import Page, timestamp
 from vigil.sdk.detector_types import (
+    SOURCE_EVENT_KINDS,
     SOURCE_KINDS,
     SOURCE_MODES,
     DetectFrame,
@@ -28,7 +29,10 @@ from vigil.sdk.detector_types import (
     Incident,
     IncidentEvent,
     Source,
+    SourceEvent,
+    SourceSpec,
     SubscriptionItems,
+    incident_item,
 )
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.streams import AsyncStream, Stream
@@ -37,9 +41,14 @@ if TYPE_CHECKING:
     from vigil.detector.v1.detector_service_pb2_grpc import DetectorServiceAsyncStub
 
 SERVICE = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
-UNARY_METHODS = ("AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents")
+UNARY_METHODS = (
+    "AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents", "UpdateSource",
+    "ListEvents",
+)  # fmt: skip
 
-SourceResponse = pb.AddSourceResponse | pb.RemoveSourceResponse | pb.GetSourceResponse
+SourceResponse = (
+    pb.AddSourceResponse | pb.RemoveSourceResponse | pb.GetSourceResponse | pb.UpdateSourceResponse
+)
 
 
 def detect_request(
@@ -90,6 +99,7 @@ def add_source_request(
     display_name: str,
     mode: str,
     record_uri: str,
+    ptz: bool = False,
 ) -> pb.AddSourceRequest:
     if kind not in SOURCE_KINDS:
         raise InvalidInput(f"unknown source kind {kind!r}; one of {', '.join(SOURCE_KINDS)}")
@@ -106,6 +116,7 @@ def add_source_request(
         display_name=display_name,
         mode=SOURCE_MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED,
         record_uri=record_uri,
+        ptz=ptz,
     )
     return pb.AddSourceRequest(source=spec)
 
@@ -114,8 +125,51 @@ def subscribe_request(source_id: str, omit_jpeg: bool) -> pb.SubscribeRequest:
     return pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
 
 
-def incidents_request(source_id: str, include_snapshot: bool) -> pb.StreamIncidentsRequest:
-    return pb.StreamIncidentsRequest(source_id=source_id, include_snapshot=include_snapshot)
+def incidents_request(
+    source_id: str, include_snapshot: bool, include_events: bool = False
+) -> pb.StreamIncidentsRequest:
+    return pb.StreamIncidentsRequest(
+        source_id=source_id, include_snapshot=include_snapshot, include_events=include_events
+    )
+
+
+def update_source_request(spec: SourceSpec) -> pb.UpdateSourceRequest:
+    try:
+        return pb.UpdateSourceRequest(source=spec.to_proto())
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def list_events_request(
+    source_id: str,
+    start: float | None,
+    end: float | None,
+    kinds: Sequence[str],
+    page_size: int,
+    page_token: str,
+    include_snapshot: bool,
+) -> pb.ListEventsRequest:
+    unknown = [k for k in kinds if k not in SOURCE_EVENT_KINDS]
+    if unknown:
+        raise InvalidInput(
+            f"unknown event kinds {unknown}; of {', '.join(SOURCE_EVENT_KINDS)}", field="kinds"
+        )
+    request = pb.ListEventsRequest(
+        source_id=source_id,
+        kinds=[SOURCE_EVENT_KINDS[k] for k in kinds],
+        page_size=page_size,
+        page_token=page_token,
+        include_snapshot=include_snapshot,
+    )
+    if start is not None:
+        request.start.CopyFrom(timestamp(start))
+    if end is not None:
+        request.end.CopyFrom(timestamp(end))
+    return request
+
+
+def event_page(response: pb.ListEventsResponse) -> Page[SourceEvent]:
+    return Page(tuple(SourceEvent.from_proto(m) for m in response.events), response.next_page_token)
 
 
 def list_incidents_request(
@@ -191,14 +245,16 @@ class DetectorClient(Client):
         display_name: str = "",
         mode: str = "",
         record_uri: str = "",
+        ptz: bool = False,
         timeout_s: float | None = None,
     ) -> Source:
         """Register a source (``kind``: webcam, stream, file or test_pattern), kept by the
         service across restarts. ``mode`` "always" captures and analyses it with nobody watching,
         "on_demand" only while subscribed; empty takes the kind's default (always for webcams and
-        streams). ``record_uri``: a stream's main stream, stored for recording."""
+        streams). ``record_uri``: a stream's main stream, stored for recording. ``ptz``: the
+        camera pans, tilts or zooms on purpose, so a changed scene is not reported as moved."""
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz
         )
         return self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
@@ -213,12 +269,57 @@ class DetectorClient(Client):
     def list_sources(self, *, timeout_s: float | None = None) -> list[Source]:
         return self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s, sources_of)
 
+    @overload
     def incidents(
-        self, source_id: str = "", *, include_snapshot: bool = False
-    ) -> Stream[IncidentEvent]:
-        """Incident open and close events from now on (all sources when ``source_id`` is empty)."""
-        request = incidents_request(source_id, include_snapshot)
-        return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
+        self,
+        source_id: str = "",
+        *,
+        include_snapshot: bool = False,
+        include_events: Literal[False] = False,
+    ) -> Stream[IncidentEvent]: ...
+    @overload
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool
+    ) -> Stream[IncidentEvent | SourceEvent]: ...
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool = False
+    ) -> Stream[IncidentEvent] | Stream[IncidentEvent | SourceEvent]:
+        """Incident open and close events from now on (all sources when ``source_id`` is empty);
+        with ``include_events`` also the sources' zone and camera-health events."""
+        request = incidents_request(source_id, include_snapshot, include_events)
+        items: Stream[IncidentEvent | SourceEvent] = self._stream(
+            self.stub.StreamIncidents, request, incident_item
+        )
+        return items
+
+    def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
+        """Replace a source's spec (its kind may not change); kept across restarts. The capture
+        restarts only when a stream setting changed; zones apply at once::
+
+            spec = client.get_source("gate").spec
+            client.update_source(dataclasses.replace(spec, zones=(Zone.line(...),)))
+        """
+        request = update_source_request(spec)
+        return self._unary(self.stub.UpdateSource, request, timeout_s, source_of)
+
+    def list_events(
+        self,
+        source_id: str = "",
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        kinds: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        include_snapshot: bool = False,
+        timeout_s: float | None = None,
+    ) -> Page[SourceEvent]:
+        """One page of the zone and camera-health events, newest first, at or after ``start``
+        and before ``end`` (seconds since the epoch), of the ``kinds`` given (all when empty)."""
+        request = list_events_request(
+            source_id, start, end, kinds, page_size, page_token, include_snapshot
+        )
+        return self._unary(self.stub.ListEvents, request, timeout_s, event_page)
 
     def list_incidents(
         self,
@@ -280,10 +381,11 @@ class AsyncDetectorClient(AsyncClient):
         display_name: str = "",
         mode: str = "",
         record_uri: str = "",
+        ptz: bool = False,
         timeout_s: float | None = None,
     ) -> Source:
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz
         )
         return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
@@ -299,11 +401,47 @@ class AsyncDetectorClient(AsyncClient):
         request = pb.ListSourcesRequest()
         return await self._unary(self.stub.ListSources, request, timeout_s, sources_of)
 
+    @overload
     def incidents(
-        self, source_id: str = "", *, include_snapshot: bool = False
-    ) -> AsyncStream[IncidentEvent]:
-        request = incidents_request(source_id, include_snapshot)
-        return self._stream(self.stub.StreamIncidents, request, IncidentEvent.from_proto)
+        self,
+        source_id: str = "",
+        *,
+        include_snapshot: bool = False,
+        include_events: Literal[False] = False,
+    ) -> AsyncStream[IncidentEvent]: ...
+    @overload
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool
+    ) -> AsyncStream[IncidentEvent | SourceEvent]: ...
+    def incidents(
+        self, source_id: str = "", *, include_snapshot: bool = False, include_events: bool = False
+    ) -> AsyncStream[IncidentEvent] | AsyncStream[IncidentEvent | SourceEvent]:
+        request = incidents_request(source_id, include_snapshot, include_events)
+        items: AsyncStream[IncidentEvent | SourceEvent] = self._stream(
+            self.stub.StreamIncidents, request, incident_item
+        )
+        return items
+
+    async def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
+        request = update_source_request(spec)
+        return await self._unary(self.stub.UpdateSource, request, timeout_s, source_of)
+
+    async def list_events(
+        self,
+        source_id: str = "",
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        kinds: Sequence[str] = (),
+        page_size: int = 0,
+        page_token: str = "",
+        include_snapshot: bool = False,
+        timeout_s: float | None = None,
+    ) -> Page[SourceEvent]:
+        request = list_events_request(
+            source_id, start, end, kinds, page_size, page_token, include_snapshot
+        )
+        return await self._unary(self.stub.ListEvents, request, timeout_s, event_page)
 
     async def list_incidents(
         self,

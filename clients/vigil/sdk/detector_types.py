@@ -6,8 +6,9 @@ Each keeps the message it was made from as ``proto`` (left out of ``repr`` and e
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, cast
+from typing import Any, Literal, cast
 
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk.common import (
@@ -20,6 +21,7 @@ from vigil.sdk.common import (
     optional_seconds,
     seconds,
 )
+from vigil.sdk.zones import CROSSINGS, Direction, Zone
 
 SourceKind = Literal["unspecified", "webcam", "stream", "file", "test_pattern", "unknown"]
 SourceState = Literal[
@@ -27,7 +29,21 @@ SourceState = Literal[
 ]
 # Sources from the service carry the mode in effect ("unspecified" only from an older service).
 SourceMode = Literal["unspecified", "on_demand", "always", "unknown"]
-IncidentEventKind = Literal["unspecified", "opened", "closed", "unknown"]
+IncidentEventKind = Literal["unspecified", "opened", "closed", "source_event", "unknown"]
+SourceEventKind = Literal[
+    "unspecified", "zone_enter", "zone_leave", "zone_loiter", "line_cross", "camera_frozen",
+    "camera_covered", "camera_defocused", "camera_moved", "unknown",
+]  # fmt: skip
+DIRECTIONS: dict[pb.CrossingDirection.ValueType, Direction] = {v: k for k, v in CROSSINGS.items()}
+SOURCE_EVENT_KINDS: dict[str, pb.SourceEventKind.ValueType] = {
+    pb.SourceEventKind.Name(v).removeprefix("SOURCE_EVENT_KIND_").lower(): v
+    for v in pb.SourceEventKind.values()
+    if v
+}
+# A camera's health problems (``Source.camera_problems``), named as its source events' kinds.
+CameraProblem = Literal[
+    "camera_frozen", "camera_covered", "camera_defocused", "camera_moved", "unknown"
+]
 
 SOURCE_KINDS: dict[str, pb.SourceKind.ValueType] = {
     "webcam": pb.SOURCE_KIND_WEBCAM,
@@ -152,6 +168,19 @@ class Source:
     state_since: float | None
     counters: SourceCounters
     proto: pb.Source = field(repr=False, compare=False)
+    # Named areas and lines on the picture, and the areas a weapon incident is limited to.
+    zones: tuple[Zone, ...] = ()
+    incident_zones: tuple[str, ...] = ()
+
+    @property
+    def spec(self) -> SourceSpec:
+        """The source as declared, to change and give to ``update_source``."""
+        return SourceSpec.from_proto(self.proto.spec)
+
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
+    # The camera-health problems present now, for example ("camera_covered",); empty: healthy.
+    camera_problems: tuple[CameraProblem, ...] = ()
 
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
@@ -167,7 +196,72 @@ class Source:
             state_since=optional_seconds(m, "state_since"),
             counters=from_fields(SourceCounters, m.counters),
             proto=m,
+            zones=tuple(Zone.from_proto(z) for z in spec.zones),
+            incident_zones=tuple(spec.incident_zones),
+            camera_problems=tuple(
+                cast(CameraProblem, enum_name(pb.SourceEventKind.Name, k, "SOURCE_EVENT_KIND_"))
+                for k in m.camera_problems
+            ),
         )
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source as declared, for ``update_source``: read one with ``Source.spec``, change it
+    with ``dataclasses.replace`` and send it back. URIs come masked; sent back unchanged they keep
+    the real ones. Settings this SDK has no field for travel on in ``proto`` untouched."""
+
+    id: str
+    kind: str
+    uri: str = ""
+    loop: bool = False
+    max_fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    display_name: str = ""
+    # "always", "on_demand", or empty for the kind's default.
+    mode: str = ""
+    record_uri: str = ""
+    zones: tuple[Zone, ...] = ()
+    incident_zones: tuple[str, ...] = ()
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
+    proto: pb.SourceSpec = field(default_factory=pb.SourceSpec, repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.SourceSpec) -> SourceSpec:
+        mode = enum_name(pb.SourceMode.Name, m.mode, "SOURCE_MODE_")
+        return from_fields(
+            cls,
+            m,
+            kind=enum_name(pb.SourceKind.Name, m.kind, "SOURCE_KIND_"),
+            mode="" if mode == "unspecified" else mode,
+            zones=tuple(Zone.from_proto(z) for z in m.zones),
+            incident_zones=tuple(m.incident_zones),
+            proto=m,
+        )
+
+    def to_proto(self) -> pb.SourceSpec:
+        """The message: ``proto`` with this value's fields set (``ValueError`` for an unknown
+        kind or mode)."""
+        if self.kind not in SOURCE_KINDS:
+            raise ValueError(f"unknown source kind {self.kind!r}; one of {', '.join(SOURCE_KINDS)}")
+        if self.mode and self.mode not in SOURCE_MODES:
+            raise ValueError(f"unknown source mode {self.mode!r}; one of {', '.join(SOURCE_MODES)}")
+        m = pb.SourceSpec()
+        m.CopyFrom(self.proto)
+        m.id, m.kind, m.uri, m.loop = self.id, SOURCE_KINDS[self.kind], self.uri, self.loop
+        m.max_fps, m.width, m.height = self.max_fps, self.width, self.height
+        m.display_name, m.record_uri, m.ptz = self.display_name, self.record_uri, self.ptz
+        m.mode = SOURCE_MODES[self.mode] if self.mode else pb.SOURCE_MODE_UNSPECIFIED
+        _replace(m.zones, (z.to_proto() for z in self.zones))
+        _replace(m.incident_zones, self.incident_zones)
+        return m
+
+
+def _replace(repeated: Any, items: Iterable[Any]) -> None:
+    del repeated[:]
+    repeated.extend(items)
 
 
 @dataclass(frozen=True)
@@ -203,6 +297,43 @@ class Incident:
 
 
 @dataclass(frozen=True)
+class SourceEvent:
+    """A zone event (an object entered, left or loitered in an area, or crossed a line) or a
+    camera-health event of a source."""
+
+    id: str
+    source_id: str
+    kind: SourceEventKind
+    at: float
+    # Zone events: the zone, the object's class and track id; line crossings: the direction.
+    zone: str
+    class_name: str
+    track_id: int
+    direction: Direction | None
+    detection: Detection | None
+    # Camera-health events: the problem has ended.
+    cleared: bool
+    detail: str
+    # Whether the service keeps a snapshot of the event (listed with include_snapshot).
+    has_snapshot: bool
+    snapshot_jpeg: bytes
+    proto: pb.SourceEvent = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.SourceEvent) -> SourceEvent:
+        kind = enum_name(pb.SourceEventKind.Name, m.kind, "SOURCE_EVENT_KIND_")
+        return from_fields(
+            cls,
+            m,
+            kind=cast(SourceEventKind, kind),
+            at=seconds(m.at),
+            direction=DIRECTIONS.get(m.direction),
+            detection=Detection.from_proto(m.detection) if m.HasField("detection") else None,
+            proto=m,
+        )
+
+
+@dataclass(frozen=True)
 class IncidentEvent:
     kind: IncidentEventKind
     incident: Incident
@@ -212,6 +343,13 @@ class IncidentEvent:
     def from_proto(cls, m: pb.StreamIncidentsResponse) -> IncidentEvent:
         kind = enum_name(pb.IncidentEventType.Name, m.type, "INCIDENT_EVENT_TYPE_")
         return cls(cast(IncidentEventKind, kind), Incident.from_proto(m.incident), m)
+
+
+def incident_item(m: pb.StreamIncidentsResponse) -> IncidentEvent | SourceEvent:
+    """An incident stream's message: an incident's event, or a source event (include_events)."""
+    if m.type == pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT:
+        return SourceEvent.from_proto(m.event)
+    return IncidentEvent.from_proto(m)
 
 
 class SubscriptionItems:

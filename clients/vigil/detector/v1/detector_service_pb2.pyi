@@ -1308,6 +1308,7 @@ class SourceEvent(_message.Message):
     CLEARED_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
     SNAPSHOT_JPEG_FIELD_NUMBER: _builtins.int
+    HAS_SNAPSHOT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id."""
     source_id: _builtins.str
@@ -1328,6 +1329,8 @@ class SourceEvent(_message.Message):
     """A short human explanation, for example "sharpness 12% of the camera's baseline"."""
     snapshot_jpeg: _builtins.bytes
     """The frame of the event, JPEG-encoded; empty unless asked for."""
+    has_snapshot: _builtins.bool
+    """Whether the service stored a snapshot with the event (ask for it with include_snapshot)."""
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """When it happened (the frame's capture time)."""
@@ -1351,10 +1354,11 @@ class SourceEvent(_message.Message):
         cleared: _builtins.bool = ...,
         detail: _builtins.str = ...,
         snapshot_jpeg: _builtins.bytes = ...,
+        has_snapshot: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "detection", b"detection"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "class_name", b"class_name", "cleared", b"cleared", "detail", b"detail", "detection", b"detection", "direction", b"direction", "id", b"id", "kind", b"kind", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id", "track_id", b"track_id", "zone", b"zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "class_name", b"class_name", "cleared", b"cleared", "detail", b"detail", "detection", b"detection", "direction", b"direction", "has_snapshot", b"has_snapshot", "id", b"id", "kind", b"kind", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id", "track_id", b"track_id", "zone", b"zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
