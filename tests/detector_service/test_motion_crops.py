@@ -82,7 +82,9 @@ async def test_a_small_far_person_is_found_in_a_crop_around_its_motion(
                 async for message in call:
                     seen += message.HasField("frame")
                     people = [d for d in message.frame.detections if d.class_name == "person"]
-                    if people or seen > 3 * len(WALK):
+                    # Several crossings at most: on a loaded machine a crossing may be seen
+                    # in few frames, and the model is not sure of the person in every one.
+                    if people or seen > 8 * (STILL_FRAMES + len(WALK)):
                         found = people
                         break
             finally:
