@@ -297,3 +297,21 @@ async def test_motion_counters_are_exported_as_metrics(tmp_path: pathlib.Path) -
         assert "vigil_source_frames_skipped_total" in metrics
     finally:
         await server.stop(0)
+
+
+async def test_updated_motion_settings_apply_at_once(
+    detector_stub: Stub, scene_camera: RtspCamera
+) -> None:
+    spec = pb.SourceSpec(id="lobby", kind=pb.SOURCE_KIND_STREAM, uri=scene_camera.url("a"))
+    await add(detector_stub, spec)
+    skipped = 0
+    async for frame in frames(detector_stub, "lobby", 4 * (STILL_FRAMES + WALK_FRAMES)):
+        skipped += frame.inference_ms == 0
+        if skipped >= 5:
+            break
+    assert skipped >= 5  # gated
+    spec.motion.detect_every_frame = True
+    await detector_stub.UpdateSource(pb.UpdateSourceRequest(source=spec))
+    got = [f async for f in frames(detector_stub, "lobby", 40)]
+    # The frame in hand when the update came may still have been gated; none after it.
+    assert all(f.inference_ms > 0 for f in got[2:]), [f.inference_ms for f in got]
