@@ -62,6 +62,15 @@ class SourceCollector(Collector):
         reconnects = CounterMetricFamily(
             "vigil_source_reconnects", "Times the input was reopened", labels=labels
         )
+        motion = CounterMetricFamily(
+            "vigil_source_frames_with_motion", "Frames in which motion was found", labels=labels
+        )
+        detected = CounterMetricFamily(
+            "vigil_source_frames_detected", "Frames given to the object detector", labels=labels
+        )
+        skipped = CounterMetricFamily(
+            "vigil_source_frames_skipped", "Frames not detected: nothing moved", labels=labels
+        )
         problem = GaugeMetricFamily(
             "vigil_source_camera_problem",
             "1 while the camera has this problem (frozen, covered, defocused, moved)",
@@ -83,6 +92,9 @@ class SourceCollector(Collector):
             published.add_metric(value, c.frames_published)
             errors.add_metric(value, c.detection_errors)
             reconnects.add_metric(value, c.reconnects)
+            motion.add_metric(value, c.frames_with_motion)
+            detected.add_metric(value, c.frames_detected)
+            skipped.add_metric(value, c.frames_skipped)
         yield from (
             fps_in,
             fps_out,
@@ -93,6 +105,9 @@ class SourceCollector(Collector):
             published,
             errors,
             reconnects,
+            motion,
+            detected,
+            skipped,
             problem,
         )
         yield CounterMetricFamily("vigil_incidents", "Incidents opened", value=self.incidents())

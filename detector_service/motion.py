@@ -6,8 +6,9 @@ tells, for a few milliseconds per frame, whether anything moved and where.
 
 How it works, per frame:
 
-1. **Downscale and grey.** The frame is shrunk to ``frame_height`` rows (180 by default) with
-   area interpolation, which also averages away most sensor noise, then turned grey. Everything
+1. **Downscale and grey.** The frame is shrunk to ``frame_height`` rows (180 by default) by
+   halvings that average 2×2 blocks, then area interpolation for the rest, which also averages
+   away most sensor noise, then turned grey. Everything
    after this step costs the same for a 720p and a 4K camera.
 2. **Blur** (a small Gaussian) so that single noisy pixels and compression speckle do not count.
 3. **Compare with a background model.** We keep a *running average* of past frames
@@ -44,6 +45,11 @@ import numpy as np
 import numpy.typing as npt
 
 from detector_service.backends.base import Image
+
+# Grey-level deviation below which a picture counts as flat (no contrast to match), and the
+# largest contrast change exposure compensation undoes (auto-exposure steps are well within it).
+MIN_TEXTURE_STD = 8.0
+MAX_GAIN = 1.5
 
 #: A polygon in normalised coordinates: (x, y) pairs with 0..1 spanning the frame's width/height.
 Polygon = Sequence[tuple[float, float]]
@@ -265,7 +271,12 @@ class MotionDetector:
         assert state.background is not None
         mean_c, std_c = (float(v[0][0]) for v in cv2.meanStdDev(current, mask=state.keep))
         mean_b, std_b = (float(v[0][0]) for v in cv2.meanStdDev(state.background, mask=state.keep))
-        gain = std_b / std_c if std_c > 1.0 else 1.0
+        # Contrast is matched only between two textured pictures, and by a camera's exposure
+        # steps at most: over a flat background (a black night scene, a bare wall) the ratio of
+        # the deviations says nothing about exposure, and would shrink an object that appears
+        # on it to nothing.
+        textured = min(std_b, std_c) >= MIN_TEXTURE_STD
+        gain = min(max(std_b / std_c, 1 / MAX_GAIN), MAX_GAIN) if textured else 1.0
         matched: npt.NDArray[np.float32] = (current - mean_c) * gain + mean_b
         return matched
 
@@ -281,8 +292,16 @@ class MotionDetector:
         return self._state
 
     def _prepare(self, frame: Image, size: tuple[int, int]) -> npt.NDArray[np.uint8]:
-        # Resize before the colour conversion: it then converts 1/16 of the pixels.
-        small = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
+        # Resize before the colour conversion: it then converts 1/16 of the pixels. Halving
+        # with bilinear interpolation averages each 2×2 block, as area interpolation does, at a
+        # seventh of its cost (0.3 ms against 2.4 ms from 720p on our CPUs: at 15 fps on every
+        # camera, this was most of a still camera's motion cost); area finishes the odd rest.
+        small = frame
+        while small.shape[0] >= 2 * size[1] and small.shape[1] >= 2 * size[0]:
+            half = (small.shape[1] // 2, small.shape[0] // 2)
+            small = np.asarray(cv2.resize(small, half, interpolation=cv2.INTER_LINEAR), np.uint8)
+        if (small.shape[1], small.shape[0]) != size:
+            small = np.asarray(cv2.resize(small, size, interpolation=cv2.INTER_AREA), np.uint8)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         k = self.config.blur_kernel
         blurred = cv2.GaussianBlur(grey, (k, k), 0) if k > 1 else grey

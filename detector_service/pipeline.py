@@ -4,7 +4,8 @@ Capture and processing each run on their own thread, never on the event loop. Th
 overwrites a one-frame slot (the frames it replaces were never processed, and are counted); the
 processing thread takes the newest frame at most ``max_fps`` times a second, runs it through the
 shared inference batcher, draws and encodes it, and hands the result to the event loop, which puts
-it in every subscriber's own newest-wins queue.
+it in every subscriber's own newest-wins queue. On an always-on source the motion gate
+(``gating.py``) decides first whether, and on which regions, the model runs.
 
 An on-demand source captures from its first subscriber until shortly after its last one leaves; an
 always-on one (``spec.mode``, resolved by the registry) is started when registered and keeps
@@ -27,11 +28,12 @@ from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
+from detector_service.gating import GatedDetector
 from detector_service.health_monitor import CameraWatch
+from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
-from detector_service.tracking import ObjectTracker
 from detector_service.zones import ZoneWatch
 from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 WATCHDOG_S = 3.0
 # Weight the mean model time keeps of its past at each frame.
 EMA_DECAY = 0.9
+# An always-on source nobody watches encodes a picture of a still scene this often (nanoseconds).
+SNAPSHOT_EVERY_NS = 1_000_000_000
 
 
 @dataclass
@@ -97,7 +101,7 @@ class LiveSource:
         self.last_error = ""
         self.subscribers: set[Subscriber] = set()
         self.counters = pb.SourceCounters()
-        self._rates = {"in": _Rate(), "out": _Rate()}
+        self._rates = {"in": Rate(), "out": Rate()}
         # Model time per frame as an exponential moving average, with the number of frames in it.
         self._inference_ema = (0.0, 0)
         self._slot = _Slot()
@@ -109,7 +113,9 @@ class LiveSource:
         self._loop_thread = threading.get_ident()
         self._linger: asyncio.TimerHandle | None = None
         self._sequence = 0
-        self._tracker = ObjectTracker(settings.track_lost_s)
+        # Motion gate, model and tracker: what each frame shows (gating.py).
+        self._detector = GatedDetector(spec, settings, batcher)
+        self._jpeg_ns = 0  # capture time of the last picture encoded for nobody in particular
 
     # --- event-loop side -------------------------------------------------------------------
 
@@ -207,6 +213,7 @@ class LiveSource:
             self.zones.configure(fresh)
         if self.health is not None:
             self.health.configure(fresh)
+        self._detector.configure(fresh)
         if not self._running and (self.always or (running and self.subscribers)):
             self.start()
         elif self._running and not self.always and not self.subscribers:
@@ -234,7 +241,10 @@ class LiveSource:
         self._rates["out"].tick()
         self.counters.frames_published += 1
         for sub in self.subscribers:
-            sub.frames.put(item)
+            # A frame encoded for nobody (see _wants_jpeg) reaches a viewer who just arrived
+            # only if that viewer asked for no pictures.
+            if item.jpeg or sub.omit_jpeg:
+                sub.frames.put(item)
 
     def _broadcast_state(
         self,
@@ -390,25 +400,23 @@ class LiveSource:
         error = None
         detections: list[common_pb2.Detection] = []
         inference_ms = 0.0
+        weapons = self.settings.weapon_classes
         try:
-            found, inference_ms = self.batcher.detect(image)
-            found = found.filter(
-                allow=self.settings.class_allow, thresholds=self.settings.class_thresholds
-            )
-            found = self._tracker.update(found, capture_ns)
-            weapons = self.settings.weapon_classes
+            found, inference_ms = self._detector.process(image, capture_ns, self.counters)
+            if inference_ms:
+                ema, n = self._inference_ema
+                self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
             detections = found.to_proto(weapons)
             draw(image, found, weapons)
-            ema, n = self._inference_ema
-            self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
         except Exception as exc:
             # The stream goes on unannotated; the error is flagged on the frame and counted.
             self.counters.detection_errors += 1
             error = common_pb2.Error(code="DETECTION_FAILED", message=str(exc), retryable=True)
+        encode = self._wants_jpeg(capture_ns, bool(detections))
         return Processed(
             sequence=self._sequence,
             capture_ns=capture_ns,
-            jpeg=encode_jpeg(image, self.settings.jpeg_quality),
+            jpeg=encode_jpeg(image, self.settings.jpeg_quality) if encode else b"",
             width=image.shape[1],
             height=image.shape[0],
             detections=detections,
@@ -417,27 +425,22 @@ class LiveSource:
             source_id=self.spec.id,
         )
 
+    def _wants_jpeg(self, capture_ns: int, boxes: bool) -> bool:
+        # Encoding a 720p JPEG costs about as much as decoding the frame: on a still camera
+        # nobody watches it was half of the whole cost. Its picture is needed by viewers, by an
+        # incident (a frame with boxes; every frame for clips), and as the newest snapshot,
+        # which a picture a second keeps fresh; other frames go out without one.
+        # A copy first: the event loop adds and removes subscribers meanwhile.
+        viewers = any(not sub.omit_jpeg for sub in list(self.subscribers))
+        if viewers or boxes or self.settings.incident_clips or not self.always:
+            return True
+        if capture_ns - self._jpeg_ns < SNAPSHOT_EVERY_NS:
+            return False
+        self._jpeg_ns = capture_ns
+        return True
+
 
 def _as_capture_error(exc: Exception) -> CaptureError:
     if isinstance(exc, CaptureError):
         return exc
     return CaptureError(f"{type(exc).__name__}: {exc}")
-
-
-class _Rate:
-    """Events per second over a sliding window of the last two seconds."""
-
-    def __init__(self, window_s: float = 2.0) -> None:
-        self.window_s = window_s
-        self.times: list[float] = []
-
-    def tick(self) -> None:
-        now = time.monotonic()
-        self.times.append(now)
-        if self.times[0] < now - 2 * self.window_s:
-            self.times = [t for t in self.times if t >= now - self.window_s]
-
-    def value(self) -> float:
-        now = time.monotonic()
-        recent = [t for t in self.times if t >= now - self.window_s]
-        return len(recent) / self.window_s

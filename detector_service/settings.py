@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import DETECTOR_PORT
@@ -83,6 +83,17 @@ class DetectorSettings(ServiceSettings):
     # above the slowest interval at which a source with tracked objects is detected.
     track_lost_s: float = Field(5.0, gt=0.0, le=300.0)
 
+    # Motion first (detector_service/gating.py; always-on sources only), the defaults of every
+    # source's spec.motion: run the object detector on every frame instead of where and when
+    # something moves; how faint a change counts as motion (0 to 1, higher sees fainter);
+    # seconds between whole-frame detections while objects are tracked in a still scene (below
+    # track_lost_s, or still objects lose their tracks); and the side of the smallest square
+    # cropped around small motion (the model's input, 416 for YOLOv3-tiny: never upscaled).
+    motion_detect_every_frame: bool = False
+    motion_sensitivity: float = Field(0.5, gt=0.0, le=1.0)
+    motion_refresh_s: float = Field(1.0, gt=0.0, le=300.0)
+    motion_region_size: int = Field(416, ge=32, le=4096)
+
     # Where the incident history (SQLite) and clips live.
     data_dir: pathlib.Path = Field(
         default_factory=lambda: pathlib.Path.home() / ".cache" / "vigil" / "detector"
@@ -150,3 +161,12 @@ class DetectorSettings(ServiceSettings):
     health_black_max_brightness: float = Field(10.0, ge=0.0)
     # Seconds a PTZ camera's picture must be still after a move before its new view is learnt.
     health_ptz_settle_s: float = Field(5.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _refresh_within_track_life(self) -> DetectorSettings:
+        if self.motion_refresh_s >= self.track_lost_s:
+            raise ValueError(
+                f"motion_refresh_s ({self.motion_refresh_s:g}) must be below track_lost_s "
+                f"({self.track_lost_s:g}): still objects would lose their tracks between refreshes"
+            )
+        return self

@@ -16,6 +16,7 @@ import tomllib
 from typing import Any
 
 from detector_service.batcher import InferenceBatcher
+from detector_service.gating import validate_motion
 from detector_service.health_monitor import HealthMonitor
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
@@ -73,6 +74,7 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("max_fps must be between 0 (default) and 120")
     if spec.width > 7680 or spec.height > 4320:
         raise InvalidInput("width and height must be at most 7680×4320")
+    validate_motion(spec.motion)
     validate_zones(spec)
 
 

@@ -79,6 +79,15 @@ def _analysis() -> Benchmark:
     return run
 
 
+@register(
+    "always-on", "N always-on 720p RTSP cameras, motion-gated YOLO: CPU, memory, detection fps"
+)
+def _always_on() -> Benchmark:
+    from vigil.bench.always_on import run
+
+    return run
+
+
 @register("soak", "all services under steady load (--duration, default 600 s); resources return")
 def _soak() -> Benchmark:
     from vigil.bench.soak import run

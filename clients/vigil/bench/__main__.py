@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds of load for the long benchmarks"
     )
+    parser.add_argument("--sources", type=int, default=None, help="cameras (always-on)")
+    parser.add_argument(
+        "--moving", type=int, default=None, help="cameras seeing motion (always-on)"
+    )
     args = parser.parse_args(argv)
     logs_to_stderr()
     names = list(REGISTRY) if args.name == "all" else [args.name]
@@ -36,6 +40,10 @@ def main(argv: list[str] | None = None) -> int:
         options = {"repeat": args.repeat}
         if args.duration is not None:
             options["duration"] = args.duration
+        if args.sources is not None:
+            options["sources"] = args.sources
+        if args.moving is not None:
+            options["moving"] = args.moving
         result = REGISTRY[name][1]()(options)
         if args.json:
             print(json.dumps(result))

@@ -143,6 +143,10 @@ class SourceCounters:
     frames_published: int = 0
     detection_errors: int = 0
     reconnects: int = 0
+    # Motion first: frames where something moved, given to the object detector, and not.
+    frames_with_motion: int = 0
+    frames_detected: int = 0
+    frames_skipped: int = 0
 
 
 @dataclass(frozen=True)
