@@ -59,6 +59,7 @@ class Detector(dpb_grpc.DetectorServiceServicer):
     GetCoverage = dpb_grpc.DetectorServiceServicer.GetCoverage
     ExportRecording = dpb_grpc.DetectorServiceServicer.ExportRecording
     GetSnapshot = dpb_grpc.DetectorServiceServicer.GetSnapshot
+    ListDetections = dpb_grpc.DetectorServiceServicer.ListDetections
 
     def __init__(self, record: Record, *, fail_first: int = 0, delay_s: float = 0.0) -> None:
         self.record = record

@@ -1564,7 +1564,7 @@ class ExportInfo(_message.Message):
 
     @_builtins.property
     def gaps(self) -> _containers.RepeatedCompositeFieldContainer[Global___TimeRange]:
-        """Gaps inside the range, which the file skips."""
+        """Gaps inside the range; the file holds the last picture before each gap across it."""
 
     def __init__(
         self,
@@ -1675,3 +1675,93 @@ class GetSnapshotResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSnapshotResponse: _TypeAlias = GetSnapshotResponse  # noqa: Y015
+
+@_typing.final
+class ListDetectionsRequest(_message.Message):
+    """ListDetectionsRequest asks for the stored detections of a source in a time range."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    RANGE_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The source."""
+    @_builtins.property
+    def range(self) -> Global___TimeRange:
+        """The range; start and end are required, and the range may be at most the service's export limit."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        range: Global___TimeRange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["range", b"range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["range", b"range", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDetectionsRequest: _TypeAlias = ListDetectionsRequest  # noqa: Y015
+
+@_typing.final
+class FrameDetections(_message.Message):
+    """FrameDetections are the objects found on one detected frame."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAPTURE_TIME_FIELD_NUMBER: _builtins.int
+    WIDTH_FIELD_NUMBER: _builtins.int
+    HEIGHT_FIELD_NUMBER: _builtins.int
+    DETECTIONS_FIELD_NUMBER: _builtins.int
+    width: _builtins.int
+    """Frame width in pixels, which the boxes refer to."""
+    height: _builtins.int
+    """Frame height in pixels."""
+    @_builtins.property
+    def capture_time(self) -> _timestamp_pb2.Timestamp:
+        """When the frame was captured."""
+
+    @_builtins.property
+    def detections(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Detection]:
+        """The objects, with track ids; empty when the objects of the previous entry are gone."""
+
+    def __init__(
+        self,
+        *,
+        capture_time: _timestamp_pb2.Timestamp | None = ...,
+        width: _builtins.int = ...,
+        height: _builtins.int = ...,
+        detections: _abc.Iterable[_common_pb2.Detection] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capture_time", b"capture_time", "detections", b"detections", "height", b"height", "width", b"width"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FrameDetections: _TypeAlias = FrameDetections  # noqa: Y015
+
+@_typing.final
+class ListDetectionsResponse(_message.Message):
+    """ListDetectionsResponse lists the detected frames of the range, oldest first."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FRAMES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def frames(self) -> _containers.RepeatedCompositeFieldContainer[Global___FrameDetections]:
+        """The detected frames with objects, and an empty entry where objects disappeared."""
+
+    def __init__(
+        self,
+        *,
+        frames: _abc.Iterable[Global___FrameDetections] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["frames", b"frames"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDetectionsResponse: _TypeAlias = ListDetectionsResponse  # noqa: Y015

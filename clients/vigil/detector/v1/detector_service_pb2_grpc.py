@@ -101,6 +101,11 @@ class DetectorServiceStub:
                 request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotRequest.SerializeToString,
                 response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotResponse.FromString,
                 _registered_method=True)
+        self.ListDetections = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/ListDetections',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsResponse.FromString,
+                _registered_method=True)
 
 
 class DetectorServiceServicer:
@@ -210,6 +215,14 @@ class DetectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDetections(self, request, context):
+        """ListDetections returns what the detector found on a recorded source's frames in a time range,
+        as stored with the recording, so a player can draw the boxes over the recorded video.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DetectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -277,6 +290,11 @@ def add_DetectorServiceServicer_to_server(servicer, server):
                     servicer.GetSnapshot,
                     request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotRequest.FromString,
                     response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotResponse.SerializeToString,
+            ),
+            'ListDetections': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDetections,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -632,6 +650,33 @@ class DetectorService:
             '/vigil.detector.v1.DetectorService/GetSnapshot',
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotRequest.SerializeToString,
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetSnapshotResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDetections(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/ListDetections',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsResponse.FromString,
             options,
             channel_credentials,
             insecure,

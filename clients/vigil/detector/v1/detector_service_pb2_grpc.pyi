@@ -80,6 +80,10 @@ class DetectorServiceStub:
     """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
     frame when no time is given.
     """
+    ListDetections: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.ListDetectionsRequest, _detector_service_pb2.ListDetectionsResponse]
+    """ListDetections returns what the detector found on a recorded source's frames in a time range,
+    as stored with the recording, so a player can draw the boxes over the recorded video.
+    """
 
 @_typing.type_check_only
 class DetectorServiceAsyncStub(DetectorServiceStub):
@@ -132,6 +136,10 @@ class DetectorServiceAsyncStub(DetectorServiceStub):
     GetSnapshot: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.GetSnapshotRequest, _detector_service_pb2.GetSnapshotResponse]  # type: ignore[assignment]
     """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
     frame when no time is given.
+    """
+    ListDetections: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.ListDetectionsRequest, _detector_service_pb2.ListDetectionsResponse]  # type: ignore[assignment]
+    """ListDetections returns what the detector found on a recorded source's frames in a time range,
+    as stored with the recording, so a player can draw the boxes over the recorded video.
     """
 
 class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -260,6 +268,16 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_detector_service_pb2.GetSnapshotResponse, _abc.Awaitable[_detector_service_pb2.GetSnapshotResponse]]:
         """GetSnapshot returns one picture of a source: from its recording at a given time, or its newest
         frame when no time is given.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDetections(
+        self,
+        request: _detector_service_pb2.ListDetectionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.ListDetectionsResponse, _abc.Awaitable[_detector_service_pb2.ListDetectionsResponse]]:
+        """ListDetections returns what the detector found on a recorded source's frames in a time range,
+        as stored with the recording, so a player can draw the boxes over the recorded video.
         """
 
 def add_DetectorServiceServicer_to_server(servicer: DetectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
