@@ -60,6 +60,7 @@ class Detector(dpb_grpc.DetectorServiceServicer):
     ExportRecording = dpb_grpc.DetectorServiceServicer.ExportRecording
     GetSnapshot = dpb_grpc.DetectorServiceServicer.GetSnapshot
     ListDetections = dpb_grpc.DetectorServiceServicer.ListDetections
+    ExportIncident = dpb_grpc.DetectorServiceServicer.ExportIncident
 
     def __init__(self, record: Record, *, fail_first: int = 0, delay_s: float = 0.0) -> None:
         self.record = record

@@ -1765,3 +1765,95 @@ class ListDetectionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDetectionsResponse: _TypeAlias = ListDetectionsResponse  # noqa: Y015
+
+@_typing.final
+class ExportIncidentRequest(_message.Message):
+    """ExportIncidentRequest names the incident to export."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    """The incident's id."""
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident_id", b"incident_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportIncidentRequest: _TypeAlias = ExportIncidentRequest  # noqa: Y015
+
+@_typing.final
+class EvidenceInfo(_message.Message):
+    """EvidenceInfo describes an evidence package."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_FIELD_NUMBER: _builtins.int
+    CONTENT_TYPE_FIELD_NUMBER: _builtins.int
+    FILE_NAME_FIELD_NUMBER: _builtins.int
+    MANIFEST_SHA256_FIELD_NUMBER: _builtins.int
+    PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    size: _builtins.int
+    """The package's size in bytes."""
+    content_type: _builtins.str
+    """Always "application/zip"."""
+    file_name: _builtins.str
+    """A file name for it, for example "incident-<id>.zip"."""
+    manifest_sha256: _builtins.str
+    """The SHA-256 of the signed manifest, hex."""
+    public_key: _builtins.bytes
+    """The signing key's public half, raw 32 bytes, so a receiver can compare it with the one it
+    trusts (never trust the key only because the package names it).
+    """
+    def __init__(
+        self,
+        *,
+        size: _builtins.int = ...,
+        content_type: _builtins.str = ...,
+        file_name: _builtins.str = ...,
+        manifest_sha256: _builtins.str = ...,
+        public_key: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content_type", b"content_type", "file_name", b"file_name", "manifest_sha256", b"manifest_sha256", "public_key", b"public_key", "size", b"size"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EvidenceInfo: _TypeAlias = EvidenceInfo  # noqa: Y015
+
+@_typing.final
+class ExportIncidentResponse(_message.Message):
+    """ExportIncidentResponse is one message of an incident export: the description, then chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INFO_FIELD_NUMBER: _builtins.int
+    CHUNK_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the package."""
+    @_builtins.property
+    def info(self) -> Global___EvidenceInfo:
+        """The first message."""
+
+    def __init__(
+        self,
+        *,
+        info: Global___EvidenceInfo | None = ...,
+        chunk: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "info", b"info", "part", b"part"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "info", b"info", "part", b"part"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["info", "chunk"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ExportIncidentResponse: _TypeAlias = ExportIncidentResponse  # noqa: Y015

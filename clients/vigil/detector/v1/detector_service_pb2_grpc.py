@@ -106,6 +106,11 @@ class DetectorServiceStub:
                 request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsRequest.SerializeToString,
                 response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsResponse.FromString,
                 _registered_method=True)
+        self.ExportIncident = channel.unary_stream(
+                '/vigil.detector.v1.DetectorService/ExportIncident',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentResponse.FromString,
+                _registered_method=True)
 
 
 class DetectorServiceServicer:
@@ -223,6 +228,16 @@ class DetectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportIncident(self, request, context):
+        """ExportIncident returns an incident as one evidence package (a ZIP file): its clip from the
+        recording, snapshot, detections, the incident record and a manifest with the SHA-256 of each
+        file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
+        The first message describes the package; chunks follow.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DetectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -295,6 +310,11 @@ def add_DetectorServiceServicer_to_server(servicer, server):
                     servicer.ListDetections,
                     request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsRequest.FromString,
                     response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsResponse.SerializeToString,
+            ),
+            'ExportIncident': grpc.unary_stream_rpc_method_handler(
+                    servicer.ExportIncident,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -677,6 +697,33 @@ class DetectorService:
             '/vigil.detector.v1.DetectorService/ListDetections',
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsRequest.SerializeToString,
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.ListDetectionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/ExportIncident',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentResponse.FromString,
             options,
             channel_credentials,
             insecure,

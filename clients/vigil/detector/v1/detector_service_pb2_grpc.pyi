@@ -84,6 +84,12 @@ class DetectorServiceStub:
     """ListDetections returns what the detector found on a recorded source's frames in a time range,
     as stored with the recording, so a player can draw the boxes over the recorded video.
     """
+    ExportIncident: _grpc.UnaryStreamMultiCallable[_detector_service_pb2.ExportIncidentRequest, _detector_service_pb2.ExportIncidentResponse]
+    """ExportIncident returns an incident as one evidence package (a ZIP file): its clip from the
+    recording, snapshot, detections, the incident record and a manifest with the SHA-256 of each
+    file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
+    The first message describes the package; chunks follow.
+    """
 
 @_typing.type_check_only
 class DetectorServiceAsyncStub(DetectorServiceStub):
@@ -140,6 +146,12 @@ class DetectorServiceAsyncStub(DetectorServiceStub):
     ListDetections: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.ListDetectionsRequest, _detector_service_pb2.ListDetectionsResponse]  # type: ignore[assignment]
     """ListDetections returns what the detector found on a recorded source's frames in a time range,
     as stored with the recording, so a player can draw the boxes over the recorded video.
+    """
+    ExportIncident: _aio.UnaryStreamMultiCallable[_detector_service_pb2.ExportIncidentRequest, _detector_service_pb2.ExportIncidentResponse]  # type: ignore[assignment]
+    """ExportIncident returns an incident as one evidence package (a ZIP file): its clip from the
+    recording, snapshot, detections, the incident record and a manifest with the SHA-256 of each
+    file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
+    The first message describes the package; chunks follow.
     """
 
 class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -278,6 +290,18 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_detector_service_pb2.ListDetectionsResponse, _abc.Awaitable[_detector_service_pb2.ListDetectionsResponse]]:
         """ListDetections returns what the detector found on a recorded source's frames in a time range,
         as stored with the recording, so a player can draw the boxes over the recorded video.
+        """
+
+    @_abc_1.abstractmethod
+    def ExportIncident(
+        self,
+        request: _detector_service_pb2.ExportIncidentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_detector_service_pb2.ExportIncidentResponse], _abc.AsyncIterator[_detector_service_pb2.ExportIncidentResponse]]:
+        """ExportIncident returns an incident as one evidence package (a ZIP file): its clip from the
+        recording, snapshot, detections, the incident record and a manifest with the SHA-256 of each
+        file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
+        The first message describes the package; chunks follow.
         """
 
 def add_DetectorServiceServicer_to_server(servicer: DetectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
