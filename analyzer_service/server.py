@@ -149,6 +149,9 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
         max_queued=settings.max_queued_jobs,
         max_attempts=settings.max_attempts,
         metrics=metrics,
+        replica=settings.replica,
+        lease_s=settings.lease_s,
+        renew_s=settings.lease_renew_s,
     )
     metrics.watch_jobs(jobs.counts)
     metrics_port: int | None = None
