@@ -123,12 +123,19 @@ class JobManager:
             created_at=now,
             updated_at=now,
         )
+        # Older jobs first; then, with room left, the new job is leased here as it is stored.
+        await self._claim()
         self._reserved += 1
         try:
-            await self.store.create_job(job)
+            async with self._claiming:
+                room = len(self._running) < self.max_running and not self._closing
+                lease = await self.store.create_job(
+                    job, owner=self.replica if room else None, lease_s=self.lease_s
+                )
+                if lease is not None:
+                    self._start_task(lease)
         finally:
             self._reserved -= 1
-        await self._claim()
         await self._announce_queue()
         return await self.get(job.id)
 
@@ -281,8 +288,11 @@ class JobManager:
                 return
             leases = await self.store.claim(self.replica, lease_s=self.lease_s, limit=free)
             for lease in leases:
-                task = asyncio.create_task(self._take(lease), name=f"job-{lease.job.id}")
-                self._running[lease.job.id] = (task, lease)
+                self._start_task(lease)
+
+    def _start_task(self, lease: Lease) -> None:
+        task = asyncio.create_task(self._take(lease), name=f"job-{lease.job.id}")
+        self._running[lease.job.id] = (task, lease)
 
     async def _announce_queue(self) -> None:
         for event in await self.store.announce_queue(_queued_at):

@@ -200,13 +200,27 @@ class PostgresJobStore:
         rows = await self._fetch("SELECT data FROM analyzer_videos WHERE id = %s", (video_id,))
         return pb.Video.FromString(rows[0][0]) if rows else None
 
-    async def create_job(self, job: pb.Job) -> None:
+    async def create_job(
+        self, job: pb.Job, *, owner: str | None = None, lease_s: float = 0.0
+    ) -> Lease | None:
         async with self._pool.connection() as conn, conn.transaction():
             await conn.execute(
-                "INSERT INTO analyzer_jobs (id, video_id, state, data) VALUES (%s, %s, %s, %s)",
-                (job.id, job.video.id, job.state, job.SerializeToString()),
+                "INSERT INTO analyzer_jobs (id, video_id, state, data, owner, lease_token,"
+                " lease_expires) VALUES (%s, %s, %s, %s, %s, %s,"
+                " now() + make_interval(secs => %s))",
+                (
+                    job.id,
+                    job.video.id,
+                    job.state,
+                    job.SerializeToString(),
+                    owner,
+                    0 if owner is None else 1,
+                    lease_s,
+                ),
             )
-            await _notify(conn, JOBS_CHANNEL, f"queued:{job.id}")
+            if owner is None:
+                await _notify(conn, JOBS_CHANNEL, f"queued:{job.id}")
+        return None if owner is None else Lease(job, owner, 1)
 
     async def get_job(self, job_id: str) -> pb.Job | None:
         rows = await self._fetch("SELECT data FROM analyzer_jobs WHERE id = %s", (job_id,))

@@ -120,16 +120,23 @@ class SQLiteJobStore:
 
         return await self._run(go)
 
-    async def create_job(self, job: pb.Job) -> None:
-        def go() -> None:
+    async def create_job(
+        self, job: pb.Job, *, owner: str | None = None, lease_s: float = 0.0
+    ) -> Lease | None:
+        def go() -> Lease | None:
             with self._transaction() as db:
                 db.execute(
                     "INSERT INTO jobs (id, video_id, state, data) VALUES (?, ?, ?, ?)",
                     (job.id, job.video.id, job.state, job.SerializeToString()),
                 )
-                db.execute("INSERT OR REPLACE INTO leases (job_id) VALUES (?)", (job.id,))
+                db.execute(
+                    "INSERT OR REPLACE INTO leases (job_id, owner, token, expires)"
+                    " VALUES (?, ?, ?, ?)",
+                    (job.id, owner, 0 if owner is None else 1, time.time() + lease_s),
+                )
+            return None if owner is None else Lease(job, owner, 1)
 
-        await self._run(go)
+        return await self._run(go)
 
     async def get_job(self, job_id: str) -> pb.Job | None:
         def go() -> pb.Job | None:

@@ -115,7 +115,13 @@ class JobStore(Protocol):
 
     async def get_video(self, video_id: str) -> pb.Video | None: ...
 
-    async def create_job(self, job: pb.Job) -> None: ...
+    async def create_job(
+        self, job: pb.Job, *, owner: str | None = None, lease_s: float = 0.0
+    ) -> Lease | None:
+        """Keep a new job; with ``owner``, already leased to it (the replica it was submitted
+        to, when that one has room: no other replica races it for the job). Without, other
+        replicas are told that it waits."""
+        ...
 
     async def get_job(self, job_id: str) -> pb.Job | None: ...
 

@@ -162,10 +162,12 @@ async def test_a_stalled_replica_loses_its_job_and_its_late_writes_are_refused(
     assert history[-1].complete.result.summary.strip() == "A person walks in at [00:02]."
 
 
-class Hanging(grpc.GenericRpcHandler):
+class Hanging(grpc.GenericRpcHandler):  # type: ignore[type-arg]
     """A detector that takes every call and never answers: a job held at 40%."""
 
-    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[bytes, bytes]:
         async def hang(requests: AsyncIterator[bytes], context: object) -> AsyncIterator[bytes]:
             await asyncio.Event().wait()
             yield b""

@@ -341,3 +341,16 @@ async def test_replicas_claiming_at_once_never_share_a_job(stores: Stores) -> No
     ids = [lease.job.id for leases in claimed for lease in leases]
     assert sorted(ids) == [f"j{n:02}" for n in range(30)]
     assert all(len(leases) <= 2 for leases in claimed)
+
+
+async def test_a_job_created_leased_is_its_owners_alone(store: JobStore) -> None:
+    lease = await store.create_job(job("mine"), owner="r1", lease_s=60)
+    assert lease is not None
+    assert (lease.job.id, lease.owner, lease.token) == ("mine", "r1", 1)
+    assert await store.create_job(job("free")) is None
+    assert [taken.job.id for taken in await store.claim("r2", lease_s=60, limit=5)] == ["free"]
+    assert await store.queue_positions() == {}
+    await store.append_event(
+        progress(5, "mine"), job=job("mine", pb.JOB_STATE_RUNNING), lease=lease
+    )
+    assert await store.renew(lease, lease_s=60) is Renewal.HELD
