@@ -31,6 +31,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from analyzer_service.postgres_schema import Connection, migrate, one
 from analyzer_service.store import (
     UNFINISHED_STATES,
     ChatTurn,
@@ -50,60 +51,13 @@ from vigil.core.urls import masked, redact
 
 log = logging.getLogger(__name__)
 
-Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
-# Taken (for the transaction) by whoever migrates, so that replicas starting together wait for
-# one another instead of racing on CREATE TABLE. Any constant no other component uses.
-_MIGRATION_LOCK = 0x5649_4749_4C41_4E41  # "VIGILANA"
 # Held by whoever announces queue positions, so that announcements never cross.
 _QUEUE_LOCK = 0x5649_4749_4C51_5545  # "VIGILQUE"
 EVENTS_CHANNEL = "analyzer_events"
 JOBS_CHANNEL = "analyzer_jobs"
 # A watcher whose connection broke tries again this often.
 RELISTEN_S = 1.0
-
-# Append only: a database keeps the number of the last one applied.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE analyzer_videos (
-        id text PRIMARY KEY,
-        data bytea NOT NULL
-    );
-    CREATE TABLE analyzer_jobs (
-        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id text NOT NULL UNIQUE,
-        video_id text NOT NULL,
-        state integer NOT NULL,
-        data bytea NOT NULL
-    );
-    CREATE INDEX analyzer_jobs_by_state ON analyzer_jobs (state, seq);
-    CREATE TABLE analyzer_events (
-        job_id text NOT NULL,
-        sequence bigint NOT NULL,
-        data bytea NOT NULL,
-        PRIMARY KEY (job_id, sequence)
-    );
-    CREATE TABLE analyzer_chat_turns (
-        job_id text NOT NULL,
-        turn integer NOT NULL,
-        data text NOT NULL,
-        PRIMARY KEY (job_id, turn)
-    );
-    CREATE TABLE analyzer_counters (
-        job_id text PRIMARY KEY,
-        last_event bigint NOT NULL DEFAULT 0,
-        last_turn integer NOT NULL DEFAULT 0
-    );
-    """,
-    """
-    ALTER TABLE analyzer_jobs
-        ADD COLUMN owner text,
-        ADD COLUMN lease_token bigint NOT NULL DEFAULT 0,
-        ADD COLUMN lease_expires timestamptz,
-        ADD COLUMN cancel_requested boolean NOT NULL DEFAULT false,
-        ADD COLUMN announced integer NOT NULL DEFAULT 0;
-    """,
-)
 
 _WAITING = f"""
     SELECT id, announced FROM analyzer_jobs
@@ -166,7 +120,7 @@ class PostgresJobStore:
             raise StoreUnavailable(f"cannot connect to {place} ({_said(exc, url)})") from None
         try:
             async with conn:
-                await _migrate(conn, place)
+                await migrate(conn, place)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"{place} refused the job tables ({_said(exc, url)})") from None
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -402,7 +356,7 @@ class PostgresJobStore:
             conn.transaction(),
         ):
             cursor = await conn.execute(_NEXT_TURN, (job_id,))
-            number = _one(await cursor.fetchone())
+            number = one(await cursor.fetchone())
             await conn.execute(
                 "INSERT INTO analyzer_chat_turns (job_id, turn, data) VALUES (%s, %s, %s)",
                 (job_id, number, data),
@@ -464,7 +418,7 @@ async def _fence(conn: Connection, job_id: str, lease: Lease | None) -> None:
 
 async def _insert_event(conn: Connection, stored: Event) -> None:
     cursor = await conn.execute(_NEXT_EVENT, (stored.job_id,))
-    stored.sequence = _one(await cursor.fetchone())
+    stored.sequence = one(await cursor.fetchone())
     await conn.execute(
         "INSERT INTO analyzer_events (job_id, sequence, data) VALUES (%s, %s, %s)",
         (stored.job_id, stored.sequence, stored.SerializeToString()),
@@ -479,32 +433,6 @@ async def _save_job(conn: Connection, job: pb.Job) -> None:
     )
     if cursor.rowcount != 1:
         raise KeyError(job.id)
-
-
-async def _migrate(conn: Connection, place: str) -> None:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS analyzer_schema ("
-            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        cursor = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM analyzer_schema")
-        current = _one(await cursor.fetchone())
-        if current > len(_MIGRATIONS):
-            raise StoreUnavailable(
-                f"{place} has job tables of version {current}, newer than this analyzer's"
-                f" {len(_MIGRATIONS)}: upgrade the analyzer"
-            )
-        for version, script in enumerate(_MIGRATIONS[current:], start=current + 1):
-            await conn.execute(script)
-            await conn.execute("INSERT INTO analyzer_schema (version) VALUES (%s)", (version,))
-            log.info("job tables migrated to version %d", version)
-
-
-def _one(row: tuple[Any, ...] | None) -> int:
-    if row is None:
-        raise RuntimeError("the query returned no row")
-    return int(row[0])
 
 
 def _said(exc: BaseException, url: str) -> str:
