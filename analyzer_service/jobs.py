@@ -361,7 +361,7 @@ class JobManager:
                 log.warning("job %s was interrupted %d times; marked failed", job.id, job.attempts)
                 return
             message = (
-                f"The analyzer running this job stopped while this job was running; it runs "
+                f"The analyzer running this job stopped or restarted; it runs "
                 f"again from the start (attempt {job.attempts + 1} of {self.max_attempts})"
             )
             job.state = pb.JOB_STATE_QUEUED
