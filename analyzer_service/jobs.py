@@ -291,8 +291,17 @@ class JobManager:
                 self._start_task(lease)
 
     def _start_task(self, lease: Lease) -> None:
-        task = asyncio.create_task(self._take(lease), name=f"job-{lease.job.id}")
-        self._running[lease.job.id] = (task, lease)
+        job_id = lease.job.id
+        task = asyncio.create_task(self._take(lease), name=f"job-{job_id}")
+        self._running[job_id] = (task, lease)
+        # A callback, not a ``finally``: a task cancelled before its first step runs no code.
+        task.add_done_callback(lambda _: self._done(job_id))
+
+    def _done(self, job_id: str) -> None:
+        self._running.pop(job_id, None)
+        self._lost.discard(job_id)
+        if not self._closing:
+            self._wake.set()
 
     async def _announce_queue(self) -> None:
         for event in await self.store.announce_queue(_queued_at):
@@ -327,18 +336,12 @@ class JobManager:
         self.metrics.job_finished(state)
 
     async def _take(self, lease: Lease) -> None:
-        job_id = lease.job.id
         try:
             await self._start(lease)
         except LeaseLost:
             log.warning(
-                "job %s: lease lost; its writes are refused, another replica has it", job_id
+                "job %s: lease lost; its writes are refused, another replica has it", lease.job.id
             )
-        finally:
-            self._running.pop(job_id, None)
-            self._lost.discard(job_id)
-            if not self._closing:
-                self._wake.set()
 
     async def _start(self, lease: Lease) -> None:
         job = pb.Job()

@@ -105,6 +105,12 @@ async def test_replicas_share_one_queue_and_follow_each_others_jobs_live(
         assert len(engine_a.requests) == 1
         assert len(engine_b.requests) == 1
 
+        # Chat about A's job through B: the frames and the conversation are shared.
+        question = pb.ChatRequest(job_id=first.id, question="Who came in?")
+        answer = [r async for r in stub_b.Chat(question)]
+        assert answer[-1].done
+        assert [t.question for t in await a.store.chat_turns(first.id)] == ["Who came in?"]
+
         # A, free again, takes the third job; B's job is cancelled through A.
         await wait_for_event(stub_b, third.id, "complete")
         assert owners(postgres_url)[third.id] == "a"
