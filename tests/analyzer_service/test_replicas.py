@@ -86,6 +86,11 @@ async def test_replicas_share_one_queue_and_follow_each_others_jobs_live(
         # A runs one job at a time: B takes the second, told by PostgreSQL.
         second = (await stub_a.StartAnalysis(start)).job
         await wait_for_event(stub_a, second.id, "thinking")
+        # A replica starting now takes neither: their leases are live.
+        late = await start_server(named(replica, "c"), engine=FakeEngine())
+        assert late.jobs.counts()["running"] == 0
+        assert owners(postgres_url) == {first.id: "a", second.id: "b"}
+        await late.stop(0)
         third = (await stub_b.StartAnalysis(start)).job
         assert (third.state, third.queue_position) == (pb.JOB_STATE_QUEUED, 1)
         assert (await state_of(stub_a, third.id)).queue_position == 1
