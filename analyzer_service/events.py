@@ -46,7 +46,8 @@ class EventBus(Protocol):
 
 
 class LocalEventBus:
-    """In-process fan-out; a bus between replicas (Postgres LISTEN, Redis) would fit the seam."""
+    """In-process fan-out. Events stored by other replicas arrive as news without a body (job
+    id and sequence, from the store's ``watch``): followers read those from the store."""
 
     def __init__(self, subscriber_queue: int) -> None:
         self._size = subscriber_queue

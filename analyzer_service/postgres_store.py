@@ -7,6 +7,12 @@ take their numbers one after the other, and a rolled-back append gives its numbe
 store, appends to one job run one at a time in the order they were called, as SQLite's single
 thread does, so a caller's events are numbered in the order it emitted them.
 
+Leases live in the job's row (owner, fencing token, expiry from the database's clock): claims take
+rows with ``FOR UPDATE SKIP LOCKED``, and a write under a lease locks the row and checks its token
+first, so a claim and a fenced write to one job never interleave. Writes announce themselves with
+``NOTIFY`` (``analyzer_events``: "job:sequence"; ``analyzer_jobs``: "queued:job", "cancel:job"),
+delivered on commit to every store that ``watch``es, over a connection of its own.
+
 Tables carry the ``analyzer_`` prefix (the other services may share the database) and are made by
 numbered migrations, applied once under an advisory lock when a store opens.
 """
@@ -18,17 +24,22 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from analyzer_service.postgres_schema import Connection, migrate, one
 from analyzer_service.store import (
     UNFINISHED_STATES,
     ChatTurn,
     Event,
+    Lease,
+    LeaseLost,
+    Listener,
+    Renewal,
     StoreUnavailable,
     decode_page_token,
     encode_page_token,
@@ -40,46 +51,19 @@ from vigil.core.urls import masked, redact
 
 log = logging.getLogger(__name__)
 
-Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
-# Taken (for the transaction) by whoever migrates, so that replicas starting together wait for
-# one another instead of racing on CREATE TABLE. Any constant no other component uses.
-_MIGRATION_LOCK = 0x5649_4749_4C41_4E41  # "VIGILANA"
+# Held by whoever announces queue positions, so that announcements never cross.
+_QUEUE_LOCK = 0x5649_4749_4C51_5545  # "VIGILQUE"
+EVENTS_CHANNEL = "analyzer_events"
+JOBS_CHANNEL = "analyzer_jobs"
+# A watcher whose connection broke tries again this often.
+RELISTEN_S = 1.0
 
-# Append only: a database keeps the number of the last one applied.
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE analyzer_videos (
-        id text PRIMARY KEY,
-        data bytea NOT NULL
-    );
-    CREATE TABLE analyzer_jobs (
-        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        id text NOT NULL UNIQUE,
-        video_id text NOT NULL,
-        state integer NOT NULL,
-        data bytea NOT NULL
-    );
-    CREATE INDEX analyzer_jobs_by_state ON analyzer_jobs (state, seq);
-    CREATE TABLE analyzer_events (
-        job_id text NOT NULL,
-        sequence bigint NOT NULL,
-        data bytea NOT NULL,
-        PRIMARY KEY (job_id, sequence)
-    );
-    CREATE TABLE analyzer_chat_turns (
-        job_id text NOT NULL,
-        turn integer NOT NULL,
-        data text NOT NULL,
-        PRIMARY KEY (job_id, turn)
-    );
-    CREATE TABLE analyzer_counters (
-        job_id text PRIMARY KEY,
-        last_event bigint NOT NULL DEFAULT 0,
-        last_turn integer NOT NULL DEFAULT 0
-    );
-    """,
-)
+_WAITING = f"""
+    SELECT id, announced FROM analyzer_jobs
+    WHERE state = {pb.JOB_STATE_QUEUED} AND (owner IS NULL OR lease_expires < now())
+    ORDER BY seq
+"""
 
 _NEXT_EVENT = """
     INSERT INTO analyzer_counters (job_id, last_event) VALUES (%s, 1)
@@ -108,9 +92,14 @@ def where(url: str) -> str:
 
 
 class PostgresJobStore:
-    def __init__(self, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool[Connection], *, url: str = "", connect_timeout: int = 10
+    ) -> None:
         self._pool = pool
         self._in_order = _InOrder()
+        self._url = url
+        self._connect_timeout = connect_timeout
+        self._watchers: set[asyncio.Task[None]] = set()
 
     @classmethod
     async def open(
@@ -131,7 +120,7 @@ class PostgresJobStore:
             raise StoreUnavailable(f"cannot connect to {place} ({_said(exc, url)})") from None
         try:
             async with conn:
-                await _migrate(conn, place)
+                await migrate(conn, place)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"{place} refused the job tables ({_said(exc, url)})") from None
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
@@ -153,7 +142,7 @@ class PostgresJobStore:
                 f"cannot connect to {place} (the pool got no connection)"
             ) from None
         log.info("jobs kept in %s (pool of %d)", masked(url), pool_size)
-        return cls(pool)
+        return cls(pool, url=url, connect_timeout=timeout)
 
     async def create_video(self, video: pb.Video) -> None:
         await self._execute(
@@ -165,23 +154,42 @@ class PostgresJobStore:
         rows = await self._fetch("SELECT data FROM analyzer_videos WHERE id = %s", (video_id,))
         return pb.Video.FromString(rows[0][0]) if rows else None
 
-    async def create_job(self, job: pb.Job) -> None:
-        await self._execute(
-            "INSERT INTO analyzer_jobs (id, video_id, state, data) VALUES (%s, %s, %s, %s)",
-            (job.id, job.video.id, job.state, job.SerializeToString()),
-        )
+    async def create_job(
+        self, job: pb.Job, *, owner: str | None = None, lease_s: float = 0.0
+    ) -> Lease | None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO analyzer_jobs (id, video_id, state, data, owner, lease_token,"
+                " lease_expires) VALUES (%s, %s, %s, %s, %s, %s,"
+                " now() + make_interval(secs => %s))",
+                (
+                    job.id,
+                    job.video.id,
+                    job.state,
+                    job.SerializeToString(),
+                    owner,
+                    0 if owner is None else 1,
+                    lease_s,
+                ),
+            )
+            if owner is None:
+                await _notify(conn, JOBS_CHANNEL, f"queued:{job.id}")
+        return None if owner is None else Lease(job, owner, 1)
 
     async def get_job(self, job_id: str) -> pb.Job | None:
         rows = await self._fetch("SELECT data FROM analyzer_jobs WHERE id = %s", (job_id,))
         return pb.Job.FromString(rows[0][0]) if rows else None
 
-    async def update_job(self, job: pb.Job) -> None:
+    async def update_job(self, job: pb.Job, *, lease: Lease | None = None) -> None:
         snapshot = pb.Job()
         snapshot.CopyFrom(job)
-        async with self._pool.connection() as conn:
+        async with self._pool.connection() as conn, conn.transaction():
+            await _fence(conn, snapshot.id, lease)
             await _save_job(conn, snapshot)
 
-    async def append_event(self, event: Event, *, job: pb.Job | None = None) -> Event:
+    async def append_event(
+        self, event: Event, *, job: pb.Job | None = None, lease: Lease | None = None
+    ) -> Event:
         stored = Event()
         stored.CopyFrom(event)
         if not stored.HasField("time"):
@@ -196,16 +204,114 @@ class PostgresJobStore:
             self._pool.connection() as conn,
             conn.transaction(),
         ):
-            cursor = await conn.execute(_NEXT_EVENT, (stored.job_id,))
-            sequence = _one(await cursor.fetchone())
-            stored.sequence = sequence
-            await conn.execute(
-                "INSERT INTO analyzer_events (job_id, sequence, data) VALUES (%s, %s, %s)",
-                (stored.job_id, sequence, stored.SerializeToString()),
-            )
+            # Row locks in one order everywhere (job, then counter): no deadlocks.
+            await _fence(conn, stored.job_id, lease)
             if snapshot is not None:
                 await _save_job(conn, snapshot)
+            await _insert_event(conn, stored)
         return stored
+
+    async def claim(
+        self, owner: str, *, lease_s: float, limit: int, job_id: str | None = None
+    ) -> list[Lease]:
+        rows = await self._fetch(
+            "WITH picked AS ("
+            " SELECT seq FROM analyzer_jobs"
+            " WHERE state = ANY(%(states)s) AND (owner IS NULL OR lease_expires < now())"
+            " AND (%(job)s::text IS NULL OR id = %(job)s)"
+            " ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            " UPDATE analyzer_jobs AS j SET owner = %(owner)s, lease_token = j.lease_token + 1,"
+            " lease_expires = now() + make_interval(secs => %(lease_s)s)"
+            " FROM picked WHERE j.seq = picked.seq"
+            " RETURNING j.seq, j.data, j.lease_token, j.cancel_requested",
+            {
+                "states": [int(s) for s in UNFINISHED_STATES],
+                "job": job_id,
+                "limit": limit,
+                "owner": owner,
+                "lease_s": lease_s,
+            },
+        )
+        return [
+            Lease(pb.Job.FromString(data), owner, token, cancel)
+            for _, data, token, cancel in sorted(rows, key=lambda row: int(row[0]))
+        ]
+
+    async def renew(self, lease: Lease, *, lease_s: float) -> Renewal:
+        rows = await self._fetch(
+            "UPDATE analyzer_jobs SET lease_expires = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND owner = %s AND lease_token = %s RETURNING cancel_requested",
+            (lease_s, lease.job.id, lease.owner, lease.token),
+        )
+        if not rows:
+            return Renewal.LOST
+        return Renewal.CANCEL if rows[0][0] else Renewal.HELD
+
+    async def release(self, owner: str) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            cursor = await conn.execute(
+                "UPDATE analyzer_jobs SET owner = NULL, lease_expires = NULL"
+                " WHERE owner = %s AND state = ANY(%s) RETURNING id",
+                (owner, [int(s) for s in UNFINISHED_STATES]),
+            )
+            for (job_id,) in await cursor.fetchall():
+                await _notify(conn, JOBS_CHANNEL, f"queued:{job_id}")
+
+    async def request_cancel(self, job_id: str) -> None:
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute(
+                "UPDATE analyzer_jobs SET cancel_requested = true WHERE id = %s", (job_id,)
+            )
+            await _notify(conn, JOBS_CHANNEL, f"cancel:{job_id}")
+
+    async def queue_positions(self) -> dict[str, int]:
+        rows = await self._fetch(_WAITING, ())
+        return {job_id: position for position, (job_id, _) in enumerate(rows, start=1)}
+
+    async def announce_queue(self, make: Callable[[int], Event]) -> list[Event]:
+        announced = []
+        async with self._pool.connection() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
+            cursor = await conn.execute(_WAITING)
+            for position, (job_id, last) in enumerate(await cursor.fetchall(), start=1):
+                if position == last:
+                    continue
+                # Claimed meanwhile (the claim committed after the list was read): no news.
+                cursor = await conn.execute(
+                    "UPDATE analyzer_jobs SET announced = %s WHERE id = %s"
+                    " AND (owner IS NULL OR lease_expires < now()) RETURNING id",
+                    (position, job_id),
+                )
+                if await cursor.fetchone() is None:
+                    continue
+                stored = make(position)
+                stored.job_id = job_id
+                stored.time.GetCurrentTime()
+                await _insert_event(conn, stored)
+                announced.append(stored)
+        return announced
+
+    def watch(self, listener: Listener) -> None:
+        task = asyncio.create_task(self._listen(listener), name="analyzer-store-listen")
+        self._watchers.add(task)
+        task.add_done_callback(self._watchers.discard)
+
+    async def _listen(self, listener: Listener) -> None:
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._url, autocommit=True, connect_timeout=self._connect_timeout
+                )
+                async with conn:
+                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
+                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
+                    # Whatever was queued while nobody listened here: look now.
+                    listener.job_queued("")
+                    async for note in conn.notifies():
+                        _tell(listener, note.channel, note.payload)
+            except psycopg.Error as exc:
+                log.warning("listening for other replicas: %s", _said(exc, self._url))
+            await asyncio.sleep(RELISTEN_S)
 
     async def list_events(self, job_id: str, after_sequence: int, limit: int) -> list[Event]:
         rows = await self._fetch(
@@ -250,7 +356,7 @@ class PostgresJobStore:
             conn.transaction(),
         ):
             cursor = await conn.execute(_NEXT_TURN, (job_id,))
-            number = _one(await cursor.fetchone())
+            number = one(await cursor.fetchone())
             await conn.execute(
                 "INSERT INTO analyzer_chat_turns (job_id, turn, data) VALUES (%s, %s, %s)",
                 (job_id, number, data),
@@ -265,6 +371,9 @@ class PostgresJobStore:
         return [turn_from_json(data) for (data,) in reversed(rows)]
 
     async def close(self) -> None:
+        for task in list(self._watchers):
+            task.cancel()
+        await asyncio.gather(*self._watchers, return_exceptions=True)
         await self._pool.close()
 
     async def _execute(self, query: str, params: tuple[Any, ...]) -> None:
@@ -279,6 +388,44 @@ class PostgresJobStore:
             return await cursor.fetchall()
 
 
+def _tell(listener: Listener, channel: str, payload: str) -> None:
+    if channel == EVENTS_CHANNEL:
+        job_id, _, sequence = payload.rpartition(":")
+        listener.event_stored(job_id, int(sequence))
+        return
+    kind, _, job_id = payload.partition(":")
+    if kind == "cancel":
+        listener.cancel_requested(job_id)
+    else:
+        listener.job_queued(job_id)
+
+
+async def _notify(conn: Connection, channel: str, payload: str) -> None:
+    await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
+
+
+async def _fence(conn: Connection, job_id: str, lease: Lease | None) -> None:
+    """Refuse the transaction's writes unless ``lease`` is the job's; the row stays locked."""
+    if lease is None:
+        return
+    cursor = await conn.execute(
+        "SELECT owner, lease_token FROM analyzer_jobs WHERE id = %s FOR UPDATE", (job_id,)
+    )
+    row = await cursor.fetchone()
+    if row is None or (row[0], int(row[1])) != (lease.owner, lease.token):
+        raise LeaseLost(job_id)
+
+
+async def _insert_event(conn: Connection, stored: Event) -> None:
+    cursor = await conn.execute(_NEXT_EVENT, (stored.job_id,))
+    stored.sequence = one(await cursor.fetchone())
+    await conn.execute(
+        "INSERT INTO analyzer_events (job_id, sequence, data) VALUES (%s, %s, %s)",
+        (stored.job_id, stored.sequence, stored.SerializeToString()),
+    )
+    await _notify(conn, EVENTS_CHANNEL, f"{stored.job_id}:{stored.sequence}")
+
+
 async def _save_job(conn: Connection, job: pb.Job) -> None:
     cursor = await conn.execute(
         "UPDATE analyzer_jobs SET state = %s, data = %s WHERE id = %s",
@@ -286,32 +433,6 @@ async def _save_job(conn: Connection, job: pb.Job) -> None:
     )
     if cursor.rowcount != 1:
         raise KeyError(job.id)
-
-
-async def _migrate(conn: Connection, place: str) -> None:
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS analyzer_schema ("
-            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        cursor = await conn.execute("SELECT COALESCE(MAX(version), 0) FROM analyzer_schema")
-        current = _one(await cursor.fetchone())
-        if current > len(_MIGRATIONS):
-            raise StoreUnavailable(
-                f"{place} has job tables of version {current}, newer than this analyzer's"
-                f" {len(_MIGRATIONS)}: upgrade the analyzer"
-            )
-        for version, script in enumerate(_MIGRATIONS[current:], start=current + 1):
-            await conn.execute(script)
-            await conn.execute("INSERT INTO analyzer_schema (version) VALUES (%s)", (version,))
-            log.info("job tables migrated to version %d", version)
-
-
-def _one(row: tuple[Any, ...] | None) -> int:
-    if row is None:
-        raise RuntimeError("the query returned no row")
-    return int(row[0])
 
 
 def _said(exc: BaseException, url: str) -> str:

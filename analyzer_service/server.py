@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import Callable
 
 from analyzer_service.detection import DetectorClient
@@ -84,10 +85,15 @@ class AnalyzerServer:
 
 
 def _remove_partial_uploads(settings: AnalyzerSettings) -> None:
-    # Uploads cut off by a crash leave their part files behind.
+    # Uploads cut off by a crash leave their part files behind. Replicas on one database share
+    # the data directory: there only part files idle past the upload timeout are dead ones.
     settings.videos_dir.mkdir(parents=True, exist_ok=True)
+    shared = bool(settings.database_url.get_secret_value())
+    idle_since = time.time() - settings.upload_idle_timeout_s
     for part in settings.videos_dir.glob("*.part"):
-        part.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            if not shared or part.stat().st_mtime < idle_since:
+                part.unlink()
 
 
 async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> AnalyzerServer:
@@ -149,6 +155,9 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
         max_queued=settings.max_queued_jobs,
         max_attempts=settings.max_attempts,
         metrics=metrics,
+        replica=settings.replica,
+        lease_s=settings.lease_s,
+        renew_s=settings.lease_renew_s,
     )
     metrics.watch_jobs(jobs.counts)
     metrics_port: int | None = None

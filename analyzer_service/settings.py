@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 from ipaddress import ip_network
 from typing import Literal
 
-from pydantic import Field, IPvAnyNetwork, SecretStr
+from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import ANALYZER_PORT, DETECTOR_ADDRESS
@@ -31,9 +32,9 @@ class AnalyzerSettings(ServiceSettings):
     data_dir: pathlib.Path = Field(default_factory=default_data_dir)
     # Jobs, events and chat in PostgreSQL instead of the SQLite file in data_dir: a libpq URL
     # (``postgresql://user:password@host:5432/vigil``). Never logged with its password. Empty:
-    # SQLite. One analyzer per database for now: a starting analyzer takes over every unfinished
-    # job it finds. The pool holds up to database_pool_size connections; the start gives up
-    # after database_connect_timeout_s.
+    # SQLite. Any number of analyzers may share one PostgreSQL database: they take jobs from one
+    # queue (see the leases below). The pool holds up to database_pool_size connections; the
+    # start gives up after database_connect_timeout_s.
     database_url: SecretStr = SecretStr("")
     database_pool_size: int = Field(default=8, ge=1)
     database_connect_timeout_s: float = Field(default=10.0, gt=0.0)
@@ -174,12 +175,34 @@ class AnalyzerSettings(ServiceSettings):
         "[mm:ss] form, and point out anything unusual or dangerous."
     )
 
-    # A job interrupted by a restart is run again from the start on the next start-up, up to
-    # this many attempts in all; past that it is marked failed (INTERRUPTED, retryable).
+    # A job interrupted by a restart or a replica's death is run again from the start (by this
+    # analyzer started again, or by another replica on the same database), up to this many
+    # attempts in all; past that it is marked failed (INTERRUPTED, retryable).
     max_attempts: int = Field(default=3, ge=1)
+
+    # Replicas sharing a database: a replica holds a lease on each job it runs, renewed every
+    # lease_renew_s; a lease not renewed for lease_s (a replica dead or stalled) lets another
+    # replica take the job over. lease_s spans at least three renewals, so a busy machine that
+    # renews late does not lose its jobs. Replicas also look for waiting jobs every
+    # lease_renew_s (at once when PostgreSQL tells them of one). replica_id names this replica
+    # in the leases; empty: the host's name. Two replicas must not share one (an analyzer
+    # started again under its old name takes its jobs back at once).
+    lease_s: float = Field(default=15.0, gt=0.0)
+    lease_renew_s: float = Field(default=3.0, gt=0.0)
+    replica_id: str = ""
 
     # Live events each stream subscriber may have waiting; a slower one catches up from the store.
     subscriber_queue: int = Field(default=256, ge=1)
+
+    @model_validator(mode="after")
+    def _leases_outlast_renewals(self) -> AnalyzerSettings:
+        if self.lease_s < 3 * self.lease_renew_s:
+            raise ValueError("lease_s must be at least three times lease_renew_s")
+        return self
+
+    @property
+    def replica(self) -> str:
+        return self.replica_id or socket.gethostname()
 
     @property
     def upload_share(self) -> int:

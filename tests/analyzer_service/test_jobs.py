@@ -251,14 +251,15 @@ async def test_a_restart_runs_interrupted_jobs_again_from_the_start(
         assert kinds(events)[-1] == "complete"
         again = events[7].progress
         assert (again.stage, again.percent) == (pb.STAGE_QUEUED, 0)
-        assert "restarted while this job was running" in again.message
+        assert "The analyzer running this job stopped" in again.message
         assert "attempt 2 of 3" in again.message
         assert events[8].progress.message == "Starting video analysis..."
         assert events[-1].complete.result.frames
 
+        # The queued job waited in the shared queue, untouched, and ran once.
         queued_events = await events_of(stub, queued.id)
         assert queued_events[0].progress.queue_position == 1
-        assert "queued again" in queued_events[1].progress.message
+        assert queued_events[1].progress.message == "Starting video analysis..."
         assert kinds(queued_events)[-1] == "complete"
         assert (await stub.GetJob(pb.GetJobRequest(job_id=queued.id))).job.attempts == 1
 

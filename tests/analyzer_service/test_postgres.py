@@ -62,7 +62,8 @@ async def test_replicas_opening_at_once_migrate_once(postgres_url: str) -> None:
     stores = await asyncio.gather(*(PostgresJobStore.open(postgres_url) for _ in range(4)))
     for store in stores:
         await store.close()
-    assert [v for (v,) in rows(postgres_url, "SELECT version FROM analyzer_schema")] == [1]
+    versions = rows(postgres_url, "SELECT version FROM analyzer_schema ORDER BY version")
+    assert [v for (v,) in versions] == [1, 2]
     tables = rows(
         postgres_url,
         "SELECT tablename FROM pg_tables WHERE tablename LIKE 'analyzer_%' ORDER BY tablename",
@@ -80,8 +81,8 @@ async def test_replicas_opening_at_once_migrate_once(postgres_url: str) -> None:
 async def test_tables_of_a_newer_analyzer_are_refused(postgres_url: str) -> None:
     await (await PostgresJobStore.open(postgres_url)).close()
     with psycopg.connect(postgres_url) as conn:
-        conn.execute("INSERT INTO analyzer_schema (version) VALUES (2)")
-    with pytest.raises(StoreUnavailable, match="version 2, newer than this analyzer's 1"):
+        conn.execute("INSERT INTO analyzer_schema (version) VALUES (3)")
+    with pytest.raises(StoreUnavailable, match="version 3, newer than this analyzer's 2"):
         await PostgresJobStore.open(postgres_url)
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import pathlib
+import time
 from collections.abc import AsyncIterator, Iterator
 
 import grpc
@@ -49,6 +51,22 @@ async def test_start_removes_uploads_cut_off_by_a_crash(
     (settings.videos_dir / "0123.part").write_bytes(b"half an upload")
     await start_server()
     assert stored_files(settings) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+async def test_a_replica_starting_leaves_the_uploads_other_replicas_are_receiving(
+    start_server: StartServer, settings: AnalyzerSettings
+) -> None:
+    """On PostgreSQL the data directory is shared: only part files idle past the upload
+    timeout are from crashes."""
+    settings.videos_dir.mkdir(parents=True)
+    (settings.videos_dir / "live.part").write_bytes(b"an upload in progress")
+    dead = settings.videos_dir / "dead.part"
+    dead.write_bytes(b"half an upload")
+    long_ago = time.time() - settings.upload_idle_timeout_s - 60
+    os.utime(dead, (long_ago, long_ago))
+    await start_server()
+    assert [p.name for p in settings.videos_dir.iterdir()] == ["live.part"]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -12,7 +12,7 @@ import pytest
 
 from analyzer_service.postgres_store import PostgresJobStore
 from analyzer_service.sqlite_store import SQLiteJobStore
-from analyzer_service.store import ChatTurn, Event, JobStore
+from analyzer_service.store import ChatTurn, Event, JobStore, Lease, LeaseLost, Renewal
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
 
@@ -229,3 +229,128 @@ async def test_two_stores_on_one_database_append_without_gaps_or_duplicates(
     assert sorted(questions) == sorted([f"q{n}" for n in range(10)] + [f"r{n}" for n in range(10)])
     assert [q for q in questions if q.startswith("q")] == [f"q{n}" for n in range(10)]
     assert [q for q in questions if q.startswith("r")] == [f"r{n}" for n in range(10)]
+
+
+async def expired(store: JobStore, job_id: str, owner: str) -> list[Lease]:
+    """Claims of ``job_id`` by ``owner``, tried until the lease on it expires (10 s at most)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (leases := await store.claim(owner, lease_s=60, limit=1, job_id=job_id)):
+        assert asyncio.get_running_loop().time() < deadline, "the lease never expired"
+        await asyncio.sleep(0.02)
+    return leases
+
+
+async def test_claims_take_waiting_jobs_oldest_first_each_once(store: JobStore) -> None:
+    for name in ("a", "b", "c"):
+        await store.create_job(job(name))
+    await store.create_job(job("done", pb.JOB_STATE_SUCCEEDED))
+    first = await store.claim("r1", lease_s=60, limit=2)
+    assert [(lease.job.id, lease.owner, lease.token) for lease in first] == [
+        ("a", "r1", 1),
+        ("b", "r1", 1),
+    ]
+    assert await store.queue_positions() == {"c": 1}
+    (second,) = await store.claim("r2", lease_s=60, limit=5)
+    assert (second.job.id, second.owner) == ("c", "r2")
+    assert await store.claim("r2", lease_s=60, limit=5) == []
+    assert await store.claim("r2", lease_s=60, limit=1, job_id="a") == []
+    assert await store.queue_positions() == {}
+
+
+async def test_a_stale_lease_cannot_write_after_the_new_owner(store: JobStore) -> None:
+    """The stall: r1's lease expires, r2 takes the job over (a new fencing token), and r1,
+    waking, can neither renew nor write; the history holds r2's events only after the
+    takeover."""
+    await store.create_job(job("j1"))
+    (old,) = await store.claim("r1", lease_s=0.2, limit=1)
+    running = job("j1", pb.JOB_STATE_RUNNING)
+    await store.append_event(progress(10), job=running, lease=old)
+    assert await store.renew(old, lease_s=0.2) is Renewal.HELD
+    (new,) = await expired(store, "j1", "r2")
+    assert new.token == old.token + 1
+    assert new.job == running  # as its last owner left it: RUNNING, so a takeover
+    assert await store.renew(old, lease_s=60) is Renewal.LOST
+    with pytest.raises(LeaseLost):
+        await store.append_event(progress(20), job=job("j1", pb.JOB_STATE_FAILED), lease=old)
+    with pytest.raises(LeaseLost):
+        await store.append_event(progress(20), lease=old)
+    with pytest.raises(LeaseLost):
+        await store.update_job(job("j1", pb.JOB_STATE_FAILED), lease=old)
+    await store.append_event(progress(30), job=running, lease=new)
+    assert [(e.sequence, e.progress.percent) for e in await store.list_events("j1", 0, 10)] == [
+        (1, 10),
+        (2, 30),
+    ]
+    assert await store.get_job("j1") == running
+    assert await store.renew(new, lease_s=60) is Renewal.HELD
+
+
+async def test_released_leases_are_claimed_again_at_once(store: JobStore) -> None:
+    await store.create_job(job("a"))
+    await store.create_job(job("b"))
+    held = await store.claim("r1", lease_s=60, limit=2)
+    await store.release("r1")
+    assert await store.renew(held[0], lease_s=60) is Renewal.LOST
+    with pytest.raises(LeaseLost):
+        await store.append_event(progress(1, "a"), lease=held[0])
+    again = await store.claim("r1", lease_s=60, limit=2)
+    assert [(lease.job.id, lease.token) for lease in again] == [("a", 2), ("b", 2)]
+
+
+async def test_a_cancel_request_reaches_the_owner_and_the_next_claimer(store: JobStore) -> None:
+    await store.create_job(job("j1"))
+    (lease,) = await store.claim("r1", lease_s=0.2, limit=1)
+    assert not lease.cancel_requested
+    await store.request_cancel("j1")
+    assert await store.renew(lease, lease_s=0.2) is Renewal.CANCEL
+    (taken,) = await expired(store, "j1", "r2")
+    assert taken.cancel_requested
+
+
+async def test_queue_positions_are_announced_once_per_change(store: JobStore) -> None:
+    for name in ("a", "b", "c"):
+        await store.create_job(job(name))
+
+    def at(position: int) -> Event:
+        return Event(progress=pb.AnalysisProgress(queue_position=position))
+
+    announced = await store.announce_queue(at)
+    assert [(e.job_id, e.progress.queue_position, e.sequence) for e in announced] == [
+        ("a", 1, 1),
+        ("b", 2, 1),
+        ("c", 3, 1),
+    ]
+    assert await store.announce_queue(at) == []
+    await store.claim("r1", lease_s=60, limit=1)
+    announced = await store.announce_queue(at)
+    assert [(e.job_id, e.progress.queue_position, e.sequence) for e in announced] == [
+        ("b", 1, 2),
+        ("c", 2, 2),
+    ]
+    assert await store.queue_positions() == {"b": 1, "c": 2}
+    assert [e.progress.queue_position for e in await store.list_events("c", 0, 10)] == [3, 2]
+
+
+async def test_replicas_claiming_at_once_never_share_a_job(stores: Stores) -> None:
+    replicas = [await stores.open() for _ in range(3)]
+    for n in range(30):
+        await replicas[0].create_job(job(f"j{n:02}"))
+    claimed = await asyncio.gather(
+        *(replicas[n % 3].claim(f"r{n}", lease_s=60, limit=2) for n in range(20))
+    )
+    ids = [lease.job.id for leases in claimed for lease in leases]
+    assert sorted(ids) == [f"j{n:02}" for n in range(30)]
+    assert all(len(leases) <= 2 for leases in claimed)
+
+
+async def test_a_job_created_leased_is_its_owners_alone(store: JobStore) -> None:
+    lease = await store.create_job(job("mine"), owner="r1", lease_s=60)
+    assert lease is not None
+    assert (lease.job.id, lease.owner, lease.token) == ("mine", "r1", 1)
+    assert await store.create_job(job("free")) is None
+    assert [taken.job.id for taken in await store.claim("r2", lease_s=60, limit=5)] == ["free"]
+    assert await store.queue_positions() == {}
+    await store.append_event(
+        progress(5, "mine"), job=job("mine", pb.JOB_STATE_RUNNING), lease=lease
+    )
+    assert await store.renew(lease, lease_s=60) is Renewal.HELD
