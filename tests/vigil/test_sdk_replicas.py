@@ -68,7 +68,8 @@ def test_calls_spread_and_avoid_a_replica_not_serving(
         # Round robin: sequential calls alternate once both replicas are connected (the first
         # few may all go to the one that connected first).
         landed = [replicas.add() for _ in range(20)]
-        assert landed.count(0) >= 5 and landed.count(1) >= 5, landed
+        assert landed.count(0) >= 5, landed
+        assert landed.count(1) >= 5, landed
 
         # A replica turning NOT_SERVING gets no new calls, yet still answers its health.
         loop_thread.run(one.service.set_serving(False))

@@ -22,10 +22,19 @@ WORDS = ("A ", "white ", "square ", "crosses.")
 class OpenAIStandIn:
     """``status`` other than 200 answers every request (and ``/health``) with it; ``hold`` keeps
     each completion open after its role chunk until ``release``; ``drop_after`` closes the
-    connection after that many tokens, without ending the stream."""
+    connection after that many tokens, without ending the stream. ``arrivals`` is released once
+    for every completion that has started streaming (servers may share one)."""
 
-    def __init__(self, *, status: int = 200, hold: bool = False, drop_after: int | None = None):
+    def __init__(
+        self,
+        *,
+        status: int = 200,
+        hold: bool = False,
+        drop_after: int | None = None,
+        arrivals: asyncio.Semaphore | None = None,
+    ) -> None:
         self.status = status
+        self.arrivals = arrivals or asyncio.Semaphore(0)
         self.drop_after = drop_after
         self.gate = asyncio.Event()
         if not hold:
@@ -101,6 +110,7 @@ class OpenAIStandIn:
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
 
         await send([choice({"role": "assistant", "content": ""})])
+        self.arrivals.release()
         await self.gate.wait()
         words = WORDS[: body["max_tokens"]]
         for index, word in enumerate(words):
@@ -109,7 +119,8 @@ class OpenAIStandIn:
                 request.transport.close()
                 return response
             await send([choice({"content": word}, "length" if index == len(words) - 1 else None)])
-        usage = {"prompt_tokens": 9, "completion_tokens": len(words), "total_tokens": 9 + len(words)}
+        tokens = len(words)
+        usage = {"prompt_tokens": 9, "completion_tokens": tokens, "total_tokens": 9 + tokens}
         await send([], usage=usage)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()

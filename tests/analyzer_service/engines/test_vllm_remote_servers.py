@@ -19,6 +19,8 @@ from tests.llm import texts
 from vigil.core.errors import Unavailable
 
 ANSWER = "".join(WORDS)
+# Bounds a wait for requests to reach a server (milliseconds unless something is wrong).
+WAIT_S = 30
 
 Start = Callable[..., Awaitable[OpenAIStandIn]]
 
@@ -52,8 +54,7 @@ async def test_requests_go_to_the_server_with_fewest_outstanding(start: Start) -
     async with engine_over(busy, free) as engine:
         # Both idle: the first configured takes the first request, which it holds open.
         held = asyncio.create_task(answer(engine, "held"))
-        while busy.in_flight == 0:
-            await asyncio.sleep(0.01)
+        await asyncio.wait_for(busy.arrivals.acquire(), WAIT_S)
         # Round robin would send the second of these to the busy server.
         assert [await answer(engine, f"r{n}") for n in range(3)] == [ANSWER] * 3
         assert (busy.requests, free.requests) == (1, 3)
@@ -65,11 +66,12 @@ async def test_requests_go_to_the_server_with_fewest_outstanding(start: Start) -
 
 
 async def test_concurrent_requests_are_spread_evenly(start: Start) -> None:
-    one, two = await start(hold=True), await start(hold=True)
+    arrivals = asyncio.Semaphore(0)
+    one, two = await start(hold=True, arrivals=arrivals), await start(hold=True, arrivals=arrivals)
     async with engine_over(one, two) as engine:
         tasks = [asyncio.create_task(answer(engine, f"c{n}")) for n in range(6)]
-        while one.in_flight + two.in_flight < 6:
-            await asyncio.sleep(0.01)
+        for _ in range(6):
+            await asyncio.wait_for(arrivals.acquire(), WAIT_S)
         assert (one.in_flight, two.in_flight) == (3, 3)
         one.release()
         two.release()
@@ -117,10 +119,14 @@ async def test_a_failure_after_text_streamed_is_an_error_not_a_second_answer(
     dropping, alive = await start(drop_after=2), await start()
     async with engine_over(dropping, alive) as engine:
         received: list[str] = []
-        with pytest.raises(Unavailable, match="dropped the stream"):
+
+        async def consume() -> None:
             request = GenerateRequest("r0", "Describe.", [], len(WORDS))
             async with contextlib.aclosing(texts(engine, request)) as stream:
                 async for text in stream:
                     received.append(text)
+
+        with pytest.raises(Unavailable, match="dropped the stream"):
+            await consume()
         assert received == list(WORDS[:2])
         assert alive.requests == 0
