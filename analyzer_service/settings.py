@@ -110,6 +110,7 @@ class AnalyzerSettings(ServiceSettings):
     # Detect stream. An unreachable detector never fails a job: it goes on without detections and
     # its result says so. Requests may also skip the pass (AnalysisOptions.skip_detection).
     detection_pass: bool = True
+    # host:port or a gRPC target naming replicas (dns:///detector:50051, ipv4:a:p,b:p).
     detector_address: str = DETECTOR_ADDRESS
     # The token the detector service wants (its VIGIL_DETECTOR_TOKEN); unset: this service's own
     # ``token`` is sent, which suits one token for all services (``vigil run`` with VIGIL_TOKEN).
@@ -138,8 +139,9 @@ class AnalyzerSettings(ServiceSettings):
     model: str = "google/gemma-3-4b-it"
     # The name results report for the model; empty: ``model`` itself ("vllm" only).
     served_model_name: str = ""
-    # The vLLM OpenAI-compatible server of "vllm-http" (8001: the bridge listens on 8000), and the
-    # API key it was started with (its --api-key); never logged.
+    # The vLLM OpenAI-compatible server of "vllm-http" (8001: the bridge listens on 8000), or
+    # several separated by commas (requests go to the least busy one up, failing over), and the
+    # API key they were started with (their --api-key); never logged.
     vllm_url: str = "http://127.0.0.1:8001"
     vllm_api_key: SecretStr | None = None
     # Weights' dtype ("auto": the checkpoint's; CPUs want "bfloat16"), the context length the

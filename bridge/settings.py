@@ -29,6 +29,8 @@ class BridgeSettings(ServiceSettings):
     # connections are refused at once and WebSockets are closed (1012, service restart).
     grace_s: Annotated[float, Field(gt=0.0)] = 5.0
 
+    # host:port, or a gRPC target naming replicas (dns:///detector:50051,
+    # ipv4:10.0.0.5:50051,10.0.0.6:50051): calls go round robin over those SERVING (vigil.sdk).
     detector_address: str = DETECTOR_ADDRESS
     analyzer_address: str = ANALYZER_ADDRESS
 

@@ -4,10 +4,14 @@ Generation streams ``/v1/chat/completions`` as server-sent events; closing the s
 abort, since vLLM aborts a request whose client disconnects. Error messages carry the server's
 explanation and status but never the API key, which lives only in the client's headers.
 
-The engine takes a list of endpoints so that several servers can stand behind it later (which
-one a request goes to, what health means then); today it is given exactly one. Constrained
-answers are refused for now (InvalidInput); a non-zero ``priority`` goes to the server, which
-honours it when started with ``--scheduling-policy priority``.
+Several servers may stand behind one engine (``vllm_url`` lists them, comma-separated): each
+request goes to the one up with the fewest requests outstanding (``engines.endpoints``). A server
+that refuses the connection, answers 5xx or times out is marked down with backoff and the request
+goes to the next, as long as nothing has been streamed yet; once text has streamed, a failure
+ends the request with an error rather than a second answer from elsewhere. The engine is healthy
+while at least one server is. Constrained answers are refused for now (InvalidInput); a non-zero
+``priority`` goes to the server, which honours it when started with
+``--scheduling-policy priority``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
@@ -30,8 +35,11 @@ from analyzer_service.engine import (
     register,
 )
 from analyzer_service.engines import prompts
+from analyzer_service.engines.endpoints import Endpoint, Endpoints
 from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
+
+log = logging.getLogger(__name__)
 
 # Server replies longer than this are cut in error messages; they reach users.
 _MAX_DETAIL = 500
@@ -52,6 +60,25 @@ def _detail(body: bytes) -> str:
         error = data.get("error", data) if isinstance(data, dict) else data
         text = str(error.get("message", error) if isinstance(error, dict) else error)
     return text[:_MAX_DETAIL] or "no details"
+
+
+def server_urls(setting: str) -> list[str]:
+    """The servers ``vllm_url`` names: one URL, or several separated by commas."""
+    return [url.strip() for url in setting.split(",") if url.strip()]
+
+
+def _has_text(chunk: dict[str, Any]) -> bool:
+    """Whether a chunk carries generated text (the first carries only the role)."""
+    return any((choice.get("delta") or {}).get("content") for choice in chunk.get("choices") or ())
+
+
+class _ServerFailed(Exception):
+    """A server failed a request in a way another server may not (refused, 5xx, timed out,
+    dropped): ``error`` is what the user sees if no other server takes it."""
+
+    def __init__(self, error: VigilError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 @register("vllm-http")
@@ -77,11 +104,10 @@ class RemoteVllmEngine(Lifecycle):
         extra_body: Mapping[str, Any] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        endpoints = [base_url] if isinstance(base_url, str) else list(base_url)
-        if len(endpoints) != 1:
-            raise ValueError(f"the vLLM HTTP engine takes one server for now, not {len(endpoints)}")
+        urls = [base_url] if isinstance(base_url, str) else list(base_url)
         self.model = model
-        self.base_url = api_root(endpoints[0])
+        self.endpoints = Endpoints([api_root(url) for url in urls])
+        self.base_urls = [endpoint.url for endpoint in self.endpoints.all]
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.top_p = top_p
@@ -90,22 +116,23 @@ class RemoteVllmEngine(Lifecycle):
         self.extra_body = dict(extra_body or {})
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.AsyncClient(
-            base_url=self.base_url,
             headers=headers,
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s),
             transport=transport,
         )
         self._streams: dict[str, httpx.Response] = {}
         self._aborted: set[str] = set()
+        self._up = len(self.endpoints)
 
     def __repr__(self) -> str:
-        return f"RemoteVllmEngine({self.base_url!r}, {self.model!r})"
+        where = self.base_urls[0] if len(self.base_urls) == 1 else self.base_urls
+        return f"RemoteVllmEngine({where!r}, {self.model!r})"
 
     @classmethod
     def from_settings(cls, settings: AnalyzerSettings) -> RemoteVllmEngine:
         key = settings.vllm_api_key.get_secret_value() if settings.vllm_api_key else None
         return cls(
-            settings.vllm_url,
+            server_urls(settings.vllm_url),
             settings.model,
             api_key=key,
             max_tokens=settings.max_tokens,
@@ -136,13 +163,14 @@ class RemoteVllmEngine(Lifecycle):
             "request_id": request.request_id,
         }
 
-    def _http_error(self, status: int, body: bytes) -> VigilError:
-        what = f"the vLLM server at {self.base_url} answered HTTP {status}: {_detail(body)}"
+    @staticmethod
+    def _http_error(url: str, status: int, body: bytes) -> VigilError | _ServerFailed:
+        what = f"the vLLM server at {url} answered HTTP {status}: {_detail(body)}"
         if status in (401, 403):
             return FailedPrecondition(f"{what} (check the API key)")
         if status in (400, 404, 413, 422):
             return InvalidInput(what)
-        return Unavailable(what)
+        return _ServerFailed(Unavailable(what))
 
     async def chunks(self, request: GenerateRequest) -> AsyncGenerator[dict[str, Any], None]:
         """The server's streamed ``chat.completion.chunk`` objects; closing this aborts."""
@@ -161,10 +189,55 @@ class RemoteVllmEngine(Lifecycle):
         )
         body = self._body(request, messages)
         rid = request.request_id
+        failures: list[VigilError] = []
         try:
-            async with self._client.stream("POST", "/v1/chat/completions", json=body) as response:
+            for endpoint in self.endpoints.candidates():
+                streamed = False
+                endpoint.outstanding += 1
+                try:
+                    async with contextlib.aclosing(self._stream(endpoint, body, rid)) as stream:
+                        async for chunk in stream:
+                            streamed = streamed or _has_text(chunk)
+                            yield chunk
+                    return
+                except _ServerFailed as failed:
+                    self.endpoints.failed(endpoint)
+                    log.warning("vLLM server %s failed: %s", endpoint.url, failed.error.message)
+                    if streamed:
+                        raise failed.error from None
+                    failures.append(failed.error)
+                finally:
+                    endpoint.outstanding -= 1
+            raise self._all_failed(failures)
+        finally:
+            self._streams.pop(rid, None)
+            self._aborted.discard(rid)
+
+    def _all_failed(self, failures: list[VigilError]) -> VigilError:
+        if len(self.endpoints) == 1:
+            return failures[0]
+        reasons = "; ".join(failure.message for failure in failures)
+        skipped = len(self.endpoints) - len(failures)
+        down = f" ({skipped} more down, not tried)" if skipped else ""
+        return Unavailable(
+            f"no vLLM server took the request, {len(self.endpoints)} configured{down}: {reasons}"
+        )
+
+    async def _stream(
+        self, endpoint: Endpoint, body: dict[str, Any], rid: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """One try on one server; ``_ServerFailed`` where another server might do better."""
+        url = endpoint.url
+        try:
+            async with self._client.stream(
+                "POST", f"{url}/v1/chat/completions", json=body
+            ) as response:
                 if response.status_code != 200:
-                    raise self._http_error(response.status_code, await response.aread())
+                    error = self._http_error(url, response.status_code, await response.aread())
+                    if isinstance(error, VigilError):
+                        self.endpoints.worked(endpoint)  # it answered: the request is at fault
+                    raise error
+                self.endpoints.worked(endpoint)
                 self._streams[rid] = response
                 async for line in response.aiter_lines():
                     if not line.startswith("data:"):
@@ -181,18 +254,19 @@ class RemoteVllmEngine(Lifecycle):
         except (httpx.StreamError, httpx.ReadError, httpx.RemoteProtocolError):
             if rid in self._aborted:
                 return  # abort() closed the stream under us: that is the expected end
-            raise Unavailable(f"the vLLM server at {self.base_url} dropped the stream") from None
+            raise _ServerFailed(
+                Unavailable(f"the vLLM server at {url} dropped the stream")
+            ) from None
         except httpx.TimeoutException as exc:
-            raise Unavailable(
-                f"the vLLM server at {self.base_url} timed out ({type(exc).__name__})"
+            raise _ServerFailed(
+                Unavailable(f"the vLLM server at {url} timed out ({type(exc).__name__})")
             ) from None
         except httpx.TransportError as exc:
-            raise Unavailable(
-                f"the vLLM server at {self.base_url} is unreachable ({type(exc).__name__})"
+            raise _ServerFailed(
+                Unavailable(f"the vLLM server at {url} is unreachable ({type(exc).__name__})")
             ) from None
         finally:
             self._streams.pop(rid, None)
-            self._aborted.discard(rid)
 
     async def deltas(self, request: GenerateRequest) -> AsyncGenerator[Delta, None]:
         """Text pieces with their tokens: one a chunk (vLLM streams a token a chunk), set right
@@ -218,8 +292,26 @@ class RemoteVllmEngine(Lifecycle):
             await response.aclose()
 
     async def health(self) -> bool:
+        """Healthy while at least one server answers ``/health``; each check also marks its
+        server up or down for the requests that follow."""
+        checks = [self._check(endpoint) for endpoint in self.endpoints.all]
+        up = sum(await asyncio.gather(*checks))
+        if up != self._up:
+            log.warning("vLLM servers up: %d of %d", up, len(self.endpoints))
+            self._up = up
+        return up > 0
+
+    async def _check(self, endpoint: Endpoint) -> bool:
         try:
-            response = await self._client.get("/health", timeout=self.health_timeout_s)
+            response = await self._client.get(
+                f"{endpoint.url}/health", timeout=self.health_timeout_s
+            )
         except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+            healthy = False
+        else:
+            healthy = response.status_code == 200
+        if healthy:
+            self.endpoints.worked(endpoint)
+        else:
+            self.endpoints.failed(endpoint)
+        return healthy

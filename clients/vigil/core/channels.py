@@ -1,5 +1,13 @@
 """gRPC channel options for Vigil's clients: the one place that sets message sizes, keepalive,
-reconnect backoff and the live-stream window (``vigil.sdk.options`` fills them in per client)."""
+reconnect backoff, the live-stream window and how calls spread over replicas
+(``vigil.sdk.options`` fills them in per client).
+
+A target may name several replicas: ``dns:///analyzer:50052`` (every address the name resolves
+to, re-resolved as replicas come and go) or a static list, ``ipv4:10.0.0.5:50052,10.0.0.6:50052``.
+Calls go round robin over the replicas whose gRPC health (``grpc.health.v1``, watched by the
+channel itself) is SERVING: a replica that drains on SIGTERM or whose model fails turns
+NOT_SERVING (``vigil.core.serving``) and gets no new calls while it finishes those in flight.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +30,10 @@ GATEWAY_KEEPALIVE_TIMEOUT_S = 4.0
 # seconds with these.
 RECONNECT_INITIAL_S = 0.25
 RECONNECT_MAX_S = 5.0
+
+# Round robin over every resolved address; gRPC's default (pick_first) would send everything to
+# the first replica.
+LOAD_BALANCING: list[dict[str, object]] = [{"round_robin": {}}]
 
 # For live frame subscriptions. gRPC grows a stream's flow-control window to megabytes (BDP
 # probing), and a slow reader then receives seconds-old frames from that buffer before the

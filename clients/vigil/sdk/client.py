@@ -73,6 +73,14 @@ class Client:
         self._service = service
         self._channel = open_channel(self.options, service, unary_methods)
         self._live: grpc.Channel | None = None
+        self._probe: grpc.Channel | None = None
+
+    def _probe_channel(self) -> grpc.Channel:
+        """A channel without health checking, opened on first use: asking a NOT_SERVING
+        service for its health, or whether it is up, must reach it."""
+        if self._probe is None:
+            self._probe = open_channel(self.options, self._service, (), health_checked=False)
+        return self._probe
 
     def _live_channel(self) -> grpc.Channel:
         """A channel of its own for live frames, opened on first use (``vigil.core.channels``)."""
@@ -110,18 +118,19 @@ class Client:
         """The standard gRPC health of ``service`` (this client's service unless named; "" for
         the whole server): SERVING, NOT_SERVING, SERVICE_UNKNOWN or UNKNOWN. A server that does
         not host ``service`` raises NotFound. Health is never retried: it reports what is now."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        stub = health_pb2_grpc.HealthStub(self._probe_channel())
         request = health_request(service, self._service)
         return self._unary(stub.Check, request, timeout_s, serving_status)
 
     def wait_until_ready(self, timeout_s: float) -> None:
         """Block until the channel is connected; Unavailable after ``timeout_s``."""
-        wait_ready(self._channel, timeout_s, self.options.address)
+        wait_ready(self._probe_channel(), timeout_s, self.options.address)
 
     def close(self) -> None:
         self._channel.close()
-        if self._live is not None:
-            self._live.close()
+        for channel in (self._live, self._probe):
+            if channel is not None:
+                channel.close()
 
     def __enter__(self) -> Self:
         return self
@@ -148,6 +157,13 @@ class AsyncClient:
         self._service = service
         self._channel = open_aio_channel(self.options, service, unary_methods)
         self._live: grpc.aio.Channel | None = None
+        self._probe: grpc.aio.Channel | None = None
+
+    def _probe_channel(self) -> grpc.aio.Channel:
+        """As ``Client._probe_channel``."""
+        if self._probe is None:
+            self._probe = open_aio_channel(self.options, self._service, (), health_checked=False)
+        return self._probe
 
     def _live_channel(self) -> grpc.aio.Channel:
         """A channel of its own for live frames, opened on first use (``vigil.core.channels``)."""
@@ -185,7 +201,7 @@ class AsyncClient:
 
     async def health(self, service: str | None = None, *, timeout_s: float | None = None) -> str:
         """As ``Client.health``."""
-        stub = health_pb2_grpc.HealthStub(self._channel)
+        stub = health_pb2_grpc.HealthStub(self._probe_channel())
         request = health_request(service, self._service)
         return await self._unary(stub.Check, request, timeout_s, serving_status)
 
@@ -193,16 +209,17 @@ class AsyncClient:
         """Connect now: Unavailable at once when the service refuses the connection, or after
         ``timeout_s`` when nothing answers. For callers that would rather go without the service
         than have a call wait out its whole deadline on an address that swallows packets."""
-        await connect_async(self._channel, timeout_s, self.options.address, self.name)
+        await connect_async(self._probe_channel(), timeout_s, self.options.address, self.name)
 
     async def wait_until_ready(self, timeout_s: float) -> None:
         """Wait until the channel is connected; Unavailable after ``timeout_s``."""
-        await wait_ready_async(self._channel, timeout_s, self.options.address)
+        await wait_ready_async(self._probe_channel(), timeout_s, self.options.address)
 
     async def close(self) -> None:
         await self._channel.close(None)
-        if self._live is not None:
-            await self._live.close(None)
+        for channel in (self._live, self._probe):
+            if channel is not None:
+                await channel.close(None)
 
     async def __aenter__(self) -> Self:
         return self

@@ -55,6 +55,14 @@ class ClientOptions:
     no deadline. ``wait_for_ready`` makes calls wait (up to their deadline) for a service that is
     not up yet instead of failing at once with UNAVAILABLE. Keepalive and reconnect defaults are
     ``vigil.core.channels``'.
+
+    ``address`` is ``host:port`` or a gRPC target naming replicas (``dns:///host:port``,
+    ``ipv4:10.0.0.5:50052,10.0.0.6:50052``): calls go round robin over them. With
+    ``health_checked`` only replicas whose health is SERVING get new calls; a lone replica that is
+    NOT_SERVING (draining, its model failing) then answers UNAVAILABLE until it is back. Unset, it
+    is on for targets naming replicas and off for a plain ``host:port``, so the single box keeps
+    its answers (listing jobs while the model is down, say). ``health``, ``connect`` and
+    ``wait_until_ready`` ask every replica regardless.
     """
 
     address: str
@@ -75,6 +83,14 @@ class ClientOptions:
     reconnect_max_s: float = channels.RECONNECT_MAX_S
     max_message_bytes: int = channels.MAX_MESSAGE_BYTES
     extra_channel_options: tuple[ChannelOption, ...] = ()
+    health_checked: bool | None = None
+
+    @property
+    def checks_health(self) -> bool:
+        """Whether new calls skip replicas that are not SERVING (see ``health_checked``)."""
+        if self.health_checked is not None:
+            return self.health_checked
+        return self.address.startswith(("dns:", "ipv4:", "ipv6:")) or "," in self.address
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
@@ -90,17 +106,27 @@ def as_options(target: str | ClientOptions) -> ClientOptions:
 
 
 def service_config(
-    options: ClientOptions, service: str, unary_methods: Sequence[str]
-) -> str | None:
-    if options.retry is None or not unary_methods:
-        return None
-    names = [{"service": service, "method": method} for method in unary_methods]
-    config = {"methodConfig": [{"name": names, "retryPolicy": options.retry.as_config()}]}
+    options: ClientOptions, service: str, unary_methods: Sequence[str], *, health_checked: bool
+) -> str:
+    """Round robin over every address the target resolves to (``dns:///``, ``ipv4:`` lists);
+    ``health_checked`` adds gRPC's client-side health checking, which keeps new calls off a
+    replica whose ``service`` is not SERVING (``vigil.core.channels``)."""
+    config: dict[str, object] = {"loadBalancingConfig": channels.LOAD_BALANCING}
+    if health_checked:
+        config["healthCheckConfig"] = {"serviceName": service}
+    if options.retry is not None and unary_methods:
+        names = [{"service": service, "method": method} for method in unary_methods]
+        config["methodConfig"] = [{"name": names, "retryPolicy": options.retry.as_config()}]
     return json.dumps(config)
 
 
 def channel_options(
-    options: ClientOptions, service: str, unary_methods: Sequence[str], *, live: bool = False
+    options: ClientOptions,
+    service: str,
+    unary_methods: Sequence[str],
+    *,
+    live: bool = False,
+    health_checked: bool = True,
 ) -> list[ChannelOption]:
     result: list[ChannelOption] = [("grpc.primary_user_agent", USER_AGENT)]
     # Subscriptions get a small flow-control window so slow readers skip ahead instead of
@@ -113,9 +139,9 @@ def channel_options(
         reconnect_max_s=options.reconnect_max_s,
         live=live,
     )
-    config = service_config(options, service, unary_methods)
-    if config is not None:
-        result += [("grpc.enable_retries", 1), ("grpc.service_config", config)]
+    checked = health_checked and options.checks_health
+    config = service_config(options, service, unary_methods, health_checked=checked)
+    result += [("grpc.enable_retries", 1), ("grpc.service_config", config)]
     if options.server_name:
         result.append(("grpc.ssl_target_name_override", options.server_name))
     result += list(options.extra_channel_options)
@@ -130,18 +156,32 @@ def credentials(options: ClientOptions) -> grpc.ChannelCredentials:
 
 
 def open_channel(
-    options: ClientOptions, service: str, unary_methods: Sequence[str], *, live: bool = False
+    options: ClientOptions,
+    service: str,
+    unary_methods: Sequence[str],
+    *,
+    live: bool = False,
+    health_checked: bool = True,
 ) -> grpc.Channel:
-    opts = channel_options(options, service, unary_methods, live=live)
+    opts = channel_options(
+        options, service, unary_methods, live=live, health_checked=health_checked
+    )
     if options.tls:
         return grpc.secure_channel(options.address, credentials(options), options=opts)
     return grpc.insecure_channel(options.address, options=opts)
 
 
 def open_aio_channel(
-    options: ClientOptions, service: str, unary_methods: Sequence[str], *, live: bool = False
+    options: ClientOptions,
+    service: str,
+    unary_methods: Sequence[str],
+    *,
+    live: bool = False,
+    health_checked: bool = True,
 ) -> grpc.aio.Channel:
-    opts = channel_options(options, service, unary_methods, live=live)
+    opts = channel_options(
+        options, service, unary_methods, live=live, health_checked=health_checked
+    )
     if options.tls:
         return grpc.aio.secure_channel(options.address, credentials(options), options=opts)
     return grpc.aio.insecure_channel(options.address, options=opts)

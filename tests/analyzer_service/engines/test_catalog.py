@@ -32,8 +32,8 @@ def test_the_settings_name_the_engine(settings: AnalyzerSettings) -> None:
         )
     )
     assert isinstance(remote, RemoteVllmEngine)
-    assert (remote.base_url, remote.model, remote.max_tokens) == (
-        "http://127.0.0.1:9",
+    assert (remote.base_urls, remote.model, remote.max_tokens) == (
+        ["http://127.0.0.1:9"],
         "served-name",
         77,
     )
@@ -68,6 +68,14 @@ async def test_the_http_engine_refuses_constrained_answers_for_now(
                 pass
 
 
-def test_the_http_engine_takes_one_server_for_now() -> None:
-    with pytest.raises(ValueError, match="one server for now, not 2"):
-        RemoteVllmEngine(["http://127.0.0.1:8001", "http://127.0.0.1:8002"], "served-name")
+def test_the_http_engine_takes_several_servers(settings: AnalyzerSettings) -> None:
+    urls = " http://127.0.0.1:8001/v1, http://127.0.0.2:8001 ,"
+    remote = catalog.create(
+        settings.model_copy(update={"engine": "vllm-http", "vllm_url": urls, "model": "m"})
+    )
+    assert isinstance(remote, RemoteVllmEngine)
+    assert remote.base_urls == ["http://127.0.0.1:8001", "http://127.0.0.2:8001"]
+    with pytest.raises(ValueError, match="named twice"):
+        RemoteVllmEngine(["http://127.0.0.1:8001", "http://127.0.0.1:8001/v1"], "served-name")
+    with pytest.raises(ValueError, match="at least one"):
+        RemoteVllmEngine([], "served-name")

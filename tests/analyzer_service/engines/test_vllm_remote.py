@@ -13,6 +13,7 @@ import pytest
 
 from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
+from tests.analyzer_service.engines.openai_standin import OpenAIStandIn
 from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, free_port, texts
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable
 from vigil.devtools import tiny_gemma3
@@ -192,3 +193,24 @@ async def test_unreachable_server_is_unavailable_and_unhealthy() -> None:
             async for _ in texts(engine, GenerateRequest("remote-down", "Hi.", [], 2)):
                 pass
     assert "sk-secret" not in str(error.value)
+
+
+async def test_fails_over_onto_the_real_server(vllm_server: str) -> None:
+    """A server that is gone and one answering 503 stand before vLLM's own: every request is
+    answered by vLLM, and health counts one server up of three."""
+    overloaded = OpenAIStandIn(status=503)
+    await overloaded.start()
+    gone = f"http://127.0.0.1:{free_port()}"
+    urls = [gone, overloaded.url, vllm_server]
+    try:
+        async with RemoteVllmEngine(
+            urls, SERVED_NAME, api_key=API_KEY, connect_timeout_s=2, max_tokens=4
+        ) as engine:
+            for n in range(2):
+                request = GenerateRequest(f"remote-failover-{n}", "Hi.", [], 4)
+                assert "".join([text async for text in texts(engine, request)])
+            assert overloaded.request_ids[0] == "remote-failover-0"
+            assert await engine.health()
+            assert engine.endpoints.up_count() == 1
+    finally:
+        await overloaded.stop()
