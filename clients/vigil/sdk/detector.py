@@ -262,19 +262,9 @@ class DetectorClient(RecordingMethods, Client):
         camera pans, tilts or zooms on purpose, so a changed scene is not reported as moved.
         ``motion``: how motion gates its detector (None: the service's defaults)."""
         request = add_source_request(
-            source_id,
-            kind,
-            uri,
-            loop,
-            max_fps,
-            width,
-            height,
-            display_name,
-            mode,
-            record_uri,
-            ptz,
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz,
             motion,
-        )
+        )  # fmt: skip
         return self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
@@ -405,19 +395,9 @@ class AsyncDetectorClient(AsyncRecordingMethods, AsyncClient):
         timeout_s: float | None = None,
     ) -> Source:
         request = add_source_request(
-            source_id,
-            kind,
-            uri,
-            loop,
-            max_fps,
-            width,
-            height,
-            display_name,
-            mode,
-            record_uri,
-            ptz,
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz,
             motion,
-        )
+        )  # fmt: skip
         return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     async def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
