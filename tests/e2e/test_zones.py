@@ -65,6 +65,7 @@ async def draw_zones(page: Page) -> None:
     await form.get_by_test_id("zone-add").click()
     await form.get_by_label("Shape").select_option("mask")
     await expect(form.get_by_label("Name")).to_be_hidden()
+    await expect(page.get_by_test_id("zones-hint")).to_contain_text("not count as motion")
     for x, y in MASK:
         await click_at(page, x, y)
     await form.get_by_test_id("zone-add").click()

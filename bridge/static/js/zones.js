@@ -122,7 +122,7 @@ export class ZoneEditor {
     byId("zone-name", HTMLInputElement).disabled = mask;
     byId("zone-add", HTMLButtonElement).textContent = mask ? "Add mask" : "Add zone";
     if (line && this.points.length > 2) this.points = this.points.slice(0, 2);
-    this.draw();
+    this.render();
   }
 
   /** @param {MouseEvent} event */
@@ -219,7 +219,9 @@ export class ZoneEditor {
     $("zones-hint").textContent = !this.sourceId
       ? "Choose a camera above to see and draw its zones."
       : this.editing
-        ? "Click the picture to place points, then name the zone and add it."
+        ? this.kind.value === "mask"
+          ? "Click the picture around an area whose changes should not count as motion, then add the mask."
+          : "Click the picture to place points, then name the zone and add it."
         : `${sourceName(source, this.sourceId)}: ${this.counts()}${this.dirty ? " (not saved)" : ""}.`;
     this.editButton.disabled = !this.sourceId;
     this.saveButton.disabled = !this.dirty;
