@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query, Request
 
 from bridge.errors import ERROR_RESPONSES, backend
-from bridge.models import EventPage, SourceEvent
+from bridge.models_sources import EventPage, SourceEvent
 from bridge.state import bridge_state
 from vigil.core import source_ids
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from bridge.errors import ERROR_RESPONSES, ErrorBody, backend
-from bridge.models import Incident, IncidentPage, Source, SourceList, SourceSpec
+from bridge.models_sources import Incident, IncidentPage, Source, SourceList, SourceSpec
 from bridge.state import bridge_state
 from vigil.core import source_ids
 from vigil.core.errors import InvalidInput
@@ -39,6 +39,7 @@ async def add_source(spec: SourceSpec, request: Request) -> Source:
             spec.id, spec.kind, spec.uri, loop=spec.loop, max_fps=spec.max_fps,
             width=spec.width, height=spec.height, display_name=spec.display_name,
             mode=spec.mode or "", record_uri=spec.record_uri, ptz=spec.ptz,
+            motion=spec.motion.to_sdk(),
         )  # fmt: skip
     return Source.from_sdk(source)
 

@@ -33,7 +33,8 @@ from google.protobuf.message import Message
 from starlette.websockets import WebSocketDisconnect
 
 from bridge.errors import translate
-from bridge.models import Incident, iso
+from bridge.models import iso
+from bridge.models_sources import Incident
 from bridge.state import BridgeState, bridge_state
 from vigil.core.errors import VigilError
 from vigil.core.queues import NewestWinsQueue, QueueClosed

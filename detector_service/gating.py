@@ -22,6 +22,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,33 @@ def validate_motion(motion: pb.MotionSettings) -> None:
                     f"({point.x:g}, {point.y:g})",
                     field=where,
                 )
+
+
+MOTION_KEYS = {"detect_every_frame", "sensitivity", "masks"}
+
+
+def motion_from_table(table: Any, where: str) -> pb.MotionSettings:
+    """Motion settings from a sources file's ``[sources.motion]`` table (checked by
+    ``validate_motion`` with the rest of the spec)::
+
+        [sources.motion]
+        sensitivity = 0.6              # optional: 0..1, higher sees smaller changes; 0 default
+        detect_every_frame = false     # optional: true detects on every frame, ungated
+        masks = [[[0.8, 0.0], [1.0, 0.0], [1.0, 0.1], [0.8, 0.1]]]   # optional: ignored areas
+    """
+    if not isinstance(table, dict) or set(table) - MOTION_KEYS:
+        raise InvalidInput(f"{where}: motion is a table of {sorted(MOTION_KEYS)}")
+    try:
+        return pb.MotionSettings(
+            detect_every_frame=table.get("detect_every_frame", False),
+            sensitivity=table.get("sensitivity", 0.0),
+            masks=[
+                pb.Polygon(points=[pb.Point(x=x, y=y) for x, y in mask])
+                for mask in table.get("masks", [])
+            ],
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"{where}: motion: {exc}") from None
 
 
 def motion_config(motion: pb.MotionSettings, default_sensitivity: float) -> MotionConfig:

@@ -24,18 +24,16 @@ from dataclasses import dataclass, field
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.annotate import draw, encode_jpeg
 from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
-from detector_service.gating import GatedDetector
+from detector_service.frame_work import FrameWork
 from detector_service.health_monitor import CameraWatch
 from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri, mask
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from detector_service.zones import ZoneWatch
-from vigil.common.v1 import common_pb2
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -46,10 +44,6 @@ log = logging.getLogger(__name__)
 # block for up to READ_TIMEOUT_S) or its open (open_timeout_s): a frozen camera is visible within
 # about 3.5 s.
 WATCHDOG_S = 3.0
-# Weight the mean model time keeps of its past at each frame.
-EMA_DECAY = 0.9
-# An always-on source nobody watches encodes a picture of a still scene this often (nanoseconds).
-SNAPSHOT_EVERY_NS = 1_000_000_000
 
 
 @dataclass
@@ -102,8 +96,6 @@ class LiveSource:
         self.subscribers: set[Subscriber] = set()
         self.counters = pb.SourceCounters()
         self._rates = {"in": Rate(), "out": Rate()}
-        # Model time per frame as an exponential moving average, with the number of frames in it.
-        self._inference_ema = (0.0, 0)
         self._slot = _Slot()
         # Set while capturing. Each start gets a fresh "stopping" event, so threads of an earlier
         # run that are still asleep in a backoff can never resume alongside the new ones.
@@ -112,10 +104,8 @@ class LiveSource:
         self._threads: list[threading.Thread] = []
         self._loop_thread = threading.get_ident()
         self._linger: asyncio.TimerHandle | None = None
-        self._sequence = 0
-        # Motion gate, model and tracker: what each frame shows (gating.py).
-        self._detector = GatedDetector(spec, settings, batcher)
-        self._jpeg_ns = 0  # capture time of the last picture encoded for nobody in particular
+        # Gate, detect, draw and encode each frame (frame_work.py).
+        self._work = FrameWork(spec, settings, batcher)
 
     # --- event-loop side -------------------------------------------------------------------
 
@@ -124,10 +114,7 @@ class LiveSource:
         counters.CopyFrom(self.counters)
         counters.fps_in = self._rates["in"].value()
         counters.fps_out = self._rates["out"].value()
-        ema, n = self._inference_ema
-        # Divided by the weight the average has gathered so far, a mean that started at 0 does
-        # not read low for its first ~20 frames (as Adam corrects its moments).
-        counters.inference_ms = ema / (1 - EMA_DECAY**n) if n else 0.0
+        counters.inference_ms = self._work.inference_ms()
         counters.frames_replaced = self._slot.replaced
         # Live: those who left were added up when they left; those still here are counted now.
         counters.frames_dropped += sum(sub.frames.dropped for sub in self.subscribers)
@@ -213,7 +200,7 @@ class LiveSource:
             self.zones.configure(fresh)
         if self.health is not None:
             self.health.configure(fresh)
-        self._detector.configure(fresh)
+        self._work.configure(fresh)
         if not self._running and (self.always or (running and self.subscribers)):
             self.start()
         elif self._running and not self.always and not self.subscribers:
@@ -241,8 +228,8 @@ class LiveSource:
         self._rates["out"].tick()
         self.counters.frames_published += 1
         for sub in self.subscribers:
-            # A frame encoded for nobody (see _wants_jpeg) reaches a viewer who just arrived
-            # only if that viewer asked for no pictures.
+            # A frame encoded for nobody (see FrameWork._wants_jpeg) reaches a viewer who just
+            # arrived only if that viewer asked for no pictures.
             if item.jpeg or sub.omit_jpeg:
                 sub.frames.put(item)
 
@@ -360,6 +347,11 @@ class LiveSource:
             frame, self._slot.frame = self._slot.frame, None
             return frame
 
+    def _viewers(self) -> bool:
+        """Someone wants this source's pictures now."""
+        # A copy first: the event loop adds and removes subscribers meanwhile.
+        return any(not sub.omit_jpeg for sub in list(self.subscribers))
+
     def _process_loop(self, stopping: threading.Event) -> None:
         interval = 1.0 / self.max_fps
         next_at = time.monotonic()
@@ -384,7 +376,7 @@ class LiveSource:
             next_at = max(next_at + interval, last_frame_at)
             if self.state != pb.SOURCE_STATE_LIVE:
                 self._set_state(pb.SOURCE_STATE_LIVE, run=stopping)
-            item = self._process(*taken)
+            item = self._work.process(*taken, self.counters, self._viewers, always=self.always)
             if stopping.is_set():
                 return
             self.loop.call_soon_threadsafe(self._publish, item)
@@ -394,50 +386,6 @@ class LiveSource:
             # their absence and close an incident.
             if self.observer is not None and item.error is None:
                 self.observer.observe(self.spec.id, item.detections, item.jpeg, item.capture_ns)
-
-    def _process(self, image: Image, capture_ns: int) -> Processed:
-        self._sequence += 1
-        error = None
-        detections: list[common_pb2.Detection] = []
-        inference_ms = 0.0
-        weapons = self.settings.weapon_classes
-        try:
-            found, inference_ms = self._detector.process(image, capture_ns, self.counters)
-            if inference_ms:
-                ema, n = self._inference_ema
-                self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
-            detections = found.to_proto(weapons)
-            draw(image, found, weapons)
-        except Exception as exc:
-            # The stream goes on unannotated; the error is flagged on the frame and counted.
-            self.counters.detection_errors += 1
-            error = common_pb2.Error(code="DETECTION_FAILED", message=str(exc), retryable=True)
-        encode = self._wants_jpeg(capture_ns, bool(detections))
-        return Processed(
-            sequence=self._sequence,
-            capture_ns=capture_ns,
-            jpeg=encode_jpeg(image, self.settings.jpeg_quality) if encode else b"",
-            width=image.shape[1],
-            height=image.shape[0],
-            detections=detections,
-            inference_ms=inference_ms,
-            error=error,
-            source_id=self.spec.id,
-        )
-
-    def _wants_jpeg(self, capture_ns: int, boxes: bool) -> bool:
-        # Encoding a 720p JPEG costs about as much as decoding the frame: on a still camera
-        # nobody watches it was half of the whole cost. Its picture is needed by viewers, by an
-        # incident (a frame with boxes; every frame for clips), and as the newest snapshot,
-        # which a picture a second keeps fresh; other frames go out without one.
-        # A copy first: the event loop adds and removes subscribers meanwhile.
-        viewers = any(not sub.omit_jpeg for sub in list(self.subscribers))
-        if viewers or boxes or self.settings.incident_clips or not self.always:
-            return True
-        if capture_ns - self._jpeg_ns < SNAPSHOT_EVERY_NS:
-            return False
-        self._jpeg_ns = capture_ns
-        return True
 
 
 def _as_capture_error(exc: Exception) -> CaptureError:

@@ -16,7 +16,7 @@ import tomllib
 from typing import Any
 
 from detector_service.batcher import InferenceBatcher
-from detector_service.gating import validate_motion
+from detector_service.gating import motion_from_table, validate_motion
 from detector_service.health_monitor import HealthMonitor
 from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
@@ -101,7 +101,7 @@ MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
 STREAM_FIELDS = ("uri", "record_uri", "width", "height", "max_fps", "loop")
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
-    "zones", "incident_zones", "ptz",
+    "zones", "incident_zones", "ptz", "motion",
 }  # fmt: skip
 
 
@@ -120,6 +120,9 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     kind = "area"
     points = [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9]]
     ptz = false               # true: it pans, tilts or zooms on purpose (never "moved")
+    [sources.motion]          # optional: see gating.motion_from_table
+    sensitivity = 0.6
+    masks = [[[0.8, 0.0], [1.0, 0.0], [1.0, 0.1], [0.8, 0.1]]]
 
     The file may hold camera passwords: one that group or others can read is refused.
     """
@@ -153,6 +156,8 @@ def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
     if mode is not None and mode not in MODES:
         raise InvalidInput(f"{where}: mode must be one of {sorted(MODES)}")
     values["zones"] = zones_from_tables(values.get("zones", []), where)
+    if "motion" in values:
+        values["motion"] = motion_from_table(values["motion"], where)
     try:
         return pb.SourceSpec(
             kind=KINDS[kind], mode=MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED, **values

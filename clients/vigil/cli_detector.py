@@ -1,5 +1,6 @@
 """``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service (``vigil
-zones`` and ``vigil events`` live in ``cli_zones``, ``vigil recordings`` in ``cli_recordings``)."""
+zones`` and ``vigil events`` live in ``cli_zones``, ``vigil motion`` in ``cli_motion``,
+``vigil recordings`` in ``cli_recordings``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras, cli_recordings, cli_zones
+from vigil import cli_extras, cli_motion, cli_recordings, cli_zones
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -83,6 +84,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="the camera pans, tilts or zooms on purpose: a changed scene is not reported as "
         "moved (its new view is learnt once the picture settles)",
     )
+    add.add_argument("--motion", metavar="FILE", help=cli_motion.MOTION_HELP)
     common.handled_by(add, sources_add, "detector")
     rm = actions.add_parser("rm", parents=[parent], help="remove a source, ending its streams")
     rm.add_argument("id", help="id of the source")
@@ -102,6 +104,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     common.handled_by(incidents, incidents_command, "detector")
     cli_recordings.add_parser(commands, parent)
     cli_zones.add_parsers(commands, parent)
+    cli_motion.add_parsers(commands, parent)
 
 
 def describe(detections: tuple[Detection, ...]) -> str:
@@ -184,6 +187,7 @@ def sources_ls(args: argparse.Namespace) -> int:
 
 
 def sources_add(args: argparse.Namespace) -> int:
+    motion = cli_motion.read_motion(args.motion) if args.motion else None
     with common.detector_client(args) as client:
         source = client.add_source(
             args.id,
@@ -197,6 +201,7 @@ def sources_add(args: argparse.Namespace) -> int:
             mode=args.mode,
             record_uri=args.record_uri,
             ptz=args.ptz,
+            motion=motion,
         )
     summary = f"added source {source.id} ({source.kind}, {source.mode}, {source.state})"
     return common.output(args, source, summary)

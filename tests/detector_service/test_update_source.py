@@ -154,3 +154,33 @@ async def test_zones_from_the_sources_file(tmp_path: pathlib.Path) -> None:
     )
     with pytest.raises(InvalidInput, match="a line's direction is in or out"):
         load_sources_file(sources)
+
+
+def test_motion_from_the_sources_file(tmp_path: pathlib.Path) -> None:
+    sources = tmp_path / "sources.toml"
+    head = '[[sources]]\nid = "lobby"\nkind = "test_pattern"\n[sources.motion]\n'
+    sources.write_text(
+        f"{head}sensitivity = 0.6\ndetect_every_frame = true\n"
+        "masks = [[[0.8, 0.0], [1.0, 0.0], [1.0, 0.1]], [[0, 0.5], [0.2, 0.5], [0.1, 1]]]\n"
+    )
+    sources.chmod(0o600)
+    (lobby,) = load_sources_file(sources)
+    clock = pb.Polygon(points=[pb.Point(x=0.8), pb.Point(x=1.0), pb.Point(x=1.0, y=0.1)])
+    tree = pb.Polygon(points=[pb.Point(y=0.5), pb.Point(x=0.2, y=0.5), pb.Point(x=0.1, y=1)])
+    assert lobby.motion == pb.MotionSettings(
+        detect_every_frame=True, sensitivity=0.6, masks=[clock, tree]
+    )
+    sources.write_text('[[sources]]\nid = "lobby"\nkind = "test_pattern"\n')
+    (plain,) = load_sources_file(sources)
+    assert not plain.HasField("motion")
+
+    for body, message in [
+        ("masks = [[[0.1, 0.1], [0.5, 0.1]]]\n", r"motion\.masks\[0\] needs 3 to 64 points"),
+        ("masks = [[[0.1, 0.1], [1.5, 0.1], [0.5, 0.9]]]\n", "points are normalised"),
+        ("masks = [[[0.1, 0.1, 0.1]]]\n", "motion: "),
+        ("sensitivity = 2\n", r"motion\.sensitivity must be between 0"),
+        ("sensitivity = 0.5\ngate = true\n", "motion is a table of"),
+    ]:
+        sources.write_text(head + body)
+        with pytest.raises(InvalidInput, match=message):
+            load_sources_file(sources)

@@ -1,8 +1,8 @@
 """Zones and lines drawn on the live view, in Debian's Chromium at a desktop's and a phone's size,
 against a real bridge and detector (its test pattern): points placed where the picture is clicked,
-an area and a line added with their settings, and (once the bridge takes PUT /api/sources/{id})
-saved and given back by GET /api/sources with the clicked places as normalised coordinates.
-Screenshots go to ``test-output/``."""
+an area, a line and a motion mask added with their settings, the camera's motion sensitivity and
+"detect every frame" set, saved (PUT /api/sources/{id}) and given back by GET /api/sources with
+the clicked places as normalised coordinates. Screenshots go to ``test-output/``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.e2e.pages import collect_errors, context, screenshot, sources
 pytestmark = pytest.mark.timeout(90)
 AREA = [(0.2, 0.25), (0.6, 0.2), (0.65, 0.7), (0.25, 0.75)]
 LINE = [(0.1, 0.9), (0.9, 0.85)]
+MASK = [(0.75, 0.05), (0.95, 0.05), (0.95, 0.2), (0.75, 0.2)]
 FRAME_SIZE = (
     "[document.getElementById('live-canvas').width, document.getElementById('live-canvas').height]"
 )
@@ -62,6 +63,14 @@ async def draw_zones(page: Page) -> None:
     await form.get_by_label("Name").fill("Gate line")
     await form.get_by_label("Direction").select_option("in")
     await form.get_by_test_id("zone-add").click()
+    await form.get_by_label("Shape").select_option("mask")
+    await expect(form.get_by_label("Name")).to_be_hidden()
+    await expect(page.get_by_test_id("zones-hint")).to_contain_text("not count as motion")
+    for x, y in MASK:
+        await click_at(page, x, y)
+    await form.get_by_test_id("zone-add").click()
+    await expect(page.get_by_test_id("mask-row")).to_have_count(1)
+    await expect(page.get_by_test_id("mask-row")).to_contain_text("Motion mask 1")
     rows = page.get_by_test_id("zone-row")
     await expect(rows).to_have_count(2)
     await expect(rows.nth(0)).to_contain_text("Door area")
@@ -71,6 +80,10 @@ async def draw_zones(page: Page) -> None:
     overlay = page.get_by_test_id("zone-overlay")
     await expect(overlay.locator("polygon.zone.area")).to_have_count(1)
     await expect(overlay.locator("polyline.zone.line")).to_have_count(1)
+    await expect(overlay.locator("polygon.zone.mask")).to_have_count(1)
+    await page.get_by_test_id("motion-sensitivity").fill("0.7")
+    await expect(page.locator("#motion-sensitivity-value")).to_have_text("0.70")
+    await page.get_by_test_id("motion-every-frame").check()
 
 
 @pytest.mark.parametrize("size", ["desktop", "phone"])
@@ -105,6 +118,10 @@ async def test_zones_are_drawn_on_the_live_view(
     await expect(page.get_by_test_id("zones-save")).to_be_enabled()
     await page.evaluate("document.getElementById('stage').scrollIntoView({block: 'start'})")
     await screenshot(page, tmp_path, f"{size}-zones")
+    settings = page.get_by_test_id("motion-settings")
+    await settings.scroll_into_view_if_needed()
+    await expect(settings).to_be_visible()
+    await screenshot(page, tmp_path, f"{size}-zones-motion")
     assert not errors, errors
     await browser_context.close()
 
@@ -121,7 +138,8 @@ async def test_zones_saved_come_back_from_the_api(
     await page.get_by_test_id("zones-save").click()
     saved = page.get_by_test_id("toast").filter(has_text="Zones saved for Test pattern")
     await expect(saved).to_be_visible(timeout=STEP_MS)
-    await expect(page.get_by_test_id("zones-hint")).to_have_text("Test pattern: 2 zones.")
+    hint = "Test pattern: 2 zones, 1 motion mask."
+    await expect(page.get_by_test_id("zones-hint")).to_have_text(hint)
     (source,) = [s for s in await sources(bridge.url) if s["spec"]["id"] == "default"]
     zones = {zone["name"]: zone for zone in source["spec"]["zones"]}
     assert set(zones) == {"Door area", "Gate line"}
@@ -136,8 +154,18 @@ async def test_zones_saved_come_back_from_the_api(
         for (x, y), (cx, cy) in zip(zone["points"], clicked, strict=True):
             assert abs(x - cx) < 0.01, (zone["points"], clicked)
             assert abs(y - cy) < 0.01, (zone["points"], clicked)
+    motion = source["spec"]["motion"]
+    assert (motion["sensitivity"], motion["detect_every_frame"]) == (0.7, True)
+    (mask,) = motion["masks"]
+    assert len(mask) == len(MASK)
+    for (x, y), (cx, cy) in zip(mask, MASK, strict=True):
+        assert abs(x - cx) < 0.01, (mask, MASK)
+        assert abs(y - cy) < 0.01, (mask, MASK)
     # A reload shows them as saved.
     await watch(page, bridge.url, "default")
     await expect(page.get_by_test_id("zone-row")).to_have_count(2)
+    await expect(page.get_by_test_id("mask-row")).to_have_count(1)
+    await expect(page.get_by_test_id("motion-sensitivity")).to_have_value("0.7")
+    await expect(page.get_by_test_id("motion-every-frame")).to_be_checked()
     assert not errors, errors
     await browser_context.close()

@@ -1,8 +1,10 @@
 // Zones and lines on the live view: the camera's zones drawn over its picture, and an editor that
 // places points where the picture is clicked (an area: three or more corners; a line: A then B,
 // "in" meaning from the left of A→B to its right, as the detector counts it), with a name, the
-// classes that count, a loitering time (areas) and a direction (lines). "Save zones" sends the
-// source's spec with its new zones (PUT /api/sources/{id}); coordinates are normalised (0..1).
+// classes that count, a loitering time (areas) and a direction (lines). Motion masks are drawn
+// like areas: changes inside them (a clock overlay, a tree) never wake the detector; with them go
+// the camera's motion sensitivity and "detect every frame". "Save zones" sends the source's spec
+// with its new zones and motion settings (PUT /api/sources/{id}); coordinates are normalised.
 //
 // The overlay is an SVG whose viewBox is the frame's size, laid over the canvas and letterboxed
 // the same way (xMidYMid meet = object-fit: contain), so a click maps to the frame's pixels.
@@ -13,6 +15,7 @@ import { toast } from "./toast.js";
 
 /**
  * @typedef {import("../types/protocol").Zone} Zone
+ * @typedef {import("../types/protocol").MotionSettings} MotionSettings
  * @typedef {import("../types/protocol").Source} Source
  * @typedef {import("./sources.js").SourceStore} SourceStore
  * @typedef {import("./live.js").LiveView} LiveView
@@ -33,10 +36,14 @@ export class ZoneEditor {
     this.kind = byId("zone-kind", HTMLSelectElement);
     this.editButton = byId("zones-edit", HTMLButtonElement);
     this.saveButton = byId("zones-save", HTMLButtonElement);
+    this.sensitivity = byId("motion-sensitivity", HTMLInputElement);
+    this.everyFrame = byId("motion-every-frame", HTMLInputElement);
     /** @type {string} the source whose zones are shown */
     this.sourceId = "";
     /** @type {Zone[]} the zones as edited (saved ones until a change) */
     this.zones = [];
+    /** @type {MotionSettings} the motion settings as edited */
+    this.motion = copyMotion(undefined);
     this.dirty = false;
     this.editing = false;
     /** @type {[number, number][]} the shape being placed */
@@ -54,6 +61,8 @@ export class ZoneEditor {
     $("zone-clear").addEventListener("click", () => { this.points = []; this.draw(); });
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.addZone(); });
     this.saveButton.addEventListener("click", () => this.save());
+    this.sensitivity.addEventListener("input", () => this.motionChanged());
+    this.everyFrame.addEventListener("change", () => this.motionChanged());
     this.kindChanged();
     this.follow();
   }
@@ -65,15 +74,30 @@ export class ZoneEditor {
   follow(quiet = false) {
     const id = this.live.select.value;
     if (quiet && id === this.sourceId) {
-      if (!this.dirty) this.zones = copyZones(this.store.get(id));
+      if (!this.dirty) this.load();
       this.render();
       return;
     }
     this.sourceId = id;
-    this.zones = copyZones(this.store.get(id));
+    this.load();
     this.dirty = false;
     this.points = [];
     if (!id) this.setEditing(false);
+    this.render();
+  }
+
+  /** Take the source's saved zones and motion settings, to edit. */
+  load() {
+    const source = this.store.get(this.sourceId);
+    this.zones = copyZones(source);
+    this.motion = copyMotion(source);
+    this.sensitivity.value = String(this.motion.sensitivity);
+    this.everyFrame.checked = this.motion.detect_every_frame;
+  }
+
+  motionChanged() {
+    this.motion = { ...this.motion, sensitivity: Number(this.sensitivity.value), detect_every_frame: this.everyFrame.checked };
+    this.dirty = true;
     this.render();
   }
 
@@ -90,10 +114,15 @@ export class ZoneEditor {
 
   kindChanged() {
     const line = this.kind.value === "line";
-    $("zone-loiter-field").hidden = line;
+    const mask = this.kind.value === "mask";
+    $("zone-loiter-field").hidden = line || mask;
     $("zone-direction-field").hidden = !line;
+    // A mask has no name or classes: its name field must not hold the form back either.
+    $("zone-name-field").hidden = $("zone-classes-field").hidden = mask;
+    byId("zone-name", HTMLInputElement).disabled = mask;
+    byId("zone-add", HTMLButtonElement).textContent = mask ? "Add mask" : "Add zone";
     if (line && this.points.length > 2) this.points = this.points.slice(0, 2);
-    this.draw();
+    this.render();
   }
 
   /** @param {MouseEvent} event */
@@ -111,6 +140,10 @@ export class ZoneEditor {
   }
 
   addZone() {
+    if (this.kind.value === "mask") {
+      this.addMask();
+      return;
+    }
     const line = this.kind.value === "line";
     const name = byId("zone-name", HTMLInputElement).value.trim();
     const need = line ? 2 : 3;
@@ -139,6 +172,24 @@ export class ZoneEditor {
     this.render();
   }
 
+  addMask() {
+    if (this.points.length < 3) {
+      toast("warning", "Place at least three corners first", "Click the picture around the area to ignore.");
+      return;
+    }
+    this.motion = { ...this.motion, masks: [...this.motion.masks, this.points] };
+    this.points = [];
+    this.dirty = true;
+    this.render();
+  }
+
+  /** @param {number} index */
+  removeMask(index) {
+    this.motion = { ...this.motion, masks: this.motion.masks.filter((_, n) => n !== index) };
+    this.dirty = true;
+    this.render();
+  }
+
   /** @param {string} name */
   removeZone(name) {
     this.zones = this.zones.filter((z) => z.name !== name);
@@ -151,10 +202,10 @@ export class ZoneEditor {
     if (!source) return;
     this.saveButton.disabled = true;
     try {
-      await sendJson("PUT", sourcePath(source.spec.id), { ...source.spec, zones: this.zones });
+      await sendJson("PUT", sourcePath(source.spec.id), { ...source.spec, zones: this.zones, motion: this.motion });
       this.dirty = false;
       this.setEditing(false);
-      toast("success", `Zones saved for ${sourceName(source, source.spec.id)}`, `${this.zones.length} zone${this.zones.length === 1 ? "" : "s"}.`);
+      toast("success", `Zones saved for ${sourceName(source, source.spec.id)}`, `${this.counts()}.`);
       await this.store.refresh();
     } catch (error) {
       toast("error", "Could not save the zones", messageOf(error));
@@ -168,10 +219,23 @@ export class ZoneEditor {
     $("zones-hint").textContent = !this.sourceId
       ? "Choose a camera above to see and draw its zones."
       : this.editing
-        ? "Click the picture to place points, then name the zone and add it."
-        : `${sourceName(source, this.sourceId)}: ${this.zones.length} zone${this.zones.length === 1 ? "" : "s"}${this.dirty ? " (not saved)" : ""}.`;
+        ? this.kind.value === "mask"
+          ? "Click the picture around an area whose changes should not count as motion, then add the mask."
+          : "Click the picture to place points, then name the zone and add it."
+        : `${sourceName(source, this.sourceId)}: ${this.counts()}${this.dirty ? " (not saved)" : ""}.`;
     this.editButton.disabled = !this.sourceId;
     this.saveButton.disabled = !this.dirty;
+    $("motion-settings").hidden = !this.sourceId;
+    $("motion-sensitivity-value").textContent = this.motion.sensitivity ? this.motion.sensitivity.toFixed(2) : "default";
+    const masks = this.motion.masks.map((_, n) => {
+      const remove = el("button", { type: "button", class: "link-button", text: "Remove" });
+      remove.setAttribute("aria-label", `Remove motion mask ${n + 1}`);
+      remove.addEventListener("click", () => this.removeMask(n));
+      return el("li", { "data-testid": "mask-row" },
+        el("span", { class: "swatch", "data-kind": "mask", "aria-hidden": "true" }),
+        el("span", {}, el("strong", { text: `Motion mask ${n + 1}` }), el("span", { class: "muted small", text: " · changes here are ignored" })),
+        remove);
+    });
     $("zone-list").replaceChildren(...this.zones.map((zone) => {
       const remove = el("button", { type: "button", class: "link-button", text: "Remove" });
       remove.setAttribute("aria-label", `Remove zone ${zone.name}`);
@@ -184,8 +248,15 @@ export class ZoneEditor {
         el("span", { class: "swatch", "data-kind": zone.kind, "aria-hidden": "true" }),
         el("span", {}, el("strong", { text: zone.name }), el("span", { class: "muted small", text: ` ${what} · ${classes}` })),
         remove);
-    }));
+    }), ...masks);
     this.draw();
+  }
+
+  /** "2 zones, 1 motion mask": what the camera has, as edited. */
+  counts() {
+    const zones = `${this.zones.length} zone${this.zones.length === 1 ? "" : "s"}`;
+    const masks = this.motion.masks.length;
+    return masks ? `${zones}, ${masks} motion mask${masks === 1 ? "" : "s"}` : zones;
   }
 
   /** The zones and the shape being placed, over the picture. */
@@ -198,6 +269,12 @@ export class ZoneEditor {
     const px = (/** @type {[number, number][]} */ points) => points.map(([x, y]) => `${x * width},${y * height}`).join(" ");
     /** @type {SVGElement[]} */
     const shapes = [];
+    this.motion.masks.forEach((mask, n) => {
+      const [x, y] = mask[0];
+      const label = svg("text", { x: String(x * width + 6 * unit), y: String(y * height + 18 * unit), class: "zone-label", "font-size": String(14 * unit), "stroke-width": String(3 * unit) });
+      label.textContent = `mask ${n + 1}`;
+      shapes.push(svg("polygon", { points: px(mask), class: "zone mask" }), label);
+    });
     for (const zone of this.zones) {
       const shape = svg(zone.kind === "line" ? "polyline" : "polygon", { points: px(zone.points), class: `zone ${zone.kind}` });
       if (zone.kind === "line") shape.setAttribute("marker-end", "url(#zone-arrow)");
@@ -214,7 +291,10 @@ export class ZoneEditor {
     const defs = svg("defs", {});
     const arrow = svg("marker", { id: "zone-arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" });
     arrow.append(svg("path", { d: "M0,0 L10,5 L0,10 z", class: "zone-arrow" }));
-    defs.append(arrow);
+    // Masks are hatched, so they read as "not watched" rather than as one more zone.
+    const hatch = svg("pattern", { id: "mask-hatch", width: String(10 * unit), height: String(10 * unit), patternUnits: "userSpaceOnUse", patternTransform: "rotate(45)" });
+    hatch.append(svg("line", { x1: "0", y1: "0", x2: "0", y2: String(10 * unit), class: "mask-hatch", "stroke-width": String(3 * unit) }));
+    defs.append(arrow, hatch);
     this.svg.replaceChildren(defs, ...shapes);
     $("zone-points").textContent = `${this.points.length} point${this.points.length === 1 ? "" : "s"} placed`;
   }
@@ -236,4 +316,14 @@ const round = (value) => Math.round(value * 10000) / 10000;
 /** A copy of a source's saved zones, to edit. @param {Source | undefined} source @returns {Zone[]} */
 function copyZones(source) {
   return ((source && source.spec.zones) || []).map((z) => ({ ...z, points: z.points.map(([x, y]) => /** @type {[number, number]} */ ([x, y])), classes: [...z.classes] }));
+}
+
+/** A copy of a source's motion settings, to edit. @param {Source | undefined} source @returns {MotionSettings} */
+function copyMotion(source) {
+  const motion = source && source.spec.motion;
+  return {
+    detect_every_frame: Boolean(motion && motion.detect_every_frame),
+    sensitivity: (motion && motion.sensitivity) || 0,
+    masks: ((motion && motion.masks) || []).map((mask) => mask.map(([x, y]) => /** @type {[number, number]} */ ([x, y]))),
+  };
 }

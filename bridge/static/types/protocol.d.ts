@@ -31,6 +31,7 @@ export interface SourceSpec {
   height?: number;
   zones?: Zone[];
   incident_zones?: string[];
+  motion?: MotionSettings;
   retention_days?: number;
   [more: string]: unknown;
 }
@@ -57,6 +58,16 @@ export interface Zone {
   loiter_s: number;
   /** lines: the direction that raises events; null means both */
   direction: "in" | "out" | null;
+}
+
+/** How motion gates a source's object detector. */
+export interface MotionSettings {
+  /** detect on every frame, without motion gating */
+  detect_every_frame: boolean;
+  /** 0..1, higher sees smaller changes as motion; 0 means the detector's default */
+  sensitivity: number;
+  /** areas whose changes are ignored (a clock overlay, a tree): polygons of 3+ normalised points */
+  masks: [number, number][][];
 }
 
 /** GET /api/incidents */

@@ -39,6 +39,7 @@ from vigil.sdk.detector_types import (
     SourceSpec,
 )
 from vigil.sdk.errors import from_rpc_error
+from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import (
     DEFAULT_ANALYZER_ADDRESS,
     DEFAULT_DETECTOR_ADDRESS,
@@ -73,6 +74,7 @@ __all__ = [
     "Incident",
     "IncidentEvent",
     "Job",
+    "MotionSettings",
     "Page",
     "Recording",
     "RetryPolicy",

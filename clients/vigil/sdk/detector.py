@@ -35,6 +35,7 @@ from vigil.sdk.detector_types import (
     SubscriptionItems,
     incident_item,
 )
+from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.recordings import UNARY_METHODS as RECORDING_UNARY_METHODS
 from vigil.sdk.recordings import AsyncRecordingMethods, RecordingMethods
@@ -103,6 +104,7 @@ def add_source_request(
     mode: str,
     record_uri: str,
     ptz: bool = False,
+    motion: MotionSettings | None = None,
 ) -> pb.AddSourceRequest:
     if kind not in SOURCE_KINDS:
         raise InvalidInput(f"unknown source kind {kind!r}; one of {', '.join(SOURCE_KINDS)}")
@@ -120,6 +122,7 @@ def add_source_request(
         mode=SOURCE_MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED,
         record_uri=record_uri,
         ptz=ptz,
+        motion=motion.to_proto() if motion is not None else None,
     )
     return pb.AddSourceRequest(source=spec)
 
@@ -249,16 +252,19 @@ class DetectorClient(RecordingMethods, Client):
         mode: str = "",
         record_uri: str = "",
         ptz: bool = False,
+        motion: MotionSettings | None = None,
         timeout_s: float | None = None,
     ) -> Source:
         """Register a source (``kind``: webcam, stream, file or test_pattern), kept by the
         service across restarts. ``mode`` "always" captures and analyses it with nobody watching,
         "on_demand" only while subscribed; empty takes the kind's default (always for webcams and
         streams). ``record_uri``: a stream's main stream, stored for recording. ``ptz``: the
-        camera pans, tilts or zooms on purpose, so a changed scene is not reported as moved."""
+        camera pans, tilts or zooms on purpose, so a changed scene is not reported as moved.
+        ``motion``: how motion gates its detector (None: the service's defaults)."""
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz
-        )
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz,
+            motion,
+        )  # fmt: skip
         return self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
@@ -385,11 +391,13 @@ class AsyncDetectorClient(AsyncRecordingMethods, AsyncClient):
         mode: str = "",
         record_uri: str = "",
         ptz: bool = False,
+        motion: MotionSettings | None = None,
         timeout_s: float | None = None,
     ) -> Source:
         request = add_source_request(
-            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz
-        )
+            source_id, kind, uri, loop, max_fps, width, height, display_name, mode, record_uri, ptz,
+            motion,
+        )  # fmt: skip
         return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     async def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:

@@ -21,6 +21,7 @@ from vigil.sdk.common import (
     optional_seconds,
     seconds,
 )
+from vigil.sdk.motion import MotionSettings
 from vigil.sdk.recording_types import TimeRange
 from vigil.sdk.zones import CROSSINGS, Direction, Zone
 
@@ -184,6 +185,8 @@ class Source:
     ptz: bool = False
     # The camera-health problems present now, for example ("camera_covered",); empty: healthy.
     camera_problems: tuple[CameraProblem, ...] = ()
+    # How motion gates the object detector (always-on sources).
+    motion: MotionSettings = field(default_factory=MotionSettings)
 
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
@@ -202,6 +205,7 @@ class Source:
             proto=m,
             zones=tuple(Zone.from_proto(z) for z in spec.zones),
             incident_zones=tuple(spec.incident_zones),
+            motion=MotionSettings.from_proto(spec.motion),
             camera_problems=tuple(
                 cast(CameraProblem, enum_name(pb.SourceEventKind.Name, k, "SOURCE_EVENT_KIND_"))
                 for k in m.camera_problems
@@ -230,6 +234,8 @@ class SourceSpec:
     incident_zones: tuple[str, ...] = ()
     # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
     ptz: bool = False
+    # How motion gates the object detector (always-on sources).
+    motion: MotionSettings = field(default_factory=MotionSettings)
     proto: pb.SourceSpec = field(default_factory=pb.SourceSpec, repr=False, compare=False)
 
     @classmethod
@@ -242,6 +248,7 @@ class SourceSpec:
             mode="" if mode == "unspecified" else mode,
             zones=tuple(Zone.from_proto(z) for z in m.zones),
             incident_zones=tuple(m.incident_zones),
+            motion=MotionSettings.from_proto(m.motion),
             proto=m,
         )
 
@@ -260,6 +267,7 @@ class SourceSpec:
         m.mode = SOURCE_MODES[self.mode] if self.mode else pb.SOURCE_MODE_UNSPECIFIED
         _replace(m.zones, (z.to_proto() for z in self.zones))
         _replace(m.incident_zones, self.incident_zones)
+        m.motion.CopyFrom(self.motion.to_proto())
         return m
 
 

@@ -1,0 +1,243 @@
+"""The HTTP API's JSON shapes of the detector's sources: specs with their zones and motion
+settings, live sources, incidents and source events (``@mirrors``: see ``bridge.models``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, cast
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from bridge.models import TimeRange, copied, detection, iso, mirrors
+from vigil import sdk
+from vigil.core import source_ids
+from vigil.sdk.detector_types import CameraProblem
+
+SOURCE_KINDS = Literal["webcam", "stream", "file", "test_pattern"]
+SOURCE_MODES = Literal["on_demand", "always"]
+
+SOURCE_EXAMPLE: dict[str, Any] = {
+    "id": "lobby-cam", "kind": "stream", "uri": "rtsp://192.0.2.10/stream1", "loop": False,
+    "max_fps": 15.0, "width": 0, "height": 0, "display_name": "Lobby", "mode": "always",
+    "record_uri": "", "ptz": False,
+}  # fmt: skip
+
+
+ZONE_EXAMPLE: dict[str, Any] = {
+    "name": "door", "kind": "area", "points": [[0.1, 0.2], [0.4, 0.2], [0.4, 0.9], [0.1, 0.9]],
+    "classes": ["person"], "loiter_s": 30.0, "direction": None,
+}  # fmt: skip
+
+
+@mirrors(sdk.Zone, converted={"kind", "points", "classes"})
+class Zone(BaseModel):
+    """A named area (enter, leave, loitering after ``loiter_s``; 0: none) or line from A to B
+    (crossings; ``direction`` "in" is from the left of A→B to its right on the picture, "out" the
+    other way, null both), in normalised coordinates ((0, 0) top left, (1, 1) bottom right).
+    ``classes`` empty: every class. The detector checks the rest (names, point counts, ranges)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [ZONE_EXAMPLE]})
+    name: str = Field(min_length=1, max_length=64)
+    kind: Literal["area", "line"]
+    points: list[tuple[float, float]] = Field(max_length=64)
+    classes: list[str] = Field(default_factory=list, max_length=100)
+    loiter_s: float = Field(default=0.0, ge=0.0)
+    direction: Literal["in", "out"] | None = None
+
+    def to_sdk(self) -> sdk.Zone:
+        return sdk.Zone(
+            name=self.name, kind=self.kind, points=tuple(self.points),
+            classes=tuple(self.classes), loiter_s=self.loiter_s, direction=self.direction,
+        )  # fmt: skip
+
+    @classmethod
+    def from_sdk(cls, z: sdk.Zone) -> Zone:
+        return cls.model_construct(
+            name=z.name, kind=cast(Any, z.kind), points=list(z.points), classes=list(z.classes),
+            loiter_s=z.loiter_s, direction=z.direction,
+        )  # fmt: skip
+
+
+MOTION_EXAMPLE: dict[str, Any] = {
+    "detect_every_frame": False, "sensitivity": 0.6,
+    "masks": [[[0.8, 0.0], [1.0, 0.0], [1.0, 0.1], [0.8, 0.1]]],
+}  # fmt: skip
+
+
+@mirrors(sdk.MotionSettings, converted={"masks"})
+class Motion(BaseModel):
+    """How motion gates a source's object detector. ``sensitivity`` from 0 to 1 (higher sees
+    smaller changes as motion; 0: the detector's default); ``masks``: areas whose changes are
+    ignored (a clock overlay, a tree), each a polygon of normalised points. The detector checks
+    the rest (point counts, ranges)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [MOTION_EXAMPLE]})
+    detect_every_frame: bool = False
+    sensitivity: float = Field(default=0.0, ge=0.0, le=1.0)
+    masks: list[list[tuple[float, float]]] = Field(default_factory=list, max_length=64)
+
+    def to_sdk(self) -> sdk.MotionSettings:
+        return sdk.MotionSettings(
+            detect_every_frame=self.detect_every_frame, sensitivity=self.sensitivity,
+            masks=tuple(tuple(mask) for mask in self.masks),
+        )  # fmt: skip
+
+    @classmethod
+    def from_sdk(cls, m: sdk.MotionSettings) -> Motion:
+        return cls.model_construct(
+            detect_every_frame=m.detect_every_frame, sensitivity=m.sensitivity,
+            masks=[list(mask) for mask in m.masks],
+        )  # fmt: skip
+
+
+@mirrors(sdk.Source, converted={"kind", "mode", "zones", "incident_zones", "motion"})
+class SourceSpec(BaseModel):
+    """A source as declared. ``mode`` left out takes the kind's default (always for webcams and
+    streams, on_demand for files and the test pattern); sources returned carry the mode in
+    effect. ``record_uri``: a stream's main stream, stored (masked in answers) for recording.
+    ``motion`` left out: the detector's defaults, no masks."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SOURCE_EXAMPLE]})
+    id: str = Field(pattern=source_ids.ANCHORED)
+    kind: SOURCE_KINDS
+    uri: str = Field(default="", max_length=2048)
+    loop: bool = False
+    max_fps: float = Field(default=0.0, ge=0.0, le=240.0)
+    width: int = Field(default=0, ge=0, le=7680)
+    height: int = Field(default=0, ge=0, le=4320)
+    display_name: str = Field(default="", max_length=200)
+    mode: SOURCE_MODES | None = None
+    record_uri: str = Field(default="", max_length=2048)
+    zones: list[Zone] = Field(default_factory=list, max_length=32)
+    incident_zones: list[str] = Field(default_factory=list, max_length=32)
+    motion: Motion = Field(default_factory=Motion)
+
+    def to_sdk(self, base: sdk.Source) -> sdk.SourceSpec:
+        """The spec for ``update_source`` on top of ``base`` (the source as it is): settings
+        this model does not carry stay as they are."""
+        return dataclasses.replace(
+            base.spec,
+            kind=self.kind, uri=self.uri, loop=self.loop, max_fps=self.max_fps,
+            width=self.width, height=self.height, display_name=self.display_name,
+            mode=self.mode or "", record_uri=self.record_uri,
+            zones=tuple(z.to_sdk() for z in self.zones), incident_zones=tuple(self.incident_zones),
+            ptz=self.ptz, motion=self.motion.to_sdk(),
+        )  # fmt: skip
+
+    # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
+    ptz: bool = False
+
+
+@mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since"})
+class Source(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"spec": SOURCE_EXAMPLE, "state": "live", "last_error": "",
+                          "counters": {"fps_in": 15.0, "fps_out": 15.0, "subscribers": 1},
+                          "state_since": "2025-01-01T12:00:00.000000Z",
+                          "camera_problems": ["camera_covered"]}]
+        }
+    )  # fmt: skip
+    spec: SourceSpec
+    state: str
+    last_error: str
+    counters: dict[str, float]
+    state_since: str | None
+    recording: bool = False
+    # Camera-health problems present now ("camera_frozen", "camera_covered", "camera_defocused",
+    # "camera_moved"); empty when healthy or not a camera.
+    camera_problems: tuple[CameraProblem, ...] = ()
+
+    @classmethod
+    def from_sdk(cls, s: sdk.Source) -> Source:
+        # Not validated: the detector's word on its own sources stands, even past our limits.
+        converted = ("kind", "mode", "zones", "incident_zones", "motion")
+        names = (name for name in SourceSpec.model_fields if name not in converted)
+        spec = SourceSpec.model_construct(
+            kind=cast(Any, s.kind), mode=cast(Any, s.mode),
+            zones=[Zone.from_sdk(z) for z in s.zones], incident_zones=list(s.incident_zones),
+            motion=Motion.from_sdk(s.motion),
+            **{n: getattr(s, n) for n in names},
+        )  # fmt: skip
+        counters = {name: float(value) for name, value in dataclasses.asdict(s.counters).items()}
+        return copied(
+            cls, s, spec=spec, state=s.state, counters=counters,
+            state_since=iso(s.proto.state_since),
+        )  # fmt: skip
+
+
+class SourceList(BaseModel):
+    sources: list[Source]
+
+
+@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections", "recording"})
+class Incident(BaseModel):
+    id: str
+    source_id: str
+    class_name: str
+    opened_at: str | None
+    closed_at: str | None
+    peak_confidence: float
+    detections: list[dict[str, Any]]
+    clip_path: str
+    # The part of the source's recording that shows it (GET .../recording.mp4 with this range);
+    # null when the source is not recorded.
+    recording: TimeRange | None = None
+
+    @classmethod
+    def from_sdk(cls, i: sdk.Incident) -> Incident:
+        recording = i.proto.recording if i.proto.HasField("recording") else None
+        return copied(
+            cls, i, opened_at=iso(i.proto.opened_at), closed_at=iso(i.proto.closed_at),
+            detections=[detection(d) for d in i.detections],
+            recording=TimeRange.from_proto(recording) if recording is not None else None,
+        )  # fmt: skip
+
+
+class IncidentPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"incidents": [{"id": "inc-1", "source_id": "lobby-cam",
+                          "class_name": "knife", "opened_at": "2025-01-01T12:00:00Z",
+                          "closed_at": None, "peak_confidence": 0.81, "detections": [],
+                          "clip_path": ""}], "next_page_token": ""}]
+        }
+    )  # fmt: skip
+    incidents: list[Incident]
+    next_page_token: str
+
+
+@mirrors(sdk.SourceEvent, converted={"kind", "at", "detection", "snapshot_jpeg"})
+class SourceEvent(BaseModel):
+    """A zone event (zone_enter, zone_leave, zone_loiter, line_cross) or a camera-health event
+    (camera_frozen, camera_covered, camera_defocused, camera_moved; ``cleared`` when it ended)."""
+
+    id: str
+    source_id: str
+    kind: str
+    at: str | None
+    zone: str
+    class_name: str
+    track_id: int
+    direction: Literal["in", "out"] | None
+    cleared: bool
+    detail: str
+    has_snapshot: bool
+
+    @classmethod
+    def from_sdk(cls, e: sdk.SourceEvent) -> SourceEvent:
+        return copied(cls, e, kind=e.kind, at=iso(e.proto.at))
+
+
+class EventPage(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"events": [{"id": "ev-1", "source_id": "lobby-cam",
+                          "kind": "zone_enter", "at": "2025-01-01T12:00:00Z", "zone": "door",
+                          "class_name": "person", "track_id": 7, "direction": None,
+                          "cleared": False, "detail": "", "has_snapshot": True}],
+                          "next_page_token": ""}]
+        }
+    )  # fmt: skip
+    events: list[SourceEvent]
+    next_page_token: str
