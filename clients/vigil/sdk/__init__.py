@@ -39,6 +39,7 @@ from vigil.sdk.detector_types import (
     SourceSpec,
 )
 from vigil.sdk.errors import from_rpc_error
+from vigil.sdk.evidence import EvidenceInfo
 from vigil.sdk.options import (
     DEFAULT_ANALYZER_ADDRESS,
     DEFAULT_DETECTOR_ADDRESS,
@@ -68,6 +69,7 @@ __all__ = [
     "Detection",
     "DetectorClient",
     "ErrorInfo",
+    "EvidenceInfo",
     "ExportInfo",
     "Frame",
     "Incident",
