@@ -341,3 +341,47 @@ async def test_the_key_file_must_be_private(tmp_path: pathlib.Path) -> None:
     first = load_key(own)
     assert stat.S_IMODE(first.path.stat().st_mode) == 0o600
     assert load_key(own).public == first.public
+
+
+async def test_an_unrecorded_source_gives_its_annotated_clip(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = DetectorSettings(
+        port=0,
+        backend="none",
+        data_dir=tmp_path,
+        recording=False,
+        incident_clips=True,
+        incident_clip_post_s=0.3,
+    )
+    detector = await serve(settings)
+    try:
+        start = time.time_ns()
+        # A knife in three frames opens it; the frames after it finish the clip, the last one
+        # (past the closing delay) closes it.
+        for n in [*range(10), 100]:
+            found = [knife()] if n < 3 else []
+            detector.incidents.observe("hall", found, jpeg(n % 10 * 20), start + n * 100_000_000)
+        async with AsyncDetectorClient(f"127.0.0.1:{detector.port}") as client:
+
+            async def with_clip() -> Incident | None:
+                page = (await client.list_incidents("hall")).items
+                return page[0] if page and page[0].clip_path else None
+
+            async with asyncio.timeout(10):
+                # The clip is written on a thread of its own.
+                while (incident := await with_clip()) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            info = await client.export_incident(incident.id, tmp_path / "hall.zip")
+            clip = await asyncio.to_thread(pathlib.Path(incident.clip_path).read_bytes)
+    finally:
+        await detector.stop(0)
+    with zipfile.ZipFile(tmp_path / "hall.zip") as package:
+        assert "clip.avi" in package.namelist()
+        assert "clip.mp4" not in package.namelist()
+        manifest = json.loads(package.read("manifest.json"))
+        assert package.read("clip.avi") == clip
+    assert manifest["clip"]["file"] == "clip.avi"
+    code, out = await verify(tmp_path / "hall.zip", info.public_key, capsys)
+    assert code == 0, out
+    assert "clip.avi" in out
