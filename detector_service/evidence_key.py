@@ -106,11 +106,12 @@ def load_key(settings: DetectorSettings) -> EvidenceKey:
     path = settings.data_dir / GENERATED_NAME
     if path.exists():
         key = read_key(path)
-        made = "its own"
+        made, level = "its own", logging.INFO
     else:
         key = _generate(path)
-        made = "a new"
-    log.warning(
+        made, level = "a new", logging.WARNING
+    log.log(
+        level,
         "evidence packages are signed with %s key %s in %s (public key %s); production "
         "deployments mount their own with VIGIL_DETECTOR_EVIDENCE_KEY_FILE",
         made,
