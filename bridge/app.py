@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from bridge import (
     api_analyses,
     api_events,
+    api_evidence,
     api_recordings,
     api_sources,
     api_uploads,
@@ -168,6 +169,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app.include_router(api_analyses.router)
     app.include_router(api_sources.router)
     app.include_router(api_recordings.router)
+    app.include_router(api_evidence.router)
     app.include_router(api_events.router)
     app.include_router(video.router)
     app.include_router(session_ws.router)

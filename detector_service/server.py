@@ -13,6 +13,7 @@ from detector_service import backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
 from detector_service.events import EventLog
+from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
 from detector_service.metrics import DetectorMetrics, SourceCollector
@@ -127,6 +128,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     recorder = await asyncio.to_thread(Recorder.open, settings)
     exports_dir = await asyncio.to_thread(ExportCache.prepare, settings.data_dir / "exports")
     exports = ExportCache(recorder.index, exports_dir, settings.export_cache_s)
+    evidence_key = await asyncio.to_thread(load_key, settings)
     incidents = await asyncio.to_thread(
         open_tracker, incident_config(settings), asyncio.get_running_loop(), recorder
     )
@@ -166,7 +168,9 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(
-        DetectorServicer(settings, registry, batcher, pool, incidents, recorder, exports, events),
+        DetectorServicer(
+            settings, registry, batcher, pool, incidents, recorder, exports, events, evidence_key
+        ),
         service.server,
     )
     await service.start(settings.host, settings.port)

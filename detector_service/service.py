@@ -12,6 +12,8 @@ import grpc
 from detector_service.annotate import InvalidImage, decode_image, draw, encode_jpeg
 from detector_service.batcher import InferenceBatcher, Overloaded
 from detector_service.events import EventLog, merged
+from detector_service.evidence_key import EvidenceKey
+from detector_service.evidence_rpcs import EvidenceRpcs
 from detector_service.incidents.tracker import IncidentTracker
 from detector_service.recorder import Recorder
 from detector_service.recording.exports import ExportCache
@@ -33,7 +35,7 @@ DETECT_PIPELINE_DEPTH = 4
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class DetectorServicer(RecordingRpcs, pb_grpc.DetectorServiceServicer):
+class DetectorServicer(RecordingRpcs, EvidenceRpcs, pb_grpc.DetectorServiceServicer):
     def __init__(
         self,
         settings: DetectorSettings,
@@ -44,12 +46,14 @@ class DetectorServicer(RecordingRpcs, pb_grpc.DetectorServiceServicer):
         recorder: Recorder,
         exports: ExportCache,
         events: EventLog,
+        evidence_key: EvidenceKey,
     ) -> None:
         self.settings = settings
         self.recorder = recorder
         self.exports = exports
         self.incidents = incidents
         self.events = events
+        self.evidence_key = evidence_key
         self.registry = registry
         self.batcher = batcher
         self.pool = pool

@@ -142,6 +142,9 @@ class DetectorSettings(ServiceSettings):
     # for the range requests that follow it.
     export_max_s: float = Field(3600.0, gt=0.0)
     export_cache_s: float = Field(60.0, ge=0.0)
+    # The Ed25519 key (PEM, PKCS#8, mode 0600) that signs incident evidence packages; unset:
+    # a key the service makes once in data_dir (detector_service/evidence_key.py).
+    evidence_key_file: pathlib.Path | None = None
     # Camera health (tamper and failure) checks of webcams and streams, on a copy subsampled to
     # at most health_height rows, health_checks_per_s times a second (0 turns them off). A
     # problem is raised once it has lasted its *_after_s and cleared once gone health_clear_after_s.

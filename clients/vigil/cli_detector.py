@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras, cli_motion, cli_recordings, cli_zones
+from vigil import cli_evidence, cli_extras, cli_motion, cli_recordings, cli_zones
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -96,12 +96,15 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         parent,
         help="list recent incidents, or follow new ones",
         description="Without --follow, print the stored incident history, newest first. With "
-        "--follow, print incidents as they open and close until interrupted.",
+        "--follow, print incidents as they open and close until interrupted. `vigil incidents "
+        "export ID -o FILE` writes an incident's signed evidence package.",
     )
     incidents.add_argument("--source", default="", metavar="ID", help="one source only")
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")
     incidents.add_argument("--follow", "-f", action="store_true", help="follow new incidents")
     common.handled_by(incidents, incidents_command, "detector")
+    cli_evidence.add_incident_actions(incidents, parent)
+    cli_evidence.add_parsers(commands)
     cli_recordings.add_parser(commands, parent)
     cli_zones.add_parsers(commands, parent)
     cli_motion.add_parsers(commands, parent)

@@ -313,6 +313,7 @@ async def test_openapi_lists_every_endpoint_with_examples(client: httpx.AsyncCli
         ("/api/sources", "post"), ("/api/sources/{source_id}", "delete"),
         ("/api/incidents", "get"), ("/health", "get"), ("/ready", "get"), ("/metrics", "get"),
         ("/api/sources/{source_id}", "put"), ("/api/events", "get"),
+        ("/api/incidents/{incident_id}/evidence.zip", "get"),
     ]:  # fmt: skip
         assert method in paths[path], (path, method)
     upload = paths["/api/videos"]["post"]

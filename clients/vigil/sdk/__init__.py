@@ -39,6 +39,7 @@ from vigil.sdk.detector_types import (
     SourceSpec,
 )
 from vigil.sdk.errors import from_rpc_error
+from vigil.sdk.evidence import EvidenceInfo
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import (
     DEFAULT_ANALYZER_ADDRESS,
@@ -69,6 +70,7 @@ __all__ = [
     "Detection",
     "DetectorClient",
     "ErrorInfo",
+    "EvidenceInfo",
     "ExportInfo",
     "Frame",
     "Incident",

@@ -35,6 +35,7 @@ from vigil.sdk.detector_types import (
     SubscriptionItems,
     incident_item,
 )
+from vigil.sdk.evidence import AsyncEvidenceMethods, EvidenceMethods
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.recordings import UNARY_METHODS as RECORDING_UNARY_METHODS
@@ -202,7 +203,7 @@ def incident_page(response: pb.ListIncidentsResponse) -> Page[Incident]:
     return Page(items, response.next_page_token)
 
 
-class DetectorClient(RecordingMethods, Client):
+class DetectorClient(RecordingMethods, EvidenceMethods, Client):
     """Blocking client; one per thread pool is plenty (gRPC channels are thread-safe)."""
 
     def __init__(self, target: str | ClientOptions) -> None:
@@ -344,7 +345,7 @@ class DetectorClient(RecordingMethods, Client):
         return self._unary(self.stub.ListIncidents, request, timeout_s, incident_page)
 
 
-class AsyncDetectorClient(AsyncRecordingMethods, AsyncClient):
+class AsyncDetectorClient(AsyncRecordingMethods, AsyncEvidenceMethods, AsyncClient):
     """The asyncio client; create and use it on one event loop."""
 
     name = "detector"
