@@ -716,19 +716,26 @@ class SubscribeRequest(_message.Message):
 
     SOURCE_ID_FIELD_NUMBER: _builtins.int
     OMIT_JPEG_FIELD_NUMBER: _builtins.int
+    MAIN_STREAM_FIELD_NUMBER: _builtins.int
     source_id: _builtins.str
     """The source to follow."""
     omit_jpeg: _builtins.bool
     """When true frames carry detections only, without the JPEG, for clients that need no pictures."""
+    main_stream: _builtins.bool
+    """When true frames come from the camera's main stream (the source's record_uri) at its full
+    size, with the detection stream's newest detections drawn scaled onto them; the main stream is
+    opened while somebody watches it this way. Ignored for a source that names no main stream.
+    """
     def __init__(
         self,
         *,
         source_id: _builtins.str = ...,
         omit_jpeg: _builtins.bool = ...,
+        main_stream: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["omit_jpeg", b"omit_jpeg", "source_id", b"source_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["main_stream", b"main_stream", "omit_jpeg", b"omit_jpeg", "source_id", b"source_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
