@@ -45,7 +45,15 @@ from vigil.sdk.options import (
     ClientOptions,
     RetryPolicy,
 )
-from vigil.sdk.recording_types import Coverage, ExportInfo, Recording, Snapshot, TimeRange
+from vigil.sdk.recording_types import (
+    Coverage,
+    ExportInfo,
+    FrameDetections,
+    RecordedDetections,
+    Recording,
+    Snapshot,
+    TimeRange,
+)
 from vigil.sdk.streams import AsyncStream, Stream
 from vigil.sdk.zones import Zone
 
@@ -70,10 +78,12 @@ __all__ = [
     "ErrorInfo",
     "ExportInfo",
     "Frame",
+    "FrameDetections",
     "Incident",
     "IncidentEvent",
     "Job",
     "Page",
+    "RecordedDetections",
     "Recording",
     "RetryPolicy",
     "SampledFrame",
