@@ -1,4 +1,5 @@
-"""``/api/sources/{id}/coverage``, ``recording.mp4`` and ``snapshot.jpg``: a source's recording.
+"""``/api/sources/{id}/coverage``, ``recording.mp4``, ``snapshot.jpg`` and ``detections``: a
+source's recording.
 
 ``recording.mp4`` serves a time range as one MP4 with HTTP range requests, so a ``<video>``
 element can seek: each request becomes one ExportRecording call for just those bytes (its
@@ -19,7 +20,7 @@ from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from bridge.errors import ERROR_RESPONSES, ErrorBody, backend
-from bridge.models import Coverage
+from bridge.models_recordings import Coverage, RecordedDetections
 from bridge.state import bridge_state
 from vigil.core import source_ids
 from vigil.sdk import ExportInfo
@@ -175,3 +176,24 @@ async def snapshot(
         shot = await state.detector.snapshot(source_id, at=_seconds(at) if at is not None else None)
     headers = {"X-Snapshot-At": _iso(shot.at), "Cache-Control": "no-store"}
     return Response(shot.jpeg, media_type="image/jpeg", headers=headers)
+
+
+@router.get(
+    "/sources/{source_id}/detections",
+    summary="The objects detected on a source's recorded frames in a time range",
+    description="The frames the detector ran on that show objects, oldest first, and an empty "
+    "one where the objects disappeared (frames between them show what the one before shows): "
+    "a player draws the boxes of the newest frame at or before the picture it shows. The range "
+    "may be at most the detector's export limit long.",
+    responses=NOT_FOUND,
+)
+async def detections(
+    source_id: Annotated[str, SOURCE_ID],
+    request: Request,
+    start: Annotated[datetime.datetime, Query()],
+    end: Annotated[datetime.datetime, Query()],
+) -> RecordedDetections:
+    state = bridge_state(request)
+    with backend("detector"):
+        found = await state.detector.recorded_detections(source_id, _seconds(start), _seconds(end))
+    return RecordedDetections.from_sdk(found)

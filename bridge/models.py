@@ -287,16 +287,3 @@ class TimeRange(BaseModel):
     @classmethod
     def from_proto(cls, r: Any) -> TimeRange:
         return cls(start=iso(r.start), end=iso(r.end) if r.HasField("end") else None)
-
-
-@mirrors(sdk.Coverage, converted={"ranges"})
-class Coverage(BaseModel):
-    """What a source's recording covers, oldest first (a gap between two ranges); the last
-    range is open-ended while the source is recording. ``bytes``: recording kept."""
-
-    ranges: list[TimeRange]
-    bytes: int
-
-    @classmethod
-    def from_sdk(cls, c: sdk.Coverage) -> Coverage:
-        return copied(cls, c, ranges=[TimeRange.from_proto(r) for r in c.proto.ranges])

@@ -67,6 +67,7 @@ class LiveSource:
         recording: Callable[[str], bool] | None = None,
         zones: ZoneWatch | None = None,
         health: CameraWatch | None = None,
+        detected: Callable[[Processed], None] | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -83,6 +84,8 @@ class LiveSource:
         self.zones = zones
         # Camera-health checks (cameras only): offered every captured frame, they sample it.
         self.health = health
+        # Stores the boxes of a recorded source's detected frames (Recorder.detected).
+        self.detected = detected
         self.settings = settings
         self.batcher = batcher
         self.loop = loop
@@ -382,6 +385,8 @@ class LiveSource:
             self.loop.call_soon_threadsafe(self._publish, item)
             if self.zones is not None:  # before the observer: incident rules ask it where
                 self.zones.observe(item)
+            if self.detected is not None:
+                self.detected(item)
             # A frame whose detection failed says nothing about weapons: it must not count as
             # their absence and close an incident.
             if self.observer is not None and item.error is None:

@@ -21,6 +21,10 @@ service's ``recording_days``), then the disk cap ``recording_max_gb`` over all s
 first; segments overlapping an incident are held for ``incident_retention_days`` from the
 incident (``opened``/``closed``, called by the incident tracker, which also gives the incident
 its ``recording`` range).
+
+Detections (``detected``, from each source's processing thread): the boxes of a recorded
+source's detected frames go to the index next to its segments (``recording/detections.py``),
+and retention deletes them with the segment whose time they fall in.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from detector_service.backends.base import Image
 from detector_service.capture import AvReader, CaptureError, FrameReader, open_reader
 from detector_service.private import private_dir
 from detector_service.recording import (
+    DetectionLog,
     RetentionPolicy,
     RetentionReport,
     SegmentIndex,
@@ -48,6 +53,7 @@ from detector_service.recording import (
 from detector_service.recording.tee import RecordingTee
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri
+from detector_service.subscribers import Processed
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -154,6 +160,7 @@ class Recorder:
         self._ended: list[RecordingTee | MainStream] = []
         # Index writes that must not wait on a processing thread (holds) and retention.
         self.jobs = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="recording")
+        self.detections = DetectionLog(index, self.jobs)
         self.last_report: RetentionReport | None = None
 
     @classmethod
@@ -220,6 +227,15 @@ class Recorder:
             log.warning("recording of %s cannot start on this connection: %s", spec.id, exc)
             return reader
 
+    def detected(self, item: Processed) -> None:
+        """A source's processed frame (its processing thread): its boxes are stored when the
+        source is recorded and the model ran on it. A frame the motion gate skipped
+        (``inference_ms`` 0) carries the last detected frame's boxes, which are stored already."""
+        if item.inference_ms > 0 and item.error is None and self.records(item.source_id):
+            self.detections.add(
+                item.source_id, item.capture_ns, item.width, item.height, item.detections
+            )
+
     # --- incidents (processing threads, under the tracker's lock: no I/O here) ---------------
 
     def opened(self, incident: pb.Incident) -> None:
@@ -264,6 +280,7 @@ class Recorder:
 
     def enforce(self, specs: list[pb.SourceSpec]) -> RetentionReport:
         """One retention pass (blocking; runs on the maintenance thread)."""
+        self.detections.flush()  # a still scene's last entry may wait for no batch
         report = enforce(self.index, self.policy(specs))
         if report.deleted:
             log.info(
@@ -299,4 +316,5 @@ class Recorder:
         for part in self._ended:
             part.join(max(deadline - time.monotonic(), 0.0))
         self.jobs.shutdown(wait=True)
+        self.detections.flush()
         self.index.close()

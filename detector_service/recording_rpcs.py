@@ -1,4 +1,4 @@
-"""The recording's gRPC methods: GetCoverage, ExportRecording and GetSnapshot.
+"""The recording's gRPC methods: GetCoverage, ExportRecording, GetSnapshot and ListDetections.
 
 A mixin of ``DetectorServicer`` (which sets ``registry``, ``recorder`` and ``exports``). Every
 read of the index or a segment runs on a thread; the event loop only passes bytes along.
@@ -71,6 +71,21 @@ class RecordingRpcs(pb_grpc.DetectorServiceServicer):
             if not self.recorder.index.has_source(source_id):
                 raise
 
+    def _bounded(self, asked: pb.TimeRange, what: str) -> tuple[float, float]:
+        """A range's start and end: both given, in order, at most the export limit long."""
+        if not (asked.HasField("start") and asked.HasField("end")):
+            raise InvalidInput(f"{what} needs the range's start and end", field="range")
+        start, end = _seconds(asked.start), _seconds(asked.end)
+        if end <= start:
+            raise InvalidInput("the range's end must be after its start", field="range")
+        if end - start > self.settings.export_max_s:
+            raise InvalidInput(
+                f"a range of {end - start:.0f} s is longer than the export limit of "
+                f"{self.settings.export_max_s:.0f} s",
+                field="range",
+            )
+        return start, end
+
     # --- GetCoverage -----------------------------------------------------------------------
 
     async def GetCoverage(
@@ -109,18 +124,7 @@ class RecordingRpcs(pb_grpc.DetectorServiceServicer):
     async def ExportRecording(
         self, request: pb.ExportRecordingRequest, context: Context
     ) -> AsyncIterator[pb.ExportRecordingResponse]:
-        asked = request.range
-        if not (asked.HasField("start") and asked.HasField("end")):
-            raise InvalidInput("an export needs the range's start and end", field="range")
-        start, end = _seconds(asked.start), _seconds(asked.end)
-        if end <= start:
-            raise InvalidInput("the range's end must be after its start", field="range")
-        if end - start > self.settings.export_max_s:
-            raise InvalidInput(
-                f"a range of {end - start:.0f} s is longer than the export limit of "
-                f"{self.settings.export_max_s:.0f} s",
-                field="range",
-            )
+        start, end = self._bounded(request.range, "an export")
         await asyncio.to_thread(self._require, request.source_id)
         try:
             exported = await self.exports.get(request.source_id, start, end)
@@ -197,3 +201,16 @@ class RecordingRpcs(pb_grpc.DetectorServiceServicer):
             ) from None
         finally:
             source.unsubscribe(subscriber)
+
+    # --- ListDetections ----------------------------------------------------------------------
+
+    async def ListDetections(
+        self, request: pb.ListDetectionsRequest, context: Context
+    ) -> pb.ListDetectionsResponse:
+        start, end = self._bounded(request.range, "a list of detections")
+        frames = await asyncio.to_thread(self._detections, request.source_id, start, end)
+        return pb.ListDetectionsResponse(frames=frames)
+
+    def _detections(self, source: str, start: float, end: float) -> list[pb.FrameDetections]:
+        self._require(source)
+        return self.recorder.detections.frames(source, start, end)

@@ -245,6 +245,7 @@ class SourceRegistry:
             zones=zones,
             health=watch,
             recording=recorder.is_recording if recorder is not None else None,
+            detected=recorder.detected if recorder is not None else None,
         )
         self._sources[spec.id] = source
         self._declared[spec.id] = spec

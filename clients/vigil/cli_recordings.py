@@ -1,4 +1,5 @@
-"""``vigil recordings coverage|export|snapshot``: what the detector recorded of a source."""
+"""``vigil recordings coverage|export|snapshot|detections``: what the detector recorded of a
+source."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 from typing import Any
 
 from vigil import cli_common as common
-from vigil.sdk import Coverage
+from vigil.sdk import Coverage, RecordedDetections
 
 TIMES_HELP = (
     "Times: ISO 8601 (2025-01-01T12:00:00Z; without a zone, local time), seconds since the "
@@ -42,9 +43,10 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
         commands,
         "recordings",
         parent,
-        help="coverage, export and snapshots of the detector's recordings",
+        help="coverage, export, snapshots and detections of the detector's recordings",
         description="Sources in mode always are recorded continuously. Show what a source's "
-        f"recording covers, export a time range as one MP4, or save a picture. {TIMES_HELP}",
+        "recording covers, export a time range as one MP4, save a picture, or list what was "
+        f"detected. {TIMES_HELP}",
     )
     actions = recordings.add_subparsers(dest="action", required=True, metavar="ACTION")
     coverage = actions.add_parser(
@@ -71,6 +73,16 @@ def add_parser(commands: Any, parent: argparse.ArgumentParser) -> None:
     snapshot.add_argument("--at", type=moment, help="from the recording (default: live)")
     snapshot.add_argument("--out", "-o", required=True, metavar="FILE", help="write the JPEG here")
     common.handled_by(snapshot, snapshot_command, "detector")
+
+    found = actions.add_parser(
+        "detections",
+        parents=[parent],
+        help="the objects detected on the recorded frames of a time range",
+    )
+    found.add_argument("id", help="id of the source")
+    found.add_argument("--start", type=moment, required=True, help="from")
+    found.add_argument("--end", type=moment, required=True, help="until")
+    common.handled_by(found, detections_command, "detector")
 
 
 def coverage_text(coverage: Coverage) -> str:
@@ -113,3 +125,25 @@ def snapshot_command(args: argparse.Namespace) -> int:
     pathlib.Path(args.out).write_bytes(shot.jpeg)
     summary = f"wrote {shot.width}x{shot.height} picture of {common.when(shot.at)} to {args.out}"
     return common.output(args, shot, summary)
+
+
+def detections_text(found: RecordedDetections) -> str:
+    if not found.frames:
+        return "nothing detected"
+    rows = []
+    for frame in found.frames:
+        objects = ", ".join(
+            f"{d.class_name}{'' if d.track_id is None else f' #{d.track_id}'} {d.confidence:.2f}"
+            for d in frame.detections
+        )
+        # Milliseconds: a camera's frames are tens of them apart.
+        at = datetime.datetime.fromtimestamp(frame.at).astimezone()
+        captured = at.isoformat(timespec="milliseconds")
+        rows.append([captured, f"{frame.width}x{frame.height}", objects or "(gone)"])
+    return common.table(["CAPTURED", "FRAME", "OBJECTS"], rows)
+
+
+def detections_command(args: argparse.Namespace) -> int:
+    with common.detector_client(args) as client:
+        found = client.recorded_detections(args.id, args.start, args.end)
+    return common.output(args, found, detections_text(found))

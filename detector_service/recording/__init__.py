@@ -41,7 +41,9 @@ path, bytes, codec, width, height, params (digest of the run's parameters), clos
 is indexed when it opens and joins the recording when it closes; ``SegmentWriter.recover``
 closes those a killed writer left open, keeping every fragment that reached the disk.
 ``holds``: source, start, end, keep_until, reason: an incident's interval and its own retention.
-``coverage`` returns the covered intervals and the gaps of a range.
+``coverage`` returns the covered intervals and the gaps of a range. ``detections``: source, at
+(capture time), frame (a serialized ``FrameDetections``): the boxes of the recorded sources'
+detected frames (``detections.py``), deleted with the segment whose time they fall in.
 
 Retention (``enforce``), in this order: holds whose time is over are dropped; each source's
 segments older than its days go; then, while all sources together exceed the disk cap, the
@@ -49,6 +51,7 @@ oldest segments of any source go. A segment overlapping a live hold is never del
 rule; if only held segments are left over the cap, the report says by how much.
 """
 
+from detector_service.recording.detections import DetectionLog
 from detector_service.recording.encoder import FrameEncoder
 from detector_service.recording.export import Export, NotRecorded, Snapshot, export_range, snapshot
 from detector_service.recording.index import Coverage, Interval, Segment, SegmentIndex
@@ -57,6 +60,7 @@ from detector_service.recording.writer import RecordStats, SegmentWriter, Stream
 
 __all__ = [
     "Coverage",
+    "DetectionLog",
     "Export",
     "FrameEncoder",
     "Interval",

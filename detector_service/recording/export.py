@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import pathlib
 from collections.abc import Iterator
@@ -162,6 +163,15 @@ def _join(
             if joiner is None:
                 timed = timed[_last_key_at_or_before(timed, start) :]
                 joiner = _Joiner(out, copy_stream(out, reader.stream))
+            elif timed and joiner.prev is not None and timed[0].dts <= joiner.prev.dts:
+                # Two connections' segments may overlap by their clock mappings' error (a
+                # looped file starting again): decoding times must go on, so the later one
+                # follows the earlier one (a one-tick nudge does not survive the muxer's
+                # coarser time base, which then refuses the packet).
+                shift = joiner.prev.dts + (joiner.step or 1 / 30) - timed[0].dts
+                timed = [
+                    dataclasses.replace(t, pts=t.pts + shift, dts=t.dts + shift) for t in timed
+                ]
             for item in timed:
                 if item.pts >= end:
                     return joiner

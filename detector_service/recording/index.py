@@ -6,7 +6,7 @@ import dataclasses
 import pathlib
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,6 +37,12 @@ CREATE TABLE IF NOT EXISTS holds (
     keep_until REAL NOT NULL,
     reason TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS detections (
+    source TEXT NOT NULL,
+    at REAL NOT NULL,
+    frame BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS detections_by_source ON detections (source, at);
 """
 
 # Segments closer than this count as one covered interval: consecutive segments of one
@@ -232,8 +238,39 @@ class SegmentIndex:
             return [str(row[0]) for row in rows]
 
     def remove(self, segment_id: int) -> None:
+        """Forget a segment, and the detections stored for its time: those it shows and those of
+        the gap before it (back to the previous segment kept), which no video shows."""
         with self._tx() as db:
+            row = db.execute(
+                "SELECT source, start, end FROM segments WHERE id = ?", (segment_id,)
+            ).fetchone()
             db.execute("DELETE FROM segments WHERE id = ?", (segment_id,))
+            if row is None:
+                return
+            source, start, end = row
+            before = db.execute(
+                "SELECT COALESCE(MAX(end), 0) FROM segments WHERE source = ? AND end <= ?",
+                (source, start),
+            ).fetchone()[0]
+            db.execute(
+                "DELETE FROM detections WHERE source = ? AND at >= ? AND at < ?",
+                (source, before, end),
+            )
+
+    def add_detections(self, rows: Sequence[tuple[str, float, bytes]]) -> None:
+        """Store detected frames, (source, capture time, serialized FrameDetections) each, in one
+        transaction."""
+        with self._tx() as db:
+            db.executemany("INSERT INTO detections (source, at, frame) VALUES (?, ?, ?)", rows)
+
+    def detections(self, source: str, start: float, end: float) -> list[bytes]:
+        """The stored frames of ``source`` captured in [start, end), oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT frame FROM detections WHERE source = ? AND at >= ? AND at < ? ORDER BY at",
+                (source, start, end),
+            ).fetchall()
+        return [bytes(r[0]) for r in rows]
 
     def drop_holds(self, now: float) -> int:
         """Forget holds whose retention has ended; returns how many."""

@@ -73,6 +73,17 @@ export function recordingUrl(sourceId, start, end) {
 }
 
 /**
+ * What the detector found on a source's recorded frames from `start` to `end`.
+ * @param {string} sourceId
+ * @param {Date} start
+ * @param {Date} end
+ * @returns {Promise<import("../types/protocol").RecordedDetections>}
+ */
+export function recordedDetections(sourceId, start, end) {
+  return getJson(`${sourcePath(sourceId)}/detections`, { start: start.toISOString(), end: end.toISOString() });
+}
+
+/**
  * A URL a <video> can play: the URL itself, or, when the bridge wants a token (which media
  * elements cannot send as a header), the file fetched with it as a blob: URL.
  * @param {string} url

@@ -36,7 +36,7 @@ export class IncidentsView {
     this.sourceFilter = byId("incident-source", HTMLSelectElement);
     this.classFilter = byId("incident-class", HTMLSelectElement);
     this.sinceFilter = byId("incident-since", HTMLSelectElement);
-    this.player = new Player("incident-video", "incident-caption", "incident-notice");
+    this.player = new Player("incident-video", "incident-caption", "incident-notice", "incident-boxes");
     for (const filter of [this.classFilter, this.sinceFilter]) filter.addEventListener("change", () => this.renderList());
     this.sourceFilter.addEventListener("change", () => this.load());
     $("incidents-refresh").addEventListener("click", () => this.load());

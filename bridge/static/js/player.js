@@ -4,8 +4,10 @@
 //
 // The file starts at the keyframe at or before the range's start, which the bridge says in
 // X-Recording-Start; its first byte is asked for first, to learn that (and, when nothing is
-// recorded then, the bridge's reason) before the <video> is given the URL.
-import { messageOf, playableUrl, recordingUrl } from "./api.js";
+// recorded then, the bridge's reason) before the <video> is given the URL. The detector's boxes
+// are drawn over the video from the detections stored with the recording (boxes.js).
+import { messageOf, playableUrl, recordedDetections, recordingUrl } from "./api.js";
+import { BoxOverlay } from "./boxes.js";
 import { byId } from "./dom.js";
 import { when } from "./labels.js";
 import { authHeaders, errorText } from "./net.js";
@@ -15,9 +17,11 @@ export class Player {
    * @param {string} videoId
    * @param {string} captionId
    * @param {string} noticeId
+   * @param {string} boxesId the canvas over the video
    */
-  constructor(videoId, captionId, noticeId) {
+  constructor(videoId, captionId, noticeId, boxesId) {
     this.video = byId(videoId, HTMLVideoElement);
+    this.boxes = new BoxOverlay(this.video, byId(boxesId, HTMLCanvasElement));
     this.caption = byId(captionId, HTMLElement);
     this.notice = byId(noticeId, HTMLElement);
     this.url = "";
@@ -69,9 +73,16 @@ export class Player {
     const offset = Math.max(0, (from.getTime() - begins.getTime()) / 1000);
     this.video.addEventListener("loadedmetadata", () => { this.video.currentTime = offset; }, { once: true });
     this.video.play().catch(() => { /* autoplay refused: the controls remain */ });
+    try {
+      const found = await recordedDetections(sourceId, begins, end);
+      if (asked === this.asked) this.boxes.show(found.frames, begins);
+    } catch {
+      // No boxes (an older detector, a range past its limit): the video plays without them.
+    }
   }
 
   stop() {
+    this.boxes.clear();
     this.video.pause();
     this.video.removeAttribute("src");
     this.video.hidden = true;

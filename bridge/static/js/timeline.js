@@ -27,7 +27,7 @@ export class TimelineView {
   constructor(store) {
     this.store = store;
     this.window = byId("timeline-window", HTMLSelectElement);
-    this.player = new Player("timeline-video", "timeline-caption", "timeline-notice");
+    this.player = new Player("timeline-video", "timeline-caption", "timeline-notice", "timeline-boxes");
     this.loading = false;
     this.window.addEventListener("change", () => this.load());
     $("panel-recordings").addEventListener("show", () => this.load());

@@ -225,6 +225,31 @@ export interface Detection {
   confidence: number;
   is_weapon?: boolean;
   track_id?: number;
+  class_id?: number;
+  model?: string;
+  /** pixels of the frame it was found on */
+  box?: Box;
+}
+
+export interface Box {
+  x_min: number;
+  y_min: number;
+  x_max: number;
+  y_max: number;
+}
+
+/** One detected frame of a recording: its boxes are in pixels of a width x height frame. */
+export interface FrameDetections {
+  at: string | null;
+  width: number;
+  height: number;
+  /** empty where the objects of the frame before are gone */
+  detections: Detection[];
+}
+
+/** GET /api/sources/{id}/detections?start=&end= */
+export interface RecordedDetections {
+  frames: FrameDetections[];
 }
 
 export type Timings = Partial<

@@ -47,7 +47,15 @@ from vigil.sdk.options import (
     ClientOptions,
     RetryPolicy,
 )
-from vigil.sdk.recording_types import Coverage, ExportInfo, Recording, Snapshot, TimeRange
+from vigil.sdk.recording_types import (
+    Coverage,
+    ExportInfo,
+    FrameDetections,
+    RecordedDetections,
+    Recording,
+    Snapshot,
+    TimeRange,
+)
 from vigil.sdk.streams import AsyncStream, Stream
 from vigil.sdk.zones import Zone
 
@@ -73,11 +81,13 @@ __all__ = [
     "EvidenceInfo",
     "ExportInfo",
     "Frame",
+    "FrameDetections",
     "Incident",
     "IncidentEvent",
     "Job",
     "MotionSettings",
     "Page",
+    "RecordedDetections",
     "Recording",
     "RetryPolicy",
     "SampledFrame",

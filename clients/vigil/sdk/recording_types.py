@@ -1,4 +1,5 @@
-"""Plain values of a source's recording: time ranges, coverage, exports and snapshots.
+"""Plain values of a source's recording: time ranges, coverage, exports, snapshots and the
+detections stored with it.
 
 Times are seconds since the epoch (floats), as everywhere in the SDK; each value keeps the
 message it was made from as ``proto``.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.sdk.common import optional_seconds, seconds
+from vigil.sdk.common import Detection, detections, optional_seconds, seconds
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,36 @@ class Snapshot:
     @classmethod
     def from_proto(cls, m: pb.GetSnapshotResponse) -> Snapshot:
         return cls(m.jpeg, seconds(m.at), m.width, m.height, m)
+
+
+@dataclass(frozen=True)
+class FrameDetections:
+    """The objects found on one detected frame of a recording (``at``: its capture time), in
+    pixels of a ``width`` x ``height`` frame; empty where the objects of the frame before are
+    gone."""
+
+    at: float
+    width: int
+    height: int
+    detections: tuple[Detection, ...]
+    proto: pb.FrameDetections = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.FrameDetections) -> FrameDetections:
+        return cls(seconds(m.capture_time), m.width, m.height, detections(m.detections), m)
+
+
+@dataclass(frozen=True)
+class RecordedDetections:
+    """The detected frames of a range of a source's recording, oldest first (frames the motion
+    gate skipped show what the frame before them shows)."""
+
+    frames: tuple[FrameDetections, ...]
+    proto: pb.ListDetectionsResponse = field(repr=False, compare=False)
+
+    @classmethod
+    def from_proto(cls, m: pb.ListDetectionsResponse) -> RecordedDetections:
+        return cls(tuple(FrameDetections.from_proto(f) for f in m.frames), m)
 
 
 def export_item(m: pb.ExportRecordingResponse) -> ExportInfo | bytes | None:

@@ -1,4 +1,5 @@
-"""The recording's calls of the detector clients: coverage, export and snapshots.
+"""The recording's calls of the detector clients: coverage, export, snapshots and the detections
+stored with the recording.
 
 Mixins of ``DetectorClient`` and ``AsyncDetectorClient`` (both flavours, the same methods and
 values). An export streams: ``export_stream`` yields its ``ExportInfo`` and then the MP4's bytes
@@ -19,6 +20,7 @@ from vigil.sdk.common import timestamp
 from vigil.sdk.recording_types import (
     Coverage,
     ExportInfo,
+    RecordedDetections,
     Recording,
     Snapshot,
     TimeRange,
@@ -32,7 +34,7 @@ if TYPE_CHECKING:
         DetectorServiceStub,
     )
 
-UNARY_METHODS = ("GetCoverage", "GetSnapshot")
+UNARY_METHODS = ("GetCoverage", "GetSnapshot", "ListDetections")
 
 
 def coverage_request(
@@ -62,6 +64,12 @@ def snapshot_request(source_id: str, at: float | None) -> pb.GetSnapshotRequest:
     if at is not None:
         request.at.CopyFrom(timestamp(at))
     return request
+
+
+def detections_request(source_id: str, start: float, end: float) -> pb.ListDetectionsRequest:
+    return pb.ListDetectionsRequest(
+        source_id=source_id, range=pb.TimeRange(start=timestamp(start), end=timestamp(end))
+    )
 
 
 def _no_info() -> Unavailable:
@@ -135,6 +143,17 @@ class RecordingMethods(Client):
         request = snapshot_request(source_id, at)
         return self._unary(self.stub.GetSnapshot, request, timeout_s, Snapshot.from_proto)
 
+    def recorded_detections(
+        self, source_id: str, start: float, end: float, *, timeout_s: float | None = None
+    ) -> RecordedDetections:
+        """What the detector found on a recorded source's frames captured in [start, end) (at
+        most the service's export limit long): the frames with objects, and an empty one where
+        they disappeared, so a player can draw the boxes over the recorded video."""
+        request = detections_request(source_id, start, end)
+        return self._unary(
+            self.stub.ListDetections, request, timeout_s, RecordedDetections.from_proto
+        )
+
 
 class AsyncRecordingMethods(AsyncClient):
     stub: DetectorServiceAsyncStub
@@ -196,6 +215,14 @@ class AsyncRecordingMethods(AsyncClient):
     ) -> Snapshot:
         request = snapshot_request(source_id, at)
         return await self._unary(self.stub.GetSnapshot, request, timeout_s, Snapshot.from_proto)
+
+    async def recorded_detections(
+        self, source_id: str, start: float, end: float, *, timeout_s: float | None = None
+    ) -> RecordedDetections:
+        request = detections_request(source_id, start, end)
+        return await self._unary(
+            self.stub.ListDetections, request, timeout_s, RecordedDetections.from_proto
+        )
 
 
 __all__ = ["AsyncRecordingMethods", "RecordingMethods", "TimeRange"]
