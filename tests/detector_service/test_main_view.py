@@ -118,7 +118,8 @@ async def test_main_stream_frames_are_full_size_with_the_detection_boxes_scaled(
             # Drawn on the picture: the box's edge is red, not the camera's blue.
             x0, y0 = (round(v) for v in box(frame)[:2])
             b, g, r = image[y0 + 10, x0].tolist()
-            assert r > 150 and b < 100, (b, g, r)
+            assert r > 150, (b, g, r)
+            assert b < 100, (b, g, r)
         full.cancel()
         # The last full-size viewer left: closed after the linger, while tiles go on.
         await until_logged(caplog, CLOSED)
