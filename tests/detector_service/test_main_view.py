@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import pathlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import cv2
@@ -63,7 +63,7 @@ async def detector(tmp_path: pathlib.Path) -> AsyncIterator[Stub]:
         await server.stop(0)
 
 
-async def frames_with_boxes(call: AsyncIterator[pb.SubscribeResponse], n: int) -> list[pb.Frame]:
+async def frames_with_boxes(call: AsyncIterable[pb.SubscribeResponse], n: int) -> list[pb.Frame]:
     """The next ``n`` frames that carry detections."""
     out: list[pb.Frame] = []
     async with asyncio.timeout(30):
@@ -110,6 +110,7 @@ async def test_main_stream_frames_are_full_size_with_the_detection_boxes_scaled(
         for frame in big:
             assert (frame.width, frame.height) == (640, 480)
             image = cv2.imdecode(np.frombuffer(frame.jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert image is not None
             assert image.shape == (480, 640, 3)
             [found] = frame.detections
             assert found.class_name == "knife"
