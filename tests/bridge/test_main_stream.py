@@ -21,7 +21,7 @@ pytestmark = pytest.mark.timeout(60)
 
 async def sizes(ws: ClientConnection, n: int) -> list[tuple[int, int]]:
     """The sizes of the next ``n`` frames."""
-    out = []
+    out: list[tuple[int, int]] = []
     async with asyncio.timeout(20):
         while len(out) < n:
             message = await ws.recv()
