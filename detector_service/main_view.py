@@ -62,7 +62,9 @@ class MainView:
     # --- event-loop side -------------------------------------------------------------------
 
     def configure(self, uri: SourceUri, max_fps: float) -> None:
-        """Take the source's main stream and rate; an open one is reopened with them."""
+        """Take the source's main stream and rate; an open one is reopened if they changed."""
+        if (uri, max_fps) == (self.uri, self.max_fps):
+            return
         self.uri, self.max_fps = uri, max_fps
         if self._stopping is not None:
             self.stop()

@@ -154,3 +154,31 @@ async def test_a_source_without_a_main_stream_ignores_the_flag(
     assert [(f.width, f.height) for f in frames] == [(320, 240)] * 2
     assert all(f.jpeg for f in frames)
     assert not any(OPENED in r.getMessage() for r in caplog.records)
+
+
+async def test_a_main_stream_dropped_from_the_source_ends_its_full_size_streams(
+    cameras: tuple[RtspCamera, RtspCamera],
+    tmp_path: pathlib.Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="detector_service.main_view")
+    sub, main = cameras
+    async with detector(tmp_path) as stub:
+        spec = pb.SourceSpec(
+            id="dock", kind=pb.SOURCE_KIND_STREAM, uri=sub.url(), record_uri=main.url()
+        )
+        await stub.AddSource(pb.AddSourceRequest(source=spec))
+        full = stub.Subscribe(pb.SubscribeRequest(source_id="dock", main_stream=True))
+        assert (await frames_with_boxes(full, 1))[0].width == 640
+        # Sent back as handed out (URI masked), without its main stream.
+        shown = (await stub.GetSource(pb.GetSourceRequest(source_id="dock"))).source.spec
+        shown.record_uri = ""
+        await stub.UpdateSource(pb.UpdateSourceRequest(source=shown))
+        await until_logged(caplog, CLOSED)
+        async with asyncio.timeout(10):
+            rest = [item async for item in full]
+        assert all(not item.HasField("frame") or item.frame.width == 640 for item in rest)
+        # Asked again, the same call now gets the detection stream's frames.
+        again = stub.Subscribe(pb.SubscribeRequest(source_id="dock", main_stream=True))
+        assert (await frames_with_boxes(again, 1))[0].width == 320
+        again.cancel()
