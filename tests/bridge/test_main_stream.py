@@ -7,6 +7,7 @@ import asyncio
 import pathlib
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -52,5 +53,8 @@ async def test_main_1_delivers_the_main_stream_at_full_size(
                 # Both at once: the bridge keeps a feed per stream, not one per source.
                 assert await sizes(full, 3) == [(640, 480)] * 3
                 assert await sizes(tiles, 3) == [(320, 240)] * 3
+                async with httpx.AsyncClient() as http:
+                    health = (await http.get(f"{bridge.http}/health")).json()
+                assert health["streams"] == {"gate": 2}  # viewers per source, both feeds
         finally:
             await detector.stop(0)
