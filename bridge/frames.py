@@ -73,9 +73,11 @@ class Viewer:
 class _Feed:
     """The shared stream of one source and the viewers it feeds."""
 
-    def __init__(self, hub: FrameHub, source_id: str) -> None:
+    def __init__(self, hub: FrameHub, source_id: str, main: bool) -> None:
         self.hub = hub
         self.source_id = source_id
+        # The camera's main stream at full size (a feed of its own beside the detection stream's).
+        self.main = main
         self.viewers: dict[Viewer, None] = {}  # insertion-ordered set
         # Frames the detector dropped for our stream, summed over resubscriptions.
         self.upstream_dropped = 0
@@ -131,7 +133,9 @@ class _Feed:
         """Follow one subscription until it ends; return why: the failure for viewers, details
         for the log. With ``wait`` the call waits for the channel to be ready."""
         self._stream_dropped = 0
-        stream = self.hub.detector.subscribe(self.source_id, wait_for_ready=wait)
+        stream = self.hub.detector.subscribe(
+            self.source_id, main_stream=self.main, wait_for_ready=wait
+        )
         try:
             async for item in stream:
                 if isinstance(item, Frame):
@@ -200,34 +204,44 @@ class FrameHub:
         self.queue_size = queue_size
         # A new schedule for each feed: between attempts to resubscribe.
         self.backoff = backoff
-        self._feeds: dict[str, _Feed] = {}
+        self._feeds: dict[tuple[str, bool], _Feed] = {}  # by source id and main stream
         self._stopping: set[asyncio.Task[None]] = set()
         self._closed = False
 
     @contextlib.contextmanager
     def watch(
-        self, source_id: str, extras: frozenset[str] = frozenset(), *, binary: bool = False
+        self,
+        source_id: str,
+        extras: frozenset[str] = frozenset(),
+        *,
+        binary: bool = False,
+        main: bool = False,
     ) -> Iterator[Viewer]:
-        """Become a viewer of ``source_id`` for the duration of the ``with`` block."""
+        """Become a viewer of ``source_id`` (``main``: of its main stream at full size) for the
+        duration of the ``with`` block."""
         if self._closed:
             raise Unavailable("the bridge is shutting down")
         if not source_ids.is_source_id(source_id):  # the detector's rule: a typo never reaches it
             raise InvalidInput(f"source ids are {source_ids.RULE}")
-        feed = self._feeds.get(source_id)
+        key = (source_id, main)
+        feed = self._feeds.get(key)
         if feed is None:
-            feed = self._feeds[source_id] = _Feed(self, source_id)
+            feed = self._feeds[key] = _Feed(self, source_id, main)
         viewer = feed.join(extras, binary)
         try:
             yield viewer
         finally:
             feed.leave(viewer)
-            if not feed.viewers and self._feeds.get(source_id) is feed:
+            if not feed.viewers and self._feeds.get(key) is feed:
                 self._forget(feed)
                 self._stop(feed)
 
     def sources(self) -> dict[str, int]:
         """Viewers per source with a live feed."""
-        return {source_id: len(feed.viewers) for source_id, feed in self._feeds.items()}
+        viewers: dict[str, int] = {}
+        for (source_id, _), feed in self._feeds.items():
+            viewers[source_id] = viewers.get(source_id, 0) + len(feed.viewers)
+        return viewers
 
     async def close(self) -> None:
         """Close every viewer ("going away") and stop every feed."""
@@ -241,8 +255,8 @@ class FrameHub:
             await asyncio.gather(*self._stopping, return_exceptions=True)
 
     def _forget(self, feed: _Feed) -> None:
-        if self._feeds.get(feed.source_id) is feed:
-            del self._feeds[feed.source_id]
+        if self._feeds.get((feed.source_id, feed.main)) is feed:
+            del self._feeds[(feed.source_id, feed.main)]
 
     def _stop(self, feed: _Feed) -> None:
         # Not awaited: the last viewer's handler should not wait for gRPC to wind down.

@@ -17,6 +17,9 @@ In a browser: ``const n = new DataView(buf).getUint32(0); const header =
 JSON.parse(new TextDecoder().decode(new Uint8Array(buf, 4, n))); const jpeg = new Blob([new
 Uint8Array(buf, 4 + n)], {type: "image/jpeg"})``. Each frame is packed once and the same bytes go
 to every binary viewer (a viewer asking for ``dropped`` gets its own header, one copy).
+
+``?main=1`` shows the camera's main stream (the source's ``record_uri``) at full size, with the
+detection stream's boxes scaled onto it; a source without one sends its usual frames.
 """
 
 from __future__ import annotations
@@ -49,20 +52,29 @@ __all__ = ["POLICY_VIOLATION", "origin_allowed", "router"]
 
 @router.websocket("/ws/video-stream")
 async def default_video_stream(
-    websocket: WebSocket, extras: str | None = None, format: str = "json"
+    websocket: WebSocket, extras: str | None = None, format: str = "json", main: bool = False
 ) -> None:
-    await stream(websocket, bridge_state(websocket).settings.default_source_id, extras, format)
+    source_id = bridge_state(websocket).settings.default_source_id
+    await stream(websocket, source_id, extras, format, main)
 
 
 @router.websocket("/ws/video-stream/{source_id}")
 async def video_stream(
-    websocket: WebSocket, source_id: str, extras: str | None = None, format: str = "json"
+    websocket: WebSocket,
+    source_id: str,
+    extras: str | None = None,
+    format: str = "json",
+    main: bool = False,
 ) -> None:
-    await stream(websocket, source_id, extras, format)
+    await stream(websocket, source_id, extras, format, main)
 
 
 async def stream(
-    websocket: WebSocket, source_id: str, extras: str | None, format: str = "json"
+    websocket: WebSocket,
+    source_id: str,
+    extras: str | None,
+    format: str = "json",
+    main: bool = False,
 ) -> None:
     state = bridge_state(websocket)
     origin, host = websocket.headers.get("origin"), websocket.headers.get("host")
@@ -76,7 +88,8 @@ async def stream(
         if format not in ("json", "binary"):
             raise InvalidInput(f"unknown format {format[:32]!r}; known: json, binary")
         binary = format == "binary"
-        with state.frames.watch(source_id, parse_extras(extras), binary=binary) as viewer:
+        watch = state.frames.watch(source_id, parse_extras(extras), binary=binary, main=main)
+        with watch as viewer:
             await _serve(websocket, viewer, state.metrics)
     except VigilError as e:
         await _refuse(websocket, e)

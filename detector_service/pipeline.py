@@ -29,9 +29,10 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.capture import CaptureError, EndOfStream, FrameReader, open_reader
 from detector_service.frame_work import FrameWork
 from detector_service.health_monitor import CameraWatch
+from detector_service.main_view import MainView
 from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
-from detector_service.source_uri import SourceUri, mask
+from detector_service.source_uri import SourceUri
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
 from detector_service.zones import ZoneWatch
 from vigil.core.backoff import Backoff
@@ -75,9 +76,9 @@ class LiveSource:
         self.spec = pb.SourceSpec()
         self.spec.CopyFrom(spec)
         self.spec.uri = self.uri.masked
-        # The main stream is opened by the recorder (detector_service/recorder.py), not here:
-        # only its masked form is kept (the registry hands the real one to the recorder).
-        self.spec.record_uri = mask(spec.record_uri)
+        # The main stream: recorded by the recorder, shown at full size by the main view.
+        self.record_uri = SourceUri(spec.record_uri)
+        self.spec.record_uri = self.record_uri.masked
         self.observer = observer
         # Whether the recorder is recording this source now (Source.recording).
         self._recording = recording
@@ -109,6 +110,9 @@ class LiveSource:
         self._linger: asyncio.TimerHandle | None = None
         # Gate, detect, draw and encode each frame (frame_work.py).
         self._work = FrameWork(spec, settings, batcher)
+        self.newest: Processed | None = None  # whose boxes the main view draws
+        self.main_view = MainView(spec.id, settings, loop, lambda: self.newest)
+        self.main_view.configure(self.record_uri, self.max_fps)
 
     # --- event-loop side -------------------------------------------------------------------
 
@@ -139,9 +143,12 @@ class LiveSource:
         """Captured with or without subscribers (the registry starts it)."""
         return self.spec.mode == pb.SOURCE_MODE_ALWAYS
 
-    def subscribe(self, omit_jpeg: bool = False) -> Subscriber:
-        sub = Subscriber(self.settings.subscriber_queue, omit_jpeg)
+    def subscribe(self, omit_jpeg: bool = False, main_stream: bool = False) -> Subscriber:
+        main_stream = main_stream and bool(self.spec.record_uri)  # else ignored
+        sub = Subscriber(self.settings.subscriber_queue, omit_jpeg, main_stream)
         self.subscribers.add(sub)
+        if main_stream:
+            self.main_view.add(sub)
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -152,6 +159,7 @@ class LiveSource:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+        self.main_view.discard(sub)
         self.counters.frames_dropped += sub.frames.dropped
         sub.frames.close()
         if not self.subscribers and self._running and not self.always:
@@ -194,11 +202,13 @@ class LiveSource:
         running = self._running
         if running and restart:
             self.stop()
-        self.uri = SourceUri(spec.uri)
+        self.uri, self.record_uri = SourceUri(spec.uri), SourceUri(spec.record_uri)
         fresh = pb.SourceSpec()
         fresh.CopyFrom(spec)
-        fresh.uri, fresh.record_uri = self.uri.masked, mask(spec.record_uri)
+        fresh.uri, fresh.record_uri = self.uri.masked, self.record_uri.masked
         self.spec, self.max_fps = fresh, spec.max_fps or self.settings.max_fps
+        if restart:
+            self.main_view.configure(self.record_uri, self.max_fps)
         if self.zones is not None:
             self.zones.configure(fresh)
         if self.health is not None:
@@ -218,6 +228,7 @@ class LiveSource:
     def close(self) -> None:
         """Stop and end every subscription (the source is being removed)."""
         self.stop()
+        self.main_view.stop()
         for sub in list(self.subscribers):
             sub.frames.close()
 
@@ -230,10 +241,11 @@ class LiveSource:
     def _publish(self, item: Processed) -> None:
         self._rates["out"].tick()
         self.counters.frames_published += 1
+        self.newest = item
         for sub in self.subscribers:
             # A frame encoded for nobody (see FrameWork._wants_jpeg) reaches a viewer who just
-            # arrived only if that viewer asked for no pictures.
-            if item.jpeg or sub.omit_jpeg:
+            # arrived only if that viewer asked for no pictures. Main-view ones get their own.
+            if (item.jpeg or sub.omit_jpeg) and not sub.main_stream:
                 sub.frames.put(item)
 
     def _broadcast_state(
@@ -353,7 +365,7 @@ class LiveSource:
     def _viewers(self) -> bool:
         """Someone wants this source's pictures now."""
         # A copy first: the event loop adds and removes subscribers meanwhile.
-        return any(not sub.omit_jpeg for sub in list(self.subscribers))
+        return any(not (sub.omit_jpeg or sub.main_stream) for sub in list(self.subscribers))
 
     def _process_loop(self, stopping: threading.Event) -> None:
         interval = 1.0 / self.max_fps

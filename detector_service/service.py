@@ -137,7 +137,7 @@ class DetectorServicer(RecordingRpcs, EvidenceRpcs, pb_grpc.DetectorServiceServi
             source = self.registry.get(request.source_id or self.settings.default_source_id)
         except VigilError as exc:
             await abort_with(context, exc)
-        subscriber = source.subscribe(omit_jpeg=request.omit_jpeg)
+        subscriber = source.subscribe(omit_jpeg=request.omit_jpeg, main_stream=request.main_stream)
         try:
             while True:
                 yield await subscriber.next()

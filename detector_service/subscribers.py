@@ -45,11 +45,13 @@ class FrameObserver(Protocol):
 
 
 class Subscriber:
-    def __init__(self, maxsize: int, omit_jpeg: bool) -> None:
+    def __init__(self, maxsize: int, omit_jpeg: bool, main_stream: bool = False) -> None:
         self.frames: NewestWinsQueue[Processed] = NewestWinsQueue(maxsize)
         # State changes are rare and must not be lost to frame drops: a separate, latest-only box.
         self.state: pb.Source | None = None
         self.omit_jpeg = omit_jpeg
+        # Frames come from the source's main view (main_view.py), not its detection stream.
+        self.main_stream = main_stream
 
     def push_state(self, source: pb.Source) -> None:
         self.state = source

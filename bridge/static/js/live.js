@@ -30,6 +30,11 @@ export class LiveView {
     this.ctx = ctx;
     this.button = byId("start-button", HTMLButtonElement);
     this.select = byId("source-select", HTMLSelectElement);
+    // Shown for a camera that names a main stream: its frames at full size instead of the
+    // detection stream's (the boxes are the detection stream's, scaled).
+    this.fullSize = byId("full-size", HTMLButtonElement);
+    /** @type {Source[]} */
+    this.sources = [];
     /** @type {WebSocket | null} */
     this.socket = null;
     this.wanted = false;
@@ -47,7 +52,15 @@ export class LiveView {
     this.interrupted = false; // a connection dropped and frames have not come back yet
     this.button.addEventListener("click", () => (this.wanted ? this.stop() : this.start()));
     $("sources-refresh").addEventListener("click", () => this.loadSources(true));
-    this.select.addEventListener("change", () => { if (this.wanted) this.restart(); });
+    this.select.addEventListener("change", () => {
+      this.showFullSize();
+      if (this.wanted) this.restart();
+    });
+    this.fullSize.addEventListener("click", () => {
+      const on = this.fullSize.getAttribute("aria-pressed") !== "true";
+      this.fullSize.setAttribute("aria-pressed", String(on));
+      if (this.wanted) this.restart();
+    });
     store.subscribe((sources) => this.renderSources(sources));
     setInterval(() => this.tick(), 500);
     this.loadSources(false);
@@ -73,6 +86,22 @@ export class LiveView {
       this.select.append(el("option", { value: spec.id, text: `${name} · ${source.state}` }));
     }
     if ([...this.select.options].some((o) => o.value === current)) this.select.value = current;
+    this.sources = sources;
+    this.showFullSize();
+  }
+
+  /** The "Full size" toggle, for a source with a main stream (its record_uri, masked). */
+  showFullSize() {
+    const source = this.sources.find((s) => s.spec.id === this.select.value);
+    const has = Boolean(source && source.spec.record_uri);
+    this.fullSize.hidden = !has;
+    // Off for a camera without one (a stream asked for it meanwhile gets the usual frames).
+    if (!has) this.fullSize.setAttribute("aria-pressed", "false");
+  }
+
+  /** Whether the main stream is asked for (the toggle is on and shown). */
+  get mainStream() {
+    return !this.fullSize.hidden && this.fullSize.getAttribute("aria-pressed") === "true";
   }
 
   /**
@@ -152,7 +181,10 @@ export class LiveView {
     const source = this.select.value;
     const path = source ? `/ws/video-stream/${encodeURIComponent(source)}` : "/ws/video-stream";
     this.setStatus("connecting", this.attempts ? `Reconnecting: retry ${this.attempts}/${MAX_RECONNECTS}…` : "Connecting…");
-    const socket = new WebSocket(wsUrl(path, { format: "binary", extras: "sequence,dropped,latency" }));
+    /** @type {Record<string, string>} */
+    const params = { format: "binary", extras: "sequence,dropped,latency" };
+    if (this.mainStream) params.main = "1";
+    const socket = new WebSocket(wsUrl(path, params));
     socket.binaryType = "arraybuffer";
     this.socket = socket;
     socket.onopen = () => {

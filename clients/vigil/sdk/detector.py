@@ -128,8 +128,8 @@ def add_source_request(
     return pb.AddSourceRequest(source=spec)
 
 
-def subscribe_request(source_id: str, omit_jpeg: bool) -> pb.SubscribeRequest:
-    return pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg)
+def subscribe_request(source_id: str, omit_jpeg: bool, main_stream: bool) -> pb.SubscribeRequest:
+    return pb.SubscribeRequest(source_id=source_id, omit_jpeg=omit_jpeg, main_stream=main_stream)
 
 
 def incidents_request(
@@ -228,14 +228,21 @@ class DetectorClient(RecordingMethods, EvidenceMethods, Client):
         return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(
-        self, source_id: str = "", *, omit_jpeg: bool = False, wait_for_ready: bool | None = None
+        self,
+        source_id: str = "",
+        *,
+        omit_jpeg: bool = False,
+        main_stream: bool = False,
+        wait_for_ready: bool | None = None,
     ) -> Stream[Frame | Source]:
         """Frames of a source, and the source itself (first, then on every state change).
-        An empty id follows the service's default source. ``wait_for_ready`` (the client's
+        An empty id follows the service's default source. ``main_stream``: frames of the camera's
+        main stream (its record_uri) at full size, with the detection stream's boxes scaled onto
+        them (ignored for a source without one). ``wait_for_ready`` (the client's
         setting unless given) makes the call wait for a service that is not up yet; a caller
         that resubscribes after an outage wants that once it has told its users."""
         stub = pb_grpc.DetectorServiceStub(self._live_channel())
-        request = subscribe_request(source_id, omit_jpeg)
+        request = subscribe_request(source_id, omit_jpeg, main_stream)
         items = SubscriptionItems(source_id)
         return self._stream(stub.Subscribe, request, items, wait_for_ready=wait_for_ready)
 
@@ -370,11 +377,17 @@ class AsyncDetectorClient(AsyncRecordingMethods, AsyncEvidenceMethods, AsyncClie
         return self._stream(self.stub.Detect, requests, DetectResult.from_proto, timeout_s)
 
     def subscribe(
-        self, source_id: str = "", *, omit_jpeg: bool = False, wait_for_ready: bool | None = None
+        self,
+        source_id: str = "",
+        *,
+        omit_jpeg: bool = False,
+        main_stream: bool = False,
+        wait_for_ready: bool | None = None,
     ) -> AsyncStream[Frame | Source]:
-        """Frames of a source, and the source itself (first, then on every state change)."""
+        """Frames of a source, and the source itself (first, then on every state change);
+        ``main_stream`` as in the sync client."""
         stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._live_channel())
-        request = subscribe_request(source_id, omit_jpeg)
+        request = subscribe_request(source_id, omit_jpeg, main_stream)
         items = SubscriptionItems(source_id)
         return self._stream(stub.Subscribe, request, items, wait_for_ready=wait_for_ready)
 
