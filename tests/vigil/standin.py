@@ -61,6 +61,8 @@ class Detector(dpb_grpc.DetectorServiceServicer):
     GetSnapshot = dpb_grpc.DetectorServiceServicer.GetSnapshot
     ListDetections = dpb_grpc.DetectorServiceServicer.ListDetections
     ExportIncident = dpb_grpc.DetectorServiceServicer.ExportIncident
+    ReviewIncident = dpb_grpc.DetectorServiceServicer.ReviewIncident
+    GetIncidentStats = dpb_grpc.DetectorServiceServicer.GetIncidentStats
 
     def __init__(self, record: Record, *, fail_first: int = 0, delay_s: float = 0.0) -> None:
         self.record = record
@@ -100,6 +102,8 @@ class Analyzer(apb_grpc.AnalyzerServiceServicer):
     StartAnalysis = apb_grpc.AnalyzerServiceServicer.StartAnalysis
     StreamAnalysisEvents = apb_grpc.AnalyzerServiceServicer.StreamAnalysisEvents
     UploadVideo = apb_grpc.AnalyzerServiceServicer.UploadVideo
+    VerifyIncident = apb_grpc.AnalyzerServiceServicer.VerifyIncident
+    CheckWatchRule = apb_grpc.AnalyzerServiceServicer.CheckWatchRule
 
     def __init__(self, record: Record) -> None:
         self.record = record

@@ -343,6 +343,7 @@ class Job(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Server-made id."""
     state: Global___JobState.ValueType
@@ -379,6 +380,10 @@ class Job(_message.Message):
     def updated_at(self) -> _timestamp_pb2.Timestamp:
         """When it last changed."""
 
+    @_builtins.property
+    def recording(self) -> Global___RecordingRange:
+        """The camera recording the video was cut from; unset for an upload."""
+
     def __init__(
         self,
         *,
@@ -394,10 +399,11 @@ class Job(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         attempts: _builtins.int = ...,
+        recording: Global___RecordingRange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "options", b"options", "result", b"result", "updated_at", b"updated_at", "video", b"video"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "error", b"error", "options", b"options", "recording", b"recording", "result", b"result", "updated_at", b"updated_at", "video", b"video"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error", b"error", "id", b"id", "options", b"options", "percent", b"percent", "queue_position", b"queue_position", "result", b"result", "stage", b"stage", "state", b"state", "updated_at", b"updated_at", "video", b"video"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "created_at", b"created_at", "error", b"error", "id", b"id", "options", b"options", "percent", b"percent", "queue_position", b"queue_position", "recording", b"recording", "result", b"result", "stage", b"stage", "state", b"state", "updated_at", b"updated_at", "video", b"video"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -789,25 +795,209 @@ class StartAnalysisRequest(_message.Message):
 
     VIDEO_ID_FIELD_NUMBER: _builtins.int
     OPTIONS_FIELD_NUMBER: _builtins.int
+    RECORDING_FIELD_NUMBER: _builtins.int
     video_id: _builtins.str
-    """Id of an uploaded video."""
+    """Id of an uploaded video; empty when `recording` is set."""
     @_builtins.property
     def options(self) -> Global___AnalysisOptions:
         """Options for the job."""
+
+    @_builtins.property
+    def recording(self) -> Global___RecordingRange:
+        """A time range of a camera's recording to analyse instead of an upload; the service fetches it
+        from the detector service. Exactly one of video_id and recording is set.
+        """
 
     def __init__(
         self,
         *,
         video_id: _builtins.str = ...,
         options: Global___AnalysisOptions | None = ...,
+        recording: Global___RecordingRange | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "recording", b"recording"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "video_id", b"video_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["options", b"options", "recording", b"recording", "video_id", b"video_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StartAnalysisRequest: _TypeAlias = StartAnalysisRequest  # noqa: Y015
+
+@_typing.final
+class RecordingRange(_message.Message):
+    """RecordingRange is a span of one camera's recording."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The detector service's source id."""
+    @_builtins.property
+    def start(self) -> _timestamp_pb2.Timestamp:
+        """First instant."""
+
+    @_builtins.property
+    def end(self) -> _timestamp_pb2.Timestamp:
+        """First instant after; at most the service's limit after start."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        start: _timestamp_pb2.Timestamp | None = ...,
+        end: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "source_id", b"source_id", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordingRange: _TypeAlias = RecordingRange  # noqa: Y015
+
+@_typing.final
+class VerifyIncidentRequest(_message.Message):
+    """VerifyIncidentRequest is an incident to check."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    CLASS_NAME_FIELD_NUMBER: _builtins.int
+    PICTURES_FIELD_NUMBER: _builtins.int
+    SAMPLING_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    """The detector's incident id, for logs and metrics."""
+    source_id: _builtins.str
+    """The source it happened on."""
+    class_name: _builtins.str
+    """The class the detector saw, for example "gun"."""
+    @_builtins.property
+    def pictures(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Picture]:
+        """The pictures: the snapshot, frames around it, crops of the weapon boxes at full resolution."""
+
+    @_builtins.property
+    def sampling(self) -> _common_pb2.SamplingSettings:
+        """Sampling for this request; unset keeps the service defaults."""
+
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        class_name: _builtins.str = ...,
+        pictures: _abc.Iterable[_common_pb2.Picture] | None = ...,
+        sampling: _common_pb2.SamplingSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "incident_id", b"incident_id", "pictures", b"pictures", "sampling", b"sampling", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyIncidentRequest: _TypeAlias = VerifyIncidentRequest  # noqa: Y015
+
+@_typing.final
+class VerifyIncidentResponse(_message.Message):
+    """VerifyIncidentResponse is the model's verdict."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def verification(self) -> _common_pb2.Verification:
+        """The answer, validated."""
+
+    def __init__(
+        self,
+        *,
+        verification: _common_pb2.Verification | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verification", b"verification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verification", b"verification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyIncidentResponse: _TypeAlias = VerifyIncidentResponse  # noqa: Y015
+
+@_typing.final
+class CheckWatchRuleRequest(_message.Message):
+    """CheckWatchRuleRequest asks whether a situation shows in a camera's pictures."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    PICTURES_FIELD_NUMBER: _builtins.int
+    SAMPLING_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """The detector's rule id, for metrics (checks, yes answers, model time are counted per rule)."""
+    source_id: _builtins.str
+    """The camera."""
+    condition: _builtins.str
+    """The situation in plain language, for example "someone climbs the fence"."""
+    @_builtins.property
+    def pictures(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.Picture]:
+        """Recent frames of the candidate moment, oldest first."""
+
+    @_builtins.property
+    def sampling(self) -> _common_pb2.SamplingSettings:
+        """Sampling for this request; unset keeps the service defaults."""
+
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        source_id: _builtins.str = ...,
+        condition: _builtins.str = ...,
+        pictures: _abc.Iterable[_common_pb2.Picture] | None = ...,
+        sampling: _common_pb2.SamplingSettings | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["sampling", b"sampling"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["condition", b"condition", "pictures", b"pictures", "rule_id", b"rule_id", "sampling", b"sampling", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckWatchRuleRequest: _TypeAlias = CheckWatchRuleRequest  # noqa: Y015
+
+@_typing.final
+class CheckWatchRuleResponse(_message.Message):
+    """CheckWatchRuleResponse is the model's answer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MATCHED_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_SECONDS_FIELD_NUMBER: _builtins.int
+    matched: _builtins.bool
+    """Whether the situation shows."""
+    reason: _builtins.str
+    """Why, in a sentence (at most 200 characters)."""
+    model: _builtins.str
+    """The model that answered."""
+    model_seconds: _builtins.float
+    """Seconds the model took."""
+    def __init__(
+        self,
+        *,
+        matched: _builtins.bool = ...,
+        reason: _builtins.str = ...,
+        model: _builtins.str = ...,
+        model_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["matched", b"matched", "model", b"model", "model_seconds", b"model_seconds", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckWatchRuleResponse: _TypeAlias = CheckWatchRuleResponse  # noqa: Y015
 
 @_typing.final
 class StartAnalysisResponse(_message.Message):

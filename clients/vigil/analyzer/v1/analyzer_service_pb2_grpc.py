@@ -72,6 +72,16 @@ class AnalyzerServiceStub:
                 request_serializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CancelJobRequest.SerializeToString,
                 response_deserializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
+        self.VerifyIncident = channel.unary_unary(
+                '/vigil.analyzer.v1.AnalyzerService/VerifyIncident',
+                request_serializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.VerifyIncidentRequest.SerializeToString,
+                response_deserializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.VerifyIncidentResponse.FromString,
+                _registered_method=True)
+        self.CheckWatchRule = channel.unary_unary(
+                '/vigil.analyzer.v1.AnalyzerService/CheckWatchRule',
+                request_serializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CheckWatchRuleRequest.SerializeToString,
+                response_deserializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CheckWatchRuleResponse.FromString,
+                _registered_method=True)
 
 
 class AnalyzerServiceServicer:
@@ -134,6 +144,23 @@ class AnalyzerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyIncident(self, request, context):
+        """VerifyIncident asks the model whether an incident's pictures (its snapshot, frames around it
+        and crops of each weapon box) show the weapon the detector saw. Runs before chat, watch rules
+        and analyses.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CheckWatchRule(self, request, context):
+        """CheckWatchRule asks the model whether pictures of a camera show a situation described in plain
+        language; the answer is yes or no with a reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AnalyzerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -171,6 +198,16 @@ def add_AnalyzerServiceServicer_to_server(servicer, server):
                     servicer.CancelJob,
                     request_deserializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CancelJobRequest.FromString,
                     response_serializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CancelJobResponse.SerializeToString,
+            ),
+            'VerifyIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyIncident,
+                    request_deserializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.VerifyIncidentRequest.FromString,
+                    response_serializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.VerifyIncidentResponse.SerializeToString,
+            ),
+            'CheckWatchRule': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckWatchRule,
+                    request_deserializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CheckWatchRuleRequest.FromString,
+                    response_serializer=vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CheckWatchRuleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -365,6 +402,60 @@ class AnalyzerService:
             '/vigil.analyzer.v1.AnalyzerService/CancelJob',
             vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CancelJobRequest.SerializeToString,
             vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CancelJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.analyzer.v1.AnalyzerService/VerifyIncident',
+            vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.VerifyIncidentRequest.SerializeToString,
+            vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.VerifyIncidentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckWatchRule(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.analyzer.v1.AnalyzerService/CheckWatchRule',
+            vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CheckWatchRuleRequest.SerializeToString,
+            vigil_dot_analyzer_dot_v1_dot_analyzer__service__pb2.CheckWatchRuleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,15 @@ class AnalyzerServiceStub:
     """ListJobs pages through jobs, newest first."""
     CancelJob: _grpc.UnaryUnaryMultiCallable[_analyzer_service_pb2.CancelJobRequest, _analyzer_service_pb2.CancelJobResponse]
     """CancelJob stops a queued or running job. Cancelling a finished job is a no-op."""
+    VerifyIncident: _grpc.UnaryUnaryMultiCallable[_analyzer_service_pb2.VerifyIncidentRequest, _analyzer_service_pb2.VerifyIncidentResponse]
+    """VerifyIncident asks the model whether an incident's pictures (its snapshot, frames around it
+    and crops of each weapon box) show the weapon the detector saw. Runs before chat, watch rules
+    and analyses.
+    """
+    CheckWatchRule: _grpc.UnaryUnaryMultiCallable[_analyzer_service_pb2.CheckWatchRuleRequest, _analyzer_service_pb2.CheckWatchRuleResponse]
+    """CheckWatchRule asks the model whether pictures of a camera show a situation described in plain
+    language; the answer is yes or no with a reason.
+    """
 
 @_typing.type_check_only
 class AnalyzerServiceAsyncStub(AnalyzerServiceStub):
@@ -87,6 +96,15 @@ class AnalyzerServiceAsyncStub(AnalyzerServiceStub):
     """ListJobs pages through jobs, newest first."""
     CancelJob: _aio.UnaryUnaryMultiCallable[_analyzer_service_pb2.CancelJobRequest, _analyzer_service_pb2.CancelJobResponse]  # type: ignore[assignment]
     """CancelJob stops a queued or running job. Cancelling a finished job is a no-op."""
+    VerifyIncident: _aio.UnaryUnaryMultiCallable[_analyzer_service_pb2.VerifyIncidentRequest, _analyzer_service_pb2.VerifyIncidentResponse]  # type: ignore[assignment]
+    """VerifyIncident asks the model whether an incident's pictures (its snapshot, frames around it
+    and crops of each weapon box) show the weapon the detector saw. Runs before chat, watch rules
+    and analyses.
+    """
+    CheckWatchRule: _aio.UnaryUnaryMultiCallable[_analyzer_service_pb2.CheckWatchRuleRequest, _analyzer_service_pb2.CheckWatchRuleResponse]  # type: ignore[assignment]
+    """CheckWatchRule asks the model whether pictures of a camera show a situation described in plain
+    language; the answer is yes or no with a reason.
+    """
 
 class AnalyzerServiceServicer(metaclass=_abc_1.ABCMeta):
     """AnalyzerService takes uploaded videos, samples their frames, runs a vision-language model over
@@ -156,5 +174,26 @@ class AnalyzerServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_analyzer_service_pb2.CancelJobResponse, _abc.Awaitable[_analyzer_service_pb2.CancelJobResponse]]:
         """CancelJob stops a queued or running job. Cancelling a finished job is a no-op."""
+
+    @_abc_1.abstractmethod
+    def VerifyIncident(
+        self,
+        request: _analyzer_service_pb2.VerifyIncidentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyzer_service_pb2.VerifyIncidentResponse, _abc.Awaitable[_analyzer_service_pb2.VerifyIncidentResponse]]:
+        """VerifyIncident asks the model whether an incident's pictures (its snapshot, frames around it
+        and crops of each weapon box) show the weapon the detector saw. Runs before chat, watch rules
+        and analyses.
+        """
+
+    @_abc_1.abstractmethod
+    def CheckWatchRule(
+        self,
+        request: _analyzer_service_pb2.CheckWatchRuleRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_analyzer_service_pb2.CheckWatchRuleResponse, _abc.Awaitable[_analyzer_service_pb2.CheckWatchRuleResponse]]:
+        """CheckWatchRule asks the model whether pictures of a camera show a situation described in plain
+        language; the answer is yes or no with a reason.
+        """
 
 def add_AnalyzerServiceServicer_to_server(servicer: AnalyzerServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -182,6 +182,34 @@ ERROR_CODE_FRAMES_NOT_READY: ErrorCode.ValueType  # 35
 """A chat question came before the job's frames were sampled."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
+class _Verdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERDICT_UNSPECIFIED: _Verdict.ValueType  # 0
+    """Not verified (yet)."""
+    VERDICT_CONFIRMED: _Verdict.ValueType  # 1
+    """The model sees the weapon: the alert stands."""
+    VERDICT_REJECTED: _Verdict.ValueType  # 2
+    """The model does not see it: a false alarm."""
+    VERDICT_UNCERTAIN: _Verdict.ValueType  # 3
+    """The model cannot tell."""
+
+class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
+    """Verdict is the language model's answer to "does this picture show what the detector saw?"."""
+
+VERDICT_UNSPECIFIED: Verdict.ValueType  # 0
+"""Not verified (yet)."""
+VERDICT_CONFIRMED: Verdict.ValueType  # 1
+"""The model sees the weapon: the alert stands."""
+VERDICT_REJECTED: Verdict.ValueType  # 2
+"""The model does not see it: a false alarm."""
+VERDICT_UNCERTAIN: Verdict.ValueType  # 3
+"""The model cannot tell."""
+Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
 @_typing.final
 class BoundingBox(_message.Message):
     """BoundingBox is an axis-aligned box in pixel coordinates of the frame it was found in, with the
@@ -297,3 +325,110 @@ class Error(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Error: _TypeAlias = Error  # noqa: Y015
+
+@_typing.final
+class Verification(_message.Message):
+    """Verification is the language model's check of an incident, in a fixed schema. Every field is
+    produced under a constraint (a choice or a bounded pattern) and validated, so it always parses.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERDICT_FIELD_NUMBER: _builtins.int
+    SEES_FIELD_NUMBER: _builtins.int
+    THREAT_LEVEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    MODEL_SECONDS_FIELD_NUMBER: _builtins.int
+    verdict: Global___Verdict.ValueType
+    """The answer."""
+    sees: _builtins.str
+    """What the model sees, in a few words (at most 120 characters)."""
+    threat_level: _builtins.int
+    """Threat level: 0 none, 1 possible, 2 immediate."""
+    reason: _builtins.str
+    """Why, in a sentence (at most 200 characters)."""
+    model: _builtins.str
+    """The model that answered, for example "google/gemma-3-4b-it"."""
+    model_seconds: _builtins.float
+    """Seconds the model took."""
+    def __init__(
+        self,
+        *,
+        verdict: Global___Verdict.ValueType = ...,
+        sees: _builtins.str = ...,
+        threat_level: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        model: _builtins.str = ...,
+        model_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "model_seconds", b"model_seconds", "reason", b"reason", "sees", b"sees", "threat_level", b"threat_level", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Verification: _TypeAlias = Verification  # noqa: Y015
+
+@_typing.final
+class SamplingSettings(_message.Message):
+    """SamplingSettings tune how the model samples one answer; unset fields keep the service defaults.
+    A deployment sets them to make answers repeatable (a seed with a temperature).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    temperature: _builtins.float
+    """Sampling temperature; 0 is greedy."""
+    seed: _builtins.int
+    """Seed for the sampler, so that the same request gets the same answer."""
+    def __init__(
+        self,
+        *,
+        temperature: _builtins.float | None = ...,
+        seed: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_seed", b"_seed", "_temperature", b"_temperature", "seed", b"seed", "temperature", b"temperature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
+    _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
+    _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+
+Global___SamplingSettings: _TypeAlias = SamplingSettings  # noqa: Y015
+
+@_typing.final
+class Picture(_message.Message):
+    """Picture is one image given to the model, with what it shows."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JPEG_FIELD_NUMBER: _builtins.int
+    LABEL_FIELD_NUMBER: _builtins.int
+    jpeg: _builtins.bytes
+    """The image, JPEG-encoded."""
+    label: _builtins.str
+    """What it is, put before the image in the prompt, for example "snapshot", "2.0 s before" or
+    "crop of gun (0.91)".
+    """
+    def __init__(
+        self,
+        *,
+        jpeg: _builtins.bytes = ...,
+        label: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["jpeg", b"jpeg", "label", b"label"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Picture: _TypeAlias = Picture  # noqa: Y015

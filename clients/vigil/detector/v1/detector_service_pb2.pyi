@@ -129,6 +129,34 @@ SOURCE_STATE_FAILED: SourceState.ValueType  # 6
 """Cannot run until its configuration changes (for example, permission denied); see last_error."""
 Global___SourceState: _TypeAlias = SourceState  # noqa: Y015
 
+class _AlertPolicy:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AlertPolicyEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AlertPolicy.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    ALERT_POLICY_UNSPECIFIED: _AlertPolicy.ValueType  # 0
+    """The service default."""
+    ALERT_POLICY_AT_OPENING: _AlertPolicy.ValueType  # 1
+    """When the incident opens, before it is verified."""
+    ALERT_POLICY_WHEN_CONFIRMED: _AlertPolicy.ValueType  # 2
+    """Only once the model has confirmed it (an uncertain verdict alerts too; a rejected one never)."""
+    ALERT_POLICY_BOTH: _AlertPolicy.ValueType  # 3
+    """At opening and again with the verdict."""
+
+class AlertPolicy(_AlertPolicy, metaclass=_AlertPolicyEnumTypeWrapper):
+    """AlertPolicy says when a weapon incident alerts people, given the language model's verification."""
+
+ALERT_POLICY_UNSPECIFIED: AlertPolicy.ValueType  # 0
+"""The service default."""
+ALERT_POLICY_AT_OPENING: AlertPolicy.ValueType  # 1
+"""When the incident opens, before it is verified."""
+ALERT_POLICY_WHEN_CONFIRMED: AlertPolicy.ValueType  # 2
+"""Only once the model has confirmed it (an uncertain verdict alerts too; a rejected one never)."""
+ALERT_POLICY_BOTH: AlertPolicy.ValueType  # 3
+"""At opening and again with the verdict."""
+Global___AlertPolicy: _TypeAlias = AlertPolicy  # noqa: Y015
+
 class _ZoneKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -193,6 +221,10 @@ class _IncidentEventTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Inc
     """The object has been absent long enough; the incident is over."""
     INCIDENT_EVENT_TYPE_SOURCE_EVENT: _IncidentEventType.ValueType  # 3
     """A zone or camera-health event, in `event`; sent only when the request set include_events."""
+    INCIDENT_EVENT_TYPE_VERIFIED: _IncidentEventType.ValueType  # 4
+    """The language model has verified the incident; see `incident.verification`."""
+    INCIDENT_EVENT_TYPE_REVIEWED: _IncidentEventType.ValueType  # 5
+    """An operator confirmed or dismissed the incident; see `incident.review`."""
 
 class IncidentEventType(_IncidentEventType, metaclass=_IncidentEventTypeEnumTypeWrapper):
     """IncidentEventType says whether an incident opened or closed."""
@@ -205,7 +237,63 @@ INCIDENT_EVENT_TYPE_CLOSED: IncidentEventType.ValueType  # 2
 """The object has been absent long enough; the incident is over."""
 INCIDENT_EVENT_TYPE_SOURCE_EVENT: IncidentEventType.ValueType  # 3
 """A zone or camera-health event, in `event`; sent only when the request set include_events."""
+INCIDENT_EVENT_TYPE_VERIFIED: IncidentEventType.ValueType  # 4
+"""The language model has verified the incident; see `incident.verification`."""
+INCIDENT_EVENT_TYPE_REVIEWED: IncidentEventType.ValueType  # 5
+"""An operator confirmed or dismissed the incident; see `incident.review`."""
 Global___IncidentEventType: _TypeAlias = IncidentEventType  # noqa: Y015
+
+class _VerificationState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerificationStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_VerificationState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERIFICATION_STATE_UNSPECIFIED: _VerificationState.ValueType  # 0
+    """Not set, or verification is off for the service."""
+    VERIFICATION_STATE_PENDING: _VerificationState.ValueType  # 1
+    """Waiting for the analyzer (queued, running, or retried after it was unreachable)."""
+    VERIFICATION_STATE_DONE: _VerificationState.ValueType  # 2
+    """Verified: see `verification`."""
+    VERIFICATION_STATE_SKIPPED: _VerificationState.ValueType  # 3
+    """Not verified and will not be (the incident is not a weapon incident, or retries ran out)."""
+
+class VerificationState(_VerificationState, metaclass=_VerificationStateEnumTypeWrapper):
+    """VerificationState is where an incident's check by the language model stands."""
+
+VERIFICATION_STATE_UNSPECIFIED: VerificationState.ValueType  # 0
+"""Not set, or verification is off for the service."""
+VERIFICATION_STATE_PENDING: VerificationState.ValueType  # 1
+"""Waiting for the analyzer (queued, running, or retried after it was unreachable)."""
+VERIFICATION_STATE_DONE: VerificationState.ValueType  # 2
+"""Verified: see `verification`."""
+VERIFICATION_STATE_SKIPPED: VerificationState.ValueType  # 3
+"""Not verified and will not be (the incident is not a weapon incident, or retries ran out)."""
+Global___VerificationState: _TypeAlias = VerificationState  # noqa: Y015
+
+class _ReviewDecision:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReviewDecisionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReviewDecision.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REVIEW_DECISION_UNSPECIFIED: _ReviewDecision.ValueType  # 0
+    """Not reviewed."""
+    REVIEW_DECISION_CONFIRMED: _ReviewDecision.ValueType  # 1
+    """A real incident."""
+    REVIEW_DECISION_DISMISSED: _ReviewDecision.ValueType  # 2
+    """A false alarm."""
+
+class ReviewDecision(_ReviewDecision, metaclass=_ReviewDecisionEnumTypeWrapper):
+    """ReviewDecision is an operator's judgement of an incident."""
+
+REVIEW_DECISION_UNSPECIFIED: ReviewDecision.ValueType  # 0
+"""Not reviewed."""
+REVIEW_DECISION_CONFIRMED: ReviewDecision.ValueType  # 1
+"""A real incident."""
+REVIEW_DECISION_DISMISSED: ReviewDecision.ValueType  # 2
+"""A false alarm."""
+Global___ReviewDecision: _TypeAlias = ReviewDecision  # noqa: Y015
 
 class _SourceEventKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -385,6 +473,9 @@ class SourceSpec(_message.Message):
     MOTION_FIELD_NUMBER: _builtins.int
     RETENTION_DAYS_FIELD_NUMBER: _builtins.int
     PTZ_FIELD_NUMBER: _builtins.int
+    ALERT_POLICY_FIELD_NUMBER: _builtins.int
+    WATCH_RULES_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id, letters, digits, '-' and '_' only, for example "lobby-cam"."""
     kind: Global___SourceKind.ValueType
@@ -415,6 +506,12 @@ class SourceSpec(_message.Message):
     """
     ptz: _builtins.bool
     """The camera pans, tilts or zooms on purpose: a changed scene is not reported as "moved"."""
+    alert_policy: Global___AlertPolicy.ValueType
+    """When weapon incidents alert people (webhook, page toast); unspecified means the service default."""
+    time_zone: _builtins.str
+    """The camera's IANA time zone, for example "Europe/Berlin", in which watch-rule times are read;
+    empty means the service's time zone.
+    """
     @_builtins.property
     def zones(self) -> _containers.RepeatedCompositeFieldContainer[Global___Zone]:
         """Named areas and lines on the picture; objects entering, leaving, loitering in and crossing
@@ -430,6 +527,12 @@ class SourceSpec(_message.Message):
     @_builtins.property
     def motion(self) -> Global___MotionSettings:
         """How motion decides when the object detector runs."""
+
+    @_builtins.property
+    def watch_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchRule]:
+        """Situations described in plain language that the language model watches for. Ids are unique
+        within a source.
+        """
 
     def __init__(
         self,
@@ -449,14 +552,190 @@ class SourceSpec(_message.Message):
         motion: Global___MotionSettings | None = ...,
         retention_days: _builtins.float = ...,
         ptz: _builtins.bool = ...,
+        alert_policy: Global___AlertPolicy.ValueType = ...,
+        watch_rules: _abc.Iterable[Global___WatchRule] | None = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["motion", b"motion"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "height", b"height", "id", b"id", "incident_zones", b"incident_zones", "kind", b"kind", "loop", b"loop", "max_fps", b"max_fps", "mode", b"mode", "motion", b"motion", "ptz", b"ptz", "record_uri", b"record_uri", "retention_days", b"retention_days", "uri", b"uri", "width", b"width", "zones", b"zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_policy", b"alert_policy", "display_name", b"display_name", "height", b"height", "id", b"id", "incident_zones", b"incident_zones", "kind", b"kind", "loop", b"loop", "max_fps", b"max_fps", "mode", b"mode", "motion", b"motion", "ptz", b"ptz", "record_uri", b"record_uri", "retention_days", b"retention_days", "time_zone", b"time_zone", "uri", b"uri", "watch_rules", b"watch_rules", "width", b"width", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SourceSpec: _TypeAlias = SourceSpec  # noqa: Y015
+
+@_typing.final
+class WatchRule(_message.Message):
+    """WatchRule is a situation the language model watches for on one camera. A computer-vision
+    pre-filter picks candidate moments; only those reach the model, at most once per
+    check_interval_s and within budget_per_hour.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONDITION_FIELD_NUMBER: _builtins.int
+    FILTER_FIELD_NUMBER: _builtins.int
+    CHECK_INTERVAL_S_FIELD_NUMBER: _builtins.int
+    BUDGET_PER_HOUR_FIELD_NUMBER: _builtins.int
+    INCIDENT_KIND_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
+    DISABLED_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique within the source, letters, digits, '-' and '_', for example "fence"."""
+    condition: _builtins.str
+    """The situation in plain language, for example "someone climbs the fence"."""
+    check_interval_s: _builtins.float
+    """Least seconds between two checks; 0 means the service default (10)."""
+    budget_per_hour: _builtins.int
+    """Most model calls per hour; 0 means the service default (60)."""
+    incident_kind: _builtins.str
+    """The kind of incident a yes opens (its class_name); empty means the rule's id."""
+    disabled: _builtins.bool
+    """When true the rule is kept but not checked."""
+    @_builtins.property
+    def filter(self) -> Global___WatchRuleFilter:
+        """Which moments are candidates."""
+
+    @_builtins.property
+    def active(self) -> Global___DailyWindow:
+        """Times of day the rule is active in the camera's time zone; unset means always."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        condition: _builtins.str = ...,
+        filter: Global___WatchRuleFilter | None = ...,
+        check_interval_s: _builtins.float = ...,
+        budget_per_hour: _builtins.int = ...,
+        incident_kind: _builtins.str = ...,
+        active: Global___DailyWindow | None = ...,
+        disabled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "filter", b"filter"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "budget_per_hour", b"budget_per_hour", "check_interval_s", b"check_interval_s", "condition", b"condition", "disabled", b"disabled", "filter", b"filter", "id", b"id", "incident_kind", b"incident_kind"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRule: _TypeAlias = WatchRule  # noqa: Y015
+
+@_typing.final
+class WatchRuleFilter(_message.Message):
+    """WatchRuleFilter is a rule's computer-vision pre-filter; every condition set must hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CLASSES_FIELD_NUMBER: _builtins.int
+    ZONES_FIELD_NUMBER: _builtins.int
+    MIN_DWELL_S_FIELD_NUMBER: _builtins.int
+    MOTION_FIELD_NUMBER: _builtins.int
+    min_dwell_s: _builtins.float
+    """The object has been tracked at least this many seconds."""
+    motion: _builtins.bool
+    """Something moves in the picture."""
+    @_builtins.property
+    def classes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """One of these classes is detected; empty means any class (or none, if motion suffices)."""
+
+    @_builtins.property
+    def zones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The object (of `classes`) is in one of these area zones; empty means anywhere."""
+
+    def __init__(
+        self,
+        *,
+        classes: _abc.Iterable[_builtins.str] | None = ...,
+        zones: _abc.Iterable[_builtins.str] | None = ...,
+        min_dwell_s: _builtins.float = ...,
+        motion: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["classes", b"classes", "min_dwell_s", b"min_dwell_s", "motion", b"motion", "zones", b"zones"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRuleFilter: _TypeAlias = WatchRuleFilter  # noqa: Y015
+
+@_typing.final
+class DailyWindow(_message.Message):
+    """DailyWindow is a time span of each day, "HH:MM" to "HH:MM"; it wraps past midnight when end is
+    before start ("22:00" to "06:00").
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
+    start: _builtins.str
+    """First minute inside."""
+    end: _builtins.str
+    """First minute after."""
+    def __init__(
+        self,
+        *,
+        start: _builtins.str = ...,
+        end: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "start", b"start"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailyWindow: _TypeAlias = DailyWindow  # noqa: Y015
+
+@_typing.final
+class WatchRuleStatus(_message.Message):
+    """WatchRuleStatus is what a watch rule has done since the service started."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    CANDIDATES_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    MATCHES_FIELD_NUMBER: _builtins.int
+    HELD_BACK_FIELD_NUMBER: _builtins.int
+    MODEL_SECONDS_FIELD_NUMBER: _builtins.int
+    LAST_REASON_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    rule_id: _builtins.str
+    """The rule."""
+    candidates: _builtins.int
+    """Frames that passed the pre-filter."""
+    checks: _builtins.int
+    """Model calls made."""
+    matches: _builtins.int
+    """Checks the model answered yes."""
+    held_back: _builtins.int
+    """Candidates not checked because the interval or the budget held them back."""
+    model_seconds: _builtins.float
+    """Seconds the model spent on this rule."""
+    last_reason: _builtins.str
+    """The last answer's reason; empty before the first check."""
+    last_error: _builtins.str
+    """Why the last check failed (analyzer down, ...); empty when it worked."""
+    def __init__(
+        self,
+        *,
+        rule_id: _builtins.str = ...,
+        candidates: _builtins.int = ...,
+        checks: _builtins.int = ...,
+        matches: _builtins.int = ...,
+        held_back: _builtins.int = ...,
+        model_seconds: _builtins.float = ...,
+        last_reason: _builtins.str = ...,
+        last_error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["candidates", b"candidates", "checks", b"checks", "held_back", b"held_back", "last_error", b"last_error", "last_reason", b"last_reason", "matches", b"matches", "model_seconds", b"model_seconds", "rule_id", b"rule_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchRuleStatus: _TypeAlias = WatchRuleStatus  # noqa: Y015
 
 @_typing.final
 class Point(_message.Message):
@@ -667,6 +946,7 @@ class Source(_message.Message):
     STATE_SINCE_FIELD_NUMBER: _builtins.int
     CAMERA_PROBLEMS_FIELD_NUMBER: _builtins.int
     RECORDING_FIELD_NUMBER: _builtins.int
+    WATCH_RULES_FIELD_NUMBER: _builtins.int
     state: Global___SourceState.ValueType
     """Where the source is in its life."""
     last_error: _builtins.str
@@ -689,6 +969,10 @@ class Source(_message.Message):
     def camera_problems(self) -> _containers.RepeatedScalarFieldContainer[Global___SourceEventKind.ValueType]:
         """The camera-health problems present now (for example covered); empty when healthy."""
 
+    @_builtins.property
+    def watch_rules(self) -> _containers.RepeatedCompositeFieldContainer[Global___WatchRuleStatus]:
+        """What each watch rule has done."""
+
     def __init__(
         self,
         *,
@@ -699,10 +983,11 @@ class Source(_message.Message):
         state_since: _timestamp_pb2.Timestamp | None = ...,
         camera_problems: _abc.Iterable[Global___SourceEventKind.ValueType] | None = ...,
         recording: _builtins.bool = ...,
+        watch_rules: _abc.Iterable[Global___WatchRuleStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "spec", b"spec", "state_since", b"state_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_problems", b"camera_problems", "counters", b"counters", "last_error", b"last_error", "recording", b"recording", "spec", b"spec", "state", b"state", "state_since", b"state_since"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_problems", b"camera_problems", "counters", b"counters", "last_error", b"last_error", "recording", b"recording", "spec", b"spec", "state", b"state", "state_since", b"state_since", "watch_rules", b"watch_rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1019,6 +1304,42 @@ class ListSourcesResponse(_message.Message):
 Global___ListSourcesResponse: _TypeAlias = ListSourcesResponse  # noqa: Y015
 
 @_typing.final
+class Review(_message.Message):
+    """Review is an operator's feedback on an incident."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DECISION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    REVIEWED_AT_FIELD_NUMBER: _builtins.int
+    decision: Global___ReviewDecision.ValueType
+    """The judgement."""
+    note: _builtins.str
+    """Free text, at most 500 characters."""
+    reviewer: _builtins.str
+    """Who reviewed, as the caller says (the bridge sends its user); at most 100 characters."""
+    @_builtins.property
+    def reviewed_at(self) -> _timestamp_pb2.Timestamp:
+        """When."""
+
+    def __init__(
+        self,
+        *,
+        decision: Global___ReviewDecision.ValueType = ...,
+        note: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+        reviewed_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reviewed_at", b"reviewed_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "note", b"note", "reviewed_at", b"reviewed_at", "reviewer", b"reviewer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Review: _TypeAlias = Review  # noqa: Y015
+
+@_typing.final
 class Incident(_message.Message):
     """Incident is a period during which a weapon-class object was seen on a source."""
 
@@ -1035,6 +1356,12 @@ class Incident(_message.Message):
     CLIP_PATH_FIELD_NUMBER: _builtins.int
     RECORDING_FIELD_NUMBER: _builtins.int
     ZONES_FIELD_NUMBER: _builtins.int
+    VERIFICATION_STATE_FIELD_NUMBER: _builtins.int
+    VERIFICATION_FIELD_NUMBER: _builtins.int
+    REVIEW_FIELD_NUMBER: _builtins.int
+    FALSE_ALARM_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    RULE_REASON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Unique id."""
     source_id: _builtins.str
@@ -1047,6 +1374,18 @@ class Incident(_message.Message):
     """The annotated frame that opened it, JPEG-encoded; empty unless asked for."""
     clip_path: _builtins.str
     """Path of the recorded clip on the service's disk; empty when clip recording is off."""
+    verification_state: Global___VerificationState.ValueType
+    """Where the language model's check stands."""
+    false_alarm: _builtins.bool
+    """True when the model rejected the incident or an operator dismissed it (an operator's
+    confirmation overrides the model). Kept, never deleted.
+    """
+    rule_id: _builtins.str
+    """The watch rule that opened it; empty for a weapon incident (then class_name is the class, else
+    the rule's incident kind).
+    """
+    rule_reason: _builtins.str
+    """The rule's answer that opened it; empty for a weapon incident."""
     @_builtins.property
     def opened_at(self) -> _timestamp_pb2.Timestamp:
         """When it opened."""
@@ -1070,6 +1409,14 @@ class Incident(_message.Message):
     def zones(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Zones the incident's object was in when it opened (for rules limited to zones)."""
 
+    @_builtins.property
+    def verification(self) -> _common_pb2.Verification:
+        """The model's verdict; set when verification_state is DONE."""
+
+    @_builtins.property
+    def review(self) -> Global___Review:
+        """The operator's feedback; unset until reviewed."""
+
     def __init__(
         self,
         *,
@@ -1084,10 +1431,16 @@ class Incident(_message.Message):
         clip_path: _builtins.str = ...,
         recording: Global___TimeRange | None = ...,
         zones: _abc.Iterable[_builtins.str] | None = ...,
+        verification_state: Global___VerificationState.ValueType = ...,
+        verification: _common_pb2.Verification | None = ...,
+        review: Global___Review | None = ...,
+        false_alarm: _builtins.bool = ...,
+        rule_id: _builtins.str = ...,
+        rule_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "opened_at", b"opened_at", "recording", b"recording"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["closed_at", b"closed_at", "opened_at", b"opened_at", "recording", b"recording", "review", b"review", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "clip_path", b"clip_path", "closed_at", b"closed_at", "detections", b"detections", "id", b"id", "opened_at", b"opened_at", "peak_confidence", b"peak_confidence", "recording", b"recording", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id", "zones", b"zones"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "clip_path", b"clip_path", "closed_at", b"closed_at", "detections", b"detections", "false_alarm", b"false_alarm", "id", b"id", "opened_at", b"opened_at", "peak_confidence", b"peak_confidence", "recording", b"recording", "review", b"review", "rule_id", b"rule_id", "rule_reason", b"rule_reason", "snapshot_jpeg", b"snapshot_jpeg", "source_id", b"source_id", "verification", b"verification", "verification_state", b"verification_state", "zones", b"zones"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1132,8 +1485,13 @@ class StreamIncidentsResponse(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     INCIDENT_FIELD_NUMBER: _builtins.int
     EVENT_FIELD_NUMBER: _builtins.int
+    ALERT_FIELD_NUMBER: _builtins.int
     type: Global___IncidentEventType.ValueType
     """Whether the incident opened or closed."""
+    alert: _builtins.bool
+    """True when this event should alert people under the source's alert policy (the webhook sends
+    these, the page shows them as toasts).
+    """
     @_builtins.property
     def incident(self) -> Global___Incident:
         """The incident as it is after the event; unset for a source event."""
@@ -1148,10 +1506,11 @@ class StreamIncidentsResponse(_message.Message):
         type: Global___IncidentEventType.ValueType = ...,
         incident: Global___Incident | None = ...,
         event: Global___SourceEvent | None = ...,
+        alert: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "incident", b"incident"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "incident", b"incident", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "event", b"event", "incident", b"incident", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1864,3 +2223,167 @@ class ExportIncidentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
 
 Global___ExportIncidentResponse: _TypeAlias = ExportIncidentResponse  # noqa: Y015
+
+@_typing.final
+class ReviewIncidentRequest(_message.Message):
+    """ReviewIncidentRequest is an operator's feedback on one incident; a later review replaces it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_ID_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    REVIEWER_FIELD_NUMBER: _builtins.int
+    incident_id: _builtins.str
+    """The incident."""
+    decision: Global___ReviewDecision.ValueType
+    """CONFIRMED or DISMISSED."""
+    note: _builtins.str
+    """Free text, at most 500 characters."""
+    reviewer: _builtins.str
+    """Who reviewed; at most 100 characters."""
+    def __init__(
+        self,
+        *,
+        incident_id: _builtins.str = ...,
+        decision: Global___ReviewDecision.ValueType = ...,
+        note: _builtins.str = ...,
+        reviewer: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision", "incident_id", b"incident_id", "note", b"note", "reviewer", b"reviewer"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewIncidentRequest: _TypeAlias = ReviewIncidentRequest  # noqa: Y015
+
+@_typing.final
+class ReviewIncidentResponse(_message.Message):
+    """ReviewIncidentResponse returns the incident as reviewed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCIDENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def incident(self) -> Global___Incident:
+        """The incident."""
+
+    def __init__(
+        self,
+        *,
+        incident: Global___Incident | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["incident", b"incident"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewIncidentResponse: _TypeAlias = ReviewIncidentResponse  # noqa: Y015
+
+@_typing.final
+class GetIncidentStatsRequest(_message.Message):
+    """GetIncidentStatsRequest selects the incidents to count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """One source only; empty counts all."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only incidents opened at or after this instant; unset counts all."""
+
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIncidentStatsRequest: _TypeAlias = GetIncidentStatsRequest  # noqa: Y015
+
+@_typing.final
+class IncidentStats(_message.Message):
+    """IncidentStats counts the incidents of one (source, class, rule)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SOURCE_ID_FIELD_NUMBER: _builtins.int
+    CLASS_NAME_FIELD_NUMBER: _builtins.int
+    RULE_ID_FIELD_NUMBER: _builtins.int
+    INCIDENTS_FIELD_NUMBER: _builtins.int
+    FALSE_ALARMS_FIELD_NUMBER: _builtins.int
+    CONFIRMED_FIELD_NUMBER: _builtins.int
+    DISMISSED_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
+    FALSE_ALARM_RATE_FIELD_NUMBER: _builtins.int
+    source_id: _builtins.str
+    """The source."""
+    class_name: _builtins.str
+    """The class (for a rule, the rule's incident kind)."""
+    rule_id: _builtins.str
+    """The watch rule; empty for weapon incidents."""
+    incidents: _builtins.int
+    """Incidents opened."""
+    false_alarms: _builtins.int
+    """Of those, false alarms (rejected by the model and not confirmed by an operator, or dismissed)."""
+    confirmed: _builtins.int
+    """Confirmed by an operator."""
+    dismissed: _builtins.int
+    """Dismissed by an operator."""
+    rejected: _builtins.int
+    """Rejected by the model."""
+    false_alarm_rate: _builtins.float
+    """false_alarms / incidents; 0 when there are none."""
+    def __init__(
+        self,
+        *,
+        source_id: _builtins.str = ...,
+        class_name: _builtins.str = ...,
+        rule_id: _builtins.str = ...,
+        incidents: _builtins.int = ...,
+        false_alarms: _builtins.int = ...,
+        confirmed: _builtins.int = ...,
+        dismissed: _builtins.int = ...,
+        rejected: _builtins.int = ...,
+        false_alarm_rate: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["class_name", b"class_name", "confirmed", b"confirmed", "dismissed", b"dismissed", "false_alarm_rate", b"false_alarm_rate", "false_alarms", b"false_alarms", "incidents", b"incidents", "rejected", b"rejected", "rule_id", b"rule_id", "source_id", b"source_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IncidentStats: _TypeAlias = IncidentStats  # noqa: Y015
+
+@_typing.final
+class GetIncidentStatsResponse(_message.Message):
+    """GetIncidentStatsResponse is one row per (source, class, rule), sorted by them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def stats(self) -> _containers.RepeatedCompositeFieldContainer[Global___IncidentStats]:
+        """The rows."""
+
+    def __init__(
+        self,
+        *,
+        stats: _abc.Iterable[Global___IncidentStats] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stats", b"stats"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetIncidentStatsResponse: _TypeAlias = GetIncidentStatsResponse  # noqa: Y015

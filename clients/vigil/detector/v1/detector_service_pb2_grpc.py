@@ -111,6 +111,16 @@ class DetectorServiceStub:
                 request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentRequest.SerializeToString,
                 response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentResponse.FromString,
                 _registered_method=True)
+        self.ReviewIncident = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/ReviewIncident',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ReviewIncidentRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ReviewIncidentResponse.FromString,
+                _registered_method=True)
+        self.GetIncidentStats = channel.unary_unary(
+                '/vigil.detector.v1.DetectorService/GetIncidentStats',
+                request_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetIncidentStatsRequest.SerializeToString,
+                response_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetIncidentStatsResponse.FromString,
+                _registered_method=True)
 
 
 class DetectorServiceServicer:
@@ -238,6 +248,20 @@ class DetectorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReviewIncident(self, request, context):
+        """ReviewIncident records an operator's confirmation or dismissal of an incident.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetIncidentStats(self, request, context):
+        """GetIncidentStats counts incidents and false alarms per source, class and watch rule.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DetectorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -315,6 +339,16 @@ def add_DetectorServiceServicer_to_server(servicer, server):
                     servicer.ExportIncident,
                     request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentRequest.FromString,
                     response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentResponse.SerializeToString,
+            ),
+            'ReviewIncident': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewIncident,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ReviewIncidentRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.ReviewIncidentResponse.SerializeToString,
+            ),
+            'GetIncidentStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetIncidentStats,
+                    request_deserializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetIncidentStatsRequest.FromString,
+                    response_serializer=vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetIncidentStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -724,6 +758,60 @@ class DetectorService:
             '/vigil.detector.v1.DetectorService/ExportIncident',
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentRequest.SerializeToString,
             vigil_dot_detector_dot_v1_dot_detector__service__pb2.ExportIncidentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewIncident(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/ReviewIncident',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ReviewIncidentRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.ReviewIncidentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetIncidentStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/vigil.detector.v1.DetectorService/GetIncidentStats',
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetIncidentStatsRequest.SerializeToString,
+            vigil_dot_detector_dot_v1_dot_detector__service__pb2.GetIncidentStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -90,6 +90,10 @@ class DetectorServiceStub:
     file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
     The first message describes the package; chunks follow.
     """
+    ReviewIncident: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.ReviewIncidentRequest, _detector_service_pb2.ReviewIncidentResponse]
+    """ReviewIncident records an operator's confirmation or dismissal of an incident."""
+    GetIncidentStats: _grpc.UnaryUnaryMultiCallable[_detector_service_pb2.GetIncidentStatsRequest, _detector_service_pb2.GetIncidentStatsResponse]
+    """GetIncidentStats counts incidents and false alarms per source, class and watch rule."""
 
 @_typing.type_check_only
 class DetectorServiceAsyncStub(DetectorServiceStub):
@@ -153,6 +157,10 @@ class DetectorServiceAsyncStub(DetectorServiceStub):
     file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
     The first message describes the package; chunks follow.
     """
+    ReviewIncident: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.ReviewIncidentRequest, _detector_service_pb2.ReviewIncidentResponse]  # type: ignore[assignment]
+    """ReviewIncident records an operator's confirmation or dismissal of an incident."""
+    GetIncidentStats: _aio.UnaryUnaryMultiCallable[_detector_service_pb2.GetIncidentStatsRequest, _detector_service_pb2.GetIncidentStatsResponse]  # type: ignore[assignment]
+    """GetIncidentStats counts incidents and false alarms per source, class and watch rule."""
 
 class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
     """DetectorService owns live video sources, runs object detection on their frames and on frames sent
@@ -303,5 +311,21 @@ class DetectorServiceServicer(metaclass=_abc_1.ABCMeta):
         file, signed with the service's Ed25519 key, so that `vigil verify` can show it unchanged.
         The first message describes the package; chunks follow.
         """
+
+    @_abc_1.abstractmethod
+    def ReviewIncident(
+        self,
+        request: _detector_service_pb2.ReviewIncidentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.ReviewIncidentResponse, _abc.Awaitable[_detector_service_pb2.ReviewIncidentResponse]]:
+        """ReviewIncident records an operator's confirmation or dismissal of an incident."""
+
+    @_abc_1.abstractmethod
+    def GetIncidentStats(
+        self,
+        request: _detector_service_pb2.GetIncidentStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_detector_service_pb2.GetIncidentStatsResponse, _abc.Awaitable[_detector_service_pb2.GetIncidentStatsResponse]]:
+        """GetIncidentStats counts incidents and false alarms per source, class and watch rule."""
 
 def add_DetectorServiceServicer_to_server(servicer: DetectorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
