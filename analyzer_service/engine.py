@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import logging
 import pathlib
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -63,6 +64,16 @@ class JsonSchema:
 Constraint = Choice | Regex | JsonSchema
 
 
+class Priority(enum.IntEnum):
+    """Who goes first when requests wait for the model: an alert someone may be woken for, then a
+    person waiting for a chat answer, then watch rules, then uploaded analyses."""
+
+    VERIFICATION = 0
+    CHAT = 1
+    WATCH_RULE = 2
+    ANALYSIS = 3
+
+
 @dataclasses.dataclass(frozen=True)
 class GenerateRequest:
     request_id: str
@@ -80,8 +91,15 @@ class GenerateRequest:
     # the request with InvalidInput rather than answer unconstrained.
     constraint: Constraint | None = None
     # Scheduling priority, vLLM's convention: lower runs sooner when the engine schedules by
-    # priority (vLLM's ``scheduling_policy="priority"``); 0, the default, changes nothing.
+    # priority (vLLM's ``scheduling_policy="priority"``); 0, the default, changes nothing. The
+    # service's own scheduler orders requests by ``Priority`` before they reach the engine.
     priority: int = 0
+    # Whose turn this request counts against within its priority (a source, a rule, a job):
+    # requests of one priority take turns between keys. Empty: the request id.
+    fair_key: str = ""
+    # Per-request sampling (None: the engine's default); a seed makes an answer repeatable.
+    temperature: float | None = None
+    seed: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
