@@ -40,6 +40,7 @@ from vigil.sdk.detector_types import (
 )
 from vigil.sdk.errors import from_rpc_error
 from vigil.sdk.evidence import EvidenceInfo
+from vigil.sdk.model_types import Picture, RuleAnswer, Sampling, Verification
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import (
     DEFAULT_ANALYZER_ADDRESS,
@@ -87,10 +88,13 @@ __all__ = [
     "Job",
     "MotionSettings",
     "Page",
+    "Picture",
     "RecordedDetections",
     "Recording",
     "RetryPolicy",
+    "RuleAnswer",
     "SampledFrame",
+    "Sampling",
     "Snapshot",
     "Source",
     "SourceCounters",
@@ -101,6 +105,7 @@ __all__ = [
     "TimeRange",
     "TimelineEvent",
     "UploadResult",
+    "Verification",
     "Video",
     "Zone",
     "from_rpc_error",

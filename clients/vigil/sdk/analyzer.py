@@ -10,7 +10,7 @@ Requests are built and responses converted by the functions below, which both fl
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterable, Iterator
+from collections.abc import AsyncIterable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
@@ -29,6 +29,15 @@ from vigil.sdk.analyzer_types import (
 from vigil.sdk.client import AsyncClient, Client, invoke
 from vigil.sdk.common import Page
 from vigil.sdk.errors import mapped_errors
+from vigil.sdk.model_types import (
+    Picture,
+    RuleAnswer,
+    Sampling,
+    Verification,
+    rule_request,
+    verification_of,
+    verify_request,
+)
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.streams import AsyncStream, Stream
 
@@ -36,7 +45,9 @@ if TYPE_CHECKING:
     from vigil.analyzer.v1.analyzer_service_pb2_grpc import AnalyzerServiceAsyncStub
 
 SERVICE = pb.DESCRIPTOR.services_by_name["AnalyzerService"].full_name
-UNARY_METHODS = ("StartAnalysis", "GetJob", "ListJobs", "CancelJob")
+UNARY_METHODS = (
+    "StartAnalysis", "GetJob", "ListJobs", "CancelJob", "VerifyIncident", "CheckWatchRule",
+)  # fmt: skip
 
 JobResponse = pb.StartAnalysisResponse | pb.GetJobResponse | pb.CancelJobResponse
 
@@ -157,6 +168,34 @@ class AnalyzerClient(Client):
         request = pb.CancelJobRequest(job_id=job_id)
         return self._unary(self.stub.CancelJob, request, timeout_s, job_of)
 
+    def verify_incident(
+        self,
+        *,
+        incident_id: str,
+        source_id: str,
+        class_name: str,
+        pictures: Sequence[Picture],
+        sampling: Sampling | None = None,
+        timeout_s: float | None = None,
+    ) -> Verification:
+        """The model's verdict on an incident's pictures (snapshot, frames, crops)."""
+        request = verify_request(incident_id, source_id, class_name, pictures, sampling)
+        return self._unary(self.stub.VerifyIncident, request, timeout_s, verification_of)
+
+    def check_watch_rule(
+        self,
+        *,
+        rule_id: str,
+        source_id: str,
+        condition: str,
+        pictures: Sequence[Picture],
+        sampling: Sampling | None = None,
+        timeout_s: float | None = None,
+    ) -> RuleAnswer:
+        """Whether the pictures show the rule's situation, and why."""
+        request = rule_request(rule_id, source_id, condition, pictures, sampling)
+        return self._unary(self.stub.CheckWatchRule, request, timeout_s, RuleAnswer.from_proto)
+
 
 class AsyncAnalyzerClient(AsyncClient):
     """The asyncio client; create and use it on one event loop."""
@@ -254,3 +293,33 @@ class AsyncAnalyzerClient(AsyncClient):
     async def cancel_job(self, job_id: str, *, timeout_s: float | None = None) -> Job:
         request = pb.CancelJobRequest(job_id=job_id)
         return await self._unary(self.stub.CancelJob, request, timeout_s, job_of)
+
+    async def verify_incident(
+        self,
+        *,
+        incident_id: str,
+        source_id: str,
+        class_name: str,
+        pictures: Sequence[Picture],
+        sampling: Sampling | None = None,
+        timeout_s: float | None = None,
+    ) -> Verification:
+        """The model's verdict on an incident's pictures (snapshot, frames, crops)."""
+        request = verify_request(incident_id, source_id, class_name, pictures, sampling)
+        return await self._unary(self.stub.VerifyIncident, request, timeout_s, verification_of)
+
+    async def check_watch_rule(
+        self,
+        *,
+        rule_id: str,
+        source_id: str,
+        condition: str,
+        pictures: Sequence[Picture],
+        sampling: Sampling | None = None,
+        timeout_s: float | None = None,
+    ) -> RuleAnswer:
+        """Whether the pictures show the rule's situation, and why."""
+        request = rule_request(rule_id, source_id, condition, pictures, sampling)
+        return await self._unary(
+            self.stub.CheckWatchRule, request, timeout_s, RuleAnswer.from_proto
+        )
