@@ -70,6 +70,7 @@ lint: install
 	$(VENV)/bin/mypy
 	PYTHONPATH=$(CURDIR):$(CURDIR)/clients $(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/check_units.py
+	$(PY) scripts/check_deploy.py
 
 # The page's type checker (TypeScript, the version package-lock.json pins) for `make lint`; `make run`
 # needs none of it: the page's modules are served as they are.
