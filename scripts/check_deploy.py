@@ -18,12 +18,14 @@ Usage: python scripts/check_deploy.py [DEPLOY_DIR]   (exit status 1 and one line
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import subprocess
 import sys
 from typing import Any
 
 import kubernetes_validate
+import kubernetes_validate.utils
 import yaml
 from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 
@@ -46,6 +48,12 @@ SETTINGS = {
 }
 
 Obj = dict[str, Any]
+
+# kubernetes-validate parses a schema file (Kubernetes' definitions: megabytes of JSON) at every
+# call; the files do not change while we run, so each is parsed once (5 s of 9 saved).
+kubernetes_validate.utils.schema_contents = functools.cache(
+    kubernetes_validate.utils.schema_contents
+)
 
 
 def settings_fields() -> dict[str, set[str]]:

@@ -262,10 +262,10 @@ def json6902(obj: Obj, operation: Obj) -> None:
     path = operation["path"]
     keys = [k.replace("~1", "/").replace("~0", "~") for k in path.split("/")[1:]]
     parent: Any = obj
-    for key in keys[:-1]:
-        parent = parent[int(key)] if isinstance(parent, list) else parent[key]
     last = keys[-1]
     try:
+        for key in keys[:-1]:
+            parent = parent[int(key)] if isinstance(parent, list) else parent[key]
         if isinstance(parent, list):
             index = len(parent) if last == "-" else int(last)
             if op == "add":
