@@ -10,7 +10,8 @@
   service's settings class; every workload's containers have readiness and liveness probes,
   native gRPC ones for the gRPC services; each workload of Vigil's images has a
   PodDisruptionBudget; every
-  ConfigMap and Secret a pod names exists in the overlay, with the key it names; a StatefulSet's
+  ConfigMap and Secret a pod reads (variables, volumes not marked optional) exists in the overlay,
+  with the key it names; a StatefulSet's
   Service is headless.
 
 Usage: python scripts/check_deploy.py [DEPLOY_DIR]   (exit status 1 and one line per problem)
@@ -149,6 +150,20 @@ def check_workload(
                     and o["metadata"]["name"] == obj["spec"].get("serviceName")]  # fmt: skip
         if not services or services[0]["spec"].get("clusterIP") != "None":
             problems.append(f"{name}: its serviceName is no headless Service of the overlay")
+    for volume in pod_spec(obj).get("volumes", []):
+        for kind, field, key in (
+            ("Secret", "secret", "secretName"),
+            ("ConfigMap", "configMap", "name"),
+        ):
+            ref = volume.get(field)
+            if (
+                ref
+                and not ref.get("optional")
+                and not any(
+                    o["kind"] == kind and o["metadata"]["name"] == ref[key] for o in objects
+                )
+            ):
+                problems.append(f"{name}: volume {volume['name']} needs {kind} {ref[key]}")
     for container in pod_spec(obj)["containers"]:
         where_c = f"{name} container {container['name']}"
         for probe in ("readinessProbe", "livenessProbe"):

@@ -8,12 +8,13 @@ mean one thing here and another to kustomize. ``tests/deploy/test_manifests.py``
 output with ``kubectl kustomize`` where kubectl is installed.
 
 Known: resources (files and directories), namespace, secretGenerator and configMapGenerator
-(``envs`` and ``literals``, with ``generatorOptions.disableNameSuffixHash: true``: hashed names
-are not reproduced), patches (strategic merge or JSON 6902, from ``path`` or ``patch``, with a
-``target`` of kind/name/group/version, regular expressions as in kustomize), replicas, images.
+(``envs``, ``files`` and ``literals``, with ``generatorOptions.disableNameSuffixHash: true``:
+hashed names are not reproduced), patches (strategic merge or JSON 6902, from ``path`` or
+``patch``, with a ``target`` of kind/name/group/version, regular expressions as in kustomize),
+replicas, images.
 
 Usage: python scripts/kustomize_render.py [--examples] DIR   (the objects as JSON, one a line)
-``--examples`` reads ``X.example`` for an env file ``X`` that does not exist (``make lint``
+``--examples`` reads ``X.example`` for a generator's file ``X`` that does not exist (``make lint``
 renders the committed templates; a real deployment has its own secrets files).
 """
 
@@ -43,7 +44,7 @@ KNOWN_FIELDS = {
     "replicas",
     "images",
 }
-GENERATOR_FIELDS = {"name", "envs", "literals", "type"}
+GENERATOR_FIELDS = {"name", "envs", "files", "literals", "type"}
 TARGET_FIELDS = {"group", "version", "kind", "name"}
 CLUSTER_SCOPED = {
     "Namespace",
@@ -141,6 +142,10 @@ def generate(directory: pathlib.Path, kustomization: Obj, *, examples: bool) -> 
             pairs: dict[str, str] = {}
             for name in generator.get("envs", []):
                 pairs |= env_file(directory / name, examples=examples)
+            for entry in generator.get("files", []):
+                key, _, name = entry.rpartition("=")
+                source = _existing(directory / name, examples=examples)
+                pairs[key or source.name.removesuffix(".example")] = _read(source)
             for literal in generator.get("literals", []):
                 key, value = _pair(literal, f"{directory}: literal")
                 pairs[key] = value
@@ -154,15 +159,23 @@ def generate(directory: pathlib.Path, kustomization: Obj, *, examples: bool) -> 
     return made
 
 
-def env_file(path: pathlib.Path, *, examples: bool) -> dict[str, str]:
+def _existing(path: pathlib.Path, *, examples: bool) -> pathlib.Path:
     if examples and not path.exists():
-        path = path.with_name(path.name + ".example")
+        return path.with_name(path.name + ".example")
+    return path
+
+
+def _read(path: pathlib.Path) -> str:
     try:
-        lines = path.read_text().splitlines()
+        return path.read_text()
     except OSError as error:
         raise RenderError(f"{path}: {error}") from error
+
+
+def env_file(path: pathlib.Path, *, examples: bool) -> dict[str, str]:
+    path = _existing(path, examples=examples)
     pairs = {}
-    for number, line in enumerate(lines, 1):
+    for number, line in enumerate(_read(path).splitlines(), 1):
         line = line.strip()
         if line and not line.startswith("#"):
             key, value = _pair(line, f"{path}:{number}")

@@ -36,7 +36,7 @@ def check(directory: pathlib.Path) -> subprocess.CompletedProcess[str]:
 
 def broken(tmp_path: pathlib.Path, changes: list[tuple[str, str, str]]) -> pathlib.Path:
     directory = tmp_path / "deploy"
-    shutil.copytree(DEPLOY, directory, ignore=shutil.ignore_patterns("*.env"))
+    shutil.copytree(DEPLOY, directory, ignore=shutil.ignore_patterns("*.env", "*.pem"))
     for name, pattern, replacement in changes:
         path = directory / name
         text, count = re.subn(pattern, replacement, path.read_text(), count=1, flags=re.M)
@@ -87,6 +87,12 @@ RULE_FAULTS = [
         r"component: bridge\}\n---",
         "component: brige}\n---",
         "Deployment/vigil-bridge: no PodDisruptionBudget",
+    ),
+    (
+        "k8s/base/detector.yaml",
+        r"secretName: vigil-evidence-key,",
+        "secretName: vigil-evidence-kee,",
+        "volume evidence-secret needs Secret vigil-evidence-kee",
     ),
     (
         "k8s/base/vllm.yaml",
@@ -166,8 +172,8 @@ def by_identity(objects: list[dict[str, Any]]) -> dict[tuple[str, str, str], dic
 def test_the_renderer_agrees_with_kustomize(tmp_path: pathlib.Path, overlay: str) -> None:
     # Both render the same copy, with the secret templates as the secrets files.
     k8s = tmp_path / "k8s"
-    shutil.copytree(DEPLOY / "k8s", k8s, ignore=shutil.ignore_patterns("*.env"))
-    for example in (k8s / "overlays" / overlay / "secrets").glob("*.env.example"):
+    shutil.copytree(DEPLOY / "k8s", k8s, ignore=shutil.ignore_patterns("*.env", "*.pem"))
+    for example in (k8s / "overlays" / overlay / "secrets").glob("*.example"):
         shutil.copy(example, example.with_suffix(""))
     target = k8s / "overlays" / overlay
     kustomized = subprocess.run(
