@@ -46,9 +46,10 @@ KNOWN_FIELDS = {
 }
 GENERATOR_FIELDS = {"name", "envs", "files", "literals", "type"}
 TARGET_FIELDS = {"group", "version", "kind", "name"}
+# Kubernetes' own cluster-scoped kinds: kustomize knows no other kind's scope, so it gives a
+# custom resource (cert-manager's ClusterIssuer too) the namespace, and so do we.
 CLUSTER_SCOPED = {
     "Namespace",
-    "ClusterIssuer",
     "ClusterRole",
     "ClusterRoleBinding",
     "CustomResourceDefinition",
