@@ -70,6 +70,7 @@ lint: install
 	$(VENV)/bin/mypy
 	PYTHONPATH=$(CURDIR):$(CURDIR)/clients $(VENV)/bin/lint-imports --no-cache
 	$(PY) scripts/check_units.py
+	$(PY) scripts/check_deploy.py
 
 # The page's type checker (TypeScript, the version package-lock.json pins) for `make lint`; `make run`
 # needs none of it: the page's modules are served as they are.
@@ -86,8 +87,9 @@ lint: node-deps
 # The real parts that tests start themselves on loopback, never mocks, all from Debian: chromium
 # for the browser tests (Playwright only drives it), ffmpeg, GStreamer's RTSP server (a real camera
 # served by the system python3), PostgreSQL 15 and Redis 7; systemd for `systemd-analyze verify` of
-# deploy/systemd in lint (no init system needed). Only what is missing is installed.
-DEBIAN_PACKAGES := systemd chromium ffmpeg postgresql-15 redis-server python3-gi gir1.2-gst-rtsp-server-1.0 \
+# deploy/systemd in lint (no init system needed); nginx to run the compose ingress's config in
+# front of two bridges (tests/deploy/test_ingress.py). Only what is missing is installed.
+DEBIAN_PACKAGES := systemd chromium ffmpeg postgresql-15 redis-server nginx-light python3-gi gir1.2-gst-rtsp-server-1.0 \
 	gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
 	gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
 system:
