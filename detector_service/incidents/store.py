@@ -166,19 +166,7 @@ class IncidentStore:
         """Incidents and false alarms per (source, class, rule), sorted by them, of one source
         (all when empty) opened at or after ``since_ns`` (all when None). Any thread: the
         metrics count on the scrape's thread. Raises ``RuntimeError`` once the store is closed."""
-        sql = (
-            "SELECT source_id, class_name, rule_id, COUNT(*),"
-            f" SUM({FALSE_ALARM_SQL}), SUM(decision = ?), SUM(decision = ?), SUM(rejected)"
-            " FROM incidents WHERE 1=1"
-        )
-        params: list[str | int] = [pb.REVIEW_DECISION_CONFIRMED, pb.REVIEW_DECISION_DISMISSED]
-        if source_id:
-            sql += " AND source_id = ?"
-            params.append(source_id)
-        if since_ns is not None:
-            sql += " AND opened_ns >= ?"
-            params.append(since_ns)
-        sql += " GROUP BY source_id, class_name, rule_id ORDER BY source_id, class_name, rule_id"
+        sql, params = stats_query(source_id, since_ns)
 
         def go() -> list[pb.IncidentStats]:
             return [_stats(row) for row in self.db.execute(sql, params)]
@@ -273,6 +261,24 @@ def _incident(row: tuple[bytes | None, ...]) -> pb.Incident:
     if len(row) > 2 and row[2] is not None:
         incident.snapshot_jpeg = row[2]
     return incident
+
+
+def stats_query(source_id: str, since_ns: int | None) -> tuple[str, list[str | int]]:
+    """The statistics' SQL and its parameters (answered from the ``incidents_stats`` index)."""
+    sql = (
+        "SELECT source_id, class_name, rule_id, COUNT(*),"
+        f" SUM({FALSE_ALARM_SQL}), SUM(decision = ?), SUM(decision = ?), SUM(rejected)"
+        " FROM incidents WHERE 1=1"
+    )
+    params: list[str | int] = [pb.REVIEW_DECISION_CONFIRMED, pb.REVIEW_DECISION_DISMISSED]
+    if source_id:
+        sql += " AND source_id = ?"
+        params.append(source_id)
+    if since_ns is not None:
+        sql += " AND opened_ns >= ?"
+        params.append(since_ns)
+    sql += " GROUP BY source_id, class_name, rule_id ORDER BY source_id, class_name, rule_id"
+    return sql, params
 
 
 def _stats(row: tuple[str, str, str, int, int, int, int, int]) -> pb.IncidentStats:
