@@ -276,7 +276,8 @@ def stats_query(source_id: str, since_ns: int | None) -> tuple[str, list[str | i
         params.append(source_id)
     if since_ns is not None:
         sql += " AND opened_ns >= ?"
-        params.append(since_ns)
+        # SQLite's integers are 64-bit; a Timestamp may name a time far outside them.
+        params.append(min(max(since_ns, -(2**63)), 2**63 - 1))
     sql += " GROUP BY source_id, class_name, rule_id ORDER BY source_id, class_name, rule_id"
     return sql, params
 

@@ -151,6 +151,9 @@ async def test_stats_count_per_source_class_and_rule(db_path: pathlib.Path) -> N
         ]
         assert since == [("bay", "vehicle after hours", 2), ("gate", "gun", 1)]
         assert store.stats("nowhere").result() == []
+        # Timestamps reach beyond SQLite's 64-bit integers (years 1 to 9999).
+        assert store.stats("", 253_402_300_799 * 10**9).result() == []
+        assert len(store.stats("", -62_135_596_800 * 10**9).result()) == 3
     finally:
         store.close()
 
