@@ -144,6 +144,15 @@ async def test_confirm_and_dismiss_from_the_page_and_the_rate_follows(
     close_incident(history_detector, "gate", start)
     await expect(page.get_by_test_id("incident-row")).to_have_count(4, timeout=STEP_MS)
     await expect(rate(page, "gate", "knife")).to_have_text("33%")
+    # A review from elsewhere (the API, the CLI) reaches the page through the live feed.
+    async with httpx.AsyncClient(timeout=10) as client:
+        answer = await client.post(
+            f"{bridge.url}/api/incidents/{RULE.id}/review", json={"decision": "dismissed"}
+        )
+    assert answer.status_code == 200, answer.text
+    await expect(row(page, RULE.id).get_by_test_id("false-alarm-badge")).to_be_visible()
+    await expect(rate(page, "bay", "vehicle")).to_have_text("100%")
+
     # The new incident's toast closed, so that the screenshot shows the table.
     await page.get_by_test_id("incident-toast").get_by_role("button", name="Dismiss").click()
     await expect(page.get_by_test_id("incident-toast")).to_have_count(0)
@@ -155,7 +164,7 @@ async def test_confirm_and_dismiss_from_the_page_and_the_rate_follows(
     kept = await decisions(bridge.url)
     assert kept[KNIFE.id] == ("dismissed", True)
     assert kept[REJECTED.id] == ("confirmed", False)
-    assert kept[RULE.id] == (None, False)
+    assert kept[RULE.id] == ("dismissed", True)
     await page.reload()
     await expect(row(page, KNIFE.id).get_by_test_id("false-alarm-badge")).to_be_visible()
     await expect(row(page, REJECTED.id).get_by_test_id("confirmed-badge")).to_be_visible()

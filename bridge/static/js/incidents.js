@@ -81,7 +81,8 @@ export class IncidentsView {
       const incident = message.incident;
       const wanted = !this.sourceFilter.value || this.sourceFilter.value === incident.source_id;
       if (wanted && this.incidents.some((i) => i.id === incident.id)) this.replace(incident);
-      else {
+      // A review of an incident this list does not show (older, or filtered out) adds nothing.
+      else if (message.event !== "reviewed") {
         this.incidents = this.incidents.filter((i) => i.id !== incident.id);
         if (wanted) this.incidents.unshift(incident);
         this.renderList();
