@@ -10,7 +10,8 @@ An operator's review lives in columns of its own (``decision``, ``review``), nev
 the tracker saves an open incident's whole message again when it closes or is verified, and that
 must not undo a review made meanwhile. Reads merge the review into the message and derive
 ``false_alarm`` (``review.is_false_alarm``). ``rule_id`` and ``rejected`` copy what the counting
-of ``stats`` needs out of the blob, so that it reads one index, not every message.
+of ``stats`` needs out of the blob, so that it reads one index, not every message; triggers of
+the connection keep them in step with ``data`` whichever write changes it.
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class IncidentStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
+        _functions(db)
         _migrate(db)
+        _derive(db)
         self._db = db
 
     @property
@@ -112,18 +115,16 @@ class IncidentStore:
             incident.closed_at.ToNanoseconds() if incident.HasField("closed_at") else None,
             stripped.SerializeToString(),
             snapshot,
-            incident.rule_id,
-            int(rejected(incident)),
         )
 
         def go() -> None:
             # The review columns are left alone: a review outlives the tracker's copies.
             self.db.execute(
-                "INSERT INTO incidents (id, source_id, class_name, opened_ns, closed_ns, data,"
-                " snapshot, rule_id, rejected) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                "INSERT INTO incidents"
+                " (id, source_id, class_name, opened_ns, closed_ns, data, snapshot)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (id) DO UPDATE SET closed_ns = excluded.closed_ns,"
-                " data = excluded.data, snapshot = excluded.snapshot,"
-                " rule_id = excluded.rule_id, rejected = excluded.rejected",
+                " data = excluded.data, snapshot = excluded.snapshot",
                 row,
             )
 
@@ -297,6 +298,33 @@ def _stats(row: tuple[str, str, str, int, int, int, int, int]) -> pb.IncidentSta
     )
 
 
+def _derive(db: sqlite3.Connection) -> None:
+    """Keep ``rule_id`` and ``rejected`` in step with ``data`` on every insert and every update of
+    it, whatever the write (temporary triggers: the file itself never names these functions)."""
+    derive = (
+        "BEGIN UPDATE incidents SET rule_id = incident_rule_id(NEW.data),"
+        " rejected = incident_rejected(NEW.data) WHERE seq = NEW.seq; END"
+    )
+    db.execute(f"CREATE TEMP TRIGGER incidents_derive_insert AFTER INSERT ON incidents {derive}")
+    db.execute(
+        f"CREATE TEMP TRIGGER incidents_derive_update AFTER UPDATE OF data ON incidents {derive}"
+    )
+
+
+def _functions(db: sqlite3.Connection) -> None:
+    """The columns derived from a message, as SQL functions of this connection."""
+    db.create_function(
+        "incident_rule_id", 1, lambda data: _message(data).rule_id, deterministic=True
+    )
+    db.create_function(
+        "incident_rejected", 1, lambda data: int(rejected(_message(data))), deterministic=True
+    )
+
+
+def _message(data: bytes) -> pb.Incident:
+    return pb.Incident.FromString(data)
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Give a database from before operator reviews their columns; fill in ``rule_id`` and
     ``rejected`` from the messages already kept, which may carry them (one pass, at startup)."""
@@ -307,12 +335,10 @@ def _migrate(db: sqlite3.Connection) -> None:
         for name in missing:
             db.execute(f"ALTER TABLE incidents ADD COLUMN {name} {_COLUMNS[name]}")
         if {"rule_id", "rejected"} & set(missing):
-            for seq, data in db.execute("SELECT seq, data FROM incidents").fetchall():
-                incident = pb.Incident.FromString(data)
-                db.execute(
-                    "UPDATE incidents SET rule_id = ?, rejected = ? WHERE seq = ?",
-                    (incident.rule_id, int(rejected(incident)), seq),
-                )
+            db.execute(
+                "UPDATE incidents SET rule_id = incident_rule_id(data),"
+                " rejected = incident_rejected(data)"
+            )
         db.execute("COMMIT")
     db.execute(_STATS_INDEX)
 

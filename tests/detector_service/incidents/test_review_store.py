@@ -97,6 +97,28 @@ async def test_a_review_is_kept_replaced_and_survives_later_saves(db_path: pathl
         again.close()
 
 
+def test_the_counted_columns_follow_every_save_of_the_message(db_path: pathlib.Path) -> None:
+    store = IncidentStore(db_path)
+    try:
+
+        def counts() -> list[tuple[str, int, int]]:
+            return [(r.rule_id, r.rejected, r.false_alarms) for r in store.stats().result()]
+
+        store.save(made(1))
+        assert counts() == [("", 0, 0)]
+        # Verified later: the tracker saves its copy again, now with the model's verdict.
+        store.save(made(1, verdict=common_pb2.VERDICT_REJECTED))
+        assert counts() == [("", 1, 1)]
+        store.set_clip_path(made(1).id, "/clips/1.avi")
+        assert counts() == [("", 1, 1)]
+        store.save(made(1, verdict=common_pb2.VERDICT_UNCERTAIN))
+        assert counts() == [("", 0, 0)]
+        store.save(made(2, rule_id="fence"))
+        assert counts() == [("", 0, 0), ("fence", 0, 0)]
+    finally:
+        store.close()
+
+
 async def test_false_alarm_follows_the_model_unless_an_operator_said(db_path: pathlib.Path) -> None:
     store = IncidentStore(db_path)
     try:
