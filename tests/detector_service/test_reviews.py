@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from detector_service.incidents.store import IncidentStore
+from detector_service.metrics import ReviewCollector
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.detector_service.incidents.helpers import det, frame_jpeg
@@ -277,3 +279,21 @@ async def test_a_review_moves_the_gauges_both_ways(seeded_settings: DetectorSett
             assert f"{knife} 2.0" in await asyncio.to_thread(scrape, port)
     finally:
         await server.stop(0)
+
+
+def test_a_scrape_while_the_store_is_closed_has_no_figures(tmp_path: pathlib.Path) -> None:
+    store = IncidentStore(tmp_path / "incidents.sqlite3")
+    store.save(made(1))
+    registry = CollectorRegistry()
+    registry.register(ReviewCollector(lambda: store.stats().result(5)))
+    assert 'vigil_incidents_kept{class="knife",rule="",source="cam"} 1.0' in scrape_registry(
+        registry
+    )
+    store.close()
+    text = scrape_registry(registry)
+    assert "# TYPE vigil_incidents_kept gauge" in text
+    assert "vigil_incidents_kept{" not in text
+
+
+def scrape_registry(registry: CollectorRegistry) -> str:
+    return generate_latest(registry).decode()
