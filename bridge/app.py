@@ -23,6 +23,7 @@ from bridge import (
     api_events,
     api_evidence,
     api_recordings,
+    api_reviews,
     api_sources,
     api_uploads,
     errors,
@@ -109,9 +110,10 @@ The bridge is the only thing a browser talks to: HTTP and WebSocket here, gRPC b
   pieces, then {done: true, text, cited_times}), `error` {code, message}, `pong`. Job events
   carry `sequence`; rejoin with `after_sequence` for no duplicates.
 * `/socket.io`: the same session events over Socket.IO.
-* `/ws/incidents`: the page's live feed, JSON `{"type": "incident", "event": "opened"|"closed",
-  "incident", "snapshot"}`, `{"type": "source_event", "event", "snapshot"}` (snapshots base64
-  JPEG), `{"type": "gap", "dropped"}` after a slow reader lost its oldest, `{"type": "error"}`.
+* `/ws/incidents`: the page's live feed, JSON `{"type": "incident", "event":
+  "opened"|"closed"|"reviewed", "incident", "snapshot"}`, `{"type": "source_event", "event",
+  "snapshot"}` (snapshots base64 JPEG), `{"type": "gap", "dropped"}` after a slow reader lost its
+  oldest, `{"type": "error"}`.
 
 Limits: incoming WebSocket messages over the size limit close with 1009, over the rate with 1008;
 too many sockets from one address close with 1013; uploads over the limit get 413.
@@ -171,6 +173,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
     app.include_router(api_recordings.router)
     app.include_router(api_evidence.router)
     app.include_router(api_events.router)
+    app.include_router(api_reviews.router)
     app.include_router(video.router)
     app.include_router(session_ws.router)
     app.include_router(incident_feed.router)

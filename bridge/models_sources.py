@@ -9,6 +9,7 @@ from typing import Any, Literal, cast
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.models import TimeRange, copied, detection, iso, mirrors
+from bridge.models_reviews import Review
 from vigil import sdk
 from vigil.core import source_ids
 from vigil.sdk.detector_types import CameraProblem
@@ -170,7 +171,7 @@ class SourceList(BaseModel):
     sources: list[Source]
 
 
-@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections", "recording"})
+@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections", "recording", "review"})
 class Incident(BaseModel):
     id: str
     source_id: str
@@ -183,6 +184,10 @@ class Incident(BaseModel):
     # The part of the source's recording that shows it (GET .../recording.mp4 with this range);
     # null when the source is not recorded.
     recording: TimeRange | None = None
+    # The operator's review (null until reviewed); a false alarm: dismissed, or rejected by the
+    # model and not confirmed.
+    review: Review | None = None
+    false_alarm: bool = False
 
     @classmethod
     def from_sdk(cls, i: sdk.Incident) -> Incident:
@@ -191,6 +196,7 @@ class Incident(BaseModel):
             cls, i, opened_at=iso(i.proto.opened_at), closed_at=iso(i.proto.closed_at),
             detections=[detection(d) for d in i.detections],
             recording=TimeRange.from_proto(recording) if recording is not None else None,
+            review=Review.from_sdk(i.review) if i.review is not None else None,
         )  # fmt: skip
 
 

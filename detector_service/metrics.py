@@ -7,6 +7,8 @@ inference thread once per batch.
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
 from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -14,6 +16,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from vigil.detector.v1 import detector_service_pb2 as pb
+
+log = logging.getLogger(__name__)
 
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 CAMERA_PROBLEMS = (
@@ -135,5 +139,55 @@ class DetectorMetrics:
             registry=self.registry,
         )
 
-    def watch(self, collector: SourceCollector) -> None:
+    def watch(self, collector: Collector) -> None:
         self.registry.register(collector)
+
+
+class ReviewCollector(Collector):
+    """Incidents, false alarms and reviews per source, class and watch rule, counted in the
+    incident store when Prometheus scrapes.
+
+    Gauges, not counters: a review may change its mind (a dismissal confirmed later), so false
+    alarms and dismissals can go down, which a counter must never do; and counted from the store
+    they are right after a restart, where counters kept in memory would start again from zero.
+    The count reads one covering index (``incidents_stats``), so a scrape stays cheap.
+    """
+
+    def __init__(self, stats: Callable[[], Iterable[pb.IncidentStats]]) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        labels = ["source", "class", "rule"]
+        families = {
+            "incidents": GaugeMetricFamily(
+                "vigil_incidents_kept", "Incidents in the history", labels=labels
+            ),
+            "false_alarms": GaugeMetricFamily(
+                "vigil_incidents_false_alarms",
+                "Incidents dismissed by an operator, or rejected by the model and not confirmed",
+                labels=labels,
+            ),
+            "confirmed": GaugeMetricFamily(
+                "vigil_incidents_confirmed", "Incidents confirmed by an operator", labels=labels
+            ),
+            "dismissed": GaugeMetricFamily(
+                "vigil_incidents_dismissed", "Incidents dismissed by an operator", labels=labels
+            ),
+            "rejected": GaugeMetricFamily(
+                "vigil_incidents_rejected", "Incidents rejected by the model", labels=labels
+            ),
+            "false_alarm_rate": GaugeMetricFamily(
+                "vigil_incidents_false_alarm_rate", "False alarms / incidents", labels=labels
+            ),
+        }
+        try:
+            rows = list(self.stats())
+        except (RuntimeError, concurrent.futures.TimeoutError) as exc:
+            # The store is closing, or too busy to answer within the scrape: no figures this time.
+            log.warning("incident statistics not collected: %s", exc)
+            rows = []
+        for row in rows:
+            value = [row.source_id, row.class_name, row.rule_id]
+            for name, family in families.items():
+                family.add_metric(value, float(getattr(row, name)))
+        yield from families.values()

@@ -16,7 +16,7 @@ from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
-from detector_service.metrics import DetectorMetrics, SourceCollector
+from detector_service.metrics import DetectorMetrics, ReviewCollector, SourceCollector
 from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir
 from detector_service.recorder import Recorder
@@ -36,6 +36,8 @@ log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 # Consecutive failed inference batches after which health turns NOT_SERVING.
 UNHEALTHY_AFTER_FAILURES = 3
+# How long a metrics scrape waits for the incident store to count.
+STATS_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -165,6 +167,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             lambda: batcher.errors,
         )
     )
+    # Scrapes wait for the store's thread, behind any writes queued first: seconds at worst.
+    metrics.watch(ReviewCollector(lambda: incidents.store.stats().result(STATS_TIMEOUT_S)))
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(

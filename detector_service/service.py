@@ -18,6 +18,7 @@ from detector_service.incidents.tracker import IncidentTracker
 from detector_service.recorder import Recorder
 from detector_service.recording.exports import ExportCache
 from detector_service.recording_rpcs import RecordingRpcs
+from detector_service.reviews import ReviewRpcs
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
 from detector_service.tracking import StreamTrackers
@@ -35,7 +36,7 @@ DETECT_PIPELINE_DEPTH = 4
 Context = grpc.aio.ServicerContext[object, object]
 
 
-class DetectorServicer(RecordingRpcs, EvidenceRpcs, pb_grpc.DetectorServiceServicer):
+class DetectorServicer(RecordingRpcs, EvidenceRpcs, ReviewRpcs, pb_grpc.DetectorServiceServicer):
     def __init__(
         self,
         settings: DetectorSettings,

@@ -97,7 +97,8 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
         help="list recent incidents, or follow new ones",
         description="Without --follow, print the stored incident history, newest first. With "
         "--follow, print incidents as they open and close until interrupted. `vigil incidents "
-        "export ID -o FILE` writes an incident's signed evidence package.",
+        "export ID -o FILE` writes an incident's signed evidence package; `confirm ID` and "
+        "`dismiss ID` review one; `stats` counts false alarms.",
     )
     incidents.add_argument("--source", default="", metavar="ID", help="one source only")
     incidents.add_argument("--limit", type=int, default=20, metavar="N", help="at most N (20)")

@@ -13,7 +13,7 @@ import pathlib
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_extras
+from vigil import cli_extras, cli_reviews
 from vigil.core.evidence import fingerprint
 
 VERIFY_EXIT_CODES = "exit codes: 0 valid, 1 invalid (what is wrong is named), 2 usage error"
@@ -36,6 +36,7 @@ def add_incident_actions(
     export.add_argument("id", help="id of the incident")
     export.add_argument("--out", "-o", required=True, metavar="FILE", help="write the ZIP here")
     common.handled_by(export, export_command, "detector")
+    cli_reviews.add_actions(actions, parent)
 
 
 def add_parsers(commands: Any) -> None:

@@ -5,6 +5,13 @@ only queue a write and go on (no frame ever waits for the disk), the event loop 
 SQLite, and writes happen in the order they were queued, so an incident's close never overtakes
 its open. Reads queue on the same thread: a read sees every write queued before it. The snapshot
 JPEG lives in its own column, last, so listings without snapshots never read its pages.
+
+An operator's review lives in columns of its own (``decision``, ``review``), never in the blob:
+the tracker saves an open incident's whole message again when it closes or is verified, and that
+must not undo a review made meanwhile. Reads merge the review into the message and derive
+``false_alarm`` (``review.is_false_alarm``). ``rule_id`` and ``rejected`` copy what the counting
+of ``stats`` needs out of the blob, so that it reads one index, not every message; triggers of
+the connection keep them in step with ``data`` whichever write changes it.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
+from detector_service.incidents.review import FALSE_ALARM_SQL, is_false_alarm, rejected
 from detector_service.private import private_dir, private_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -40,6 +48,18 @@ CREATE TABLE IF NOT EXISTS incidents (
 CREATE INDEX IF NOT EXISTS incidents_by_time ON incidents (opened_ns, seq);
 CREATE INDEX IF NOT EXISTS incidents_by_source ON incidents (source_id, opened_ns, seq);
 """
+# Added after the first release: ``_migrate`` adds them to older databases (and fills them in).
+_COLUMNS = {
+    "rule_id": "TEXT NOT NULL DEFAULT ''",
+    "rejected": "INTEGER NOT NULL DEFAULT 0",
+    "decision": "INTEGER NOT NULL DEFAULT 0",
+    "review": "BLOB",
+}
+# Covers the statistics' grouping, filters and sums: counted without reading the table.
+_STATS_INDEX = (
+    "CREATE INDEX IF NOT EXISTS incidents_stats ON incidents"
+    " (source_id, class_name, rule_id, opened_ns, decision, rejected)"
+)
 
 _TOKEN_KIND = "incidents"
 
@@ -67,6 +87,9 @@ class IncidentStore:
         db.execute("PRAGMA synchronous=NORMAL")
         db.execute("PRAGMA busy_timeout=5000")
         db.executescript(_SCHEMA)
+        _functions(db)
+        _migrate(db)
+        _derive(db)
         self._db = db
 
     @property
@@ -95,6 +118,7 @@ class IncidentStore:
         )
 
         def go() -> None:
+            # The review columns are left alone: a review outlives the tracker's copies.
             self.db.execute(
                 "INSERT INTO incidents"
                 " (id, source_id, class_name, opened_ns, closed_ns, data, snapshot)"
@@ -124,10 +148,36 @@ class IncidentStore:
 
         return self._write(go, f"set clip of incident {incident_id}")
 
-    def _write(self, fn: Callable[[], None], what: str) -> concurrent.futures.Future[None]:
+    def review(self, incident_id: str, review: pb.Review) -> concurrent.futures.Future[bool]:
+        """Keep an operator's review of an incident, replacing an earlier one; the future says
+        whether the incident exists. Returns at once."""
+        row = (review.decision, review.SerializeToString(), incident_id)
+
+        def go() -> bool:
+            cursor = self.db.execute(
+                "UPDATE incidents SET decision = ?, review = ? WHERE id = ?", row
+            )
+            return cursor.rowcount == 1
+
+        return self._write(go, f"review incident {incident_id}")
+
+    def stats(
+        self, source_id: str = "", since_ns: int | None = None
+    ) -> concurrent.futures.Future[list[pb.IncidentStats]]:
+        """Incidents and false alarms per (source, class, rule), sorted by them, of one source
+        (all when empty) opened at or after ``since_ns`` (all when None). Any thread: the
+        metrics count on the scrape's thread. Raises ``RuntimeError`` once the store is closed."""
+        sql, params = stats_query(source_id, since_ns)
+
+        def go() -> list[pb.IncidentStats]:
+            return [_stats(row) for row in self.db.execute(sql, params)]
+
+        return self._executor.submit(go)
+
+    def _write(self, fn: Callable[[], T], what: str) -> concurrent.futures.Future[T]:
         future = self._executor.submit(fn)
 
-        def check(f: concurrent.futures.Future[None]) -> None:
+        def check(f: concurrent.futures.Future[T]) -> None:
             # Logged only: the incident stays in memory and in the event streams.
             if f.cancelled() or f.exception() is None:
                 return
@@ -144,9 +194,9 @@ class IncidentStore:
     async def get(self, incident_id: str, include_snapshot: bool = True) -> pb.Incident | None:
         def go() -> pb.Incident | None:
             found = self.db.execute(
-                "SELECT data, snapshot FROM incidents WHERE id = ?"
+                "SELECT data, review, snapshot FROM incidents WHERE id = ?"
                 if include_snapshot
-                else "SELECT data FROM incidents WHERE id = ?",
+                else "SELECT data, review FROM incidents WHERE id = ?",
                 (incident_id,),
             ).fetchone()
             return None if found is None else _incident(found)
@@ -161,7 +211,7 @@ class IncidentStore:
         Raises ``ValueError`` for a token this store did not make.
         """
         after = _decode_token(page_token) if page_token else None
-        columns = "seq, opened_ns, data, snapshot" if include_snapshot else "seq, opened_ns, data"
+        columns = "seq, opened_ns, data, review" + (", snapshot" if include_snapshot else "")
 
         def go() -> tuple[list[pb.Incident], str]:
             sql = f"SELECT {columns} FROM incidents WHERE 1=1"
@@ -201,11 +251,96 @@ class IncidentStore:
         self._executor.shutdown(wait=True)
 
 
-def _incident(row: tuple[bytes, ...]) -> pb.Incident:
-    incident = pb.Incident.FromString(row[0])
-    if len(row) > 1:
-        incident.snapshot_jpeg = row[1]
+def _incident(row: tuple[bytes | None, ...]) -> pb.Incident:
+    """An incident from (data, review[, snapshot]): its review merged, its false alarm derived."""
+    data, review = row[0], row[1]
+    assert data is not None  # NOT NULL
+    incident = pb.Incident.FromString(data)
+    if review is not None:
+        incident.review.ParseFromString(review)
+    incident.false_alarm = is_false_alarm(incident)
+    if len(row) > 2 and row[2] is not None:
+        incident.snapshot_jpeg = row[2]
     return incident
+
+
+def stats_query(source_id: str, since_ns: int | None) -> tuple[str, list[str | int]]:
+    """The statistics' SQL and its parameters (answered from the ``incidents_stats`` index)."""
+    sql = (
+        "SELECT source_id, class_name, rule_id, COUNT(*),"
+        f" SUM({FALSE_ALARM_SQL}), SUM(decision = ?), SUM(decision = ?), SUM(rejected)"
+        " FROM incidents WHERE 1=1"
+    )
+    params: list[str | int] = [pb.REVIEW_DECISION_CONFIRMED, pb.REVIEW_DECISION_DISMISSED]
+    if source_id:
+        sql += " AND source_id = ?"
+        params.append(source_id)
+    if since_ns is not None:
+        sql += " AND opened_ns >= ?"
+        # SQLite's integers are 64-bit; a Timestamp may name a time far outside them.
+        params.append(min(max(since_ns, -(2**63)), 2**63 - 1))
+    sql += " GROUP BY source_id, class_name, rule_id ORDER BY source_id, class_name, rule_id"
+    return sql, params
+
+
+def _stats(row: tuple[str, str, str, int, int, int, int, int]) -> pb.IncidentStats:
+    source_id, class_name, rule_id, incidents, false_alarms, confirmed, dismissed, rejected_ = row
+    return pb.IncidentStats(
+        source_id=source_id,
+        class_name=class_name,
+        rule_id=rule_id,
+        incidents=incidents,
+        false_alarms=false_alarms,
+        confirmed=confirmed,
+        dismissed=dismissed,
+        rejected=rejected_,
+        false_alarm_rate=false_alarms / incidents if incidents else 0.0,
+    )
+
+
+def _derive(db: sqlite3.Connection) -> None:
+    """Keep ``rule_id`` and ``rejected`` in step with ``data`` on every insert and every update of
+    it, whatever the write (temporary triggers: the file itself never names these functions)."""
+    derive = (
+        "BEGIN UPDATE incidents SET rule_id = incident_rule_id(NEW.data),"
+        " rejected = incident_rejected(NEW.data) WHERE seq = NEW.seq; END"
+    )
+    db.execute(f"CREATE TEMP TRIGGER incidents_derive_insert AFTER INSERT ON incidents {derive}")
+    db.execute(
+        f"CREATE TEMP TRIGGER incidents_derive_update AFTER UPDATE OF data ON incidents {derive}"
+    )
+
+
+def _functions(db: sqlite3.Connection) -> None:
+    """The columns derived from a message, as SQL functions of this connection."""
+    db.create_function(
+        "incident_rule_id", 1, lambda data: _message(data).rule_id, deterministic=True
+    )
+    db.create_function(
+        "incident_rejected", 1, lambda data: int(rejected(_message(data))), deterministic=True
+    )
+
+
+def _message(data: bytes) -> pb.Incident:
+    return pb.Incident.FromString(data)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Give a database from before operator reviews their columns; fill in ``rule_id`` and
+    ``rejected`` from the messages already kept, which may carry them (one pass, at startup)."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(incidents)")}
+    missing = [name for name in _COLUMNS if name not in present]
+    if missing:
+        db.execute("BEGIN")
+        for name in missing:
+            db.execute(f"ALTER TABLE incidents ADD COLUMN {name} {_COLUMNS[name]}")
+        if {"rule_id", "rejected"} & set(missing):
+            db.execute(
+                "UPDATE incidents SET rule_id = incident_rule_id(data),"
+                " rejected = incident_rejected(data)"
+            )
+        db.execute("COMMIT")
+    db.execute(_STATS_INDEX)
 
 
 def _encode_token(opened_ns: int, seq: int) -> str:

@@ -375,6 +375,18 @@ class IncidentTracker:
             self._subscriptions.add(sub)
         return sub
 
+    def change_open(self, incident_id: str, change: Callable[[pb.Incident], None]) -> None:
+        """Apply ``change`` to the incident if it is still open, so that its later events (and
+        the saves that come with them) carry it. Any thread."""
+        with self._lock:
+            state = self._open_by_id.get(incident_id)
+            if state is not None:
+                change(state.incident)
+
+    def publish(self, kind: pb.IncidentEventType.ValueType, incident: pb.Incident) -> None:
+        """Stream an event that no frame made (an operator's review). Call on the event loop."""
+        self._fanout(pb.StreamIncidentsResponse(type=kind, incident=incident))
+
     def _fanout(self, event: pb.StreamIncidentsResponse) -> None:
         for sub in list(self._subscriptions):
             sub._offer(event)

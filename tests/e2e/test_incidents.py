@@ -38,6 +38,8 @@ from tests.e2e.pages import (
 pytestmark = pytest.mark.timeout(120)
 # Waiting for the detector: a file source starts, the model sees the knife for a few frames.
 INCIDENT_MS = 30_000
+# An incident row's button that plays it (the row also has its Confirm and Dismiss buttons).
+PLAY = re.compile(r"^Play ")
 
 
 async def plays(page: Page, player: str, source_id: str) -> None:
@@ -133,7 +135,7 @@ async def test_a_new_incident_toasts_with_its_snapshot_and_is_listed(
     await toast.get_by_role("button", name="View").click()
     await expect(page.get_by_test_id("incident-caption")).to_contain_text("Knife on Door")
     await recorded(bridge.url, "door", INCIDENT_MS / 1000)
-    await page.get_by_test_id("incident-row").first.get_by_role("button").click()
+    await page.get_by_test_id("incident-row").first.get_by_role("button", name=PLAY).click()
     await plays(page, "incident", "door")
     assert not errors, errors
     await browser_context.close()
@@ -305,7 +307,7 @@ async def test_an_incidents_playback_draws_the_detected_boxes_over_the_video(
     page = await browser_context.new_page()
     errors = collect_errors(page)
     await page.goto(bridge.url + "/#incidents")
-    await page.get_by_test_id("incident-row").first.get_by_role("button").click()
+    await page.get_by_test_id("incident-row").first.get_by_role("button", name=PLAY).click()
     await plays(page, "incident", "door")
     boxes = page.get_by_test_id("incident-boxes")
     await expect(boxes).to_be_visible()

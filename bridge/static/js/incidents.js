@@ -6,6 +6,7 @@ import { getJson, messageOf } from "./api.js";
 import { $, byId, el } from "./dom.js";
 import { EVENT_LABELS, label, when } from "./labels.js";
 import { Player } from "./player.js";
+import { FalseAlarmTable, reviewControls } from "./reviews.js";
 import { sourceName } from "./sources.js";
 import { toast } from "./toast.js";
 
@@ -37,6 +38,7 @@ export class IncidentsView {
     this.classFilter = byId("incident-class", HTMLSelectElement);
     this.sinceFilter = byId("incident-since", HTMLSelectElement);
     this.player = new Player("incident-video", "incident-caption", "incident-notice", "incident-boxes");
+    this.falseAlarms = new FalseAlarmTable(store);
     for (const filter of [this.classFilter, this.sinceFilter]) filter.addEventListener("change", () => this.renderList());
     this.sourceFilter.addEventListener("change", () => this.load());
     $("incidents-refresh").addEventListener("click", () => this.load());
@@ -72,13 +74,20 @@ export class IncidentsView {
 
   /** @param {FeedMessage} message */
   received(message) {
-    if (message.type === "gap") this.load();
-    else if (message.type === "incident") {
+    if (message.type === "gap") {
+      this.load();
+      this.falseAlarms.schedule();
+    } else if (message.type === "incident") {
       const incident = message.incident;
       const wanted = !this.sourceFilter.value || this.sourceFilter.value === incident.source_id;
-      this.incidents = this.incidents.filter((i) => i.id !== incident.id);
-      if (wanted) this.incidents.unshift(incident);
-      this.renderList();
+      if (wanted && this.incidents.some((i) => i.id === incident.id)) this.replace(incident);
+      // A review of an incident this list does not show (older, or filtered out) adds nothing.
+      else if (message.event !== "reviewed") {
+        this.incidents = this.incidents.filter((i) => i.id !== incident.id);
+        if (wanted) this.incidents.unshift(incident);
+        this.renderList();
+      }
+      this.falseAlarms.schedule();
       if (message.event !== "opened") return;
       // A camera added a moment ago: learn its name first.
       if (this.store.get(incident.source_id)) this.announce(incident, message.snapshot);
@@ -136,7 +145,20 @@ export class IncidentsView {
       el("span", { class: open ? "badge" : "badge muted-badge", "data-state": open ? "failed" : "stopped", text: open ? "Open" : "Closed" }));
     button.setAttribute("aria-label", `Play the ${incident.class_name} on ${name} at ${when(incident.opened_at)}`);
     button.addEventListener("click", () => this.play(incident));
-    return el("li", { "data-testid": "incident-row", "data-incident": incident.id }, button);
+    const review = reviewControls(incident, `${incident.class_name} on ${name}`, (reviewed) => {
+      this.replace(reviewed);
+      this.falseAlarms.schedule();
+    });
+    return el("li", { "data-testid": "incident-row", "data-incident": incident.id }, button, review);
+  }
+
+  /**
+   * A newer state of an incident in the list, where it is (a review does not reorder it).
+   * @param {Incident} incident
+   */
+  replace(incident) {
+    this.incidents = this.incidents.map((i) => (i.id === incident.id ? incident : i));
+    this.renderList();
   }
 
   /** @param {Incident} incident */

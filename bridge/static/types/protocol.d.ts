@@ -88,6 +88,36 @@ export interface Incident {
   /** the part of the recording that shows it (end null while open) */
   recording?: TimeRange | null;
   zones?: string[];
+  /** an operator's review; null until reviewed */
+  review?: Review | null;
+  /** dismissed by an operator, or rejected by the model and not confirmed */
+  false_alarm?: boolean;
+}
+
+/** An operator's judgement of an incident (POST /api/incidents/{id}/review). */
+export interface Review {
+  decision: "confirmed" | "dismissed" | string;
+  note: string;
+  reviewer: string;
+  reviewed_at: string | null;
+}
+
+/** GET /api/incidents/stats: one row per source, class and watch rule. */
+export interface IncidentStats {
+  source_id: string;
+  class_name: string;
+  /** empty for weapon incidents */
+  rule_id: string;
+  incidents: number;
+  false_alarms: number;
+  confirmed: number;
+  dismissed: number;
+  rejected: number;
+  false_alarm_rate: number;
+}
+
+export interface IncidentStatsList {
+  stats: IncidentStats[];
 }
 
 export interface TimeRange {
@@ -127,7 +157,7 @@ export interface Coverage {
 /** /ws/incidents: the live feed, JSON text messages. */
 export interface FeedIncident {
   type: "incident";
-  event: "opened" | "closed" | string;
+  event: "opened" | "closed" | "reviewed" | string;
   incident: Incident;
   /** base64 JPEG of the frame that opened it */
   snapshot: string | null;

@@ -57,6 +57,7 @@ from vigil.sdk.recording_types import (
     Snapshot,
     TimeRange,
 )
+from vigil.sdk.review_types import IncidentStats, Review
 from vigil.sdk.streams import AsyncStream, Stream
 from vigil.sdk.zones import Zone
 
@@ -85,6 +86,7 @@ __all__ = [
     "FrameDetections",
     "Incident",
     "IncidentEvent",
+    "IncidentStats",
     "Job",
     "MotionSettings",
     "Page",
@@ -92,6 +94,7 @@ __all__ = [
     "RecordedDetections",
     "Recording",
     "RetryPolicy",
+    "Review",
     "RuleAnswer",
     "SampledFrame",
     "Sampling",

@@ -40,6 +40,8 @@ from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.recordings import UNARY_METHODS as RECORDING_UNARY_METHODS
 from vigil.sdk.recordings import AsyncRecordingMethods, RecordingMethods
+from vigil.sdk.reviews import UNARY_METHODS as REVIEW_UNARY_METHODS
+from vigil.sdk.reviews import AsyncReviewMethods, ReviewMethods
 from vigil.sdk.streams import AsyncStream, Stream
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 SERVICE = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 UNARY_METHODS = (
     "AddSource", "RemoveSource", "GetSource", "ListSources", "ListIncidents", "UpdateSource",
-    "ListEvents", *RECORDING_UNARY_METHODS,
+    "ListEvents", *RECORDING_UNARY_METHODS, *REVIEW_UNARY_METHODS,
 )  # fmt: skip
 
 SourceResponse = (
@@ -203,7 +205,7 @@ def incident_page(response: pb.ListIncidentsResponse) -> Page[Incident]:
     return Page(items, response.next_page_token)
 
 
-class DetectorClient(RecordingMethods, EvidenceMethods, Client):
+class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
     """Blocking client; one per thread pool is plenty (gRPC channels are thread-safe)."""
 
     def __init__(self, target: str | ClientOptions) -> None:
@@ -352,7 +354,9 @@ class DetectorClient(RecordingMethods, EvidenceMethods, Client):
         return self._unary(self.stub.ListIncidents, request, timeout_s, incident_page)
 
 
-class AsyncDetectorClient(AsyncRecordingMethods, AsyncEvidenceMethods, AsyncClient):
+class AsyncDetectorClient(
+    AsyncRecordingMethods, AsyncEvidenceMethods, AsyncReviewMethods, AsyncClient
+):
     """The asyncio client; create and use it on one event loop."""
 
     name = "detector"

@@ -23,6 +23,7 @@ from vigil.sdk.common import (
 )
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.recording_types import TimeRange
+from vigil.sdk.review_types import Review
 from vigil.sdk.zones import CROSSINGS, Direction, Zone
 
 SourceKind = Literal["unspecified", "webcam", "stream", "file", "test_pattern", "unknown"]
@@ -31,7 +32,9 @@ SourceState = Literal[
 ]
 # Sources from the service carry the mode in effect ("unspecified" only from an older service).
 SourceMode = Literal["unspecified", "on_demand", "always", "unknown"]
-IncidentEventKind = Literal["unspecified", "opened", "closed", "source_event", "unknown"]
+IncidentEventKind = Literal[
+    "unspecified", "opened", "closed", "source_event", "unknown", "reviewed"
+]
 SourceEventKind = Literal[
     "unspecified", "zone_enter", "zone_leave", "zone_loiter", "line_cross", "camera_frozen",
     "camera_covered", "camera_defocused", "camera_moved", "unknown",
@@ -293,6 +296,10 @@ class Incident:
     # The part of the source's recording that shows it (``export`` it); None when the source is
     # not recorded. Open-ended while the incident is open.
     recording: TimeRange | None
+    # An operator's review (None until reviewed); a false alarm: dismissed, or rejected by the
+    # model and not confirmed.
+    review: Review | None
+    false_alarm: bool
     proto: pb.Incident = field(repr=False, compare=False)
 
     @property
@@ -308,6 +315,7 @@ class Incident:
             closed_at=optional_seconds(m, "closed_at"),
             detections=detections(m.detections),
             recording=TimeRange.from_proto(m.recording) if m.HasField("recording") else None,
+            review=Review.of(m),
             proto=m,
         )
 
