@@ -27,6 +27,7 @@ from pydantic import SecretStr
 
 from vigil.core.channels import MAX_MESSAGE_BYTES
 from vigil.core.errors import Unauthenticated, VigilError, abort_with
+from vigil.core.tls import TlsServerFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +207,17 @@ class Service:
         )
         self.port = 0
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind, start serving, mark every hosted service SERVING; return the bound port."""
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+    async def start(self, host: str, port: int, tls: TlsServerFiles | None = None) -> int:
+        """Bind, start serving, mark every hosted service SERVING; return the bound port.
+
+        With ``tls`` the port serves TLS only (mutual TLS when it names a client CA), from files
+        reread when they change; TlsConfigError when they are not usable."""
+        address = f"{host}:{port}"
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, server_credentials(tls))
+            log.info("serving %s from %s", "mutual TLS" if tls.mutual else "TLS", tls.cert)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {host}:{port}")
         await self.server.start()

@@ -1,16 +1,20 @@
 """What every Vigil service can be told the same way: where it listens, how it logs, how long
-it drains on SIGTERM and the token it wants.
+it drains on SIGTERM and the token it wants; the gRPC services also whether they serve TLS.
 
-Each service's settings class derives from :class:`ServiceSettings`, names its own environment
-prefix (``VIGIL_DETECTOR_``, ...) and default port, and adds its own fields.
+Each service's settings class derives from :class:`ServiceSettings` (a gRPC service from
+:class:`GrpcServiceSettings`), names its own environment prefix (``VIGIL_DETECTOR_``, ...) and
+default port, and adds its own fields.
 """
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+import pathlib
+
+from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.core.ports import LOOPBACK
+from vigil.core.tls import TlsConfigError, TlsServerFiles, server_files
 
 
 class ServiceSettings(BaseSettings):
@@ -27,3 +31,27 @@ class ServiceSettings(BaseSettings):
     # reflection) needs it as ``authorization: Bearer <token>`` (else UNAUTHENTICATED, or 401 at
     # the bridge). Never logged.
     token: SecretStr | None = None
+
+
+class GrpcServiceSettings(ServiceSettings):
+    """A gRPC service's settings: TLS (``vigil.core.tls``) when ``tls_cert_file`` and
+    ``tls_key_file`` name PEM files (the certificate may carry its chain after it), mutual TLS
+    when ``tls_client_ca_file`` also names the CA that signs the callers' certificates.
+    Plaintext when unset. The files are reread when they change."""
+
+    tls_cert_file: pathlib.Path | None = None
+    tls_key_file: pathlib.Path | None = None
+    tls_client_ca_file: pathlib.Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files_complete(self) -> GrpcServiceSettings:
+        try:
+            server_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
+        except TlsConfigError as exc:
+            raise ValueError(exc.message) from None
+        return self
+
+    @property
+    def tls(self) -> TlsServerFiles | None:
+        """The files to serve TLS from; None: plaintext."""
+        return server_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
