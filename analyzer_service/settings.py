@@ -12,7 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import ANALYZER_PORT, DETECTOR_ADDRESS
 from vigil.core.settings import GrpcServiceSettings
-from vigil.core.tls import TlsClientFiles, client_files
+from vigil.core.tls import TlsClientFiles, check_client_files, client_files
 
 
 def default_data_dir() -> pathlib.Path:
@@ -208,6 +208,11 @@ class AnalyzerSettings(GrpcServiceSettings):
     def _leases_outlast_renewals(self) -> AnalyzerSettings:
         if self.lease_s < 3 * self.lease_renew_s:
             raise ValueError("lease_s must be at least three times lease_renew_s")
+        return self
+
+    @model_validator(mode="after")
+    def _detector_tls_usable(self) -> AnalyzerSettings:
+        check_client_files(self.detector_tls)
         return self
 
     @property

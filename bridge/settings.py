@@ -5,13 +5,13 @@ from __future__ import annotations
 import pathlib
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.backoff import Backoff
 from vigil.core.ports import ANALYZER_ADDRESS, BRIDGE_PORT, BRIDGE_URL, DETECTOR_ADDRESS
 from vigil.core.settings import ServiceSettings
-from vigil.core.tls import TlsClientFiles, client_files
+from vigil.core.tls import TlsClientFiles, check_client_files, client_files
 
 
 class BridgeSettings(ServiceSettings):
@@ -115,6 +115,11 @@ class BridgeSettings(ServiceSettings):
     backend_tls_ca_file: pathlib.Path | None = None
     backend_tls_cert_file: pathlib.Path | None = None
     backend_tls_key_file: pathlib.Path | None = None
+
+    @model_validator(mode="after")
+    def _backend_tls_usable(self) -> BridgeSettings:
+        check_client_files(self.backend_tls)
+        return self
 
     @property
     def backend_tls(self) -> TlsClientFiles | None:

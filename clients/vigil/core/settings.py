@@ -14,7 +14,7 @@ from pydantic import SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from vigil.core.ports import LOOPBACK
-from vigil.core.tls import TlsConfigError, TlsServerFiles, server_files
+from vigil.core.tls import TlsServerFiles, check_server_files, server_files
 
 
 class ServiceSettings(BaseSettings):
@@ -37,18 +37,18 @@ class GrpcServiceSettings(ServiceSettings):
     """A gRPC service's settings: TLS (``vigil.core.tls``) when ``tls_cert_file`` and
     ``tls_key_file`` name PEM files (the certificate may carry its chain after it), mutual TLS
     when ``tls_client_ca_file`` also names the CA that signs the callers' certificates.
-    Plaintext when unset. The files are reread when they change."""
+    Plaintext when unset. The files are checked when the settings are made and reread while
+    serving when they change."""
 
     tls_cert_file: pathlib.Path | None = None
     tls_key_file: pathlib.Path | None = None
     tls_client_ca_file: pathlib.Path | None = None
 
     @model_validator(mode="after")
-    def _tls_files_complete(self) -> GrpcServiceSettings:
-        try:
-            server_files(self.tls_cert_file, self.tls_key_file, self.tls_client_ca_file)
-        except TlsConfigError as exc:
-            raise ValueError(exc.message) from None
+    def _tls_files_usable(self) -> GrpcServiceSettings:
+        # Here, before anything starts: an incomplete set, a file that is missing or not PEM, a
+        # key not of its certificate (TlsConfigError, a ValueError) stops the start.
+        check_server_files(self.tls)
         return self
 
     @property

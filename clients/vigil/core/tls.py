@@ -40,9 +40,10 @@ _CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _PRIVATE_KEY = b"PRIVATE KEY-----"
 
 
-class TlsConfigError(InvalidInput):
+class TlsConfigError(InvalidInput, ValueError):
     """TLS files that are incomplete, missing, unreadable or not what they should be. The
-    message names the file and what is wrong with it, never its contents."""
+    message names the file and what is wrong with it, never its contents. A ValueError too, so
+    that settings validators report it as one."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +94,18 @@ def client_files(
     if ca is None and cert is None and key is None:
         return None
     return TlsClientFiles(ca, cert, key)
+
+
+def check_server_files(files: TlsServerFiles | None) -> None:
+    """TlsConfigError unless ``files`` can be served now (settings check it at start)."""
+    if files is not None:
+        CertificateReloader(files).load()
+
+
+def check_client_files(files: TlsClientFiles | None) -> None:
+    """TlsConfigError unless ``files`` can be used now (settings check it at start)."""
+    if files is not None:
+        channel_credentials(files.ca, files.cert, files.key)
 
 
 def read_pem(source: Pem, what: str) -> bytes:
