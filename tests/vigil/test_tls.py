@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import pathlib
 import time
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from detector_service.server import DetectorServer
 from detector_service.settings import DetectorSettings
 from tests.vigil.certs import Authority, write_private
 from tests.vigil.conftest import LoopThread, StartAnalyzer, StartDetector, jpeg
+from vigil.cli import main
 from vigil.core.errors import Unavailable
 from vigil.core.tls import TlsConfigError, TlsServerFiles, server_credentials
 from vigil.sdk import AnalyzerClient, AsyncDetectorClient, ClientOptions, DetectorClient
@@ -285,3 +287,16 @@ def test_settings_naming_unusable_files_are_refused_before_anything_starts(
     assert DetectorSettings(data_dir=tmp_path).tls is None
     assert AnalyzerSettings(data_dir=tmp_path).detector_tls is None
     assert BridgeSettings().backend_tls is None
+
+
+def test_the_cli_presents_a_client_certificate(
+    start_detector: StartDetector, pki: Pki, capsys: pytest.CaptureFixture[str]
+) -> None:
+    detector = start_detector(**pki.serving(mutual=True))
+    connection = ["--detector", address(detector), "--root-cert", str(pki.ca_file)]
+    identity = ["--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key)]
+    assert main(["sources", "ls", "--json", *connection, *identity]) == 0
+    assert [s["id"] for s in json.loads(capsys.readouterr().out)] == ["default"]
+    # Without a certificate of its own the CLI is refused: the service cannot be reached.
+    assert main(["sources", "ls", *connection]) == 3
+    assert "cannot reach the detector service" in capsys.readouterr().err
