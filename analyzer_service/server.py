@@ -183,7 +183,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
             ),
             service.server,
         )
-        port = await service.start(settings.host, settings.port, settings.tls)
+        port = await service.start_with(settings)
         if monitor is not None:
             monitor.on_change = service.set_serving
             # Its first check runs at once: an engine down from the start turns NOT_SERVING now.

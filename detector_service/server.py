@@ -173,7 +173,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         ),
         service.server,
     )
-    await service.start(settings.host, settings.port, settings.tls)
+    await service.start_with(settings)
     closing = contextlib.ExitStack()
     closing.callback(health.close)
     if settings.metrics_port is not None:

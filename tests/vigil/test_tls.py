@@ -20,7 +20,7 @@ from detector_service.settings import DetectorSettings
 from tests.vigil.certs import Authority, write_private
 from tests.vigil.conftest import LoopThread, StartAnalyzer, StartDetector, jpeg
 from vigil.cli import main
-from vigil.core.errors import Unavailable
+from vigil.core.errors import Unavailable, Unimplemented
 from vigil.core.tls import TlsConfigError, TlsServerFiles, server_credentials
 from vigil.sdk import AnalyzerClient, AsyncDetectorClient, ClientOptions, DetectorClient
 
@@ -300,3 +300,17 @@ def test_the_cli_presents_a_client_certificate(
     # Without a certificate of its own the CLI is refused: the service cannot be reached.
     assert main(["sources", "ls", *connection]) == 3
     assert "cannot reach the detector service" in capsys.readouterr().err
+
+
+def test_a_plaintext_health_port_serves_probes_that_cannot_speak_tls(
+    start_detector: StartDetector, loop_thread: LoopThread, pki: Pki
+) -> None:
+    detector = start_detector(**pki.serving(mutual=True), health_port=0)
+    probe = ClientOptions(f"127.0.0.1:{detector.service.health_port}", timeout_s=10.0, retry=None)
+    with DetectorClient(probe) as client:
+        assert client.health() == "SERVING"
+        # Health alone: the service's own methods are not there.
+        with pytest.raises(Unimplemented):
+            client.list_sources()
+        loop_thread.run(detector.service.set_serving(False))
+        assert client.health() == "NOT_SERVING"

@@ -43,6 +43,9 @@ class GrpcServiceSettings(ServiceSettings):
     tls_cert_file: pathlib.Path | None = None
     tls_key_file: pathlib.Path | None = None
     tls_client_ca_file: pathlib.Path | None = None
+    # A port of ``host`` serving only the standard gRPC health service, in plaintext and without
+    # the token, for probes that cannot speak TLS (Kubernetes' native gRPC probes); unset: none.
+    health_port: int | None = None
 
     @model_validator(mode="after")
     def _tls_files_usable(self) -> GrpcServiceSettings:

@@ -108,9 +108,18 @@ def check_client_files(files: TlsClientFiles | None) -> None:
         channel_credentials(files.ca, files.cert, files.key)
 
 
-def read_pem(source: Pem, what: str) -> bytes:
-    """PEM bytes, or those of the file ``source`` names; ``what`` says what it is, in messages.
-    TlsConfigError when the file cannot be read or holds no ``what``."""
+def read_certificates(source: Pem, what: str) -> bytes:
+    """PEM certificates, as bytes or from the file ``source`` names; ``what`` says what they
+    are, in messages. TlsConfigError when the file cannot be read or holds none."""
+    return _read_pem(source, what, _CERTIFICATE)
+
+
+def read_key(source: Pem, what: str) -> bytes:
+    """A PEM private key, as ``read_certificates``."""
+    return _read_pem(source, what, _PRIVATE_KEY)
+
+
+def _read_pem(source: Pem, what: str, marker: bytes) -> bytes:
     if isinstance(source, bytes):
         data = source
     else:
@@ -118,9 +127,8 @@ def read_pem(source: Pem, what: str) -> bytes:
             data = pathlib.Path(source).read_bytes()
         except OSError as exc:
             raise TlsConfigError(f"cannot read the {what} file {source}: {exc.strerror}") from None
-    marker = _PRIVATE_KEY if what.endswith("key") else _CERTIFICATE
     if marker not in data:
-        where = f"the file {source}" if not isinstance(source, bytes) else "the bytes given"
+        where = "the bytes given" if isinstance(source, bytes) else f"the file {source}"
         raise TlsConfigError(f"{where} holds no PEM {what}")
     return data
 
@@ -174,11 +182,11 @@ class CertificateReloader:
         """The configuration from the files as they are now; TlsConfigError when they are not
         usable."""
         stamp = _stamp(self._paths)
-        cert = read_pem(self.files.cert, "certificate")
-        key = read_pem(self.files.key, "private key")
+        cert = read_certificates(self.files.cert, "certificate")
+        key = read_key(self.files.key, "private key")
         check_pair(self.files.cert, self.files.key)
         client_ca = (
-            read_pem(self.files.client_ca, "client CA certificate")
+            read_certificates(self.files.client_ca, "client CA certificate")
             if self.files.client_ca is not None
             else None
         )
@@ -224,11 +232,12 @@ def channel_credentials(
     files); TlsConfigError when they are not usable."""
     if (certificate_chain is None) != (private_key is None):
         raise TlsConfigError("a client certificate and its key go together: set both or none")
-    root = read_pem(root_certificates, "CA certificate") if root_certificates is not None else None
-    chain = key = None
+    root = chain = key = None
+    if root_certificates is not None:
+        root = read_certificates(root_certificates, "CA certificate")
     if certificate_chain is not None and private_key is not None:
-        chain = read_pem(certificate_chain, "client certificate")
-        key = read_pem(private_key, "client private key")
+        chain = read_certificates(certificate_chain, "client certificate")
+        key = read_key(private_key, "client private key")
         if not isinstance(certificate_chain, bytes) and not isinstance(private_key, bytes):
             check_pair(pathlib.Path(certificate_chain), pathlib.Path(private_key))
     return grpc.ssl_channel_credentials(
