@@ -8,7 +8,6 @@ import pathlib
 import time
 from dataclasses import dataclass
 
-import pydantic
 import pytest
 
 from analyzer_service.detection import DetectorUnavailable
@@ -267,21 +266,21 @@ def test_settings_naming_unusable_files_are_refused_before_anything_starts(
     pki: Pki, tmp_path: pathlib.Path
 ) -> None:
     missing = pki.directory / "missing.crt"
-    with pytest.raises(pydantic.ValidationError, match=f"certificate file {missing}"):
+    with pytest.raises(TlsConfigError, match=f"certificate file {missing}"):
         DetectorSettings(data_dir=tmp_path, tls_cert_file=missing, tls_key_file=pki.server_key)
-    with pytest.raises(pydantic.ValidationError, match="set both or none"):
+    with pytest.raises(TlsConfigError, match="set both or none"):
         DetectorSettings(data_dir=tmp_path, tls_cert_file=pki.server_cert)
-    with pytest.raises(pydantic.ValidationError, match="needs the server's certificate"):
+    with pytest.raises(TlsConfigError, match="needs the server's certificate"):
         DetectorSettings(data_dir=tmp_path, tls_client_ca_file=pki.ca_file)
-    with pytest.raises(pydantic.ValidationError, match="not a usable pair"):
+    with pytest.raises(TlsConfigError, match="not a usable pair"):
         AnalyzerSettings(
             data_dir=tmp_path,
             detector_tls_cert_file=pki.client_cert,
             detector_tls_key_file=pki.server_key,
         )
-    with pytest.raises(pydantic.ValidationError, match="set both or none"):
+    with pytest.raises(TlsConfigError, match="set both or none"):
         BridgeSettings(backend_tls_cert_file=pki.client_cert)
-    with pytest.raises(pydantic.ValidationError, match=f"CA certificate file {missing}"):
+    with pytest.raises(TlsConfigError, match=f"CA certificate file {missing}"):
         BridgeSettings(backend_tls_ca_file=missing)
     # Plaintext stays the default.
     assert DetectorSettings(data_dir=tmp_path).tls is None

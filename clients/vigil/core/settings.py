@@ -50,7 +50,7 @@ class GrpcServiceSettings(ServiceSettings):
     @model_validator(mode="after")
     def _tls_files_usable(self) -> GrpcServiceSettings:
         # Here, before anything starts: an incomplete set, a file that is missing or not PEM, a
-        # key not of its certificate (TlsConfigError, a ValueError) stops the start.
+        # key not of its certificate stops the start (TlsConfigError, naming the file).
         check_server_files(self.tls)
         return self
 

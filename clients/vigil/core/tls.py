@@ -40,10 +40,11 @@ _CERTIFICATE = b"-----BEGIN CERTIFICATE-----"
 _PRIVATE_KEY = b"PRIVATE KEY-----"
 
 
-class TlsConfigError(InvalidInput, ValueError):
+class TlsConfigError(InvalidInput):
     """TLS files that are incomplete, missing, unreadable or not what they should be. The
-    message names the file and what is wrong with it, never its contents. A ValueError too, so
-    that settings validators report it as one."""
+    message names the file and what is wrong with it, never its contents. Not a ValueError:
+    raised in a settings validator it passes through as itself, where pydantic's error would
+    print the settings' raw input (a token among them)."""
 
 
 @dataclasses.dataclass(frozen=True)

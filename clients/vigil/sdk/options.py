@@ -64,6 +64,11 @@ class ClientOptions:
     is on for targets naming replicas and off for a plain ``host:port``, so the single box keeps
     its answers (listing jobs while the model is down, say). ``health``, ``connect`` and
     ``wait_until_ready`` ask every replica regardless.
+
+    With ``tls`` the service is verified against ``root_certificates`` (the system's roots
+    unless given) and, for a service wanting mutual TLS, ``certificate_chain`` and
+    ``private_key`` are presented; files are read when the channel opens (``vigil.core.tls``,
+    ``with_tls`` from a service's client settings).
     """
 
     address: str
