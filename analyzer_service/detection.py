@@ -15,7 +15,8 @@ from pydantic import SecretStr
 
 from vigil.common.v1 import common_pb2
 from vigil.core.errors import Unavailable, VigilError
-from vigil.sdk import AsyncDetectorClient, ClientOptions, DetectFrame
+from vigil.core.tls import TlsClientFiles
+from vigil.sdk import AsyncDetectorClient, ClientOptions, DetectFrame, with_tls
 
 SOURCE_PREFIX = "analyzer-job-"
 
@@ -34,6 +35,7 @@ class DetectorClient:
         connect_timeout_s: float,
         call_timeout_s: float,
         token: SecretStr | str | None = None,
+        tls: TlsClientFiles | None = None,
     ) -> None:
         self.address = address
         self.connect_timeout_s = connect_timeout_s
@@ -41,7 +43,7 @@ class DetectorClient:
         if isinstance(token, SecretStr):
             token = token.get_secret_value()
         self._client = AsyncDetectorClient(
-            ClientOptions(address, token=token or None, timeout_s=call_timeout_s)
+            with_tls(ClientOptions(address, token=token or None, timeout_s=call_timeout_s), tls)
         )
 
     async def detect(

@@ -125,6 +125,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
             connect_timeout_s=settings.detector_connect_timeout_s,
             call_timeout_s=settings.detection_timeout_s,
             token=settings.detector_token or settings.token,
+            tls=settings.detector_tls,
         )
         if settings.detection_pass
         else None
@@ -182,7 +183,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
             ),
             service.server,
         )
-        port = await service.start(settings.host, settings.port)
+        port = await service.start_with(settings)
         if monitor is not None:
             monitor.on_change = service.set_serving
             # Its first check runs at once: an engine down from the start turns NOT_SERVING now.

@@ -11,14 +11,15 @@ from pydantic import Field, IPvAnyNetwork, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import ANALYZER_PORT, DETECTOR_ADDRESS
-from vigil.core.settings import ServiceSettings
+from vigil.core.settings import GrpcServiceSettings
+from vigil.core.tls import TlsClientFiles, check_client_files, client_files
 
 
 def default_data_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "vigil" / "analyzer"
 
 
-class AnalyzerSettings(ServiceSettings):
+class AnalyzerSettings(GrpcServiceSettings):
     """Everything the analyzer service can be told; every field has a working default."""
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_ANALYZER_")
@@ -196,11 +197,30 @@ class AnalyzerSettings(ServiceSettings):
     # Live events each stream subscriber may have waiting; a slower one catches up from the store.
     subscriber_queue: int = Field(default=256, ge=1)
 
+    # TLS to the detector (vigil.core.tls; this service's own is tls_*_file): its certificate
+    # verified against detector_tls_ca_file (unset: the system's roots), and for mutual TLS this
+    # certificate and key presented. Any of them set turns TLS on; unset: plaintext.
+    detector_tls_ca_file: pathlib.Path | None = None
+    detector_tls_cert_file: pathlib.Path | None = None
+    detector_tls_key_file: pathlib.Path | None = None
+
     @model_validator(mode="after")
     def _leases_outlast_renewals(self) -> AnalyzerSettings:
         if self.lease_s < 3 * self.lease_renew_s:
             raise ValueError("lease_s must be at least three times lease_renew_s")
         return self
+
+    @model_validator(mode="after")
+    def _detector_tls_usable(self) -> AnalyzerSettings:
+        check_client_files(self.detector_tls)
+        return self
+
+    @property
+    def detector_tls(self) -> TlsClientFiles | None:
+        """How the detector is reached over TLS; None: plaintext."""
+        return client_files(
+            self.detector_tls_ca_file, self.detector_tls_cert_file, self.detector_tls_key_file
+        )
 
     @property
     def replica(self) -> str:

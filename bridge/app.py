@@ -40,7 +40,7 @@ from bridge.security import Guard
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState
 from vigil.core.channels import GATEWAY_KEEPALIVE_TIME_S, GATEWAY_KEEPALIVE_TIMEOUT_S
-from vigil.sdk import AsyncAnalyzerClient, AsyncDetectorClient, ClientOptions
+from vigil.sdk import AsyncAnalyzerClient, AsyncDetectorClient, ClientOptions, with_tls
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def client_options(address: str, settings: BridgeSettings) -> ClientOptions:
     streams within about 10 s, and gRPC's reconnect backoff capped near the hub's own, so that a
     restarted backend is found as quickly as the hub looks for it."""
     token = settings.token.get_secret_value() if settings.token is not None else None
-    return ClientOptions(
+    options = ClientOptions(
         address,
         token=token,
         timeout_s=settings.rpc_timeout_s,
@@ -62,6 +62,7 @@ def client_options(address: str, settings: BridgeSettings) -> ClientOptions:
         reconnect_initial_s=settings.retry_initial_s,
         reconnect_max_s=settings.retry_max_s,
     )
+    return with_tls(options, settings.backend_tls)
 
 
 class RevalidatedStatic(StaticFiles):

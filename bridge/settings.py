@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import pathlib
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator
+from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.backoff import Backoff
 from vigil.core.ports import ANALYZER_ADDRESS, BRIDGE_PORT, BRIDGE_URL, DETECTOR_ADDRESS
 from vigil.core.settings import ServiceSettings
+from vigil.core.tls import TlsClientFiles, check_client_files, client_files
 
 
 class BridgeSettings(ServiceSettings):
@@ -105,6 +107,26 @@ class BridgeSettings(ServiceSettings):
     trusted_proxies: list[IPvAnyNetwork] = Field(default_factory=list)
     # Seconds a unary gRPC call from the HTTP API may take.
     rpc_timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
+
+    # TLS to the detector and the analyzer (vigil.core.tls): their certificates verified against
+    # backend_tls_ca_file (unset: the system's roots), and for mutual TLS this certificate and
+    # key presented. Any of them set turns TLS on; unset: plaintext. Browsers' TLS ends at the
+    # ingress in front of the bridge.
+    backend_tls_ca_file: pathlib.Path | None = None
+    backend_tls_cert_file: pathlib.Path | None = None
+    backend_tls_key_file: pathlib.Path | None = None
+
+    @model_validator(mode="after")
+    def _backend_tls_usable(self) -> BridgeSettings:
+        check_client_files(self.backend_tls)
+        return self
+
+    @property
+    def backend_tls(self) -> TlsClientFiles | None:
+        """How the backends are reached over TLS; None: plaintext."""
+        return client_files(
+            self.backend_tls_ca_file, self.backend_tls_cert_file, self.backend_tls_key_file
+        )
 
     def retry_backoff(self) -> Backoff:
         """A fresh schedule for one loop that retries a backend (a feed, a followed job)."""

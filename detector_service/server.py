@@ -177,7 +177,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         ),
         service.server,
     )
-    await service.start(settings.host, settings.port)
+    await service.start_with(settings)
     closing = contextlib.ExitStack()
     closing.callback(health.close)
     if settings.metrics_port is not None:

@@ -9,14 +9,14 @@ from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import DETECTOR_PORT
-from vigil.core.settings import ServiceSettings
+from vigil.core.settings import GrpcServiceSettings
 
 
 def default_model_dir() -> pathlib.Path:
     return pathlib.Path.home() / ".cache" / "vigil" / "models"
 
 
-class DetectorSettings(ServiceSettings):
+class DetectorSettings(GrpcServiceSettings):
     """Everything the detector service can be told; every field has a working default."""
 
     model_config = SettingsConfigDict(env_prefix="VIGIL_DETECTOR_")

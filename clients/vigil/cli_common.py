@@ -70,6 +70,19 @@ def connection_options(parser: argparse.ArgumentParser) -> None:
         help="trust this CA certificate file for TLS (implies --tls; default: system roots)",
     )
     group.add_argument(
+        "--client-cert",
+        metavar="PEM",
+        default=argparse.SUPPRESS,
+        help="present this certificate to services wanting mutual TLS (implies --tls; "
+        "with --client-key)",
+    )
+    group.add_argument(
+        "--client-key",
+        metavar="PEM",
+        default=argparse.SUPPRESS,
+        help="the private key of --client-cert",
+    )
+    group.add_argument(
         "--timeout",
         type=float,
         metavar="S",
@@ -116,10 +129,14 @@ def address(args: argparse.Namespace, service: str) -> str:
 
 def client_options(args: argparse.Namespace, service: str) -> ClientOptions:
     root_cert: str | None = getattr(args, "root_cert", None)
+    client_cert: str | None = getattr(args, "client_cert", None)
+    client_key: str | None = getattr(args, "client_key", None)
     return ClientOptions(
         address=address(args, service),
-        tls=bool(getattr(args, "tls", False) or root_cert),
+        tls=bool(getattr(args, "tls", False) or root_cert or client_cert or client_key),
         root_certificates=root_cert,
+        certificate_chain=client_cert,
+        private_key=client_key,
         token=getattr(args, "token", None) or os.environ.get("VIGIL_TOKEN") or None,
         timeout_s=getattr(args, "timeout", 10.0),
     )

@@ -27,6 +27,8 @@ from pydantic import SecretStr
 
 from vigil.core.channels import MAX_MESSAGE_BYTES
 from vigil.core.errors import Unauthenticated, VigilError, abort_with
+from vigil.core.settings import GrpcServiceSettings
+from vigil.core.tls import TlsServerFiles, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -205,13 +207,46 @@ class Service:
             [*self.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
         )
         self.port = 0
+        self.health_port: int | None = None
+        self._health_server: grpc.aio.Server | None = None
 
-    async def start(self, host: str, port: int) -> int:
-        """Bind, start serving, mark every hosted service SERVING; return the bound port."""
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+    async def start_with(self, settings: GrpcServiceSettings) -> int:
+        """``start`` where ``settings`` say (address, TLS, health port)."""
+        return await self.start(
+            settings.host, settings.port, settings.tls, health_port=settings.health_port
+        )
+
+    async def start(
+        self,
+        host: str,
+        port: int,
+        tls: TlsServerFiles | None = None,
+        *,
+        health_port: int | None = None,
+    ) -> int:
+        """Bind, start serving, mark every hosted service SERVING; return the bound port.
+
+        With ``tls`` the port serves TLS only (mutual TLS when it names a client CA), from files
+        reread when they change; TlsConfigError when they are not usable. ``health_port`` (0:
+        a free one, then ``self.health_port``) also serves the health service alone, in
+        plaintext, for probes that cannot speak TLS."""
+        if health_port is not None:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{host}:{health_port}")
+            if self.health_port == 0:
+                raise OSError(f"cannot bind the health port {host}:{health_port}")
+        address = f"{host}:{port}"
+        if tls is None:
+            self.port = self.server.add_insecure_port(address)
+        else:
+            self.port = self.server.add_secure_port(address, server_credentials(tls))
+            log.info("serving %s from %s", "mutual TLS" if tls.mutual else "TLS", tls.cert)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC server to {host}:{port}")
         await self.server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         await self.set_serving(True)
         return self.port
 
@@ -228,6 +263,9 @@ class Service:
         """Refuse new work (NOT_SERVING), let calls in flight finish for ``grace`` seconds."""
         await self.set_serving(False)
         await self.server.stop(grace)
+        # Last: probes see NOT_SERVING while the calls drain.
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
 
 def run_forever(

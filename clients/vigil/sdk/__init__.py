@@ -47,6 +47,7 @@ from vigil.sdk.options import (
     DEFAULT_DETECTOR_ADDRESS,
     ClientOptions,
     RetryPolicy,
+    with_tls,
 )
 from vigil.sdk.recording_types import (
     Coverage,
@@ -112,4 +113,5 @@ __all__ = [
     "Video",
     "Zone",
     "from_rpc_error",
+    "with_tls",
 ]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
-import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,6 +15,7 @@ import grpc
 from vigil.core import channels, ports
 from vigil.core.channels import ChannelOption
 from vigil.core.errors import Unavailable, retryable_statuses
+from vigil.core.tls import TlsClientFiles, channel_credentials
 
 DEFAULT_DETECTOR_ADDRESS = ports.DETECTOR_ADDRESS
 DEFAULT_ANALYZER_ADDRESS = ports.ANALYZER_ADDRESS
@@ -63,6 +64,11 @@ class ClientOptions:
     is on for targets naming replicas and off for a plain ``host:port``, so the single box keeps
     its answers (listing jobs while the model is down, say). ``health``, ``connect`` and
     ``wait_until_ready`` ask every replica regardless.
+
+    With ``tls`` the service is verified against ``root_certificates`` (the system's roots
+    unless given) and, for a service wanting mutual TLS, ``certificate_chain`` and
+    ``private_key`` are presented; files are read when the channel opens (``vigil.core.tls``,
+    ``with_tls`` from a service's client settings).
     """
 
     address: str
@@ -71,6 +77,10 @@ class ClientOptions:
     root_certificates: bytes | str | os.PathLike[str] | None = None
     # The name the server's certificate must carry, when it differs from the address's host.
     server_name: str | None = None
+    # The client certificate (PEM, its chain after it) and key presented to a service wanting
+    # mutual TLS: bytes or paths, both or neither.
+    certificate_chain: bytes | str | os.PathLike[str] | None = None
+    private_key: bytes | str | os.PathLike[str] | None = None
     token: str | None = None
     timeout_s: float | None = 10.0
     wait_for_ready: bool = False
@@ -148,11 +158,25 @@ def channel_options(
     return result
 
 
+def with_tls(options: ClientOptions, files: TlsClientFiles | None) -> ClientOptions:
+    """``options`` over TLS from a service's client settings (``vigil.core.tls``): the server
+    verified against ``files.ca``, ``files.cert`` presented; unchanged (plaintext) for None."""
+    if files is None:
+        return options
+    return dataclasses.replace(
+        options,
+        tls=True,
+        root_certificates=files.ca,
+        certificate_chain=files.cert,
+        private_key=files.key,
+    )
+
+
 def credentials(options: ClientOptions) -> grpc.ChannelCredentials:
-    root = options.root_certificates
-    if root is not None and not isinstance(root, bytes):
-        root = pathlib.Path(root).read_bytes()
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    """TlsConfigError (an InvalidInput) when a file cannot be read or is not PEM."""
+    return channel_credentials(
+        options.root_certificates, options.certificate_chain, options.private_key
+    )
 
 
 def open_channel(
