@@ -14,7 +14,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from analyzer_service import prompting, timeline
-from analyzer_service.engine import GenerateRequest
+from analyzer_service.engine import GenerateRequest, Priority
 from analyzer_service.frames import FramesStore
 from analyzer_service.generation import Model
 from analyzer_service.settings import AnalyzerSettings
@@ -88,6 +88,9 @@ class Chat:
             labels=shown.labels,
             max_tokens=max_tokens,
             history=history,
+            priority=Priority.CHAT,
+            # Questions about one job take turns with those about the others.
+            fair_key=job.id,
         )
 
     async def answer(

@@ -11,6 +11,9 @@
 * ``vigil_analyzer_chat_requests_total{outcome}``: ok, refused, error, cancelled (caller left)
 * ``vigil_analyzer_refusals_total{code}``: calls refused with an error of ``vigil.core.errors`` (the
   code the caller sees: INVALID_INPUT, NOT_FOUND, RESOURCE_EXHAUSTED, MODEL_NOT_CONFIGURED...)
+* ``vigil_analyzer_engine_waiting{priority}``: generations waiting for the engine now, per class
+  (verification, chat, watch_rule, analysis); ``vigil_analyzer_engine_running``: generations in the
+  engine now; ``vigil_analyzer_engine_wait_seconds{priority}``: how long each waited for its slot
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from analyzer_service.engine import Delta, Engine, GenerateRequest
+from analyzer_service.engine import Delta, Engine, GenerateRequest, Priority
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
 STAGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
 RATE_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0)
+WAIT_BUCKETS_S = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
 
 class JobsCollector(Collector):
@@ -85,6 +89,13 @@ class AnalyzerMetrics:
         self.refusals = Counter(
             "vigil_analyzer_refusals", "Calls refused, by error code", ["code"], registry=r
         )
+        self.engine_wait = Histogram(
+            "vigil_analyzer_engine_wait_seconds",
+            "Seconds a generation waited for a slot in the engine, by priority class",
+            ["priority"],
+            buckets=WAIT_BUCKETS_S,
+            registry=r,
+        )
 
     def watch_jobs(self, counts: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(JobsCollector(counts))
@@ -120,3 +131,37 @@ class AnalyzerMetrics:
         elapsed = time.monotonic() - first if first is not None else 0.0
         if tokens > 1 and elapsed > 0:
             self.tokens_per_s.labels(kind).observe((tokens - 1) / elapsed)
+
+    def watch_scheduler(
+        self, waiting: Callable[[], Mapping[Priority, int]], running: Callable[[], int]
+    ) -> None:
+        self.registry.register(SchedulerCollector(waiting, running))
+
+    def engine_waited(self, priority: Priority, seconds: float) -> None:
+        self.engine_wait.labels(priority.name.lower()).observe(seconds)
+
+
+class SchedulerCollector(Collector):
+    """The engine scheduler's queue, read when Prometheus scrapes."""
+
+    def __init__(
+        self, waiting: Callable[[], Mapping[Priority, int]], running: Callable[[], int]
+    ) -> None:
+        self.waiting = waiting
+        self.running = running
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        waiting = GaugeMetricFamily(
+            "vigil_analyzer_engine_waiting",
+            "Generations waiting for a slot in the engine, by priority class",
+            labels=["priority"],
+        )
+        counts = self.waiting()
+        for priority in Priority:
+            waiting.add_metric([priority.name.lower()], counts.get(priority, 0))
+        yield waiting
+        yield GaugeMetricFamily(
+            "vigil_analyzer_engine_running",
+            "Generations running in the engine",
+            value=self.running(),
+        )

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 
 from analyzer_service import prompting, sampling, timeline
 from analyzer_service.detection import DetectorClient
-from analyzer_service.engine import HOW_TO_CONFIGURE, GenerateRequest
+from analyzer_service.engine import HOW_TO_CONFIGURE, GenerateRequest, Priority
 from analyzer_service.frames import FramesStore
 from analyzer_service.generation import Model
 from analyzer_service.isolation import MediaWorkers
@@ -214,6 +214,8 @@ class Pipeline:
             images=shown.files,
             labels=shown.labels,
             max_tokens=self.settings.max_tokens,
+            priority=Priority.ANALYSIS,
+            fair_key=job.id,
         )
         async with contextlib.aclosing(model.generate(request, kind="summary")) as stream:
             return "".join([delta.text async for delta in stream])

@@ -4,7 +4,8 @@ An engine made from the settings (``engines.catalog.create``) belongs to the ser
 entered (``async with``: loaded) before the server listens, on the server's event loop (vLLM's
 AsyncLLM stays on the loop that started it), and left when it stops. An engine passed in belongs
 to the caller, who enters and leaves it. Either way its health is the service's: NOT_SERVING
-while ``engine.health()`` fails.
+while ``engine.health()`` fails, and everything that generates (analyses, chat, verifications,
+watch rules) reaches it through the one scheduler (``scheduler.ScheduledEngine``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.pipeline import Pipeline
+from analyzer_service.scheduler import ScheduledEngine
 from analyzer_service.servicer import AnalyzerServicer
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import JobStore
@@ -51,6 +53,8 @@ class AnalyzerServer:
     workers: MediaWorkers
     detector: DetectorClient | None = None
     engine: Engine | None = None
+    # The engine as the service uses it: requests wait here for their turn.
+    scheduler: ScheduledEngine | None = None
     monitor: EngineMonitor | None = None
     metrics: AnalyzerMetrics = dataclasses.field(default_factory=AnalyzerMetrics)
     # The port Prometheus scrapes (None: not served), and how to stop serving it.
@@ -132,6 +136,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
     )
     metrics = AnalyzerMetrics()
     monitor: EngineMonitor | None = None
+    scheduler: ScheduledEngine | None = None
     model: Model | None = None
     if engine is not None:
         monitor = EngineMonitor(
@@ -139,7 +144,8 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
             interval_s=settings.engine_health_interval_s,
             timeout_s=settings.engine_health_timeout_s,
         )
-        model = Model(engine, settings=settings, monitor=monitor, metrics=metrics)
+        scheduler = ScheduledEngine.from_settings(engine, settings, metrics)
+        model = Model(scheduler, settings=settings, monitor=monitor, metrics=metrics)
     pipeline = Pipeline(
         settings=settings,
         workers=workers,
@@ -206,6 +212,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
         workers=workers,
         detector=detector,
         engine=engine,
+        scheduler=scheduler,
         monitor=monitor,
         metrics=metrics,
         metrics_port=metrics_port,

@@ -172,6 +172,15 @@ class AnalyzerSettings(GrpcServiceSettings):
     engine_health_interval_s: float = Field(default=1.0, gt=0.0)
     # One health check taking longer than this counts as failed.
     engine_health_timeout_s: float = Field(default=3.0, gt=0.0)
+    # Generations the engine runs at once (vLLM batches them); the others wait in the service's
+    # scheduler: verifications of alerts first, then chat, then watch rules, then analyses, the
+    # sources, rules and jobs of one class taking turns. Fewer lets an urgent request in sooner,
+    # more gives the engine bigger batches. At most engine_max_waiting requests of one class wait
+    # (engine_max_waiting_per_key of one source, rule or job); one more is refused with
+    # RESOURCE_EXHAUSTED (OVERLOADED, retryable).
+    engine_concurrency: int = Field(default=16, ge=1)
+    engine_max_waiting: int = Field(default=256, ge=1)
+    engine_max_waiting_per_key: int = Field(default=32, ge=1)
     default_prompt: str = (
         "You are a security video analyst. The images are frames of one video in time order; "
         "each is labelled with its time as [mm:ss]. Describe what happens, citing times in "
