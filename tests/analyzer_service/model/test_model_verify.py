@@ -37,11 +37,17 @@ class Analyzer:
     client: AsyncAnalyzerClient
 
     async def verify(
-        self, seed: int | None = None, pictures: list[Picture] | None = None, **fields: str
+        self,
+        seed: int | None = None,
+        pictures: list[Picture] | None = None,
+        fields: dict[str, str] | None = None,
     ) -> Verification:
-        request = {"incident_id": "inc-1", "source_id": "cam-1", "class_name": "gun", **fields}
+        request = {"incident_id": "inc-1", "source_id": "cam-1", "class_name": "gun"}
+        request.update(fields or {})
         return await self.client.verify_incident(
-            **request,
+            incident_id=request["incident_id"],
+            source_id=request["source_id"],
+            class_name=request["class_name"],
             pictures=incident_pictures() if pictures is None else pictures,
             sampling=Sampling(temperature=1.0, seed=seed),
         )
@@ -127,7 +133,7 @@ async def test_bad_requests_are_refused_before_the_model_is_asked(
     before = llm_engine.tokens.total
     for fields, pictures, error, message in cases:
         with pytest.raises(error, match=message):
-            await analyzer.verify(pictures=pictures, **fields)
+            await analyzer.verify(pictures=pictures, fields=fields)
     with pytest.raises(InvalidInput, match="temperature"):
         await analyzer.client.verify_incident(
             incident_id="inc-1",
