@@ -9,6 +9,7 @@ becomes a ``vigil.common.v1.Verification``. Requests run first among the model's
 
 from __future__ import annotations
 
+import logging
 import re
 
 from analyzer_service.engine import Priority
@@ -27,6 +28,8 @@ from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2 as cpb
 from vigil.core.errors import Unavailable
+
+log = logging.getLogger(__name__)
 
 MAX_CLASS_CHARS = 64
 MAX_SEES_CHARS = 120
@@ -114,4 +117,13 @@ class Verifier:
         answer = await ask(self.model, self.settings, question)
         verification = verification_of(answer.match, answer.model, answer.seconds)
         self.metrics.verified(verification)
+        log.info(
+            "incident %s on %s (%s): %s, threat %d, in %.2f s",
+            request.incident_id,
+            source_id,
+            class_name,
+            answer.match["verdict"],
+            verification.threat_level,
+            answer.seconds,
+        )
         return verification

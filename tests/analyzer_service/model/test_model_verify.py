@@ -14,13 +14,14 @@ import dataclasses
 from collections.abc import AsyncIterator
 
 import pytest
+from pydantic import SecretStr
 
 from analyzer_service.server import AnalyzerServer
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.verification import MAX_REASON_CHARS, MAX_SEES_CHARS
 from tests.analyzer_service.helpers import StartServer
 from tests.analyzer_service.model.pictures import incident_pictures, jpeg, rule_pictures
-from tests.llm import SERVED_NAME, SharedEngine
+from tests.llm import API_KEY, MAX_IMAGES, SERVED_NAME, SharedEngine
 from vigil.core.errors import InvalidInput, ModelNotConfigured, TooLarge, VigilError
 from vigil.sdk import AsyncAnalyzerClient, Picture, Sampling, Verification
 
@@ -182,3 +183,29 @@ async def test_without_a_model_both_calls_are_refused(
             await client.check_watch_rule(
                 rule_id="fence", source_id="cam-1", condition=FENCE, pictures=rule_pictures()
             )
+
+
+async def test_answers_parse_through_the_http_engine(
+    start_server: StartServer, model_settings: AnalyzerSettings, vllm_server: str
+) -> None:
+    """vLLM's OpenAI server holds the answer to its form too, for both priorities."""
+    custom = model_settings.model_copy(
+        update={
+            "engine": "vllm-http",
+            "vllm_url": vllm_server,
+            "model": SERVED_NAME,
+            "vllm_api_key": SecretStr(API_KEY),
+            "max_images": MAX_IMAGES,
+        }
+    )
+    server = await start_server(custom)
+    async with AsyncAnalyzerClient(f"127.0.0.1:{server.port}") as client:
+        assert_valid(await Analyzer(server, client).verify(seed=0))
+        answer = await client.check_watch_rule(
+            rule_id="fence",
+            source_id="cam-1",
+            condition=FENCE,
+            pictures=rule_pictures(),
+            sampling=Sampling(temperature=1.0, seed=0),
+        )
+        assert 0 < len(answer.reason) <= MAX_REASON_CHARS
