@@ -62,8 +62,8 @@ class AnswerForm:
         return match
 
 
-def check_id(what: str, value: str, *, required: bool = True) -> str:
-    if required and not value:
+def check_id(what: str, value: str) -> str:
+    if not value:
         raise InvalidInput(f"{what} is missing", field=what)
     if len(value) > MAX_ID_CHARS:
         raise InvalidInput(f"{what} is longer than {MAX_ID_CHARS} characters", field=what)

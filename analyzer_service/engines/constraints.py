@@ -35,3 +35,11 @@ def structured_outputs(model: str, request: GenerateRequest) -> dict[str, Any] |
         f"{model} cannot constrain an answer to a JSON schema through this engine (it does not "
         "hold with vLLM's structured outputs here); build it from Choice and Regex parts"
     )
+
+
+def answer_tokens(request: GenerateRequest, engine_cap: int) -> int:
+    """The request's ``max_tokens`` within the engine's cap; a constrained answer gets all it
+    asks for, since its form bounds it already and cutting it short would break that form."""
+    if request.constraint is not None:
+        return request.max_tokens
+    return min(request.max_tokens, engine_cap)

@@ -27,7 +27,7 @@ from analyzer_service.engine import (
     register,
 )
 from analyzer_service.engines import plugin, prompts
-from analyzer_service.engines.constraints import structured_outputs
+from analyzer_service.engines.constraints import answer_tokens, structured_outputs
 from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import InvalidInput, Unavailable
 
@@ -61,7 +61,8 @@ class LocalVllmEngine(Lifecycle):
     """Gemma 3 (or any chat model with images) served by an in-process ``AsyncLLM``.
 
     A Choice or Regex constraint becomes vLLM's structured outputs (a JSON schema is refused
-    with InvalidInput); a request's seed and temperature override the engine's. ``priority`` goes
+    with InvalidInput, and its max_tokens is not capped by the engine's: its form bounds it); a
+    request's seed and temperature override the engine's. ``priority`` goes
     to vLLM, where it counts once ``engine_args`` asks for ``scheduling_policy="priority"``.
     """
 
@@ -210,7 +211,7 @@ class LocalVllmEngine(Lifecycle):
             )
         prepared = await self.prepare(request)
         params = SamplingParams(
-            max_tokens=min(request.max_tokens, self.max_tokens),
+            max_tokens=answer_tokens(request, self.max_tokens),
             temperature=self.temperature if request.temperature is None else request.temperature,
             top_p=self.top_p,
             seed=self.seed if request.seed is None else request.seed,

@@ -10,7 +10,8 @@ that refuses the connection, answers 5xx or times out is marked down with backof
 goes to the next, as long as nothing has been streamed yet; once text has streamed, a failure
 ends the request with an error rather than a second answer from elsewhere. The engine is healthy
 while at least one server is. A Choice or Regex constraint goes as vLLM's ``structured_outputs``
-field (a JSON schema is refused with InvalidInput), a request's seed and temperature as the
+field (a JSON schema is refused with InvalidInput; the engine's max_tokens does not cap it, its
+form bounds it), a request's seed and temperature as the
 OpenAI fields; a non-zero ``priority`` goes to the server, which honours it when started with
 ``--scheduling-policy priority``.
 """
@@ -35,7 +36,7 @@ from analyzer_service.engine import (
     register,
 )
 from analyzer_service.engines import prompts
-from analyzer_service.engines.constraints import structured_outputs
+from analyzer_service.engines.constraints import answer_tokens, structured_outputs
 from analyzer_service.engines.endpoints import Endpoint, Endpoints
 from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
@@ -163,7 +164,7 @@ class RemoteVllmEngine(Lifecycle):
             **asked,
             "model": self.model,
             "messages": messages,
-            "max_tokens": min(request.max_tokens, self.max_tokens),
+            "max_tokens": answer_tokens(request, self.max_tokens),
             "temperature": self.temperature if request.temperature is None else request.temperature,
             "top_p": self.top_p,
             "stream": True,

@@ -18,7 +18,7 @@ from analyzer_service.engine import (
     Regex,
 )
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
-from tests.llm import texts
+from tests.llm import API_KEY, SERVED_NAME, SharedEngine, texts
 from vigil.core.errors import InvalidInput
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -64,6 +64,17 @@ async def test_every_answer_matches_the_pattern_and_a_seed_repeats_it(engine: En
     # The seed is what the answer depends on: another seed, another answer (random model).
     assert len(set(answers)) > 1, answers
     assert await answer(engine, Regex(PATTERN), SEEDS[0], "again") == answers[0]
+
+
+async def test_the_engines_cap_leaves_a_constrained_answer_whole(
+    local_engine: SharedEngine, vllm_server: str
+) -> None:
+    """Capped at 2 tokens, the engines still finish each choice (most take more): the choices
+    bound the answer, and a cut one would be none of them."""
+    async with RemoteVllmEngine(vllm_server, SERVED_NAME, api_key=API_KEY, max_tokens=2) as remote:
+        for engine in (local_engine.capped_at(2), remote):
+            answers = [await answer(engine, Choice(VERDICTS), seed, "capped") for seed in SEEDS]
+            assert set(answers) <= set(VERDICTS), answers
 
 
 async def test_a_json_schema_is_refused(local_engine: Engine) -> None:
