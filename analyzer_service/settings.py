@@ -212,6 +212,10 @@ class AnalyzerSettings(GrpcServiceSettings):
     detector_tls_ca_file: pathlib.Path | None = None
     detector_tls_cert_file: pathlib.Path | None = None
     detector_tls_key_file: pathlib.Path | None = None
+    # Alert verification and watch-rule checks: the most pictures one call may give the model
+    # (the model's max_images caps it too) and the largest picture accepted, in bytes.
+    max_check_pictures: int = Field(default=8, ge=1)
+    max_picture_bytes: int = Field(default=8 * 1024**2, ge=1)
 
     @model_validator(mode="after")
     def _leases_outlast_renewals(self) -> AnalyzerSettings:

@@ -1,17 +1,16 @@
-"""Engines are found by the name the settings give, in the registry of ``analyzer_service.engine``;
-what an engine cannot do yet it refuses with a clear error rather than ignore."""
+"""Engines are found by the name the settings give, in the registry of
+``analyzer_service.engine``."""
 
 from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr
 
-from analyzer_service.engine import Choice, GenerateRequest, JsonSchema, Regex, register
+from analyzer_service.engine import register
 from analyzer_service.engines import catalog
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from analyzer_service.engines.vllm_remote import RemoteVllmEngine
 from analyzer_service.settings import AnalyzerSettings
-from vigil.core.errors import InvalidInput
 
 # Nothing listens on the discard port: a request that got as far as the network would fail there.
 NOWHERE = "http://127.0.0.1:9/v1"
@@ -53,19 +52,6 @@ def test_a_name_belongs_to_one_class() -> None:
     # Registering a class again under its own name changes nothing.
     assert register("vllm")(LocalVllmEngine) is LocalVllmEngine
     assert catalog.names() == ["vllm", "vllm-http"]
-
-
-@pytest.mark.parametrize(
-    "constraint", [Choice(["yes", "no"]), Regex(r"\d+"), JsonSchema({"type": "object"})]
-)
-async def test_the_http_engine_refuses_constrained_answers_for_now(
-    constraint: Choice | Regex | JsonSchema,
-) -> None:
-    request = GenerateRequest("r1", "Is anyone there?", [], 4, constraint=constraint)
-    async with RemoteVllmEngine(NOWHERE, "served-name") as engine:
-        with pytest.raises(InvalidInput, match="cannot constrain an answer"):
-            async for _ in engine.deltas(request):
-                pass
 
 
 def test_the_http_engine_takes_several_servers(settings: AnalyzerSettings) -> None:

@@ -13,7 +13,7 @@ import pathlib
 
 import pytest
 
-from analyzer_service.engine import Choice, Engine, GenerateRequest
+from analyzer_service.engine import Engine, GenerateRequest
 from analyzer_service.engines.vllm_local import LocalVllmEngine
 from tests.llm import MAX_IMAGES, MAX_MODEL_LEN, SERVED_NAME, SharedEngine, texts
 from vigil.core.errors import InvalidInput
@@ -121,14 +121,6 @@ async def test_too_many_images_is_a_clean_error(
     # The engine is still usable afterwards.
     ok = GenerateRequest("after-too-many", "Describe.", frames[:MAX_IMAGES], 2)
     assert [delta async for delta in texts(local_engine, ok)]
-
-
-async def test_constrained_answers_are_refused_for_now(local_engine: SharedEngine) -> None:
-    request = GenerateRequest("choice", "Yes or no?", [], 4, constraint=Choice(["yes", "no"]))
-    with pytest.raises(InvalidInput, match="cannot constrain an answer"):
-        async for _ in local_engine.deltas(request):
-            pass
-    await wait_idle(local_engine)
 
 
 async def test_prompt_longer_than_the_context_is_a_clean_error(
