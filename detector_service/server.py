@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass, field
 
-from detector_service import backends
+from detector_service import alerts, backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
 from detector_service.events import EventLog
@@ -25,8 +25,9 @@ from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.sources import SourceRegistry, load_sources_file
+from detector_service.verification import Verifier
 from detector_service.zones import Zones
-from vigil.core.errors import InvalidInput
+from vigil.core.errors import InvalidInput, VigilError
 from vigil.core.metrics_http import serve_metrics
 from vigil.core.serving import Service, auth_interceptors, configure_logging, run_forever
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -54,6 +55,8 @@ class DetectorServer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: What else closes with it (the metrics HTTP server).
     closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    #: The language model's check of new incidents; None when no analyzer is configured.
+    verifier: Verifier | None = None
 
     @property
     def port(self) -> int:
@@ -67,6 +70,8 @@ class DetectorServer:
         # Threads left running into interpreter exit can abort it from inside OpenCV.
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
+        if self.verifier is not None:  # incidents still PENDING are retried at the next start
+            await self.verifier.close()
         await asyncio.to_thread(self.incidents.close)
         # After the incidents: closing them holds their recordings.
         await asyncio.to_thread(self.recorder.close)
@@ -158,6 +163,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     # After the configured sources: on an id both have, configuration wins.
     registry.restore(await asyncio.to_thread(store.load))
     await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
+    verifier = verify_incidents(settings, incidents, registry)
     metrics.watch(
         SourceCollector(
             lambda: [s.snapshot() for s in registry.all()],
@@ -194,6 +200,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             asyncio.create_task(recorder.keep_retention(lambda: [s.spec for s in registry.all()])),
         ],
         closing=closing,
+        verifier=verifier,
     )
     log.info(
         "detector service on %s:%d (backend %s, %d sources)",
@@ -203,6 +210,28 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         len(registry.all()),
     )
     return server
+
+
+def verify_incidents(
+    settings: DetectorSettings, incidents: IncidentTracker, registry: SourceRegistry
+) -> Verifier | None:
+    """Start verifying new incidents when an analyzer is configured; install the sources' alert
+    policies either way (without verification every incident alerts at opening)."""
+    verifier = None
+    if settings.analyzer_url:
+        verifier = Verifier(settings, incidents)
+        verifier.start()
+    default = alerts.POLICY_OF_NAME[settings.alert_policy]
+
+    def policy(source_id: str) -> alerts.Policy:
+        try:
+            own = registry.get(source_id).spec.alert_policy
+        except VigilError:  # removed meanwhile
+            own = pb.ALERT_POLICY_UNSPECIFIED
+        return alerts.resolve(own, default, verifier is not None)
+
+    incidents.alert_policy = policy
+    return verifier
 
 
 def main() -> None:

@@ -74,6 +74,8 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("max_fps must be between 0 (default) and 120")
     if spec.width > 7680 or spec.height > 4320:
         raise InvalidInput("width and height must be at most 7680×4320")
+    if spec.alert_policy not in pb.AlertPolicy.values():
+        raise InvalidInput("alert_policy must be at_opening, when_confirmed or both (or unset)")
     validate_motion(spec.motion)
     validate_zones(spec)
 

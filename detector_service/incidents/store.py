@@ -124,6 +124,43 @@ class IncidentStore:
 
         return self._write(go, f"set clip of incident {incident_id}")
 
+    def update(
+        self, incident_id: str, change: Callable[[pb.Incident], None]
+    ) -> concurrent.futures.Future[pb.Incident | None]:
+        """Apply ``change`` to the stored incident (in order with the other writes); the future
+        holds the incident as changed, snapshot included, or None when it is not stored."""
+
+        def go() -> pb.Incident | None:
+            found = self.db.execute(
+                "SELECT data, snapshot FROM incidents WHERE id = ?", (incident_id,)
+            ).fetchone()
+            if found is None:
+                return None
+            incident = pb.Incident.FromString(found[0])
+            change(incident)
+            self.db.execute(
+                "UPDATE incidents SET data = ? WHERE id = ?",
+                (incident.SerializeToString(), incident_id),
+            )
+            incident.snapshot_jpeg = found[1]
+            return incident
+
+        future = self._executor.submit(go)
+        future.add_done_callback(_log_failed(f"update incident {incident_id}"))
+        return future
+
+    async def opened_since(self, since_ns: int) -> list[pb.Incident]:
+        """Incidents opened at or after ``since_ns``, oldest first, with their snapshots."""
+
+        def go() -> list[pb.Incident]:
+            rows = self.db.execute(
+                "SELECT data, snapshot FROM incidents WHERE opened_ns >= ? ORDER BY opened_ns, seq",
+                (since_ns,),
+            ).fetchall()
+            return [_incident(row) for row in rows]
+
+        return await self._run(go)
+
     def _write(self, fn: Callable[[], None], what: str) -> concurrent.futures.Future[None]:
         future = self._executor.submit(fn)
 
@@ -199,6 +236,14 @@ class IncidentStore:
         except RuntimeError:
             return  # already closed
         self._executor.shutdown(wait=True)
+
+
+def _log_failed(what: str) -> Callable[[concurrent.futures.Future[T]], None]:
+    def check(future: concurrent.futures.Future[T]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.error("incident store: %s failed: %s", what, future.exception())
+
+    return check
 
 
 def _incident(row: tuple[bytes, ...]) -> pb.Incident:
