@@ -88,6 +88,21 @@ export interface Incident {
   /** the part of the recording that shows it (end null while open) */
   recording?: TimeRange | null;
   zones?: string[];
+  /** the language model's check: "pending", "done", "skipped" ("unspecified": off) */
+  verification_state?: string;
+  verification?: Verification | null;
+  /** rejected by the model (or dismissed by an operator); kept */
+  false_alarm?: boolean;
+}
+
+/** The language model's verdict on an incident. */
+export interface Verification {
+  verdict: "confirmed" | "rejected" | "uncertain" | string;
+  sees: string;
+  threat_level: number;
+  reason: string;
+  model: string;
+  model_seconds: number;
 }
 
 export interface TimeRange {
@@ -127,10 +142,12 @@ export interface Coverage {
 /** /ws/incidents: the live feed, JSON text messages. */
 export interface FeedIncident {
   type: "incident";
-  event: "opened" | "closed" | string;
+  event: "opened" | "closed" | "verified" | string;
   incident: Incident;
   /** base64 JPEG of the frame that opened it */
   snapshot: string | null;
+  /** this event alerts people under the source's alert policy: the page toasts it */
+  alert?: boolean;
 }
 
 export interface FeedSourceEvent {
