@@ -7,6 +7,7 @@ import concurrent.futures
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector_service import alerts, backends
@@ -143,6 +144,11 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         asyncio.get_running_loop(),
         settings.event_retention_days * 86400,
     )
+    # Before any source starts: every weapon incident of this run is verified.
+    verifier = None
+    if settings.analyzer_url:
+        verifier = Verifier(settings, incidents)
+        verifier.start()
     zones = Zones(settings.track_lost_s, events.record)
     incidents.place = zones.place
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
@@ -163,7 +169,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     # After the configured sources: on an id both have, configuration wins.
     registry.restore(await asyncio.to_thread(store.load))
     await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
-    verifier = verify_incidents(settings, incidents, registry)
+    incidents.alert_policy = alert_policies(settings, registry, verifier is not None)
     metrics.watch(
         SourceCollector(
             lambda: [s.snapshot() for s in registry.all()],
@@ -212,15 +218,11 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     return server
 
 
-def verify_incidents(
-    settings: DetectorSettings, incidents: IncidentTracker, registry: SourceRegistry
-) -> Verifier | None:
-    """Start verifying new incidents when an analyzer is configured; install the sources' alert
-    policies either way (without verification every incident alerts at opening)."""
-    verifier = None
-    if settings.analyzer_url:
-        verifier = Verifier(settings, incidents)
-        verifier.start()
+def alert_policies(
+    settings: DetectorSettings, registry: SourceRegistry, verifying: bool
+) -> Callable[[str], alerts.Policy]:
+    """Each source's alert policy: its spec's, else the service's (without verification every
+    incident alerts at opening)."""
     default = alerts.POLICY_OF_NAME[settings.alert_policy]
 
     def policy(source_id: str) -> alerts.Policy:
@@ -228,10 +230,9 @@ def verify_incidents(
             own = registry.get(source_id).spec.alert_policy
         except VigilError:  # removed meanwhile
             own = pb.ALERT_POLICY_UNSPECIFIED
-        return alerts.resolve(own, default, verifier is not None)
+        return alerts.resolve(own, default, verifying)
 
-    incidents.alert_policy = policy
-    return verifier
+    return policy
 
 
 def main() -> None:

@@ -203,25 +203,26 @@ class Verifier:
     async def _sweeper(self) -> None:
         """Incidents PENDING in the store that nobody is checking: left by a restart (the first
         sweep) or by a full queue."""
-        since_s = RECOVER_S
+        # The first sweep: what earlier runs left, none of this run's incidents (handed over as
+        # they open, with their pixels).
+        since_s, before_ns = RECOVER_S, time.time_ns()
+        every_s = self.settings.verification_retry_max_s
         while True:
             try:
-                await self._sweep(since_s)
+                await self._sweep(since_s, before_ns)
             except Exception:
                 log.exception("verification sweep failed")
-            every_s = self.settings.verification_retry_max_s
-            since_s = self.settings.verification_give_up_s + 2 * every_s
             await asyncio.sleep(every_s)
+            since_s = self.settings.verification_give_up_s + 2 * every_s
+            before_ns = time.time_ns() - int(SWEEP_MIN_AGE_S * 1e9)
 
-    async def _sweep(self, since_s: float) -> None:
+    async def _sweep(self, since_s: float, before_ns: int) -> None:
         now_ns = time.time_ns()
         found = await self.tracker.store.opened_since(now_ns - int(since_s * 1e9))
         for incident in found:
             if incident.verification_state != pb.VERIFICATION_STATE_PENDING:
                 continue
-            if incident.id in self._busy:
-                continue
-            if now_ns - incident.opened_at.ToNanoseconds() < SWEEP_MIN_AGE_S * 1e9:
+            if incident.id in self._busy or incident.opened_at.ToNanoseconds() >= before_ns:
                 continue
             if now_ns - incident.opened_at.ToNanoseconds() > self._give_up_ns:
                 self._skip(incident.id, "unverified for too long")
