@@ -26,7 +26,7 @@ from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.sources import SourceRegistry, load_sources_file
-from detector_service.verification import Verifier
+from detector_service.verification import VerificationCollector, Verifier
 from detector_service.zones import Zones
 from vigil.core.errors import InvalidInput, VigilError
 from vigil.core.metrics_http import serve_metrics
@@ -170,6 +170,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     registry.restore(await asyncio.to_thread(store.load))
     await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
     incidents.alert_policy = alert_policies(settings, registry, verifier is not None)
+    if verifier is not None:
+        metrics.registry.register(VerificationCollector(verifier))
     metrics.watch(
         SourceCollector(
             lambda: [s.snapshot() for s in registry.all()],

@@ -28,12 +28,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import cv2
 import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from detector_service.backends.base import Image
 from detector_service.frame_work import weapon_crops
@@ -97,6 +99,9 @@ class Verifier:
         self.deferred = 0
         self.skipped = 0
         tracker.verifier = self
+
+    def waiting(self) -> int:
+        return self._queue.qsize()
 
     def start(self) -> None:
         workers = [self._worker() for _ in range(self.settings.verification_workers)]
@@ -228,6 +233,34 @@ class Verifier:
                 self._skip(incident.id, "unverified for too long")
                 continue
             self._offer(_Work(incident, (), []))
+
+
+class VerificationCollector(Collector):
+    """The verifier's counts, read when Prometheus scrapes."""
+
+    def __init__(self, verifier: Verifier) -> None:
+        self.verifier = verifier
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        v = self.verifier
+        yield CounterMetricFamily(
+            "vigil_incident_verdicts", "Verdicts of the language model received", value=v.verified
+        )
+        yield CounterMetricFamily(
+            "vigil_incident_verifications_skipped",
+            "Incidents left unverified (given up, or refused by the analyzer)",
+            value=v.skipped,
+        )
+        yield CounterMetricFamily(
+            "vigil_incident_verifications_deferred",
+            "Incidents left PENDING for the retry sweep by a full verification queue",
+            value=v.deferred,
+        )
+        yield GaugeMetricFamily(
+            "vigil_incident_verifications_waiting",
+            "Incidents queued for verification",
+            value=v.waiting(),
+        )
 
 
 def _done(verdict: Verification) -> Callable[[pb.Incident], None]:

@@ -12,6 +12,7 @@ import pathlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import prometheus_client
 import pytest
 
 from detector_service.settings import DetectorSettings
@@ -150,7 +151,7 @@ async def test_the_analyzer_down_then_back(
         verification_seed=SEEDS["confirmed"],
         alert_policy="when_confirmed",
     )
-    async with running(settings) as (_, stub):
+    async with running(settings) as (detector, stub):
         stream = stub.StreamIncidents(pb.StreamIncidentsRequest(source_id="gate"))
         await play(stub, knife_video)
         await events_until(stream, lambda got: any(e.type == CLOSED for e in got))
@@ -163,6 +164,8 @@ async def test_the_analyzer_down_then_back(
         await analyzers.start(port=held_port.release())
         (verified,) = await events_until(stream, lambda got: any(e.type == VERIFIED for e in got))
         stream.cancel()
+        scraped = prometheus_client.generate_latest(detector.metrics.registry).decode()
+        assert "vigil_incident_verdicts_total 1.0" in scraped
         assert verified.incident.id == incident.id
         assert verified.incident.verification.verdict == common_pb2.VERDICT_CONFIRMED
         assert verified.alert
