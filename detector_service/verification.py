@@ -49,8 +49,9 @@ from vigil.sdk import AsyncAnalyzerClient, ClientOptions, Picture, Sampling, Ver
 
 log = logging.getLogger(__name__)
 
-# Frames of a source kept for the pictures of its next incident: those of the last RING_S
-# seconds, at most RING_FRAMES (references to JPEGs the pipeline made anyway).
+# Frames of a source that showed a weapon, kept for the pictures of its next incident: those of
+# the last RING_S seconds, at most RING_FRAMES (references to JPEGs the pipeline made anyway),
+# forgotten when the source stops.
 RING_S = 3.0
 RING_FRAMES = 32
 # The first sweep after a start looks this far back for incidents left PENDING.
@@ -126,10 +127,16 @@ class Verifier:
             while ring and time_ns - ring[0][0] > RING_S * 1e9:
                 ring.popleft()
 
+    def forget(self, source_id: str) -> None:
+        with self._lock:
+            self._rings.pop(source_id, None)
+
     def opened(self, incident: pb.Incident, crops: Sequence[WeaponCrop]) -> None:
         opened_ns = incident.opened_at.ToNanoseconds()
+        oldest_ns = opened_ns - RING_S * 1e9
         with self._lock:
-            earlier = [f for f in self._rings.get(incident.source_id, ()) if f[0] < opened_ns]
+            ring = self._rings.get(incident.source_id, ())
+            earlier = [f for f in ring if oldest_ns <= f[0] < opened_ns]
         work = _Work(incident, tuple(crops), _spread(earlier, self.settings.verification_frames))
         with contextlib.suppress(RuntimeError):  # the loop closed: the sweep finds it next start
             self.tracker.loop.call_soon_threadsafe(self._offer, work)

@@ -101,7 +101,10 @@ class IncidentVerifier(Protocol):
     under the tracker's lock; must not block."""
 
     def frame(self, source_id: str, time_ns: int, jpeg: bytes) -> None:
-        """A processed frame's picture, kept a moment for the pictures of an incident."""
+        """A processed frame that shows a weapon, kept a moment for the pictures of an incident."""
+
+    def forget(self, source_id: str) -> None:
+        """The source stopped: its frames say nothing about its next incident."""
 
     def opened(self, incident: pb.Incident, crops: Sequence[WeaponCrop]) -> None:
         """``incident`` (a copy, PENDING) opened on a frame whose weapons are ``crops``."""
@@ -258,7 +261,7 @@ class IncidentTracker:
                 )
             src.last_ns = time_ns
             src.window.append(sightings)
-            if self.verifier is not None and jpeg:
+            if self.verifier is not None and jpeg and weapons:
                 self.verifier.frame(source_id, time_ns, jpeg)
             # A track unseen for track_lost_s has ended: forgotten before this frame counts.
             lost = [t for t, seen in src.alerted.items() if time_ns - seen > self._track_lost_ns]
@@ -315,6 +318,8 @@ class IncidentTracker:
                 self._close(src, class_name, closed_ns)
             # Sightings from before a stop say nothing about the frames after it.
             src.window.clear()
+        if self.verifier is not None:
+            self.verifier.forget(source_id)
         if self.clips is not None:
             self.clips.finish(source_id)
 
