@@ -3,9 +3,11 @@
 Each WebSocket follows the detector's ``StreamIncidents`` (all sources, snapshots and zone and
 camera-health events included) through the SDK and relays it:
 
-* ``{"type": "incident", "event": "opened"|"closed"|"reviewed", "incident": {...}, "snapshot":
-  <base64 JPEG>|null}``: the incident as ``GET /api/incidents`` lists it (plus ``recording``
-  {start, end} and ``zones`` where the detector says them).
+* ``{"type": "incident", "event": "opened"|"closed"|"verified"|"reviewed", "incident": {...},
+  "snapshot": <base64 JPEG>|null, "alert": bool}``: the incident as ``GET /api/incidents``
+  lists it (plus ``recording`` {start, end} and ``zones`` where the detector says them);
+  ``alert`` is true for the events that alert people under the source's alert policy (the page
+  toasts only those).
 * ``{"type": "source_event", "event": {id, source_id, kind, at, zone, class_name, track_id,
   direction, cleared, detail, has_snapshot}, "snapshot": <base64 JPEG>|null}``.
 * ``{"type": "gap", "dropped": N}``: this browser read too slowly and the N oldest messages (in
@@ -106,13 +108,14 @@ def feed_message(item: StreamItem) -> dict[str, Any] | None:
     if not isinstance(m, pb.StreamIncidentsResponse):
         return None
     kind = enum_name(pb.IncidentEventType.Name, m.type, "INCIDENT_EVENT_TYPE_")
-    if kind not in ("opened", "closed", "reviewed"):
+    if kind not in ("opened", "closed", "verified", "reviewed"):
         return None
     return {
         "type": "incident",
         "event": kind,
         "incident": incident_json(m.incident),
         "snapshot": snapshot(m.incident.snapshot_jpeg),
+        "alert": m.alert,
     }
 
 

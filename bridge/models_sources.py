@@ -171,7 +171,13 @@ class SourceList(BaseModel):
     sources: list[Source]
 
 
-@mirrors(sdk.Incident, converted={"opened_at", "closed_at", "detections", "recording", "review"})
+@mirrors(
+    sdk.Incident,
+    converted={
+        "opened_at", "closed_at", "detections", "recording", "review", "verification_state",
+        "verification",
+    },
+)  # fmt: skip
 class Incident(BaseModel):
     id: str
     source_id: str
@@ -187,16 +193,23 @@ class Incident(BaseModel):
     # The operator's review (null until reviewed); a false alarm: dismissed, or rejected by the
     # model and not confirmed.
     review: Review | None = None
+    # The language model's check: pending, done, skipped (unspecified: verification is off); its
+    # verdict once done ({verdict: confirmed|rejected|uncertain, sees, threat_level, reason,
+    # model, model_seconds}); a false alarm (rejected by the model) is kept.
+    verification_state: str = "unspecified"
+    verification: dict[str, Any] | None = None
     false_alarm: bool = False
 
     @classmethod
     def from_sdk(cls, i: sdk.Incident) -> Incident:
         recording = i.proto.recording if i.proto.HasField("recording") else None
+        verification = dataclasses.asdict(i.verification) if i.verification else None
         return copied(
             cls, i, opened_at=iso(i.proto.opened_at), closed_at=iso(i.proto.closed_at),
             detections=[detection(d) for d in i.detections],
             recording=TimeRange.from_proto(recording) if recording is not None else None,
             review=Review.from_sdk(i.review) if i.review is not None else None,
+            verification_state=i.verification_state, verification=verification,
         )  # fmt: skip
 
 

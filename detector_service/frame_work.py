@@ -14,10 +14,12 @@ from detector_service.backends.base import Image
 from detector_service.batcher import InferenceBatcher
 from detector_service.gating import GatedDetector
 from detector_service.settings import DetectorSettings
-from detector_service.subscribers import Processed
+from detector_service.subscribers import Processed, WeaponCrop
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 
+# Context kept around a weapon box in its crop, as a fraction of the box's longer side.
+CROP_MARGIN = 0.25
 # Weight the mean model time keeps of its past at each frame.
 EMA_DECAY = 0.9
 # An always-on source nobody watches encodes a picture of a still scene this often (nanoseconds).
@@ -64,6 +66,7 @@ class FrameWork:
         self._sequence += 1
         error = None
         detections: list[common_pb2.Detection] = []
+        crops: tuple[WeaponCrop, ...] = ()
         inference_ms = 0.0
         weapons = self.settings.weapon_classes
         try:
@@ -72,6 +75,7 @@ class FrameWork:
                 ema, n = self._inference_ema
                 self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
             detections = found.to_proto(weapons)
+            crops = weapon_crops(image, detections)
             draw(image, found, weapons)
         except Exception as exc:
             # The stream goes on unannotated; the error is flagged on the frame and counted.
@@ -88,6 +92,7 @@ class FrameWork:
             inference_ms=inference_ms,
             error=error,
             source_id=self.source_id,
+            crops=crops,
         )
 
     def _wants_jpeg(
@@ -103,3 +108,20 @@ class FrameWork:
             return False
         self._jpeg_ns = capture_ns
         return True
+
+
+def weapon_crops(image: Image, detections: list[common_pb2.Detection]) -> tuple[WeaponCrop, ...]:
+    """Copies of the weapon boxes (with a margin of context) before boxes are drawn on the
+    frame: a few small copies, and only on frames that show a weapon."""
+    height, width = image.shape[:2]
+    crops = []
+    for d in detections:
+        if not d.is_weapon:
+            continue
+        box = d.box
+        margin = CROP_MARGIN * max(box.x_max - box.x_min, box.y_max - box.y_min)
+        x0, y0 = max(0, int(box.x_min - margin)), max(0, int(box.y_min - margin))
+        x1, y1 = min(width, int(box.x_max + margin) + 1), min(height, int(box.y_max + margin) + 1)
+        if x1 > x0 and y1 > y0:
+            crops.append(WeaponCrop(d, image[y0:y1, x0:x1].copy()))
+    return tuple(crops)

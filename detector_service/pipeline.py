@@ -402,7 +402,9 @@ class LiveSource:
             # A frame whose detection failed says nothing about weapons: it must not count as
             # their absence and close an incident.
             if self.observer is not None and item.error is None:
-                self.observer.observe(self.spec.id, item.detections, item.jpeg, item.capture_ns)
+                self.observer.observe(
+                    self.spec.id, item.detections, item.jpeg, item.capture_ns, item.crops
+                )
 
 
 def _as_capture_error(exc: Exception) -> CaptureError:

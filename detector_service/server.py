@@ -7,9 +7,10 @@ import concurrent.futures
 import contextlib
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from detector_service import backends
+from detector_service import alerts, backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
 from detector_service.events import EventLog
@@ -25,8 +26,9 @@ from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.sources import SourceRegistry, load_sources_file
+from detector_service.verification import VerificationCollector, Verifier
 from detector_service.zones import Zones
-from vigil.core.errors import InvalidInput
+from vigil.core.errors import InvalidInput, VigilError
 from vigil.core.metrics_http import serve_metrics
 from vigil.core.serving import Service, auth_interceptors, configure_logging, run_forever
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -56,6 +58,8 @@ class DetectorServer:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: What else closes with it (the metrics HTTP server).
     closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    #: The language model's check of new incidents; None when no analyzer is configured.
+    verifier: Verifier | None = None
 
     @property
     def port(self) -> int:
@@ -69,6 +73,8 @@ class DetectorServer:
         # Threads left running into interpreter exit can abort it from inside OpenCV.
         await asyncio.to_thread(self.registry.join, 10.0)
         await asyncio.to_thread(self.batcher.close)
+        if self.verifier is not None:  # incidents still PENDING are retried at the next start
+            await self.verifier.close()
         await asyncio.to_thread(self.incidents.close)
         # After the incidents: closing them holds their recordings.
         await asyncio.to_thread(self.recorder.close)
@@ -140,6 +146,11 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         asyncio.get_running_loop(),
         settings.event_retention_days * 86400,
     )
+    # Before any source starts: every weapon incident of this run is verified.
+    verifier = None
+    if settings.analyzer_url:
+        verifier = Verifier(settings, incidents)
+        verifier.start()
     zones = Zones(settings.track_lost_s, events.record)
     incidents.place = zones.place
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
@@ -160,6 +171,9 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     # After the configured sources: on an id both have, configuration wins.
     registry.restore(await asyncio.to_thread(store.load))
     await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
+    incidents.alert_policy = alert_policies(settings, registry, verifier is not None)
+    if verifier is not None:
+        metrics.registry.register(VerificationCollector(verifier))
     metrics.watch(
         SourceCollector(
             lambda: [s.snapshot() for s in registry.all()],
@@ -198,6 +212,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             asyncio.create_task(recorder.keep_retention(lambda: [s.spec for s in registry.all()])),
         ],
         closing=closing,
+        verifier=verifier,
     )
     log.info(
         "detector service on %s:%d (backend %s, %d sources)",
@@ -207,6 +222,23 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         len(registry.all()),
     )
     return server
+
+
+def alert_policies(
+    settings: DetectorSettings, registry: SourceRegistry, verifying: bool
+) -> Callable[[str], alerts.Policy]:
+    """Each source's alert policy: its spec's, else the service's (without verification every
+    incident alerts at opening)."""
+    default = alerts.POLICY_OF_NAME[settings.alert_policy]
+
+    def policy(source_id: str) -> alerts.Policy:
+        try:
+            own = registry.get(source_id).spec.alert_policy
+        except VigilError:  # removed meanwhile
+            own = pb.ALERT_POLICY_UNSPECIFIED
+        return alerts.resolve(own, default, verifying)
+
+    return policy
 
 
 def main() -> None:

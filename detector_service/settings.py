@@ -165,6 +165,34 @@ class DetectorSettings(GrpcServiceSettings):
     # Seconds a PTZ camera's picture must be still after a move before its new view is learnt.
     health_ptz_settle_s: float = Field(5.0, ge=0.0)
 
+    # Verified weapon alerts (detector_service/verification.py): when a weapon incident opens,
+    # its snapshot, a few frames before it and full-resolution crops of its weapon boxes (at most
+    # verification_max_pictures in all) go to the analyzer at analyzer_url (host:port; empty turns
+    # verification off: incidents are not verified, as before). analyzer_token is its bearer
+    # token. verification_workers calls run at once; verification_queue incidents may wait (a
+    # full queue leaves the newest PENDING in the store for the retry sweep). An unreachable
+    # analyzer is retried with backoff from verification_retry_initial_s up to
+    # verification_retry_max_s; an incident still unverified verification_give_up_s after it
+    # opened is SKIPPED (and then alerts whatever the policy, as an unverifiable weapon must).
+    # verification_temperature and verification_seed set the model's sampling for each check
+    # (unset: the analyzer's defaults); a seed with a temperature makes verdicts repeatable.
+    analyzer_url: str = ""
+    analyzer_token: SecretStr | None = None
+    verification_timeout_s: float = Field(60.0, gt=0.0)
+    verification_workers: int = Field(2, ge=1, le=64)
+    verification_queue: int = Field(64, ge=1, le=10_000)
+    verification_max_pictures: int = Field(4, ge=2, le=16)
+    verification_frames: int = Field(2, ge=0, le=8)
+    verification_retry_initial_s: float = Field(1.0, gt=0.0)
+    verification_retry_max_s: float = Field(30.0, gt=0.0)
+    verification_give_up_s: float = Field(600.0, gt=0.0)
+    verification_temperature: float | None = Field(None, ge=0.0, le=2.0)
+    verification_seed: int | None = Field(None, ge=0)
+    # When weapon incidents alert people (the webhook, the page's toasts) for sources whose spec
+    # leaves alert_policy unset: at opening, only once the model confirmed it, or both. With
+    # verification off, "when_confirmed" alerts at opening (no verdict would ever come).
+    alert_policy: Literal["at_opening", "when_confirmed", "both"] = "at_opening"
+
     @model_validator(mode="after")
     def _refresh_within_track_life(self) -> DetectorSettings:
         if self.motion_refresh_s >= self.track_lost_s:
@@ -172,4 +200,10 @@ class DetectorSettings(GrpcServiceSettings):
                 f"motion_refresh_s ({self.motion_refresh_s:g}) must be below track_lost_s "
                 f"({self.track_lost_s:g}): still objects would lose their tracks between refreshes"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _retries_grow(self) -> DetectorSettings:
+        if self.verification_retry_max_s < self.verification_retry_initial_s:
+            raise ValueError("verification_retry_max_s must not be below the initial retry delay")
         return self

@@ -15,6 +15,7 @@ import pathlib
 import tomllib
 from typing import Any
 
+from detector_service import alerts
 from detector_service.batcher import InferenceBatcher
 from detector_service.gating import motion_from_table, validate_motion
 from detector_service.health_monitor import HealthMonitor
@@ -74,6 +75,8 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("max_fps must be between 0 (default) and 120")
     if spec.width > 7680 or spec.height > 4320:
         raise InvalidInput("width and height must be at most 7680×4320")
+    if spec.alert_policy not in pb.AlertPolicy.values():
+        raise InvalidInput("alert_policy must be at_opening, when_confirmed or both (or unset)")
     validate_motion(spec.motion)
     validate_zones(spec)
 
@@ -101,7 +104,7 @@ MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
 STREAM_FIELDS = ("uri", "record_uri", "width", "height", "max_fps", "loop")
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
-    "zones", "incident_zones", "ptz", "motion",
+    "zones", "incident_zones", "ptz", "motion", "alert_policy",
 }  # fmt: skip
 
 
@@ -115,6 +118,7 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     record_uri = "rtsp://camera.local/stream1"   # optional: the main stream (streams only)
     mode = "always"           # always | on_demand; default: always for cameras, else on_demand
     incident_zones = ["door"] # optional: weapons alert only inside these areas
+    alert_policy = "both"     # at_opening | when_confirmed | both; default: the service's
     [[sources.zones]]         # optional, repeated: see zones.zones_from_tables
     name = "door"
     kind = "area"
@@ -155,6 +159,13 @@ def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
     mode = values.pop("mode", None)
     if mode is not None and mode not in MODES:
         raise InvalidInput(f"{where}: mode must be one of {sorted(MODES)}")
+    policy = values.pop("alert_policy", None)
+    if policy is not None:
+        if policy not in alerts.POLICY_OF_NAME:
+            raise InvalidInput(
+                f"{where}: alert_policy must be one of {sorted(alerts.POLICY_OF_NAME)}"
+            )
+        values["alert_policy"] = alerts.POLICY_OF_NAME[policy]
     values["zones"] = zones_from_tables(values.get("zones", []), where)
     if "motion" in values:
         values["motion"] = motion_from_table(values["motion"], where)

@@ -10,9 +10,19 @@ from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from detector_service.backends.base import Image
 from vigil.common.v1 import common_pb2
 from vigil.core.queues import NewestWinsQueue
 from vigil.detector.v1 import detector_service_pb2 as pb
+
+
+@dataclass(frozen=True, slots=True)
+class WeaponCrop:
+    """A weapon box and its pixels, copied from the frame as captured (before boxes are drawn),
+    at the detection stream's full resolution: what the language model checks."""
+
+    detection: common_pb2.Detection
+    pixels: Image
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +38,7 @@ class Processed:
     inference_ms: float
     error: common_pb2.Error | None
     source_id: str = ""
+    crops: tuple[WeaponCrop, ...] = ()
 
 
 class FrameObserver(Protocol):
@@ -39,6 +50,7 @@ class FrameObserver(Protocol):
         detections: Sequence[common_pb2.Detection],
         jpeg: bytes,
         time_ns: int,
+        crops: Sequence[WeaponCrop] = (),
     ) -> None: ...
 
     def end_source(self, source_id: str) -> None: ...

@@ -174,6 +174,41 @@ class IncidentStore:
 
         return self._executor.submit(go)
 
+    def update(
+        self, incident_id: str, change: Callable[[pb.Incident], None]
+    ) -> concurrent.futures.Future[pb.Incident | None]:
+        """Apply ``change`` to the stored incident (in order with the other writes); the future
+        holds the incident as changed, snapshot included, or None when it is not stored."""
+
+        def go() -> pb.Incident | None:
+            found = self.db.execute(
+                "SELECT data, review, snapshot FROM incidents WHERE id = ?", (incident_id,)
+            ).fetchone()
+            if found is None:
+                return None
+            incident = pb.Incident.FromString(found[0])
+            change(incident)
+            self.db.execute(
+                "UPDATE incidents SET data = ? WHERE id = ?",
+                (incident.SerializeToString(), incident_id),
+            )
+            return _incident((incident.SerializeToString(), found[1], found[2]))
+
+        return self._write(go, f"update incident {incident_id}")
+
+    async def opened_since(self, since_ns: int) -> list[pb.Incident]:
+        """Incidents opened at or after ``since_ns``, oldest first, with their snapshots."""
+
+        def go() -> list[pb.Incident]:
+            rows = self.db.execute(
+                "SELECT data, review, snapshot FROM incidents WHERE opened_ns >= ? "
+                "ORDER BY opened_ns, seq",
+                (since_ns,),
+            ).fetchall()
+            return [_incident(row) for row in rows]
+
+        return await self._run(go)
+
     def _write(self, fn: Callable[[], T], what: str) -> concurrent.futures.Future[T]:
         future = self._executor.submit(fn)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import pathlib
@@ -36,9 +37,11 @@ from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from detector_service import alerts
 from detector_service.incidents.clips import ClipRecorder
 from detector_service.incidents.store import IncidentStore
 from detector_service.incidents.webhook import Webhook
+from detector_service.subscribers import WeaponCrop
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -46,6 +49,7 @@ log = logging.getLogger(__name__)
 
 OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
 CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
+VERIFIED = pb.INCIDENT_EVENT_TYPE_VERIFIED
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -90,6 +94,20 @@ class IncidentRecording(Protocol):
     def opened(self, incident: pb.Incident) -> None: ...
 
     def closed(self, incident: pb.Incident) -> None: ...
+
+
+class IncidentVerifier(Protocol):
+    """The language model's check of new incidents (detector_service/verification.py). Called
+    under the tracker's lock; must not block."""
+
+    def frame(self, source_id: str, time_ns: int, jpeg: bytes) -> None:
+        """A processed frame that shows a weapon, kept a moment for the pictures of an incident."""
+
+    def forget(self, source_id: str) -> None:
+        """The source stopped: its frames say nothing about its next incident."""
+
+    def opened(self, incident: pb.Incident, crops: Sequence[WeaponCrop]) -> None:
+        """``incident`` (a copy, PENDING) opened on a frame whose weapons are ``crops``."""
 
 
 class IncidentSubscription:
@@ -201,6 +219,10 @@ class IncidentTracker:
         #: Where objects are; a weapon the rule leaves out (outside the incident zones) is not seen.
         self.place: Placement | None = None
         self.clips: ClipRecorder | None = None
+        #: Verifies new incidents; their events say PENDING from the opening on.
+        self.verifier: IncidentVerifier | None = None
+        #: A source's alert policy, resolved (``alerts.resolve``): which events alert people.
+        self.alert_policy: Callable[[str], alerts.Policy] = lambda _: pb.ALERT_POLICY_AT_OPENING
         if config.clip_dir is not None:
             self.clips = ClipRecorder(config.clip_dir, config.pre_s, config.post_s, self._clip_done)
 
@@ -212,8 +234,10 @@ class IncidentTracker:
         detections: Sequence[common_pb2.Detection],
         jpeg: bytes,
         time_ns: int,
+        crops: Sequence[WeaponCrop] = (),
     ) -> None:
-        """Account for one processed frame of ``source_id``; never blocks on I/O."""
+        """Account for one processed frame of ``source_id`` (``crops``: its weapons' pixels);
+        never blocks on I/O."""
         weapons: list[common_pb2.Detection] = []
         zones: dict[str, set[str]] = collections.defaultdict(set)
         for d in (d for d in detections if d.is_weapon):
@@ -237,6 +261,8 @@ class IncidentTracker:
                 )
             src.last_ns = time_ns
             src.window.append(sightings)
+            if self.verifier is not None and jpeg and weapons:
+                self.verifier.frame(source_id, time_ns, jpeg)
             # A track unseen for track_lost_s has ended: forgotten before this frame counts.
             lost = [t for t, seen in src.alerted.items() if time_ns - seen > self._track_lost_ns]
             for track_id in lost:
@@ -260,7 +286,10 @@ class IncidentTracker:
                 )
                 if seen >= self.config.min_frames:
                     inside = sorted(zones[class_name])
-                    self._open(src, source_id, class_name, peak, weapons, jpeg, time_ns, inside)
+                    chosen = [c for c in crops if c.detection.class_name == class_name]
+                    self._open(
+                        src, source_id, class_name, peak, weapons, jpeg, time_ns, inside, chosen
+                    )
             self._note_tracks(src, sightings, time_ns)
             if self.clips is not None:
                 self.clips.frame(source_id, time_ns, jpeg)
@@ -289,6 +318,8 @@ class IncidentTracker:
                 self._close(src, class_name, closed_ns)
             # Sightings from before a stop say nothing about the frames after it.
             src.window.clear()
+        if self.verifier is not None:
+            self.verifier.forget(source_id)
         if self.clips is not None:
             self.clips.finish(source_id)
 
@@ -302,6 +333,7 @@ class IncidentTracker:
         jpeg: bytes,
         time_ns: int,
         zones: Sequence[str] = (),
+        crops: Sequence[WeaponCrop] = (),
     ) -> None:
         incident = pb.Incident(
             id=uuid.uuid4().hex,
@@ -323,7 +355,13 @@ class IncidentTracker:
         # A recorded source's clip is its recording's range: no separate clip is encoded.
         if self.clips is not None and not incident.HasField("recording"):
             self.clips.start(source_id, incident.id, time_ns)
+        if self.verifier is not None:
+            incident.verification_state = pb.VERIFICATION_STATE_PENDING
         self._emit(OPENED, incident)
+        if self.verifier is not None:
+            copied = pb.Incident()
+            copied.CopyFrom(incident)
+            self.verifier.opened(copied, crops)
 
     def _close(self, src: _Source, class_name: str, closed_ns: int) -> None:
         state = src.open.pop(class_name)
@@ -345,12 +383,46 @@ class IncidentTracker:
         # The message copies the incident; consumers must treat it as read-only.
         event = pb.StreamIncidentsResponse(type=kind, incident=incident)
         self.store.save(event.incident)
-        if self.webhook is not None:
-            self.webhook.post(pb.StreamIncidentsResponse(type=kind, incident=incident))
+        self._publish(event)
+
+    def _publish(self, event: pb.StreamIncidentsResponse) -> None:
+        # Under the lock, like _emit. The webhook hears alerts and what follows them (alerts.py).
+        policy = self.alert_policy(event.incident.source_id)
+        event.alert = alerts.is_alert(event.type, event.incident, policy)
+        if self.webhook is not None and (
+            event.alert or alerts.follows_alert(event.type, event.incident, policy)
+        ):
+            self.webhook.post(event)
         try:
             self.loop.call_soon_threadsafe(self._fanout, event)
         except RuntimeError:
             log.debug("event loop closed; incident event not streamed")
+
+    def settle(self, incident_id: str, change: Callable[[pb.Incident], None]) -> None:
+        """Apply a verification's outcome (``change``) to an incident and emit it as VERIFIED.
+
+        Any thread; never blocks. An open incident changes in memory too, so its later events
+        carry the verdict; a closed one changes in the history, then its event goes out.
+        """
+        with self._lock:
+            if self._closed:
+                return
+            state = self._open_by_id.get(incident_id)
+            if state is not None:
+                change(state.incident)
+                self._emit(VERIFIED, state.incident)
+                return
+            future = self.store.update(incident_id, change)
+
+        def done(f: concurrent.futures.Future[pb.Incident | None]) -> None:
+            # On the store's writer thread, after the write.
+            if f.cancelled() or f.exception() is not None or (changed := f.result()) is None:
+                return
+            with self._lock:
+                if not self._closed:
+                    self._publish(pb.StreamIncidentsResponse(type=VERIFIED, incident=changed))
+
+        future.add_done_callback(done)
 
     def _clip_done(self, source_id: str, incident_id: str, clip_path: str) -> None:
         # On the clip writer thread. An incident still open carries its clip on its CLOSED event;

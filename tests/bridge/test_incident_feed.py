@@ -13,6 +13,7 @@ from websockets.asyncio.client import connect
 
 from bridge.incident_feed import feed_message
 from tests.bridge.conftest import DetectorHandle, StartBridge
+from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk import IncidentEvent
 
@@ -69,6 +70,30 @@ def test_an_incident_is_sent_as_the_rest_api_lists_it_with_its_recording() -> No
     # Open-ended while the incident is open.
     assert sent["recording"] == {"start": "2025-12-31T23:59:50Z", "end": None}
     assert sent["zones"] == ["Door area"]
+
+
+def test_a_verdict_is_sent_with_its_alert_flag_and_the_false_alarm() -> None:
+    verdict = common_pb2.Verification(
+        verdict=common_pb2.VERDICT_REJECTED, sees="a phone", threat_level=0,
+        reason="no blade", model="gemma", model_seconds=0.4,
+    )  # fmt: skip
+    incident = pb.Incident(
+        id="inc-2", source_id="door", class_name="knife", opened_at=Timestamp(seconds=1),
+        verification_state=pb.VERIFICATION_STATE_DONE, verification=verdict, false_alarm=True,
+    )  # fmt: skip
+    event = pb.StreamIncidentsResponse(type=pb.INCIDENT_EVENT_TYPE_VERIFIED, incident=incident)
+    message = feed_message(IncidentEvent.from_proto(event))
+    assert message is not None
+    assert (message["event"], message["alert"]) == ("verified", False)
+    sent = message["incident"]
+    assert (sent["verification_state"], sent["false_alarm"]) == ("done", True)
+    assert sent["verification"]["verdict"] == "rejected"
+    assert sent["verification"]["sees"] == "a phone"
+    event.alert = True
+    event.type = pb.INCIDENT_EVENT_TYPE_OPENED
+    alerting = feed_message(IncidentEvent.from_proto(event))
+    assert alerting is not None
+    assert (alerting["event"], alerting["alert"]) == ("opened", True)
 
 
 async def test_the_feed_outlives_a_detector_outage(

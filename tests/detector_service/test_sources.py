@@ -272,6 +272,12 @@ async def test_capture_stops_after_the_last_subscriber_leaves(detector_stub: Stu
         (pb.SourceSpec(id="x"), "kind is required"),
         (pb.SourceSpec(id="x", kind=pb.SOURCE_KIND_STREAM, uri="file:///etc/passwd"), "rtsp://"),
         (pb.SourceSpec(id="default", kind=pb.SOURCE_KIND_TEST_PATTERN), "already exists"),
+        (
+            pb.SourceSpec(
+                id="x", kind=pb.SOURCE_KIND_TEST_PATTERN, alert_policy=pb.AlertPolicy.ValueType(9)
+            ),
+            "alert_policy",
+        ),
     ],
 )
 async def test_bad_sources_are_refused(

@@ -1,4 +1,6 @@
-// The incidents panel: a toast with the snapshot when the live feed says an incident opened, the
+// The incidents panel: a toast with the snapshot when the live feed says an incident alerts (it
+// opened, or the language model confirmed it, as the camera's alert policy says), badges with the
+// model's verdict and false alarms, the
 // history (GET /api/incidents) filtered by camera, class and time, and playback of an incident's
 // part of the recording (its `recording` range, else from 10 s before it opened to 10 s after it
 // closed).
@@ -88,7 +90,7 @@ export class IncidentsView {
         this.renderList();
       }
       this.falseAlarms.schedule();
-      if (message.event !== "opened") return;
+      if (!message.alert) return;
       // A camera added a moment ago: learn its name first.
       if (this.store.get(incident.source_id)) this.announce(incident, message.snapshot);
       else this.store.refresh().catch(() => {}).finally(() => this.announce(incident, message.snapshot));
@@ -110,7 +112,8 @@ export class IncidentsView {
    */
   announce(incident, snapshot) {
     const name = sourceName(this.store.get(incident.source_id), incident.source_id);
-    toast("error", `${capital(incident.class_name)} on ${name}`, `${when(incident.opened_at)} · ${Math.round(incident.peak_confidence * 100)}%`, {
+    const verdict = incident.verification ? ` · ${verdictText(incident)}` : "";
+    toast("error", `${capital(incident.class_name)} on ${name}`, `${when(incident.opened_at)} · ${Math.round(incident.peak_confidence * 100)}%${verdict}`, {
       image: snapshot ? `data:image/jpeg;base64,${snapshot}` : undefined,
       imageAlt: `${name} when the ${incident.class_name} was seen`,
       action: { label: "View", run: () => { this.show(); this.play(incident); } },
@@ -142,7 +145,8 @@ export class IncidentsView {
       el("time", { dateTime: incident.opened_at || "", text: when(incident.opened_at) }),
       el("span", { class: "incident-what" }, el("strong", { text: capital(incident.class_name) }), el("span", { class: "muted", text: ` on ${name}` })),
       el("span", { class: "chip", text: `${Math.round(incident.peak_confidence * 100)}%` }),
-      el("span", { class: open ? "badge" : "badge muted-badge", "data-state": open ? "failed" : "stopped", text: open ? "Open" : "Closed" }));
+      el("span", { class: open ? "badge" : "badge muted-badge", "data-state": open ? "failed" : "stopped", text: open ? "Open" : "Closed" }),
+      ...verdictBadges(incident));
     button.setAttribute("aria-label", `Play the ${incident.class_name} on ${name} at ${when(incident.opened_at)}`);
     button.addEventListener("click", () => this.play(incident));
     const review = reviewControls(incident, `${incident.class_name} on ${name}`, (reviewed) => {
@@ -176,3 +180,27 @@ export class IncidentsView {
 
 /** @param {string} text */
 const capital = (text) => text.charAt(0).toUpperCase() + text.slice(1);
+
+/** @param {Incident} incident */
+const verdictText = (incident) => {
+  if (incident.false_alarm) return "False alarm";
+  const verdict = incident.verification ? incident.verification.verdict : "";
+  return verdict === "confirmed" ? "Confirmed by the model" : verdict === "uncertain" ? "Model uncertain" : "";
+};
+
+/**
+ * The model's check of an incident as badges: verifying, its verdict (with what it saw as the
+ * tooltip), false alarm.
+ * @param {Incident} incident
+ */
+const verdictBadges = (incident) => {
+  const state = incident.verification_state || "unspecified";
+  if (state === "pending") return [el("span", { class: "badge muted-badge", "data-testid": "incident-verdict", text: "Verifying…" })];
+  if (state === "skipped") return [el("span", { class: "badge muted-badge", "data-testid": "incident-verdict", text: "Not verified" })];
+  const text = verdictText(incident);
+  if (state !== "done" || !text) return [];
+  const badge = el("span", { class: "badge", "data-testid": "incident-verdict", "data-state": incident.false_alarm ? "stopped" : "failed", text });
+  const v = incident.verification;
+  if (v) badge.title = `${v.sees} · threat ${v.threat_level} · ${v.reason}`;
+  return [badge];
+};

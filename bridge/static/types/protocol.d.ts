@@ -90,7 +90,10 @@ export interface Incident {
   zones?: string[];
   /** an operator's review; null until reviewed */
   review?: Review | null;
-  /** dismissed by an operator, or rejected by the model and not confirmed */
+  /** the language model's check: "pending", "done", "skipped" ("unspecified": off) */
+  verification_state?: string;
+  verification?: Verification | null;
+  /** dismissed by an operator, or rejected by the model and not confirmed; kept */
   false_alarm?: boolean;
 }
 
@@ -118,6 +121,16 @@ export interface IncidentStats {
 
 export interface IncidentStatsList {
   stats: IncidentStats[];
+}
+
+/** The language model's verdict on an incident. */
+export interface Verification {
+  verdict: "confirmed" | "rejected" | "uncertain" | string;
+  sees: string;
+  threat_level: number;
+  reason: string;
+  model: string;
+  model_seconds: number;
 }
 
 export interface TimeRange {
@@ -157,10 +170,12 @@ export interface Coverage {
 /** /ws/incidents: the live feed, JSON text messages. */
 export interface FeedIncident {
   type: "incident";
-  event: "opened" | "closed" | "reviewed" | string;
+  event: "opened" | "closed" | "verified" | "reviewed" | string;
   incident: Incident;
   /** base64 JPEG of the frame that opened it */
   snapshot: string | null;
+  /** this event alerts people under the source's alert policy: the page toasts it */
+  alert?: boolean;
 }
 
 export interface FeedSourceEvent {

@@ -21,6 +21,7 @@ from vigil.sdk.common import (
     optional_seconds,
     seconds,
 )
+from vigil.sdk.model_types import Verification
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.recording_types import TimeRange
 from vigil.sdk.review_types import Review
@@ -33,8 +34,16 @@ SourceState = Literal[
 # Sources from the service carry the mode in effect ("unspecified" only from an older service).
 SourceMode = Literal["unspecified", "on_demand", "always", "unknown"]
 IncidentEventKind = Literal[
-    "unspecified", "opened", "closed", "source_event", "unknown", "reviewed"
+    "unspecified", "opened", "closed", "source_event", "unknown", "verified", "reviewed"
 ]
+# Where the language model's check of an incident stands ("unspecified": verification is off).
+VerificationState = Literal["unspecified", "pending", "done", "skipped", "unknown"]
+# When a source's weapon incidents alert people; empty: the service default.
+ALERT_POLICIES: dict[str, pb.AlertPolicy.ValueType] = {
+    "at_opening": pb.ALERT_POLICY_AT_OPENING,
+    "when_confirmed": pb.ALERT_POLICY_WHEN_CONFIRMED,
+    "both": pb.ALERT_POLICY_BOTH,
+}
 SourceEventKind = Literal[
     "unspecified", "zone_enter", "zone_leave", "zone_loiter", "line_cross", "camera_frozen",
     "camera_covered", "camera_defocused", "camera_moved", "unknown",
@@ -239,6 +248,8 @@ class SourceSpec:
     ptz: bool = False
     # How motion gates the object detector (always-on sources).
     motion: MotionSettings = field(default_factory=MotionSettings)
+    # "at_opening", "when_confirmed", "both", or empty for the service default.
+    alert_policy: str = ""
     proto: pb.SourceSpec = field(default_factory=pb.SourceSpec, repr=False, compare=False)
 
     @classmethod
@@ -252,6 +263,7 @@ class SourceSpec:
             zones=tuple(Zone.from_proto(z) for z in m.zones),
             incident_zones=tuple(m.incident_zones),
             motion=MotionSettings.from_proto(m.motion),
+            alert_policy=_alert_policy_name(m.alert_policy),
             proto=m,
         )
 
@@ -271,7 +283,17 @@ class SourceSpec:
         _replace(m.zones, (z.to_proto() for z in self.zones))
         _replace(m.incident_zones, self.incident_zones)
         m.motion.CopyFrom(self.motion.to_proto())
+        if self.alert_policy and self.alert_policy not in ALERT_POLICIES:
+            raise ValueError(
+                f"unknown alert policy {self.alert_policy!r}; one of {', '.join(ALERT_POLICIES)}"
+            )
+        m.alert_policy = ALERT_POLICIES.get(self.alert_policy, pb.ALERT_POLICY_UNSPECIFIED)
         return m
+
+
+def _alert_policy_name(value: pb.AlertPolicy.ValueType) -> str:
+    name = enum_name(pb.AlertPolicy.Name, value, "ALERT_POLICY_")
+    return "" if name == "unspecified" else name
 
 
 def _replace(repeated: Any, items: Iterable[Any]) -> None:
@@ -296,9 +318,12 @@ class Incident:
     # The part of the source's recording that shows it (``export`` it); None when the source is
     # not recorded. Open-ended while the incident is open.
     recording: TimeRange | None
-    # An operator's review (None until reviewed); a false alarm: dismissed, or rejected by the
-    # model and not confirmed.
+    # An operator's review (None until reviewed).
     review: Review | None
+    # The language model's check: where it stands, and its verdict once done (else None).
+    verification_state: VerificationState
+    verification: Verification | None
+    # Dismissed by an operator, or rejected by the model and not confirmed; kept all the same.
     false_alarm: bool
     proto: pb.Incident = field(repr=False, compare=False)
 
@@ -316,6 +341,13 @@ class Incident:
             detections=detections(m.detections),
             recording=TimeRange.from_proto(m.recording) if m.HasField("recording") else None,
             review=Review.of(m),
+            verification_state=cast(
+                VerificationState,
+                enum_name(pb.VerificationState.Name, m.verification_state, "VERIFICATION_STATE_"),
+            ),
+            verification=(
+                Verification.from_proto(m.verification) if m.HasField("verification") else None
+            ),
             proto=m,
         )
 
@@ -362,11 +394,13 @@ class IncidentEvent:
     kind: IncidentEventKind
     incident: Incident
     proto: pb.StreamIncidentsResponse = field(repr=False, compare=False)
+    # This event alerts people under the source's alert policy (what the webhook and toasts get).
+    alert: bool = False
 
     @classmethod
     def from_proto(cls, m: pb.StreamIncidentsResponse) -> IncidentEvent:
         kind = enum_name(pb.IncidentEventType.Name, m.type, "INCIDENT_EVENT_TYPE_")
-        return cls(cast(IncidentEventKind, kind), Incident.from_proto(m.incident), m)
+        return cls(cast(IncidentEventKind, kind), Incident.from_proto(m.incident), m, m.alert)
 
 
 def incident_item(m: pb.StreamIncidentsResponse) -> IncidentEvent | SourceEvent:
