@@ -10,9 +10,12 @@
   service's settings class; every workload's containers have readiness and liveness probes,
   native gRPC ones for the gRPC services; each workload of Vigil's images has a
   PodDisruptionBudget; every
-  ConfigMap and Secret a pod reads (variables, volumes not marked optional) exists in the overlay,
-  with the key it names; a StatefulSet's
-  Service is headless.
+  ConfigMap and Secret a pod reads (variables, volumes not marked optional) exists in the overlay
+  (a Secret: or a cert-manager Certificate of the overlay issues it), with the key it names; a
+  StatefulSet's Service is headless; every host of an Ingress is served over TLS; and TLS between
+  the services is consistent (scripts/deploy_tls_rules.py: callers and services agree, mutual
+  TLS in the production overlay, probes on the plaintext health port, which no NetworkPolicy
+  opens).
 
 Usage: python scripts/check_deploy.py [DEPLOY_DIR]   (exit status 1 and one line per problem)
 """
@@ -33,6 +36,7 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "clients"), str(REPO / "scripts")]
 
+from deploy_tls_rules import check_tls, secret_keys  # noqa: E402
 from kustomize_render import RenderError, render  # noqa: E402
 
 # Oldest (native gRPC probes are GA from 1.27; matchLabelKeys on by default from 1.27) and newest
@@ -40,8 +44,6 @@ from kustomize_render import RenderError, render  # noqa: E402
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 WITHOUT_SCHEMA = {("cert-manager.io", "Certificate"), ("cert-manager.io", "ClusterIssuer")}
 WORKLOADS = {"Deployment", "StatefulSet"}
-# The gRPC services by the module their container runs, and their port.
-GRPC_SERVICES = {"detector_service": 50051, "analyzer_service": 50052}
 SETTINGS = {
     "VIGIL_DETECTOR_": ("detector_service.settings", "DetectorSettings"),
     "VIGIL_ANALYZER_": ("analyzer_service.settings", "AnalyzerSettings"),
@@ -151,29 +153,25 @@ def check_workload(
         if not services or services[0]["spec"].get("clusterIP") != "None":
             problems.append(f"{name}: its serviceName is no headless Service of the overlay")
     for volume in pod_spec(obj).get("volumes", []):
-        for kind, field, key in (
-            ("Secret", "secret", "secretName"),
-            ("ConfigMap", "configMap", "name"),
+        secret, config = volume.get("secret"), volume.get("configMap")
+        if (
+            secret
+            and not secret.get("optional")
+            and secret_keys(secret["secretName"], objects) is None
         ):
-            ref = volume.get(field)
-            if (
-                ref
-                and not ref.get("optional")
-                and not any(
-                    o["kind"] == kind and o["metadata"]["name"] == ref[key] for o in objects
-                )
-            ):
-                problems.append(f"{name}: volume {volume['name']} needs {kind} {ref[key]}")
+            problems.append(f"{name}: volume {volume['name']} needs Secret {secret['secretName']}")
+        if (
+            config
+            and not config.get("optional")
+            and not any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == config["name"]
+                        for o in objects)
+        ):  # fmt: skip
+            problems.append(f"{name}: volume {volume['name']} needs ConfigMap {config['name']}")
     for container in pod_spec(obj)["containers"]:
         where_c = f"{name} container {container['name']}"
         for probe in ("readinessProbe", "livenessProbe"):
             if probe not in container:
                 problems.append(f"{where_c}: no {probe}")
-        port = GRPC_SERVICES.get(" ".join(container.get("args", [])))
-        if port is not None:
-            for probe in ("readinessProbe", "livenessProbe"):
-                if container.get(probe, {}).get("grpc", {}).get("port") != port:
-                    problems.append(f"{where_c}: {probe} is not a gRPC health probe of :{port}")
         for variable in container.get("env", []):
             problems += check_env_name(variable["name"], where_c, fields)
         problems += check_references(container, objects, where_c)
@@ -210,6 +208,16 @@ def check_references(container: Obj, objects: list[Obj], where: str) -> list[str
     return problems
 
 
+def check_ingress_tls(obj: Obj, where: str) -> list[str]:
+    """Browsers' TLS ends at the ingress: each host it routes has a certificate there."""
+    covered = {h for entry in obj["spec"].get("tls", []) for h in entry.get("hosts", [])}
+    return [
+        f"{where}: {describe(obj)}: host {rule.get('host', '*')} is not served over TLS"
+        for rule in obj["spec"].get("rules", [])
+        if rule.get("host") not in covered
+    ]
+
+
 def check_overlay(directory: pathlib.Path, fields: dict[str, set[str]]) -> list[str]:
     where = str(directory)
     try:
@@ -224,6 +232,10 @@ def check_overlay(directory: pathlib.Path, fields: dict[str, set[str]]) -> list[
                 problems += check_env_name(variable, f"{where}: {describe(obj)}", fields)
         if obj["kind"] in WORKLOADS:
             problems += check_workload(obj, objects, where, fields)
+        if obj["kind"] == "Ingress":
+            problems += check_ingress_tls(obj, where)
+    workloads = [o for o in objects if o["kind"] in WORKLOADS]
+    problems += check_tls(directory.name, workloads, objects, where)
     for example in directory.glob("secrets/*.env.example"):
         problems += check_env_file(example, fields)
     return problems
