@@ -1,7 +1,8 @@
 """Offline check of the deployment files in deploy/ (``make lint``; no cluster, engine or network).
 
-- The compose file against the compose specification: check-jsonschema with the schema it ships
-  (``--builtin-schema vendor.compose-spec``).
+- The compose files against the compose specification: check-jsonschema with the schema it ships
+  (``--builtin-schema vendor.compose-spec``); an override file (compose.tls.yaml) names only
+  services of compose.yaml, and all the replicas of those it changes.
 - Every Kubernetes overlay rendered (scripts/kustomize_render.py, with the committed secret
   templates) and each object validated against Kubernetes' OpenAPI schemas of the oldest and the
   newest version we support, strictly (an unknown field is an error): kubernetes-validate, whose
@@ -97,8 +98,21 @@ def check_compose(path: pathlib.Path, fields: dict[str, set[str]]) -> list[str]:
         )
         for variable in names:
             problems += check_env_name(variable, f"{path}: service {name}", fields)
-    for example in path.parent.glob("env/*.env.example"):
-        problems += check_env_file(example, fields)
+    return problems
+
+
+def check_compose_override(path: pathlib.Path, base: pathlib.Path) -> list[str]:
+    """An override (compose.tls.yaml) names services of the base file, and every replica of a
+    service it changes: a replica left out would serve or call differently from its peers."""
+    services: dict[str, Obj] = yaml.safe_load(base.read_text()).get("services") or {}
+    changed = yaml.safe_load(path.read_text()).get("services") or {}
+    problems = [
+        f"{path}: service {n} is not one of {base.name}" for n in changed if n not in services
+    ]
+    commands = {str(services[n].get("command")) for n in changed if n in services}
+    for name, service in services.items():
+        if name not in changed and str(service.get("command")) in commands:
+            problems.append(f"{path}: leaves out {name}, a replica of the services it changes")
     return problems
 
 
@@ -251,6 +265,10 @@ def main(argv: list[str]) -> int:
         problems.append(f"{deploy}: expected compose/compose.yaml and k8s/overlays/*")
     for path in composes:
         problems += check_compose(path, fields)
+        if path.name != "compose.yaml":
+            problems += check_compose_override(path, path.with_name("compose.yaml"))
+    for example in deploy.glob("compose/env/*.env.example"):
+        problems += check_env_file(example, fields)
     for overlay in overlays:
         problems += check_overlay(overlay, fields)
     for problem in problems:
