@@ -8,6 +8,8 @@ values):
   serves plaintext is called in plaintext. Either mismatch fails every call.
 - In an overlay whose services talk across machines (``ENCRYPTED_OVERLAYS``) every gRPC service
   serves mutual TLS and every caller names the CA it verifies against and its own certificate.
+- A caller names each service by a host its cert-manager Certificate names (gRPC checks the
+  certificate against the target's host).
 - Every TLS file named is a key of a Secret mounted at its directory (a Secret of the overlay, or
   one a cert-manager Certificate of the overlay issues: tls.crt, tls.key, ca.crt).
 - Kubelet's native gRPC probes cannot speak TLS: a service serving TLS is probed on its plaintext
@@ -28,10 +30,20 @@ SERVERS = {
     "detector_service": ("VIGIL_DETECTOR_", 50051),
     "analyzer_service": ("VIGIL_ANALYZER_", 50052),
 }
-# Who calls which services, and the prefix of the settings its TLS to them is configured by.
+# Who calls which services: the prefix of the settings its TLS to them is configured by, and the
+# setting naming each one's address.
 CALLERS = {
-    "analyzer_service": ("VIGIL_ANALYZER_DETECTOR_TLS_", ("detector_service",)),
-    "bridge": ("VIGIL_BRIDGE_BACKEND_TLS_", ("detector_service", "analyzer_service")),
+    "analyzer_service": (
+        "VIGIL_ANALYZER_DETECTOR_TLS_",
+        {"detector_service": "VIGIL_ANALYZER_DETECTOR_ADDRESS"},
+    ),
+    "bridge": (
+        "VIGIL_BRIDGE_BACKEND_TLS_",
+        {
+            "detector_service": "VIGIL_BRIDGE_DETECTOR_ADDRESS",
+            "analyzer_service": "VIGIL_BRIDGE_ANALYZER_ADDRESS",
+        },
+    ),
 }
 # Overlays whose replicas run on several nodes: what passes between the services crosses machines.
 ENCRYPTED_OVERLAYS = {"production"}
@@ -92,6 +104,7 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
     encrypted = overlay in ENCRYPTED_OVERLAYS
     problems = []
     served: dict[str, tuple[bool, bool]] = {}  # module: (TLS, mutual TLS)
+    names: dict[str, tuple[str, list[str]]] = {}  # module: its Certificate's name and DNS names
     for c in containers:
         if c.module in SERVERS:
             prefix, _ = SERVERS[c.module]
@@ -99,6 +112,9 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
             problems += _mounted(c, files, objects)
             cert, key, ca = files.values()
             served[c.module] = (bool(cert and key), bool(cert and key and ca))
+            certificate = _certificate(c, cert, objects)
+            if certificate is not None:
+                names[c.module] = certificate
             if encrypted and not all(files.values()):
                 unset = ", ".join(n for n, v in files.items() if not v)
                 problems.append(f"{c.where}: {unset} unset: mutual TLS between machines wanted")
@@ -115,7 +131,13 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
         if encrypted and not all(files.values()):
             unset = ", ".join(n for n, v in files.items() if not v)
             problems.append(f"{c.where}: {unset} unset: mutual TLS between machines wanted")
-        for name in called:
+        for name, address in called.items():
+            host = _host(c.env.get(address) or "")
+            if uses_tls and name in names and host and not _named(host, names[name][1]):
+                problems.append(
+                    f"{c.where}: {address} names {host}, which {names[name][0]} does not "
+                    "(its dnsNames): the hostname check fails"
+                )
             tls, mutual = served.get(name, (uses_tls, False))
             if tls and not uses_tls:
                 problems.append(f"{c.where}: calls {name} in plaintext, but it serves TLS")
@@ -143,6 +165,40 @@ def _mounted(c: _Container, files: dict[str, str | None], objects: list[Obj]) ->
         if keys is None or path.name not in keys:
             problems.append(f"{c.where}: {name}={value} is no key of a Secret mounted there")
     return problems
+
+
+def _certificate(
+    c: _Container, cert: str | None, objects: list[Obj]
+) -> tuple[str, list[str]] | None:
+    """The cert-manager Certificate whose Secret is mounted where ``cert`` lies, if any."""
+    if not cert:
+        return None
+    directory = pathlib.PurePosixPath(cert).parent
+    volumes = {v["name"]: v for v in c.workload["spec"]["template"]["spec"].get("volumes", [])}
+    for mount in c.container.get("volumeMounts", []):
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret and pathlib.PurePosixPath(mount["mountPath"]) == directory:
+            for obj in objects:
+                spec = obj.get("spec", {})
+                if obj["kind"] == "Certificate" and spec.get("secretName") == secret["secretName"]:
+                    return f"Certificate/{obj['metadata']['name']}", spec.get("dnsNames", [])
+    return None
+
+
+def _host(target: str) -> str:
+    """The host a gRPC target names, which TLS checks the certificate against (dns:///h:p, h:p);
+    "" for a list of addresses (the SDK's authority is then not a host of the overlay's)."""
+    if "," in target or target.startswith(("ipv4:", "ipv6:", "unix:")):
+        return ""
+    if target.startswith("dns:"):
+        target = target.removeprefix("dns:")
+        if target.startswith("//"):  # dns://resolver/host:port
+            target = target[2:].partition("/")[2]
+    return target.rpartition(":")[0]
+
+
+def _named(host: str, names: list[str]) -> bool:
+    return any(n == host or (n.startswith("*.") and host.partition(".")[2] == n[2:]) for n in names)
 
 
 def _probes(c: _Container, prefix: str, *, tls: bool) -> list[str]:

@@ -180,6 +180,12 @@ TLS_FAULTS = [
         "path: /spec/tls/0/hosts/0\n        value: vigil.example.net",
         "Ingress/vigil: host vigil.example.org is not served over TLS",
     ),
+    (
+        "k8s/overlays/production/certificates.yaml",
+        r"^    - vigil-analyzer$",
+        "    - vigil-analyser",
+        "VIGIL_BRIDGE_ANALYZER_ADDRESS names vigil-analyzer, which Certificate/vigil-analyzer-tls",
+    ),
     ("compose/compose.tls.yaml", r"^  bridge-2: \*bridge-tls\n", "", "leaves out bridge-2"),
     (
         "compose/compose.tls.yaml",
