@@ -1,7 +1,8 @@
 """Offline check of the deployment files in deploy/ (``make lint``; no cluster, engine or network).
 
-- The compose file against the compose specification: check-jsonschema with the schema it ships
-  (``--builtin-schema vendor.compose-spec``).
+- The compose files against the compose specification: check-jsonschema with the schema it ships
+  (``--builtin-schema vendor.compose-spec``); an override file (compose.tls.yaml) names only
+  services of compose.yaml, and all the replicas of those it changes.
 - Every Kubernetes overlay rendered (scripts/kustomize_render.py, with the committed secret
   templates) and each object validated against Kubernetes' OpenAPI schemas of the oldest and the
   newest version we support, strictly (an unknown field is an error): kubernetes-validate, whose
@@ -10,9 +11,12 @@
   service's settings class; every workload's containers have readiness and liveness probes,
   native gRPC ones for the gRPC services; each workload of Vigil's images has a
   PodDisruptionBudget; every
-  ConfigMap and Secret a pod reads (variables, volumes not marked optional) exists in the overlay,
-  with the key it names; a StatefulSet's
-  Service is headless.
+  ConfigMap and Secret a pod reads (variables, volumes not marked optional) exists in the overlay
+  (a Secret: or a cert-manager Certificate of the overlay issues it), with the key it names; a
+  StatefulSet's Service is headless; every host of an Ingress is served over TLS; and TLS between
+  the services is consistent (scripts/deploy_tls_rules.py: callers and services agree, mutual
+  TLS in the production overlay, probes on the plaintext health port, which no NetworkPolicy
+  opens).
 
 Usage: python scripts/check_deploy.py [DEPLOY_DIR]   (exit status 1 and one line per problem)
 """
@@ -33,6 +37,7 @@ from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "clients"), str(REPO / "scripts")]
 
+from deploy_tls_rules import check_tls, secret_keys  # noqa: E402
 from kustomize_render import RenderError, render  # noqa: E402
 
 # Oldest (native gRPC probes are GA from 1.27; matchLabelKeys on by default from 1.27) and newest
@@ -40,8 +45,6 @@ from kustomize_render import RenderError, render  # noqa: E402
 KUBERNETES_VERSIONS = ("1.30.0", "1.37.0")
 WITHOUT_SCHEMA = {("cert-manager.io", "Certificate"), ("cert-manager.io", "ClusterIssuer")}
 WORKLOADS = {"Deployment", "StatefulSet"}
-# The gRPC services by the module their container runs, and their port.
-GRPC_SERVICES = {"detector_service": 50051, "analyzer_service": 50052}
 SETTINGS = {
     "VIGIL_DETECTOR_": ("detector_service.settings", "DetectorSettings"),
     "VIGIL_ANALYZER_": ("analyzer_service.settings", "AnalyzerSettings"),
@@ -95,8 +98,21 @@ def check_compose(path: pathlib.Path, fields: dict[str, set[str]]) -> list[str]:
         )
         for variable in names:
             problems += check_env_name(variable, f"{path}: service {name}", fields)
-    for example in path.parent.glob("env/*.env.example"):
-        problems += check_env_file(example, fields)
+    return problems
+
+
+def check_compose_override(path: pathlib.Path, base: pathlib.Path) -> list[str]:
+    """An override (compose.tls.yaml) names services of the base file, and every replica of a
+    service it changes: a replica left out would serve or call differently from its peers."""
+    services: dict[str, Obj] = yaml.safe_load(base.read_text()).get("services") or {}
+    changed = yaml.safe_load(path.read_text()).get("services") or {}
+    problems = [
+        f"{path}: service {n} is not one of {base.name}" for n in changed if n not in services
+    ]
+    commands = {str(services[n].get("command")) for n in changed if n in services}
+    for name, service in services.items():
+        if name not in changed and str(service.get("command")) in commands:
+            problems.append(f"{path}: leaves out {name}, a replica of the services it changes")
     return problems
 
 
@@ -151,29 +167,25 @@ def check_workload(
         if not services or services[0]["spec"].get("clusterIP") != "None":
             problems.append(f"{name}: its serviceName is no headless Service of the overlay")
     for volume in pod_spec(obj).get("volumes", []):
-        for kind, field, key in (
-            ("Secret", "secret", "secretName"),
-            ("ConfigMap", "configMap", "name"),
+        secret, config = volume.get("secret"), volume.get("configMap")
+        if (
+            secret
+            and not secret.get("optional")
+            and secret_keys(secret["secretName"], objects) is None
         ):
-            ref = volume.get(field)
-            if (
-                ref
-                and not ref.get("optional")
-                and not any(
-                    o["kind"] == kind and o["metadata"]["name"] == ref[key] for o in objects
-                )
-            ):
-                problems.append(f"{name}: volume {volume['name']} needs {kind} {ref[key]}")
+            problems.append(f"{name}: volume {volume['name']} needs Secret {secret['secretName']}")
+        if (
+            config
+            and not config.get("optional")
+            and not any(o["kind"] == "ConfigMap" and o["metadata"]["name"] == config["name"]
+                        for o in objects)
+        ):  # fmt: skip
+            problems.append(f"{name}: volume {volume['name']} needs ConfigMap {config['name']}")
     for container in pod_spec(obj)["containers"]:
         where_c = f"{name} container {container['name']}"
         for probe in ("readinessProbe", "livenessProbe"):
             if probe not in container:
                 problems.append(f"{where_c}: no {probe}")
-        port = GRPC_SERVICES.get(" ".join(container.get("args", [])))
-        if port is not None:
-            for probe in ("readinessProbe", "livenessProbe"):
-                if container.get(probe, {}).get("grpc", {}).get("port") != port:
-                    problems.append(f"{where_c}: {probe} is not a gRPC health probe of :{port}")
         for variable in container.get("env", []):
             problems += check_env_name(variable["name"], where_c, fields)
         problems += check_references(container, objects, where_c)
@@ -210,6 +222,16 @@ def check_references(container: Obj, objects: list[Obj], where: str) -> list[str
     return problems
 
 
+def check_ingress_tls(obj: Obj, where: str) -> list[str]:
+    """Browsers' TLS ends at the ingress: each host it routes has a certificate there."""
+    covered = {h for entry in obj["spec"].get("tls", []) for h in entry.get("hosts", [])}
+    return [
+        f"{where}: {describe(obj)}: host {rule.get('host', '*')} is not served over TLS"
+        for rule in obj["spec"].get("rules", [])
+        if rule.get("host") not in covered
+    ]
+
+
 def check_overlay(directory: pathlib.Path, fields: dict[str, set[str]]) -> list[str]:
     where = str(directory)
     try:
@@ -224,6 +246,10 @@ def check_overlay(directory: pathlib.Path, fields: dict[str, set[str]]) -> list[
                 problems += check_env_name(variable, f"{where}: {describe(obj)}", fields)
         if obj["kind"] in WORKLOADS:
             problems += check_workload(obj, objects, where, fields)
+        if obj["kind"] == "Ingress":
+            problems += check_ingress_tls(obj, where)
+    workloads = [o for o in objects if o["kind"] in WORKLOADS]
+    problems += check_tls(directory.name, workloads, objects, where)
     for example in directory.glob("secrets/*.env.example"):
         problems += check_env_file(example, fields)
     return problems
@@ -239,6 +265,10 @@ def main(argv: list[str]) -> int:
         problems.append(f"{deploy}: expected compose/compose.yaml and k8s/overlays/*")
     for path in composes:
         problems += check_compose(path, fields)
+        if path.name != "compose.yaml":
+            problems += check_compose_override(path, path.with_name("compose.yaml"))
+    for example in deploy.glob("compose/env/*.env.example"):
+        problems += check_env_file(example, fields)
     for overlay in overlays:
         problems += check_overlay(overlay, fields)
     for problem in problems:

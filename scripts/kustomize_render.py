@@ -261,12 +261,17 @@ def strategic_merge(base: Obj, patch: Obj) -> None:
 
 
 def merge_list(base: list[Obj], patch: list[Obj], merge_key: str) -> None:
+    # kustomize's order: the patch's elements first (merged into the base's of the same key, in
+    # the patch's order), then the base's others in theirs.
+    merged = []
     for item in patch:
         same = [b for b in base if b.get(merge_key) == item.get(merge_key)]
         if same:
             strategic_merge(same[0], item)
+            merged.append(same[0])
         else:
-            base.append(copy.deepcopy(item))
+            merged.append(copy.deepcopy(item))
+    base[:] = merged + [b for b in base if not any(b is m for m in merged)]
 
 
 def json6902(obj: Obj, operation: Obj) -> None:

@@ -130,12 +130,76 @@ RENDER_FAULTS = [
         "JSON patch replace /spec/rule/0/host: no such place",
     ),
 ]
+PRODUCTION = "k8s/overlays/production/patches.yaml"
+TLS_FAULTS = [
+    (
+        PRODUCTION,
+        r"^  VIGIL_DETECTOR_TLS_CLIENT_CA_FILE: .*\n",
+        "",
+        "VIGIL_DETECTOR_TLS_CLIENT_CA_FILE unset: mutual TLS between machines wanted",
+    ),
+    (
+        PRODUCTION,
+        r"^  VIGIL_DETECTOR_HEALTH_PORT: .*\n",
+        "",
+        "serves TLS without VIGIL_DETECTOR_HEALTH_PORT",
+    ),
+    (
+        PRODUCTION,
+        r"VIGIL_BRIDGE_BACKEND_TLS_CA_FILE: /etc/vigil/tls/ca.crt",
+        "VIGIL_BRIDGE_BACKEND_TLS_CA_FILE: /etc/vigil/tls/ca.pem",
+        "VIGIL_BRIDGE_BACKEND_TLS_CA_FILE=/etc/vigil/tls/ca.pem is no key of a Secret mounted",
+    ),
+    (
+        PRODUCTION,
+        r"(^  VIGIL_ANALYZER_DETECTOR_TLS_\w+: .*\n)+",
+        "",
+        "container analyzer: calls detector_service in plaintext, but it serves TLS",
+    ),
+    (
+        PRODUCTION,
+        r"readinessProbe:\n            grpc: \{port: 50062\}",
+        "readinessProbe:\n            grpc: {port: 50052}",
+        "readinessProbe is not a gRPC health probe of the plaintext health port :50062",
+    ),
+    (
+        "k8s/base/network.yaml",
+        r"^        - \{protocol: TCP, port: 9102\}$",
+        "        - {protocol: TCP, port: 9102}\n        - {protocol: TCP, port: 50062}",
+        "NetworkPolicy/vigil-analyzer opens the plaintext health port :50062",
+    ),
+    (
+        "k8s/base/bridge.yaml",
+        r"secretName: vigil-bridge-tls,",
+        "secretName: vigil-bridge-tsl,",
+        "Deployment/vigil-bridge: volume tls needs Secret vigil-bridge-tsl",
+    ),
+    (
+        "k8s/overlays/production/kustomization.yaml",
+        r"path: /spec/tls/0/hosts/0\n        value: vigil.example.org",
+        "path: /spec/tls/0/hosts/0\n        value: vigil.example.net",
+        "Ingress/vigil: host vigil.example.org is not served over TLS",
+    ),
+    (
+        "k8s/overlays/production/certificates.yaml",
+        r"^    - vigil-analyzer$",
+        "    - vigil-analyser",
+        "VIGIL_BRIDGE_ANALYZER_ADDRESS names vigil-analyzer, which Certificate/vigil-analyzer-tls",
+    ),
+    ("compose/compose.tls.yaml", r"^  bridge-2: \*bridge-tls\n", "", "leaves out bridge-2"),
+    (
+        "compose/compose.tls.yaml",
+        r"VIGIL_DETECTOR_TLS_CLIENT_CA_FILE:",
+        "VIGIL_DETECTOR_TLS_CA_FILE:",
+        "VIGIL_DETECTOR_TLS_CA_FILE is no setting of DetectorSettings",
+    ),
+]
 
 
 @pytest.mark.parametrize(
     "faults",
-    [SCHEMA_FAULTS, RULE_FAULTS, COMPOSE_FAULTS, RENDER_FAULTS],
-    ids=["schema", "rules", "compose", "render"],
+    [SCHEMA_FAULTS, RULE_FAULTS, COMPOSE_FAULTS, RENDER_FAULTS, TLS_FAULTS],
+    ids=["schema", "rules", "compose", "render", "tls"],
 )
 def test_each_planted_fault_is_reported(
     tmp_path: pathlib.Path, faults: list[tuple[str, str, str, str]]
