@@ -86,9 +86,12 @@ class RecordingFetcher:
         self.workers = workers
         self.detector = detector
 
-    async def fetch(self, recording: pb.RecordingRange) -> pb.Video:
-        """The range stored as a video (not yet in the job store); the range must have passed
-        ``check_range``."""
+    async def fetch(self, recording: pb.RecordingRange) -> tuple[pb.Video, pb.RecordingRange]:
+        """The range stored as a video (not yet in the job store), and what of the camera's
+        recording the video covers: from the keyframe at or before the asked start (or the first
+        one recorded after it) to the end of what is recorded before the asked end. The video's
+        first instant is the covered start, so a moment it cites at [mm:ss] happened that long
+        after it. The range must have passed ``check_range``."""
         source, start, end = recording.source_id, _seconds(recording.start), _seconds(recording.end)
         asked = f"{source!r} from {_utc(start)} to {_utc(end)}"
         stream = await self.detector.export(
@@ -105,15 +108,19 @@ class RecordingFetcher:
                     f"{self.settings.max_upload_bytes} bytes; ask for a shorter range"
                 )
             await uploads.check_room(info.size, self.settings)
-            return await uploads.store(
+            video = await uploads.store(
                 self._chunks(stream, asked),
-                name=video_name(source, start, end),
+                name=video_name(source, info.start, info.end),
                 size=info.size,
                 settings=self.settings,
                 workers=self.workers,
             )
         finally:
             stream.cancel()
+        covered = pb.RecordingRange(source_id=source)
+        covered.start.CopyFrom(info.proto.covered.start)
+        covered.end.CopyFrom(info.proto.covered.end)
+        return video, covered
 
     async def _chunks(
         self, stream: AsyncIterator[ExportInfo | bytes], asked: str

@@ -122,10 +122,10 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         started = time.monotonic()
         # A fetch writes a video to disk as an upload does, and shares the uploads' slots.
         with self.upload_slots.hold(client_of(context, self.settings.trusted_proxies)):
-            video = await self.recordings.fetch(request.recording)
+            video, covered = await self.recordings.fetch(request.recording)
         await asyncio.shield(self.jobs.store.create_video(video))
         self.metrics.stage.labels("recording").observe(time.monotonic() - started)
-        job = await self.jobs.submit(video, request.options, recording=request.recording)
+        job = await self.jobs.submit(video, request.options, recording=covered)
         return pb.StartAnalysisResponse(job=job)
 
     async def StreamAnalysisEvents(

@@ -257,7 +257,9 @@ class Job(BaseModel):
     updated_at: str | None
     attempts: int
     recording: RecordingRange | None = Field(
-        default=None, description="The camera recording analysed; null for an upload."
+        default=None,
+        description="The camera recording analysed, as far as it is recorded (the video's first "
+        "instant is its start); null for an upload.",
     )
 
     @classmethod

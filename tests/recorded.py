@@ -24,9 +24,7 @@ def camera(mount: str = "gate") -> RtspCamera:
     return RtspCamera((mount,), width=320, height=240, fps=10, keyframe_s=1.0)
 
 
-def record(
-    detector_address: str, camera_url: str, source_id: str = "gate"
-) -> tuple[float, float]:
+def record(detector_address: str, camera_url: str, source_id: str = "gate") -> tuple[float, float]:
     """Add the camera as ``source_id`` and wait until ``RECORDED_S`` of it can be exported;
     returns that range (seconds since the epoch)."""
     with DetectorClient(detector_address) as client:

@@ -75,7 +75,7 @@ async def test_ranges_are_checked_before_the_detector_is_asked(server: AnalyzerS
         ok = RecordingRange("gate", now - 60, now)
         with pytest.raises(InvalidInput, match="either video_id or recording"):
             await client.start_analysis("v1", recording=ok)
-        with pytest.raises(InvalidInput, match="max_frames .* over the limit"):
+        with pytest.raises(InvalidInput, match=r"max_frames .* over the limit"):
             await client.start_analysis(recording=ok, options=AnalysisOptions(max_frames=100_000))
         assert (await client.list_jobs()).items == ()
 
@@ -122,5 +122,6 @@ async def test_the_detectors_refusals_are_passed_on_and_limits_hold(
         # Nothing was kept of the refused ones; a range within the limits becomes a job.
         assert list(settings.videos_dir.glob("*")) == []
         job = await client.analyze_recording("gate", start, end, AnalysisOptions(max_frames=2))
+        assert job.video is not None
         assert [path.name for path in settings.videos_dir.iterdir()] == [job.video.id]
         assert (await client.get_job(job.id)).recording == job.recording

@@ -95,7 +95,8 @@ async def test_a_jobs_recording_range_is_kept_through_updates_and_claims(
     lease.job.state = pb.JOB_STATE_RUNNING
     await store.update_job(lease.job, lease=lease)
     stored = await store.get_job("j1")
-    assert stored is not None and stored.recording == recording
+    assert stored is not None
+    assert stored.recording == recording
     [listed], _ = await store.list_jobs(page_size=5, page_token="", state=pb.JOB_STATE_UNSPECIFIED)
     assert listed.recording == recording
 

@@ -52,11 +52,13 @@ def test_analyze_recording_prints_progress_the_summary_and_the_answers(
     captured = capsys.readouterr()
     err = captured.err.splitlines()
     assert err[0].startswith("fetching the recording of gate from ")
-    assert err[1].startswith("video ") and ", job " in err[1]
+    assert err[1].startswith("video ")
+    assert ", job " in err[1]
     assert "[ 10%] initializing: Starting video analysis..." in err
     assert any(line.startswith("[100%] complete: ") for line in err)
     out = captured.out
-    assert out.split("\n", 1)[0].strip() and out.split("\n", 1)[0] != "(no summary)"
+    assert out.split("\n", 1)[0].strip()
+    assert out.split("\n", 1)[0] != "(no summary)"
     assert "\nFrames: 2 sampled from " in out
     assert "\nQ: What happened?\nA: " in out
 

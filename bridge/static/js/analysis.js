@@ -18,7 +18,7 @@ import { toast } from "./toast.js";
  * @typedef {import("../types/protocol").UploadAnswer} UploadAnswer
  * @typedef {import("./range.js").PickedRange} PickedRange
  * @typedef {import("./session.js").SessionState} SessionState
- * @typedef {{id: string, video?: {duration_s?: number}}} RecordingJob
+ * @typedef {{id: string, video?: {duration_s?: number}, recording?: {start: string, end: string}}} RecordingJob
  */
 
 /** @type {Record<string, string>} */
@@ -65,6 +65,7 @@ export class AnalysisView {
     this.finished = false;
     this.jobId = null;
     $("analysis-card").hidden = false;
+    $("analysis-subject").hidden = true;
     $("result").hidden = true;
     $("long-video-notice").hidden = true;
     $("analysis-error").hidden = true;
@@ -133,6 +134,9 @@ export class AnalysisView {
     this.reset();
     const what = `${range.name}, ${when(range.start)}–${when(range.end)}`;
     this.setProgress(0, "queued", `Fetching the recording of ${what}…`);
+    // Times the answers cite ([mm:ss]) count from the start of what is recorded of the range.
+    $("analysis-subject").textContent = `Recording of ${what}.`;
+    $("analysis-subject").hidden = false;
     $("stage-message").textContent = "The analyzer fetches the range from the recording first.";
     const session_id = this.joinNewSession();
     const recording = { source_id: range.sourceId, start: range.start.toISOString(), end: range.end.toISOString() };
@@ -141,6 +145,10 @@ export class AnalysisView {
       /** @type {RecordingJob} */
       const job = await sendJson("POST", "/api/analyses", { recording, session_id });
       this.jobId = this.jobId || job.id;
+      if (job.recording) {
+        const covered = `${when(job.recording.start)}–${when(job.recording.end)}`;
+        $("analysis-subject").textContent = `Recording of ${range.name}, ${covered} (as recorded); times count from ${when(job.recording.start)}.`;
+      }
       this.chat.setEnabled(true, "Ask anything about the recording.");
       toast("success", "Recording fetched", `${what}: ${clock(job.video?.duration_s)} of video.`);
     } catch (error) {

@@ -206,7 +206,8 @@ class Job:
     updated_at: float | None
     attempts: int
     proto: pb.Job = field(repr=False, compare=False)
-    # The camera recording the video was cut from; None for an upload.
+    # The camera recording the video was cut from (what it covers: the video's first instant is
+    # ``recording.start``); None for an upload.
     recording: RecordingRange | None = None
 
     @property
