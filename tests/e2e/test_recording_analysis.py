@@ -123,8 +123,13 @@ async def test_a_range_dragged_on_the_timeline_is_analysed_and_answered(
     await expect(page.locator("#panel-recordings")).to_be_visible()
 
     # A drag over the last half of the window picks that range of the gate camera (no playback).
+    bands = page.get_by_test_id("range-selection")
+    await expect(bands).to_have_count(2)  # the gate camera and the detector's test pattern
+    await expect(bands.first).to_be_hidden()
+    await expect(bands.last).to_be_hidden()
     await drag_across(page, "gate", 0.5, 0.999)
     await expect(gate.get_by_test_id("range-selection")).to_be_visible()
+    await expect(bands.filter(visible=True)).to_have_count(1)
     await expect(page.get_by_test_id("range-source")).to_have_value("gate")
     await expect(page.get_by_test_id("range-note")).to_contain_text("gate: ")
     assert await page.get_by_test_id("range-start").input_value()

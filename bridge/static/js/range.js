@@ -54,7 +54,8 @@ export class RangePicker {
     /** @type {{x: number, id: number} | null} */
     let down = null;
     let dragged = false;
-    const band = el("span", { class: "selection", "data-testid": "range-selection", hidden: "" });
+    const band = el("span", { class: "selection", "data-testid": "range-selection" });
+    band.hidden = true;
     track.append(band);
     const timeAt = (/** @type {number} */ x) => {
       const box = track.getBoundingClientRect();

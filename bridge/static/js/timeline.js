@@ -36,6 +36,7 @@ export class TimelineView {
     this.window = byId("timeline-window", HTMLSelectElement);
     this.player = new Player("timeline-video", "timeline-caption", "timeline-notice", "timeline-boxes");
     this.loading = false;
+    this.again = false;
     this.window.addEventListener("change", () => this.load());
     $("panel-recordings").addEventListener("show", () => this.load());
     /** @type {string[]} the sources of the rows shown */
@@ -49,7 +50,10 @@ export class TimelineView {
   }
 
   async load() {
-    if (this.loading) return;
+    if (this.loading) {
+      this.again = true; // a window chosen while loading: load that one next
+      return;
+    }
     this.loading = true;
     try {
       const end = new Date();
@@ -66,6 +70,10 @@ export class TimelineView {
       $("timeline-empty").textContent = `Could not load the timeline: ${messageOf(error)}`;
     } finally {
       this.loading = false;
+      if (this.again) {
+        this.again = false;
+        this.load();
+      }
     }
   }
 
