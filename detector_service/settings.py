@@ -165,6 +165,24 @@ class DetectorSettings(ServiceSettings):
     # Seconds a PTZ camera's picture must be still after a move before its new view is learnt.
     health_ptz_settle_s: float = Field(5.0, ge=0.0)
 
+    # The analyzer service that checks watch rules: host:port or a gRPC target naming replicas
+    # (dns:///analyzer:50052); unset: the language model is never asked. Its token (the
+    # analyzer's VIGIL_ANALYZER_TOKEN); unset: this service's own ``token`` is sent.
+    analyzer_url: str | None = None
+    analyzer_token: SecretStr | None = None
+    # Watch rules (detector_service/watch_rules.py): checks waiting for the analyzer (beyond it
+    # the oldest is dropped and counted), checks in flight at once, pictures per check (the
+    # candidate's recent frames, a second apart), seconds one check may take, and seconds after
+    # a rule's incident closed before the rule may open another.
+    watch_rule_queue: int = Field(64, ge=1, le=10000)
+    watch_rule_concurrency: int = Field(4, ge=1, le=64)
+    watch_rule_frames: int = Field(3, ge=1, le=8)
+    watch_rule_timeout_s: float = Field(30.0, gt=0.0)
+    watch_rule_cooldown_s: float = Field(60.0, ge=0.0)
+    # Sampling of the checks (unset: the analyzer's defaults); a seed makes answers repeatable.
+    watch_rule_seed: int | None = Field(None, ge=0)
+    watch_rule_temperature: float | None = Field(None, ge=0.0, le=2.0)
+
     @model_validator(mode="after")
     def _refresh_within_track_life(self) -> DetectorSettings:
         if self.motion_refresh_s >= self.track_lost_s:
