@@ -182,7 +182,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     # Camera-health events go to the event log (ListEvents, StreamIncidents) like zone events.
     health = HealthMonitor(settings, on_event=events.record)
     checker = rule_checker(settings)
-    watch_rules = WatchRules(settings, checker, incidents)
+    watch_rules = WatchRules(settings, checker.submit if checker.enabled else None, incidents)
     registry = SourceRegistry(
         settings,
         batcher,

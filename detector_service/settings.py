@@ -168,7 +168,7 @@ class DetectorSettings(ServiceSettings):
     # The analyzer service that checks watch rules: host:port or a gRPC target naming replicas
     # (dns:///analyzer:50052); unset: the language model is never asked. Its token (the
     # analyzer's VIGIL_ANALYZER_TOKEN); unset: this service's own ``token`` is sent.
-    analyzer_url: str | None = None
+    analyzer_url: str = ""
     analyzer_token: SecretStr | None = None
     # Watch rules (detector_service/watch_rules.py): checks waiting for the analyzer (beyond it
     # the oldest is dropped and counted), checks in flight at once, pictures per check (the

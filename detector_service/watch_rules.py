@@ -22,14 +22,14 @@ import collections
 import logging
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.backends.base import Image
-from detector_service.rule_checker import CheckJob, RuleChecker
+from detector_service.rule_checker import CheckJob
 from detector_service.settings import DetectorSettings
 from detector_service.watch_rule_logic import (
     Budget,
@@ -76,17 +76,21 @@ class _Rule:
 
 
 class RuleWatch:
-    """One source's watch rules; ``observe`` on its processing thread, answers on the loop."""
+    """One source's watch rules; ``observe`` on its processing thread, answers on the loop.
+
+    ``submit`` hands a check over without waiting (``RuleChecker.submit``); None when no
+    analyzer is configured: candidates are counted, and the rules say why none is checked.
+    """
 
     def __init__(
         self,
         spec: pb.SourceSpec,
         settings: DetectorSettings,
-        checker: RuleChecker,
+        submit: Callable[[CheckJob], None] | None,
         incidents: RuleIncidents | None,
     ) -> None:
         self.source_id = spec.id
-        self.checker = checker
+        self.submit = submit
         self.incidents = incidents
         self.frames_per_check = settings.watch_rule_frames
         self._cooldown_ns = int(settings.watch_rule_cooldown_s * 1e9)
@@ -145,8 +149,9 @@ class RuleWatch:
         except Exception:
             log.exception("watch rules of %s: a frame could not be judged", self.source_id)
             return
-        for job in jobs:
-            self.checker.submit(job)
+        if self.submit is not None:
+            for job in jobs:
+                self.submit(job)
 
     def _observe(
         self,
@@ -178,7 +183,7 @@ class RuleWatch:
             candidate = True
             r.status.candidates += 1
             r.last_candidate_ns = time_ns
-            if not self.checker.enabled:
+            if self.submit is None:
                 r.status.last_error = NO_ANALYZER
                 continue
             if (
@@ -335,10 +340,13 @@ class WatchRules:
     """The rule watches of every source, by source id, sharing one checker."""
 
     def __init__(
-        self, settings: DetectorSettings, checker: RuleChecker, incidents: RuleIncidents | None
+        self,
+        settings: DetectorSettings,
+        submit: Callable[[CheckJob], None] | None,
+        incidents: RuleIncidents | None,
     ) -> None:
         self.settings = settings
-        self.checker = checker
+        self.submit = submit
         self.incidents = incidents
         self._watches: dict[str, RuleWatch] = {}
         self._lock = threading.Lock()
@@ -349,7 +357,7 @@ class WatchRules:
             watch = self._watches.get(spec.id)
             if watch is None:
                 watch = self._watches[spec.id] = RuleWatch(
-                    spec, self.settings, self.checker, self.incidents
+                    spec, self.settings, self.submit, self.incidents
                 )
             else:
                 watch.configure(spec)
