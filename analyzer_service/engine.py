@@ -24,7 +24,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from analyzer_service.settings import AnalyzerSettings
-from vigil.core.errors import InvalidInput, ModelNotConfigured, Unavailable
+from vigil.core.errors import ModelNotConfigured, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,6 @@ class Lifecycle:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-def refuse_constraint(model: str, request: GenerateRequest) -> None:
-    """For engines that cannot constrain answers yet: refuse a request that asks for it."""
-    if request.constraint is not None:
-        kind = type(request.constraint).__name__
-        raise InvalidInput(f"{model} cannot constrain an answer ({kind}) through this engine")
 
 
 # The registry: engine names (``VIGIL_ANALYZER_ENGINE``) to engine classes.

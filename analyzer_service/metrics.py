@@ -11,6 +11,11 @@
 * ``vigil_analyzer_chat_requests_total{outcome}``: ok, refused, error, cancelled (caller left)
 * ``vigil_analyzer_refusals_total{code}``: calls refused with an error of ``vigil.core.errors`` (the
   code the caller sees: INVALID_INPUT, NOT_FOUND, RESOURCE_EXHAUSTED, MODEL_NOT_CONFIGURED...)
+* ``vigil_analyzer_verifications_total{verdict}``: incidents the model verified (confirmed,
+  rejected, uncertain), and ``vigil_analyzer_verification_seconds`` the model's time for each
+* ``vigil_analyzer_rule_checks_total{rule_id}``, ``vigil_analyzer_rule_matches_total{rule_id}``
+  (yes answers) and ``vigil_analyzer_rule_model_seconds_total{rule_id}``: watch-rule checks per
+  rule (rule ids are few and bounded: the detector validates its rules)
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from prometheus_client.registry import Collector
 
 from analyzer_service.engine import Delta, Engine, GenerateRequest
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.common.v1 import common_pb2 as cpb
 
 STAGE_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
 TTFT_BUCKETS_S = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0)
@@ -85,6 +91,33 @@ class AnalyzerMetrics:
         self.refusals = Counter(
             "vigil_analyzer_refusals", "Calls refused, by error code", ["code"], registry=r
         )
+        self.verifications = Counter(
+            "vigil_analyzer_verifications",
+            "Incidents verified by the model, by verdict",
+            ["verdict"],
+            registry=r,
+        )
+        self.verification_seconds = Histogram(
+            "vigil_analyzer_verification_seconds",
+            "Seconds the model took to verify an incident",
+            buckets=TTFT_BUCKETS_S,
+            registry=r,
+        )
+        self.rule_checks = Counter(
+            "vigil_analyzer_rule_checks", "Watch-rule checks, by rule", ["rule_id"], registry=r
+        )
+        self.rule_matches = Counter(
+            "vigil_analyzer_rule_matches",
+            "Watch-rule checks answered yes, by rule",
+            ["rule_id"],
+            registry=r,
+        )
+        self.rule_model_seconds = Counter(
+            "vigil_analyzer_rule_model_seconds",
+            "Seconds the model spent on watch-rule checks, by rule",
+            ["rule_id"],
+            registry=r,
+        )
 
     def watch_jobs(self, counts: Callable[[], Mapping[str, int]]) -> None:
         self.registry.register(JobsCollector(counts))
@@ -92,6 +125,17 @@ class AnalyzerMetrics:
     def job_finished(self, state: pb.JobState.ValueType) -> None:
         name = pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
         self.jobs_finished.labels(name).inc()
+
+    def verified(self, verification: cpb.Verification) -> None:
+        name = cpb.Verdict.Name(verification.verdict).removeprefix("VERDICT_").lower()
+        self.verifications.labels(name).inc()
+        self.verification_seconds.observe(verification.model_seconds)
+
+    def rule_checked(self, rule_id: str, matched: bool, seconds: float) -> None:
+        self.rule_checks.labels(rule_id).inc()
+        if matched:
+            self.rule_matches.labels(rule_id).inc()
+        self.rule_model_seconds.labels(rule_id).inc(seconds)
 
     def timings(self, timings: pb.StageTimings, *, detection: bool, model: bool) -> None:
         """A finished analysis's stages (those that ran)."""

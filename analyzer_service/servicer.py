@@ -17,8 +17,10 @@ from analyzer_service.engine import EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
+from analyzer_service.rule_checks import RuleChecker
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.upload_slots import UploadSlots, client_of
+from analyzer_service.verification import Verifier
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.core import upload_protocol
@@ -71,6 +73,11 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
             if model is None
             else Chat(settings=settings, store=jobs.store, model=model, frames=frames)
         )
+        self.verifier: Verifier | None = None
+        self.rules: RuleChecker | None = None
+        if model is not None:
+            self.verifier = Verifier(settings=settings, model=model, metrics=self.metrics)
+            self.rules = RuleChecker(settings=settings, model=model, metrics=self.metrics)
         self.upload_slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_share)
 
     async def UploadVideo(
@@ -159,3 +166,19 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
     ) -> pb.CancelJobResponse:
         async with _StatusOnError(context, self.metrics):
             return pb.CancelJobResponse(job=await self.jobs.cancel(request.job_id))
+
+    async def VerifyIncident(
+        self, request: pb.VerifyIncidentRequest, context: Context
+    ) -> pb.VerifyIncidentResponse:
+        async with _StatusOnError(context, self.metrics):
+            if self.verifier is None:
+                raise not_configured()
+            return pb.VerifyIncidentResponse(verification=await self.verifier.verify(request))
+
+    async def CheckWatchRule(
+        self, request: pb.CheckWatchRuleRequest, context: Context
+    ) -> pb.CheckWatchRuleResponse:
+        async with _StatusOnError(context, self.metrics):
+            if self.rules is None:
+                raise not_configured()
+            return await self.rules.check(request)

@@ -196,6 +196,11 @@ class AnalyzerSettings(ServiceSettings):
     # Live events each stream subscriber may have waiting; a slower one catches up from the store.
     subscriber_queue: int = Field(default=256, ge=1)
 
+    # Alert verification and watch-rule checks: the most pictures one call may give the model
+    # (the model's max_images caps it too) and the largest picture accepted, in bytes.
+    max_check_pictures: int = Field(default=8, ge=1)
+    max_picture_bytes: int = Field(default=8 * 1024**2, ge=1)
+
     @model_validator(mode="after")
     def _leases_outlast_renewals(self) -> AnalyzerSettings:
         if self.lease_s < 3 * self.lease_renew_s:

@@ -24,10 +24,10 @@ from analyzer_service.engine import (
     EngineLimits,
     GenerateRequest,
     Lifecycle,
-    refuse_constraint,
     register,
 )
 from analyzer_service.engines import plugin, prompts
+from analyzer_service.engines.constraints import structured_outputs
 from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import InvalidInput, Unavailable
 
@@ -60,8 +60,9 @@ def load_images(paths: Sequence[pathlib.Path]) -> list[Any]:
 class LocalVllmEngine(Lifecycle):
     """Gemma 3 (or any chat model with images) served by an in-process ``AsyncLLM``.
 
-    Constrained answers are refused for now (InvalidInput); ``priority`` goes to vLLM, where it
-    counts once ``engine_args`` asks for ``scheduling_policy="priority"``.
+    A Choice or Regex constraint becomes vLLM's structured outputs (a JSON schema is refused
+    with InvalidInput); a request's seed and temperature override the engine's. ``priority`` goes
+    to vLLM, where it counts once ``engine_args`` asks for ``scheduling_policy="priority"``.
     """
 
     def __init__(
@@ -190,21 +191,31 @@ class LocalVllmEngine(Lifecycle):
     async def outputs(self, request: GenerateRequest) -> AsyncGenerator[Any, None]:
         """vLLM's ``RequestOutput`` deltas for a request; closing this aborts the request."""
         from vllm.exceptions import VLLMClientError
-        from vllm.sampling_params import RequestOutputKind, SamplingParams
+        from vllm.sampling_params import (
+            RequestOutputKind,
+            SamplingParams,
+            StructuredOutputsParams,
+        )
         from vllm.v1.engine.exceptions import EngineDeadError
 
         llm = self._running()
         if request.max_tokens < 1:
             raise InvalidInput(f"max_tokens must be at least 1, not {request.max_tokens}")
-        refuse_constraint(self.model, request)
+        constrained = structured_outputs(self.model, request)
+        sampling = dict(self.sampling_args)
+        if constrained is not None:
+            # The answer ends where its pattern does: ignoring <eos> would sample past the end.
+            sampling.update(
+                structured_outputs=StructuredOutputsParams(**constrained), ignore_eos=False
+            )
         prepared = await self.prepare(request)
         params = SamplingParams(
             max_tokens=min(request.max_tokens, self.max_tokens),
-            temperature=self.temperature,
+            temperature=self.temperature if request.temperature is None else request.temperature,
             top_p=self.top_p,
-            seed=self.seed,
+            seed=self.seed if request.seed is None else request.seed,
             output_kind=RequestOutputKind.DELTA,
-            **self.sampling_args,
+            **sampling,
         )
         engine_prompt: dict[str, Any] = {"prompt_token_ids": prepared.token_ids}
         if prepared.images:

@@ -9,8 +9,9 @@ request goes to the one up with the fewest requests outstanding (``engines.endpo
 that refuses the connection, answers 5xx or times out is marked down with backoff and the request
 goes to the next, as long as nothing has been streamed yet; once text has streamed, a failure
 ends the request with an error rather than a second answer from elsewhere. The engine is healthy
-while at least one server is. Constrained answers are refused for now (InvalidInput); a non-zero
-``priority`` goes to the server, which honours it when started with
+while at least one server is. A Choice or Regex constraint goes as vLLM's ``structured_outputs``
+field (a JSON schema is refused with InvalidInput), a request's seed and temperature as the
+OpenAI fields; a non-zero ``priority`` goes to the server, which honours it when started with
 ``--scheduling-policy priority``.
 """
 
@@ -31,10 +32,10 @@ from analyzer_service.engine import (
     EngineLimits,
     GenerateRequest,
     Lifecycle,
-    refuse_constraint,
     register,
 )
 from analyzer_service.engines import prompts
+from analyzer_service.engines.constraints import structured_outputs
 from analyzer_service.engines.endpoints import Endpoint, Endpoints
 from analyzer_service.settings import AnalyzerSettings
 from vigil.core.errors import FailedPrecondition, InvalidInput, Unavailable, VigilError
@@ -147,15 +148,23 @@ class RemoteVllmEngine(Lifecycle):
         await self._client.aclose()
 
     def _body(self, request: GenerateRequest, messages: list[prompts.JsonObject]) -> dict[str, Any]:
-        # Sent only when asked, so that requests without one stay as they were.
-        priority = {"priority": request.priority} if request.priority else {}
+        # Sent only when asked, so that requests without them stay as they were.
+        asked: dict[str, Any] = {}
+        if request.priority:
+            asked["priority"] = request.priority
+        if request.seed is not None:
+            asked["seed"] = request.seed
+        constrained = structured_outputs(self.model, request)
+        if constrained is not None:
+            # The answer ends where its pattern does: ignoring <eos> would sample past the end.
+            asked.update(structured_outputs=constrained, ignore_eos=False)
         return {
-            **priority,
             **self.extra_body,
+            **asked,
             "model": self.model,
             "messages": messages,
             "max_tokens": min(request.max_tokens, self.max_tokens),
-            "temperature": self.temperature,
+            "temperature": self.temperature if request.temperature is None else request.temperature,
             "top_p": self.top_p,
             "stream": True,
             "stream_options": {"include_usage": True},
@@ -176,7 +185,6 @@ class RemoteVllmEngine(Lifecycle):
         """The server's streamed ``chat.completion.chunk`` objects; closing this aborts."""
         if request.max_tokens < 1:
             raise InvalidInput(f"max_tokens must be at least 1, not {request.max_tokens}")
-        refuse_constraint(self.model, request)
         # Reading and base64-encoding frames is milliseconds each; keep it off the loop anyway.
         messages = await asyncio.to_thread(
             functools.partial(
