@@ -75,9 +75,13 @@ class Verifier:
     def __init__(self, settings: DetectorSettings, tracker: IncidentTracker) -> None:
         self.settings = settings
         self.tracker = tracker
-        token = settings.analyzer_token.get_secret_value() if settings.analyzer_token else None
+        token = settings.analyzer_token or settings.token
         self.client = AsyncAnalyzerClient(
-            ClientOptions(settings.analyzer_url, token=token, timeout_s=None)
+            ClientOptions(
+                settings.analyzer_url,
+                token=token.get_secret_value() if token else None,
+                timeout_s=None,
+            )
         )
         self.sampling: Sampling | None = None
         if settings.verification_temperature is not None or settings.verification_seed is not None:
