@@ -42,7 +42,7 @@ from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.sdk.analyzer import AsyncAnalyzerClient
 from vigil.sdk.model_types import Sampling
-from vigil.sdk.options import ClientOptions
+from vigil.sdk.options import ClientOptions, with_tls
 
 log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
@@ -144,7 +144,7 @@ def rule_checker(settings: DetectorSettings) -> RuleChecker:
             token=token.get_secret_value() if token else None,
             timeout_s=settings.watch_rule_timeout_s,
         )
-        client = AsyncAnalyzerClient(options)
+        client = AsyncAnalyzerClient(with_tls(options, settings.analyzer_tls))
     sampling = None
     if settings.watch_rule_seed is not None or settings.watch_rule_temperature is not None:
         sampling = Sampling(

@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import DETECTOR_PORT
 from vigil.core.settings import GrpcServiceSettings
+from vigil.core.tls import TlsClientFiles, check_client_files, client_files
 
 
 def default_model_dir() -> pathlib.Path:
@@ -206,6 +207,12 @@ class DetectorSettings(GrpcServiceSettings):
     # Sampling of the checks (unset: the analyzer's defaults); a seed makes answers repeatable.
     watch_rule_seed: int | None = Field(None, ge=0)
     watch_rule_temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # TLS to the analyzer (vigil.core.tls; this service's own is tls_*_file): its certificate
+    # verified against analyzer_tls_ca_file (unset: the system's roots), and for mutual TLS this
+    # certificate and key presented. Any of them set turns TLS on; unset: plaintext.
+    analyzer_tls_ca_file: pathlib.Path | None = None
+    analyzer_tls_cert_file: pathlib.Path | None = None
+    analyzer_tls_key_file: pathlib.Path | None = None
 
     @model_validator(mode="after")
     def _refresh_within_track_life(self) -> DetectorSettings:
@@ -221,3 +228,15 @@ class DetectorSettings(GrpcServiceSettings):
         if self.verification_retry_max_s < self.verification_retry_initial_s:
             raise ValueError("verification_retry_max_s must not be below the initial retry delay")
         return self
+
+    @model_validator(mode="after")
+    def _analyzer_tls_usable(self) -> DetectorSettings:
+        check_client_files(self.analyzer_tls)
+        return self
+
+    @property
+    def analyzer_tls(self) -> TlsClientFiles | None:
+        """How the analyzer is reached over TLS; None: plaintext."""
+        return client_files(
+            self.analyzer_tls_ca_file, self.analyzer_tls_cert_file, self.analyzer_tls_key_file
+        )
