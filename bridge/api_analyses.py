@@ -47,7 +47,7 @@ async def start_analysis(body: StartAnalysis, request: Request) -> Job:
     with backend("analyzer"):
         job = await state.analyzer.start_analysis(body.video_id, body.options.to_sdk())
     if body.session_id is not None:
-        state.sessions.bind(body.session_id, job.id)
+        await state.sessions.bind(body.session_id, job.id)
     return Job.from_sdk(job)
 
 
