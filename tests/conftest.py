@@ -177,9 +177,9 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def redis_url(redis_server: RedisServer) -> Iterator[str]:
+def redis_url(redis_server: RedisServer) -> str:
     """The URL of the session's Redis, emptied for this test (a test may restart it)."""
     if redis_server.process is None:
         redis_server.start()
     redis_server.flush()
-    yield redis_server.url
+    return redis_server.url

@@ -32,7 +32,7 @@ def free_port() -> int:
 def binary() -> str:
     found = shutil.which("redis-server")
     if found is None:
-        raise FileNotFoundError("redis-server not found: install Debian's redis-server (make system)")
+        raise FileNotFoundError("redis-server not found: install Debian's (make system)")
     return found
 
 

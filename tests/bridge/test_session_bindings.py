@@ -5,7 +5,7 @@ another's names, and outages: calls fail fast with Unavailable, waiting rides a 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
