@@ -147,7 +147,8 @@ async def test_a_redis_restart_mid_session_is_ridden_out(
                 )
             assert response.status_code == 503, response.text
             body = response.json()
-            assert body["code"] == "UNAVAILABLE" and "cannot reach Redis" in body["message"]
+            assert body["code"] == "UNAVAILABLE", body
+            assert "cannot reach Redis" in body["message"], body
             job_id = body["message"].rsplit("job ", 1)[1].split(" ")[0]
             await join(by_job, job_id=job_id)
             assert (await until_complete(by_job))[-1][1]["job_id"] == job_id
