@@ -68,7 +68,8 @@ def _redis_manager(url: str) -> socketio.AsyncRedisManager:
     """python-socketio's Redis manager: an emit to a sid or a room on any replica reaches the
     client wherever it is connected, and disconnecting a sid works from any replica. It
     reconnects to a restarted Redis by itself (after 1 s, then backing off up to a minute)."""
-    options = {"socket_connect_timeout": TIMEOUT_S, "socket_timeout": TIMEOUT_S}
+    # No read timeout: its subscription waits for messages indefinitely by design.
+    options = {"socket_connect_timeout": TIMEOUT_S}
     return socketio.AsyncRedisManager(url, channel=CHANNEL, redis_options=options)
 
 

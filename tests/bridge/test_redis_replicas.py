@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 import socketio
+from fastapi import FastAPI
 from starlette.routing import Mount
 
 from analyzer_service.server import AnalyzerServer
@@ -57,9 +58,14 @@ async def chat(conn: Session, **data: Any) -> dict[str, Any]:
 
 def sio_server(bridge: RunningBridge) -> socketio.AsyncServer:
     """The bridge's own Socket.IO server, found where the app mounts it."""
-    for route in bridge.server.config.app.routes:
+    app = bridge.server.config.app
+    assert isinstance(app, FastAPI)
+    for route in app.routes:
         if isinstance(route, Mount) and route.path == "/socket.io":
-            server: socketio.AsyncServer = route.app.engineio_server
+            mounted: Any = route.app
+            assert isinstance(mounted, socketio.ASGIApp)
+            server = mounted.engineio_server
+            assert isinstance(server, socketio.AsyncServer)
             return server
     raise AssertionError("no Socket.IO mount")
 
