@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from starlette.routing import Mount
 
 from analyzer_service.server import AnalyzerServer
-from tests.bridge.conftest import RunningBridge, StartAnalyzer, StartBridge
+from tests.bridge.conftest import RunningBridge, StartAnalyzer, StartBridge, free_port
 from tests.bridge.session_clients import Session, job_events, join, session, upload
 from tests.redis_server import RedisServer
 from tests.vigil.standin import ScriptedEngine
@@ -180,3 +180,25 @@ async def test_a_redis_restart_mid_session_is_ridden_out(
                 pass
     finally:
         await client.disconnect()
+
+
+async def test_a_bridge_starts_and_serves_while_redis_is_down(
+    start_bridge: StartBridge, analyzer_with_model: AnalyzerServer, video_file: pathlib.Path
+) -> None:
+    nowhere = f"redis://127.0.0.1:{free_port()}/0"
+    address = f"127.0.0.1:{analyzer_with_model.port}"
+    bridge = await start_bridge(analyzer_address=address, redis_url=nowhere)
+    async with httpx.AsyncClient(base_url=bridge.http) as client:
+        assert (await client.get("/health")).status_code == 200
+    uploaded = await upload(bridge, video_file, analyze="true")
+    async with session(bridge, "sio") as conn:
+        await conn.send("ping", {"probe": 1})
+        name, data = await conn.next_event()
+        assert (name, data["probe"]) == ("pong", 1)
+        await join(conn, job_id=uploaded["job"]["id"])
+        assert (await until_complete(conn))[-1][0] == "analysis_complete"
+        await conn.send("chat", {"question": "What moves?", "session_id": "tab-4"})
+        name, data = await conn.next_event()
+        assert (name, data["code"]) == ("error", "UNAVAILABLE"), (name, data)
+        # Chat about the joined job needs no name, and is answered.
+        assert (await chat(conn, question="What moves?"))["text"].strip() == ANSWER
