@@ -61,7 +61,7 @@ async def start_analysis(body: StartAnalysis, request: Request) -> Job:
         else:
             job = await state.analyzer.start_analysis(body.video_id or "", options)
     if body.session_id is not None:
-        state.sessions.bind(body.session_id, job.id)
+        await state.sessions.bind(body.session_id, job.id)
     return Job.from_sdk(job)
 
 

@@ -107,7 +107,7 @@ async def upload_video(
             raise HTTPException(400, "the client went away during the upload") from None
     job = Job.from_sdk(uploaded.job) if uploaded.job is not None else None
     if job is not None and session_id is not None:
-        state.sessions.bind(session_id, job.id)
+        await state.sessions.bind(session_id, job.id)
     return UploadResult(video=Video.from_sdk(uploaded.video), job=job)
 
 

@@ -36,7 +36,9 @@ from bridge import (
 )
 from bridge.frames import FrameHub
 from bridge.metrics import HttpMetrics, Metrics
+from bridge.redis_bindings import RedisBindings
 from bridge.security import Guard
+from bridge.session_names import MemoryBindings, SessionBindings
 from bridge.settings import BridgeSettings
 from bridge.state import BridgeState
 from vigil.core.channels import GATEWAY_KEEPALIVE_TIME_S, GATEWAY_KEEPALIVE_TIMEOUT_S
@@ -131,7 +133,9 @@ def create_app(settings: BridgeSettings) -> FastAPI:
         frames = FrameHub(
             detector, queue_size=settings.viewer_queue, backoff=settings.retry_backoff
         )
-        app.state.vigil = BridgeState(settings, detector, analyzer, frames, app_metrics)
+        redis_url = settings.redis_url.get_secret_value()
+        sessions: SessionBindings = RedisBindings(redis_url) if redis_url else MemoryBindings()
+        app.state.vigil = BridgeState(settings, detector, analyzer, frames, app_metrics, sessions)
         log.info(
             "bridge: detector at %s, analyzer at %s",
             settings.detector_address,
@@ -141,6 +145,7 @@ def create_app(settings: BridgeSettings) -> FastAPI:
             yield
         finally:
             await frames.close()
+            await sessions.close()
             await detector.close()
             await analyzer.close()
 

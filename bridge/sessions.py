@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from bridge.errors import translate
 from bridge.events import chat_chunk, error_data, job_event
 from bridge.state import BridgeState
-from vigil.core.errors import NotFound, VigilError
+from vigil.core.errors import NotFound, Unavailable, VigilError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class SessionClient:
         after = join.after_sequence if join.after_sequence is not None else join.last_sequence
         previous_job = self.job_id
         await self._leave()
-        job_id = join.job_id or self.state.sessions.get(name)
+        job_id = join.job_id or await self._bound_job(name)
         if after is None:
             # Joining the same job again on this connection resumes where it left off.
             after = self.last_sequence if job_id is not None and job_id == previous_job else 0
@@ -134,6 +134,16 @@ class SessionClient:
         self._follow = asyncio.create_task(
             _quietly(lambda: self._follow_job(name, job_id, may_wait))
         )
+
+    async def _bound_job(self, name: str) -> str | None:
+        """The job ``name`` is bound to; None when it is not bound yet, or when the names cannot be
+        reached (Redis away): then the client is told, and the join waits for the name as it
+        waits for one not bound yet."""
+        try:
+            return await self.state.sessions.get(name)
+        except Unavailable as e:
+            await self.error(e.code, e.message + "; waiting for it", session_id=name)
+            return None
 
     async def _leave(self) -> None:
         task, self._follow = self._follow, None
@@ -189,7 +199,13 @@ class SessionClient:
         except ValidationError as e:
             await self.error("INVALID_ARGUMENT", _invalid(e))
             return
-        job_id = chat.job_id or (chat.session_id and self.state.sessions.get(chat.session_id))
+        job_id = chat.job_id
+        if job_id is None and chat.session_id is not None:
+            try:
+                job_id = await self.state.sessions.get(chat.session_id)
+            except Unavailable as e:
+                await self.error(e.code, e.message, session_id=chat.session_id)
+                return
         job_id = job_id or self.job_id
         if job_id is None:
             await self.error("NO_SESSION", "join a session (or name a job_id) before chatting")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pathlib
 from typing import Annotated, Literal
 
-from pydantic import Field, IPvAnyNetwork, field_validator, model_validator
+from pydantic import Field, IPvAnyNetwork, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from vigil.core.backoff import Backoff
@@ -35,6 +35,11 @@ class BridgeSettings(ServiceSettings):
     # ipv4:10.0.0.5:50051,10.0.0.6:50051): calls go round robin over those SERVING (vigil.sdk).
     detector_address: str = DETECTOR_ADDRESS
     analyzer_address: str = ANALYZER_ADDRESS
+
+    # Redis shared by the bridge's replicas (redis://[:password@]host:6379/0, rediss:// for TLS):
+    # session names bound to jobs live there, and Socket.IO emits reach clients connected to any
+    # replica (python-socketio's Redis manager). Empty: one bridge, all of it in its memory.
+    redis_url: SecretStr = SecretStr("")
 
     # The source served on /ws/video-stream, which names none.
     default_source_id: str = "default"

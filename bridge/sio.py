@@ -21,6 +21,7 @@ import orjson
 import socketio
 from fastapi import FastAPI
 
+from bridge.redis_bindings import TIMEOUT_S
 from bridge.security import TokenBucket, bearer, origin_allowed, query_token, token_matches
 from bridge.sessions import SessionClient
 from bridge.settings import BridgeSettings
@@ -30,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PATH = "/socket.io"
 ENDPOINT = "socketio"
+# The Redis pub/sub channel the replicas' Socket.IO servers share.
+CHANNEL = "vigil:bridge:socketio"
 # The event a packet whose JSON cannot be decoded turns into (see ``_PacketJson``).
 _UNDECODABLE = "\x00undecodable"
 
@@ -61,14 +64,25 @@ class _Connection:
         self.bucket = bucket
 
 
+def _redis_manager(url: str) -> socketio.AsyncRedisManager:
+    """python-socketio's Redis manager: an emit to a sid or a room on any replica reaches the
+    client wherever it is connected, and disconnecting a sid works from any replica. It
+    reconnects to a restarted Redis by itself (after 1 s, then backing off up to a minute)."""
+    # No read timeout: its subscription waits for messages indefinitely by design.
+    options = {"socket_connect_timeout": TIMEOUT_S}
+    return socketio.AsyncRedisManager(url, channel=CHANNEL, redis_options=options)
+
+
 def mount(app: FastAPI, settings: BridgeSettings) -> socketio.AsyncServer:
     """Create the Socket.IO server and mount it on ``app`` at ``/socket.io``."""
 
     def check_origin(origin: str | None, environ: dict[str, Any]) -> bool:
         return origin_allowed(origin, environ.get("HTTP_HOST"), settings.allowed_origins)
 
+    redis_url = settings.redis_url.get_secret_value()
     sio = socketio.AsyncServer(
         async_mode="asgi",
+        client_manager=_redis_manager(redis_url) if redis_url else None,
         cors_allowed_origins=check_origin,
         cors_credentials=False,
         max_http_buffer_size=settings.ws_max_message_bytes,
@@ -98,7 +112,9 @@ def mount(app: FastAPI, settings: BridgeSettings) -> socketio.AsyncServer:
         sent = bridge.metrics.ws_messages.labels(ENDPOINT, "out")
 
         async def emit(event: str, data: dict[str, Any]) -> None:
-            await sio.emit(event, data, to=sid)
+            # This connection is on this bridge: its own events go straight to it, not round
+            # through Redis to every replica (nor held up while Redis is away).
+            await sio.emit(event, data, to=sid, ignore_queue=True)
             sent.inc()
 
         connections[sid] = _Connection(

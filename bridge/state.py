@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
 
 from bridge.frames import FrameHub
 from bridge.metrics import Metrics
-from bridge.session_names import SessionRegistry
+from bridge.session_names import SessionBindings
 from bridge.settings import BridgeSettings
 from vigil.sdk import AsyncAnalyzerClient, AsyncDetectorClient
 
@@ -22,7 +22,7 @@ class BridgeState:
     analyzer: AsyncAnalyzerClient
     frames: FrameHub
     metrics: Metrics
-    sessions: SessionRegistry = field(default_factory=SessionRegistry)
+    sessions: SessionBindings
 
 
 def bridge_state(conn: HTTPConnection) -> BridgeState:

@@ -36,6 +36,7 @@ from tests.llm import (
     tail,
 )
 from tests.postgres import PostgresServer, running_postgres
+from tests.redis_server import RedisServer, running_redis
 
 # Tests never talk to anything but this machine; model hubs are off limits.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,3 +167,19 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
     url = postgres.create_database()
     yield url
     postgres.drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """The session's Redis server (tests/redis_server.py), started when a test first asks."""
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The URL of the session's Redis, emptied for this test (a test may restart it)."""
+    if redis_server.process is None:
+        redis_server.start()
+    redis_server.flush()
+    return redis_server.url
