@@ -1,5 +1,6 @@
-"""An incident's evidence package: one ZIP file with its clip, snapshot, record and detections,
-and a manifest of their sizes and SHA-256, signed with the service's Ed25519 key.
+"""An incident's evidence package: one ZIP file with its clip, snapshot, record, detections and the
+language model's verdict, and a manifest of their sizes and SHA-256, signed with the service's
+Ed25519 key.
 
 The format is ``vigil.core.evidence``'s; ``vigil verify`` checks it. The clip is the incident's
 recording range joined as the recording's own exports are (the camera's packets, not
@@ -19,6 +20,7 @@ import shutil
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,14 +29,15 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from detector_service.evidence_key import EvidenceKey
 from detector_service.private import private_dir
 from detector_service.recording import NotRecorded, SegmentIndex, export_range
+from vigil.common.v1 import common_pb2 as cpb
 from vigil.core import evidence as fmt
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 SERVICE = "vigil-detector"
 HASH_CHUNK = 1024 * 1024
 DETECTIONS_NOTE = (
-    "The detections of the frame that opened the incident. The detections of every recorded "
-    "frame come with the recording (ListDetections) where the service stores them."
+    "The detections of the frame that opened the incident, then those of every recorded frame "
+    "of the clip's range where the service stored them (ListDetections)."
 )
 
 
@@ -74,9 +77,9 @@ def _version() -> str:
         return "unknown"
 
 
-def detections_json(incident: pb.Incident) -> list[dict[str, Any]]:
+def detections_json(detections: Sequence[cpb.Detection]) -> list[dict[str, Any]]:
     out = []
-    for d in incident.detections:
+    for d in detections:
         item: dict[str, Any] = {
             "class_name": d.class_name,
             "class_id": d.class_id,
@@ -114,7 +117,49 @@ def incident_json(incident: pb.Incident) -> dict[str, Any]:
         "peak_confidence": round(incident.peak_confidence, 6),
         "zones": list(incident.zones),
         "recording": recording,
-        "detections": detections_json(incident),
+        "detections": detections_json(incident.detections),
+    }
+
+
+def verdict_json(incident: pb.Incident) -> dict[str, Any]:
+    """What the language model and the operators made of the incident, as exported."""
+    verification = None
+    if incident.HasField("verification"):
+        v = incident.verification
+        verification = {
+            "verdict": cpb.Verdict.Name(v.verdict).removeprefix("VERDICT_").lower(),
+            "sees": v.sees,
+            "threat_level": v.threat_level,
+            "reason": v.reason,
+            "model": v.model,
+            "model_seconds": round(v.model_seconds, 3),
+        }
+    review = None
+    if incident.HasField("review"):
+        r = incident.review
+        review = {
+            "decision": pb.ReviewDecision.Name(r.decision).removeprefix("REVIEW_DECISION_").lower(),
+            "note": r.note,
+            "reviewer": r.reviewer,
+            "reviewed_at": iso(_seconds(r.reviewed_at)) if r.HasField("reviewed_at") else None,
+        }
+    state = pb.VerificationState.Name(incident.verification_state)
+    return {
+        "verification_state": state.removeprefix("VERIFICATION_STATE_").lower(),
+        "verification": verification,
+        "review": review,
+        "false_alarm": incident.false_alarm,
+        "rule_id": incident.rule_id or None,
+        "rule_reason": incident.rule_reason or None,
+    }
+
+
+def _frame_json(frame: pb.FrameDetections) -> dict[str, Any]:
+    return {
+        "at": iso(_seconds(frame.capture_time)),
+        "width": frame.width,
+        "height": frame.height,
+        "detections": detections_json(frame.detections),
     }
 
 
@@ -230,8 +275,10 @@ def build_package(
     key: EvidenceKey,
     workdir: pathlib.Path,
     max_clip_s: float,
+    frames: Sequence[pb.FrameDetections] = (),
 ) -> Package:
-    """Build ``incident``'s package in a new private folder under ``workdir`` (blocking)."""
+    """Build ``incident``'s package in a new private folder under ``workdir`` (blocking);
+    ``frames`` are the detections of the recorded frames of its range."""
     folder = pathlib.Path(tempfile.mkdtemp(prefix="evidence-", dir=private_dir(workdir)))
     try:
         contents = _Contents()
@@ -239,9 +286,11 @@ def build_package(
         if incident.snapshot_jpeg:
             contents.files.append((fmt.SNAPSHOT, incident.snapshot_jpeg))
         contents.files.append((fmt.INCIDENT, _dump(incident_json(incident))))
+        opening_and_recorded = [_opening(incident), *(_frame_json(f) for f in frames)]
         contents.files.append(
-            (fmt.DETECTIONS, _dump({"note": DETECTIONS_NOTE, "frames": [_opening(incident)]}))
+            (fmt.DETECTIONS, _dump({"note": DETECTIONS_NOTE, "frames": opening_and_recorded}))
         )
+        contents.files.append((fmt.VERDICT, _dump(verdict_json(incident))))
         signed = manifest(incident, key, contents)
         path = folder / fmt.file_name(incident.id)
         _write_zip(path, contents, signed, key.sign(signed))
@@ -258,4 +307,7 @@ def build_package(
 
 
 def _opening(incident: pb.Incident) -> dict[str, Any]:
-    return {"at": iso(_seconds(incident.opened_at)), "detections": detections_json(incident)}
+    return {
+        "at": iso(_seconds(incident.opened_at)),
+        "detections": detections_json(incident.detections),
+    }

@@ -8,11 +8,12 @@ chunks, and deleted once sent (or the call ended).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import grpc
 
-from detector_service.evidence import build_package
+from detector_service.evidence import Package, build_package
 from detector_service.evidence_key import EvidenceKey
 from detector_service.incidents.tracker import IncidentTracker
 from detector_service.recorder import Recorder
@@ -27,6 +28,15 @@ Context = grpc.aio.ServicerContext[object, object]
 
 # Bytes of a package per response message.
 CHUNK = 64 * 1024
+
+
+def _range_s(incident: pb.Incident, max_s: float) -> tuple[float, float] | None:
+    """The incident's recording range in seconds, at most ``max_s`` long; None if unrecorded."""
+    if not incident.HasField("recording"):
+        return None
+    start = incident.recording.start.ToNanoseconds() / 1e9
+    end = incident.recording.end.ToNanoseconds() / 1e9 if incident.recording.HasField("end") else 0
+    return start, min(end or time.time(), start + max_s)
 
 
 class EvidenceRpcs(pb_grpc.DetectorServiceServicer):
@@ -44,14 +54,7 @@ class EvidenceRpcs(pb_grpc.DetectorServiceServicer):
         incident = await self.incidents.store.get(request.incident_id)
         if incident is None:
             raise NotFound(f"no incident {request.incident_id!r}")
-        package = await asyncio.to_thread(
-            build_package,
-            incident,
-            self.recorder.index,
-            self.evidence_key,
-            self.exports.folder,
-            self.settings.export_max_s,
-        )
+        package = await asyncio.to_thread(self._package, incident)
         try:
             yield pb.ExportIncidentResponse(
                 info=pb.EvidenceInfo(
@@ -68,3 +71,18 @@ class EvidenceRpcs(pb_grpc.DetectorServiceServicer):
         finally:
             # Not awaited: a cancelled call must not wait for the disk to let go of it.
             asyncio.get_running_loop().run_in_executor(None, package.remove)
+
+    def _package(self, incident: pb.Incident) -> Package:
+        """Build the package (blocking: a thread), with the recorded frames' detections."""
+        frames: list[pb.FrameDetections] = []
+        span = _range_s(incident, self.settings.export_max_s)
+        if span is not None:
+            frames = self.recorder.detections.frames(incident.source_id, *span)
+        return build_package(
+            incident,
+            self.recorder.index,
+            self.evidence_key,
+            self.exports.folder,
+            self.settings.export_max_s,
+            frames,
+        )

@@ -24,6 +24,7 @@ import uvicorn
 from bridge.app import create_app
 from bridge.server import config, listen
 from bridge.settings import BridgeSettings
+from detector_service.evidence import verdict_json
 from detector_service.evidence_key import GENERATED_NAME, load_key
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
@@ -33,12 +34,14 @@ from tests.detector_service.recording.media import decoded
 from tests.vigil.conftest import jpeg, knife
 from vigil.bench.rtsp import RtspCamera
 from vigil.cli import main
+from vigil.common.v1 import common_pb2 as cpb
 from vigil.core.errors import InvalidInput, NotFound
+from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk import AsyncDetectorClient, Incident
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
-FILES = {"clip.mp4", "snapshot.jpg", "incident.json", "detections.json"}
+FILES = {"clip.mp4", "snapshot.jpg", "incident.json", "detections.json", "verdict.json"}
 
 
 @dataclass
@@ -160,6 +163,7 @@ async def test_the_package_holds_the_incident_and_verifies(
         clip = package.read("clip.mp4")
         opening = json.loads(package.read("detections.json"))
         snapshot = package.read("snapshot.jpg")
+        verdict = json.loads(package.read("verdict.json"))
     incident = scene.incident
     assert (record["id"], record["source_id"], record["class_name"]) == (
         incident.id,
@@ -171,6 +175,20 @@ async def test_the_package_holds_the_incident_and_verifies(
     assert record["peak_confidence"] == pytest.approx(incident.peak_confidence, abs=1e-5)
     assert [d["class_name"] for d in record["detections"]] == ["knife"]
     assert opening["frames"][0]["detections"] == record["detections"]
+    # Then the recorded frames of the clip's range, the knife among them.
+    recorded = opening["frames"][1:]
+    assert recorded
+    assert all(f["at"].endswith("Z") and (f["width"], f["height"]) == (320, 240) for f in recorded)
+    assert any(d["class_name"] == "knife" for f in recorded for d in f["detections"])
+    # No analyzer here: not verified, and the package says so.
+    assert verdict == {
+        "verification_state": "unspecified",
+        "verification": None,
+        "review": None,
+        "false_alarm": False,
+        "rule_id": None,
+        "rule_reason": None,
+    }
     assert snapshot.startswith(b"\xff\xd8")
     # The clip is the incident's recording range, the camera's stream remuxed: it plays.
     assert incident.recording is not None
@@ -186,7 +204,7 @@ async def test_the_package_holds_the_incident_and_verifies(
 
     code, out = await verify(scene.package, scene.public_key, capsys)
     assert code == 0, out
-    assert out.startswith(f"VALID: incident {incident.id}, 4 files unchanged")
+    assert out.startswith(f"VALID: incident {incident.id}, 5 files unchanged")
     # The key from the detector's own key file works as well as its hex.
     assert stat.S_IMODE(scene.key_file.stat().st_mode) == 0o600
     assert (await verify(scene.package, str(scene.key_file), capsys))[0] == 0
@@ -385,3 +403,40 @@ async def test_an_unrecorded_source_gives_its_annotated_clip(
     code, out = await verify(tmp_path / "hall.zip", info.public_key, capsys)
     assert code == 0, out
     assert "clip.avi" in out
+
+
+async def test_the_verdict_file_carries_the_models_answer_and_the_operators_review() -> None:
+    incident = pb.Incident(
+        id="i",
+        verification_state=pb.VERIFICATION_STATE_DONE,
+        verification=cpb.Verification(
+            verdict=cpb.VERDICT_REJECTED,
+            sees="a blue square",
+            threat_level=0,
+            reason="no weapon",
+            model="tiny",
+            model_seconds=0.25,
+        ),
+        review=pb.Review(decision=pb.REVIEW_DECISION_CONFIRMED, note="it was", reviewer="ann"),
+        false_alarm=False,
+    )
+    assert verdict_json(incident) == {
+        "verification_state": "done",
+        "verification": {
+            "verdict": "rejected",
+            "sees": "a blue square",
+            "threat_level": 0,
+            "reason": "no weapon",
+            "model": "tiny",
+            "model_seconds": 0.25,
+        },
+        "review": {
+            "decision": "confirmed",
+            "note": "it was",
+            "reviewer": "ann",
+            "reviewed_at": None,
+        },
+        "false_alarm": False,
+        "rule_id": None,
+        "rule_reason": None,
+    }

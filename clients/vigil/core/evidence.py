@@ -24,6 +24,8 @@ LEGACY_CLIP = "clip.avi"
 SNAPSHOT = "snapshot.jpg"
 INCIDENT = "incident.json"
 DETECTIONS = "detections.json"
+# What the language model and the operators made of the incident.
+VERDICT = "verdict.json"
 
 PUBLIC_KEY_BYTES = 32
 SIGNATURE_BYTES = 64
