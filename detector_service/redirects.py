@@ -1,0 +1,96 @@
+"""Calls about a source another replica runs are answered with that replica's address.
+
+gRPC has no redirect: a replica that does not run the source a call names ends the call with
+UNAVAILABLE whose ``ErrorInfo.metadata`` holds ``owner`` (the owner's host:port) and
+``source_id``; the SDK calls the owner instead (``vigil.sdk.following``). The answer also tells
+gRPC's own retries not to retry here (``grpc-retry-pushback-ms`` below zero): the same replica
+would answer the same. A source nobody holds right now (its replica died, the lease has not run
+out yet) is UNAVAILABLE without an owner, with the usual retry delay.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from detector_service.ownership import Ownership
+from vigil.core.errors import DETAILS_KEY, Unavailable, abort_with, rich_status
+from vigil.core.serving import _behaviour, _same_shape
+from vigil.detector.v1 import detector_service_pb2 as pb
+
+OWNER_KEY = "owner"
+_SERVICE = "/" + pb.DESCRIPTOR.services_by_name["DetectorService"].full_name + "/"
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+# The calls the replica running the source must answer.
+REDIRECTED = ("Subscribe", "GetSource", "RemoveSource", "UpdateSource")
+
+
+def source_of(method: str, request: Any, default_source_id: str) -> str | None:
+    """The source a call is about, for the calls in ``REDIRECTED``."""
+    name = method.removeprefix(_SERVICE)
+    if name == "Subscribe":
+        return str(request.source_id) or default_source_id
+    if name in ("GetSource", "RemoveSource"):
+        return str(request.source_id)
+    if name == "UpdateSource":
+        return str(request.source.id)
+    return None
+
+
+class OwnerRedirects(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    def __init__(self, ownership: Ownership, default_source_id: str) -> None:
+        self.ownership = ownership
+        self.default_source_id = default_source_id
+
+    async def _check(self, method: str, request: Any, context: Context) -> None:
+        source_id = source_of(method, request, self.default_source_id)
+        if source_id is None or self.ownership.runs(source_id):
+            return
+        owners = await self.ownership.owners()
+        if source_id not in owners:
+            return  # no such source: the method itself says so
+        owner = owners[source_id]
+        if owner is None or owner.replica == self.ownership.replica:
+            await abort_with(
+                context,
+                Unavailable(f"source {source_id!r} is moving between replicas: try again shortly"),
+            )
+        error = Unavailable(
+            f"source {source_id!r} is run by the replica at {owner.address}",
+            metadata={OWNER_KEY: owner.address, "source_id": source_id},
+        )
+        status = rich_status(error)
+        trailer = ((DETAILS_KEY, status.SerializeToString()), ("grpc-retry-pushback-ms", "-1"))
+        await context.abort(error.status, status.message, trailer)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any]:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or method.removeprefix(_SERVICE) not in REDIRECTED:
+            return handler
+        behaviour = _behaviour(handler)
+        if inspect.isasyncgenfunction(behaviour):
+
+            async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                await self._check(method, request, context)
+                async for response in behaviour(request, context):
+                    yield response
+
+            return _same_shape(handler, stream)
+
+        async def call(request: Any, context: Context) -> Any:
+            await self._check(method, request, context)
+            return await behaviour(request, context)
+
+        return _same_shape(handler, call)
