@@ -6,10 +6,14 @@ UNAVAILABLE whose ``ErrorInfo.metadata`` holds ``owner`` (the owner's host:port)
 gRPC's own retries not to retry here (``grpc-retry-pushback-ms`` below zero): the same replica
 would answer the same. A source nobody holds right now (its replica died, the lease has not run
 out yet) is UNAVAILABLE without an owner, with the usual retry delay.
+
+``ListSources`` answers for every source of the database, each with its replica's address
+(``Source.replica``); the sources run elsewhere carry their spec (URIs masked) without live state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,6 +21,8 @@ from typing import Any
 import grpc
 
 from detector_service.ownership import Ownership
+from detector_service.source_uri import SourceUri
+from detector_service.sources import mode_of
 from vigil.core.errors import DETAILS_KEY, Unavailable, abort_with, rich_status
 from vigil.core.serving import _behaviour, _same_shape
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -68,6 +74,26 @@ class OwnerRedirects(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         trailer = ((DETAILS_KEY, status.SerializeToString()), ("grpc-retry-pushback-ms", "-1"))
         await context.abort(error.status, status.message, trailer)
 
+    async def _listed(self, response: pb.ListSourcesResponse) -> pb.ListSourcesResponse:
+        ownership = self.ownership
+        owners = await ownership.owners()
+        kept = {spec.id: spec for spec in await asyncio.to_thread(ownership.store.load)}
+        listed = {source.spec.id: source for source in response.sources}
+        for source in listed.values():
+            source.replica = ownership.address
+        for source_id in sorted(set(owners) - set(listed)):
+            spec = ownership.configured.get(source_id) or kept.get(source_id)
+            if spec is None:
+                continue  # configured on another replica only
+            elsewhere = pb.Source(spec=spec)
+            elsewhere.spec.uri = SourceUri(spec.uri).masked
+            elsewhere.spec.record_uri = SourceUri(spec.record_uri).masked
+            elsewhere.spec.mode = mode_of(spec)
+            owner = owners[source_id]
+            elsewhere.replica = owner.address if owner is not None else ""
+            listed[source_id] = elsewhere
+        return pb.ListSourcesResponse(sources=[listed[k] for k in sorted(listed)])
+
     async def intercept_service(
         self,
         continuation: Callable[
@@ -77,9 +103,17 @@ class OwnerRedirects(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     ) -> grpc.RpcMethodHandler[Any, Any]:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or method.removeprefix(_SERVICE) not in REDIRECTED:
+        if handler is None:
             return handler
         behaviour = _behaviour(handler)
+        if method.removeprefix(_SERVICE) == "ListSources":
+
+            async def listing(request: Any, context: Context) -> Any:
+                return await self._listed(await behaviour(request, context))
+
+            return _same_shape(handler, listing)
+        if method.removeprefix(_SERVICE) not in REDIRECTED:
+            return handler
         if inspect.isasyncgenfunction(behaviour):
 
             async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
