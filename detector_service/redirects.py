@@ -23,7 +23,7 @@ import grpc
 from detector_service.ownership import Ownership
 from detector_service.source_uri import SourceUri
 from detector_service.sources import mode_of
-from vigil.core.errors import DETAILS_KEY, Unavailable, abort_with, rich_status
+from vigil.core.errors import DETAILS_KEY, AlreadyExists, Unavailable, abort_with, rich_status
 from vigil.core.serving import _behaviour, _same_shape
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -74,6 +74,13 @@ class OwnerRedirects(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         trailer = ((DETAILS_KEY, status.SerializeToString()), ("grpc-retry-pushback-ms", "-1"))
         await context.abort(error.status, status.message, trailer)
 
+    async def _check_new(self, source_id: str, context: Context) -> None:
+        """A source another replica runs (or will) is not added again here."""
+        if self.ownership.runs(source_id):
+            return  # the registry refuses it itself
+        if source_id in await self.ownership.owners():
+            await abort_with(context, AlreadyExists(f"source {source_id!r} already exists"))
+
     async def _listed(self, response: pb.ListSourcesResponse) -> pb.ListSourcesResponse:
         ownership = self.ownership
         owners = await ownership.owners()
@@ -112,6 +119,13 @@ class OwnerRedirects(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 return await self._listed(await behaviour(request, context))
 
             return _same_shape(handler, listing)
+        if method.removeprefix(_SERVICE) == "AddSource":
+
+            async def add(request: Any, context: Context) -> Any:
+                await self._check_new(request.source.id, context)
+                return await behaviour(request, context)
+
+            return _same_shape(handler, add)
         if method.removeprefix(_SERVICE) not in REDIRECTED:
             return handler
         if inspect.isasyncgenfunction(behaviour):

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from detector_service.postgres_sources import PostgresSourceStore
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
-from vigil.core.errors import Unavailable, from_rpc_error
+from vigil.core.errors import AlreadyExists, Unavailable, from_rpc_error
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.sdk import AsyncDetectorClient, Frame
@@ -142,6 +142,9 @@ async def test_a_call_to_a_replica_not_running_the_source_names_the_owner_and_is
         assert isinstance(error, Unavailable)
         assert error.metadata["owner"] == f"127.0.0.1:{b.port}"
         assert error.metadata["source_id"] == elsewhere
+        # Adding it again through a: refused, as on one service.
+        with pytest.raises(AlreadyExists):
+            await client.add_source(elsewhere, "test_pattern")
         # The SDK follows it: the unary call and the subscription both reach b.
         source = await client.get_source(elsewhere)
         assert source.spec.id == elsewhere

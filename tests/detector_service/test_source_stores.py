@@ -15,12 +15,31 @@ from detector_service.source_store import SourceStore
 from detector_service.source_stores import SourceKeeping
 from vigil.detector.v1 import detector_service_pb2 as pb
 
-Open = Callable[[], SourceKeeping]
+
+class Stores:
+    """Opens stores on one database (or file), as restarts or replicas would; closes them all."""
+
+    def __init__(self, make: Callable[[], SourceKeeping]) -> None:
+        self._make = make
+        self._open: list[SourceKeeping] = []
+
+    def open(self) -> SourceKeeping:
+        store = self._make()
+        self._open.append(store)
+        return store
+
+    def close(self, store: SourceKeeping) -> None:
+        self._open.remove(store)
+        store.close()
+
+    def close_all(self) -> None:
+        while self._open:
+            self.close(self._open[-1])
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
-def open_store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Open]:
-    opened: list[SourceKeeping] = []
+def stores(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Stores]:
+    make: Callable[[], SourceKeeping]
     if request.param == "sqlite":
         path = tmp_path / "data" / "sources.sqlite3"
 
@@ -33,27 +52,21 @@ def open_store(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterat
         def make() -> SourceKeeping:
             return PostgresSourceStore(url, pool_size=2)
 
-    def tracked() -> SourceKeeping:
-        store = make()
-        opened.append(store)
-        return store
-
-    yield tracked
-    for store in opened:
-        if store is not closed.get(id(store)):
-            store.close()
+    opened = Stores(make)
+    yield opened
+    opened.close_all()
 
 
-# Stores a test closed itself (the fixture closes the others).
-closed: dict[int, SourceKeeping] = {}
+@pytest.fixture
+def store(stores: Stores) -> SourceKeeping:
+    return stores.open()
 
 
 def spec(source_id: str, uri: str = "rtsp://user:secret@cam/1") -> pb.SourceSpec:
     return pb.SourceSpec(id=source_id, kind=pb.SOURCE_KIND_STREAM, uri=uri)
 
 
-async def test_kept_sources_come_back_in_the_order_added(open_store: Open) -> None:
-    store = open_store()
+async def test_kept_sources_come_back_in_the_order_added(store: SourceKeeping) -> None:
     for source_id in ("b", "a", "c"):
         await store.put(spec(source_id))
     assert [s.id for s in await asyncio.to_thread(store.load)] == ["b", "a", "c"]
@@ -61,30 +74,26 @@ async def test_kept_sources_come_back_in_the_order_added(open_store: Open) -> No
     assert (await asyncio.to_thread(store.load))[0].uri == "rtsp://user:secret@cam/1"
 
 
-async def test_a_put_replaces_the_source_of_its_id(open_store: Open) -> None:
-    store = open_store()
+async def test_a_put_replaces_the_source_of_its_id(store: SourceKeeping) -> None:
     await store.put(spec("a", "rtsp://cam/old"))
     await store.put(spec("a", "rtsp://cam/new"))
     assert [s.uri for s in await asyncio.to_thread(store.load)] == ["rtsp://cam/new"]
 
 
-async def test_delete_forgets_and_says_whether_there_was_one(open_store: Open) -> None:
-    store = open_store()
+async def test_delete_forgets_and_says_whether_there_was_one(store: SourceKeeping) -> None:
     await store.put(spec("a"))
     assert await store.delete("a") is True
     assert await store.delete("a") is False
     assert await asyncio.to_thread(store.load) == []
 
 
-async def test_writes_run_in_the_order_asked(open_store: Open) -> None:
-    store = open_store()
+async def test_writes_run_in_the_order_asked(store: SourceKeeping) -> None:
     # Not awaited one by one: an add and a quick remove of the same id must not swap.
     await asyncio.gather(store.put(spec("a")), store.delete("a"), store.put(spec("b")))
     assert [s.id for s in await asyncio.to_thread(store.load)] == ["b"]
 
 
-async def test_overrides_keep_their_base_and_are_forgotten(open_store: Open) -> None:
-    store = open_store()
+async def test_overrides_keep_their_base_and_are_forgotten(store: SourceKeeping) -> None:
     base, update = spec("cfg", "rtsp://cam/a"), spec("cfg", "rtsp://cam/b")
     await store.put_override(base, update)
     assert await asyncio.to_thread(store.load_overrides) == [(base, update)]
@@ -98,12 +107,20 @@ async def test_overrides_keep_their_base_and_are_forgotten(open_store: Open) -> 
     assert await asyncio.to_thread(store.load_overrides) == []
 
 
-async def test_what_is_kept_survives_reopening(open_store: Open) -> None:
-    first = open_store()
+async def test_what_is_kept_survives_reopening(stores: Stores) -> None:
+    first = stores.open()
     await first.put(spec("a"))
     await first.put_override(spec("cfg"), spec("cfg", "rtsp://cam/b"))
-    await asyncio.to_thread(first.close)
-    closed[id(first)] = first
-    again = open_store()
+    await asyncio.to_thread(stores.close, first)
+    again = stores.open()
     assert [s.id for s in await asyncio.to_thread(again.load)] == ["a"]
     assert len(await asyncio.to_thread(again.load_overrides)) == 1
+
+
+async def test_a_second_store_on_the_same_database_sees_the_writes(stores: Stores) -> None:
+    first, second = stores.open(), stores.open()
+    await first.put(spec("a"))
+    await second.put(spec("b"))
+    assert [s.id for s in await asyncio.to_thread(first.load)] == ["a", "b"]
+    assert await second.delete("a") is True
+    assert [s.id for s in await asyncio.to_thread(first.load)] == ["b"]
