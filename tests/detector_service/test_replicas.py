@@ -6,6 +6,7 @@ another, with a viewer resuming. Takeover times are printed, not asserted (``vig
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import pathlib
 import re
@@ -221,7 +222,9 @@ async def test_a_killed_replicas_sources_are_taken_over_and_viewers_resume(
                         break
                 process.kill()
                 killed = time.monotonic()
-                with pytest.raises(Unavailable):
+                # Ends with a's connection (UNAVAILABLE), or already ended when the source
+                # moved just before: either way the viewer subscribes again.
+                with contextlib.suppress(Unavailable):
                     async for _ in frames:
                         pass
             resumed = await first_frame(client, watched)
