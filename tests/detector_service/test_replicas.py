@@ -26,7 +26,7 @@ from detector_service.settings import DetectorSettings
 from vigil.core.errors import AlreadyExists, Unavailable, from_rpc_error
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.sdk import AsyncDetectorClient, Frame
+from vigil.sdk import AsyncDetectorClient, DetectorClient, Frame
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCES = ("cam1", "cam2", "cam3", "cam4")
@@ -156,6 +156,18 @@ async def test_a_call_to_a_replica_not_running_the_source_names_the_owner_and_is
                     break
         assert elsewhere in running(b)
         assert elsewhere not in running(a)
+
+    # The blocking client follows the same way.
+    def blocking() -> tuple[str, str]:
+        with DetectorClient(f"127.0.0.1:{a.port}") as sync:
+            found = sync.get_source(elsewhere).id
+            with sync.subscribe(elsewhere, omit_jpeg=True) as frames:
+                for item in frames:
+                    if isinstance(item, Frame):
+                        return found, item.source_id
+        raise AssertionError("the subscription ended without a frame")
+
+    assert await asyncio.to_thread(blocking) == (elsewhere, elsewhere)
 
 
 def spawn(tmp_path: pathlib.Path, url: str, name: str) -> tuple[subprocess.Popen[str], int]:
