@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 
 from detector_service.postgres_sources import Owner, PostgresSourceStore
 from detector_service.sources import SourceRegistry
@@ -56,14 +57,25 @@ class Ownership:
         self._task = asyncio.create_task(self._keep(), name="detector-ownership")
 
     async def _keep(self) -> None:
+        renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.renew_s)
             try:
                 await self.tick()
+                renewed = time.monotonic()
             except Exception as exc:
                 # The database may be back at the next tick; until the lease runs out we may
-                # still run what we hold (nobody else can claim it before then).
+                # still run what we hold (nobody else can claim it before then). After that,
+                # another replica may have claimed our sources: stop them, so none runs twice.
                 log.warning("keeping source leases: %s", exc)
+                if self.held and time.monotonic() - renewed >= self.lease_s:
+                    log.warning(
+                        "leases not renewed for %.0f s: stopping %d sources",
+                        self.lease_s,
+                        len(self.held),
+                    )
+                    for source_id in sorted(self.held):
+                        self._drop(source_id)
 
     async def tick(self) -> None:
         total, replicas = await self.store.heartbeat(self.replica, self.address, self.lease_s)
