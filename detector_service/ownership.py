@@ -149,7 +149,10 @@ class Ownership:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        held, self.held = sorted(self.held), {}
+        held = sorted(self.held)
+        # Stopped here before they are handed back: never running on two replicas at once.
+        for source_id in held:
+            self._drop(source_id)
         if held:
             with contextlib.suppress(Exception):
                 await self.store.release(self.replica, held)

@@ -13,7 +13,7 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import psycopg
@@ -35,31 +35,44 @@ LEASE_S = 2.0
 RENEW_S = 0.5
 WAIT_S = 60.0
 
-Start = Callable[[str], Awaitable[DetectorServer]]
 
+class Replicas:
+    """Starts detector replicas on the test's database; stops those its test did not."""
 
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Start]:
-    servers: list[DetectorServer] = []
+    def __init__(self, tmp_path: pathlib.Path, url: str) -> None:
+        self.tmp_path = tmp_path
+        self.url = url
+        self.servers: list[DetectorServer] = []
 
-    async def go(name: str) -> DetectorServer:
+    async def __call__(self, name: str) -> DetectorServer:
         settings = DetectorSettings(
             port=0,
             backend="none",
             linger_s=0.2,
-            data_dir=tmp_path / name,
-            database_url=SecretStr(postgres_url),
+            data_dir=self.tmp_path / name,
+            database_url=SecretStr(self.url),
             replica_id=name,
             lease_s=LEASE_S,
             lease_renew_s=RENEW_S,
         )
         server = await serve(settings)
-        servers.append(server)
+        self.servers.append(server)
         return server
 
-    yield go
-    for server in servers:
+    async def stop(self, server: DetectorServer) -> None:
+        self.servers.remove(server)
         await server.stop(0)
+
+
+Start = Replicas
+
+
+@pytest.fixture
+async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
+    replicas = Replicas(tmp_path, postgres_url)
+    yield replicas
+    while replicas.servers:
+        await replicas.stop(replicas.servers[-1])
 
 
 def running(server: DetectorServer) -> set[str]:
@@ -266,3 +279,19 @@ async def test_a_lease_lost_while_stalled_cannot_be_renewed(postgres_url: str) -
     finally:
         await asyncio.to_thread(a.close)
         await asyncio.to_thread(b.close)
+
+
+async def test_a_stopped_replica_hands_its_sources_back_for_the_others(
+    start: Start, postgres_url: str
+) -> None:
+    a = await start("a")
+    b = await start("b")
+    async with AsyncDetectorClient(f"127.0.0.1:{b.port}") as client:
+        await add_sources(client)
+    await until(lambda: split(a, b), "sources split between a and b")
+    on_a = running(a)
+    await start.stop(a)
+    # Released, not left to expire: b runs them all, and a holds nothing.
+    assert set(owners(postgres_url).values()) <= {"b", None}
+    await until(lambda: on_a <= running(b), "a's sources running on b")
+    assert set(owners(postgres_url).values()) == {"b"}
