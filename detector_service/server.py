@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import socket
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,13 +25,16 @@ from detector_service.metrics import (
     WatchRuleCollector,
 )
 from detector_service.native_logs import silence_native_logs
+from detector_service.ownership import Ownership
+from detector_service.postgres_sources import PostgresSourceStore, SourceStoreUnavailable
 from detector_service.private import private_dir
 from detector_service.recorder import Recorder
 from detector_service.recording.exports import ExportCache
+from detector_service.redirects import OwnerRedirects
 from detector_service.rule_checker import RuleChecker
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
-from detector_service.source_store import SourceStore
+from detector_service.source_stores import open_source_store
 from detector_service.sources import SourceRegistry, load_sources_file
 from detector_service.verification import VerificationCollector, Verifier
 from detector_service.watch_rules import WatchRules
@@ -73,6 +77,8 @@ class DetectorServer:
     closing: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     #: The language model's check of new incidents; None when no analyzer is configured.
     verifier: Verifier | None = None
+    #: Which sources this replica runs, when replicas share PostgreSQL.
+    ownership: Ownership | None = None
 
     @property
     def port(self) -> int:
@@ -81,6 +87,9 @@ class DetectorServer:
     async def stop(self, grace: float) -> None:
         for task in self.tasks:
             task.cancel()
+        if self.ownership is not None:
+            # Handed back first: the other replicas take the sources over at once.
+            await self.ownership.stop()
         await self.service.stop(grace)
         self.registry.close()
         # Threads left running into interpreter exit can abort it from inside OpenCV.
@@ -196,7 +205,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         verifier.start()
     zones = Zones(settings.track_lost_s, events.record)
     incidents.place = zones.place
-    store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
+    store = await asyncio.to_thread(open_source_store, settings)
     # Camera-health events go to the event log (ListEvents, StreamIncidents) like zone events.
     health = HealthMonitor(settings, on_event=events.record)
     checker = rule_checker(settings)
@@ -211,18 +220,33 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         recorder=recorder,
         rules=watch_rules,
     )
-    registry.add(
+    configured = [
         pb.SourceSpec(
             id=settings.default_source_id,
             kind=pb.SOURCE_KIND_TEST_PATTERN,
             display_name="Test pattern",
+        ),
+        *extra_sources,
+    ]
+    ownership = None
+    interceptors = auth_interceptors(settings.token)
+    if isinstance(store, PostgresSourceStore):
+        # Replicas: each source runs where its lease is held (claimed once serving, below).
+        ownership = Ownership(
+            store,
+            registry,
+            replica=settings.replica,
+            lease_s=settings.lease_s,
+            renew_s=settings.lease_renew_s,
+            configured=configured,
         )
-    )
-    for spec in extra_sources:
-        registry.add(spec)
-    # After the configured sources: on an id both have, configuration wins.
-    registry.restore(await asyncio.to_thread(store.load))
-    await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
+        interceptors.append(OwnerRedirects(ownership, settings.default_source_id))
+    else:
+        for spec in configured:
+            registry.add(spec)
+        # After the configured sources: on an id both have, configuration wins.
+        registry.restore(await asyncio.to_thread(store.load))
+        await registry.apply_overrides(await asyncio.to_thread(store.load_overrides))
     incidents.alert_policy = alert_policies(settings, registry, verifier is not None)
     if verifier is not None:
         metrics.registry.register(VerificationCollector(verifier))
@@ -239,7 +263,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         WatchRuleCollector(lambda: [s.snapshot() for s in registry.all()], lambda: checker.dropped)
     )
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
-    service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
+    service = Service(service_names=[SERVICE_NAME], interceptors=interceptors)
     pb_grpc.add_DetectorServiceServicer_to_server(
         DetectorServicer(
             settings, registry, batcher, pool, incidents, recorder, exports, events, evidence_key
@@ -247,6 +271,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         service.server,
     )
     await service.start_with(settings)
+    if ownership is not None:
+        await ownership.start(advertised(settings, service.port))
     closing = contextlib.ExitStack()
     closing.callback(health.close)
     if settings.metrics_port is not None:
@@ -270,6 +296,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         ],
         closing=closing,
         verifier=verifier,
+        ownership=ownership,
     )
     log.info(
         "detector service on %s:%d (backend %s, %d sources)",
@@ -298,6 +325,16 @@ def alert_policies(
     return policy
 
 
+def advertised(settings: DetectorSettings, port: int) -> str:
+    """Where clients sent here by another replica reach this one."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    host = settings.host
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def main() -> None:
     # First: the C libraries of the capture print camera URLs (passwords included) to stderr.
     silence_native_logs()
@@ -312,7 +349,7 @@ def main() -> None:
 
     try:
         run_forever(run)
-    except (BackendUnavailable, InvalidInput) as exc:
+    except (BackendUnavailable, InvalidInput, SourceStoreUnavailable) as exc:
         # A configuration the operator must change (a missing key, model or sources file): one
         # line saying what to set, not a traceback. The messages never hold secrets.
         sys.exit(f"detector service cannot start: {exc}")

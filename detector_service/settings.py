@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pathlib
+import socket
 from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
@@ -213,6 +214,30 @@ class DetectorSettings(GrpcServiceSettings):
     analyzer_tls_ca_file: pathlib.Path | None = None
     analyzer_tls_cert_file: pathlib.Path | None = None
     analyzer_tls_key_file: pathlib.Path | None = None
+    # Replicas (detector_service/ownership.py): with a postgresql:// URL the sources live in that
+    # database, shared by every replica naming it, and each source is run by the one replica
+    # holding its lease, renewed every lease_renew_s; a replica that dies loses its sources to
+    # the others within about lease_s + lease_renew_s. lease_s spans at least three renewals, so
+    # a busy machine does not hand a healthy replica's sources away. replica_id names this replica
+    # (empty: the host's name; two must not share one); advertise_address is where clients
+    # reach it when another replica sends them here (empty: this host's name and port).
+    database_url: SecretStr = SecretStr("")
+    database_pool_size: int = Field(4, ge=1, le=64)
+    database_connect_timeout_s: float = Field(10.0, gt=0.0)
+    replica_id: str = ""
+    lease_s: float = Field(6.0, gt=0.0)
+    lease_renew_s: float = Field(1.5, gt=0.0)
+    advertise_address: str = ""
+
+    @property
+    def replica(self) -> str:
+        return self.replica_id or socket.gethostname()
+
+    @model_validator(mode="after")
+    def _leases_outlast_renewals(self) -> DetectorSettings:
+        if self.lease_s < 3 * self.lease_renew_s:
+            raise ValueError("lease_s must be at least three times lease_renew_s")
+        return self
 
     @model_validator(mode="after")
     def _refresh_within_track_life(self) -> DetectorSettings:

@@ -24,7 +24,7 @@ from detector_service.pipeline import LiveSource
 from detector_service.private import require_private
 from detector_service.recorder import Recorder
 from detector_service.settings import DetectorSettings
-from detector_service.source_store import SourceStore
+from detector_service.source_stores import SourceKeeping
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
 from detector_service.watch_rule_spec import validate_watch_rules, watch_rules_from_tables
@@ -203,7 +203,7 @@ class SourceRegistry:
         self,
         settings: DetectorSettings,
         batcher: InferenceBatcher,
-        store: SourceStore,
+        store: SourceKeeping,
         observer: FrameObserver | None = None,
         recorder: Recorder | None = None,
         zones: Zones | None = None,
@@ -382,7 +382,15 @@ class SourceRegistry:
     async def remove(self, source_id: str) -> LiveSource:
         """Stop and unregister a source, and forget it if it was kept."""
         source = self.get(source_id)
-        del self._sources[source_id]
+        self.release(source_id)
+        await self.store.delete(source_id)
+        return source
+
+    def release(self, source_id: str) -> None:
+        """Stop and unregister a source without forgetting it (another replica runs it now)."""
+        source = self._sources.pop(source_id, None)
+        if source is None:
+            return
         self._declared.pop(source_id, None)
         self._configured.pop(source_id, None)
         if self.zones is not None:
@@ -392,8 +400,6 @@ class SourceRegistry:
             self.rules.forget(source_id)
         if self.recorder is not None:
             self.recorder.detach(source_id)
-        await self.store.delete(source_id)
-        return source
 
     def all(self) -> list[LiveSource]:
         return [self._sources[k] for k in sorted(self._sources)]

@@ -12,7 +12,7 @@ users.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import NoReturn
@@ -144,10 +144,19 @@ class VigilError(Exception):
         if cls.code not in ERRORS:
             raise TypeError(f"{cls.__name__}.code {cls.code!r} has no row in ERRORS")
 
-    def __init__(self, message: str, *, code: str | None = None, field: str | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        # Travels as ``ErrorInfo.metadata`` (for example the replica that owns a source).
+        self.metadata: Mapping[str, str] = dict(metadata or {})
         if code is not None:
             self.code = code
 
@@ -271,7 +280,8 @@ def rich_status(error: VigilError) -> status_pb2.Status:
     The message keeps the ``"CODE: "`` prefix released clients (vigil 0.1) read the code from;
     nothing in this version parses it: the code travels as ``ErrorInfo.reason``.
     """
-    details: list[Message] = [error_details_pb2.ErrorInfo(reason=error.code, domain=DOMAIN)]
+    info = error_details_pb2.ErrorInfo(reason=error.code, domain=DOMAIN, metadata=error.metadata)
+    details: list[Message] = [info]
     if error.retry_after_s is not None:
         delay = duration_pb2.Duration(seconds=error.retry_after_s)
         details.append(error_details_pb2.RetryInfo(retry_delay=delay))
@@ -334,7 +344,10 @@ def from_rpc_error(error: grpc.RpcError) -> VigilError:
         return cls(details or status.name)
     message = rich.message.removeprefix(f"{info.reason}: ")
     field = next((v.field for r in _bad_requests(rich) for v in r.field_violations), None)
-    return _error_class(info.reason, status)(message, code=info.reason, field=field)
+    metadata = dict(info.metadata)
+    return _error_class(info.reason, status)(
+        message, code=info.reason, field=field, metadata=metadata
+    )
 
 
 def _call(error: grpc.RpcError) -> grpc.Call | grpc.aio.AioRpcError | None:

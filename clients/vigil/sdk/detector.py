@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal, overload
 from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
-from vigil.sdk.client import AsyncClient, Client
+from vigil.sdk.client import AsyncClient, Client, invoke
 from vigil.sdk.common import Page, timestamp
 from vigil.sdk.detector_types import (
     SOURCE_EVENT_KINDS,
@@ -36,13 +36,21 @@ from vigil.sdk.detector_types import (
     incident_item,
 )
 from vigil.sdk.evidence import AsyncEvidenceMethods, EvidenceMethods
+from vigil.sdk.following import (
+    AsyncFollowingStream,
+    FollowingStream,
+    aio_owners,
+    follow,
+    follow_async,
+    sync_owners,
+)
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.options import ClientOptions
 from vigil.sdk.recordings import UNARY_METHODS as RECORDING_UNARY_METHODS
 from vigil.sdk.recordings import AsyncRecordingMethods, RecordingMethods
 from vigil.sdk.reviews import UNARY_METHODS as REVIEW_UNARY_METHODS
 from vigil.sdk.reviews import AsyncReviewMethods, ReviewMethods
-from vigil.sdk.streams import AsyncStream, Stream
+from vigil.sdk.streams import AsyncCall, AsyncStream, Stream, SyncCall
 
 if TYPE_CHECKING:
     from vigil.detector.v1.detector_service_pb2_grpc import DetectorServiceAsyncStub
@@ -211,6 +219,21 @@ class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
     def __init__(self, target: str | ClientOptions) -> None:
         super().__init__(target, SERVICE, UNARY_METHODS)
         self.stub = pb_grpc.DetectorServiceStub(self._channel)
+        # Replicas that run a source another replica sent a call to (vigil.sdk.following).
+        self._owners = sync_owners(self.options, SERVICE, UNARY_METHODS)
+
+    def _stub_at(self, address: str | None) -> pb_grpc.DetectorServiceStub:
+        if address is None:
+            return self.stub
+        stub: pb_grpc.DetectorServiceStub = pb_grpc.DetectorServiceStub(
+            self._owners.channel(address)
+        )
+        return stub
+
+    def close(self) -> None:
+        super().close()
+        for channel in self._owners.channels.values():
+            channel.close()
 
     def detect(
         self,
@@ -243,10 +266,20 @@ class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
         them (ignored for a source without one). ``wait_for_ready`` (the client's
         setting unless given) makes the call wait for a service that is not up yet; a caller
         that resubscribes after an outage wants that once it has told its users."""
-        stub = pb_grpc.DetectorServiceStub(self._live_channel())
         request = subscribe_request(source_id, omit_jpeg, main_stream)
-        items = SubscriptionItems(source_id)
-        return self._stream(stub.Subscribe, request, items, wait_for_ready=wait_for_ready)
+
+        def open_at(address: str | None) -> SyncCall[pb.SubscribeResponse]:
+            channel = (
+                self._live_channel()
+                if address is None
+                else self._owners.channel(address, live=True)
+            )
+            stub = pb_grpc.DetectorServiceStub(channel)
+            return invoke(
+                self.options, stub.Subscribe, request, None, wait_for_ready=wait_for_ready
+            )
+
+        return FollowingStream(open_at, SubscriptionItems(source_id))
 
     def add_source(
         self,
@@ -279,11 +312,15 @@ class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
 
     def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.RemoveSourceRequest(source_id=source_id)
-        return self._unary(self.stub.RemoveSource, request, timeout_s, source_of)
+        return follow(
+            lambda at: self._unary(self._stub_at(at).RemoveSource, request, timeout_s, source_of)
+        )
 
     def get_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.GetSourceRequest(source_id=source_id)
-        return self._unary(self.stub.GetSource, request, timeout_s, source_of)
+        return follow(
+            lambda at: self._unary(self._stub_at(at).GetSource, request, timeout_s, source_of)
+        )
 
     def list_sources(self, *, timeout_s: float | None = None) -> list[Source]:
         return self._unary(self.stub.ListSources, pb.ListSourcesRequest(), timeout_s, sources_of)
@@ -319,7 +356,9 @@ class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
             client.update_source(dataclasses.replace(spec, zones=(Zone.line(...),)))
         """
         request = update_source_request(spec)
-        return self._unary(self.stub.UpdateSource, request, timeout_s, source_of)
+        return follow(
+            lambda at: self._unary(self._stub_at(at).UpdateSource, request, timeout_s, source_of)
+        )
 
     def list_events(
         self,
@@ -364,6 +403,18 @@ class AsyncDetectorClient(
     def __init__(self, target: str | ClientOptions) -> None:
         super().__init__(target, SERVICE, UNARY_METHODS)
         self.stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._channel)
+        self._owners = aio_owners(self.options, SERVICE, UNARY_METHODS)
+
+    def _stub_at(self, address: str | None) -> DetectorServiceAsyncStub:
+        if address is None:
+            return self.stub
+        stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._owners.channel(address))
+        return stub
+
+    async def close(self) -> None:
+        await super().close()
+        for channel in self._owners.channels.values():
+            await channel.close(None)
 
     def detect(
         self,
@@ -390,10 +441,20 @@ class AsyncDetectorClient(
     ) -> AsyncStream[Frame | Source]:
         """Frames of a source, and the source itself (first, then on every state change);
         ``main_stream`` as in the sync client."""
-        stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(self._live_channel())
         request = subscribe_request(source_id, omit_jpeg, main_stream)
-        items = SubscriptionItems(source_id)
-        return self._stream(stub.Subscribe, request, items, wait_for_ready=wait_for_ready)
+
+        def open_at(address: str | None) -> AsyncCall[pb.SubscribeResponse]:
+            channel = (
+                self._live_channel()
+                if address is None
+                else self._owners.channel(address, live=True)
+            )
+            stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(channel)
+            return invoke(
+                self.options, stub.Subscribe, request, None, wait_for_ready=wait_for_ready
+            )
+
+        return AsyncFollowingStream(open_at, SubscriptionItems(source_id))
 
     async def add_source(
         self,
@@ -420,11 +481,15 @@ class AsyncDetectorClient(
 
     async def remove_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.RemoveSourceRequest(source_id=source_id)
-        return await self._unary(self.stub.RemoveSource, request, timeout_s, source_of)
+        return await follow_async(
+            lambda at: self._unary(self._stub_at(at).RemoveSource, request, timeout_s, source_of)
+        )
 
     async def get_source(self, source_id: str, *, timeout_s: float | None = None) -> Source:
         request = pb.GetSourceRequest(source_id=source_id)
-        return await self._unary(self.stub.GetSource, request, timeout_s, source_of)
+        return await follow_async(
+            lambda at: self._unary(self._stub_at(at).GetSource, request, timeout_s, source_of)
+        )
 
     async def list_sources(self, *, timeout_s: float | None = None) -> list[Source]:
         request = pb.ListSourcesRequest()
@@ -453,7 +518,9 @@ class AsyncDetectorClient(
 
     async def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
         request = update_source_request(spec)
-        return await self._unary(self.stub.UpdateSource, request, timeout_s, source_of)
+        return await follow_async(
+            lambda at: self._unary(self._stub_at(at).UpdateSource, request, timeout_s, source_of)
+        )
 
     async def list_events(
         self,

@@ -199,6 +199,8 @@ class Source:
     camera_problems: tuple[CameraProblem, ...] = ()
     # How motion gates the object detector (always-on sources).
     motion: MotionSettings = field(default_factory=MotionSettings)
+    # The replica running it (host:port) where detector replicas share sources; else empty.
+    replica: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
@@ -214,6 +216,7 @@ class Source:
             state_since=optional_seconds(m, "state_since"),
             counters=from_fields(SourceCounters, m.counters),
             recording=m.recording,
+            replica=m.replica,
             proto=m,
             zones=tuple(Zone.from_proto(z) for z in spec.zones),
             incident_zones=tuple(spec.incident_zones),

@@ -947,12 +947,19 @@ class Source(_message.Message):
     CAMERA_PROBLEMS_FIELD_NUMBER: _builtins.int
     RECORDING_FIELD_NUMBER: _builtins.int
     WATCH_RULES_FIELD_NUMBER: _builtins.int
+    REPLICA_FIELD_NUMBER: _builtins.int
     state: Global___SourceState.ValueType
     """Where the source is in its life."""
     last_error: _builtins.str
     """The most recent error, kept after recovery so users can see what happened; empty if none."""
     recording: _builtins.bool
     """Whether the source is being recorded now."""
+    replica: _builtins.str
+    """Where the replica running the source is reached (host:port) when several detector replicas
+    share their sources; empty for a service that runs all its sources itself. A source listed
+    by a replica that does not run it carries its spec only (state unspecified): its replica
+    answers for its live state.
+    """
     @_builtins.property
     def spec(self) -> Global___SourceSpec:
         """What was declared."""
@@ -984,10 +991,11 @@ class Source(_message.Message):
         camera_problems: _abc.Iterable[Global___SourceEventKind.ValueType] | None = ...,
         recording: _builtins.bool = ...,
         watch_rules: _abc.Iterable[Global___WatchRuleStatus] | None = ...,
+        replica: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["counters", b"counters", "spec", b"spec", "state_since", b"state_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_problems", b"camera_problems", "counters", b"counters", "last_error", b"last_error", "recording", b"recording", "spec", b"spec", "state", b"state", "state_since", b"state_since", "watch_rules", b"watch_rules"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["camera_problems", b"camera_problems", "counters", b"counters", "last_error", b"last_error", "recording", b"recording", "replica", b"replica", "spec", b"spec", "state", b"state", "state_since", b"state_since", "watch_rules", b"watch_rules"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
