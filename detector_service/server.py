@@ -17,7 +17,8 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
-from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
+from detector_service.incidents.config import IncidentConfig
+from detector_service.incidents.tracker import IncidentTracker, open_tracker
 from detector_service.metrics import (
     DetectorMetrics,
     ReviewCollector,

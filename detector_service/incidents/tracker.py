@@ -28,18 +28,18 @@ import collections
 import concurrent.futures
 import contextlib
 import logging
-import pathlib
 import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service import alerts
 from detector_service.incidents.clips import ClipRecorder
+from detector_service.incidents.config import IncidentConfig, IncidentRecording, IncidentVerifier
 from detector_service.incidents.store import IncidentStore
+from detector_service.incidents.subscription import IncidentSubscription
 from detector_service.incidents.webhook import Webhook
 from detector_service.subscribers import WeaponCrop
 from vigil.common.v1 import common_pb2
@@ -53,115 +53,6 @@ VERIFIED = pb.INCIDENT_EVENT_TYPE_VERIFIED
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentConfig:
-    # The SQLite history (the server keeps it in its data_dir).
-    db_path: pathlib.Path
-    # A class opens an incident when seen in min_frames of the last `window` frames (N of M).
-    min_frames: int = 3
-    window: int = 5
-    cooldown_s: float = 30.0
-    close_after_s: float = 5.0
-    webhook_url: str | None = None
-    webhook_retries: int = 3
-    # Clips are recorded only when set: pre_s seconds before the opening frame, post_s from it.
-    clip_dir: pathlib.Path | None = None
-    pre_s: float = 3.0
-    post_s: float = 3.0
-    # Events each gRPC subscriber may have waiting, and events waiting for the webhook.
-    subscriber_queue: int = 256
-    webhook_queue: int = 100
-    # The detector's track_lost_s: how long a track id may go unseen and still come back.
-    track_lost_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.min_frames <= self.window:
-            raise ValueError("need 1 <= min_frames <= window")
-        times = (self.cooldown_s, self.close_after_s, self.pre_s, self.post_s, self.track_lost_s)
-        if min(times) < 0:
-            raise ValueError("durations must not be negative")
-        if self.subscriber_queue < 1 or self.webhook_queue < 1 or self.webhook_retries < 0:
-            raise ValueError("queues need room for one event; retries must not be negative")
-
-
-class IncidentRecording(Protocol):
-    """The recorder's part in incidents (detector_service/recorder.py): it gives an incident of a
-    recorded source its ``recording`` range and keeps that part of the recording. Called under
-    the tracker's lock; must not block."""
-
-    def opened(self, incident: pb.Incident) -> None: ...
-
-    def closed(self, incident: pb.Incident) -> None: ...
-
-
-class IncidentVerifier(Protocol):
-    """The language model's check of new incidents (detector_service/verification.py). Called
-    under the tracker's lock; must not block."""
-
-    def frame(self, source_id: str, time_ns: int, jpeg: bytes) -> None:
-        """A processed frame that shows a weapon, kept a moment for the pictures of an incident."""
-
-    def forget(self, source_id: str) -> None:
-        """The source stopped: its frames say nothing about its next incident."""
-
-    def opened(self, incident: pb.Incident, crops: Sequence[WeaponCrop]) -> None:
-        """``incident`` (a copy, PENDING) opened on a frame whose weapons are ``crops``."""
-
-
-class IncidentSubscription:
-    """One StreamIncidents call's events; lives on the event loop. ``async for`` ends on close."""
-
-    def __init__(
-        self, tracker: IncidentTracker, source_id: str, include_snapshot: bool, maxsize: int
-    ) -> None:
-        self.source_id = source_id
-        self.include_snapshot = include_snapshot
-        self._tracker = tracker
-        self._maxsize = maxsize
-        self._items: collections.deque[pb.StreamIncidentsResponse] = collections.deque()
-        self._ready = asyncio.Event()
-        self._closed = False
-        #: Events lost because this subscriber had ``subscriber_queue`` events waiting.
-        self.dropped = 0
-
-    def __aiter__(self) -> IncidentSubscription:
-        return self
-
-    async def __anext__(self) -> pb.StreamIncidentsResponse:
-        while not self._items:
-            if self._closed:
-                raise StopAsyncIteration
-            self._ready.clear()
-            await self._ready.wait()
-        return self._items.popleft()
-
-    def get_nowait(self) -> pb.StreamIncidentsResponse | None:
-        """The next waiting event, or None."""
-        return self._items.popleft() if self._items else None
-
-    def close(self) -> None:
-        """Stop receiving; events already waiting can still be read."""
-        self._closed = True
-        self._ready.set()
-        self._tracker._subscriptions.discard(self)
-
-    def _offer(self, event: pb.StreamIncidentsResponse) -> None:
-        if self._closed or (self.source_id and self.source_id != event.incident.source_id):
-            return
-        if len(self._items) >= self._maxsize:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning("incident subscriber stuck: %d events dropped", self.dropped)
-            return
-        if not self.include_snapshot and event.incident.snapshot_jpeg:
-            stripped = pb.StreamIncidentsResponse()
-            stripped.CopyFrom(event)
-            stripped.incident.ClearField("snapshot_jpeg")
-            event = stripped
-        self._items.append(event)
-        self._ready.set()
 
 
 @dataclass(slots=True)
@@ -466,7 +357,9 @@ class IncidentTracker:
         self, source_id: str = "", *, include_snapshot: bool = True
     ) -> IncidentSubscription:
         """Follow events from now on, of one source or (empty) all. Call on the event loop."""
-        sub = IncidentSubscription(self, source_id, include_snapshot, self.config.subscriber_queue)
+        sub = IncidentSubscription(
+            self._subscriptions.discard, source_id, include_snapshot, self.config.subscriber_queue
+        )
         if self._closed:
             sub.close()
         else:
@@ -487,7 +380,7 @@ class IncidentTracker:
 
     def _fanout(self, event: pb.StreamIncidentsResponse) -> None:
         for sub in list(self._subscriptions):
-            sub._offer(event)
+            sub.offer(event)
 
     def _end_subscriptions(self) -> None:
         for sub in list(self._subscriptions):

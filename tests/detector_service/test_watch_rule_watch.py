@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
+from detector_service.incidents.config import IncidentConfig
+from detector_service.incidents.tracker import IncidentTracker, open_tracker
 from detector_service.rule_checker import CheckJob, pictures
 from detector_service.settings import DetectorSettings
 from detector_service.watch_rules import NO_ANALYZER, RuleWatch

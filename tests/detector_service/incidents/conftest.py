@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from detector_service.incidents.config import IncidentConfig
 from detector_service.incidents.store import IncidentStore
-from detector_service.incidents.tracker import IncidentConfig, IncidentTracker
+from detector_service.incidents.tracker import IncidentTracker
 from detector_service.incidents.webhook import Webhook
 
 

@@ -8,7 +8,8 @@ import functools
 import cv2
 import numpy as np
 
-from detector_service.incidents.tracker import IncidentSubscription, IncidentTracker
+from detector_service.incidents.subscription import IncidentSubscription
+from detector_service.incidents.tracker import IncidentTracker
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from detector_service.incidents.tracker import IncidentConfig
+from detector_service.incidents.config import IncidentConfig
 from tests.detector_service.incidents.conftest import Trackers
 from tests.detector_service.incidents.helpers import Camera, det, drain, frame_jpeg, kinds
 from vigil.detector.v1 import detector_service_pb2 as pb
