@@ -1,11 +1,15 @@
-"""The rules of ``scripts/check_deploy.py`` about TLS between the services, which no schema knows.
+"""The rules of ``scripts/check_deploy.py`` about calls between the services (TLS, reachability),
+which no schema knows.
 
 In a rendered overlay, from each Vigil container's environment (its ConfigMaps and literal
 values):
 
 - A service that serves TLS is called over TLS by each of its callers (the analyzer's calls to the
-  detector, the bridge's to both), which present a certificate when it wants mutual TLS; one that
-  serves plaintext is called in plaintext. Either mismatch fails every call.
+  detector, the detector's to the analyzer, the bridge's to both), which present a certificate
+  when it wants mutual TLS; one that serves plaintext is called in plaintext. Either mismatch
+  fails every call.
+- The NetworkPolicies selecting a service's pods let each of its callers' pods (a caller that
+  names it) reach its gRPC port.
 - In an overlay whose services talk across machines (``ENCRYPTED_OVERLAYS``) every gRPC service
   serves mutual TLS and every caller names the CA it verifies against and its own certificate.
 - A caller names each service by a host its cert-manager Certificate names (gRPC checks the
@@ -33,6 +37,11 @@ SERVERS = {
 # Who calls which services: the prefix of the settings its TLS to them is configured by, and the
 # setting naming each one's address.
 CALLERS = {
+    # Verified alerts and watch rules (an empty URL turns both off).
+    "detector_service": (
+        "VIGIL_DETECTOR_ANALYZER_TLS_",
+        {"analyzer_service": "VIGIL_DETECTOR_ANALYZER_URL"},
+    ),
     "analyzer_service": (
         "VIGIL_ANALYZER_DETECTOR_TLS_",
         {"detector_service": "VIGIL_ANALYZER_DETECTOR_ADDRESS"},
@@ -105,8 +114,10 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
     problems = []
     served: dict[str, tuple[bool, bool]] = {}  # module: (TLS, mutual TLS)
     names: dict[str, tuple[str, list[str]]] = {}  # module: its Certificate's name and DNS names
+    servers: dict[str, _Container] = {}
     for c in containers:
         if c.module in SERVERS:
+            servers[c.module] = c
             prefix, _ = SERVERS[c.module]
             files = c.files(prefix + "TLS_", "CERT_FILE", "KEY_FILE", "CLIENT_CA_FILE")
             problems += _mounted(c, files, objects)
@@ -132,6 +143,8 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
             unset = ", ".join(n for n, v in files.items() if not v)
             problems.append(f"{c.where}: {unset} unset: mutual TLS between machines wanted")
         for name, address in called.items():
+            if c.env.get(address) and name in servers:
+                problems += _reachable(c, servers[name], objects)
             host = _host(c.env.get(address) or "")
             if uses_tls and name in names and host and not _named(host, names[name][1]):
                 problems.append(
@@ -237,6 +250,44 @@ def _health_port_closed(c: _Container, prefix: str, objects: list[Obj]) -> list[
                     f"health port :{port}, which only the node's kubelet should reach"
                 )
     return problems
+
+
+def _reachable(caller: _Container, server: _Container, objects: list[Obj]) -> list[str]:
+    """The NetworkPolicies selecting the server's pods (if any do) let the caller's pods, in the
+    same namespace, reach its gRPC port: otherwise every call the caller makes times out."""
+    prefix, default = SERVERS[server.module]
+    port = int(server.env.get(prefix + "PORT") or default)
+    labels = server.workload["spec"]["template"]["metadata"].get("labels", {})
+    theirs = caller.workload["spec"]["template"]["metadata"].get("labels", {})
+    policies = [
+        p for p in objects
+        if p["kind"] == "NetworkPolicy"
+        and _matches(p["spec"].get("podSelector", {}), labels)
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]  # fmt: skip
+    for rule in (r for p in policies for r in p["spec"].get("ingress", [])):
+        peers, ports = rule.get("from"), rule.get("ports")
+        # A peer without namespaceSelector is a pod of the policy's own namespace.
+        admitted = not peers or any(
+            "podSelector" in peer
+            and "namespaceSelector" not in peer
+            and _matches(peer["podSelector"], theirs)
+            for peer in peers
+        )
+        if admitted and (not ports or any(_opens(p, port) for p in ports)):
+            return []
+    if not policies:
+        return []
+    named = ", ".join(p["metadata"]["name"] for p in policies)
+    return [
+        f"{server.where}: no NetworkPolicy selecting its pods ({named}) lets a "
+        f"{caller.module} pod reach :{port}, which {caller.where} calls"
+    ]
+
+
+def _matches(selector: Obj, labels: Obj) -> bool:
+    """A label selector's matchLabels against a pod's labels (empty: every pod)."""
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 
 def _opens(rule_port: Obj, port: int) -> bool:
