@@ -14,6 +14,8 @@ values):
   serves mutual TLS and every caller names the CA it verifies against and its own certificate.
 - A caller names each service by a host its cert-manager Certificate names (gRPC checks the
   certificate against the target's host).
+- A replica's advertised address (where other replicas send its clients) is a host its
+  Certificate names too.
 - Every TLS file named is a key of a Secret mounted at its directory (a Secret of the overlay, or
   one a cert-manager Certificate of the overlay issues: tls.crt, tls.key, ca.crt).
 - Kubelet's native gRPC probes cannot speak TLS: a service serving TLS is probed on its plaintext
@@ -25,6 +27,7 @@ values):
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
 Obj = dict[str, Any]
@@ -54,6 +57,8 @@ CALLERS = {
         },
     ),
 }
+# The setting naming where other replicas send a replica's clients (the detector's sources' owner).
+ADVERTISED = {"detector_service": "VIGIL_DETECTOR_ADVERTISE_ADDRESS"}
 # Overlays whose replicas run on several nodes: what passes between the services crosses machines.
 ENCRYPTED_OVERLAYS = {"production"}
 # The keys of the Secret cert-manager issues from a Certificate.
@@ -126,6 +131,8 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
             certificate = _certificate(c, cert, objects)
             if certificate is not None:
                 names[c.module] = certificate
+                if c.module in ADVERTISED:
+                    problems += _advertised(c, ADVERTISED[c.module], certificate)
             if encrypted and not all(files.values()):
                 unset = ", ".join(n for n, v in files.items() if not v)
                 problems.append(f"{c.where}: {unset} unset: mutual TLS between machines wanted")
@@ -196,6 +203,31 @@ def _certificate(
                 if obj["kind"] == "Certificate" and spec.get("secretName") == secret["secretName"]:
                     return f"Certificate/{obj['metadata']['name']}", spec.get("dnsNames", [])
     return None
+
+
+def _advertised(c: _Container, setting: str, certificate: tuple[str, list[str]]) -> list[str]:
+    """The host ``setting`` names, its $(VAR) references expanded as kubelet does (the pod's name
+    and namespace those of the first replica), is one ``certificate`` names."""
+    value = c.env.get(setting)
+    if not value:
+        return []
+    fields = {
+        "metadata.name": f"{c.workload['metadata']['name']}-0",
+        "metadata.namespace": c.workload["metadata"].get("namespace", "default"),
+    }
+    known = {
+        v["name"]: fields.get(v.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", ""))
+        or v.get("value")
+        for v in c.container.get("env", [])
+    }
+    expanded = re.sub(r"\$\((\w+)\)", lambda m: known.get(m[1]) or m[0], value)
+    host = _host(expanded)
+    if "$(" in expanded or not host or _named(host, certificate[1]):
+        return []
+    return [
+        f"{c.where}: {setting} names {host}, which {certificate[0]} does not (its dnsNames): "
+        "clients sent there fail the hostname check"
+    ]
 
 
 def _host(target: str) -> str:

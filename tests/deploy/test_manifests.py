@@ -216,6 +216,13 @@ CALLER_FAULTS = [
         "",
         "vigil-analyzer) lets a detector_service pod reach :50052",
     ),
+    (
+        "k8s/base/detector.yaml",
+        r"value: \$\(POD_NAME\).vigil-detector.\$\(POD_NAMESPACE\).svc:50051",
+        "value: $(POD_NAME).vigil-detector:50051",
+        "ADVERTISE_ADDRESS names vigil-detector-0.vigil-detector, which "
+        "Certificate/vigil-detector-tls does not",
+    ),
 ]
 
 
