@@ -16,7 +16,7 @@
   StatefulSet's Service is headless; every host of an Ingress is served over TLS; and TLS between
   the services is consistent (scripts/deploy_tls_rules.py: callers and services agree, mutual
   TLS in the production overlay, probes on the plaintext health port, which no NetworkPolicy
-  opens).
+  opens, and NetworkPolicies that let each caller reach the services it names).
 
 Usage: python scripts/check_deploy.py [DEPLOY_DIR]   (exit status 1 and one line per problem)
 """

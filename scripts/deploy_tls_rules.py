@@ -1,15 +1,21 @@
-"""The rules of ``scripts/check_deploy.py`` about TLS between the services, which no schema knows.
+"""The rules of ``scripts/check_deploy.py`` about calls between the services (TLS, reachability),
+which no schema knows.
 
 In a rendered overlay, from each Vigil container's environment (its ConfigMaps and literal
 values):
 
 - A service that serves TLS is called over TLS by each of its callers (the analyzer's calls to the
-  detector, the bridge's to both), which present a certificate when it wants mutual TLS; one that
-  serves plaintext is called in plaintext. Either mismatch fails every call.
+  detector, the detector's to the analyzer, the bridge's to both), which present a certificate
+  when it wants mutual TLS; one that serves plaintext is called in plaintext. Either mismatch
+  fails every call.
+- The NetworkPolicies selecting a service's pods let each of its callers' pods (a caller that
+  names it) reach its gRPC port.
 - In an overlay whose services talk across machines (``ENCRYPTED_OVERLAYS``) every gRPC service
   serves mutual TLS and every caller names the CA it verifies against and its own certificate.
 - A caller names each service by a host its cert-manager Certificate names (gRPC checks the
   certificate against the target's host).
+- A replica's advertised address (where other replicas send its clients) is a host its
+  Certificate names too.
 - Every TLS file named is a key of a Secret mounted at its directory (a Secret of the overlay, or
   one a cert-manager Certificate of the overlay issues: tls.crt, tls.key, ca.crt).
 - Kubelet's native gRPC probes cannot speak TLS: a service serving TLS is probed on its plaintext
@@ -21,6 +27,7 @@ values):
 from __future__ import annotations
 
 import pathlib
+import re
 from typing import Any
 
 Obj = dict[str, Any]
@@ -33,6 +40,11 @@ SERVERS = {
 # Who calls which services: the prefix of the settings its TLS to them is configured by, and the
 # setting naming each one's address.
 CALLERS = {
+    # Verified alerts and watch rules (an empty URL turns both off).
+    "detector_service": (
+        "VIGIL_DETECTOR_ANALYZER_TLS_",
+        {"analyzer_service": "VIGIL_DETECTOR_ANALYZER_URL"},
+    ),
     "analyzer_service": (
         "VIGIL_ANALYZER_DETECTOR_TLS_",
         {"detector_service": "VIGIL_ANALYZER_DETECTOR_ADDRESS"},
@@ -45,6 +57,8 @@ CALLERS = {
         },
     ),
 }
+# The setting naming where other replicas send a replica's clients (the detector's sources' owner).
+ADVERTISED = {"detector_service": "VIGIL_DETECTOR_ADVERTISE_ADDRESS"}
 # Overlays whose replicas run on several nodes: what passes between the services crosses machines.
 ENCRYPTED_OVERLAYS = {"production"}
 # The keys of the Secret cert-manager issues from a Certificate.
@@ -105,8 +119,10 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
     problems = []
     served: dict[str, tuple[bool, bool]] = {}  # module: (TLS, mutual TLS)
     names: dict[str, tuple[str, list[str]]] = {}  # module: its Certificate's name and DNS names
+    servers: dict[str, _Container] = {}
     for c in containers:
         if c.module in SERVERS:
+            servers[c.module] = c
             prefix, _ = SERVERS[c.module]
             files = c.files(prefix + "TLS_", "CERT_FILE", "KEY_FILE", "CLIENT_CA_FILE")
             problems += _mounted(c, files, objects)
@@ -115,6 +131,8 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
             certificate = _certificate(c, cert, objects)
             if certificate is not None:
                 names[c.module] = certificate
+                if c.module in ADVERTISED:
+                    problems += _advertised(c, ADVERTISED[c.module], certificate)
             if encrypted and not all(files.values()):
                 unset = ", ".join(n for n, v in files.items() if not v)
                 problems.append(f"{c.where}: {unset} unset: mutual TLS between machines wanted")
@@ -132,6 +150,8 @@ def check_tls(overlay: str, workloads: list[Obj], objects: list[Obj], where: str
             unset = ", ".join(n for n, v in files.items() if not v)
             problems.append(f"{c.where}: {unset} unset: mutual TLS between machines wanted")
         for name, address in called.items():
+            if c.env.get(address) and name in servers:
+                problems += _reachable(c, servers[name], objects)
             host = _host(c.env.get(address) or "")
             if uses_tls and name in names and host and not _named(host, names[name][1]):
                 problems.append(
@@ -183,6 +203,31 @@ def _certificate(
                 if obj["kind"] == "Certificate" and spec.get("secretName") == secret["secretName"]:
                     return f"Certificate/{obj['metadata']['name']}", spec.get("dnsNames", [])
     return None
+
+
+def _advertised(c: _Container, setting: str, certificate: tuple[str, list[str]]) -> list[str]:
+    """The host ``setting`` names, its $(VAR) references expanded as kubelet does (the pod's name
+    and namespace those of the first replica), is one ``certificate`` names."""
+    value = c.env.get(setting)
+    if not value:
+        return []
+    fields = {
+        "metadata.name": f"{c.workload['metadata']['name']}-0",
+        "metadata.namespace": c.workload["metadata"].get("namespace", "default"),
+    }
+    known = {
+        v["name"]: fields.get(v.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", ""))
+        or v.get("value")
+        for v in c.container.get("env", [])
+    }
+    expanded = re.sub(r"\$\((\w+)\)", lambda m: known.get(m[1]) or m[0], value)
+    host = _host(expanded)
+    if "$(" in expanded or not host or _named(host, certificate[1]):
+        return []
+    return [
+        f"{c.where}: {setting} names {host}, which {certificate[0]} does not (its dnsNames): "
+        "clients sent there fail the hostname check"
+    ]
 
 
 def _host(target: str) -> str:
@@ -237,6 +282,44 @@ def _health_port_closed(c: _Container, prefix: str, objects: list[Obj]) -> list[
                     f"health port :{port}, which only the node's kubelet should reach"
                 )
     return problems
+
+
+def _reachable(caller: _Container, server: _Container, objects: list[Obj]) -> list[str]:
+    """The NetworkPolicies selecting the server's pods (if any do) let the caller's pods, in the
+    same namespace, reach its gRPC port: otherwise every call the caller makes times out."""
+    prefix, default = SERVERS[server.module]
+    port = int(server.env.get(prefix + "PORT") or default)
+    labels = server.workload["spec"]["template"]["metadata"].get("labels", {})
+    theirs = caller.workload["spec"]["template"]["metadata"].get("labels", {})
+    policies = [
+        p for p in objects
+        if p["kind"] == "NetworkPolicy"
+        and _matches(p["spec"].get("podSelector", {}), labels)
+        and "Ingress" in p["spec"].get("policyTypes", ["Ingress"])
+    ]  # fmt: skip
+    for rule in (r for p in policies for r in p["spec"].get("ingress", [])):
+        peers, ports = rule.get("from"), rule.get("ports")
+        # A peer without namespaceSelector is a pod of the policy's own namespace.
+        admitted = not peers or any(
+            "podSelector" in peer
+            and "namespaceSelector" not in peer
+            and _matches(peer["podSelector"], theirs)
+            for peer in peers
+        )
+        if admitted and (not ports or any(_opens(p, port) for p in ports)):
+            return []
+    if not policies:
+        return []
+    named = ", ".join(p["metadata"]["name"] for p in policies)
+    return [
+        f"{server.where}: no NetworkPolicy selecting its pods ({named}) lets a "
+        f"{caller.module} pod reach :{port}, which {caller.where} calls"
+    ]
+
+
+def _matches(selector: Obj, labels: Obj) -> bool:
+    """A label selector's matchLabels against a pod's labels (empty: every pod)."""
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
 
 
 def _opens(rule_port: Obj, port: int) -> bool:

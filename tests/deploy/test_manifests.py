@@ -157,6 +157,12 @@ TLS_FAULTS = [
         "container analyzer: calls detector_service in plaintext, but it serves TLS",
     ),
     (
+        "k8s/base/config.yaml",
+        r"VIGIL_DETECTOR_ANALYZER_URL: dns:///vigil-analyzer:50052",
+        "VIGIL_DETECTOR_ANALYZER_URL: dns:///analyzer.vigil.svc:50052",
+        "ANALYZER_URL names analyzer.vigil.svc, which Certificate/vigil-analyzer-tls does not",
+    ),
+    (
         PRODUCTION,
         r"readinessProbe:\n            grpc: \{port: 50062\}",
         "readinessProbe:\n            grpc: {port: 50052}",
@@ -195,11 +201,35 @@ TLS_FAULTS = [
     ),
 ]
 
+# Apart from TLS_FAULTS: a caller in plaintext skips the hostname check planted there.
+CALLER_FAULTS = [
+    (
+        PRODUCTION,
+        r"(^  VIGIL_DETECTOR_ANALYZER_TLS_\w+: .*\n)+",
+        "",
+        "container detector: calls analyzer_service in plaintext, but it serves TLS",
+    ),
+    (
+        "k8s/base/network.yaml",
+        r"^        - podSelector:\n            matchLabels: \{app.kubernetes.io/name: vigil, "
+        r"app.kubernetes.io/component: detector\}\n",
+        "",
+        "vigil-analyzer) lets a detector_service pod reach :50052",
+    ),
+    (
+        "k8s/base/detector.yaml",
+        r"value: \$\(POD_NAME\).vigil-detector.\$\(POD_NAMESPACE\).svc:50051",
+        "value: $(POD_NAME).vigil-detector:50051",
+        "ADVERTISE_ADDRESS names vigil-detector-0.vigil-detector, which "
+        "Certificate/vigil-detector-tls does not",
+    ),
+]
+
 
 @pytest.mark.parametrize(
     "faults",
-    [SCHEMA_FAULTS, RULE_FAULTS, COMPOSE_FAULTS, RENDER_FAULTS, TLS_FAULTS],
-    ids=["schema", "rules", "compose", "render", "tls"],
+    [SCHEMA_FAULTS, RULE_FAULTS, COMPOSE_FAULTS, RENDER_FAULTS, TLS_FAULTS, CALLER_FAULTS],
+    ids=["schema", "rules", "compose", "render", "tls", "callers"],
 )
 def test_each_planted_fault_is_reported(
     tmp_path: pathlib.Path, faults: list[tuple[str, str, str, str]]

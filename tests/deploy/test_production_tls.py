@@ -70,7 +70,7 @@ def test_every_service_loads_the_overlays_tls_settings(
         assert service.tls.mutual
         assert service.health_port not in (None, service.port)
     assert (detector.health_port, analyzer.health_port) == (50061, 50062)
-    for client in (analyzer.detector_tls, bridge.backend_tls):
+    for client in (detector.analyzer_tls, analyzer.detector_tls, bridge.backend_tls):
         assert client is not None
         assert None not in (client.ca, client.cert, client.key)
         assert client.ca is not None
