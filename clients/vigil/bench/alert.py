@@ -249,6 +249,11 @@ def engine_settings(cache: pathlib.Path) -> tuple[dict[str, str], str]:
         "VIGIL_ANALYZER_DTYPE": "bfloat16",
         "VIGIL_ANALYZER_MAX_MODEL_LEN": "2048",
         "VIGIL_ANALYZER_MAX_IMAGES": "4",
+        # vLLM on a CPU: offline, and a 1 GiB KV cache, not 92 % of the machine's memory.
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "VLLM_HOST_IP": "127.0.0.1",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
     }
     return settings, f"vllm tiny random Gemma 3 on CPU, built into {path} (no engine configured)"
 
