@@ -16,7 +16,8 @@ from pydantic import SecretStr
 from vigil.common.v1 import common_pb2
 from vigil.core.errors import Unavailable, VigilError
 from vigil.core.tls import TlsClientFiles
-from vigil.sdk import AsyncDetectorClient, ClientOptions, DetectFrame, with_tls
+from vigil.sdk import AsyncDetectorClient, ClientOptions, DetectFrame, ExportInfo, with_tls
+from vigil.sdk.streams import AsyncStream
 
 SOURCE_PREFIX = "analyzer-job-"
 
@@ -80,6 +81,20 @@ class DetectorClient:
                 f"the detector at {self.address} answered {len(results)} of {len(paths)} frames"
             )
         return results
+
+    async def export(
+        self, source_id: str, start: float, end: float, *, timeout_s: float
+    ) -> AsyncStream[ExportInfo | bytes]:
+        """[start, end) of a source's recording: its ExportInfo, then the MP4's bytes. Raises
+        Unavailable, saying where, when the detector cannot be reached."""
+        try:
+            await self._client.connect(self.connect_timeout_s)
+        except Unavailable as exc:
+            raise Unavailable(
+                f"the detector service at {self.address} cannot be reached to fetch the "
+                f"recording ({exc.message}); try again when it is up"
+            ) from None
+        return self._client.export_stream(source_id, start, end, timeout_s=timeout_s)
 
     async def close(self) -> None:
         await self._client.close()

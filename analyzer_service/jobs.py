@@ -109,7 +109,13 @@ class JobManager:
         await self._announce_queue()
         self._tender = asyncio.create_task(self._tend(), name="jobs-tend")
 
-    async def submit(self, video: pb.Video, options: pb.AnalysisOptions) -> pb.Job:
+    async def submit(
+        self,
+        video: pb.Video,
+        options: pb.AnalysisOptions,
+        *,
+        recording: pb.RecordingRange | None = None,
+    ) -> pb.Job:
         waiting = len(await self.store.queue_positions())
         if waiting + self._reserved >= self.max_queued:
             raise Overloaded(f"the queue is full ({self.max_queued} jobs); try again later")
@@ -122,6 +128,7 @@ class JobManager:
             options=options,
             created_at=now,
             updated_at=now,
+            recording=recording,
         )
         # Older jobs first; then, with room left, the new job is leased here as it is stored.
         await self._claim()

@@ -123,16 +123,13 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
     store = await open_store(settings)
     workers = MediaWorkers(settings.media_workers, preload=["analyzer_service.media"])
     workers.warm_up()
-    detector = (
-        DetectorClient(
-            settings.detector_address,
-            connect_timeout_s=settings.detector_connect_timeout_s,
-            call_timeout_s=settings.detection_timeout_s,
-            token=settings.detector_token or settings.token,
-            tls=settings.detector_tls,
-        )
-        if settings.detection_pass
-        else None
+    # Also used without the detection pass: analyses of recordings fetch them from it.
+    detector = DetectorClient(
+        settings.detector_address,
+        connect_timeout_s=settings.detector_connect_timeout_s,
+        call_timeout_s=settings.detection_timeout_s,
+        token=settings.detector_token or settings.token,
+        tls=settings.detector_tls,
     )
     metrics = AnalyzerMetrics()
     monitor: EngineMonitor | None = None
@@ -151,7 +148,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
         workers=workers,
         model=model,
         frames=FramesStore(settings.jobs_dir),
-        detector=detector,
+        detector=detector if settings.detection_pass else None,
         metrics=metrics,
     )
     jobs = JobManager(
@@ -186,6 +183,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
                 workers=workers,
                 monitor=monitor,
                 metrics=metrics,
+                detector=detector,
             ),
             service.server,
         )
@@ -199,8 +197,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
             stop_metrics()
         await jobs.close()
         await workers.close()
-        if detector is not None:
-            await detector.close()
+        await detector.close()
         await store.close()
         raise
     return AnalyzerServer(

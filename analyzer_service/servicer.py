@@ -13,10 +13,12 @@ import grpc
 
 from analyzer_service import sampling, uploads
 from analyzer_service.chat import Chat
+from analyzer_service.detection import DetectorClient
 from analyzer_service.engine import EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
 from analyzer_service.metrics import AnalyzerMetrics
+from analyzer_service.recording_ranges import RecordingFetcher, check_range
 from analyzer_service.rule_checks import RuleChecker
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.upload_slots import UploadSlots, client_of
@@ -61,6 +63,7 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         workers: MediaWorkers,
         monitor: EngineMonitor | None = None,
         metrics: AnalyzerMetrics | None = None,
+        detector: DetectorClient,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or jobs.metrics
@@ -79,6 +82,7 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
             self.verifier = Verifier(settings=settings, model=model, metrics=self.metrics)
             self.rules = RuleChecker(settings=settings, model=model, metrics=self.metrics)
         self.upload_slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_share)
+        self.recordings = RecordingFetcher(settings=settings, workers=workers, detector=detector)
 
     async def UploadVideo(
         self, request_iterator: AsyncIterator[pb.UploadVideoRequest], context: Context
@@ -108,10 +112,28 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
     ) -> pb.StartAnalysisResponse:
         async with _StatusOnError(context, self.metrics):
             sampling.check_options(request.options, self.settings)
+            if request.HasField("recording"):
+                return await self._analyze_recording(request, context)
             video = await self.jobs.store.get_video(request.video_id)
             if video is None:
                 raise NotFound(f"no video {request.video_id!r}")
             return pb.StartAnalysisResponse(job=await self.jobs.submit(video, request.options))
+
+    async def _analyze_recording(
+        self, request: pb.StartAnalysisRequest, context: Context
+    ) -> pb.StartAnalysisResponse:
+        """Fetch the range from the detector service, store it as a video, start its job."""
+        if request.video_id:
+            raise InvalidInput("give either video_id or recording, not both", field="recording")
+        check_range(request.recording, self.settings, time.time())
+        started = time.monotonic()
+        # A fetch writes a video to disk as an upload does, and shares the uploads' slots.
+        with self.upload_slots.hold(client_of(context, self.settings.trusted_proxies)):
+            video, covered = await self.recordings.fetch(request.recording)
+        await asyncio.shield(self.jobs.store.create_video(video))
+        self.metrics.stage.labels("recording").observe(time.monotonic() - started)
+        job = await self.jobs.submit(video, request.options, recording=covered)
+        return pb.StartAnalysisResponse(job=job)
 
     async def StreamAnalysisEvents(
         self, request: pb.StreamAnalysisEventsRequest, context: Context

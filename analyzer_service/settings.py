@@ -120,6 +120,13 @@ class AnalyzerSettings(GrpcServiceSettings):
     # seconds one Detect call (all frames of one pass) may take.
     detector_connect_timeout_s: float = Field(default=2.0, gt=0.0)
     detection_timeout_s: float = Field(default=60.0, gt=0.0)
+    # Analyses of a camera's recording (StartAnalysis with a range): the longest range one may
+    # ask for (the detector's VIGIL_DETECTOR_EXPORT_MAX_S must allow it too), and seconds the
+    # detector service may take to export and send it. The fetched file is then held to the
+    # upload limits above. Recordings are fetched from detector_address even when the
+    # detection pass is off.
+    max_recording_range_s: float = Field(default=3600.0, gt=0.0)
+    recording_fetch_timeout_s: float = Field(default=300.0, gt=0.0)
     # Extra frames decoded around each run of weapon hits (split between just before its first
     # hit and just after its last, where the event starts and ends), inside at most
     # dense_window_s on each side. Dense frames and kept hits take at most half the budget.

@@ -81,34 +81,52 @@ async def receive(
         sampling.check_options(header.options, settings)
     if header.size > settings.max_upload_bytes:
         raise TooLarge(_too_large(settings.max_upload_bytes))
-    settings.videos_dir.mkdir(parents=True, exist_ok=True)
-    free = (await asyncio.to_thread(shutil.disk_usage, settings.videos_dir)).free
-    # A form's size is not declared (0): count it as the largest an upload may be.
-    if (header.size or settings.max_upload_bytes) + DISK_RESERVE_BYTES > free:
-        raise TooLarge("not enough disk space for this upload", code="INSUFFICIENT_STORAGE")
+    await check_room(header.size, settings)
     if on_accepted is not None:
         await on_accepted()
+    video = await store(
+        _chunks(requests), name=header.name, size=header.size, settings=settings, workers=workers
+    )
+    return header, video
 
+
+async def check_room(size: int, settings: AnalyzerSettings) -> None:
+    """TooLarge (INSUFFICIENT_STORAGE) unless the disk has room for ``size`` bytes (0: not
+    known, counted as the largest a video may be) and the reserve."""
+    settings.videos_dir.mkdir(parents=True, exist_ok=True)
+    free = (await asyncio.to_thread(shutil.disk_usage, settings.videos_dir)).free
+    if (size or settings.max_upload_bytes) + DISK_RESERVE_BYTES > free:
+        raise TooLarge("not enough disk space for this upload", code="INSUFFICIENT_STORAGE")
+
+
+async def store(
+    chunks: AsyncIterator[bytes],
+    *,
+    name: str,
+    size: int,
+    settings: AnalyzerSettings,
+    workers: MediaWorkers,
+) -> pb.Video:
+    """Write ``chunks`` to ``settings.videos_dir / video.id``, hashed on the way, and probe it;
+    ``size`` is the declared size (0: not known). Uploads and recordings fetched from the
+    detector service are stored alike, under the same limits."""
     video_id = uuid.uuid4().hex
     part_path = settings.videos_dir / f"{video_id}.part"
     final_path = settings.videos_dir / video_id
     part: _PartFile | None = None
     try:
         part = await _settled(_PartFile, part_path)
-        async for message in requests:
-            if message.WhichOneof("payload") != "chunk":
-                raise InvalidInput("only the first message of an upload may be a header")
-            chunk = message.chunk
+        async for chunk in chunks:
             part.size += len(chunk)
             # Checked before writing, so an oversized upload never reaches the disk.
             if part.size > settings.max_upload_bytes:
                 raise TooLarge(_too_large(settings.max_upload_bytes))
-            if header.size and part.size > header.size:
-                raise InvalidInput(f"received more bytes than the declared size ({header.size})")
+            if size and part.size > size:
+                raise InvalidInput(f"received more bytes than the declared size ({size})")
             # Hashing and writing a chunk take milliseconds; a thread keeps them off the loop.
             await _settled(part.write, chunk)
-        if header.size and part.size != header.size:
-            raise InvalidInput(f"received {part.size} bytes but the header declared {header.size}")
+        if size and part.size != size:
+            raise InvalidInput(f"received {part.size} bytes but the header declared {size}")
         if part.size == 0:
             raise InvalidInput("the upload is empty")
         sha256 = await _settled(part.finish)
@@ -121,7 +139,7 @@ async def receive(
 
     video = pb.Video(
         id=video_id,
-        name=display_name(header.name),
+        name=display_name(name),
         size=part.size,
         sha256=sha256,
         duration_s=probe.duration_s,
@@ -132,7 +150,14 @@ async def receive(
         codec=probe.codec,
     )
     video.uploaded_at.GetCurrentTime()
-    return header, video
+    return video
+
+
+async def _chunks(requests: AsyncIterator[pb.UploadVideoRequest]) -> AsyncIterator[bytes]:
+    async for message in requests:
+        if message.WhichOneof("payload") != "chunk":
+            raise InvalidInput("only the first message of an upload may be a header")
+        yield message.chunk
 
 
 async def _settled(fn: Callable[..., T], *args: Any) -> T:

@@ -24,11 +24,12 @@ from bridge.models import (
 )
 from bridge.state import bridge_state
 from vigil.sdk import ChatChunk
+from vigil.sdk.analyzer import RECORDING_TIMEOUT_S
 
 router = APIRouter(prefix="/api", tags=["analyses"], responses=ERROR_RESPONSES)
 
 NOT_FOUND: dict[int | str, dict[str, Any]] = {
-    404: {"model": ErrorBody, "description": "No such job or video."}
+    404: {"model": ErrorBody, "description": "No such job, video, camera or recording."}
 }
 CHAT_DESCRIPTION = """\
 Streams the answer as it is generated. Default: NDJSON (``application/x-ndjson``), one JSON object
@@ -41,11 +42,24 @@ error mid-answer arrives as a last ``{"error": {"code", "message"}}`` object (SS
 """
 
 
-@router.post("/analyses", status_code=201, summary="Start an analysis", responses=NOT_FOUND)
+@router.post(
+    "/analyses",
+    status_code=201,
+    summary="Start an analysis of an uploaded video or of a range of a camera's recording",
+    responses=NOT_FOUND,
+)
 async def start_analysis(body: StartAnalysis, request: Request) -> Job:
     state = bridge_state(request)
+    options = body.options.to_sdk()
     with backend("analyzer"):
-        job = await state.analyzer.start_analysis(body.video_id, body.options.to_sdk())
+        if body.recording is not None:
+            job = await state.analyzer.start_analysis(
+                options=options,
+                recording=body.recording.to_sdk(),
+                timeout_s=RECORDING_TIMEOUT_S,
+            )
+        else:
+            job = await state.analyzer.start_analysis(body.video_id or "", options)
     if body.session_id is not None:
         state.sessions.bind(body.session_id, job.id)
     return Job.from_sdk(job)

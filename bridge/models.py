@@ -14,12 +14,13 @@ over HTTP, WebSocket and Socket.IO.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import typing
 from collections.abc import Callable, Collection
 from typing import Any, Literal, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from vigil import sdk
 from vigil.sdk.analyzer_types import JOB_STATES as SDK_JOB_STATES
@@ -204,7 +205,40 @@ class Result(BaseModel):
 
 _JOB_CONVERTED = {
     "video", "state", "stage", "options", "result", "error", "created_at", "updated_at",
+    "recording",
 }  # fmt: skip
+
+
+def _utc(at: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(at, datetime.UTC)
+
+
+@mirrors(sdk.RecordingRange, converted={"start", "end"})
+class RecordingRange(BaseModel):
+    """[start, end) of a camera's recording, analysed instead of an upload."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "source_id": "gate",
+                    "start": "2025-01-01T02:00:00Z",
+                    "end": "2025-01-01T04:00:00Z",
+                }
+            ]
+        },
+    )
+    source_id: str = Field(min_length=1, max_length=128)
+    start: AwareDatetime
+    end: AwareDatetime
+
+    @classmethod
+    def from_sdk(cls, r: sdk.RecordingRange) -> RecordingRange:
+        return cls(source_id=r.source_id, start=_utc(r.start), end=_utc(r.end))
+
+    def to_sdk(self) -> sdk.RecordingRange:
+        return sdk.RecordingRange(self.source_id, self.start.timestamp(), self.end.timestamp())
 
 
 @mirrors(sdk.Job, converted=_JOB_CONVERTED)
@@ -222,6 +256,11 @@ class Job(BaseModel):
     created_at: str | None
     updated_at: str | None
     attempts: int
+    recording: RecordingRange | None = Field(
+        default=None,
+        description="The camera recording analysed, as far as it is recorded (the video's first "
+        "instant is its start); null for an upload.",
+    )
 
     @classmethod
     def from_sdk(cls, j: sdk.Job) -> Job:
@@ -233,6 +272,7 @@ class Job(BaseModel):
             result=Result.from_sdk(j.result) if j.result is not None else None,
             error=ErrorInfo.from_sdk(j.error) if j.error is not None else None,
             created_at=iso(j.proto.created_at), updated_at=iso(j.proto.updated_at),
+            recording=RecordingRange.from_sdk(j.recording) if j.recording is not None else None,
         )  # fmt: skip
 
 
@@ -259,13 +299,24 @@ class StartAnalysis(BaseModel):
             "examples": [{"video_id": VIDEO_EXAMPLE["id"], "options": {"sampling_policy": "seed"}}]
         },
     )
-    video_id: str = Field(min_length=1, max_length=128)
+    video_id: str | None = Field(default=None, min_length=1, max_length=128)
+    recording: RecordingRange | None = Field(
+        default=None,
+        description="A range of a camera's recording to analyse instead of an uploaded video "
+        "(the analyzer fetches it from the detector service; the call answers once it has).",
+    )
     options: Options = Field(default_factory=Options)
     session_id: str | None = Field(
         default=None,
         max_length=128,
         description="A session name that session clients may join instead of the job id.",
     )
+
+    @model_validator(mode="after")
+    def _one_video(self) -> StartAnalysis:
+        if (self.video_id is None) == (self.recording is None):
+            raise ValueError("give exactly one of video_id and recording")
+        return self
 
 
 class ChatQuestion(BaseModel):

@@ -5,6 +5,9 @@ confirmed it (an uncertain verdict alerts too: the model could not rule it out; 
 never does), BOTH at either. An incident whose verification was given up (SKIPPED) alerts under
 WHEN_CONFIRMED and BOTH: a weapon nobody could check must still reach someone.
 
+A watch rule's incident (``rule_id`` set) was already judged by the model when it opened: it
+alerts at opening whatever the policy, and its close follows.
+
 The webhook also gets the later events of an incident it was alerted to (its verdict, its end)
 with ``alert`` false, so a receiver can withdraw an alarm the model rejected; it never hears of
 an incident that did not alert.
@@ -52,6 +55,8 @@ def _verdict_alerts(incident: pb.Incident) -> bool:
 
 def is_alert(kind: pb.IncidentEventType.ValueType, incident: pb.Incident, policy: Policy) -> bool:
     """Whether this event alerts people (``StreamIncidentsResponse.alert``)."""
+    if incident.rule_id:
+        return kind == pb.INCIDENT_EVENT_TYPE_OPENED
     if kind == pb.INCIDENT_EVENT_TYPE_OPENED:
         return policy in _AT_OPENING
     if kind == pb.INCIDENT_EVENT_TYPE_VERIFIED:
@@ -63,6 +68,8 @@ def follows_alert(
     kind: pb.IncidentEventType.ValueType, incident: pb.Incident, policy: Policy
 ) -> bool:
     """Whether this event continues an incident that alerted before it (for the webhook)."""
+    if incident.rule_id:
+        return kind == pb.INCIDENT_EVENT_TYPE_CLOSED
     if kind == pb.INCIDENT_EVENT_TYPE_VERIFIED:
         return policy in _AT_OPENING
     if kind == pb.INCIDENT_EVENT_TYPE_CLOSED:

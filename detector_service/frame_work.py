@@ -15,6 +15,7 @@ from detector_service.batcher import InferenceBatcher
 from detector_service.gating import GatedDetector
 from detector_service.settings import DetectorSettings
 from detector_service.subscribers import Processed, WeaponCrop
+from detector_service.watch_rules import RuleWatch
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -30,9 +31,15 @@ class FrameWork:
     """Detect, draw and encode the frames of one source, numbering them."""
 
     def __init__(
-        self, spec: pb.SourceSpec, settings: DetectorSettings, batcher: InferenceBatcher
+        self,
+        spec: pb.SourceSpec,
+        settings: DetectorSettings,
+        batcher: InferenceBatcher,
+        rules: RuleWatch | None = None,
     ) -> None:
         self.source_id = spec.id
+        # Watch rules judge each detected frame before its boxes are drawn (watch_rules.py).
+        self.rules = rules
         self.settings = settings
         # Model time per frame as an exponential moving average, with the number of frames in it.
         self._inference_ema = (0.0, 0)
@@ -76,6 +83,8 @@ class FrameWork:
                 self._inference_ema = (EMA_DECAY * ema + (1 - EMA_DECAY) * inference_ms, n + 1)
             detections = found.to_proto(weapons)
             crops = weapon_crops(image, detections)
+            if self.rules is not None:
+                self.rules.observe(image, detections, self._detector.motion, capture_ns)
             draw(image, found, weapons)
         except Exception as exc:
             # The stream goes on unannotated; the error is flagged on the frame and counted.

@@ -190,6 +190,9 @@ class GatedDetector:
         self.tracker = ObjectTracker(settings.track_lost_s)
         # The tracked objects of the last detected frame, with their ids.
         self.held: Detections | None = None
+        #: Whether something moved in the last frame; None when frames are not judged for motion
+        #: (every frame is detected), as watch rules read it.
+        self.motion: bool | None = None
 
     def configure(self, spec: pb.SourceSpec) -> None:
         """Take a new spec's motion settings (UpdateSource); tracks and held boxes stay. The
@@ -203,6 +206,7 @@ class GatedDetector:
         ms (0: the model did not run on it); counts the frame in ``counters``."""
         plan = self.gate.plan(image, time_ns, tracking=bool(self.held))
         counters.frames_with_motion += plan.motion
+        self.motion = None if self.gate.every_frame else plan.motion
         if not plan.regions:
             # Nothing moved since the last detection: its tracked objects are where they were,
             # so the frame shows them (viewers see no boxes blink off between detections, and

@@ -191,3 +191,51 @@ class ReviewCollector(Collector):
             for name, family in families.items():
                 family.add_metric(value, float(getattr(row, name)))
         yield from families.values()
+
+
+class WatchRuleCollector(Collector):
+    """Per watch rule (``Source.watch_rules``): candidates, checks, yes answers, held-back
+    candidates and model time; and the checks dropped because the analyzer fell behind."""
+
+    def __init__(
+        self, sources: Callable[[], Iterable[pb.Source]], dropped: Callable[[], int]
+    ) -> None:
+        self.sources = sources
+        self.dropped = dropped
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        labels = ["source", "rule"]
+        families = {
+            "candidates": CounterMetricFamily(
+                "vigil_watch_rule_candidates",
+                "Frames that passed the rule's pre-filter",
+                labels=labels,
+            ),
+            "checks": CounterMetricFamily(
+                "vigil_watch_rule_checks", "Model calls made for the rule", labels=labels
+            ),
+            "matches": CounterMetricFamily(
+                "vigil_watch_rule_matches", "Checks the model answered yes", labels=labels
+            ),
+            "held_back": CounterMetricFamily(
+                "vigil_watch_rule_held_back",
+                "Candidates not checked: interval, budget or a full queue",
+                labels=labels,
+            ),
+            "model_seconds": CounterMetricFamily(
+                "vigil_watch_rule_model_seconds",
+                "Seconds the model spent on the rule",
+                labels=labels,
+            ),
+        }
+        for source in self.sources():
+            for status in source.watch_rules:
+                value = [source.spec.id, status.rule_id]
+                for name, family in families.items():
+                    family.add_metric(value, getattr(status, name))
+        yield from families.values()
+        yield CounterMetricFamily(
+            "vigil_watch_rule_checks_dropped",
+            "Watch-rule checks dropped because the analyzer was behind",
+            value=self.dropped(),
+        )

@@ -34,6 +34,7 @@ from detector_service.rate import Rate
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri
 from detector_service.subscribers import FrameObserver, Processed, Subscriber
+from detector_service.watch_rules import RuleWatch
 from detector_service.zones import ZoneWatch
 from vigil.core.backoff import Backoff
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -69,6 +70,7 @@ class LiveSource:
         zones: ZoneWatch | None = None,
         health: CameraWatch | None = None,
         detected: Callable[[Processed], None] | None = None,
+        rules: RuleWatch | None = None,
     ) -> None:
         # The real URI lives only inside ``uri``; the spec kept and handed out (snapshots, logs,
         # subscribers) holds its masked form, so nothing built from it can leak a password.
@@ -108,8 +110,10 @@ class LiveSource:
         self._threads: list[threading.Thread] = []
         self._loop_thread = threading.get_ident()
         self._linger: asyncio.TimerHandle | None = None
+        # The source's watch rules (watch_rules.py): they judge every detected frame.
+        self.rules = rules
         # Gate, detect, draw and encode each frame (frame_work.py).
-        self._work = FrameWork(spec, settings, batcher)
+        self._work = FrameWork(spec, settings, batcher, rules)
         self.newest: Processed | None = None  # whose boxes the main view draws
         self.main_view = MainView(spec.id, settings, loop, lambda: self.newest)
         self.main_view.configure(self.record_uri, self.max_fps)
@@ -136,6 +140,7 @@ class LiveSource:
             state_since=since,
             recording=self._recording is not None and self._recording(self.spec.id),
             camera_problems=self.health.problems if self.health is not None else (),
+            watch_rules=self.rules.status() if self.rules is not None else (),
         )
 
     @property
@@ -193,6 +198,8 @@ class LiveSource:
                 self._slot.cond.notify_all()
             if self.observer is not None:
                 self.observer.end_source(self.spec.id)
+            if self.rules is not None:
+                self.rules.end()
         self._set_state(final_state)
 
     def respec(self, spec: pb.SourceSpec, restart: bool) -> None:
@@ -213,6 +220,8 @@ class LiveSource:
             self.zones.configure(fresh)
         if self.health is not None:
             self.health.configure(fresh)
+        if self.rules is not None:
+            self.rules.configure(fresh)
         self._work.configure(fresh)
         if not self._running and (self.always or (running and self.subscribers)):
             self.start()

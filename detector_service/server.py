@@ -17,22 +17,32 @@ from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.tracker import IncidentConfig, IncidentTracker, open_tracker
-from detector_service.metrics import DetectorMetrics, ReviewCollector, SourceCollector
+from detector_service.metrics import (
+    DetectorMetrics,
+    ReviewCollector,
+    SourceCollector,
+    WatchRuleCollector,
+)
 from detector_service.native_logs import silence_native_logs
 from detector_service.private import private_dir
 from detector_service.recorder import Recorder
 from detector_service.recording.exports import ExportCache
+from detector_service.rule_checker import RuleChecker
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.sources import SourceRegistry, load_sources_file
 from detector_service.verification import VerificationCollector, Verifier
+from detector_service.watch_rules import WatchRules
 from detector_service.zones import Zones
 from vigil.core.errors import InvalidInput, VigilError
 from vigil.core.metrics_http import serve_metrics
 from vigil.core.serving import Service, auth_interceptors, configure_logging, run_forever
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
+from vigil.sdk.analyzer import AsyncAnalyzerClient
+from vigil.sdk.model_types import Sampling
+from vigil.sdk.options import ClientOptions, with_tls
 
 log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
@@ -54,6 +64,9 @@ class DetectorServer:
     exports: ExportCache
     #: Zone and camera-health events: ``events.record`` is how producers report them.
     events: EventLog
+    #: Watch-rule checks (their queue and the analyzer's client).
+    rule_checker: RuleChecker | None = None
+    watch_rules: WatchRules | None = None
     #: Background work that ends with the server (the model's health watch).
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     #: What else closes with it (the metrics HTTP server).
@@ -72,6 +85,10 @@ class DetectorServer:
         self.registry.close()
         # Threads left running into interpreter exit can abort it from inside OpenCV.
         await asyncio.to_thread(self.registry.join, 10.0)
+        if self.rule_checker is not None:
+            await self.rule_checker.close()
+        if self.watch_rules is not None:  # before the incidents: its open ones close first
+            self.watch_rules.end_all()
         await asyncio.to_thread(self.batcher.close)
         if self.verifier is not None:  # incidents still PENDING are retried at the next start
             await self.verifier.close()
@@ -117,6 +134,32 @@ async def watch_model_health(service: Service, batcher: InferenceBatcher) -> Non
             await service.set_serving(healthy)
 
 
+def rule_checker(settings: DetectorSettings) -> RuleChecker:
+    """The watch-rule checks' queue, with a client of the analyzer when one is configured."""
+    client = None
+    if settings.analyzer_url:
+        token = settings.analyzer_token or settings.token
+        options = ClientOptions(
+            address=settings.analyzer_url,
+            token=token.get_secret_value() if token else None,
+            timeout_s=settings.watch_rule_timeout_s,
+        )
+        client = AsyncAnalyzerClient(with_tls(options, settings.analyzer_tls))
+    sampling = None
+    if settings.watch_rule_seed is not None or settings.watch_rule_temperature is not None:
+        sampling = Sampling(
+            temperature=settings.watch_rule_temperature, seed=settings.watch_rule_seed
+        )
+    return RuleChecker(
+        asyncio.get_running_loop(),
+        client,
+        queue_size=settings.watch_rule_queue,
+        concurrency=settings.watch_rule_concurrency,
+        timeout_s=settings.watch_rule_timeout_s,
+        sampling=sampling,
+    )
+
+
 async def serve(settings: DetectorSettings) -> DetectorServer:
     """Load the model, register the sources and start serving."""
     extra_sources = load_sources_file(settings.sources_file) if settings.sources_file else []
@@ -156,8 +199,17 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     store = await asyncio.to_thread(SourceStore, settings.data_dir / "sources.sqlite3")
     # Camera-health events go to the event log (ListEvents, StreamIncidents) like zone events.
     health = HealthMonitor(settings, on_event=events.record)
+    checker = rule_checker(settings)
+    watch_rules = WatchRules(settings, checker.submit if checker.enabled else None, incidents)
     registry = SourceRegistry(
-        settings, batcher, store, observer=incidents, zones=zones, health=health, recorder=recorder
+        settings,
+        batcher,
+        store,
+        observer=incidents,
+        zones=zones,
+        health=health,
+        recorder=recorder,
+        rules=watch_rules,
     )
     registry.add(
         pb.SourceSpec(
@@ -183,6 +235,9 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     # Scrapes wait for the store's thread, behind any writes queued first: seconds at worst.
     metrics.watch(ReviewCollector(lambda: incidents.store.stats().result(STATS_TIMEOUT_S)))
+    metrics.watch(
+        WatchRuleCollector(lambda: [s.snapshot() for s in registry.all()], lambda: checker.dropped)
+    )
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="detect")
     service = Service(service_names=[SERVICE_NAME], interceptors=auth_interceptors(settings.token))
     pb_grpc.add_DetectorServiceServicer_to_server(
@@ -207,6 +262,8 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         recorder,
         exports,
         events,
+        rule_checker=checker,
+        watch_rules=watch_rules,
         tasks=[
             asyncio.create_task(watch_model_health(service, batcher)),
             asyncio.create_task(recorder.keep_retention(lambda: [s.spec for s in registry.all()])),

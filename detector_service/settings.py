@@ -10,6 +10,7 @@ from pydantic_settings import SettingsConfigDict
 
 from vigil.core.ports import DETECTOR_PORT
 from vigil.core.settings import GrpcServiceSettings
+from vigil.core.tls import TlsClientFiles, check_client_files, client_files
 
 
 def default_model_dir() -> pathlib.Path:
@@ -168,8 +169,10 @@ class DetectorSettings(GrpcServiceSettings):
     # Verified weapon alerts (detector_service/verification.py): when a weapon incident opens,
     # its snapshot, a few frames before it and full-resolution crops of its weapon boxes (at most
     # verification_max_pictures in all) go to the analyzer at analyzer_url (host:port; empty turns
-    # verification off: incidents are not verified, as before). analyzer_token is its bearer
-    # token. verification_workers calls run at once; verification_queue incidents may wait (a
+    # verification off: incidents are not verified, as before; the same analyzer checks watch
+    # rules, and a gRPC target naming replicas works too: dns:///analyzer:50052). analyzer_token
+    # is its bearer token (unset: this service's own token is sent).
+    # verification_workers calls run at once; verification_queue incidents may wait (a
     # full queue leaves the newest PENDING in the store for the retry sweep). An unreachable
     # analyzer is retried with backoff from verification_retry_initial_s up to
     # verification_retry_max_s; an incident still unverified verification_give_up_s after it
@@ -192,6 +195,24 @@ class DetectorSettings(GrpcServiceSettings):
     # leaves alert_policy unset: at opening, only once the model confirmed it, or both. With
     # verification off, "when_confirmed" alerts at opening (no verdict would ever come).
     alert_policy: Literal["at_opening", "when_confirmed", "both"] = "at_opening"
+    # Watch rules (detector_service/watch_rules.py): checks waiting for the analyzer (beyond it
+    # the oldest is dropped and counted), checks in flight at once, pictures per check (the
+    # candidate's recent frames, a second apart), seconds one check may take, and seconds after
+    # a rule's incident closed before the rule may open another.
+    watch_rule_queue: int = Field(64, ge=1, le=10000)
+    watch_rule_concurrency: int = Field(4, ge=1, le=64)
+    watch_rule_frames: int = Field(3, ge=1, le=8)
+    watch_rule_timeout_s: float = Field(30.0, gt=0.0)
+    watch_rule_cooldown_s: float = Field(60.0, ge=0.0)
+    # Sampling of the checks (unset: the analyzer's defaults); a seed makes answers repeatable.
+    watch_rule_seed: int | None = Field(None, ge=0)
+    watch_rule_temperature: float | None = Field(None, ge=0.0, le=2.0)
+    # TLS to the analyzer (vigil.core.tls; this service's own is tls_*_file): its certificate
+    # verified against analyzer_tls_ca_file (unset: the system's roots), and for mutual TLS this
+    # certificate and key presented. Any of them set turns TLS on; unset: plaintext.
+    analyzer_tls_ca_file: pathlib.Path | None = None
+    analyzer_tls_cert_file: pathlib.Path | None = None
+    analyzer_tls_key_file: pathlib.Path | None = None
 
     @model_validator(mode="after")
     def _refresh_within_track_life(self) -> DetectorSettings:
@@ -207,3 +228,15 @@ class DetectorSettings(GrpcServiceSettings):
         if self.verification_retry_max_s < self.verification_retry_initial_s:
             raise ValueError("verification_retry_max_s must not be below the initial retry delay")
         return self
+
+    @model_validator(mode="after")
+    def _analyzer_tls_usable(self) -> DetectorSettings:
+        check_client_files(self.analyzer_tls)
+        return self
+
+    @property
+    def analyzer_tls(self) -> TlsClientFiles | None:
+        """How the analyzer is reached over TLS; None: plaintext."""
+        return client_files(
+            self.analyzer_tls_ca_file, self.analyzer_tls_cert_file, self.analyzer_tls_key_file
+        )

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import pathlib
 import tomllib
+from collections.abc import Collection
 from typing import Any
 
 from detector_service import alerts
@@ -26,6 +27,8 @@ from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
 from detector_service.source_uri import credentials_parse
 from detector_service.subscribers import FrameObserver
+from detector_service.watch_rule_spec import validate_watch_rules, watch_rules_from_tables
+from detector_service.watch_rules import WatchRules
 from detector_service.zones import Zones, validate_zones, zones_from_tables
 from vigil.core import source_ids
 from vigil.core.errors import AlreadyExists, InvalidInput, NotFound
@@ -50,7 +53,9 @@ def mode_of(spec: pb.SourceSpec) -> pb.SourceMode.ValueType:
     return DEFAULT_MODES.get(spec.kind, pb.SOURCE_MODE_ON_DEMAND)
 
 
-def validate(spec: pb.SourceSpec) -> None:
+def validate(spec: pb.SourceSpec, known_classes: Collection[str] = ()) -> None:
+    """Refuse a spec that cannot work; ``known_classes``: the classes the detector reports (empty
+    when that cannot be told), which watch rules may name."""
     if not source_ids.is_source_id(spec.id):
         raise InvalidInput(f"source id must be {source_ids.RULE}")
     if spec.kind == pb.SOURCE_KIND_UNSPECIFIED:
@@ -79,6 +84,7 @@ def validate(spec: pb.SourceSpec) -> None:
         raise InvalidInput("alert_policy must be at_opening, when_confirmed or both (or unset)")
     validate_motion(spec.motion)
     validate_zones(spec)
+    validate_watch_rules(spec, known_classes)
 
 
 def _validate_record_uri(spec: pb.SourceSpec) -> None:
@@ -104,7 +110,7 @@ MODES = {"on_demand": pb.SOURCE_MODE_ON_DEMAND, "always": pb.SOURCE_MODE_ALWAYS}
 STREAM_FIELDS = ("uri", "record_uri", "width", "height", "max_fps", "loop")
 SPEC_FIELDS = {
     "id", "kind", "uri", "loop", "max_fps", "width", "height", "display_name", "mode", "record_uri",
-    "zones", "incident_zones", "ptz", "motion", "alert_policy",
+    "zones", "incident_zones", "ptz", "motion", "alert_policy", "watch_rules", "time_zone",
 }  # fmt: skip
 
 
@@ -127,6 +133,10 @@ def load_sources_file(path: pathlib.Path) -> list[pb.SourceSpec]:
     [sources.motion]          # optional: see gating.motion_from_table
     sensitivity = 0.6
     masks = [[[0.8, 0.0], [1.0, 0.0], [1.0, 0.1], [0.8, 0.1]]]
+    time_zone = "Europe/Berlin"   # optional: the camera's, for watch-rule times
+    [[sources.watch_rules]]   # optional, repeated: see watch_rule_spec.watch_rules_from_tables
+    id = "fence"
+    condition = "someone climbs the fence"
 
     The file may hold camera passwords: one that group or others can read is refused.
     """
@@ -169,12 +179,23 @@ def _spec_from_table(entry: Any, where: str) -> pb.SourceSpec:
     values["zones"] = zones_from_tables(values.get("zones", []), where)
     if "motion" in values:
         values["motion"] = motion_from_table(values["motion"], where)
+    values["watch_rules"] = watch_rules_from_tables(values.get("watch_rules", []), where)
     try:
         return pb.SourceSpec(
             kind=KINDS[kind], mode=MODES[mode] if mode else pb.SOURCE_MODE_UNSPECIFIED, **values
         )
     except (TypeError, ValueError) as exc:
         raise InvalidInput(f"{where}: {exc}") from None
+
+
+def known_classes(settings: DetectorSettings, batcher: InferenceBatcher) -> frozenset[str]:
+    """The classes the detector can report: the model's (when it names them), less those
+    ``class_allow`` leaves out; empty when that cannot be told (a hosted model, no allow list)."""
+    names = frozenset(batcher.backend.names)
+    if settings.class_allow is None:
+        return names
+    allowed = frozenset(settings.class_allow)
+    return names & allowed if names else allowed
 
 
 class SourceRegistry:
@@ -187,8 +208,11 @@ class SourceRegistry:
         recorder: Recorder | None = None,
         zones: Zones | None = None,
         health: HealthMonitor | None = None,
+        rules: WatchRules | None = None,
     ) -> None:
         self.settings = settings
+        self.rules = rules
+        self.known_classes = known_classes(settings, batcher)
         self.health = health
         self.batcher = batcher
         self.store = store
@@ -236,7 +260,7 @@ class SourceRegistry:
             self.recorder.attach(resolved)
 
     def _register(self, spec: pb.SourceSpec) -> LiveSource:
-        validate(spec)
+        validate(spec, self.known_classes)
         if spec.id in self._sources:
             raise AlreadyExists(f"source {spec.id!r} already exists")
         resolved = pb.SourceSpec()
@@ -246,6 +270,7 @@ class SourceRegistry:
         recorder = self.recorder
         zones = self.zones.watch(resolved) if self.zones is not None else None
         watch = self.health.watch(resolved) if self.health is not None else None
+        rules = self.rules.watch(resolved) if self.rules is not None else None
         source = LiveSource(
             resolved,
             self.settings,
@@ -257,6 +282,7 @@ class SourceRegistry:
             health=watch,
             recording=recorder.is_recording if recorder is not None else None,
             detected=recorder.detected if recorder is not None else None,
+            rules=rules,
         )
         self._sources[spec.id] = source
         self._declared[spec.id] = spec
@@ -304,7 +330,7 @@ class SourceRegistry:
             new.uri = declared.uri
         if new.record_uri and new.record_uri == source.spec.record_uri:
             new.record_uri = declared.record_uri
-        validate(new)
+        validate(new, self.known_classes)
         configured = self._configured.get(spec.id)
         if configured is None:
             await self.store.put(new)
@@ -333,7 +359,7 @@ class SourceRegistry:
             configured = self._configured.get(spec.id)
             if configured is not None and configured == base:
                 try:
-                    validate(spec)
+                    validate(spec, self.known_classes)
                 except InvalidInput as exc:
                     log.warning("the update of source %r is skipped: %s", spec.id, exc)
                     continue
@@ -362,6 +388,8 @@ class SourceRegistry:
         if self.zones is not None:
             self.zones.forget(source_id)
         source.close()
+        if self.rules is not None:
+            self.rules.forget(source_id)
         if self.recorder is not None:
             self.recorder.detach(source_id)
         await self.store.delete(source_id)

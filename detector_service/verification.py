@@ -45,7 +45,14 @@ from detector_service.subscribers import WeaponCrop
 from vigil.core.backoff import Backoff
 from vigil.core.errors import VigilError
 from vigil.detector.v1 import detector_service_pb2 as pb
-from vigil.sdk import AsyncAnalyzerClient, ClientOptions, Picture, Sampling, Verification
+from vigil.sdk import (
+    AsyncAnalyzerClient,
+    ClientOptions,
+    Picture,
+    Sampling,
+    Verification,
+    with_tls,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +82,11 @@ class Verifier:
     def __init__(self, settings: DetectorSettings, tracker: IncidentTracker) -> None:
         self.settings = settings
         self.tracker = tracker
-        token = settings.analyzer_token.get_secret_value() if settings.analyzer_token else None
-        self.client = AsyncAnalyzerClient(
-            ClientOptions(settings.analyzer_url, token=token, timeout_s=None)
+        token = settings.analyzer_token or settings.token
+        options = ClientOptions(
+            settings.analyzer_url, token=token.get_secret_value() if token else None, timeout_s=None
         )
+        self.client = AsyncAnalyzerClient(with_tls(options, settings.analyzer_tls))
         self.sampling: Sampling | None = None
         if settings.verification_temperature is not None or settings.verification_seed is not None:
             self.sampling = Sampling(settings.verification_temperature, settings.verification_seed)

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vigil import cli_analyzer, cli_common, cli_detector, cli_extras, cli_loadtest
+from vigil import (
+    cli_analyzer,
+    cli_common,
+    cli_detector,
+    cli_extras,
+    cli_loadtest,
+    cli_recording_analysis,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cli_detector.add_parsers(commands, connection)
     cli_analyzer.add_parsers(commands, connection)
+    cli_recording_analysis.add_parser(commands, connection)
     cli_loadtest.add_parser(commands)
     return parser
 

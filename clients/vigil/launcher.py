@@ -81,6 +81,12 @@ def service_env(base: Mapping[str, str]) -> dict[str, str]:
     if token:
         for prefix in PREFIXES.values():
             env.setdefault(f"{prefix}TOKEN", token)
+    # With a language model configured, the detector has it check weapon incidents as they open
+    # (verified alerts); without one there is nothing to ask, and verification stays off.
+    if env.get("VIGIL_ANALYZER_ENGINE", "none") != "none":
+        env.setdefault("VIGIL_DETECTOR_ANALYZER_URL", address("analyzer_service", env))
+        if "VIGIL_ANALYZER_TOKEN" in env:
+            env.setdefault("VIGIL_DETECTOR_ANALYZER_TOKEN", env["VIGIL_ANALYZER_TOKEN"])
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

@@ -21,6 +21,8 @@ class DetectorBackend(abc.ABC):
     model_name: str = "unknown"
     #: Most frames one ``detect`` call takes; 1 means the backend does not batch.
     max_batch: int = 1
+    #: The classes the model reports; empty when it does not say (watch rules check theirs).
+    names: Sequence[str] = ()
 
     @abc.abstractmethod
     def detect(self, images: Sequence[Image]) -> list[Detections]:

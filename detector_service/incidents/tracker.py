@@ -378,6 +378,32 @@ class IncidentTracker:
         log.info("incident %s closed (peak %.2f)", incident.id, incident.peak_confidence)
         self._emit(CLOSED, incident)
 
+    def open_rule_incident(self, incident: pb.Incident, time_ns: int) -> None:
+        """Open an incident a watch rule's check found (``watch_rules.py`` decides when one opens
+        and closes); it is stored, streamed, recorded and posted like a weapon's. Any thread."""
+        with self._lock:
+            if self._closed:
+                return
+            self.opened += 1
+            log.info("incident %s opened: rule %s on %s", incident.id, incident.rule_id,
+                     incident.source_id)  # fmt: skip
+            if self.recording is not None:
+                self.recording.opened(incident)
+            if self.clips is not None and not incident.HasField("recording"):
+                self.clips.start(incident.source_id, incident.id, time_ns)
+            self._emit(OPENED, incident)
+
+    def close_rule_incident(self, incident: pb.Incident, closed_ns: int) -> None:
+        """Close an incident ``open_rule_incident`` opened. Any thread."""
+        with self._lock:
+            if self._closed:
+                return
+            incident.closed_at.CopyFrom(_timestamp(closed_ns))
+            if self.recording is not None:
+                self.recording.closed(incident)
+            log.info("incident %s closed (rule %s)", incident.id, incident.rule_id)
+            self._emit(CLOSED, incident)
+
     def _emit(self, kind: pb.IncidentEventType.ValueType, incident: pb.Incident) -> None:
         # Called under the lock, so an incident's events reach every consumer in order.
         # The message copies the incident; consumers must treat it as read-only.

@@ -81,6 +81,26 @@ async def test_videos_and_jobs_are_found_by_id(store: JobStore) -> None:
     assert await store.get_job("nope") is None
 
 
+async def test_a_jobs_recording_range_is_kept_through_updates_and_claims(
+    store: JobStore,
+) -> None:
+    recording = pb.RecordingRange(source_id="gate")
+    recording.start.FromSeconds(1_700_000_000)
+    recording.end.FromSeconds(1_700_007_200)
+    await store.create_job(
+        pb.Job(id="j1", video=pb.Video(id="v1"), state=pb.JOB_STATE_QUEUED, recording=recording)
+    )
+    [lease] = await store.claim("replica-a", lease_s=30, limit=1)
+    assert lease.job.recording == recording
+    lease.job.state = pb.JOB_STATE_RUNNING
+    await store.update_job(lease.job, lease=lease)
+    stored = await store.get_job("j1")
+    assert stored is not None
+    assert stored.recording == recording
+    [listed], _ = await store.list_jobs(page_size=5, page_token="", state=pb.JOB_STATE_UNSPECIFIED)
+    assert listed.recording == recording
+
+
 async def test_concurrent_appends_get_sequences_1_to_n(store: JobStore) -> None:
     await store.create_job(job("j1"))
     await store.create_job(job("j2"))

@@ -174,7 +174,7 @@ async def test_bad_input_gets_clear_json_errors(client: httpx.AsyncClient) -> No
         assert body["message"]
         assert "Traceback" not in response.text
     missing = cases[1][0].json()
-    assert missing["message"] == "body.video_id: Field required"
+    assert missing["message"] == "body: Value error, give exactly one of video_id and recording"
 
 
 async def test_sources_and_incidents(client: httpx.AsyncClient) -> None:

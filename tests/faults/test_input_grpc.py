@@ -210,6 +210,16 @@ def test_one_vigil_token_sets_every_service_token() -> None:
     assert "VIGIL_BRIDGE_TOKEN" not in service_env({})
 
 
+def test_the_detector_asks_the_analyzer_to_verify_only_when_a_model_is_configured() -> None:
+    assert "VIGIL_DETECTOR_ANALYZER_URL" not in service_env({})
+    assert "VIGIL_DETECTOR_ANALYZER_URL" not in service_env({"VIGIL_ANALYZER_ENGINE": "none"})
+    env = service_env(
+        {"VIGIL_ANALYZER_ENGINE": "vllm", "VIGIL_ANALYZER_PORT": "7001", "VIGIL_TOKEN": TOKEN}
+    )
+    assert env["VIGIL_DETECTOR_ANALYZER_URL"] == "127.0.0.1:7001"
+    assert env["VIGIL_DETECTOR_ANALYZER_TOKEN"] == TOKEN
+
+
 async def accepted_soon(stub: Any, video: bytes, within_s: float) -> apb.UploadVideoResponse:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + within_s

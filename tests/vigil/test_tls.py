@@ -14,14 +14,20 @@ from analyzer_service.detection import DetectorUnavailable
 from analyzer_service.settings import AnalyzerSettings
 from bridge.app import client_options
 from bridge.settings import BridgeSettings
-from detector_service.server import DetectorServer
+from detector_service.server import DetectorServer, rule_checker
 from detector_service.settings import DetectorSettings
 from tests.vigil.certs import Authority, write_private
 from tests.vigil.conftest import LoopThread, StartAnalyzer, StartDetector, jpeg
 from vigil.cli import main
-from vigil.core.errors import Unavailable, Unimplemented
+from vigil.core.errors import ModelNotConfigured, Unavailable, Unimplemented
 from vigil.core.tls import TlsConfigError, TlsServerFiles, server_credentials
-from vigil.sdk import AnalyzerClient, AsyncDetectorClient, ClientOptions, DetectorClient
+from vigil.sdk import (
+    AnalyzerClient,
+    AsyncDetectorClient,
+    ClientOptions,
+    DetectorClient,
+    Picture,
+)
 
 # A bound on waiting for a client to see a health change; it normally takes milliseconds.
 SETTLE_S = 10.0
@@ -313,3 +319,35 @@ def test_a_plaintext_health_port_serves_probes_that_cannot_speak_tls(
             client.list_sources()
         loop_thread.run(detector.service.set_serving(False))
         assert client.health() == "NOT_SERVING"
+
+
+def test_the_detector_asks_a_mutual_tls_analyzer_with_its_certificate(
+    start_analyzer: StartAnalyzer, loop_thread: LoopThread, pki: Pki
+) -> None:
+    analyzer = start_analyzer(**pki.serving(mutual=True))
+    where = f"127.0.0.1:{analyzer.port}"
+    picture = Picture(jpeg(), "frame")
+
+    async def ask(cert: pathlib.Path | None, key: pathlib.Path | None) -> None:
+        settings = DetectorSettings(
+            analyzer_url=where,
+            analyzer_tls_ca_file=pki.ca_file,
+            analyzer_tls_cert_file=cert,
+            analyzer_tls_key_file=key,
+            watch_rule_timeout_s=10,
+        )
+        checker = rule_checker(settings)
+        assert checker.client is not None
+        try:
+            await checker.client.check_watch_rule(
+                rule_id="r", source_id="cam", condition="a person", pictures=[picture]
+            )
+        finally:
+            await checker.close()
+
+    # Through the handshake: the analyzer itself answers (it has no model here).
+    with pytest.raises(ModelNotConfigured):
+        loop_thread.run(ask(pki.client_cert, pki.client_key))
+    # Without a certificate to show, the analyzer refuses the connection.
+    with pytest.raises(Unavailable):
+        loop_thread.run(ask(None, None))

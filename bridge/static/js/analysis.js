@@ -1,9 +1,13 @@
-// The analysis view: upload a video, follow its analysis on the session (/ws/session events),
-// show the result and chat about it.
+// The analysis view: upload a video (or take a range of a camera's recording picked on the
+// timeline), follow its analysis on the session (/ws/session events), show the result and chat
+// about it.
 //   POST /api/videos?name=&analyze=true&session_id=   the raw file as the body
+//   POST /api/analyses {recording: {source_id, start, end}, session_id}   a range of a recording
+import { messageOf, sendJson } from "./api.js";
 import { $, byId, find } from "./dom.js";
 import { ChatView } from "./chat.js";
 import { clock } from "./format.js";
+import { when } from "./labels.js";
 import { authHeaders } from "./net.js";
 import { renderResult } from "./result.js";
 import { SessionSocket } from "./session.js";
@@ -12,7 +16,9 @@ import { toast } from "./toast.js";
 /**
  * @typedef {import("../types/protocol").SessionData} SessionData
  * @typedef {import("../types/protocol").UploadAnswer} UploadAnswer
+ * @typedef {import("./range.js").PickedRange} PickedRange
  * @typedef {import("./session.js").SessionState} SessionState
+ * @typedef {{id: string, video?: {duration_s?: number}, recording?: {start: string, end: string}}} RecordingJob
  */
 
 /** @type {Record<string, string>} */
@@ -45,6 +51,7 @@ export class AnalysisView {
     this.chat = new ChatView(this.session, () => this.jobId);
     /** @type {XMLHttpRequest | null} */
     this.upload = null;
+    this.fetching = false; // a range of a recording is being fetched
     this.file.addEventListener("change", () => { this.uploadButton.disabled = !this.file.files?.length; });
     this.form.addEventListener("submit", (event) => { event.preventDefault(); this.startUpload(); });
   }
@@ -58,6 +65,7 @@ export class AnalysisView {
     this.finished = false;
     this.jobId = null;
     $("analysis-card").hidden = false;
+    $("analysis-subject").hidden = true;
     $("result").hidden = true;
     $("long-video-notice").hidden = true;
     $("analysis-error").hidden = true;
@@ -71,10 +79,7 @@ export class AnalysisView {
     const file = this.file.files?.[0];
     if (!file || this.upload) return;
     this.reset();
-    const sessionId = crypto.randomUUID ? crypto.randomUUID() : `s-${Date.now()}-${Math.random().toString(16).slice(2)}`;
-    this.sessionId = sessionId;
-    // The seed's flow: join the session first, then upload; the bridge binds the job to it.
-    this.session.open({ session_id: sessionId });
+    const sessionId = this.joinNewSession();
     const url = `/api/videos?${new URLSearchParams({ name: file.name, analyze: "true", session_id: sessionId })}`;
     const xhr = new XMLHttpRequest();
     this.upload = xhr;
@@ -109,6 +114,52 @@ export class AnalysisView {
     xhr.onerror = () => { this.upload = null; this.uploadButton.disabled = false; this.failUpload("The bridge cannot be reached."); };
     xhr.onabort = () => { this.upload = null; this.uploadButton.disabled = false; this.failUpload("The upload was cancelled."); };
     xhr.send(file);
+  }
+
+  /** A fresh session, joined before the job is asked for: the bridge binds the job to it. */
+  joinNewSession() {
+    const sessionId = crypto.randomUUID ? crypto.randomUUID() : `s-${Date.now()}-${Math.random().toString(16).slice(2)}`;
+    this.sessionId = sessionId;
+    this.session.open({ session_id: sessionId });
+    return sessionId;
+  }
+
+  /**
+   * Analyse a range of a camera's recording: the bridge answers once the analyzer has fetched it
+   * from the detector service; then the job's events arrive on the session as for an upload.
+   * @param {PickedRange} range
+   */
+  async analyzeRecording(range) {
+    if (this.upload || this.fetching) return;
+    this.reset();
+    const what = `${range.name}, ${when(range.start)}–${when(range.end)}`;
+    this.setProgress(0, "queued", `Fetching the recording of ${what}…`);
+    // Times the answers cite ([mm:ss]) count from the start of what is recorded of the range.
+    $("analysis-subject").textContent = `Recording of ${what}.`;
+    $("analysis-subject").hidden = false;
+    $("stage-message").textContent = "The analyzer fetches the range from the recording first.";
+    const session_id = this.joinNewSession();
+    const recording = { source_id: range.sourceId, start: range.start.toISOString(), end: range.end.toISOString() };
+    this.fetching = true;
+    try {
+      /** @type {RecordingJob} */
+      const job = await sendJson("POST", "/api/analyses", { recording, session_id });
+      this.jobId = this.jobId || job.id;
+      if (job.recording) {
+        const covered = `${when(job.recording.start)}–${when(job.recording.end)}`;
+        $("analysis-subject").textContent = `Recording of ${range.name}, ${covered} (as recorded); times count from ${when(job.recording.start)}.`;
+      }
+      this.chat.setEnabled(true, "Ask anything about the recording.");
+      toast("success", "Recording fetched", `${what}: ${clock(job.video?.duration_s)} of video.`);
+    } catch (error) {
+      this.session.closedByUs = true;
+      this.setProgress(0, "failed", STAGE_NAMES.failed);
+      $("stage-message").textContent = "";
+      this.showError(`Could not analyse the recording of ${what}: ${messageOf(error)}`);
+      toast("error", "Recording not analysed", messageOf(error));
+    } finally {
+      this.fetching = false;
+    }
   }
 
   /** @param {string} why */

@@ -2,11 +2,13 @@
 // the recording's coverage as bars (GET /api/sources/{id}/coverage; what lies between bars is a
 // gap), incidents and zone or camera events as markers (GET /api/incidents, GET /api/events).
 // A click on a row plays the recording from that moment (recording.mp4 for a window around it); a
-// marker is a button that plays its moment, for keyboards as well.
+// marker is a button that plays its moment, for keyboards as well. A drag across a row picks a
+// range of that camera's recording to analyse (range.js).
 import { ApiError, getJson, messageOf } from "./api.js";
 import { $, byId, el } from "./dom.js";
 import { EVENT_LABELS, label, when } from "./labels.js";
 import { Player } from "./player.js";
+import { RangePicker } from "./range.js";
 import { sourceName } from "./sources.js";
 
 /**
@@ -15,6 +17,7 @@ import { sourceName } from "./sources.js";
  * @typedef {import("../types/protocol").IncidentPage} IncidentPage
  * @typedef {import("../types/protocol").Source} Source
  * @typedef {import("./sources.js").SourceStore} SourceStore
+ * @typedef {import("./range.js").PickedRange} PickedRange
  * @typedef {{at: Date, kind: "incident" | "event", text: string}} Marker
  */
 
@@ -23,12 +26,17 @@ const AFTER_MS = 50_000; // and after it
 const REFRESH_MS = 30_000;
 
 export class TimelineView {
-  /** @param {SourceStore} store */
-  constructor(store) {
+  /**
+   * @param {SourceStore} store
+   * @param {(range: PickedRange) => void} onAnalyze asked to analyse a range of a recording
+   */
+  constructor(store, onAnalyze) {
     this.store = store;
+    this.picker = new RangePicker(onAnalyze);
     this.window = byId("timeline-window", HTMLSelectElement);
     this.player = new Player("timeline-video", "timeline-caption", "timeline-notice", "timeline-boxes");
     this.loading = false;
+    this.again = false;
     this.window.addEventListener("change", () => this.load());
     $("panel-recordings").addEventListener("show", () => this.load());
     /** @type {string[]} the sources of the rows shown */
@@ -42,12 +50,16 @@ export class TimelineView {
   }
 
   async load() {
-    if (this.loading) return;
+    if (this.loading) {
+      this.again = true; // a window chosen while loading: load that one next
+      return;
+    }
     this.loading = true;
     try {
       const end = new Date();
       const start = new Date(end.getTime() - Number(this.window.value) * 60_000);
       const sources = this.store.loaded ? this.store.sources : await this.store.refresh();
+      this.picker.setCameras(sources.map((s) => ({ id: s.spec.id, name: sourceName(s, s.spec.id) })));
       const rows = await Promise.all(sources.map((s) => this.row(s, start, end)));
       $("timeline-rows").replaceChildren(...rows);
       $("timeline-empty").hidden = sources.length > 0;
@@ -58,6 +70,10 @@ export class TimelineView {
       $("timeline-empty").textContent = `Could not load the timeline: ${messageOf(error)}`;
     } finally {
       this.loading = false;
+      if (this.again) {
+        this.again = false;
+        this.load();
+      }
     }
   }
 
@@ -127,6 +143,7 @@ export class TimelineView {
       button.addEventListener("click", (event) => { event.stopPropagation(); this.playAt(id, name, marker.at); });
       track.append(button);
     }
+    this.picker.attach(track, id, start, span);
     track.addEventListener("click", (event) => {
       const box = track.getBoundingClientRect();
       const fraction = Math.min(1, Math.max(0, (event.clientX - box.left) / box.width));

@@ -24,6 +24,7 @@ from vigil.sdk.analyzer_types import (
     AnalysisOptions,
     ChatChunk,
     Job,
+    RecordingRange,
     UploadResult,
 )
 from vigil.sdk.client import AsyncClient, Client, invoke
@@ -70,10 +71,19 @@ def job_of(response: JobResponse) -> Job:
     return Job.from_proto(response.job)
 
 
-def start_request(video_id: str, options: AnalysisOptions | None) -> pb.StartAnalysisRequest:
+def start_request(
+    video_id: str, options: AnalysisOptions | None, recording: RecordingRange | None = None
+) -> pb.StartAnalysisRequest:
     return pb.StartAnalysisRequest(
-        video_id=video_id, options=(options or AnalysisOptions()).to_proto()
+        video_id=video_id,
+        options=(options or AnalysisOptions()).to_proto(),
+        recording=None if recording is None else recording.to_proto(),
     )
+
+
+# A recording's analysis answers once the analyzer has fetched the range from the detector
+# service and stored it: longer than an ordinary call may take.
+RECORDING_TIMEOUT_S = 600.0
 
 
 def events_request(job_id: str, after_sequence: int) -> pb.StreamAnalysisEventsRequest:
@@ -130,13 +140,30 @@ class AnalyzerClient(Client):
 
     def start_analysis(
         self,
-        video_id: str,
+        video_id: str = "",
         options: AnalysisOptions | None = None,
         *,
+        recording: RecordingRange | None = None,
         timeout_s: float | None = None,
     ) -> Job:
-        request = start_request(video_id, options)
+        """Analyse an uploaded video, or (``recording``, no ``video_id``) a range of a camera's
+        recording, which the service fetches from the detector service first."""
+        request = start_request(video_id, options, recording)
         return self._unary(self.stub.StartAnalysis, request, timeout_s, job_of)
+
+    def analyze_recording(
+        self,
+        source_id: str,
+        start: float,
+        end: float,
+        options: AnalysisOptions | None = None,
+        *,
+        timeout_s: float | None = RECORDING_TIMEOUT_S,
+    ) -> Job:
+        """Analyse [start, end) (seconds since the epoch) of a camera's recording; answers with
+        the job once the range is fetched and stored."""
+        recording = RecordingRange(source_id, start, end)
+        return self.start_analysis(options=options, recording=recording, timeout_s=timeout_s)
 
     def events(self, job_id: str, *, after_sequence: int = 0) -> Stream[AnalysisEvent]:
         """The job's events so far (after ``after_sequence``), then live ones until it ends."""
@@ -259,13 +286,26 @@ class AsyncAnalyzerClient(AsyncClient):
 
     async def start_analysis(
         self,
-        video_id: str,
+        video_id: str = "",
         options: AnalysisOptions | None = None,
         *,
+        recording: RecordingRange | None = None,
         timeout_s: float | None = None,
     ) -> Job:
-        request = start_request(video_id, options)
+        request = start_request(video_id, options, recording)
         return await self._unary(self.stub.StartAnalysis, request, timeout_s, job_of)
+
+    async def analyze_recording(
+        self,
+        source_id: str,
+        start: float,
+        end: float,
+        options: AnalysisOptions | None = None,
+        *,
+        timeout_s: float | None = RECORDING_TIMEOUT_S,
+    ) -> Job:
+        recording = RecordingRange(source_id, start, end)
+        return await self.start_analysis(options=options, recording=recording, timeout_s=timeout_s)
 
     def events(self, job_id: str, *, after_sequence: int = 0) -> AsyncStream[AnalysisEvent]:
         request = events_request(job_id, after_sequence)

@@ -18,6 +18,8 @@ from vigil.sdk.common import (
     error_of,
     from_fields,
     optional_seconds,
+    seconds,
+    timestamp,
 )
 
 JobState = Literal[
@@ -168,6 +170,25 @@ class AnalysisResult:
 
 
 @dataclass(frozen=True)
+class RecordingRange:
+    """[start, end) of a camera's recording (seconds since the epoch), to analyse instead of an
+    upload: the analyzer fetches it from the detector service."""
+
+    source_id: str
+    start: float
+    end: float
+
+    @classmethod
+    def from_proto(cls, m: pb.RecordingRange) -> RecordingRange:
+        return cls(m.source_id, seconds(m.start), seconds(m.end))
+
+    def to_proto(self) -> pb.RecordingRange:
+        return pb.RecordingRange(
+            source_id=self.source_id, start=timestamp(self.start), end=timestamp(self.end)
+        )
+
+
+@dataclass(frozen=True)
 class Job:
     id: str
     video: Video | None
@@ -185,6 +206,9 @@ class Job:
     updated_at: float | None
     attempts: int
     proto: pb.Job = field(repr=False, compare=False)
+    # The camera recording the video was cut from (what it covers: the video's first instant is
+    # ``recording.start``); None for an upload.
+    recording: RecordingRange | None = None
 
     @property
     def finished(self) -> bool:
@@ -206,6 +230,7 @@ class Job:
             updated_at=optional_seconds(m, "updated_at"),
             attempts=m.attempts,
             proto=m,
+            recording=(RecordingRange.from_proto(m.recording) if m.HasField("recording") else None),
         )
 
 
