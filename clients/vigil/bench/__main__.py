@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         "--moving", type=int, default=None, help="cameras seeing motion (always-on)"
     )
     parser.add_argument("--incidents", type=int, default=None, help="incidents measured (alert)")
+    parser.add_argument("--rules", type=int, default=None, help="watch rules (alert)")
     args = parser.parse_args(argv)
     logs_to_stderr()
     names = list(REGISTRY) if args.name == "all" else [args.name]
@@ -49,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
             options["moving"] = args.moving
         if args.incidents is not None:
             options["incidents"] = args.incidents
+        if args.rules is not None:
+            options["rules"] = args.rules
         result = REGISTRY[name][1]()(options)
         if args.json:
             print(json.dumps(result))
