@@ -81,10 +81,17 @@ def test_the_receiver_reads_what_the_detector_posts() -> None:
     event = pb.StreamIncidentsResponse(type=pb.INCIDENT_EVENT_TYPE_OPENED)
     event.incident.id = "i1"
     event.incident.source_id = "cam0"
+    event.incident.class_name = "knife"
     event.incident.opened_at.FromNanoseconds(1_700_000_000_250_000_000)
+    # A watch rule's incident (of the rule's kind) is no knife seen: left out.
+    rule = pb.StreamIncidentsResponse()
+    rule.CopyFrom(event)
+    rule.incident.id, rule.incident.class_name = "i2", "fence"
     with alert.Receiver() as receiver:
-        response = httpx.post(receiver.url, content=Webhook.body(event))
-        assert response.status_code == 200
+        for posted in (event, rule):
+            response = httpx.post(receiver.url, content=Webhook.body(posted))
+            assert response.status_code == 200
+        assert len(receiver.of_type(alert.OPENED)) == 2
         (opened,) = alert.opened_events(receiver)
     assert (opened.incident_id, opened.source_id) == ("i1", "cam0")
     assert opened.opened_at == pytest.approx(1_700_000_000.25)
