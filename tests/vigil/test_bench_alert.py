@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from detector_service.incidents.webhook import Webhook
+from detector_service.watch_rule_spec import validate_watch_rules
 from vigil.bench import REGISTRY, alert
 from vigil.bench.alert_figures import Opened, match, onsets, percentile
+from vigil.bench.rules import rules_for
 from vigil.detector.v1 import detector_service_pb2 as pb
+from vigil.devtools.knife_model import NAMES
 
 
 def test_registered() -> None:
@@ -96,3 +99,15 @@ def test_the_receiver_reads_what_the_detector_posts() -> None:
     assert (opened.incident_id, opened.source_id) == ("i1", "cam0")
     assert opened.opened_at == pytest.approx(1_700_000_000.25)
     assert receiver.of_type(alert.VERIFIED) == []
+
+
+def test_rules_ask_only_for_classes_the_knife_model_reports() -> None:
+    rules = rules_for(4, 100)[0]
+    adapted = alert.for_knife_model(rules)
+    assert [r.id for r in adapted] == [r.id for r in rules]
+    assert [r.condition for r in adapted] == [r.condition for r in rules]
+    assert {tuple(r.filter.classes) for r in rules} == {("person",), ("car", "truck"), ()}
+    assert {tuple(r.filter.classes) for r in adapted} == {("person",), ()}
+    # The rules themselves are left as they were.
+    assert any(tuple(r.filter.classes) == ("car", "truck") for r in rules)
+    validate_watch_rules(pb.SourceSpec(id="cam0", watch_rules=adapted), set(NAMES.values()))
