@@ -93,3 +93,10 @@ def _soak() -> Benchmark:
     from vigil.bench.soak import run
 
     return run
+
+
+@register("alert", "weapon in view -> OPENED and -> VERIFIED on a webhook, p50/p99, many sources")
+def _alert() -> Benchmark:
+    from vigil.bench.alert import run
+
+    return run

@@ -28,10 +28,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--duration", type=float, default=None, help="seconds of load for the long benchmarks"
     )
-    parser.add_argument("--sources", type=int, default=None, help="cameras (always-on)")
+    parser.add_argument(
+        "--sources", type=int, default=None, help="cameras (always-on), sources (alert)"
+    )
     parser.add_argument(
         "--moving", type=int, default=None, help="cameras seeing motion (always-on)"
     )
+    parser.add_argument("--incidents", type=int, default=None, help="incidents measured (alert)")
+    parser.add_argument("--rules", type=int, default=None, help="watch rules (alert)")
     args = parser.parse_args(argv)
     logs_to_stderr()
     names = list(REGISTRY) if args.name == "all" else [args.name]
@@ -44,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
             options["sources"] = args.sources
         if args.moving is not None:
             options["moving"] = args.moving
+        if args.incidents is not None:
+            options["incidents"] = args.incidents
+        if args.rules is not None:
+            options["rules"] = args.rules
         result = REGISTRY[name][1]()(options)
         if args.json:
             print(json.dumps(result))
