@@ -1,12 +1,15 @@
-"""The SDK's watch rules, blocking and asyncio, against the real detector service."""
+"""The SDK's watch rules, blocking and asyncio, against the real detector service; and
+``vigil rules`` on top of them."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import pytest
 
 from detector_service.server import DetectorServer
+from vigil.cli import main
 from vigil.core.errors import InvalidInput
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.sdk import AsyncDetectorClient, DetectorClient, Source, WatchRule, WatchRuleStatus, Zone
@@ -71,3 +74,50 @@ async def test_async_client_watch_rules(detector: DetectorServer) -> None:
         assert updated.watch_rules == (LYING,)
         cleared = await client.update_source(dataclasses.replace(updated.spec, watch_rules=()))
         assert (cleared.watch_rules, cleared.watch_rule_status) == ((), ())
+
+
+def test_cli_rules(detector_address: str, capsys: pytest.CaptureFixture[str]) -> None:
+    address = ["--detector", detector_address]
+    with DetectorClient(detector_address) as client:
+        spec = client.get_source("default").spec
+        client.update_source(dataclasses.replace(spec, zones=(YARD,), time_zone="Europe/Berlin"))
+    assert main(["rules", "list", "default", *address]) == 0
+    assert capsys.readouterr().out == "no watch rules on default\n"
+    fence = ["rules", "add", "default", "fence", "someone climbs the fence", "--classes",
+             "person", "--zones", "yard", "--dwell", "2", "--motion", "--interval", "5",
+             "--budget", "30", "--kind", "intrusion", "--active", "22:00-06:00"]  # fmt: skip
+    assert main([*fence, *address]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == [
+        "ID", "STATE", "CONDITION", "PRE-FILTER", "ACTIVE", "CHECKS/YES", "LAST"
+    ]  # fmt: skip
+    assert out[1].split() == [
+        "fence", "on", "someone", "climbs", "the", "fence", "person", "in", "yard", "dwell", "2",
+        "s", "motion", "22:00-06:00", "0/0", "-",
+    ]  # fmt: skip
+    assert out[2] == "time zone: Europe/Berlin"
+    assert main(["rules", "add", "default", "lying", "a person lying", "--disabled", *address]) == 0
+    # Adding an existing id replaces that rule where it stands.
+    assert main(["rules", "add", "default", "fence", "someone on the fence", *address]) == 0
+    capsys.readouterr()
+    with DetectorClient(detector_address) as client:
+        rules = client.get_source("default").spec.watch_rules
+    assert [(r.id, r.condition, r.disabled) for r in rules] == [
+        ("fence", "someone on the fence", False),
+        ("lying", "a person lying", True),
+    ]
+    assert main(["rules", "list", "default", "--json", *address]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["time_zone"] == "Europe/Berlin"
+    assert [r["id"] for r in shown["rules"]] == ["fence", "lying"]
+    assert [(s["rule_id"], s["checks"]) for s in shown["status"]] == [("fence", 0), ("lying", 0)]
+
+    assert main(["rules", "remove", "default", "fence", *address]) == 0
+    assert capsys.readouterr().out.splitlines()[1].split()[:2] == ["lying", "off"]
+    assert main(["rules", "remove", "default", "fence", *address]) == 2
+    assert "default has no watch rule 'fence'" in capsys.readouterr().err
+    assert main(["rules", "add", "default", "x", "y", "--active", "late", *address]) == 2
+    assert "--active 'late': expected HH:MM-HH:MM" in capsys.readouterr().err
+    assert main(["rules", "add", "default", "x", "y", "--zones", "moon", *address]) == 1
+    assert "INVALID_ARGUMENT: watch rule 'x': filter.zones names 'moon'" in capsys.readouterr().err
+    assert main(["rules", "list", "nope", *address]) == 1
