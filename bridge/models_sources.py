@@ -1,5 +1,6 @@
-"""The HTTP API's JSON shapes of the detector's sources: specs with their zones and motion
-settings, live sources, incidents and source events (``@mirrors``: see ``bridge.models``)."""
+"""The HTTP API's JSON shapes of the detector's sources: specs with their zones, motion
+settings and watch rules, live sources, incidents and source events (``@mirrors``: see
+``bridge.models``)."""
 
 from __future__ import annotations
 
@@ -91,12 +92,76 @@ class Motion(BaseModel):
         )  # fmt: skip
 
 
-@mirrors(sdk.Source, converted={"kind", "mode", "zones", "incident_zones", "motion"})
+RULE_EXAMPLE: dict[str, Any] = {
+    "id": "fence", "condition": "someone climbs the fence", "classes": ["person"],
+    "zones": ["yard"], "min_dwell_s": 2.0, "motion": True, "check_interval_s": 10.0,
+    "budget_per_hour": 60, "incident_kind": "intrusion", "active_start": "22:00",
+    "active_end": "06:00", "disabled": False,
+}  # fmt: skip
+
+
+@mirrors(sdk.WatchRule, converted={"classes", "zones"})
+class WatchRule(BaseModel):
+    """A situation the language model watches for on the camera. Its pre-filter (one of
+    ``classes`` detected, in one of the area ``zones``, tracked ``min_dwell_s``, ``motion``)
+    picks candidate moments; only those reach the model, at most once per ``check_interval_s``
+    and ``budget_per_hour`` times an hour (0: the detector's defaults, 10 s and 60). A yes opens
+    an incident of ``incident_kind`` (empty: the id). ``active_start``/``active_end`` ("HH:MM",
+    the camera's time zone; both empty: always) wrap past midnight. The detector checks the rest
+    (ids, known classes and zones, ranges)."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [RULE_EXAMPLE]})
+    id: str = Field(min_length=1, max_length=64)
+    condition: str = Field(min_length=1, max_length=1000)
+    classes: list[str] = Field(default_factory=list, max_length=100)
+    zones: list[str] = Field(default_factory=list, max_length=32)
+    min_dwell_s: float = Field(default=0.0, ge=0.0)
+    motion: bool = False
+    check_interval_s: float = Field(default=0.0, ge=0.0)
+    budget_per_hour: int = Field(default=0, ge=0)
+    incident_kind: str = Field(default="", max_length=64)
+    active_start: str = Field(default="", max_length=5)
+    active_end: str = Field(default="", max_length=5)
+    disabled: bool = False
+
+    def to_sdk(self) -> sdk.WatchRule:
+        fields = self.model_dump(exclude={"classes", "zones"})
+        return sdk.WatchRule(**fields, classes=tuple(self.classes), zones=tuple(self.zones))
+
+    @classmethod
+    def from_sdk(cls, r: sdk.WatchRule) -> WatchRule:
+        fields = {f.name: getattr(r, f.name) for f in dataclasses.fields(r)}
+        return cls.model_construct(**{**fields, "classes": list(r.classes),
+                                      "zones": list(r.zones)})  # fmt: skip
+
+
+@mirrors(sdk.WatchRuleStatus)
+class WatchRuleStatus(BaseModel):
+    """What a rule has done since the detector started: frames that passed its pre-filter,
+    model calls, yes answers, candidates the interval or budget held back, the model's seconds,
+    the last answer's reason and the last check's error (empty when it worked)."""
+
+    rule_id: str
+    candidates: int
+    checks: int
+    matches: int
+    held_back: int
+    model_seconds: float
+    last_reason: str
+    last_error: str
+
+
+@mirrors(
+    sdk.Source,
+    converted={"kind", "mode", "zones", "incident_zones", "motion", "watch_rules", "time_zone"},
+)
 class SourceSpec(BaseModel):
     """A source as declared. ``mode`` left out takes the kind's default (always for webcams and
     streams, on_demand for files and the test pattern); sources returned carry the mode in
     effect. ``record_uri``: a stream's main stream, stored (masked in answers) for recording.
-    ``motion`` left out: the detector's defaults, no masks."""
+    ``motion`` left out: the detector's defaults, no masks. ``watch_rules`` and ``time_zone``
+    (IANA, for example "Europe/Berlin", in which rule times are read; empty: the detector's) left
+    out or null keep the source's, so a client that knows nothing of rules cannot drop them."""
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [SOURCE_EXAMPLE]})
     id: str = Field(pattern=source_ids.ANCHORED)
@@ -112,6 +177,8 @@ class SourceSpec(BaseModel):
     zones: list[Zone] = Field(default_factory=list, max_length=32)
     incident_zones: list[str] = Field(default_factory=list, max_length=32)
     motion: Motion = Field(default_factory=Motion)
+    watch_rules: list[WatchRule] | None = Field(default=None, max_length=100)
+    time_zone: str | None = Field(default=None, max_length=64)
 
     def to_sdk(self, base: sdk.Source) -> sdk.SourceSpec:
         """The spec for ``update_source`` on top of ``base`` (the source as it is): settings
@@ -123,13 +190,18 @@ class SourceSpec(BaseModel):
             mode=self.mode or "", record_uri=self.record_uri,
             zones=tuple(z.to_sdk() for z in self.zones), incident_zones=tuple(self.incident_zones),
             ptz=self.ptz, motion=self.motion.to_sdk(),
+            watch_rules=(
+                base.spec.watch_rules if self.watch_rules is None
+                else tuple(r.to_sdk() for r in self.watch_rules)
+            ),
+            time_zone=base.spec.time_zone if self.time_zone is None else self.time_zone,
         )  # fmt: skip
 
     # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.
     ptz: bool = False
 
 
-@mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since"})
+@mirrors(sdk.Source, converted={"spec", "state", "counters", "state_since", "watch_rule_status"})
 class Source(BaseModel):
     model_config = ConfigDict(
         json_schema_extra={
@@ -148,22 +220,26 @@ class Source(BaseModel):
     # Camera-health problems present now ("camera_frozen", "camera_covered", "camera_defocused",
     # "camera_moved"); empty when healthy or not a camera.
     camera_problems: tuple[CameraProblem, ...] = ()
+    # What each of ``spec.watch_rules`` has done since the detector started.
+    watch_rule_status: list[WatchRuleStatus] = Field(default_factory=list)
 
     @classmethod
     def from_sdk(cls, s: sdk.Source) -> Source:
         # Not validated: the detector's word on its own sources stands, even past our limits.
-        converted = ("kind", "mode", "zones", "incident_zones", "motion")
+        converted = ("kind", "mode", "zones", "incident_zones", "motion", "watch_rules")
         names = (name for name in SourceSpec.model_fields if name not in converted)
         spec = SourceSpec.model_construct(
             kind=cast(Any, s.kind), mode=cast(Any, s.mode),
             zones=[Zone.from_sdk(z) for z in s.zones], incident_zones=list(s.incident_zones),
             motion=Motion.from_sdk(s.motion),
+            watch_rules=[WatchRule.from_sdk(r) for r in s.watch_rules],
             **{n: getattr(s, n) for n in names},
         )  # fmt: skip
         counters = {name: float(value) for name, value in dataclasses.asdict(s.counters).items()}
         return copied(
             cls, s, spec=spec, state=s.state, counters=counters,
             state_since=iso(s.proto.state_since),
+            watch_rule_status=[copied(WatchRuleStatus, r) for r in s.watch_rule_status],
         )  # fmt: skip
 
 

@@ -1,6 +1,6 @@
 """``vigil detect``, ``vigil sources`` and ``vigil incidents``: the detector service (``vigil
 zones`` and ``vigil events`` live in ``cli_zones``, ``vigil motion`` in ``cli_motion``,
-``vigil recordings`` in ``cli_recordings``)."""
+``vigil rules`` in ``cli_rules``, ``vigil recordings`` in ``cli_recordings``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from vigil import cli_common as common
-from vigil import cli_evidence, cli_extras, cli_motion, cli_recordings, cli_zones
+from vigil import cli_evidence, cli_extras, cli_motion, cli_recordings, cli_rules, cli_zones
 from vigil.sdk import Detection, DetectResult, Incident, IncidentEvent, Source
 from vigil.sdk.detector_types import SOURCE_KINDS, SOURCE_MODES
 
@@ -109,6 +109,7 @@ def add_parsers(commands: Any, parent: argparse.ArgumentParser) -> None:
     cli_recordings.add_parser(commands, parent)
     cli_zones.add_parsers(commands, parent)
     cli_motion.add_parsers(commands, parent)
+    cli_rules.add_parsers(commands, parent)
 
 
 def describe(detections: tuple[Detection, ...]) -> str:

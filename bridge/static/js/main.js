@@ -9,6 +9,7 @@ import { Feed } from "./feed.js";
 import { GridView } from "./grid.js";
 import { IncidentsView } from "./incidents.js";
 import { LiveView } from "./live.js";
+import { RulesView } from "./rules.js";
 import { SourceStore } from "./sources.js";
 import { setupTabs, showTab } from "./tabs.js";
 import { TimelineView } from "./timeline.js";
@@ -28,6 +29,7 @@ window.vigil = {
   incidents: new IncidentsView(sources, feed, () => showTab("incidents")),
   timeline: new TimelineView(sources, (range) => { showTab("analysis"); analysis.analyzeRecording(range); }),
   zones: new ZoneEditor(sources, live),
+  rules: new RulesView(sources, live),
   sources,
   feed,
 };

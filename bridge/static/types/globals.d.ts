@@ -10,6 +10,7 @@ interface Window {
     incidents: import("../js/incidents.js").IncidentsView;
     timeline: import("../js/timeline.js").TimelineView;
     zones: import("../js/zones.js").ZoneEditor;
+    rules: import("../js/rules.js").RulesView;
     sources: import("../js/sources.js").SourceStore;
     feed: import("../js/feed.js").Feed;
   };

@@ -33,7 +33,39 @@ export interface SourceSpec {
   incident_zones?: string[];
   motion?: MotionSettings;
   retention_days?: number;
+  watch_rules?: WatchRule[];
+  /** IANA time zone the rules' times are read in; empty: the detector's */
+  time_zone?: string;
   [more: string]: unknown;
+}
+
+/** A situation in plain language the language model watches for on a camera. */
+export interface WatchRule {
+  id: string;
+  condition: string;
+  classes: string[];
+  zones: string[];
+  min_dwell_s: number;
+  motion: boolean;
+  check_interval_s: number;
+  budget_per_hour: number;
+  incident_kind: string;
+  /** "HH:MM" in the camera's time zone; both empty: always */
+  active_start: string;
+  active_end: string;
+  disabled: boolean;
+}
+
+/** What a watch rule has done since the detector started. */
+export interface WatchRuleStatus {
+  rule_id: string;
+  candidates: number;
+  checks: number;
+  matches: number;
+  held_back: number;
+  model_seconds: number;
+  last_reason: string;
+  last_error: string;
 }
 
 export interface Source {
@@ -47,6 +79,8 @@ export interface Source {
   camera_problems?: string[];
   /** being recorded now */
   recording?: boolean;
+  /** what each of spec.watch_rules has done */
+  watch_rule_status?: WatchRuleStatus[];
 }
 
 /** A named area (3+ points) or line (2 points, A then B), normalised 0..1 coordinates. */

@@ -61,6 +61,7 @@ from vigil.sdk.recording_types import (
 )
 from vigil.sdk.review_types import IncidentStats, Review
 from vigil.sdk.streams import AsyncStream, Stream
+from vigil.sdk.watch_rules import WatchRule, WatchRuleStatus
 from vigil.sdk.zones import Zone
 
 __all__ = [
@@ -113,6 +114,8 @@ __all__ = [
     "UploadResult",
     "Verification",
     "Video",
+    "WatchRule",
+    "WatchRuleStatus",
     "Zone",
     "from_rpc_error",
     "with_tls",

@@ -25,6 +25,7 @@ from vigil.sdk.model_types import Verification
 from vigil.sdk.motion import MotionSettings
 from vigil.sdk.recording_types import TimeRange
 from vigil.sdk.review_types import Review
+from vigil.sdk.watch_rules import WatchRule, WatchRuleStatus
 from vigil.sdk.zones import CROSSINGS, Direction, Zone
 
 SourceKind = Literal["unspecified", "webcam", "stream", "file", "test_pattern", "unknown"]
@@ -201,6 +202,11 @@ class Source:
     motion: MotionSettings = field(default_factory=MotionSettings)
     # The replica running it (host:port) where detector replicas share sources; else empty.
     replica: str = ""
+    # Situations the language model watches for, what each has done, and the camera's IANA time
+    # zone their times are read in (empty: the service's).
+    watch_rules: tuple[WatchRule, ...] = ()
+    watch_rule_status: tuple[WatchRuleStatus, ...] = ()
+    time_zone: str = ""
 
     @classmethod
     def from_proto(cls, m: pb.Source) -> Source:
@@ -221,6 +227,8 @@ class Source:
             zones=tuple(Zone.from_proto(z) for z in spec.zones),
             incident_zones=tuple(spec.incident_zones),
             motion=MotionSettings.from_proto(spec.motion),
+            watch_rules=tuple(WatchRule.from_proto(r) for r in spec.watch_rules),
+            watch_rule_status=tuple(WatchRuleStatus.from_proto(s) for s in m.watch_rules),
             camera_problems=tuple(
                 cast(CameraProblem, enum_name(pb.SourceEventKind.Name, k, "SOURCE_EVENT_KIND_"))
                 for k in m.camera_problems
@@ -253,6 +261,10 @@ class SourceSpec:
     motion: MotionSettings = field(default_factory=MotionSettings)
     # "at_opening", "when_confirmed", "both", or empty for the service default.
     alert_policy: str = ""
+    # Situations the language model watches for (ids unique), and the camera's IANA time zone
+    # their times are read in (empty: the service's).
+    watch_rules: tuple[WatchRule, ...] = ()
+    time_zone: str = ""
     proto: pb.SourceSpec = field(default_factory=pb.SourceSpec, repr=False, compare=False)
 
     @classmethod
@@ -267,6 +279,7 @@ class SourceSpec:
             incident_zones=tuple(m.incident_zones),
             motion=MotionSettings.from_proto(m.motion),
             alert_policy=_alert_policy_name(m.alert_policy),
+            watch_rules=tuple(WatchRule.from_proto(r) for r in m.watch_rules),
             proto=m,
         )
 
@@ -282,6 +295,8 @@ class SourceSpec:
         m.id, m.kind, m.uri, m.loop = self.id, SOURCE_KINDS[self.kind], self.uri, self.loop
         m.max_fps, m.width, m.height = self.max_fps, self.width, self.height
         m.display_name, m.record_uri, m.ptz = self.display_name, self.record_uri, self.ptz
+        m.time_zone = self.time_zone
+        _replace(m.watch_rules, (r.to_proto() for r in self.watch_rules))
         m.mode = SOURCE_MODES[self.mode] if self.mode else pb.SOURCE_MODE_UNSPECIFIED
         _replace(m.zones, (z.to_proto() for z in self.zones))
         _replace(m.incident_zones, self.incident_zones)
