@@ -35,12 +35,8 @@ async def list_sources(request: Request) -> SourceList:
 async def add_source(spec: SourceSpec, request: Request) -> Source:
     state = bridge_state(request)
     with backend("detector"):
-        source = await state.detector.add_source(
-            spec.id, spec.kind, spec.uri, loop=spec.loop, max_fps=spec.max_fps,
-            width=spec.width, height=spec.height, display_name=spec.display_name,
-            mode=spec.mode or "", record_uri=spec.record_uri, ptz=spec.ptz,
-            motion=spec.motion.to_sdk(),
-        )  # fmt: skip
+        # The whole spec: zones, motion and watch rules given at creation are kept too.
+        source = await state.detector.add_source_spec(spec.to_sdk())
     return Source.from_sdk(source)
 
 
@@ -59,7 +55,7 @@ async def update_source(
     state = bridge_state(request)
     with backend("detector"):
         current = await state.detector.get_source(source_id)
-        source = await state.detector.update_source(spec.to_sdk(current))
+        source = await state.detector.update_source(spec.to_sdk(current.spec))
     return Source.from_sdk(source)
 
 

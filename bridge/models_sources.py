@@ -180,21 +180,22 @@ class SourceSpec(BaseModel):
     watch_rules: list[WatchRule] | None = Field(default=None, max_length=100)
     time_zone: str | None = Field(default=None, max_length=64)
 
-    def to_sdk(self, base: sdk.Source) -> sdk.SourceSpec:
-        """The spec for ``update_source`` on top of ``base`` (the source as it is): settings
-        this model does not carry stay as they are."""
+    def to_sdk(self, base: sdk.SourceSpec | None = None) -> sdk.SourceSpec:
+        """The spec for ``update_source`` on top of ``base`` (the source's spec as it is:
+        settings this model does not carry stay as they are), or for a new source."""
+        base = base or sdk.SourceSpec(id=self.id, kind=self.kind)
         return dataclasses.replace(
-            base.spec,
+            base,
             kind=self.kind, uri=self.uri, loop=self.loop, max_fps=self.max_fps,
             width=self.width, height=self.height, display_name=self.display_name,
             mode=self.mode or "", record_uri=self.record_uri,
             zones=tuple(z.to_sdk() for z in self.zones), incident_zones=tuple(self.incident_zones),
             ptz=self.ptz, motion=self.motion.to_sdk(),
             watch_rules=(
-                base.spec.watch_rules if self.watch_rules is None
+                base.watch_rules if self.watch_rules is None
                 else tuple(r.to_sdk() for r in self.watch_rules)
             ),
-            time_zone=base.spec.time_zone if self.time_zone is None else self.time_zone,
+            time_zone=base.time_zone if self.time_zone is None else self.time_zone,
         )  # fmt: skip
 
     # The camera pans, tilts or zooms on purpose: a changed scene is not reported as moved.

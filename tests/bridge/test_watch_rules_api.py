@@ -75,3 +75,26 @@ async def test_put_sets_watch_rules_and_reports_their_status(client: httpx.Async
         assert refused.json()["code"] == "INVALID_ARGUMENT"
     final = (await client.get("/api/sources")).json()["sources"][0]["spec"]
     assert [r["id"] for r in final["watch_rules"]] == ["lying"]
+
+
+async def test_post_keeps_the_zones_and_rules_a_new_source_is_given(
+    client: httpx.AsyncClient,
+) -> None:
+    spec = {"id": "gate", "kind": "test_pattern", "zones": [YARD], "watch_rules": [FENCE],
+            "time_zone": "Asia/Tokyo", "incident_zones": ["yard"]}  # fmt: skip
+    added = await client.post("/api/sources", json=spec)
+    assert added.status_code == 201, added.text
+    listed = {
+        s["spec"]["id"]: s["spec"] for s in (await client.get("/api/sources")).json()["sources"]
+    }
+    gate = listed["gate"]
+    assert gate["watch_rules"] == [FENCE]
+    assert (gate["time_zone"], gate["incident_zones"]) == ("Asia/Tokyo", ["yard"])
+    assert [z["name"] for z in gate["zones"]] == ["yard"]
+    # Refused whole, as the detector words it; nothing is added.
+    bad = {**spec, "id": "gate2", "watch_rules": [{**FENCE, "zones": ["moon"]}]}
+    refused = await client.post("/api/sources", json=bad)
+    assert refused.status_code == 400, refused.text
+    assert "names 'moon', which is not an area" in refused.json()["message"]
+    ids = [s["spec"]["id"] for s in (await client.get("/api/sources")).json()["sources"]]
+    assert "gate2" not in ids

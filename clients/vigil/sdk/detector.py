@@ -150,6 +150,13 @@ def incidents_request(
     )
 
 
+def add_source_spec_request(spec: SourceSpec) -> pb.AddSourceRequest:
+    try:
+        return pb.AddSourceRequest(source=spec.to_proto())
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
 def update_source_request(spec: SourceSpec) -> pb.UpdateSourceRequest:
     try:
         return pb.UpdateSourceRequest(source=spec.to_proto())
@@ -348,6 +355,12 @@ class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
         )
         return items
 
+    def add_source_spec(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
+        """Register a source from a whole spec (zones, motion, watch rules and all), kept by the
+        service across restarts; ``add_source`` for the common fields."""
+        request = add_source_spec_request(spec)
+        return self._unary(self.stub.AddSource, request, timeout_s, source_of)
+
     def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
         """Replace a source's spec (its kind may not change); kept across restarts. The capture
         restarts only when a stream setting changed; zones apply at once::
@@ -515,6 +528,10 @@ class AsyncDetectorClient(
             self.stub.StreamIncidents, request, incident_item
         )
         return items
+
+    async def add_source_spec(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
+        request = add_source_spec_request(spec)
+        return await self._unary(self.stub.AddSource, request, timeout_s, source_of)
 
     async def update_source(self, spec: SourceSpec, *, timeout_s: float | None = None) -> Source:
         request = update_source_request(spec)
