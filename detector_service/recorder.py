@@ -214,9 +214,10 @@ class Recorder:
             return reader
         try:
             return RecordingReader(reader, tee, fps)
-        except Exception:
-            reader.close()
-            raise
+        except Exception as exc:
+            # Detection goes on without the recording rather than fail the capture's open.
+            log.warning("recording of %s cannot start on this connection: %s", spec.id, exc)
+            return reader
 
     # --- incidents (processing threads, under the tracker's lock: no I/O here) ---------------
 
