@@ -109,8 +109,8 @@ async def scenario(
             await asyncio.sleep(3)
             relay.restore()
             restored_at = time.time()
-            # Back within the capture's backoff (under 2 s), then 3 segments or so.
-            await asyncio.sleep(8)
+            # Back within the capture's backoff (a few seconds), then a few segments.
+            await asyncio.sleep(10)
             watched = watcher.stop()
             yield Scenario(server, stub, added_at, cut_at, restored_at, watched, while_recording)
     finally:
@@ -162,7 +162,7 @@ async def test_coverage_is_continuous_and_the_outage_is_a_gap(scenario: Scenario
     # after the connection died) to the reconnection.
     assert scenario.cut_at - KEYFRAME_S - 0.5 < seconds(before.end) <= scenario.cut_at + 0.5
     assert seconds(after.start) >= scenario.restored_at
-    assert seconds(after.start) < scenario.restored_at + 5
+    assert seconds(after.start) < scenario.restored_at + 8
     # Still recording: the last range is open-ended.
     assert not after.HasField("end")
     # Consecutive segments of one connection meet within 1 s.
