@@ -158,7 +158,7 @@ async def test_coverage_is_continuous_and_the_outage_is_a_gap(scenario: Scenario
     assert len(coverage.ranges) == 2
     before, after = coverage.ranges
     # Recording starts within the open's probing of the camera's first keyframe.
-    assert scenario.added_at < seconds(before.start) < scenario.added_at + 3
+    assert scenario.added_at < seconds(before.start) < scenario.added_at + 8
     # The outage: from about the cut (the last GOP is written at the next keyframe, never
     # after the connection died) to the reconnection.
     assert scenario.cut_at - KEYFRAME_S - 0.5 < seconds(before.end) <= scenario.cut_at + 0.5
@@ -273,7 +273,7 @@ async def test_a_snapshot_shows_the_recording_at_a_time_or_the_live_picture(
 
     live = await scenario.stub.GetSnapshot(pb.GetSnapshotRequest(source_id="door"))
     assert (live.width, live.height) == (320, 240)
-    assert seconds(live.at) > time.time() - 2
+    assert seconds(live.at) > time.time() - 5
     gap_at = (scenario.cut_at + scenario.restored_at) / 2
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await scenario.stub.GetSnapshot(pb.GetSnapshotRequest(source_id="door", at=ts(gap_at)))
