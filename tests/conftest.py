@@ -35,8 +35,8 @@ from tests.llm import (
     make_engine,
     tail,
 )
-from tests.postgres import PostgresServer, running_postgres
-from tests.redis_server import RedisServer, running_redis
+from vigil.devtools.postgres import PostgresServer, running_postgres
+from vigil.devtools.redis_server import RedisServer, running_redis
 
 # Tests never talk to anything but this machine; model hubs are off limits.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -156,7 +156,7 @@ def vllm_server(vllm_server_process: ServerProcess) -> str:
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresServer]:
-    """The session's PostgreSQL server (tests/postgres.py), started when a test first asks."""
+    """The session's PostgreSQL server (vigil.devtools.postgres), started on first use."""
     with running_postgres() as server:
         yield server
 
@@ -171,7 +171,7 @@ def postgres_url(postgres: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    """The session's Redis server (tests/redis_server.py), started when a test first asks."""
+    """The session's Redis server (vigil.devtools.redis_server), started on first use."""
     with running_redis() as server:
         yield server
 

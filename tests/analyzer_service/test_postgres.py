@@ -28,9 +28,9 @@ from tests.analyzer_service.helpers import (
     kinds,
     upload,
 )
-from tests.postgres import PostgresServer, running_postgres
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+from vigil.devtools.postgres import PostgresServer, running_postgres
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 SEED = pb.AnalysisOptions(sampling_policy=pb.SAMPLING_POLICY_SEED)

@@ -17,8 +17,8 @@ from starlette.routing import Mount
 from analyzer_service.server import AnalyzerServer
 from tests.bridge.conftest import RunningBridge, StartAnalyzer, StartBridge, free_port
 from tests.bridge.session_clients import Session, job_events, join, session, upload
-from tests.redis_server import RedisServer
 from tests.vigil.standin import ScriptedEngine
+from vigil.devtools.redis_server import RedisServer
 
 ANSWER = "A square moves right at [00:01]."
 

@@ -11,8 +11,8 @@ import pytest
 
 from bridge.redis_bindings import RedisBindings
 from bridge.session_names import MemoryBindings, SessionBindings
-from tests.redis_server import RedisServer
 from vigil.core.errors import Unavailable
+from vigil.devtools.redis_server import RedisServer
 
 Open = Callable[[], SessionBindings]
 

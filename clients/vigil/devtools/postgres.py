@@ -1,5 +1,5 @@
-"""A real PostgreSQL server for tests: Debian's binaries, a cluster in a temporary directory,
-listening on 127.0.0.1 at a free port and on a Unix socket in that directory.
+"""A real PostgreSQL server for tests and benchmarks: Debian's binaries, a cluster in a temporary
+directory, listening on 127.0.0.1 at a free port and on a Unix socket in that directory.
 
 PostgreSQL refuses to run as root, and CI runs as root: then the cluster belongs to the
 ``postgres`` user Debian's package creates (``nobody`` where there is none), in a directory of its
@@ -9,6 +9,8 @@ over TCP must give, as they would in production.
 
 ``PostgresServer.create_database()`` makes an empty database (from template0: fast) and returns
 its URL; tests get one each through the ``postgres_url`` fixture (tests/conftest.py).
+``restart()`` stops it (a fast shutdown that cuts every session) and starts it again on the same
+port and data, as a database failover or upgrade looks to the services.
 """
 
 from __future__ import annotations
@@ -113,6 +115,10 @@ class PostgresServer:
             self.process.kill()
             self.process.wait()
         self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
 
     def create_database(self) -> str:
         self.databases += 1

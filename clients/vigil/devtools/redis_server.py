@@ -1,5 +1,5 @@
-"""A real Redis server for tests: Debian's ``redis-server``, in a temporary directory, listening
-on 127.0.0.1 at a free port.
+"""A real Redis server for tests and benchmarks: Debian's ``redis-server``, in a temporary
+directory, listening on 127.0.0.1 at a free port.
 
 The append-only file is on and synced at every write, as a production Redis keeping session names
 would be set up: ``restart()`` (a clean SIGTERM, then the same port and directory) comes back with
