@@ -29,7 +29,7 @@ class AnalyzerSettings(GrpcServiceSettings):
     # them off.
     metrics_port: int | None = None
 
-    # Videos, frames and the job database live here.
+    # The job database (SQLite) lives here, and videos and frames unless storage_url says where.
     data_dir: pathlib.Path = Field(default_factory=default_data_dir)
     # Where uploaded videos and sampled frames are kept instead of data_dir: ``file:///path``, a
     # directory every replica mounts (replicas run each other's jobs and answer chat on each

@@ -117,7 +117,8 @@ async def test_a_replica_starting_again_leaves_the_upload_another_is_receiving(
     async with connect(a) as channel_a:
         stub_a = pb_grpc.AnalyzerServiceStub(channel_a)
         call = asyncio.ensure_future(stub_a.UploadVideo(requests()))
-        while not [p for p in videos.glob("*.a.part") if p.stat().st_size == half]:  # noqa: ASYNC110
+        while not [p for p in videos.glob("*.a.part") if p.stat().st_size == half]:
+            assert not call.done(), "the upload ended before its first half was written"
             await asyncio.sleep(0.02)
         # B's own upload cut off by its last crash is dead; A's, in progress, is not.
         dead = videos / f"{'0' * 32}.b.part"
