@@ -105,8 +105,7 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
                     storage=self.storage,
                     on_accepted=lambda: context.send_initial_metadata(upload_protocol.ACCEPTED),
                 )
-            # Once stored, a video is recorded even if the caller goes now: no file without a row.
-            await asyncio.shield(self.jobs.store.create_video(video))
+            await self._record(video)
             self.metrics.stage.labels("upload").observe(time.monotonic() - started)
             response = pb.UploadVideoResponse(video=video)
             if header.start_analysis:
@@ -136,10 +135,20 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         # A fetch writes a video to disk as an upload does, and shares the uploads' slots.
         with self.upload_slots.hold(client_of(context, self.settings.trusted_proxies)):
             video, covered = await self.recordings.fetch(request.recording)
-        await asyncio.shield(self.jobs.store.create_video(video))
+        await self._record(video)
         self.metrics.stage.labels("recording").observe(time.monotonic() - started)
         job = await self.jobs.submit(video, request.options, recording=covered)
         return pb.StartAnalysisResponse(job=job)
+
+    async def _record(self, video: pb.Video) -> None:
+        """Keep the stored video's row. Once stored, a video is recorded even if the caller goes
+        now; a row that cannot be written (the database failing) takes the stored video with it,
+        so that no replica's storage keeps a video nothing names."""
+        try:
+            await asyncio.shield(self.jobs.store.create_video(video))
+        except Exception:
+            await asyncio.shield(asyncio.to_thread(self.storage.delete_video, video.id))
+            raise
 
     async def StreamAnalysisEvents(
         self, request: pb.StreamAnalysisEventsRequest, context: Context
