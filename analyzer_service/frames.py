@@ -2,21 +2,21 @@
 
 The sampling stage leaves a job's frames (JPEGs), what chat needs of them before the job's result
 exists (the frames with their detections and the timeline) and a manifest naming the files, in
-the job's ``frames`` directory. The manifest is written last: its presence says the frames are
-ready, so ``load`` answering is how chat knows it can ask the model about them.
+the media storage (``media_storage``), where every replica finds them: chat on any replica reads
+the frames of a job another replica sampled. The manifest is written last: its presence says the
+frames are ready, so ``load`` answering is how chat knows it can ask the model about them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import pathlib
-import shutil
 from collections.abc import Sequence
 
 from google.protobuf.message import DecodeError
 
+from analyzer_service.media_storage import MediaMissing, MediaStorage
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
 SAMPLED_FILE = "sampled.pb"
@@ -32,16 +32,18 @@ class StoredFrames:
 
 
 class FramesStore:
-    def __init__(self, jobs_dir: pathlib.Path) -> None:
-        self.jobs_dir = jobs_dir
+    """A job's frames in the media storage; its calls block (quick file operations here)."""
+
+    def __init__(self, storage: MediaStorage) -> None:
+        self.storage = storage
 
     def directory(self, job_id: str) -> pathlib.Path:
         """Where the job's frames are decoded to."""
-        return self.jobs_dir / job_id / "frames"
+        return self.storage.frames_workdir(job_id)
 
     def clear(self, job_id: str) -> None:
         """Forget the job's frames: a run starting again starts from a clean slate."""
-        shutil.rmtree(self.directory(job_id), ignore_errors=True)
+        self.storage.delete_frames(job_id)
 
     def save(self, job_id: str, sampled: pb.AnalysisResult, files: Sequence[pathlib.Path]) -> None:
         """Record the frames of ``sampled`` (one file each, decoded into ``directory``)."""
@@ -55,25 +57,20 @@ class FramesStore:
             }
             for frame, path in zip(sampled.frames, files, strict=True)
         ]
-        directory = self.directory(job_id)
-        directory.mkdir(parents=True, exist_ok=True)
-        tmp = directory / f"{SAMPLED_FILE}.tmp"
-        tmp.write_bytes(sampled.SerializeToString())
-        os.replace(tmp, directory / SAMPLED_FILE)
+        for path in files:
+            self.storage.keep_frame_file(job_id, path)
+        self.storage.put_frame(job_id, SAMPLED_FILE, sampled.SerializeToString())
         # Written last: its presence says the frames are ready.
-        tmp = directory / f"{MANIFEST_FILE}.tmp"
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, directory / MANIFEST_FILE)
+        self.storage.put_frame(job_id, MANIFEST_FILE, json.dumps(manifest).encode())
 
     def load(self, job_id: str) -> StoredFrames | None:
         """The job's frames, or None while they are not all sampled (or no longer stored)."""
-        directory = self.directory(job_id)
         try:
-            manifest = json.loads((directory / MANIFEST_FILE).read_text())
-            sampled = pb.AnalysisResult.FromString((directory / SAMPLED_FILE).read_bytes())
-            files = [directory / entry["file"] for entry in manifest]
-        except (OSError, ValueError, KeyError, TypeError, DecodeError):
+            manifest = json.loads(self.storage.get_frame(job_id, MANIFEST_FILE))
+            sampled = pb.AnalysisResult.FromString(self.storage.get_frame(job_id, SAMPLED_FILE))
+            files = [self.storage.frame_file(job_id, entry["file"]) for entry in manifest]
+        except (MediaMissing, OSError, ValueError, KeyError, TypeError, DecodeError):
             return None
-        if len(files) != len(sampled.frames) or not all(path.exists() for path in files):
+        if len(files) != len(sampled.frames):
             return None
         return StoredFrames(sampled, files)

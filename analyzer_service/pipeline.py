@@ -105,6 +105,7 @@ class Pipeline:
             settings=self.settings,
             workers=self.workers,
             detector=self.detector,
+            storage=self.frames.storage,
             frames_dir=self.frames.directory(job.id),
             detect=(
                 self.settings.detection_pass

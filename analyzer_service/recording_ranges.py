@@ -19,6 +19,7 @@ from google.protobuf import timestamp_pb2
 from analyzer_service import uploads
 from analyzer_service.detection import DetectorClient
 from analyzer_service.isolation import MediaWorkers
+from analyzer_service.media_storage import MediaStorage
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.core.errors import (
@@ -80,11 +81,17 @@ class RecordingFetcher:
     """Fetches ranges of the detector service's recordings and stores them as videos."""
 
     def __init__(
-        self, *, settings: AnalyzerSettings, workers: MediaWorkers, detector: DetectorClient
+        self,
+        *,
+        settings: AnalyzerSettings,
+        workers: MediaWorkers,
+        detector: DetectorClient,
+        storage: MediaStorage,
     ) -> None:
         self.settings = settings
         self.workers = workers
         self.detector = detector
+        self.storage = storage
 
     async def fetch(self, recording: pb.RecordingRange) -> tuple[pb.Video, pb.RecordingRange]:
         """The range stored as a video (not yet in the job store), and what of the camera's
@@ -107,13 +114,14 @@ class RecordingFetcher:
                     f"the recording of {asked} is {info.size} bytes, over the limit of "
                     f"{self.settings.max_upload_bytes} bytes; ask for a shorter range"
                 )
-            await uploads.check_room(info.size, self.settings)
+            await uploads.check_room(info.size, self.settings, self.storage)
             video = await uploads.store(
                 self._chunks(stream, asked),
                 name=video_name(source, info.start, info.end),
                 size=info.size,
                 settings=self.settings,
                 workers=self.workers,
+                storage=self.storage,
             )
         finally:
             stream.cancel()

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 from collections.abc import Callable
 
 from analyzer_service.detection import DetectorClient
@@ -25,6 +24,8 @@ from analyzer_service.frames import FramesStore
 from analyzer_service.generation import Model
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
+from analyzer_service.media_storage import MediaStorage
+from analyzer_service.media_storages import open_media_storage
 from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.pipeline import Pipeline
 from analyzer_service.scheduler import ScheduledEngine
@@ -88,16 +89,17 @@ class AnalyzerServer:
             await asyncio.to_thread(self.stop_metrics)
 
 
-def _remove_partial_uploads(settings: AnalyzerSettings) -> None:
-    # Uploads cut off by a crash leave their part files behind. Replicas on one database share
-    # the data directory: there only part files idle past the upload timeout are dead ones.
-    settings.videos_dir.mkdir(parents=True, exist_ok=True)
+def _remove_partial_uploads(settings: AnalyzerSettings, storage: MediaStorage) -> None:
+    # Uploads cut off by a crash leave their partial writes behind. Alone (SQLite: no other
+    # replica) every partial write is a dead one. Replicas on one database share the storage:
+    # another replica's write is dead only once idle past the upload timeout (twice it, for
+    # clocks of the hosts on a shared volume that differ a little).
     shared = bool(settings.database_url.get_secret_value())
-    idle_since = time.time() - settings.upload_idle_timeout_s
-    for part in settings.videos_dir.glob("*.part"):
-        with contextlib.suppress(FileNotFoundError):
-            if not shared or part.stat().st_mtime < idle_since:
-                part.unlink()
+    removed = storage.remove_abandoned_uploads(
+        2 * settings.upload_idle_timeout_s if shared else None
+    )
+    if removed:
+        log.info("removed %d uploads cut off by a crash from %s", removed, storage.location)
 
 
 async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> AnalyzerServer:
@@ -119,7 +121,8 @@ async def serve(settings: AnalyzerSettings, *, engine: Engine | None = None) -> 
 
 
 async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerServer:
-    await asyncio.to_thread(_remove_partial_uploads, settings)
+    storage = await asyncio.to_thread(open_media_storage, settings)
+    await asyncio.to_thread(_remove_partial_uploads, settings, storage)
     store = await open_store(settings)
     workers = MediaWorkers(settings.media_workers, preload=["analyzer_service.media"])
     workers.warm_up()
@@ -147,7 +150,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
         settings=settings,
         workers=workers,
         model=model,
-        frames=FramesStore(settings.jobs_dir),
+        frames=FramesStore(storage),
         detector=detector if settings.detection_pass else None,
         metrics=metrics,
     )
@@ -184,6 +187,7 @@ async def _serve(settings: AnalyzerSettings, engine: Engine | None) -> AnalyzerS
                 monitor=monitor,
                 metrics=metrics,
                 detector=detector,
+                storage=storage,
             ),
             service.server,
         )

@@ -17,6 +17,7 @@ from analyzer_service.detection import DetectorClient
 from analyzer_service.engine import EngineMonitor, not_configured
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.jobs import JobManager
+from analyzer_service.media_storage import MediaStorage
 from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.recording_ranges import RecordingFetcher, check_range
 from analyzer_service.rule_checks import RuleChecker
@@ -64,8 +65,10 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         monitor: EngineMonitor | None = None,
         metrics: AnalyzerMetrics | None = None,
         detector: DetectorClient,
+        storage: MediaStorage,
     ) -> None:
         self.settings = settings
+        self.storage = storage
         self.metrics = metrics or jobs.metrics
         self.jobs = jobs
         self.workers = workers
@@ -82,7 +85,9 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
             self.verifier = Verifier(settings=settings, model=model, metrics=self.metrics)
             self.rules = RuleChecker(settings=settings, model=model, metrics=self.metrics)
         self.upload_slots = UploadSlots(settings.max_concurrent_uploads, settings.upload_share)
-        self.recordings = RecordingFetcher(settings=settings, workers=workers, detector=detector)
+        self.recordings = RecordingFetcher(
+            settings=settings, workers=workers, detector=detector, storage=storage
+        )
 
     async def UploadVideo(
         self, request_iterator: AsyncIterator[pb.UploadVideoRequest], context: Context
@@ -97,10 +102,10 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
                     request_iterator,
                     settings=self.settings,
                     workers=self.workers,
+                    storage=self.storage,
                     on_accepted=lambda: context.send_initial_metadata(upload_protocol.ACCEPTED),
                 )
-            # Once stored, a video is recorded even if the caller goes now: no file without a row.
-            await asyncio.shield(self.jobs.store.create_video(video))
+            await self._record(video)
             self.metrics.stage.labels("upload").observe(time.monotonic() - started)
             response = pb.UploadVideoResponse(video=video)
             if header.start_analysis:
@@ -130,10 +135,20 @@ class AnalyzerServicer(pb_grpc.AnalyzerServiceServicer):
         # A fetch writes a video to disk as an upload does, and shares the uploads' slots.
         with self.upload_slots.hold(client_of(context, self.settings.trusted_proxies)):
             video, covered = await self.recordings.fetch(request.recording)
-        await asyncio.shield(self.jobs.store.create_video(video))
+        await self._record(video)
         self.metrics.stage.labels("recording").observe(time.monotonic() - started)
         job = await self.jobs.submit(video, request.options, recording=covered)
         return pb.StartAnalysisResponse(job=job)
+
+    async def _record(self, video: pb.Video) -> None:
+        """Keep the stored video's row. Once stored, a video is recorded even if the caller goes
+        now; a row that cannot be written (the database failing) takes the stored video with it,
+        so that no replica's storage keeps a video nothing names."""
+        try:
+            await asyncio.shield(self.jobs.store.create_video(video))
+        except Exception:
+            await asyncio.shield(asyncio.to_thread(self.storage.delete_video, video.id))
+            raise
 
     async def StreamAnalysisEvents(
         self, request: pb.StreamAnalysisEventsRequest, context: Context

@@ -29,8 +29,13 @@ class AnalyzerSettings(GrpcServiceSettings):
     # them off.
     metrics_port: int | None = None
 
-    # Videos, frames and the job database live here.
+    # The job database (SQLite) lives here, and videos and frames unless storage_url says where.
     data_dir: pathlib.Path = Field(default_factory=default_data_dir)
+    # Where uploaded videos and sampled frames are kept instead of data_dir: ``file:///path``, a
+    # directory every replica mounts (replicas run each other's jobs and answer chat on each
+    # other's frames, so they must all see the media). Empty: data_dir. Other schemes (object
+    # storage) are refused at the start: not built yet (analyzer_service/media_storages.py).
+    storage_url: str = ""
     # Jobs, events and chat in PostgreSQL instead of the SQLite file in data_dir: a libpq URL
     # (``postgresql://user:password@host:5432/vigil``). Never logged with its password. Empty:
     # SQLite. Any number of analyzers may share one PostgreSQL database: they take jobs from one
@@ -252,6 +257,8 @@ class AnalyzerSettings(GrpcServiceSettings):
         share = self.max_uploads_per_client or -(-self.max_concurrent_uploads // 2)
         return min(share, self.max_concurrent_uploads)
 
+    # Where the default media storage (storage_url empty) keeps videos and frames. The service
+    # itself reaches its media through media_storages only; these name the places for tools.
     @property
     def videos_dir(self) -> pathlib.Path:
         return self.data_dir / "videos"

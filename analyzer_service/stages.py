@@ -7,6 +7,7 @@ sending them to the detector, with their progress events.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import pathlib
 import time
@@ -16,6 +17,7 @@ from typing import ParamSpec, TypeVar
 from analyzer_service import media
 from analyzer_service.detection import SOURCE_PREFIX, DetectorClient, DetectorUnavailable
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
+from analyzer_service.media_storage import MediaMissing, MediaStorage
 from analyzer_service.prompting import clock
 from analyzer_service.settings import AnalyzerSettings
 from analyzer_service.store import Event
@@ -58,23 +60,30 @@ class Run:
     settings: AnalyzerSettings
     workers: MediaWorkers
     detector: DetectorClient | None
+    # The job's video is read from it; frames are decoded into frames_dir (its workdir).
+    storage: MediaStorage
     frames_dir: pathlib.Path
     # On while the detection pass is wanted and the detector answers.
     detect: bool
     timings: pb.StageTimings = dataclasses.field(default_factory=pb.StageTimings)
     notes: list[str] = dataclasses.field(default_factory=list)
 
-    @property
-    def video_path(self) -> pathlib.Path:
-        return self.settings.videos_dir / self.job.video.id
+    async def video_source(self) -> str:
+        """What ffmpeg opens to read the job's video; VIDEO_MISSING when it is no longer stored
+        (on shared storage, any replica's upload is found)."""
+        try:
+            return await asyncio.to_thread(self.storage.video_source, self.job.video.id)
+        except MediaMissing as exc:
+            raise VigilError(
+                "the uploaded video is no longer stored", code="VIDEO_MISSING"
+            ) from exc
 
     async def probe(self) -> None:
         """Check that the stored video is still there and still decodes (the 10% stage)."""
         started = time.monotonic()
         try:
-            if not self.video_path.exists():
-                raise VigilError("the uploaded video is no longer stored", code="VIDEO_MISSING")
-            await self._in_child(self.settings.probe_timeout_s, media.probe, str(self.video_path))
+            source = await self.video_source()
+            await self._in_child(self.settings.probe_timeout_s, media.probe, source)
         finally:
             self.timings.probe_s = time.monotonic() - started
 
@@ -88,10 +97,11 @@ class Run:
     ) -> list[media.FrameFile]:
         started = time.monotonic()
         try:
+            source = await self.video_source()
             return await self._in_child(
                 self.settings.sampling_timeout_s,
                 media.sample_frames,
-                str(self.video_path),
+                source,
                 list(targets),
                 str(self.frames_dir),
                 max_side=self.settings.frame_max_side,

@@ -1,20 +1,17 @@
-"""Receiving an uploaded video: to disk as it arrives, hashed on the way, probed in a child."""
+"""Receiving an uploaded video: to the media storage as it arrives, hashed on the way, probed in
+a child."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
-import os
-import pathlib
-import shutil
 import unicodedata
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from analyzer_service import media, sampling
 from analyzer_service.isolation import MediaWorkers, RemoteError, WorkerCrashed, WorkerTimeout
+from analyzer_service.media_storage import MediaStorage, VideoWrite
 from analyzer_service.settings import AnalyzerSettings
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.core.errors import IdleTimeout, InvalidInput, TooLarge
@@ -33,28 +30,21 @@ def display_name(name: str) -> str:
     return name[:MAX_NAME_CHARS] or "video"
 
 
-class _PartFile:
-    """The file being received; blocking methods run in a thread."""
+class _Hashed:
+    """The video being written, hashed and counted on the way; blocking methods run in a
+    thread."""
 
-    def __init__(self, path: pathlib.Path) -> None:
-        self.path = path
+    def __init__(self, write: VideoWrite) -> None:
+        self.write_to = write
         self.size = 0
         self._hash = hashlib.sha256()
-        self._file: io.BufferedWriter | None = open(path, "xb")  # noqa: SIM115
 
     def write(self, chunk: bytes) -> None:
-        assert self._file is not None
-        self._file.write(chunk)
+        self.write_to.write(chunk)
         self._hash.update(chunk)
 
-    def finish(self) -> str:
-        self.close()
+    def hexdigest(self) -> str:
         return self._hash.hexdigest()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
 
 
 async def receive(
@@ -62,9 +52,10 @@ async def receive(
     *,
     settings: AnalyzerSettings,
     workers: MediaWorkers,
+    storage: MediaStorage,
     on_accepted: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[pb.UploadHeader, pb.Video]:
-    """Store and probe one upload; the stored file is ``settings.videos_dir / video.id``.
+    """Store and probe one upload; it is stored in ``storage`` under ``video.id``.
 
     ``on_accepted`` is awaited once the header passed its checks, before any chunk is read. A
     header ``size`` of 0 means "not known in advance" (a browser's multipart form through the
@@ -81,20 +72,24 @@ async def receive(
         sampling.check_options(header.options, settings)
     if header.size > settings.max_upload_bytes:
         raise TooLarge(_too_large(settings.max_upload_bytes))
-    await check_room(header.size, settings)
+    await check_room(header.size, settings, storage)
     if on_accepted is not None:
         await on_accepted()
     video = await store(
-        _chunks(requests), name=header.name, size=header.size, settings=settings, workers=workers
+        _chunks(requests),
+        name=header.name,
+        size=header.size,
+        settings=settings,
+        workers=workers,
+        storage=storage,
     )
     return header, video
 
 
-async def check_room(size: int, settings: AnalyzerSettings) -> None:
-    """TooLarge (INSUFFICIENT_STORAGE) unless the disk has room for ``size`` bytes (0: not
+async def check_room(size: int, settings: AnalyzerSettings, storage: MediaStorage) -> None:
+    """TooLarge (INSUFFICIENT_STORAGE) unless the storage has room for ``size`` bytes (0: not
     known, counted as the largest a video may be) and the reserve."""
-    settings.videos_dir.mkdir(parents=True, exist_ok=True)
-    free = (await asyncio.to_thread(shutil.disk_usage, settings.videos_dir)).free
+    free = await asyncio.to_thread(storage.free_bytes)
     if (size or settings.max_upload_bytes) + DISK_RESERVE_BYTES > free:
         raise TooLarge("not enough disk space for this upload", code="INSUFFICIENT_STORAGE")
 
@@ -106,42 +101,43 @@ async def store(
     size: int,
     settings: AnalyzerSettings,
     workers: MediaWorkers,
+    storage: MediaStorage,
 ) -> pb.Video:
-    """Write ``chunks`` to ``settings.videos_dir / video.id``, hashed on the way, and probe it;
-    ``size`` is the declared size (0: not known). Uploads and recordings fetched from the
-    detector service are stored alike, under the same limits."""
-    video_id = uuid.uuid4().hex
-    part_path = settings.videos_dir / f"{video_id}.part"
-    final_path = settings.videos_dir / video_id
-    part: _PartFile | None = None
+    """Write ``chunks`` to ``storage`` as a new video, hashed on the way, and probe it; ``size``
+    is the declared size (0: not known). Uploads and recordings fetched from the detector
+    service are stored alike, under the same limits. Other replicas see the video only once it
+    is whole and probed."""
+    written: _Hashed | None = None
     try:
-        part = await _settled(_PartFile, part_path)
+        written = _Hashed(await _begun(storage))
         async for chunk in chunks:
-            part.size += len(chunk)
-            # Checked before writing, so an oversized upload never reaches the disk.
-            if part.size > settings.max_upload_bytes:
+            written.size += len(chunk)
+            # Checked before writing, so an oversized upload never reaches the storage.
+            if written.size > settings.max_upload_bytes:
                 raise TooLarge(_too_large(settings.max_upload_bytes))
-            if size and part.size > size:
+            if size and written.size > size:
                 raise InvalidInput(f"received more bytes than the declared size ({size})")
             # Hashing and writing a chunk take milliseconds; a thread keeps them off the loop.
-            await _settled(part.write, chunk)
-        if size and part.size != size:
-            raise InvalidInput(f"received {part.size} bytes but the header declared {size}")
-        if part.size == 0:
+            await _settled(written.write, chunk)
+        if size and written.size != size:
+            raise InvalidInput(f"received {written.size} bytes but the header declared {size}")
+        if written.size == 0:
             raise InvalidInput("the upload is empty")
-        sha256 = await _settled(part.finish)
-        probe = await _probe(str(part_path), settings, workers)
-        await _settled(os.replace, part_path, final_path)
+        source = await _settled(written.write_to.staged_source)
+        probe = await _probe(source, settings, workers)
+        await _settled(written.write_to.commit)
     except BaseException:
-        # Client gone, refused or failed: nothing of the upload may stay behind.
-        await asyncio.shield(asyncio.to_thread(_discard, part, part_path, final_path))
+        # Client gone, refused or failed: nothing of the upload may stay behind (not even the
+        # committed video, when the cancel came just after the commit).
+        if written is not None:
+            await asyncio.shield(asyncio.to_thread(written.write_to.abort))
         raise
 
     video = pb.Video(
-        id=video_id,
+        id=written.write_to.video_id,
         name=display_name(name),
-        size=part.size,
-        sha256=sha256,
+        size=written.size,
+        sha256=written.hexdigest(),
         duration_s=probe.duration_s,
         fps=probe.fps,
         width=probe.width,
@@ -171,6 +167,19 @@ async def _settled(fn: Callable[..., T], *args: Any) -> T:
         raise
 
 
+async def _begun(storage: MediaStorage) -> VideoWrite:
+    """A new video write, begun in a thread. A cancel that comes while it begins waits for it
+    and aborts it, so that not even an empty write stays behind."""
+    beginning = asyncio.ensure_future(asyncio.to_thread(storage.begin_video))
+    try:
+        return await asyncio.shield(beginning)
+    except asyncio.CancelledError:
+        await asyncio.wait([beginning])
+        if not beginning.cancelled() and beginning.exception() is None:
+            await asyncio.to_thread(beginning.result().abort)
+        raise
+
+
 async def _idle_limited(
     requests: AsyncIterator[pb.UploadVideoRequest], idle_s: float
 ) -> AsyncIterator[pb.UploadVideoRequest]:
@@ -187,13 +196,6 @@ async def _idle_limited(
                 f"no data for {idle_s:g} s: the upload idle timeout ended the upload"
             ) from None
         yield message
-
-
-def _discard(part: _PartFile | None, part_path: pathlib.Path, final_path: pathlib.Path) -> None:
-    if part is not None:
-        part.close()
-    part_path.unlink(missing_ok=True)
-    final_path.unlink(missing_ok=True)  # there if the cancel came just after the rename
 
 
 def _too_large(limit: int) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pathlib
 
 from analyzer_service.frames import MANIFEST_FILE, FramesStore
+from analyzer_service.shared_directory import SharedDirectory
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 
 
@@ -22,7 +23,7 @@ def sampled_frames(store: FramesStore, job_id: str) -> tuple[pb.AnalysisResult, 
 
 
 def test_saved_frames_load_with_their_files_and_timeline(tmp_path: pathlib.Path) -> None:
-    store = FramesStore(tmp_path / "jobs")
+    store = FramesStore(SharedDirectory(tmp_path, replica="a"))
     assert store.load("j1") is None
     sampled, files = sampled_frames(store, "j1")
     # Decoded but not saved: not ready yet.
@@ -36,7 +37,7 @@ def test_saved_frames_load_with_their_files_and_timeline(tmp_path: pathlib.Path)
 
 
 def test_frames_missing_or_cleared_are_not_ready(tmp_path: pathlib.Path) -> None:
-    store = FramesStore(tmp_path / "jobs")
+    store = FramesStore(SharedDirectory(tmp_path, replica="a"))
     sampled, files = sampled_frames(store, "j1")
     store.save("j1", sampled, files)
     files[1].unlink()

@@ -30,6 +30,7 @@ from tests.analyzer_service.helpers import (
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
+from vigil.core.errors import Unavailable
 
 
 def stored_files(settings: AnalyzerSettings) -> list[pathlib.Path]:
@@ -67,6 +68,27 @@ async def test_a_replica_starting_leaves_the_uploads_other_replicas_are_receivin
     os.utime(dead, (long_ago, long_ago))
     await start_server()
     assert [p.name for p in settings.videos_dir.iterdir()] == ["live.part"]
+
+
+async def test_an_upload_whose_row_cannot_be_kept_leaves_no_video(
+    server: AnalyzerServer,
+    stub: Stub,
+    settings: AnalyzerSettings,
+    short_bytes: bytes,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The database failing after the video was stored: the caller is told, and the storage
+    (shared by every replica) keeps no video that nothing names."""
+
+    async def failing(video: pb.Video) -> None:
+        raise Unavailable("the database is restarting")
+
+    monkeypatch.setattr(server.store, "create_video", failing)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await upload(stub, short_bytes)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "the database is restarting" in (refused.value.details() or "")
+    assert stored_files(settings) == []
 
 
 @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from analyzer_service import media, uploads
+from analyzer_service import media, shared_directory, uploads
 from analyzer_service.isolation import MediaWorkers
 from analyzer_service.settings import AnalyzerSettings
+from analyzer_service.shared_directory import SharedDirectory
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.core.errors import InvalidInput
 
@@ -88,10 +89,11 @@ async def test_a_cancel_while_a_thread_touches_the_file_leaves_nothing(
     # A deadline or a client leaving cancels the handler at any await; the thread it was
     # waiting on goes on, and may create or move the file after the cancel.
     started = threading.Event()
+    write = shared_directory._DirectoryWrite
     if stage == "open":
-        monkeypatch.setattr(uploads, "_PartFile", slowed(uploads._PartFile, started))
+        monkeypatch.setattr(shared_directory, "_DirectoryWrite", slowed(write, started))
     elif stage == "write":
-        monkeypatch.setattr(uploads._PartFile, "write", slowed(uploads._PartFile.write, started))
+        monkeypatch.setattr(write, "write", slowed(write.write, started))
     else:
         monkeypatch.setattr(os, "replace", slowed(os.replace, started))
 
@@ -100,8 +102,11 @@ async def test_a_cancel_while_a_thread_touches_the_file_leaves_nothing(
         yield pb.UploadVideoRequest(chunk=short_bytes)
 
     workers = MediaWorkers(1)
+    storage = SharedDirectory(settings.data_dir, replica="a")
     try:
-        task = asyncio.create_task(uploads.receive(requests(), settings=settings, workers=workers))
+        task = asyncio.create_task(
+            uploads.receive(requests(), settings=settings, workers=workers, storage=storage)
+        )
         while not started.is_set():  # noqa: ASYNC110 - the thread sets a threading.Event
             await asyncio.sleep(0.005)
         task.cancel()
