@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import pathlib
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -118,13 +120,28 @@ async def _analyses(cluster: Cluster, database: str, video_id: str, count: int) 
     }
 
 
-async def _add_sources(cluster: Cluster, count: int) -> list[str]:
-    from vigil.sdk import AsyncDetectorClient
+async def _add_sources(cluster: Cluster, database: str, count: int) -> list[str]:
+    """Add the sources, then wait until the detectors have shared them out (a replica adopts
+    what it is asked to add, then hands its surplus over at a later tick: a viewer that came
+    before would see its stream cut) and each delivers frames."""
+    from vigil.sdk import AsyncDetectorClient, Frame
 
     ids = [f"scale-{n}" for n in range(count)]
     async with AsyncDetectorClient(cluster.detector_target) as client:
         for source_id in ids:
             await client.add_source(source_id, "test_pattern", max_fps=FPS, timeout_s=30)
+        deadline = time.monotonic() + READY_S
+        while time.monotonic() < deadline:
+            # Every source counts (the detectors' configured default one too), as they count.
+            owners = [owner for owner, _ in scale_takeover.source_leases(database).values()]
+            share = math.ceil(len(owners) / len(cluster.detectors))
+            if None not in owners and max(Counter(owners).values()) <= share:
+                break
+            await asyncio.sleep(0.2)
+        for source_id in ids:
+            async for item in client.subscribe(source_id, omit_jpeg=True):
+                if isinstance(item, Frame):
+                    break
     return ids
 
 
@@ -163,7 +180,7 @@ async def _viewers(
     return {
         "fps": round(sum(frames) / elapsed, 1),
         "per_bridge": per_bridge,
-        "errors": sum(sum(s.errors.values()) for s in stats),
+        "errors": dict(sum((s.errors for s in stats), Counter[str]())),
     }
 
 
@@ -179,7 +196,7 @@ async def _measure(
             cluster, database, ids["short"], int(options.get("analyses", ANALYSES))
         )
     }
-    sources = await _add_sources(cluster, int(options.get("sources", SOURCES)))
+    sources = await _add_sources(cluster, database, int(options.get("sources", SOURCES)))
     figures["viewers"] = await _viewers(
         cluster,
         sources,
@@ -244,6 +261,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             "one": one["analyses"]["succeeded"],
             "two": two["analyses"]["succeeded"],
         },
+        "viewer_fps_offered": round(viewers * FPS, 1),
         "viewer_fps": _row(one["viewers"]["fps"], two["viewers"]["fps"]),
         "viewer_fps_per_bridge": {
             "one": one["viewers"]["per_bridge"],
