@@ -145,7 +145,9 @@ class Watch:
                 self.attempts.append(attempt)
                 # A broken stream (its replica killed, a redirect to a dead owner) is tried again.
                 with contextlib.suppress(Exception):
-                    async for item in client.subscribe(self.source_id, omit_jpeg=True):
+                    # Not waiting for a replica to be ready: a dead owner fails at once.
+                    frames = client.subscribe(self.source_id, omit_jpeg=True, wait_for_ready=False)
+                    async for item in frames:
                         if isinstance(item, Frame) and attempt[1] is None:
                             attempt[1] = time.time()
                 await asyncio.sleep(0.05)
