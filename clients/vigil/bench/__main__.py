@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", type=int, default=None, help="watch rules (alert)")
     parser.add_argument("--analyses", type=int, default=None, help="analyses per run (scale)")
     parser.add_argument("--viewers", type=int, default=None, help="WebSocket viewers (scale)")
+    parser.add_argument("--fps", type=float, default=None, help="frames/s of each source (scale)")
     args = parser.parse_args(argv)
     logs_to_stderr()
     names = list(REGISTRY) if args.name == "all" else [args.name]
@@ -58,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             options["analyses"] = args.analyses
         if args.viewers is not None:
             options["viewers"] = args.viewers
+        if args.fps is not None:
+            options["fps"] = args.fps
         result = REGISTRY[name][1]()(options)
         if args.json:
             print(json.dumps(result))

@@ -11,9 +11,12 @@ Per run:
   the detection pass on the detectors), started at once through the SDK on the analyzer target
   (round robin over the replicas); from just before the first start to the last job's last
   change (its ``updated_at``); and how many each replica ran (the jobs' owners in the database);
-- viewer frames per second: ``--viewers`` (default 8) WebSocket viewers spread over the bridges,
-  watching ``--sources`` (default 2) test-pattern sources at 15 fps, frames counted over
-  ``--duration`` seconds (default 6) after a warm-up.
+- viewer frames per second: ``--viewers`` (default 100) WebSocket viewers spread over the
+  bridges, watching ``--sources`` (default 2) test-pattern sources at ``--fps`` (default 15),
+  frames counted over ``--duration`` seconds (default 6) after a warm-up. The bridges carry all
+  they are offered (``viewer_fps_offered``: viewers x fps) until they saturate: a ratio near 1
+  with everything delivered says the load was below one bridge's capacity, not that a second
+  adds nothing; raise ``--viewers`` / ``--fps`` to find the ceiling.
 
 With two replicas, then: the takeover times (``vigil.bench.scale_takeover``): SIGKILL the analyzer
 running a job, and the detector running sources (goal: streaming again within 10 s).
@@ -41,7 +44,7 @@ if TYPE_CHECKING:
     from vigil.devtools.cluster import Cluster
 
 ANALYSES = 40
-VIEWERS = 8
+VIEWERS = 100
 SOURCES = 2
 FPS = 15.0
 SECONDS = 6.0
@@ -120,7 +123,7 @@ async def _analyses(cluster: Cluster, database: str, video_id: str, count: int) 
     }
 
 
-async def _add_sources(cluster: Cluster, database: str, count: int) -> list[str]:
+async def _add_sources(cluster: Cluster, database: str, count: int, fps: float) -> list[str]:
     """Add the sources, then wait until the detectors have shared them out (a replica adopts
     what it is asked to add, then hands its surplus over at a later tick: a viewer that came
     before would see its stream cut) and each delivers frames."""
@@ -129,7 +132,7 @@ async def _add_sources(cluster: Cluster, database: str, count: int) -> list[str]
     ids = [f"scale-{n}" for n in range(count)]
     async with AsyncDetectorClient(cluster.detector_target) as client:
         for source_id in ids:
-            await client.add_source(source_id, "test_pattern", max_fps=FPS, timeout_s=30)
+            await client.add_source(source_id, "test_pattern", max_fps=fps, timeout_s=30)
         deadline = time.monotonic() + READY_S
         while time.monotonic() < deadline:
             # Every source counts (the detectors' configured default one too), as they count.
@@ -196,7 +199,9 @@ async def _measure(
             cluster, database, ids["short"], int(options.get("analyses", ANALYSES))
         )
     }
-    sources = await _add_sources(cluster, database, int(options.get("sources", SOURCES)))
+    sources = await _add_sources(
+        cluster, database, int(options.get("sources", SOURCES)), float(options.get("fps", FPS))
+    )
     figures["viewers"] = await _viewers(
         cluster,
         sources,
@@ -261,7 +266,7 @@ def run(options: dict[str, Any]) -> dict[str, Any]:
             "one": one["analyses"]["succeeded"],
             "two": two["analyses"]["succeeded"],
         },
-        "viewer_fps_offered": round(viewers * FPS, 1),
+        "viewer_fps_offered": round(viewers * float(options.get("fps", FPS)), 1),
         "viewer_fps": _row(one["viewers"]["fps"], two["viewers"]["fps"]),
         "viewer_fps_per_bridge": {
             "one": one["viewers"]["per_bridge"],
