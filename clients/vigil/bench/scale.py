@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 
+from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 from vigil.bench import scale_takeover
 
 if TYPE_CHECKING:
@@ -100,6 +101,15 @@ def _owners(database: str, job_ids: list[str]) -> dict[str, int]:
     return {str(owner): int(count) for owner, count in rows}
 
 
+def _unfinished(database: str, job_ids: list[str]) -> int:
+    with psycopg.connect(database) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM analyzer_jobs WHERE id = ANY(%s) AND state <= %s",
+            (job_ids, apb.JOB_STATE_RUNNING),
+        ).fetchone()
+    return int(row[0]) if row else len(job_ids)
+
+
 async def _analyses(cluster: Cluster, database: str, video_id: str, count: int) -> dict[str, Any]:
     from vigil.sdk import AnalysisOptions, AsyncAnalyzerClient
 
@@ -108,11 +118,13 @@ async def _analyses(cluster: Cluster, database: str, video_id: str, count: int) 
         jobs = await asyncio.gather(
             *(client.start_analysis(video_id, AnalysisOptions()) for _ in range(count))
         )
+        # Waited for in the database: one cheap query, where asking every job of the services
+        # would load the replicas being measured.
         while True:
-            done = await asyncio.gather(*(client.get_job(job.id) for job in jobs))
-            if all(job.finished for job in done):
+            if not _unfinished(database, [job.id for job in jobs]):
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.1)
+        done = await asyncio.gather(*(client.get_job(job.id) for job in jobs))
     last = max(job.updated_at or started for job in done)
     succeeded = sum(job.state == "succeeded" for job in done)
     return {

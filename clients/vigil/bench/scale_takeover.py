@@ -21,6 +21,7 @@ from vigil.analyzer.v1 import analyzer_service_pb2 as apb
 
 if TYPE_CHECKING:
     from vigil.devtools.cluster import Cluster, Replica
+    from vigil.sdk import AnalysisOptions, AsyncAnalyzerClient, Job
 
 # How long a killed replica's work may take to come back before the figure reads "not back".
 BACK_WITHIN_S = 120.0
@@ -61,7 +62,7 @@ async def _running(database: str, job_id: str) -> str:
 
 
 async def analyzer_takeover(
-    cluster: Cluster, database: str, video_id: str, options: Any
+    cluster: Cluster, database: str, video_id: str, options: AnalysisOptions
 ) -> dict[str, Any]:
     """Start a job, SIGKILL the analyzer running it, and time the other taking it over."""
     from vigil.sdk import AsyncAnalyzerClient
@@ -102,7 +103,7 @@ async def analyzer_takeover(
     }
 
 
-async def _finished(client: Any, job_id: str) -> Any:
+async def _finished(client: AsyncAnalyzerClient, job_id: str) -> Job:
     deadline = time.monotonic() + BACK_WITHIN_S
     while True:
         job = await client.get_job(job_id)
