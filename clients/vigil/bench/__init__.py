@@ -100,3 +100,12 @@ def _alert() -> Benchmark:
     from vigil.bench.alert import run
 
     return run
+
+
+@register(
+    "scale", "one vs two replicas of each service: analyses/s, viewer fps; takeover after SIGKILL"
+)
+def _scale() -> Benchmark:
+    from vigil.bench.scale import run
+
+    return run

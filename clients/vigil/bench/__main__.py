@@ -29,13 +29,16 @@ def main(argv: list[str] | None = None) -> int:
         "--duration", type=float, default=None, help="seconds of load for the long benchmarks"
     )
     parser.add_argument(
-        "--sources", type=int, default=None, help="cameras (always-on), sources (alert)"
+        "--sources", type=int, default=None, help="cameras (always-on), sources (alert, scale)"
     )
     parser.add_argument(
         "--moving", type=int, default=None, help="cameras seeing motion (always-on)"
     )
     parser.add_argument("--incidents", type=int, default=None, help="incidents measured (alert)")
     parser.add_argument("--rules", type=int, default=None, help="watch rules (alert)")
+    parser.add_argument("--analyses", type=int, default=None, help="analyses per run (scale)")
+    parser.add_argument("--viewers", type=int, default=None, help="WebSocket viewers (scale)")
+    parser.add_argument("--fps", type=float, default=None, help="frames/s of each source (scale)")
     args = parser.parse_args(argv)
     logs_to_stderr()
     names = list(REGISTRY) if args.name == "all" else [args.name]
@@ -52,6 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             options["incidents"] = args.incidents
         if args.rules is not None:
             options["rules"] = args.rules
+        if args.analyses is not None:
+            options["analyses"] = args.analyses
+        if args.viewers is not None:
+            options["viewers"] = args.viewers
+        if args.fps is not None:
+            options["fps"] = args.fps
         result = REGISTRY[name][1]()(options)
         if args.json:
             print(json.dumps(result))
