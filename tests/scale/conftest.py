@@ -1,7 +1,8 @@
 """One cluster for the whole multi-replica suite (``vigil.devtools.cluster``): two detectors, two
 analyzers and two bridges as real processes on the session's PostgreSQL and Redis, the analyzers
 sharing one ``vllm-http`` server. Starting it costs seconds; every test gets it with every
-replica running again (a test that killed one need not restore it)."""
+replica running again (a test that killed one need not restore it). Package-scoped: it stops
+after the suite's last test, so the suites after it do not share the machine with it."""
 
 from __future__ import annotations
 
@@ -32,21 +33,21 @@ ENV = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def model() -> Iterator[HeldModel]:
     held = HeldModel()
     yield held
     held.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def scale_database(postgres: PostgresServer) -> Iterator[str]:
     url = postgres.create_database()
     yield url
     postgres.drop_database(url)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def running(
     scale_database: str,
     redis_server: RedisServer,
