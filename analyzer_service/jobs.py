@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -24,12 +25,13 @@ from google.protobuf import timestamp_pb2
 
 from analyzer_service.events import EventBus
 from analyzer_service.metrics import AnalyzerMetrics
+from analyzer_service.outages import outlast
 from analyzer_service.pipeline import Pipeline
 from analyzer_service.stages import progress
 from analyzer_service.store import Event, JobStore, Lease, LeaseLost, Renewal, is_terminal
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
-from vigil.core.errors import NotFound, Overloaded, VigilError
+from vigil.core.errors import NotFound, Overloaded, Unavailable, VigilError
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +210,12 @@ class JobManager:
             with self.bus.subscribe(job_id) as live:
                 # Subscribed before reading the store: whatever the read misses arrives live.
                 while True:
-                    job = await self.store.get_job(job_id)
-                    batch = await self.store.list_events(job_id, last, REPLAY_BATCH)
+                    # The database away for a moment (a restart) pauses the stream.
+                    job = await outlast(lambda: self.store.get_job(job_id), "following a job")
+                    batch = await outlast(
+                        functools.partial(self.store.list_events, job_id, last, REPLAY_BATCH),
+                        "following a job",
+                    )
                     for event in batch:
                         yield event
                         last = event.sequence
@@ -265,6 +271,7 @@ class JobManager:
     async def _tend(self) -> None:
         """Renew the leases held, and claim jobs when woken or every ``renew_s``."""
         renewed = time.monotonic()
+        away = False
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.renew_s)
@@ -275,8 +282,19 @@ class JobManager:
                     await self._renew()
                 await self._claim()
                 await self._announce_queue()
-            except Exception:  # a database away for a moment; the next round tries again
+            except Unavailable as exc:
+                # The leases held stay held: nobody can claim them while the database is away,
+                # and the next renewal after it (within lease_s) keeps them.
+                if not away:
+                    log.warning("tending the job queue: %s; trying every round", exc.message)
+                away = True
+                continue
+            except Exception:
                 log.warning("tending the job queue failed", exc_info=True)
+                continue
+            if away:
+                log.info("tending the job queue again")
+                away = False
 
     async def _renew(self) -> None:
         for job_id, (task, lease) in list(self._running.items()):
@@ -323,7 +341,13 @@ class JobManager:
             job.stage = event.progress.stage
             job.percent = event.progress.percent
         job.updated_at.CopyFrom(_now())
-        stored = await self.store.append_event(event, job=job if save_job else None, lease=lease)
+        # Stamped once: tried again, the same event is recognised and kept once.
+        if not event.HasField("time"):
+            event.time.GetCurrentTime()
+        stored = await outlast(
+            lambda: self.store.append_event(event, job=job if save_job else None, lease=lease),
+            f"job {job.id}: storing an event",
+        )
         self.bus.publish(stored)
 
     def _cancelled(self) -> Event:
@@ -349,6 +373,10 @@ class JobManager:
             log.warning(
                 "job %s: lease lost; its writes are refused, another replica has it", lease.job.id
             )
+        except Unavailable:
+            # Out of the database for longer than an outage: the lease, no longer renewed,
+            # expires and the job runs again (here or elsewhere) once the database is back.
+            log.warning("job %s: stopped, its database out of reach; it runs again", lease.job.id)
 
     async def _start(self, lease: Lease) -> None:
         job = pb.Job()

@@ -47,6 +47,8 @@ from analyzer_service.store import (
     turn_to_json,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
+from vigil.core.backoff import Backoff
+from vigil.core.errors import Unavailable
 from vigil.core.urls import masked, redact
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,12 @@ log = logging.getLogger(__name__)
 _QUEUE_LOCK = 0x5649_4749_4C51_5545  # "VIGILQUE"
 EVENTS_CHANNEL = "analyzer_events"
 JOBS_CHANNEL = "analyzer_jobs"
-# A watcher whose connection broke tries again this often.
-RELISTEN_S = 1.0
+# A watcher whose connection broke tries again after this, backing off to RELISTEN_MAX_S.
+RELISTEN_S = 0.5
+RELISTEN_MAX_S = 5.0
+# What a lost connection looks like: a database restarting, failing over or out of reach.
+# (PoolTimeout is one too: no connection came back within the pool's timeout.)
+_GONE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 _WAITING = f"""
     SELECT id, announced FROM analyzer_jobs
@@ -157,7 +163,7 @@ class PostgresJobStore:
     async def create_job(
         self, job: pb.Job, *, owner: str | None = None, lease_s: float = 0.0
     ) -> Lease | None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO analyzer_jobs (id, video_id, state, data, owner, lease_token,"
                 " lease_expires) VALUES (%s, %s, %s, %s, %s, %s,"
@@ -183,7 +189,7 @@ class PostgresJobStore:
     async def update_job(self, job: pb.Job, *, lease: Lease | None = None) -> None:
         snapshot = pb.Job()
         snapshot.CopyFrom(job)
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await _fence(conn, snapshot.id, lease)
             await _save_job(conn, snapshot)
 
@@ -201,11 +207,13 @@ class PostgresJobStore:
             snapshot.CopyFrom(job)
         async with (
             self._in_order(("event", stored.job_id)),
-            self._pool.connection() as conn,
+            self._connection() as conn,
             conn.transaction(),
         ):
             # Row locks in one order everywhere (job, then counter): no deadlocks.
             await _fence(conn, stored.job_id, lease)
+            if (kept := await _kept_already(conn, stored)) is not None:
+                return kept
             if snapshot is not None:
                 await _save_job(conn, snapshot)
             await _insert_event(conn, stored)
@@ -248,7 +256,7 @@ class PostgresJobStore:
         return Renewal.CANCEL if rows[0][0] else Renewal.HELD
 
     async def release(self, owner: str) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             cursor = await conn.execute(
                 "UPDATE analyzer_jobs SET owner = NULL, lease_expires = NULL"
                 " WHERE owner = %s AND state = ANY(%s) RETURNING id",
@@ -258,7 +266,7 @@ class PostgresJobStore:
                 await _notify(conn, JOBS_CHANNEL, f"queued:{job_id}")
 
     async def request_cancel(self, job_id: str) -> None:
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE analyzer_jobs SET cancel_requested = true WHERE id = %s", (job_id,)
             )
@@ -270,7 +278,7 @@ class PostgresJobStore:
 
     async def announce_queue(self, make: Callable[[int], Event]) -> list[Event]:
         announced = []
-        async with self._pool.connection() as conn, conn.transaction():
+        async with self._connection() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_QUEUE_LOCK,))
             cursor = await conn.execute(_WAITING)
             for position, (job_id, last) in enumerate(await cursor.fetchall(), start=1):
@@ -297,6 +305,8 @@ class PostgresJobStore:
         task.add_done_callback(self._watchers.discard)
 
     async def _listen(self, listener: Listener) -> None:
+        backoff = Backoff(RELISTEN_S, RELISTEN_MAX_S)
+        lost = False
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
@@ -305,13 +315,23 @@ class PostgresJobStore:
                 async with conn:
                     await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
                     await conn.execute(f"LISTEN {JOBS_CHANNEL}")
-                    # Whatever was queued while nobody listened here: look now.
+                    if lost:
+                        log.info("listening for other replicas again (%s)", where(self._url))
+                        lost = False
+                    backoff.reset()
+                    # Whatever was queued while nobody listened here: look now. (Followers
+                    # missed news too; they re-read the store within FOLLOW_POLL_S.)
                     listener.job_queued("")
                     async for note in conn.notifies():
                         _tell(listener, note.channel, note.payload)
             except psycopg.Error as exc:
-                log.warning("listening for other replicas: %s", _said(exc, self._url))
-            await asyncio.sleep(RELISTEN_S)
+                # Once per outage: a database restarting makes this fail on every try.
+                if not lost:
+                    log.warning(
+                        "listening for other replicas: %s; trying again", _said(exc, self._url)
+                    )
+                lost = True
+            await asyncio.sleep(backoff.next())
 
     async def list_events(self, job_id: str, after_sequence: int, limit: int) -> list[Event]:
         rows = await self._fetch(
@@ -352,7 +372,7 @@ class PostgresJobStore:
         data = turn_to_json(turn)
         async with (
             self._in_order(("chat", job_id)),
-            self._pool.connection() as conn,
+            self._connection() as conn,
             conn.transaction(),
         ):
             cursor = await conn.execute(_NEXT_TURN, (job_id,))
@@ -376,14 +396,27 @@ class PostgresJobStore:
         await asyncio.gather(*self._watchers, return_exceptions=True)
         await self._pool.close()
 
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        """A pooled connection; a database out of reach becomes ``Unavailable`` (retryable: the
+        pool reconnects when it is back). Whether a write that failed so was kept is unknown."""
+        try:
+            async with self._pool.connection() as conn:
+                yield conn
+        except _GONE as exc:
+            raise Unavailable(
+                f"the job database (PostgreSQL at {where(self._url)}) is out of reach"
+                f" ({_said(exc, self._url)}); try again"
+            ) from None
+
     async def _execute(self, query: str, params: tuple[Any, ...]) -> None:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             await conn.execute(query, params)
 
     async def _fetch(
         self, query: str, params: tuple[Any, ...] | dict[str, Any]
     ) -> list[tuple[Any, ...]]:
-        async with self._pool.connection() as conn:
+        async with self._connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall()
 
@@ -414,6 +447,26 @@ async def _fence(conn: Connection, job_id: str, lease: Lease | None) -> None:
     row = await cursor.fetchone()
     if row is None or (row[0], int(row[1])) != (lease.owner, lease.token):
         raise LeaseLost(job_id)
+
+
+async def _kept_already(conn: Connection, event: Event) -> Event | None:
+    """The job's last event when it is ``event`` (an append tried again after its connection
+    broke during the commit, which did happen): kept once, not twice. Events carry their time,
+    so two different ones never compare equal."""
+    cursor = await conn.execute(
+        "SELECT data FROM analyzer_events WHERE job_id = %s ORDER BY sequence DESC LIMIT 1",
+        (event.job_id,),
+    )
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    last = Event.FromString(row[0])
+    sequence = last.sequence
+    last.sequence = event.sequence
+    if last != event:
+        return None
+    last.sequence = sequence
+    return last
 
 
 async def _insert_event(conn: Connection, stored: Event) -> None:

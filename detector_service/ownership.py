@@ -58,16 +58,23 @@ class Ownership:
 
     async def _keep(self) -> None:
         renewed = time.monotonic()
+        failing = False
         while True:
             await asyncio.sleep(self.renew_s)
             try:
                 await self.tick()
                 renewed = time.monotonic()
+                if failing:
+                    log.info("keeping source leases again (%d held)", len(self.held))
+                    failing = False
             except Exception as exc:
                 # The database may be back at the next tick; until the lease runs out we may
                 # still run what we hold (nobody else can claim it before then). After that,
                 # another replica may have claimed our sources: stop them, so none runs twice.
-                log.warning("keeping source leases: %s", exc)
+                # Said once per outage: a restarting database fails every tick.
+                if not failing:
+                    log.warning("keeping source leases: %s", exc)
+                failing = True
                 if self.held and time.monotonic() - renewed >= self.lease_s:
                     log.warning(
                         "leases not renewed for %.0f s: stopping %d sources",

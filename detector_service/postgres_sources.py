@@ -28,12 +28,16 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from vigil.core.errors import Unavailable
 from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.Connection[tuple[Any, ...]]
+# What a lost connection looks like: a database restarting, failing over or out of reach (the
+# pool's PoolTimeout too). Calls then fail UNAVAILABLE (retryable); the pool reconnects.
+_GONE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 # Taken by whoever migrates, so replicas starting together do not race on CREATE TABLE.
 _MIGRATION_LOCK = 0x5649_4749_4C44_4554  # "VIGILDET"
@@ -130,6 +134,15 @@ class PostgresSourceStore:
     def _said(self, exc: BaseException) -> str:
         return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
 
+    def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(*args)
+        except _GONE as exc:
+            raise Unavailable(
+                f"the source database (PostgreSQL at {masked(self._url)}) is out of reach"
+                f" ({self._said(exc)}); try again"
+            ) from None
+
     def _fetch(self, query: str, params: Any = ()) -> list[tuple[Any, ...]]:
         with self._pool.connection() as conn:
             cursor = conn.execute(query, params)
@@ -138,7 +151,7 @@ class PostgresSourceStore:
     def load(self) -> list[pb.SourceSpec]:
         """Every kept source, in the order they were added (blocking: call off the loop)."""
         rows = self._executor.submit(
-            self._fetch, "SELECT spec FROM detector_sources ORDER BY added_ns, id"
+            self._guarded, self._fetch, "SELECT spec FROM detector_sources ORDER BY added_ns, id"
         ).result()
         return [pb.SourceSpec.FromString(row[0]) for row in rows]
 
@@ -187,7 +200,7 @@ class PostgresSourceStore:
         """The updates of configured sources, each with the configuration it was made on
         (blocking: call off the loop)."""
         rows = self._executor.submit(
-            self._fetch, "SELECT base, spec FROM detector_overrides ORDER BY id"
+            self._guarded, self._fetch, "SELECT base, spec FROM detector_overrides ORDER BY id"
         ).result()
         return [(pb.SourceSpec.FromString(b), pb.SourceSpec.FromString(s)) for b, s in rows]
 
@@ -289,7 +302,7 @@ class PostgresSourceStore:
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         # Submitted now, in the caller's order; awaited without blocking the loop.
-        return await asyncio.wrap_future(self._executor.submit(fn, *args))
+        return await asyncio.wrap_future(self._executor.submit(self._guarded, fn, *args))
 
     def close(self) -> None:
         """Finish queued writes and close (blocking: call off the loop)."""

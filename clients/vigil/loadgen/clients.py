@@ -36,7 +36,9 @@ def parse_frame(message: bytes, binary: bool) -> dict[str, object] | None:
     """A frame message's small fields (timestamp, sequence, dropped), without touching the JPEG;
     None for a non-frame message. JSON frames keep the picture first, so the rest is a short
     tail (the bridge's layout, which the bare benchmark server copies)."""
-    if binary:
+    # A binary viewer's problems still come as JSON text messages (read here as bytes too); a
+    # binary frame starts with its header's length, whose first byte is 0.
+    if binary and not message.startswith(b"{"):
         length = int.from_bytes(message[:4], "big")
         header: dict[str, object] = orjson.loads(message[4 : 4 + length])
         return header

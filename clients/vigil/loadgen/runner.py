@@ -14,12 +14,16 @@ import time
 import urllib.request
 from typing import Any
 
+from vigil.core.errors import Unavailable
 from vigil.loadgen import clients, media
 from vigil.loadgen.resources import Tracker
 from vigil.loadgen.scenario import Scenario
 from vigil.loadgen.stats import ClientStats, class_report
 from vigil.sdk import AsyncDetectorClient, Source
 
+# Sources placed on replicas: unmoved over this many polls, this far apart.
+PLACED_POLLS = 4
+PLACED_EVERY_S = 1.0
 _METRIC = re.compile(r'^(vigil_bridge_frames_(?:sent|dropped))_total\{source="([^"]+)"\} (\S+)$')
 
 
@@ -56,6 +60,32 @@ async def _settled(detector: AsyncDetectorClient, source_id: str, timeout_s: flo
         if source.counters.subscribers == 0 or time.monotonic() > deadline:
             return source
         await asyncio.sleep(0.05)
+
+
+async def _placed(
+    detector: AsyncDetectorClient, source_ids: list[str], timeout_s: float = 60.0
+) -> None:
+    """With detector replicas, until the new sources have found the replicas that keep them: a
+    source added through one may be handed to another to even out their shares, and while it
+    moves its clients are refused (UNAVAILABLE). Settled: every source answered by its replica
+    and none moved over a few renewal intervals. A single detector places them at once."""
+    deadline = time.monotonic() + timeout_s
+    placed: dict[str, str] = {}
+    steady = 0
+    while steady < PLACED_POLLS and time.monotonic() < deadline:
+        try:
+            for source_id in source_ids:
+                await detector.get_source(source_id, timeout_s=5)
+            listed = {s.id: s.replica for s in await detector.list_sources(timeout_s=5)}
+        except Unavailable:
+            steady = 0
+        else:
+            now = {source_id: listed.get(source_id, "") for source_id in source_ids}
+            if not any(listed.values()):
+                return  # one detector (no source names a replica): nothing moves
+            steady = steady + 1 if now == placed and all(now.values()) else 0
+            placed = now
+        await asyncio.sleep(PLACED_EVERY_S)
 
 
 def ws_url(bridge: str, source_id: str, binary: bool) -> str:
@@ -97,6 +127,7 @@ async def run_scenario(
         await detector.add_source(
             source_id, "test_pattern", max_fps=scenario.source_fps, timeout_s=10
         )
+    await _placed(detector, sources)
     bridge_before = (
         await asyncio.to_thread(bridge_frame_counters, scenario.bridge, ws_source)
         if scenario.viewers

@@ -75,7 +75,7 @@ class Scenario:
                 raise ScenarioError(message)
         if not self.allow_remote:
             for address in (self.detector, self.analyzer, self.bridge):
-                if not is_loopback(host_of(address)):
+                if not all(is_loopback(host) for host in hosts_of(address)):
                     raise ScenarioError(
                         f"{address} is not a loopback address; pass --allow-remote to load-test "
                         "a machine other than this one (only ones you are allowed to)"
@@ -88,6 +88,21 @@ def host_of(address: str) -> str:
     if rest.startswith("["):
         return rest[1 : rest.index("]")]
     return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+
+def hosts_of(address: str) -> list[str]:
+    """Every host an address names: gRPC targets of replicas (``ipv4:h1:p1,h2:p2``,
+    ``dns:///host:port``) name several or hide one behind their scheme."""
+    for scheme in ("ipv4:", "ipv6:"):
+        if address.startswith(scheme):
+            return [host_of(part) for part in address.removeprefix(scheme).split(",")]
+    if address.startswith("dns:"):
+        # dns:[//authority/]host[:port]: the authority is the DNS server, not a target.
+        rest = address.removeprefix("dns:")
+        if rest.startswith("//"):
+            rest = rest[2:].split("/", 1)[-1]
+        return [host_of(rest)]
+    return [host_of(address)]
 
 
 def is_loopback(host: str) -> bool:

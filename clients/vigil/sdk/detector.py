@@ -42,6 +42,7 @@ from vigil.sdk.following import (
     aio_owners,
     follow,
     follow_async,
+    ready_wait,
     sync_owners,
 )
 from vigil.sdk.motion import MotionSettings
@@ -283,7 +284,11 @@ class DetectorClient(RecordingMethods, EvidenceMethods, ReviewMethods, Client):
             )
             stub = pb_grpc.DetectorServiceStub(channel)
             return invoke(
-                self.options, stub.Subscribe, request, None, wait_for_ready=wait_for_ready
+                self.options,
+                stub.Subscribe,
+                request,
+                None,
+                wait_for_ready=ready_wait(address, wait_for_ready),
             )
 
         return FollowingStream(open_at, SubscriptionItems(source_id))
@@ -464,7 +469,11 @@ class AsyncDetectorClient(
             )
             stub: DetectorServiceAsyncStub = pb_grpc.DetectorServiceStub(channel)
             return invoke(
-                self.options, stub.Subscribe, request, None, wait_for_ready=wait_for_ready
+                self.options,
+                stub.Subscribe,
+                request,
+                None,
+                wait_for_ready=ready_wait(address, wait_for_ready),
             )
 
         return AsyncFollowingStream(open_at, SubscriptionItems(source_id))

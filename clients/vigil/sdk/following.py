@@ -65,6 +65,16 @@ def aio_owners(options: ClientOptions, service: str, methods: Sequence[str]) -> 
     return Owners(options, service, methods, open_aio_channel)
 
 
+def ready_wait(address: str | None, wait_for_ready: bool | None) -> bool | None:
+    """``wait_for_ready`` for a call made at ``address`` (None: the client's own target).
+
+    An owner's address never waits: the replica named may have just died (its lease not run out
+    yet), and a stream waiting for it to come back would wait for ever. Failing at once lets the
+    caller try again through its target, whose replicas name the new owner once one took over.
+    """
+    return wait_for_ready if address is None else False
+
+
 def follow(call: Callable[[str | None], T]) -> T:
     """``call(None)`` (the client's own target), then ``call(owner)`` while answered with one."""
     address: str | None = None

@@ -1,0 +1,84 @@
+"""One cluster for the whole multi-replica suite (``vigil.devtools.cluster``): two detectors, two
+analyzers and two bridges as real processes on the session's PostgreSQL and Redis, the analyzers
+sharing one ``vllm-http`` server. Starting it costs seconds; every test gets it with every
+replica running again (a test that killed one need not restore it). Package-scoped: it stops
+after the suite's last test, so the suites after it do not share the machine with it."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Iterator
+
+import pytest
+
+from tests.scale.helpers import HeldModel
+from vigil.devtools.cluster import Cluster, ClusterSpec, running_cluster
+from vigil.devtools.postgres import PostgresServer
+from vigil.devtools.redis_server import RedisServer
+from vigil.sdk import SourceSpec
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SOURCES = ("cam1", "cam2")
+# Leases of several renewals (a busy 2-core box must not hand a healthy replica's work away),
+# short enough that takeovers take seconds; the bridges retry a lost backend quickly.
+ENV = {
+    "VIGIL_ANALYZER_LEASE_S": "4",
+    "VIGIL_ANALYZER_LEASE_RENEW_S": "0.5",
+    "VIGIL_DETECTOR_LEASE_S": "4",
+    "VIGIL_DETECTOR_LEASE_RENEW_S": "0.5",
+    "VIGIL_DETECTOR_LINGER_S": "0.5",
+    "VIGIL_BRIDGE_RETRY_INITIAL_S": "0.1",
+    "VIGIL_BRIDGE_RETRY_MAX_S": "1",
+    "VIGIL_ANALYZER_MODEL": "tiny",
+}
+
+
+@pytest.fixture(scope="package")
+def model() -> Iterator[HeldModel]:
+    held = HeldModel()
+    yield held
+    held.close()
+
+
+@pytest.fixture(scope="package")
+def scale_database(postgres: PostgresServer) -> Iterator[str]:
+    url = postgres.create_database()
+    yield url
+    postgres.drop_database(url)
+
+
+@pytest.fixture(scope="package")
+def running(
+    scale_database: str,
+    redis_server: RedisServer,
+    model: HeldModel,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Cluster]:
+    if redis_server.process is None:
+        redis_server.start()
+    spec = ClusterSpec(
+        database_url=scale_database,
+        redis_url=redis_server.url,
+        data_dir=tmp_path_factory.mktemp("cluster"),
+        vllm_urls=(model.url,),
+        sources=tuple(
+            SourceSpec(s, "test_pattern", mode="always", max_fps=5, width=320, height=240)
+            for s in SOURCES
+        ),
+        # The services are this checkout's, whatever the installed package points at.
+        env={**ENV, "PYTHONPATH": f"{ROOT}:{ROOT / 'clients'}"},
+    )
+    with running_cluster(spec) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster(running: Cluster, model: HeldModel) -> Iterator[Cluster]:
+    """The session's cluster with every replica up and the model answering at once."""
+    for replica in running.replicas:
+        if not replica.running():
+            replica.start()
+    running.wait_ready(120)
+    model.release()
+    yield running
+    model.release()
