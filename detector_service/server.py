@@ -18,6 +18,11 @@ from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.config import IncidentConfig
+from detector_service.incidents.postgres_store import (
+    IncidentStoreUnavailable,
+    PostgresIncidentStore,
+)
+from detector_service.incidents.stores import open_incident_store
 from detector_service.incidents.tracker import IncidentTracker, open_tracker
 from detector_service.metrics import (
     DetectorMetrics,
@@ -190,9 +195,17 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     exports_dir = await asyncio.to_thread(ExportCache.prepare, settings.data_dir / "exports")
     exports = ExportCache(recorder.index, exports_dir, settings.export_cache_s)
     evidence_key = await asyncio.to_thread(load_key, settings)
+    incident_store = await asyncio.to_thread(open_incident_store, settings)
     incidents = await asyncio.to_thread(
-        open_tracker, incident_config(settings), asyncio.get_running_loop(), recorder
+        open_tracker,
+        incident_config(settings),
+        asyncio.get_running_loop(),
+        recorder,
+        incident_store,
     )
+    if isinstance(incident_store, PostgresIncidentStore):
+        # Replicas: the other replicas' incidents and reviews reach this one's streams too.
+        incident_store.watch(incidents.relay)
     events = await asyncio.to_thread(
         EventLog,
         settings.data_dir / "events.sqlite3",
@@ -350,7 +363,12 @@ def main() -> None:
 
     try:
         run_forever(run)
-    except (BackendUnavailable, InvalidInput, SourceStoreUnavailable) as exc:
+    except (
+        BackendUnavailable,
+        InvalidInput,
+        SourceStoreUnavailable,
+        IncidentStoreUnavailable,
+    ) as exc:
         # A configuration the operator must change (a missing key, model or sources file): one
         # line saying what to set, not a traceback. The messages never hold secrets.
         sys.exit(f"detector service cannot start: {exc}")
