@@ -205,7 +205,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     )
     if isinstance(incident_store, PostgresIncidentStore):
         # Replicas: the other replicas' incidents and reviews reach this one's streams too.
-        incident_store.watch(incidents.relay)
+        await asyncio.to_thread(incident_store.watch, incidents.relay)
     events = await asyncio.to_thread(
         EventLog,
         settings.data_dir / "events.sqlite3",

@@ -50,6 +50,8 @@ POLL_S = 1.0
 # Events kept for watchers catching up (the incidents themselves are kept for good).
 KEEP_EVENTS = 10_000
 _READ_EVENTS = 500
+# The watchers' connections, by name in pg_stat_activity.
+WATCHER_NAME = "vigil-incident-watch"
 
 _SAVE = """
     INSERT INTO detector_incidents (id, replica, source_id, class_name, rule_id, opened_ns,
@@ -129,6 +131,7 @@ class PostgresIncidentStore:
             raise IncidentStoreUnavailable(f"cannot connect to {place}") from None
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incidents")
         self._stopping = threading.Event()
+        self._listening = threading.Event()
         self._watcher: threading.Thread | None = None
         log.info("incidents kept in %s", masked(url))
 
@@ -304,23 +307,30 @@ class PostgresIncidentStore:
 
     def watch(self, deliver: Callable[[pb.StreamIncidentsResponse], None]) -> None:
         """Hand every event the other replicas announce from now on to ``deliver`` (called on
-        the watcher's thread, in the order they were announced), until ``close``."""
+        the watcher's thread, in the order they were announced), until ``close``. Blocking:
+        call it off the loop."""
         self._watcher = threading.Thread(
             target=self._watch, args=(deliver,), name="incident-watch", daemon=True
         )
         self._watcher.start()
+        # Blocks for a connection at most: an event announced once this returns is delivered.
+        self._listening.wait(self._timeout)
 
     def _watch(self, deliver: Callable[[pb.StreamIncidentsResponse], None]) -> None:
         last: int | None = None
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(
-                    self._url, autocommit=True, connect_timeout=self._timeout
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=self._timeout,
+                    application_name=WATCHER_NAME,
                 ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
                     if last is None:  # events from before the start are not this run's
                         row = conn.execute("SELECT last FROM detector_incident_counter").fetchone()
                         last = int(row[0]) if row is not None else 0
+                    self._listening.set()
                     while not self._stopping.is_set():
                         last = self._catch_up(conn, last, deliver)
                         for _ in conn.notifies(timeout=POLL_S, stop_after=1):
