@@ -11,6 +11,7 @@ import pathlib
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -21,6 +22,9 @@ from tests.detector_service.incidents.helpers import frame_jpeg
 from tests.detector_service.test_replicas import Replicas, owners, running, spawn, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
+
+if TYPE_CHECKING:  # the async stub type exists only in the .pyi stubs
+    Stub = pb_grpc.DetectorServiceAsyncStub
 
 WAIT_S = 60.0
 OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
@@ -54,7 +58,7 @@ def open_incident(server: DetectorServer, source_id: str) -> pb.Incident:
 
 
 @contextlib.asynccontextmanager
-async def following(stub: pb_grpc.DetectorServiceStub) -> AsyncIterator[Events]:
+async def following(stub: Stub) -> AsyncIterator[Events]:
     """StreamIncidents of every source, its events in a queue."""
     call = stub.StreamIncidents(pb.StreamIncidentsRequest(include_snapshot=True))
     got: Events = asyncio.Queue()
@@ -157,7 +161,10 @@ async def test_two_replicas_adding_one_source_at_once_one_succeeds(start: Replic
         grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as channel_a,
         grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as channel_b,
     ):
-        stubs = [pb_grpc.DetectorServiceStub(channel_a), pb_grpc.DetectorServiceStub(channel_b)]
+        stubs: list[Stub] = [
+            pb_grpc.DetectorServiceStub(channel_a),
+            pb_grpc.DetectorServiceStub(channel_b),
+        ]
         for n in range(5):
             source_id = f"gate-{n}"
             request = pb.AddSourceRequest(
@@ -171,7 +178,8 @@ async def test_two_replicas_adding_one_source_at_once_one_succeeds(start: Replic
             )
             assert codes == ["ALREADY_EXISTS", "OK"], results
             # Run by exactly one replica once the leases settle.
-            await until(
-                lambda sid=source_id: (sid in running(a)) != (sid in running(b)),
-                f"{source_id} running on one replica",
-            )
+
+            def on_one(sid: str = source_id) -> bool:
+                return (sid in running(a)) != (sid in running(b))
+
+            await until(on_one, f"{source_id} running on one replica")
