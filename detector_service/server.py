@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from detector_service import alerts, backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
+from detector_service.event_stores import open_event_store
 from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
@@ -32,6 +33,7 @@ from detector_service.metrics import (
 )
 from detector_service.native_logs import silence_native_logs
 from detector_service.ownership import Ownership
+from detector_service.postgres_events import EventStoreUnavailable, PostgresEvents
 from detector_service.postgres_sources import PostgresSourceStore, SourceStoreUnavailable
 from detector_service.private import private_dir
 from detector_service.recorder import Recorder
@@ -206,12 +208,11 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     if isinstance(incident_store, PostgresIncidentStore):
         # Replicas: the other replicas' incidents and reviews reach this one's streams too.
         await asyncio.to_thread(incident_store.watch, incidents.relay)
-    events = await asyncio.to_thread(
-        EventLog,
-        settings.data_dir / "events.sqlite3",
-        asyncio.get_running_loop(),
-        settings.event_retention_days * 86400,
-    )
+    event_store = await asyncio.to_thread(open_event_store, settings)
+    events = EventLog(event_store, asyncio.get_running_loop())
+    if isinstance(event_store, PostgresEvents):
+        # Replicas: the zone and camera-health events of the others' sources stream here too.
+        await asyncio.to_thread(event_store.watch, events.relay)
     # Before any source starts: every weapon incident of this run is verified.
     verifier = None
     if settings.analyzer_url:
@@ -368,6 +369,7 @@ def main() -> None:
         InvalidInput,
         SourceStoreUnavailable,
         IncidentStoreUnavailable,
+        EventStoreUnavailable,
     ) as exc:
         # A configuration the operator must change (a missing key, model or sources file): one
         # line saying what to set, not a traceback. The messages never hold secrets.

@@ -1,17 +1,12 @@
-"""The incident tables in PostgreSQL, made and brought up to date when a store opens.
-
-Numbered migrations of their own (``detector_incidents_schema``), so that the sources' tables and
-these grow apart; applied once under an advisory lock, so replicas starting together do not race
-on CREATE TABLE. Tables carry the ``detector_`` prefix: other services may share the database.
+"""The incident tables in PostgreSQL, made and brought up to date when a store opens: numbered
+migrations of their own (``detector_incidents_schema``, ``postgres_migrations.py``). Tables carry
+the ``detector_`` prefix: other services may share the database.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-import psycopg
-
-Connection = psycopg.Connection[tuple[Any, ...]]
+from detector_service.postgres_migrations import Connection
+from detector_service.postgres_migrations import migrate as migrate_group
 
 # Taken by whoever migrates the incident tables.
 _MIGRATION_LOCK = 0x5649_4749_4C49_4E43  # "VIGILINC"
@@ -57,27 +52,6 @@ MIGRATIONS: tuple[str, ...] = (
 )
 
 
-class SchemaTooNew(Exception):
-    pass
-
-
 def migrate(conn: Connection, place: str) -> None:
     """Bring the incident tables up to date (``conn`` in autocommit mode)."""
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS detector_incidents_schema ("
-            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        row = conn.execute(
-            "SELECT COALESCE(MAX(version), 0) FROM detector_incidents_schema"
-        ).fetchone()
-        current = int(row[0]) if row is not None else 0
-        if current > len(MIGRATIONS):
-            raise SchemaTooNew(
-                f"{place} has incident tables of version {current}, newer than this detector's"
-                f" {len(MIGRATIONS)}: upgrade the detector"
-            )
-        for version, script in enumerate(MIGRATIONS[current:], start=current + 1):
-            conn.execute(script)
-            conn.execute("INSERT INTO detector_incidents_schema (version) VALUES (%s)", (version,))
+    migrate_group(conn, place, group="incidents", lock=_MIGRATION_LOCK, migrations=MIGRATIONS)

@@ -34,8 +34,9 @@ from detector_service.incidents.keeping import (
     stats_of,
     stripped,
 )
-from detector_service.incidents.postgres_schema import Connection, SchemaTooNew, migrate
+from detector_service.incidents.postgres_schema import migrate
 from detector_service.incidents.review import CONFIRMED, DISMISSED, FALSE_ALARM_SQL, rejected
+from detector_service.postgres_migrations import Connection, SchemaTooNew
 from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
