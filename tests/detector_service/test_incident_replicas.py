@@ -1,7 +1,7 @@
 """Incidents across detector replicas on one PostgreSQL database: an incident opened on a source
 replica A runs is streamed live, listed, counted and reviewed through replica B (another
-process), and B's review reaches A's stream; two replicas adding one source id at once: exactly
-one succeeds, the other is told ALREADY_EXISTS."""
+process), B's review reaches A's stream, and A's zone events are streamed and listed through B;
+two replicas adding one source id at once: exactly one succeeds, the other gets ALREADY_EXISTS."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the async stub type exists only in the .pyi stubs
 WAIT_S = 60.0
 OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
 REVIEWED = pb.INCIDENT_EVENT_TYPE_REVIEWED
+SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
 Events = asyncio.Queue[pb.StreamIncidentsResponse]
 
 
@@ -60,7 +61,9 @@ def open_incident(server: DetectorServer, source_id: str) -> pb.Incident:
 @contextlib.asynccontextmanager
 async def following(stub: Stub) -> AsyncIterator[Events]:
     """StreamIncidents of every source, its events in a queue."""
-    call = stub.StreamIncidents(pb.StreamIncidentsRequest(include_snapshot=True))
+    call = stub.StreamIncidents(
+        pb.StreamIncidentsRequest(include_snapshot=True, include_events=True)
+    )
     got: Events = asyncio.Queue()
 
     async def read() -> None:
@@ -85,6 +88,8 @@ async def first_streamed(server: DetectorServer, source_id: str, got: Events) ->
         opened.add(open_incident(server, source_id).id)
         try:
             event = await asyncio.wait_for(got.get(), 1.0)
+            while event.type == SOURCE_EVENT:  # the cameras' own (health), not ours
+                event = await asyncio.wait_for(got.get(), 1.0)
         except TimeoutError:
             assert time.monotonic() < deadline, "no incident of the other replica was streamed"
             continue
@@ -149,6 +154,23 @@ async def test_an_incident_on_one_replica_is_streamed_listed_and_reviewed_throug
                 assert found.review.decision == pb.REVIEW_DECISION_DISMISSED
                 assert found.review.note == "a delivery"
                 assert found.false_alarm
+
+                # A zone event of a's source: streamed and listed through b too.
+                zone_event = pb.SourceEvent(
+                    id=uuid.uuid4().hex,
+                    source_id="default",
+                    kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
+                    zone="gate",
+                )
+                a.events.record(zone_event, None)
+                while (event := await asyncio.wait_for(on_b.get(), WAIT_S)).event.id != (
+                    zone_event.id
+                ):
+                    pass
+                assert event.type == SOURCE_EVENT
+                assert event.event.zone == "gate"
+                listed_events = await b.ListEvents(pb.ListEventsRequest(source_id="default"))
+                assert zone_event.id in {e.id for e in listed_events.events}
     finally:
         process.kill()
         process.wait()
