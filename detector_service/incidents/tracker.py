@@ -40,6 +40,7 @@ from detector_service import alerts
 from detector_service.incidents.clips import ClipRecorder
 from detector_service.incidents.config import IncidentConfig, IncidentRecording, IncidentVerifier
 from detector_service.incidents.keeping import IncidentKeeping
+from detector_service.incidents.review import apply_review
 from detector_service.incidents.store import IncidentStore
 from detector_service.incidents.subscription import IncidentSubscription
 from detector_service.incidents.webhook import Webhook
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
 CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
 VERIFIED = pb.INCIDENT_EVENT_TYPE_VERIFIED
+REVIEWED = pb.INCIDENT_EVENT_TYPE_REVIEWED
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -386,6 +388,11 @@ class IncidentTracker:
     def relay(self, event: pb.StreamIncidentsResponse) -> None:
         """Stream an event another replica streamed first (its sources' incidents, reviews made
         there). Any thread."""
+        if event.type == REVIEWED:
+            # Reviewed elsewhere while open here: its later events carry the review, as they do
+            # when it is reviewed here.
+            review = event.incident.review
+            self.change_open(event.incident.id, lambda incident: apply_review(incident, review))
         with contextlib.suppress(RuntimeError):  # the loop closed: nobody streams any more
             self.loop.call_soon_threadsafe(self._fanout, event)
 

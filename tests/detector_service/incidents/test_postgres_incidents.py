@@ -1,18 +1,22 @@
 """What only the PostgreSQL incident store does: events one replica streams reach the others'
 streams (LISTEN/NOTIFY says there is one, the row is read from the table), each once and in order,
-also across a lost connection; and each replica retries the verification of its own incidents."""
+also across a lost connection; a review made on another replica rides on the open incident's
+later events; and each replica retries the verification of its own incidents."""
 
 from __future__ import annotations
 
 import asyncio
+import pathlib
 import queue
 from collections.abc import Iterator
 
 import psycopg
 import pytest
 
+from detector_service.incidents.config import IncidentConfig
 from detector_service.incidents.postgres_store import WATCHER_NAME, PostgresIncidentStore
-from tests.detector_service.incidents.helpers import frame_jpeg
+from detector_service.incidents.tracker import IncidentTracker
+from tests.detector_service.incidents.helpers import Camera, det, frame_jpeg
 from tests.detector_service.incidents.test_store import incident
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -28,7 +32,7 @@ def replicas(postgres_url: str) -> Iterator[tuple[PostgresIncidentStore, Postgre
     a = PostgresIncidentStore(postgres_url, replica="a", pool_size=2)
     b = PostgresIncidentStore(postgres_url, replica="b", pool_size=2)
     yield a, b
-    a.close()
+    a.close()  # again after a tracker closed it: nothing left to do
     b.close()
 
 
@@ -109,3 +113,37 @@ async def test_each_replica_retries_the_verification_of_its_own_incidents(
     for store in (a, b):
         found, _ = await store.list("", 10, "", include_snapshot=False)
         assert {i.id for i in found} == {incident(1).id, incident(2).id}
+
+
+async def test_a_review_made_on_another_replica_rides_on_the_open_incidents_events(
+    replicas: tuple[PostgresIncidentStore, PostgresIncidentStore],
+) -> None:
+    a, b = replicas
+    loop = asyncio.get_running_loop()
+    config = IncidentConfig(db_path=pathlib.Path("unused"), min_frames=1, window=1)
+    owner, other = IncidentTracker(config, a, loop), IncidentTracker(config, b, loop)
+    try:
+        await asyncio.to_thread(a.watch, owner.relay)
+        on_owner = owner.subscribe()
+        cam = Camera(owner)
+        cam.frame(det("knife"))  # opens on the owner
+        opened = await asyncio.wait_for(anext(on_owner), WAIT_S)
+        assert opened.type == OPENED
+        # Reviewed through the other replica, as ReviewIncident does there.
+        decision = pb.Review(decision=pb.REVIEW_DECISION_DISMISSED, note="a phone")
+        assert await asyncio.wrap_future(b.review(opened.incident.id, decision))
+        found = await b.get(opened.incident.id)
+        assert found is not None
+        other.publish(REVIEWED, found)
+        reviewed = await asyncio.wait_for(anext(on_owner), WAIT_S)
+        assert (reviewed.type, reviewed.incident.review) == (REVIEWED, decision)
+        # The owner's later event (the close) carries the review too.
+        cam.skip(config.close_after_s + 1)
+        cam.frame()
+        closed = await asyncio.wait_for(anext(on_owner), WAIT_S)
+        assert closed.type == CLOSED
+        assert closed.incident.review == decision
+        assert closed.incident.false_alarm
+    finally:
+        await asyncio.to_thread(owner.close)
+        await asyncio.to_thread(other.close)
