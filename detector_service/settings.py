@@ -214,8 +214,8 @@ class DetectorSettings(GrpcServiceSettings):
     analyzer_tls_ca_file: pathlib.Path | None = None
     analyzer_tls_cert_file: pathlib.Path | None = None
     analyzer_tls_key_file: pathlib.Path | None = None
-    # Replicas (detector_service/ownership.py): with a postgresql:// URL the sources live in that
-    # database, shared by every replica naming it, and each source is run by the one replica
+    # Replicas (detector_service/ownership.py): with a postgresql:// URL the sources, incidents
+    # and the event log live in that database, shared by every replica naming it, and each source is run by the one replica
     # holding its lease, renewed every lease_renew_s; a replica that dies loses its sources to
     # the others within about lease_s + lease_renew_s. lease_s spans at least three renewals, so
     # a busy machine does not hand a healthy replica's sources away. replica_id names this replica
