@@ -219,9 +219,9 @@ class DetectorSettings(GrpcServiceSettings):
     # source is run by the one replica holding its lease, renewed every lease_renew_s; a replica
     # that dies loses its sources to the others within about lease_s + lease_renew_s. lease_s
     # spans at least three renewals, so a busy machine does not hand a healthy replica's sources
-    # away. replica_id names this replica
-    # (empty: the host's name; two must not share one); advertise_address is where clients
-    # reach it when another replica sends them here (empty: this host's name and port).
+    # away. replica_id names this replica (empty: the host's name; two must not share one);
+    # advertise_address is where clients reach it when another replica sends them here (empty:
+    # this host's name and port).
     database_url: SecretStr = SecretStr("")
     database_pool_size: int = Field(4, ge=1, le=64)
     database_connect_timeout_s: float = Field(10.0, gt=0.0)
