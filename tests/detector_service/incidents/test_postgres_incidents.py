@@ -129,6 +129,8 @@ async def test_a_review_made_on_another_replica_rides_on_the_open_incidents_even
         cam.frame(det("knife"))  # opens on the owner
         opened = await asyncio.wait_for(anext(on_owner), WAIT_S)
         assert opened.type == OPENED
+        # Streamed here before it is saved: kept once a read on the owner's store returns.
+        assert await a.get(opened.incident.id) is not None
         # Reviewed through the other replica, as ReviewIncident does there.
         decision = pb.Review(decision=pb.REVIEW_DECISION_DISMISSED, note="a phone")
         assert await asyncio.wrap_future(b.review(opened.incident.id, decision))
