@@ -1,14 +1,19 @@
 """Incidents across detector replicas on one PostgreSQL database: an incident opened on a source
 replica A runs is streamed live, listed, counted and reviewed through replica B (another
 process), B's review reaches A's stream, and A's zone events are streamed and listed through B;
-two replicas adding one source id at once: exactly one succeeds, the other gets ALREADY_EXISTS."""
+two replicas adding one source id at once: exactly one succeeds, the other gets ALREADY_EXISTS;
+a detector its database refuses stops with one line."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import pathlib
+import subprocess
+import sys
 import time
+import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -19,7 +24,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.server import DetectorServer
 from tests.detector_service.incidents.helpers import frame_jpeg
-from tests.detector_service.test_replicas import Replicas, owners, running, spawn, until
+from tests.detector_service.test_replicas import ROOT, Replicas, owners, running, spawn, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -205,3 +210,36 @@ async def test_two_replicas_adding_one_source_at_once_one_succeeds(start: Replic
                 return (sid in running(a)) != (sid in running(b))
 
             await until(on_one, f"{source_id} running on one replica")
+
+
+def test_a_detector_refused_by_its_database_says_so_in_one_line(
+    postgres_url: str, tmp_path: pathlib.Path
+) -> None:
+    """A wrong password: one line naming the database (password masked), no traceback; status 1."""
+    url = urllib.parse.urlsplit(postgres_url)
+    wrong = url._replace(netloc=f"{url.username}:canary-pw-4711@{url.hostname}:{url.port}")
+    done = subprocess.run(
+        [sys.executable, "-m", "detector_service"],
+        env={
+            **os.environ,
+            "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'clients'}",
+            "VIGIL_DETECTOR_PORT": "0",
+            "VIGIL_DETECTOR_BACKEND": "none",
+            "VIGIL_DETECTOR_DATA_DIR": str(tmp_path / "data"),
+            "VIGIL_DETECTOR_DATABASE_URL": wrong.geturl(),
+            "VIGIL_DETECTOR_DATABASE_CONNECT_TIMEOUT_S": "5",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    place = f"postgresql://{url.username}:***@{url.hostname}:{url.port}{url.path}"
+    assert last.startswith(f"detector service cannot start: cannot use PostgreSQL at {place} ("), (
+        last
+    )
+    assert "password authentication failed" in last
+    assert "Traceback" not in done.stderr
+    assert "canary-pw-4711" not in done.stdout + done.stderr
