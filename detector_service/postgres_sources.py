@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from vigil.core.errors import Unavailable
+from vigil.core.errors import AlreadyExists, Unavailable
 from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -173,6 +173,27 @@ class PostgresSourceStore:
                     " spec = excluded.spec",
                     row,
                 )
+                conn.execute(
+                    "INSERT INTO detector_leases (source_id) VALUES (%s) ON CONFLICT DO NOTHING",
+                    (spec.id,),
+                )
+
+        await self._run(go)
+
+    async def add(self, spec: pb.SourceSpec) -> None:
+        """Keep a new source; ``AlreadyExists`` when one of its id is kept already (by any
+        replica: of two adding the same id at once, exactly one succeeds)."""
+        row = (spec.id, time.time_ns(), spec.SerializeToString())
+
+        def go() -> None:
+            with self._pool.connection() as conn, conn.transaction():
+                added = conn.execute(
+                    "INSERT INTO detector_sources (id, added_ns, spec) VALUES (%s, %s, %s)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    row,
+                ).rowcount
+                if not added:
+                    raise AlreadyExists(f"source {spec.id!r} already exists")
                 conn.execute(
                     "INSERT INTO detector_leases (source_id) VALUES (%s) ON CONFLICT DO NOTHING",
                     (spec.id,),

@@ -14,10 +14,16 @@ from dataclasses import dataclass, field
 from detector_service import alerts, backends
 from detector_service.backends import BackendUnavailable
 from detector_service.batcher import InferenceBatcher
+from detector_service.event_stores import open_event_store
 from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.config import IncidentConfig
+from detector_service.incidents.postgres_store import (
+    IncidentStoreUnavailable,
+    PostgresIncidentStore,
+)
+from detector_service.incidents.stores import open_incident_store
 from detector_service.incidents.tracker import IncidentTracker, open_tracker
 from detector_service.metrics import (
     DetectorMetrics,
@@ -27,6 +33,7 @@ from detector_service.metrics import (
 )
 from detector_service.native_logs import silence_native_logs
 from detector_service.ownership import Ownership
+from detector_service.postgres_events import EventStoreUnavailable, PostgresEvents
 from detector_service.postgres_sources import PostgresSourceStore, SourceStoreUnavailable
 from detector_service.private import private_dir
 from detector_service.recorder import Recorder
@@ -190,15 +197,22 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
     exports_dir = await asyncio.to_thread(ExportCache.prepare, settings.data_dir / "exports")
     exports = ExportCache(recorder.index, exports_dir, settings.export_cache_s)
     evidence_key = await asyncio.to_thread(load_key, settings)
+    incident_store = await asyncio.to_thread(open_incident_store, settings)
     incidents = await asyncio.to_thread(
-        open_tracker, incident_config(settings), asyncio.get_running_loop(), recorder
-    )
-    events = await asyncio.to_thread(
-        EventLog,
-        settings.data_dir / "events.sqlite3",
+        open_tracker,
+        incident_config(settings),
         asyncio.get_running_loop(),
-        settings.event_retention_days * 86400,
+        recorder,
+        incident_store,
     )
+    if isinstance(incident_store, PostgresIncidentStore):
+        # Replicas: the other replicas' incidents and reviews reach this one's streams too.
+        await asyncio.to_thread(incident_store.watch, incidents.relay)
+    event_store = await asyncio.to_thread(open_event_store, settings)
+    events = EventLog(event_store, asyncio.get_running_loop())
+    if isinstance(event_store, PostgresEvents):
+        # Replicas: the zone and camera-health events of the others' sources stream here too.
+        await asyncio.to_thread(event_store.watch, events.relay)
     # Before any source starts: every weapon incident of this run is verified.
     verifier = None
     if settings.analyzer_url:
@@ -350,7 +364,13 @@ def main() -> None:
 
     try:
         run_forever(run)
-    except (BackendUnavailable, InvalidInput, SourceStoreUnavailable) as exc:
+    except (
+        BackendUnavailable,
+        InvalidInput,
+        SourceStoreUnavailable,
+        IncidentStoreUnavailable,
+        EventStoreUnavailable,
+    ) as exc:
         # A configuration the operator must change (a missing key, model or sources file): one
         # line saying what to set, not a traceback. The messages never hold secrets.
         sys.exit(f"detector service cannot start: {exc}")

@@ -214,13 +214,14 @@ class DetectorSettings(GrpcServiceSettings):
     analyzer_tls_ca_file: pathlib.Path | None = None
     analyzer_tls_cert_file: pathlib.Path | None = None
     analyzer_tls_key_file: pathlib.Path | None = None
-    # Replicas (detector_service/ownership.py): with a postgresql:// URL the sources live in that
-    # database, shared by every replica naming it, and each source is run by the one replica
-    # holding its lease, renewed every lease_renew_s; a replica that dies loses its sources to
-    # the others within about lease_s + lease_renew_s. lease_s spans at least three renewals, so
-    # a busy machine does not hand a healthy replica's sources away. replica_id names this replica
-    # (empty: the host's name; two must not share one); advertise_address is where clients
-    # reach it when another replica sends them here (empty: this host's name and port).
+    # Replicas (detector_service/ownership.py): with a postgresql:// URL the sources, incidents
+    # and the event log live in that database, shared by every replica naming it, and each
+    # source is run by the one replica holding its lease, renewed every lease_renew_s; a replica
+    # that dies loses its sources to the others within about lease_s + lease_renew_s. lease_s
+    # spans at least three renewals, so a busy machine does not hand a healthy replica's sources
+    # away. replica_id names this replica (empty: the host's name; two must not share one);
+    # advertise_address is where clients reach it when another replica sends them here (empty:
+    # this host's name and port).
     database_url: SecretStr = SecretStr("")
     database_pool_size: int = Field(4, ge=1, le=64)
     database_connect_timeout_s: float = Field(10.0, gt=0.0)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from detector_service.private import private_dir, private_file
+from vigil.core.errors import AlreadyExists
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 T = TypeVar("T")
@@ -80,6 +81,18 @@ class SourceStore:
                 " spec = excluded.spec",
                 row,
             )
+
+        await self._run(go)
+
+    async def add(self, spec: pb.SourceSpec) -> None:
+        """Keep a new source; ``AlreadyExists`` when one of its id is kept already."""
+        row = (spec.id, time.time_ns(), spec.SerializeToString())
+
+        def go() -> None:
+            try:
+                self.db.execute("INSERT INTO sources (id, added_ns, spec) VALUES (?, ?, ?)", row)
+            except sqlite3.IntegrityError:
+                raise AlreadyExists(f"source {spec.id!r} already exists") from None
 
         await self._run(go)
 

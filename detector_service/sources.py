@@ -237,8 +237,9 @@ class SourceRegistry:
         """Register a source added at run time and store it, so it comes back after a restart."""
         source = self._register(spec)
         try:
-            # As declared (an unset mode stays the kind's default), real URIs included.
-            await self.store.put(spec)
+            # As declared (an unset mode stays the kind's default), real URIs included; refused
+            # when another replica added the same id first.
+            await self.store.add(spec)
         except BaseException:
             # Not kept, so not registered either: it would vanish at the next restart.
             if self._sources.get(spec.id) is source:

@@ -14,7 +14,7 @@ from vigil.detector.v1 import detector_service_pb2 as pb
 
 @dataclass(frozen=True, slots=True)
 class IncidentConfig:
-    # The SQLite history (the server keeps it in its data_dir).
+    # The SQLite history, when no other store is given (the server keeps it in its data_dir).
     db_path: pathlib.Path
     # A class opens an incident when seen in min_frames of the last `window` frames (N of M).
     min_frames: int = 3

@@ -17,8 +17,6 @@ the connection keep them in step with ``data`` whichever write changes it.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import logging
 import pathlib
@@ -26,7 +24,15 @@ import sqlite3
 from collections.abc import Callable
 from typing import TypeVar
 
-from detector_service.incidents.review import FALSE_ALARM_SQL, is_false_alarm, rejected
+from detector_service.incidents.keeping import (
+    clamped,
+    decode_token,
+    encode_token,
+    incident_of,
+    stats_of,
+    stripped,
+)
+from detector_service.incidents.review import FALSE_ALARM_SQL, rejected
 from detector_service.private import private_dir, private_file
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -60,8 +66,6 @@ _STATS_INDEX = (
     "CREATE INDEX IF NOT EXISTS incidents_stats ON incidents"
     " (source_id, class_name, rule_id, opened_ns, decision, rejected)"
 )
-
-_TOKEN_KIND = "incidents"
 
 
 class IncidentStore:
@@ -103,18 +107,14 @@ class IncidentStore:
     def save(self, incident: pb.Incident) -> concurrent.futures.Future[None]:
         """Insert or replace ``incident`` (by id); returns at once, the write happens in order."""
         # Serialised now, on the caller's thread: the caller goes on changing its copy.
-        snapshot = incident.snapshot_jpeg
-        stripped = pb.Incident()
-        stripped.CopyFrom(incident)
-        stripped.ClearField("snapshot_jpeg")
         row = (
             incident.id,
             incident.source_id,
             incident.class_name,
             incident.opened_at.ToNanoseconds(),
             incident.closed_at.ToNanoseconds() if incident.HasField("closed_at") else None,
-            stripped.SerializeToString(),
-            snapshot,
+            stripped(incident),
+            incident.snapshot_jpeg,
         )
 
         def go() -> None:
@@ -170,7 +170,7 @@ class IncidentStore:
         sql, params = stats_query(source_id, since_ns)
 
         def go() -> list[pb.IncidentStats]:
-            return [_stats(row) for row in self.db.execute(sql, params)]
+            return [stats_of(row) for row in self.db.execute(sql, params)]
 
         return self._executor.submit(go)
 
@@ -192,9 +192,12 @@ class IncidentStore:
                 "UPDATE incidents SET data = ? WHERE id = ?",
                 (incident.SerializeToString(), incident_id),
             )
-            return _incident((incident.SerializeToString(), found[1], found[2]))
+            return incident_of(incident.SerializeToString(), found[1], found[2])
 
         return self._write(go, f"update incident {incident_id}")
+
+    def announce(self, event: pb.StreamIncidentsResponse) -> None:
+        """Nothing to do: one detector, which streamed the event itself."""
 
     async def opened_since(self, since_ns: int) -> list[pb.Incident]:
         """Incidents opened at or after ``since_ns``, oldest first, with their snapshots."""
@@ -205,7 +208,7 @@ class IncidentStore:
                 "ORDER BY opened_ns, seq",
                 (since_ns,),
             ).fetchall()
-            return [_incident(row) for row in rows]
+            return [incident_of(*row) for row in rows]
 
         return await self._run(go)
 
@@ -231,10 +234,10 @@ class IncidentStore:
             found = self.db.execute(
                 "SELECT data, review, snapshot FROM incidents WHERE id = ?"
                 if include_snapshot
-                else "SELECT data, review FROM incidents WHERE id = ?",
+                else "SELECT data, review, NULL FROM incidents WHERE id = ?",
                 (incident_id,),
             ).fetchone()
-            return None if found is None else _incident(found)
+            return None if found is None else incident_of(*found)
 
         return await self._run(go)
 
@@ -245,8 +248,8 @@ class IncidentStore:
 
         Raises ``ValueError`` for a token this store did not make.
         """
-        after = _decode_token(page_token) if page_token else None
-        columns = "seq, opened_ns, data, review" + (", snapshot" if include_snapshot else "")
+        after = decode_token(page_token) if page_token else None
+        columns = "seq, opened_ns, data, review, " + ("snapshot" if include_snapshot else "NULL")
 
         def go() -> tuple[list[pb.Incident], str]:
             sql = f"SELECT {columns} FROM incidents WHERE 1=1"
@@ -262,11 +265,11 @@ class IncidentStore:
             # One more than asked says whether there is a next page.
             params.append(page_size + 1)
             rows = self.db.execute(sql, params).fetchall()
-            incidents = [_incident(row[2:]) for row in rows[:page_size]]
+            incidents = [incident_of(*row[2:]) for row in rows[:page_size]]
             token = ""
             if len(rows) > page_size:
                 seq, opened_ns = rows[page_size - 1][:2]
-                token = _encode_token(opened_ns, seq)
+                token = encode_token(opened_ns, seq)
             return incidents, token
 
         return await self._run(go)
@@ -286,19 +289,6 @@ class IncidentStore:
         self._executor.shutdown(wait=True)
 
 
-def _incident(row: tuple[bytes | None, ...]) -> pb.Incident:
-    """An incident from (data, review[, snapshot]): its review merged, its false alarm derived."""
-    data, review = row[0], row[1]
-    assert data is not None  # NOT NULL
-    incident = pb.Incident.FromString(data)
-    if review is not None:
-        incident.review.ParseFromString(review)
-    incident.false_alarm = is_false_alarm(incident)
-    if len(row) > 2 and row[2] is not None:
-        incident.snapshot_jpeg = row[2]
-    return incident
-
-
 def stats_query(source_id: str, since_ns: int | None) -> tuple[str, list[str | int]]:
     """The statistics' SQL and its parameters (answered from the ``incidents_stats`` index)."""
     sql = (
@@ -312,25 +302,9 @@ def stats_query(source_id: str, since_ns: int | None) -> tuple[str, list[str | i
         params.append(source_id)
     if since_ns is not None:
         sql += " AND opened_ns >= ?"
-        # SQLite's integers are 64-bit; a Timestamp may name a time far outside them.
-        params.append(min(max(since_ns, -(2**63)), 2**63 - 1))
+        params.append(clamped(since_ns))
     sql += " GROUP BY source_id, class_name, rule_id ORDER BY source_id, class_name, rule_id"
     return sql, params
-
-
-def _stats(row: tuple[str, str, str, int, int, int, int, int]) -> pb.IncidentStats:
-    source_id, class_name, rule_id, incidents, false_alarms, confirmed, dismissed, rejected_ = row
-    return pb.IncidentStats(
-        source_id=source_id,
-        class_name=class_name,
-        rule_id=rule_id,
-        incidents=incidents,
-        false_alarms=false_alarms,
-        confirmed=confirmed,
-        dismissed=dismissed,
-        rejected=rejected_,
-        false_alarm_rate=false_alarms / incidents if incidents else 0.0,
-    )
 
 
 def _derive(db: sqlite3.Connection) -> None:
@@ -376,17 +350,3 @@ def _migrate(db: sqlite3.Connection) -> None:
             )
         db.execute("COMMIT")
     db.execute(_STATS_INDEX)
-
-
-def _encode_token(opened_ns: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_TOKEN_KIND}:{opened_ns}:{seq}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[int, int]:
-    try:
-        kind, opened_ns, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != _TOKEN_KIND:
-            raise ValueError(token)
-        return int(opened_ns), int(seq)
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("invalid page token") from exc

@@ -12,9 +12,10 @@ past ``close_after_s`` on the way) is one incident, and one lying still does not
 its incident closes. A track unseen for ``track_lost_s`` has ended and is forgotten.
 
 ``observe`` runs on the sources' processing threads and only ever queues work: events go to the
-gRPC subscribers through ``loop.call_soon_threadsafe``, to the SQLite history through its writer
-thread, to the webhook through its bounded queue, and clips to their writer thread. Nothing in it
-waits for the disk or the network.
+gRPC subscribers through ``loop.call_soon_threadsafe``, to the history (SQLite or PostgreSQL)
+through its writer thread, to the webhook through its bounded queue, and clips to their writer
+thread. Nothing in it waits for the disk or the network. With replicas on PostgreSQL the store
+also announces each event to the other replicas, whose streams get it through ``relay``.
 
 Each subscriber has a bounded queue (``subscriber_queue`` events). Incident events are rare, so a
 subscriber that far behind is stuck: further events for it are dropped, counted in its
@@ -38,6 +39,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from detector_service import alerts
 from detector_service.incidents.clips import ClipRecorder
 from detector_service.incidents.config import IncidentConfig, IncidentRecording, IncidentVerifier
+from detector_service.incidents.keeping import IncidentKeeping
+from detector_service.incidents.review import apply_review
 from detector_service.incidents.store import IncidentStore
 from detector_service.incidents.subscription import IncidentSubscription
 from detector_service.incidents.webhook import Webhook
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
 CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
 VERIFIED = pb.INCIDENT_EVENT_TYPE_VERIFIED
+REVIEWED = pb.INCIDENT_EVENT_TYPE_REVIEWED
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -85,7 +89,7 @@ class IncidentTracker:
     def __init__(
         self,
         config: IncidentConfig,
-        store: IncidentStore,
+        store: IncidentKeeping,
         loop: asyncio.AbstractEventLoop,
         webhook: Webhook | None = None,
         recording: IncidentRecording | None = None,
@@ -310,6 +314,7 @@ class IncidentTracker:
             event.alert or alerts.follows_alert(event.type, event.incident, policy)
         ):
             self.webhook.post(event)
+        self.store.announce(event)
         try:
             self.loop.call_soon_threadsafe(self._fanout, event)
         except RuntimeError:
@@ -376,7 +381,20 @@ class IncidentTracker:
 
     def publish(self, kind: pb.IncidentEventType.ValueType, incident: pb.Incident) -> None:
         """Stream an event that no frame made (an operator's review). Call on the event loop."""
-        self._fanout(pb.StreamIncidentsResponse(type=kind, incident=incident))
+        event = pb.StreamIncidentsResponse(type=kind, incident=incident)
+        self.store.announce(event)
+        self._fanout(event)
+
+    def relay(self, event: pb.StreamIncidentsResponse) -> None:
+        """Stream an event another replica streamed first (its sources' incidents, reviews made
+        there). Any thread."""
+        if event.type == REVIEWED:
+            # Reviewed elsewhere while open here: its later events carry the review, as they do
+            # when it is reviewed here.
+            review = event.incident.review
+            self.change_open(event.incident.id, lambda incident: apply_review(incident, review))
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody streams any more
+            self.loop.call_soon_threadsafe(self._fanout, event)
 
     def _fanout(self, event: pb.StreamIncidentsResponse) -> None:
         for sub in list(self._subscriptions):
@@ -424,9 +442,12 @@ def open_tracker(
     config: IncidentConfig,
     loop: asyncio.AbstractEventLoop,
     recording: IncidentRecording | None = None,
+    store: IncidentKeeping | None = None,
 ) -> IncidentTracker:
-    """A tracker with the store and (when ``webhook_url`` is set) webhook the config describes."""
-    store = IncidentStore(config.db_path)
+    """A tracker with ``store`` (by default the SQLite file the config names) and (when
+    ``webhook_url`` is set) the webhook the config describes."""
+    if store is None:
+        store = IncidentStore(config.db_path)
     webhook = None
     if config.webhook_url:
         webhook = Webhook(

@@ -1,20 +1,19 @@
 """The source-event log through the real service: events recorded as producers record them (any
-thread), listed by ListEvents with its filters and pages, kept in a private file."""
+thread), listed by ListEvents with its filters and pages, kept in a private file (both stores'
+contract: ``test_event_stores.py``)."""
 
 from __future__ import annotations
 
 import asyncio
-import pathlib
 import stat
 import threading
-import time
 from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.events import EventLog
+from detector_service.event_store import SQLiteEvents
 from detector_service.server import DetectorServer
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -94,8 +93,10 @@ async def test_a_bad_page_token_is_refused(detector_stub: Stub) -> None:
 
 
 async def test_the_log_is_private(detector: DetectorServer) -> None:
-    assert stat.S_IMODE(detector.events.path.stat().st_mode) == 0o600
-    assert detector.events.path.parent == detector.incidents.config.db_path.parent
+    store = detector.events.store
+    assert isinstance(store, SQLiteEvents)
+    assert stat.S_IMODE(store.path.stat().st_mode) == 0o600
+    assert store.path.parent == detector.incidents.config.db_path.parent
 
 
 async def test_a_stuck_subscriber_loses_the_oldest_events(detector: DetectorServer) -> None:
@@ -108,20 +109,3 @@ async def test_a_stuck_subscriber_loses_the_oldest_events(detector: DetectorServ
     sub.close()
     assert [m.event.at.seconds - T0 for m in got] == [2, 3, 4]
     assert all(m.type == pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT for m in got)
-
-
-async def test_events_past_their_retention_are_deleted(tmp_path: pathlib.Path) -> None:
-    now = int(time.time())
-    old = pb.SourceEvent(source_id="a", kind=ENTER, at=Timestamp(seconds=now - 2 * 86400))
-    recent = pb.SourceEvent(source_id="a", kind=LEAVE, at=Timestamp(seconds=now - 3600))
-    loop = asyncio.get_running_loop()
-    log = await asyncio.to_thread(EventLog, tmp_path / "events.sqlite3", loop, 86400.0)
-    log.record(old, b"\xff\xd8old")
-    log.record(recent, None)
-    await asyncio.to_thread(log.close)
-    # Pruned when the log opens (and hourly while it runs).
-    log = await asyncio.to_thread(EventLog, tmp_path / "events.sqlite3", loop, 86400.0)
-    try:
-        assert [e.kind for e in (await log.list(pb.ListEventsRequest())).events] == [LEAVE]
-    finally:
-        await asyncio.to_thread(log.close)

@@ -13,6 +13,7 @@ import pytest
 from detector_service.postgres_sources import PostgresSourceStore
 from detector_service.source_store import SourceStore
 from detector_service.source_stores import SourceKeeping
+from vigil.core.errors import AlreadyExists
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 
@@ -124,3 +125,20 @@ async def test_a_second_store_on_the_same_database_sees_the_writes(stores: Store
     assert [s.id for s in await asyncio.to_thread(first.load)] == ["a", "b"]
     assert await second.delete("a") is True
     assert [s.id for s in await asyncio.to_thread(first.load)] == ["b"]
+
+
+async def test_of_two_stores_adding_one_id_at_once_exactly_one_succeeds(stores: Stores) -> None:
+    first, second = stores.open(), stores.open()
+    for _ in range(10):  # many rounds: the two transactions overlap in some
+        results = await asyncio.gather(
+            first.add(spec("a", "rtsp://cam/first")),
+            second.add(spec("a", "rtsp://cam/second")),
+            return_exceptions=True,
+        )
+        refused = [r for r in results if isinstance(r, AlreadyExists)]
+        assert len(refused) == 1, results
+        assert results.count(None) == 1, results
+        kept = await asyncio.to_thread(first.load)
+        winner = "rtsp://cam/first" if results[0] is None else "rtsp://cam/second"
+        assert [s.uri for s in kept] == [winner]
+        assert await second.delete("a") is True

@@ -1,5 +1,5 @@
-"""Operators' reviews in the SQLite incident history: kept, replaced, never undone by the
-tracker's later saves, counted per source, class and rule, and added to older databases."""
+"""Operators' reviews in the SQLite incident history: counted from one index, and added to
+older databases (what both stores do with reviews: ``test_incident_stores.py``)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import sqlite3
 import pytest
 
 from detector_service.incidents.store import IncidentStore, stats_query
-from tests.detector_service.incidents.helpers import START_NS
 from tests.detector_service.incidents.test_store import incident
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -71,113 +70,6 @@ def made(
 @pytest.fixture
 def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
     return tmp_path / "history" / "incidents.sqlite3"
-
-
-async def test_a_review_is_kept_replaced_and_survives_later_saves(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    open_ = made(1)
-    store.save(open_)
-    assert store.review(open_.id, review(DISMISSED, "a phone")).result() is True
-    # The tracker saves its own copy again when the incident closes: the review stays.
-    store.save(made(1)).result()
-    found = await store.get(open_.id)
-    assert found is not None
-    assert found.review == review(DISMISSED, "a phone")
-    assert found.false_alarm
-    store.close()
-
-    again = IncidentStore(db_path)
-    try:
-        assert again.review(open_.id, review(CONFIRMED)).result() is True
-        (listed,), _ = await again.list("", 10, "", include_snapshot=False)
-        assert listed.review == review(CONFIRMED)
-        assert not listed.false_alarm
-        assert again.review("no-such-incident", review(CONFIRMED)).result() is False
-    finally:
-        again.close()
-
-
-def test_the_counted_columns_follow_every_save_of_the_message(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    try:
-
-        def counts() -> list[tuple[str, int, int]]:
-            return [(r.rule_id, r.rejected, r.false_alarms) for r in store.stats().result()]
-
-        store.save(made(1))
-        assert counts() == [("", 0, 0)]
-        # Verified later: the tracker saves its copy again, now with the model's verdict.
-        store.save(made(1, verdict=common_pb2.VERDICT_REJECTED))
-        assert counts() == [("", 1, 1)]
-        store.set_clip_path(made(1).id, "/clips/1.avi")
-        assert counts() == [("", 1, 1)]
-        store.save(made(1, verdict=common_pb2.VERDICT_UNCERTAIN))
-        assert counts() == [("", 0, 0)]
-        store.save(made(2, rule_id="fence"))
-        assert counts() == [("", 0, 0), ("fence", 0, 0)]
-    finally:
-        store.close()
-
-
-async def test_false_alarm_follows_the_model_unless_an_operator_said(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    try:
-        rejected, confirmed_by_model = (
-            made(1, verdict=common_pb2.VERDICT_REJECTED),
-            made(2, verdict=common_pb2.VERDICT_CONFIRMED),
-        )
-        # What the tracker may have written in the message does not decide: the rule does.
-        confirmed_by_model.false_alarm = True
-        store.save(rejected)
-        store.save(confirmed_by_model)
-        assert (await store.get(rejected.id, include_snapshot=False)).false_alarm  # type: ignore[union-attr]
-        assert not (await store.get(confirmed_by_model.id)).false_alarm  # type: ignore[union-attr]
-        store.review(rejected.id, review(CONFIRMED))
-        store.review(confirmed_by_model.id, review(DISMISSED))
-        found = {i.id: i.false_alarm for i in (await store.list("", 10, "", False))[0]}
-        assert found == {rejected.id: False, confirmed_by_model.id: True}
-    finally:
-        store.close()
-
-
-async def test_stats_count_per_source_class_and_rule(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    try:
-        store.save(made(1, "gate", "knife"))
-        store.save(made(2, "gate", "knife", verdict=common_pb2.VERDICT_REJECTED))
-        store.save(made(3, "gate", "knife", verdict=common_pb2.VERDICT_REJECTED))
-        store.save(made(4, "gate", "gun"))
-        store.save(made(5, "bay", "vehicle after hours", rule_id="bay-night"))
-        store.save(made(6, "bay", "vehicle after hours", rule_id="bay-night"))
-        store.review(made(1).id, review(DISMISSED))
-        store.review(made(3).id, review(CONFIRMED))  # overrides the model's rejection
-        store.review(made(4).id, review(CONFIRMED))
-        store.review(made(5).id, review(DISMISSED))
-
-        rows = store.stats().result()
-        got = [
-            (r.source_id, r.class_name, r.rule_id, r.incidents, r.false_alarms, r.confirmed,
-             r.dismissed, r.rejected, round(r.false_alarm_rate, 3))
-            for r in rows
-        ]  # fmt: skip
-        assert got == [
-            ("bay", "vehicle after hours", "bay-night", 2, 1, 0, 1, 0, 0.5),
-            ("gate", "gun", "", 1, 0, 1, 0, 0, 0.0),
-            ("gate", "knife", "", 3, 2, 1, 1, 2, 0.667),
-        ]
-        assert [r.source_id for r in store.stats("bay").result()] == ["bay"]
-        # Incidents 1-6 opened a second apart: since the fourth's opening leaves 4, 5 and 6.
-        since = [
-            (r.source_id, r.class_name, r.incidents)
-            for r in store.stats("", START_NS + 4 * 10**9).result()
-        ]
-        assert since == [("bay", "vehicle after hours", 2), ("gate", "gun", 1)]
-        assert store.stats("nowhere").result() == []
-        # Timestamps reach beyond SQLite's 64-bit integers (years 1 to 9999).
-        assert store.stats("", 253_402_300_799 * 10**9).result() == []
-        assert len(store.stats("", -62_135_596_800 * 10**9).result()) == 3
-    finally:
-        store.close()
 
 
 @pytest.mark.parametrize(

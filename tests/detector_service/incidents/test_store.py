@@ -1,14 +1,10 @@
-"""The SQLite incident history: persistence, paging newest first, snapshots on request."""
+"""The tracker over its incident history: what it opens is kept and paged, the page size bounded
+(the stores' own contract: ``test_incident_stores.py``)."""
 
 from __future__ import annotations
 
-import pathlib
-import random
-
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.incidents.store import IncidentStore
 from tests.detector_service.incidents.conftest import Trackers
 from tests.detector_service.incidents.helpers import START_NS, Camera, det, frame_jpeg
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -29,76 +25,6 @@ def incident(n: int, source_id: str = "cam", closed: bool = False) -> pb.Inciden
     if closed:
         made.closed_at.FromNanoseconds(START_NS + n * 10**9 + 5 * 10**9)
     return made
-
-
-@pytest.fixture
-def db_path(tmp_path: pathlib.Path) -> pathlib.Path:
-    return tmp_path / "history" / "incidents.sqlite3"
-
-
-async def test_incidents_survive_reopening(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    store.save(incident(1))
-    store.save(incident(1, closed=True))  # the same incident, closed: replaces, not duplicates
-    store.save(incident(2))
-    store.set_clip_path(incident(1).id, "/clips/1.avi")
-    store.close()
-
-    again = IncidentStore(db_path)
-    try:
-        found, token = await again.list("", 10, "", include_snapshot=True)
-        assert token == ""
-        assert [i.id for i in found] == [incident(2).id, incident(1).id]
-        expected = incident(1, closed=True)
-        expected.clip_path = "/clips/1.avi"
-        assert found[1] == expected
-        assert found[0] == incident(2)
-        assert await again.get(incident(2).id) == incident(2)
-        assert await again.get("nope") is None
-    finally:
-        again.close()
-
-
-async def test_pages_newest_first_with_tokens(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    order = list(range(1, 8))
-    random.Random(7).shuffle(order)  # the order of opening decides, not the order of writing
-    for n in order:
-        store.save(incident(n, source_id="cam-a" if n % 2 else "cam-b"))
-    try:
-        pages: list[list[str]] = []
-        token = ""
-        while True:
-            found, token = await store.list("", 3, token, include_snapshot=False)
-            pages.append([i.id for i in found])
-            if not token:
-                break
-        assert pages == [[incident(n).id for n in ns] for ns in ([7, 6, 5], [4, 3, 2], [1])]
-
-        found, token = await store.list("cam-b", 2, "", include_snapshot=False)
-        assert [i.id for i in found] == [incident(6).id, incident(4).id]
-        found, token = await store.list("cam-b", 2, token, include_snapshot=False)
-        assert [i.id for i in found] == [incident(2).id]
-        assert token == ""
-
-        with pytest.raises(ValueError, match="page token"):
-            await store.list("", 3, "not-a-token", include_snapshot=False)
-    finally:
-        store.close()
-
-
-async def test_snapshot_only_when_asked(db_path: pathlib.Path) -> None:
-    store = IncidentStore(db_path)
-    store.save(incident(1))
-    try:
-        (without,), _ = await store.list("", 10, "", include_snapshot=False)
-        (with_,), _ = await store.list("", 10, "", include_snapshot=True)
-        assert without.snapshot_jpeg == b""
-        assert with_.snapshot_jpeg == frame_jpeg(1)
-        without.snapshot_jpeg = with_.snapshot_jpeg
-        assert without == with_
-    finally:
-        store.close()
 
 
 async def test_tracker_persists_its_incidents_and_pages(trackers: Trackers) -> None:

@@ -1,0 +1,221 @@
+"""The source-event log in PostgreSQL, shared by every detector replica naming the database.
+
+The same contract as the SQLite file (``event_store.EventKeeping``): ``insert`` queues the row on
+one dedicated thread (over a psycopg 3 pool) and returns at once; rows are written in the order
+queued, and reads queue behind them. Any replica lists every source's events.
+
+Each row is numbered from one counter row, taken in the inserting transaction, so numbers commit
+in order, and the insert NOTIFYs its number; ``watch`` follows the table on a connection of its
+own and hands the other replicas' events to this one's streams, reading the rows after the last
+number it saw: a notification only wakes it, and after a lost connection it catches up, so
+nothing is lost or doubled. Events past their retention are deleted at most hourly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from detector_service.event_store import PRUNE_EVERY_NS, list_query, log_failure, page
+from detector_service.postgres_migrations import Connection, SchemaTooNew, migrate
+from vigil.core.urls import masked, redact
+from vigil.detector.v1 import detector_service_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "detector_events"
+WATCHER_NAME = "vigil-event-watch"
+POLL_S = 1.0
+RELISTEN_S = 1.0
+_READ = 200
+_MIGRATION_LOCK = 0x5649_4749_4C45_5654  # "VIGILEVT"
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE detector_events (
+        seq bigint PRIMARY KEY,
+        id text NOT NULL UNIQUE,
+        replica text NOT NULL,
+        source_id text NOT NULL,
+        kind integer NOT NULL,
+        at_ns bigint NOT NULL,
+        data bytea NOT NULL,
+        snapshot bytea
+    );
+    CREATE INDEX detector_events_by_time ON detector_events (at_ns, seq);
+    CREATE INDEX detector_events_by_source ON detector_events (source_id, at_ns, seq);
+    CREATE TABLE detector_event_counter (
+        one boolean PRIMARY KEY DEFAULT true CHECK (one),
+        last bigint NOT NULL
+    );
+    INSERT INTO detector_event_counter (last) VALUES (0);
+    """,
+)
+_INSERT = """
+    WITH next AS (UPDATE detector_event_counter SET last = last + 1 RETURNING last)
+    INSERT INTO detector_events (seq, id, replica, source_id, kind, at_ns, data, snapshot)
+    SELECT last, %s, %s, %s, %s, %s, %s, %s FROM next RETURNING seq
+"""
+
+
+class EventStoreUnavailable(Exception):
+    """The database cannot be used; the message names host and port, never a password."""
+
+
+class PostgresEvents:
+    def __init__(
+        self,
+        url: str,
+        *,
+        replica: str,
+        retention_s: float,
+        pool_size: int = 2,
+        connect_timeout_s: float = 10.0,
+    ) -> None:
+        """Connect, bring the tables up to date, delete expired events and fill the pool
+        (blocking: call off the loop). Raises ``EventStoreUnavailable`` when it cannot."""
+        self._url = url
+        self.replica = replica
+        self._retention_ns = int(retention_s * 1e9)
+        self._pruned_ns = 0
+        self._timeout = max(1, round(connect_timeout_s))
+        place = f"PostgreSQL at {masked(url)}"
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=self._timeout) as conn:
+                migrate(conn, place, group="events", lock=_MIGRATION_LOCK, migrations=_MIGRATIONS)
+                self._prune(conn)
+        except SchemaTooNew as exc:
+            raise EventStoreUnavailable(str(exc)) from None
+        except psycopg.Error as exc:
+            raise EventStoreUnavailable(f"cannot use {place} ({self._said(exc)})") from None
+        self._pool: ConnectionPool[Connection] = ConnectionPool(
+            url,
+            kwargs={"autocommit": True, "connect_timeout": self._timeout},
+            min_size=1,
+            max_size=pool_size,
+            open=False,
+            check=ConnectionPool.check_connection,
+            name="detector-events",
+            timeout=connect_timeout_s,
+        )
+        try:
+            self._pool.open(wait=True, timeout=connect_timeout_s)
+        except PoolTimeout:
+            self._pool.close()
+            raise EventStoreUnavailable(f"cannot connect to {place}") from None
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
+        self._stopping = threading.Event()
+        self._listening = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    def _said(self, exc: BaseException) -> str:
+        return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
+
+    def _prune(self, conn: Connection) -> None:
+        now = time.time_ns()
+        conn.execute("DELETE FROM detector_events WHERE at_ns < %s", (now - self._retention_ns,))
+        self._pruned_ns = now
+
+    def insert(self, event: pb.SourceEvent, snapshot: bytes | None) -> None:
+        row = (
+            event.id,
+            self.replica,
+            event.source_id,
+            int(event.kind),
+            event.at.ToNanoseconds(),
+            event.SerializeToString(),
+            snapshot or None,
+        )
+
+        def go() -> None:
+            with self._pool.connection() as conn:
+                with conn.transaction():
+                    found = conn.execute(_INSERT, row).fetchone()
+                    assert found is not None
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(found[0])))
+                if time.time_ns() - self._pruned_ns > PRUNE_EVERY_NS:
+                    self._prune(conn)
+
+        try:
+            future = self._executor.submit(go)
+        except RuntimeError:
+            return  # closed meanwhile
+        future.add_done_callback(log_failure)
+
+    async def list(self, request: pb.ListEventsRequest) -> pb.ListEventsResponse:
+        size, sql, params = list_query(request, "%s", "detector_events")
+
+        def go() -> pb.ListEventsResponse:
+            with self._pool.connection() as conn:
+                return page(conn.execute(sql, params).fetchall(), size)
+
+        return await asyncio.wrap_future(self._executor.submit(go))
+
+    def watch(self, deliver: Callable[[pb.SourceEvent], None]) -> None:
+        """Hand every event the other replicas record from now on to ``deliver`` (on the
+        watcher's thread, in the order they were recorded), until ``close``. Blocks for a
+        connection at most: call it off the loop."""
+        self._watcher = threading.Thread(
+            target=self._watch, args=(deliver,), name="event-watch", daemon=True
+        )
+        self._watcher.start()
+        self._listening.wait(self._timeout)
+
+    def _watch(self, deliver: Callable[[pb.SourceEvent], None]) -> None:
+        last: int | None = None
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(
+                    self._url,
+                    autocommit=True,
+                    connect_timeout=self._timeout,
+                    application_name=WATCHER_NAME,
+                ) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    if last is None:  # events from before the start are not this run's
+                        row = conn.execute("SELECT last FROM detector_event_counter").fetchone()
+                        last = int(row[0]) if row is not None else 0
+                    self._listening.set()
+                    while not self._stopping.is_set():
+                        last = self._catch_up(conn, last, deliver)
+                        for _ in conn.notifies(timeout=POLL_S, stop_after=1):
+                            pass
+            except psycopg.Error as exc:
+                log.warning("following other replicas' events: %s", self._said(exc))
+                self._stopping.wait(RELISTEN_S)
+
+    def _catch_up(
+        self, conn: Connection, last: int, deliver: Callable[[pb.SourceEvent], None]
+    ) -> int:
+        while True:
+            rows: list[tuple[Any, ...]] = conn.execute(
+                "SELECT seq, replica, data, snapshot FROM detector_events"
+                " WHERE seq > %s ORDER BY seq LIMIT %s",
+                (last, _READ),
+            ).fetchall()
+            for seq, replica, data, snapshot in rows:
+                last = int(seq)
+                if replica == self.replica:
+                    continue  # streamed here when it happened
+                event = pb.SourceEvent.FromString(data)
+                if snapshot is not None:
+                    event.snapshot_jpeg = snapshot
+                deliver(event)
+            if len(rows) < _READ:
+                return last
+
+    def close(self) -> None:
+        """Finish queued writes, stop watching and close (blocking)."""
+        self._stopping.set()
+        if self._watcher is not None:
+            self._watcher.join()
+            self._watcher = None
+        self._executor.shutdown(wait=True)
+        self._pool.close()
