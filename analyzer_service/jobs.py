@@ -211,10 +211,15 @@ class JobManager:
                 # Subscribed before reading the store: whatever the read misses arrives live.
                 while True:
                     # The database away for a moment (a restart) pauses the stream.
-                    job = await outlast(lambda: self.store.get_job(job_id), "following a job")
+                    job = await outlast(
+                        lambda: self.store.get_job(job_id),
+                        "following a job",
+                        self.metrics.database_waits,
+                    )
                     batch = await outlast(
                         functools.partial(self.store.list_events, job_id, last, REPLAY_BATCH),
                         "following a job",
+                        self.metrics.database_waits,
                     )
                     for event in batch:
                         yield event
@@ -347,6 +352,7 @@ class JobManager:
         stored = await outlast(
             lambda: self.store.append_event(event, job=job if save_job else None, lease=lease),
             f"job {job.id}: storing an event",
+            self.metrics.database_waits,
         )
         self.bus.publish(stored)
 

@@ -95,6 +95,12 @@ class AnalyzerMetrics:
         self.refusals = Counter(
             "vigil_analyzer_refusals", "Calls refused, by error code", ["code"], registry=r
         )
+        self.database_waits = Counter(
+            "vigil_analyzer_database_waits",
+            "Times work under way (a job storing its events, a follower reading them) found the"
+            " job database out of reach and waited for it (a restart, a failover)",
+            registry=r,
+        )
         self.engine_wait = Histogram(
             "vigil_analyzer_engine_wait_seconds",
             "Seconds a generation waited for a slot in the engine, by priority class",

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from vigil.core.backoff import Backoff
 from vigil.core.errors import Unavailable
@@ -20,13 +20,25 @@ from vigil.core.errors import Unavailable
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+
+class Counts(Protocol):
+    def inc(self) -> None: ...
+
+
 # Longer than a restart or a failover takes; a database away for longer is down, and the work
 # stops (a job's lease then expires and the job runs again, here or on another replica).
 OUTAGE_S = 60.0
 
 
-async def outlast(call: Callable[[], Awaitable[T]], what: str, *, within_s: float = OUTAGE_S) -> T:
-    """``call()``, tried again while it raises ``Unavailable``, for up to ``within_s``."""
+async def outlast(
+    call: Callable[[], Awaitable[T]],
+    what: str,
+    waits: Counts,
+    *,
+    within_s: float = OUTAGE_S,
+) -> T:
+    """``call()``, tried again while it raises ``Unavailable``, for up to ``within_s``; each
+    wait (one per outage) counted in ``waits``."""
     backoff = Backoff(0.1, 2.0)
     deadline = time.monotonic() + within_s
     waited = False
@@ -39,6 +51,7 @@ async def outlast(call: Callable[[], Awaitable[T]], what: str, *, within_s: floa
                 raise
             if not waited:
                 log.warning("%s: %s; waiting for it", what, exc.message)
+                waits.inc()
                 waited = True
             await asyncio.sleep(backoff.next())
             continue

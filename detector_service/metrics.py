@@ -138,6 +138,12 @@ class DetectorMetrics:
             ["model"],
             registry=self.registry,
         )
+        self.lease_outages = Counter(
+            "vigil_detector_lease_outages",
+            "Times this replica could not keep its source leases (the database out of reach),"
+            " counted once per outage",
+            registry=self.registry,
+        )
 
     def watch(self, collector: Collector) -> None:
         self.registry.register(collector)

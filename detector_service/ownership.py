@@ -19,6 +19,8 @@ import logging
 import math
 import time
 
+from prometheus_client import Counter
+
 from detector_service.postgres_sources import Owner, PostgresSourceStore
 from detector_service.sources import SourceRegistry
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -36,6 +38,7 @@ class Ownership:
         lease_s: float,
         renew_s: float,
         configured: list[pb.SourceSpec],
+        outages: Counter,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -43,6 +46,8 @@ class Ownership:
         self.lease_s = lease_s
         self.renew_s = renew_s
         self.configured = {spec.id: spec for spec in configured}
+        #: Counts the outages of the database that leases were kept through (or lost in).
+        self.outages = outages
         #: The address other replicas and clients reach this one at (set once serving).
         self.address = ""
         #: Each source held, with its lease's fencing token.
@@ -74,6 +79,7 @@ class Ownership:
                 # Said once per outage: a restarting database fails every tick.
                 if not failing:
                     log.warning("keeping source leases: %s", exc)
+                    self.outages.inc()
                 failing = True
                 if self.held and time.monotonic() - renewed >= self.lease_s:
                     log.warning(

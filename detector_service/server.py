@@ -254,6 +254,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             lease_s=settings.lease_s,
             renew_s=settings.lease_renew_s,
             configured=configured,
+            outages=metrics.lease_outages,
         )
         interceptors.append(OwnerRedirects(ownership, settings.default_source_id))
     else:

@@ -122,5 +122,8 @@ async def test_jobs_and_followers_ride_out_a_postgres_restart(
         again = (await stub_b.StartAnalysis(start)).job
         await wait_for_event(stub_a, again.id, "complete")
     assert rows(postgres_url, "SELECT count(*) FROM analyzer_jobs") == [(4,)]
+    # A's job waited for the database (counted for operators), then went on.
+    waits = a.jobs.metrics.registry.get_sample_value("vigil_analyzer_database_waits_total")
+    assert (waits or 0) >= 1
     assert postgres.password not in caplog.text
     assert "listening for other replicas again" in caplog.text

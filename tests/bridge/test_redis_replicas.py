@@ -172,14 +172,16 @@ async def test_a_redis_restart_mid_session_is_ridden_out(
         uploaded = await upload(one, video_file, analyze="true", session_id="tab-3")
         events = await until_complete(waiting)
         assert events[-1][1]["job_id"] == uploaded["job"]["id"]
-    client = socketio.AsyncClient(reconnection=False)
-    await client.connect(one.http, transports=["websocket"], wait_timeout=5)
-    try:
-        async with asyncio.timeout(20):
-            while not await emit_reaches(two, client):
-                pass
-    finally:
-        await client.disconnect()
+    # Each bridge's Socket.IO manager listens again and publishes again: both ways.
+    for sender, receiver in ((two, one), (one, two)):
+        client = socketio.AsyncClient(reconnection=False)
+        await client.connect(receiver.http, transports=["websocket"], wait_timeout=5)
+        try:
+            async with asyncio.timeout(20):
+                while not await emit_reaches(sender, client):
+                    pass
+        finally:
+            await client.disconnect()
 
 
 async def test_a_bridge_starts_and_serves_while_redis_is_down(

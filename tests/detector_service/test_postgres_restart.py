@@ -148,3 +148,6 @@ async def test_sources_keep_streaming_and_stay_put_across_a_postgres_restart(
                 await viewer
     assert postgres.password not in caplog.text
     assert "keeping source leases again" in caplog.text
+    for server in (a, b):
+        outages = server.metrics.registry.get_sample_value("vigil_detector_lease_outages_total")
+        assert (outages or 0) >= 1
