@@ -55,9 +55,14 @@ class BridgeSettings(ServiceSettings):
     # Seconds a backend's health check may take before /health reports it UNREACHABLE.
     health_timeout_s: Annotated[float, Field(gt=0.0)] = 1.0
     # Backoff between attempts to (re)open a detector stream: doubles from the first value up to
-    # the cap, so a restarted detector is picked up within about ``retry_max_s``.
+    # the cap, so a restarted detector is picked up within about ``retry_max_s``. The cap is low
+    # because a source whose detector replica died answers "moving between replicas" from the
+    # others until its lease runs out: retried at a 5 s cap, its viewers could wait up to 5 s past
+    # the takeover (12 s after the death with the default leases, over the 10 s goal). A dead
+    # lone detector is not hammered: after the first failure each attempt waits for the channel,
+    # whose reconnects are paced by gRPC's own backoff.
     retry_initial_s: Annotated[float, Field(gt=0.0)] = 0.25
-    retry_max_s: Annotated[float, Field(gt=0.0)] = 5.0
+    retry_max_s: Annotated[float, Field(gt=0.0)] = 1.0
 
     # The page's live-view and session reconnect policy, handed to it in index.html: after a
     # dropped connection it tries this many times, waiting ``reconnect_initial_s`` before the first
