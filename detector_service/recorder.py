@@ -90,6 +90,12 @@ def open_index(settings: DetectorSettings, root: pathlib.Path) -> RecordingIndex
         raise RecordingIndexUnavailable(
             f"VIGIL_DETECTOR_DATABASE_URL must start with postgresql://, not {masked(url)!r}"
         )
+    if settings.recording_dir is None:
+        log.warning(
+            "recordings are indexed in PostgreSQL but written under this replica's data_dir:"
+            " set VIGIL_DETECTOR_RECORDING_DIR to a directory every replica sees, or the others"
+            " cannot read them"
+        )
     return PostgresSegmentIndex(
         url,
         root,

@@ -229,6 +229,8 @@ class SegmentWriter:
         for row in self.index.unfinished(self.source):
             if (row.writer != self.writer) != others:
                 continue
+            if others and not row.path.exists():
+                continue  # not on a volume this replica sees: left to one that sees it
             span = _media_span(row.path)
             if span is None:
                 self.index.remove(row.id)
