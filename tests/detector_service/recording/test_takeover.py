@@ -196,10 +196,14 @@ async def test_a_sources_recording_is_exported_whole_after_its_replica_is_killed
         async with AsyncDetectorClient(f"127.0.0.1:{b.port}") as client:
             coverage = await client.coverage("cam", start=added - 1, end=end)
             through_b = await client.export("cam", added - 1, end)
+            # A picture from a's part, decoded by b from a's segment file.
+            shot = await client.snapshot("cam", at=a_start + 1.0)
         assert len(coverage.ranges) == 2
         assert coverage.ranges[0].start == pytest.approx(a_start)
         assert coverage.ranges[1].start == pytest.approx(b_first)
         assert_both_parts(through_b, (a_start, a_end), b_first)
+        assert a_start + 1.0 - 0.25 <= shot.at <= a_start + 1.0
+        assert shot.jpeg.startswith(b"\xff\xd8")
 
         # Through the SDK given both replicas (a's address refuses connections now).
         async with AsyncDetectorClient(f"ipv4:127.0.0.1:{port_a},127.0.0.1:{b.port}") as client:
