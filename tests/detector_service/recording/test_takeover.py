@@ -1,8 +1,9 @@
 """A source's recording survives its move between detector replicas: two detectors on one
 PostgreSQL database and one shared recordings directory; a source recorded on replica a, a
 SIGKILLed, the source taken over and recorded on b. Through b (and through the SDK given both
-replicas) the coverage and the export of a range spanning the takeover hold both parts, in order,
-without overlap; the segment a left open is finished by b."""
+replicas) the coverage, a snapshot and the export of a range spanning the takeover hold both
+parts, in order, without overlap; the segment a left open is finished by b. And once a source has
+moved, its new owner's retention deletes what the previous owner recorded, files and rows."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import av
 import psycopg
@@ -37,6 +39,8 @@ SEGMENT_S = 2.0
 WAIT_S = 90.0
 # Seconds of closed segments each replica records before the test goes on.
 RECORDED_S = 4.0
+# Seconds the retention test keeps recordings.
+KEEP_S = 6.0
 
 
 def environment(tmp_path: pathlib.Path, url: str, name: str) -> dict[str, str]:
@@ -74,21 +78,26 @@ def spawn(tmp_path: pathlib.Path, url: str, name: str) -> tuple[subprocess.Popen
     raise AssertionError(f"replica {name} did not start")
 
 
+def settings_of(tmp_path: pathlib.Path, url: str, name: str, **more: Any) -> DetectorSettings:
+    """Replica ``name``'s settings, in this process: the test's database and recordings."""
+    fields: dict[str, Any] = {
+        "port": 0,
+        "backend": "none",
+        "data_dir": tmp_path / name,
+        "recording_dir": tmp_path / "recordings",
+        "recording_segment_s": SEGMENT_S,
+        "database_url": SecretStr(url),
+        "replica_id": name,
+        "lease_s": LEASE_S,
+        "lease_renew_s": RENEW_S,
+    }
+    return DetectorSettings(**(fields | more))
+
+
 @pytest.fixture
 async def replica_b(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[DetectorServer]:
     """Replica b, in this process, on the same database and recordings directory."""
-    settings = DetectorSettings(
-        port=0,
-        backend="none",
-        data_dir=tmp_path / "b",
-        recording_dir=tmp_path / "recordings",
-        recording_segment_s=SEGMENT_S,
-        database_url=SecretStr(postgres_url),
-        replica_id="b",
-        lease_s=LEASE_S,
-        lease_renew_s=RENEW_S,
-    )
-    server = await serve(settings)
+    server = await serve(settings_of(tmp_path, postgres_url, "b"))
     yield server
     await server.stop(0)
 
@@ -213,3 +222,40 @@ async def test_a_sources_recording_is_exported_whole_after_its_replica_is_killed
     finally:
         process.kill()
         process.wait()
+
+
+async def test_the_owners_retention_deletes_what_the_previous_owner_recorded(
+    tmp_path: pathlib.Path, postgres_url: str
+) -> None:
+    # Recordings kept KEEP_S seconds, checked twice a second.
+    keep = {"recording_days": KEEP_S / 86_400, "recording_check_s": 0.5}
+    b = await serve(settings_of(tmp_path, postgres_url, "b", **keep))
+    try:
+        # b holds the configured default source: cam, added through a, goes to a.
+        a = await serve(settings_of(tmp_path, postgres_url, "a", **keep))
+        async with AsyncDetectorClient(f"127.0.0.1:{a.port}") as client:
+            await client.add_source("cam", "test_pattern", mode="always", max_fps=5)
+        await until(lambda: recorded(postgres_url, "a") >= RECORDED_S, "cam recorded on a")
+        await a.stop(0)  # hands cam back: b takes it over
+        # What a left: from now on only b's retention runs.
+        left = a_segments(postgres_url, tmp_path / "recordings")
+        assert left
+        await until(lambda: recorded(postgres_url, "b") >= SEGMENT_S, "cam recorded on b")
+        await until(
+            lambda: not a_segments(postgres_url, tmp_path / "recordings"),
+            "a's segments deleted by b",
+        )
+        assert not any(path.exists() for path in left.values())
+        # b's own recording goes on: the segment being written is never taken.
+        assert unfinished(postgres_url, "b")
+        assert recorded(postgres_url, "b") > 0
+    finally:
+        await b.stop(0)
+
+
+def a_segments(url: str, root: pathlib.Path) -> dict[int, pathlib.Path]:
+    """The index rows a wrote for cam, by id, with their files (kept relative to ``root``)."""
+    sql = "SELECT id, path FROM detector_rec_segments WHERE writer = 'a'"
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(sql).fetchall()
+    return {int(i): root / str(path) for i, path in rows}
