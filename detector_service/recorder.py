@@ -22,6 +22,13 @@ first; segments overlapping an incident are held for ``incident_retention_days``
 incident (``opened``/``closed``, called by the incident tracker, which also gives the incident
 its ``recording`` range).
 
+Replicas (``VIGIL_DETECTOR_DATABASE_URL``): the index is in PostgreSQL, shared, and every replica
+writes under one ``recording_dir`` they all see, each segment naming its writer (the replica id),
+so any replica reads any source's whole recording. A replica finishes at start the segments its
+own killed run left open, and on taking a source over those another replica left open (it died,
+or stalled and lost the lease). Retention: each replica keeps the days of the sources it runs
+(and of removed ones), whoever wrote their segments; the disk cap is over everything.
+
 Detections (``detected``, from each source's processing thread): the boxes of a recorded
 source's detected frames go to the index next to its segments (``recording/detections.py``),
 and retention deletes them with the segment whose time they fall in.
