@@ -59,17 +59,12 @@ from detector_service.recording import (
     SegmentWriter,
     enforce,
 )
-from detector_service.recording.postgres_index import (
-    PostgresSegmentIndex,
-    RecordingIndexUnavailable,
-)
+from detector_service.recording.indexes import open_index
 from detector_service.recording.tee import RecordingTee
 from detector_service.settings import DetectorSettings
-from detector_service.source_stores import SCHEMES
 from detector_service.source_uri import SourceUri
 from detector_service.subscribers import Processed
 from vigil.core.backoff import Backoff
-from vigil.core.urls import masked
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 if TYPE_CHECKING:
@@ -85,30 +80,6 @@ ENCODED_KEYFRAME_S = 2.0
 
 def recording_root(settings: DetectorSettings) -> pathlib.Path:
     return settings.recording_dir or settings.data_dir / "recordings"
-
-
-def open_index(settings: DetectorSettings, root: pathlib.Path) -> RecordingIndex:
-    """The index the settings name (blocking): PostgreSQL when the sources are kept there (the
-    replicas share it, and ``root`` must be a directory they all see), else SQLite in ``root``."""
-    url = settings.database_url.get_secret_value()
-    if not url:
-        return SegmentIndex(root / "index.sqlite3")
-    if not url.startswith(SCHEMES):
-        raise RecordingIndexUnavailable(
-            f"VIGIL_DETECTOR_DATABASE_URL must start with postgresql://, not {masked(url)!r}"
-        )
-    if settings.recording_dir is None:
-        log.warning(
-            "recordings are indexed in PostgreSQL but written under this replica's data_dir:"
-            " set VIGIL_DETECTOR_RECORDING_DIR to a directory every replica sees, or the others"
-            " cannot read them"
-        )
-    return PostgresSegmentIndex(
-        url,
-        root,
-        pool_size=settings.database_pool_size,
-        connect_timeout_s=settings.database_connect_timeout_s,
-    )
 
 
 class RecordingReader(FrameReader):
