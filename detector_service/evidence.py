@@ -28,7 +28,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.evidence_key import EvidenceKey
 from detector_service.private import private_dir
-from detector_service.recording import NotRecorded, SegmentIndex, export_range
+from detector_service.recording import NotRecorded, RecordingIndex, export_range
 from vigil.common.v1 import common_pb2 as cpb
 from vigil.core import evidence as fmt
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -168,7 +168,7 @@ def _dump(value: Any) -> bytes:
 
 
 def _recorded_clip(
-    index: SegmentIndex, incident: pb.Incident, max_s: float, folder: pathlib.Path, out: _Contents
+    index: RecordingIndex, incident: pb.Incident, max_s: float, folder: pathlib.Path, out: _Contents
 ) -> None:
     start = _seconds(incident.recording.start)
     still_open = not incident.recording.HasField("end")
@@ -205,7 +205,7 @@ def _recorded_clip(
 
 
 def _clip(
-    index: SegmentIndex, incident: pb.Incident, max_s: float, folder: pathlib.Path, out: _Contents
+    index: RecordingIndex, incident: pb.Incident, max_s: float, folder: pathlib.Path, out: _Contents
 ) -> None:
     if incident.HasField("recording"):
         _recorded_clip(index, incident, max_s, folder, out)
@@ -271,7 +271,7 @@ def _write_zip(path: pathlib.Path, contents: _Contents, signed: bytes, signature
 
 def build_package(
     incident: pb.Incident,
-    index: SegmentIndex,
+    index: RecordingIndex,
     key: EvidenceKey,
     workdir: pathlib.Path,
     max_clip_s: float,

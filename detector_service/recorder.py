@@ -22,6 +22,13 @@ first; segments overlapping an incident are held for ``incident_retention_days``
 incident (``opened``/``closed``, called by the incident tracker, which also gives the incident
 its ``recording`` range).
 
+Replicas (``VIGIL_DETECTOR_DATABASE_URL``): the index is in PostgreSQL, shared, and every replica
+writes under one ``recording_dir`` they all see, each segment naming its writer (the replica id),
+so any replica reads any source's whole recording. A replica finishes at start the segments its
+own killed run left open, and on taking a source over those another replica left open (it died,
+or stalled and lost the lease). Retention: each replica keeps the days of the sources it runs
+(and of removed ones), whoever wrote their segments; the disk cap is over everything.
+
 Detections (``detected``, from each source's processing thread): the boxes of a recorded
 source's detected frames go to the index next to its segments (``recording/detections.py``),
 and retention deletes them with the segment whose time they fall in.
@@ -31,12 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import pathlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
 from detector_service.backends.base import Image
@@ -44,12 +52,14 @@ from detector_service.capture import AvReader, CaptureError, FrameReader, open_r
 from detector_service.private import private_dir
 from detector_service.recording import (
     DetectionLog,
+    RecordingIndex,
     RetentionPolicy,
     RetentionReport,
     SegmentIndex,
     SegmentWriter,
     enforce,
 )
+from detector_service.recording.indexes import open_index
 from detector_service.recording.tee import RecordingTee
 from detector_service.settings import DetectorSettings
 from detector_service.source_uri import SourceUri
@@ -151,10 +161,13 @@ class MainStream:
 class Recorder:
     """The recordings of every source: who is recorded, their threads, holds and retention."""
 
-    def __init__(self, settings: DetectorSettings, index: SegmentIndex) -> None:
+    def __init__(self, settings: DetectorSettings, index: RecordingIndex, writer: str = "") -> None:
         self.settings = settings
         self.index = index
         self.root = recording_root(settings)
+        # This replica's name on the segments it writes, when replicas share the index ("" for
+        # a service on its own).
+        self.writer = writer
         self._tees: dict[str, RecordingTee] = {}
         self._main: dict[str, MainStream] = {}
         self._ended: list[RecordingTee | MainStream] = []
@@ -167,13 +180,18 @@ class Recorder:
     def open(cls, settings: DetectorSettings) -> Recorder:
         """Open the index and finish the segments a killed service left open (blocking)."""
         root = private_dir(recording_root(settings))
-        index = SegmentIndex(root / "index.sqlite3")
-        recovered = 0
-        for source in index.sources():
-            recovered += len(SegmentWriter(index, root, source).recover())
+        index = open_index(settings, root)
+        writer = "" if isinstance(index, SegmentIndex) else settings.replica
+        try:
+            recovered = 0
+            for source in index.sources():
+                recovered += len(SegmentWriter(index, root, source, writer=writer).recover())
+        except BaseException:
+            index.close()
+            raise
         if recovered:
             log.info("recording: %d segments left open by the last run recovered", recovered)
-        return cls(settings, index)
+        return cls(settings, index, writer)
 
     # --- sources (event loop) ---------------------------------------------------------------
 
@@ -185,13 +203,38 @@ class Recorder:
         if not self.wants(spec) or spec.id in self._tees or spec.id in self._main:
             return
         writer = SegmentWriter(
-            self.index, self.root, spec.id, segment_s=self.settings.recording_segment_s
+            self.index,
+            self.root,
+            spec.id,
+            segment_s=self.settings.recording_segment_s,
+            writer=self.writer,
         )
+        if self.writer:
+            # Taken over from a replica that died (or stalled and lost its lease): its open
+            # segment is finished here, or the recording before the move would end a segment
+            # early and that segment stay out of every listing and export.
+            with contextlib.suppress(RuntimeError):  # shutting down
+                self.jobs.submit(self._recover_others, writer)
         if spec.record_uri:
             self._main[spec.id] = MainStream(spec, writer, self.settings.open_timeout_s)
         else:
             max_bytes = int(self.settings.recording_buffer_mb * 1_000_000)
             self._tees[spec.id] = RecordingTee(writer, max_bytes)
+
+    def _recover_others(self, writer: SegmentWriter) -> None:
+        try:
+            recovered = writer.recover(others=True)
+        except Exception:
+            log.exception(
+                "recording of %s: segments left open elsewhere not recovered", writer.source
+            )
+            return
+        if recovered:
+            log.info(
+                "recording of %s: %d segments left open by other replicas recovered",
+                writer.source,
+                len(recovered),
+            )
 
     def detach(self, source_id: str) -> None:
         """Stop recording a source (removed); its recordings stay, under retention."""
@@ -265,8 +308,11 @@ class Recorder:
 
     # --- retention ---------------------------------------------------------------------------
 
-    def policy(self, specs: list[pb.SourceSpec]) -> RetentionPolicy:
-        """The retention rules now (blocking: reads the index and the disk's free space)."""
+    def policy(
+        self, specs: list[pb.SourceSpec], elsewhere: frozenset[str] = frozenset()
+    ) -> RetentionPolicy:
+        """The retention rules now (blocking: reads the index and the disk's free space).
+        ``elsewhere``: the sources other replicas run, whose retention is theirs to keep."""
         # The recordings may grow into the disk's free space less the floor: others' files and
         # the database need room too, and a full disk stops every recording at once.
         free = shutil.disk_usage(self.root).free
@@ -276,12 +322,15 @@ class Recorder:
             default_days=self.settings.recording_days,
             days={s.id: s.retention_days for s in specs if s.retention_days > 0},
             max_bytes=max(0, room if cap is None else min(int(cap * GB), room)),
+            elsewhere=elsewhere,
         )
 
-    def enforce(self, specs: list[pb.SourceSpec]) -> RetentionReport:
+    def enforce(
+        self, specs: list[pb.SourceSpec], elsewhere: frozenset[str] = frozenset()
+    ) -> RetentionReport:
         """One retention pass (blocking; runs on the maintenance thread)."""
         self.detections.flush()  # a still scene's last entry may wait for no batch
-        report = enforce(self.index, self.policy(specs))
+        report = enforce(self.index, self.policy(specs, elsewhere))
         if report.deleted:
             log.info(
                 "recording retention: %d segments deleted (%d bytes)",
@@ -296,12 +345,18 @@ class Recorder:
         self.last_report = report
         return report
 
-    async def keep_retention(self, specs: Callable[[], list[pb.SourceSpec]]) -> None:
-        """Enforce retention now and every ``recording_check_s`` (a task of the server)."""
+    async def keep_retention(
+        self,
+        specs: Callable[[], list[pb.SourceSpec]],
+        elsewhere: Callable[[], Awaitable[frozenset[str]]] | None = None,
+    ) -> None:
+        """Enforce retention now and every ``recording_check_s`` (a task of the server).
+        ``elsewhere``: the sources other replicas run now (their owners keep their retention)."""
         loop = asyncio.get_running_loop()
         while True:
             try:
-                await loop.run_in_executor(self.jobs, self.enforce, specs())
+                others = frozenset() if elsewhere is None else await elsewhere()
+                await loop.run_in_executor(self.jobs, self.enforce, specs(), others)
             except Exception:
                 log.exception("recording retention failed; tried again later")
             await asyncio.sleep(self.settings.recording_check_s)

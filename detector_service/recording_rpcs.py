@@ -15,7 +15,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.recorder import Recorder
-from detector_service.recording import NotRecorded, Snapshot, snapshot
+from detector_service.recording import NotRecorded, Segment, Snapshot, snapshot
 from detector_service.recording.exports import ExportCache
 from detector_service.settings import DetectorSettings
 from detector_service.sources import SourceRegistry
@@ -109,7 +109,10 @@ class RecordingRpcs(pb_grpc.DetectorServiceServicer):
         self._require(source)
         index = self.recorder.index
         ranges = [_Range(c.start, c.end) for c in index.coverage(source, start, end).covered]
-        opened = index.unfinished(source) if self.recorder.is_recording(source) else []
+        opened: list[Segment] = []
+        if self.recorder.is_recording(source):
+            # Ours only: another replica's is one it left open when the source moved here.
+            opened = [s for s in index.unfinished(source) if s.writer == self.recorder.writer]
         if opened and opened[-1].start < end:
             # The segment being written: covered up to now, joined to the recording before it.
             since = max(opened[-1].start, start)

@@ -8,7 +8,7 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from detector_service import alerts, backends
@@ -38,6 +38,7 @@ from detector_service.postgres_sources import PostgresSourceStore, SourceStoreUn
 from detector_service.private import private_dir
 from detector_service.recorder import Recorder
 from detector_service.recording.exports import ExportCache
+from detector_service.recording.postgres_index import RecordingIndexUnavailable
 from detector_service.redirects import OwnerRedirects
 from detector_service.rule_checker import RuleChecker
 from detector_service.service import DetectorServicer
@@ -308,7 +309,12 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         watch_rules=watch_rules,
         tasks=[
             asyncio.create_task(watch_model_health(service, batcher)),
-            asyncio.create_task(recorder.keep_retention(lambda: [s.spec for s in registry.all()])),
+            asyncio.create_task(
+                recorder.keep_retention(
+                    lambda: [s.spec for s in registry.all()],
+                    run_elsewhere(ownership) if ownership is not None else None,
+                )
+            ),
         ],
         closing=closing,
         verifier=verifier,
@@ -322,6 +328,20 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         len(registry.all()),
     )
     return server
+
+
+def run_elsewhere(ownership: Ownership) -> Callable[[], Awaitable[frozenset[str]]]:
+    """The sources other replicas run (or are taking over) now: their retention is theirs."""
+
+    async def elsewhere() -> frozenset[str]:
+        owners = await ownership.owners()
+        return frozenset(
+            source_id
+            for source_id, owner in owners.items()
+            if owner is None or owner.replica != ownership.replica
+        )
+
+    return elsewhere
 
 
 def alert_policies(
@@ -371,6 +391,7 @@ def main() -> None:
         SourceStoreUnavailable,
         IncidentStoreUnavailable,
         EventStoreUnavailable,
+        RecordingIndexUnavailable,
     ) as exc:
         # A configuration the operator must change (a missing key, model or sources file): one
         # line saying what to set, not a traceback. The messages never hold secrets.

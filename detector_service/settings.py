@@ -127,6 +127,8 @@ class DetectorSettings(GrpcServiceSettings):
     # on their disk (so the default install cannot fill it); the oldest go first, checked every
     # recording_check_s. Segments overlapping an incident (incident_recording_pre_s before it
     # opened to incident_recording_post_s after it closed) are kept incident_retention_days.
+    # Replicas sharing database_url index their recordings there: give them all one
+    # recording_dir on a shared volume, so any of them reads what another wrote.
     recording: bool = True
     recording_dir: pathlib.Path | None = None
     recording_segment_s: float = Field(10.0, ge=1.0, le=600.0)

@@ -36,8 +36,11 @@ Runs. A run is a sequence of segments with equal stream parameters (codec, size,
 configuration): a reconnect continues the run when the parameters are unchanged and starts the
 next one otherwise, and only segments of one run can be joined without re-encoding.
 
-Index (SQLite in WAL mode, a 0600 file). ``segments``: source, run, start, end (epoch seconds),
-path, bytes, codec, width, height, params (digest of the run's parameters), closed. A segment
+Index (the contract: ``contract.py``; SQLite in WAL mode, a 0600 file, for a service on its
+own; PostgreSQL, ``postgres_index.py``, for replicas, whose segment files then lie under one
+recordings directory they all see). ``segments``: source, run, start, end (epoch seconds),
+path, bytes, codec, width, height, params (digest of the run's parameters), writer (the
+replica), closed. A segment
 is indexed when it opens and joins the recording when it closes; ``SegmentWriter.recover``
 closes those a killed writer left open, keeping every fragment that reached the disk.
 ``holds``: source, start, end, keep_until, reason: an incident's interval and its own retention.
@@ -51,10 +54,11 @@ oldest segments of any source go. A segment overlapping a live hold is never del
 rule; if only held segments are left over the cap, the report says by how much.
 """
 
+from detector_service.recording.contract import Coverage, Interval, RecordingIndex, Segment
 from detector_service.recording.detections import DetectionLog
 from detector_service.recording.encoder import FrameEncoder
 from detector_service.recording.export import Export, NotRecorded, Snapshot, export_range, snapshot
-from detector_service.recording.index import Coverage, Interval, Segment, SegmentIndex
+from detector_service.recording.index import SegmentIndex
 from detector_service.recording.retention import RetentionPolicy, RetentionReport, enforce
 from detector_service.recording.writer import RecordStats, SegmentWriter, StreamParams
 
@@ -66,6 +70,7 @@ __all__ = [
     "Interval",
     "NotRecorded",
     "RecordStats",
+    "RecordingIndex",
     "RetentionPolicy",
     "RetentionReport",
     "Segment",

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.recording.index import SegmentIndex
+from detector_service.recording.contract import RecordingIndex
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -55,7 +55,7 @@ class _Entry:
 class DetectionLog:
     """Detected frames on their way to the index; ``add`` is called by processing threads."""
 
-    def __init__(self, index: SegmentIndex, jobs: concurrent.futures.Executor) -> None:
+    def __init__(self, index: RecordingIndex, jobs: concurrent.futures.Executor) -> None:
         self.index = index
         self.jobs = jobs
         self._lock = threading.Lock()

@@ -13,7 +13,12 @@ from typing import TYPE_CHECKING
 import cv2
 
 from detector_service.private import private_file
-from detector_service.recording.index import JOIN_TOLERANCE_S, Interval, Segment, SegmentIndex
+from detector_service.recording.contract import (
+    JOIN_TOLERANCE_S,
+    Interval,
+    RecordingIndex,
+    Segment,
+)
 from detector_service.recording.writer import MAX_STEP_S, copy_stream
 
 if TYPE_CHECKING:
@@ -89,7 +94,7 @@ class _SegmentReader:
 
 
 def export_range(
-    index: SegmentIndex, source: str, start: float, end: float, dest: pathlib.Path
+    index: RecordingIndex, source: str, start: float, end: float, dest: pathlib.Path
 ) -> Export:
     """Join ``source``'s packets of [start, end) into ``dest`` (MP4, index up front so a player
     seeks before it has the whole file). Timestamps keep wall-clock spacing: a second into the
@@ -191,7 +196,7 @@ def _last_key_at_or_before(timed: list[_Timed], at: float) -> int:
     return best
 
 
-def snapshot(index: SegmentIndex, source: str, at: float, *, quality: int = 90) -> Snapshot:
+def snapshot(index: RecordingIndex, source: str, at: float, *, quality: int = 90) -> Snapshot:
     """The picture shown at ``at``: decoded from the keyframe at or before it, as JPEG."""
     segments = index.segments(source, at, at + 1e-6)
     if not segments:

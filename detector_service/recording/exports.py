@@ -18,8 +18,8 @@ import uuid
 from dataclasses import dataclass
 
 from detector_service.private import private_dir
+from detector_service.recording.contract import RecordingIndex
 from detector_service.recording.export import Export, export_range
-from detector_service.recording.index import SegmentIndex
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class _Entry:
 class ExportCache:
     """Lives on the event loop; the exports themselves run on threads."""
 
-    def __init__(self, index: SegmentIndex, folder: pathlib.Path, ttl_s: float) -> None:
+    def __init__(self, index: RecordingIndex, folder: pathlib.Path, ttl_s: float) -> None:
         self.index = index
         self.folder = folder
         self.ttl_s = ttl_s

@@ -1,4 +1,5 @@
-"""The segment index: which file holds which seconds of which source, and what is held."""
+"""The recordings index of a service on its own: SQLite (WAL) in a 0600 file next to the segments.
+The contract and its types: ``contract.py``; replicas share ``postgres_index.py`` instead."""
 
 from __future__ import annotations
 
@@ -8,9 +9,25 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 
 from detector_service.private import private_file
+from detector_service.recording.contract import (
+    JOIN_TOLERANCE_S,
+    Coverage,
+    Interval,
+    RecordingIndex,
+    Segment,
+    coverage_of,
+)
+
+__all__ = [
+    "JOIN_TOLERANCE_S",
+    "Coverage",
+    "Interval",
+    "RecordingIndex",
+    "Segment",
+    "SegmentIndex",
+]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS segments (
@@ -25,7 +42,8 @@ CREATE TABLE IF NOT EXISTS segments (
     width INTEGER NOT NULL,
     height INTEGER NOT NULL,
     params TEXT NOT NULL,
-    closed INTEGER NOT NULL
+    closed INTEGER NOT NULL,
+    writer TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS segments_by_source ON segments (source, start);
 CREATE INDEX IF NOT EXISTS segments_by_start ON segments (start);
@@ -45,47 +63,7 @@ CREATE TABLE IF NOT EXISTS detections (
 CREATE INDEX IF NOT EXISTS detections_by_source ON detections (source, at);
 """
 
-# Segments closer than this count as one covered interval: consecutive segments of one
-# connection share their boundary exactly, so only float rounding needs forgiving.
-JOIN_TOLERANCE_S = 0.05
-
-_COLUMNS = "id, source, run, start, end, path, bytes, codec, width, height, params"
-
-
-@dataclass(frozen=True)
-class Segment:
-    source: str
-    run: int
-    start: float
-    end: float
-    path: pathlib.Path
-    bytes: int
-    codec: str
-    width: int
-    height: int
-    # A digest of codec, size and decoder configuration: segments with equal params join into
-    # one file without re-encoding.
-    params: str
-    # Assigned by the index when the segment is added.
-    id: int = 0
-
-    @property
-    def duration(self) -> float:
-        return self.end - self.start
-
-
-@dataclass(frozen=True)
-class Interval:
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class Coverage:
-    """What of [start, end) is recorded (``covered``) and what is not (``gaps``), in order."""
-
-    covered: list[Interval]
-    gaps: list[Interval]
+_COLUMNS = "id, source, run, start, end, path, bytes, codec, width, height, params, writer"
 
 
 class SegmentIndex:
@@ -99,6 +77,9 @@ class SegmentIndex:
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(segments)")}
+        if "writer" not in columns:  # an index made before segments named their writer
+            self._db.execute("ALTER TABLE segments ADD COLUMN writer TEXT NOT NULL DEFAULT ''")
 
     def close(self) -> None:
         with self._lock:
@@ -120,7 +101,7 @@ class SegmentIndex:
         with self._tx() as db:
             cursor = db.execute(
                 f"INSERT INTO segments ({_COLUMNS}, closed) "
-                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                "VALUES (NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
                 (
                     seg.source,
                     seg.run,
@@ -132,6 +113,7 @@ class SegmentIndex:
                     seg.width,
                     seg.height,
                     seg.params,
+                    seg.writer,
                 ),
             )
             row_id = cursor.lastrowid
@@ -173,22 +155,7 @@ class SegmentIndex:
         return self._select("WHERE source = ? AND closed ORDER BY start", (source,))
 
     def coverage(self, source: str, start: float, end: float) -> Coverage:
-        covered: list[Interval] = []
-        for seg in self.segments(source, start, end):
-            lo, hi = max(seg.start, start), min(seg.end, end)
-            if covered and lo - covered[-1].end <= JOIN_TOLERANCE_S:
-                covered[-1] = Interval(covered[-1].start, max(covered[-1].end, hi))
-            else:
-                covered.append(Interval(lo, hi))
-        gaps: list[Interval] = []
-        cursor = start
-        for part in covered:
-            if part.start - cursor > JOIN_TOLERANCE_S:
-                gaps.append(Interval(cursor, part.start))
-            cursor = part.end
-        if end - cursor > JOIN_TOLERANCE_S:
-            gaps.append(Interval(cursor, end))
-        return Coverage(covered, gaps)
+        return coverage_of(self.segments(source, start, end), start, end)
 
     def source_bytes(self, source: str) -> int:
         """Bytes of ``source``'s recording on disk (closed segments)."""
@@ -293,6 +260,7 @@ class SegmentIndex:
                 width=int(r[8]),
                 height=int(r[9]),
                 params=str(r[10]),
+                writer=str(r[11]),
             )
             for r in rows
         ]

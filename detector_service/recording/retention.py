@@ -7,7 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from detector_service.recording.index import Segment, SegmentIndex
+from detector_service.recording.contract import RecordingIndex, Segment
 
 DAY_S = 86_400.0
 # Segments deleted per index query while over the cap: ten minutes of ten-second segments.
@@ -21,6 +21,9 @@ class RetentionPolicy:
     days: Mapping[str, float] = field(default_factory=dict)
     # Bytes all sources' segments may take; None: no cap.
     max_bytes: int | None = None
+    # Sources whose days another replica enforces (it runs them): replicas sharing the index
+    # each keep the retention of the sources they run, whoever wrote the segments.
+    elsewhere: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,15 @@ class RetentionReport:
         return sum(seg.bytes for seg in self.deleted)
 
 
-def enforce(index: SegmentIndex, policy: RetentionPolicy) -> RetentionReport:
+def enforce(index: RecordingIndex, policy: RetentionPolicy) -> RetentionReport:
     """Delete what the policy no longer keeps, oldest first; returns what went."""
     now = time.time()
     # Holds first: a hold that has expired protects nothing from this pass on.
     holds_dropped = index.drop_holds(now)
     deleted: list[Segment] = []
     for source in index.sources():
+        if source in policy.elsewhere:
+            continue
         days = policy.days.get(source, policy.default_days)
         for seg in index.expired_unheld(source, now - days * DAY_S, now):
             _delete(index, seg)
@@ -62,7 +67,7 @@ def enforce(index: SegmentIndex, policy: RetentionPolicy) -> RetentionReport:
     return RetentionReport(deleted, max(over, 0), holds_dropped)
 
 
-def _delete(index: SegmentIndex, seg: Segment) -> None:
+def _delete(index: RecordingIndex, seg: Segment) -> None:
     # The row goes first: a segment whose file is gone but whose row is left would be offered
     # for playback; a file without a row is only disk space (and rows are never half-written).
     index.remove(seg.id)

@@ -14,7 +14,7 @@ from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from detector_service.private import private_dir, private_file
-from detector_service.recording.index import Segment, SegmentIndex
+from detector_service.recording.contract import RecordingIndex, Segment
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -124,15 +124,19 @@ class SegmentWriter:
 
     def __init__(
         self,
-        index: SegmentIndex,
+        index: RecordingIndex,
         root: pathlib.Path,
         source: str,
         *,
         segment_s: float = SEGMENT_S,
+        writer: str = "",
     ) -> None:
         self.index = index
         self.source = source
         self.segment_s = segment_s
+        # The replica writing ("" for a service on its own): in the index and the file names,
+        # so replicas sharing a recordings directory never write the same file.
+        self.writer = writer
         # Recordings show what the cameras saw: for the service's user alone, folders included.
         private_dir(root)
         self.root = private_dir(root / _dir_name(source))
@@ -215,12 +219,18 @@ class SegmentWriter:
                 close(seg, seg.last_s + step)
         return RecordStats(len(written), count, sum(s.bytes for s in written))
 
-    def recover(self) -> list[Segment]:
+    def recover(self, *, others: bool = False) -> list[Segment]:
         """Finish the segments a writer of this source left open when it died. Each keeps what
         reached the disk (every fragment, a GOP each, but the one being written); one with no
-        picture goes. Call before ``record``."""
+        picture goes. Those of this writer (its own earlier run: call before ``record``), or
+        with ``others`` those of other replicas (once this one owns the source, they are dead
+        or fenced out)."""
         recovered = []
         for row in self.index.unfinished(self.source):
+            if (row.writer != self.writer) != others:
+                continue
+            if others and not row.path.exists():
+                continue  # not on a volume this replica sees: left to one that sees it
             span = _media_span(row.path)
             if span is None:
                 self.index.remove(row.id)
@@ -255,6 +265,7 @@ class SegmentWriter:
             width=params.width,
             height=params.height,
             params=params.digest,
+            writer=self.writer,
         )
         return _Open(self.index.begin(row), template, first)
 
@@ -267,6 +278,8 @@ class SegmentWriter:
         day = datetime.datetime.fromtimestamp(start, datetime.UTC).strftime("%Y-%m-%d")
         folder = private_dir(self.root / day)
         stem = f"{round(start * 1000)}"
+        if self.writer:
+            stem += f"-{_dir_name(self.writer)}"
         path = folder / f"{stem}.mp4"
         n = 1
         while path.exists():  # a reconnect within the same millisecond
