@@ -19,6 +19,7 @@ from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.config import IncidentConfig
+from detector_service.incidents.keeping import IncidentKeeping
 from detector_service.incidents.postgres_store import (
     IncidentStoreUnavailable,
     PostgresIncidentStore,
@@ -62,6 +63,20 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 UNHEALTHY_AFTER_FAILURES = 3
 # How long a metrics scrape waits for the incident store to count.
 STATS_TIMEOUT_S = 5.0
+
+
+def review_stats(
+    store: IncidentKeeping, registry: SourceRegistry, ownership: Ownership | None
+) -> list[pb.IncidentStats]:
+    """The review gauges' rows. Replicas share one history, so each reports only the sources it
+    runs: summed over the replicas, a gauge counts every running source once (a removed source's
+    history, which no replica runs, is counted by none). Alone, every source in the history.
+    Scrapes wait for the store's thread, behind any writes queued first: seconds at worst."""
+    rows = store.stats().result(STATS_TIMEOUT_S)
+    if ownership is None:
+        return rows
+    running = {s.spec.id for s in registry.all()}
+    return [row for row in rows if row.source_id in running]
 
 
 @dataclass
@@ -272,8 +287,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             lambda: batcher.errors,
         )
     )
-    # Scrapes wait for the store's thread, behind any writes queued first: seconds at worst.
-    metrics.watch(ReviewCollector(lambda: incidents.store.stats().result(STATS_TIMEOUT_S)))
+    metrics.watch(ReviewCollector(lambda: review_stats(incidents.store, registry, ownership)))
     metrics.watch(
         WatchRuleCollector(lambda: [s.snapshot() for s in registry.all()], lambda: checker.dropped)
     )
