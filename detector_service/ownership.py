@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from detector_service.postgres_sources import Owner, PostgresSourceStore
 from detector_service.sources import SourceRegistry
@@ -36,6 +37,7 @@ class Ownership:
         lease_s: float,
         renew_s: float,
         configured: list[pb.SourceSpec],
+        started: Callable[[str, int], None] = lambda source_id, at_ns: None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -43,6 +45,9 @@ class Ownership:
         self.lease_s = lease_s
         self.renew_s = renew_s
         self.configured = {spec.id: spec for spec in configured}
+        #: Told each source this replica starts running and when (what another left behind, such
+        #: as incidents still open, is closed there).
+        self.started = started
         #: The address other replicas and clients reach this one at (set once serving).
         self.address = ""
         #: Each source held, with its lease's fencing token.
@@ -123,6 +128,7 @@ class Ownership:
                 self.registry.release(source_id)
 
     async def _run(self, source_id: str, token: int) -> None:
+        started_ns = time.time_ns()
         spec = self.configured.get(source_id)
         if spec is not None:
             self.registry.add(spec)
@@ -136,6 +142,7 @@ class Ownership:
             self.registry.restore([kept])
         self.held[source_id] = token
         log.info("running source %r (lease %d)", source_id, token)
+        self.started(source_id, started_ns)
 
     def _drop(self, source_id: str) -> None:
         self.held.pop(source_id, None)

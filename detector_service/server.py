@@ -79,6 +79,23 @@ def review_stats(
     return [row for row in rows if row.source_id in running]
 
 
+def close_left_open(incidents: IncidentTracker, source_id: str, at_ns: int) -> None:
+    """A source this replica starts running may have incidents its last replica left open (it
+    died): closed at ``at_ns`` and their CLOSED events streamed, here and on the other replicas."""
+    store = incidents.store
+    if not isinstance(store, PostgresIncidentStore):
+        return
+
+    def closed(future: concurrent.futures.Future[list[pb.Incident]]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # logged by the store
+        for incident in future.result():
+            log.info("incident %s left open on %s: closed", incident.id, source_id)
+            incidents.closed_elsewhere(incident)
+
+    store.close_left_open(source_id, at_ns).add_done_callback(closed)
+
+
 @dataclass
 class DetectorServer:
     service: Service
@@ -269,6 +286,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             lease_s=settings.lease_s,
             renew_s=settings.lease_renew_s,
             configured=configured,
+            started=lambda source_id, at_ns: close_left_open(incidents, source_id, at_ns),
         )
         interceptors.append(OwnerRedirects(ownership, settings.default_source_id))
     else:

@@ -221,6 +221,35 @@ class PostgresIncidentStore:
 
         return self._write(go, f"update incident {incident_id}")
 
+    def close_left_open(
+        self, source_id: str, closed_ns: int
+    ) -> concurrent.futures.Future[list[pb.Incident]]:
+        """Close, at ``closed_ns``, the incidents of ``source_id`` opened before it and still
+        open: left so by a replica that stopped running the source without closing them (it
+        died). Returns them as closed (snapshot included), to be streamed."""
+
+        def go(conn: Connection) -> list[pb.Incident]:
+            closed = []
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT id, data, review, snapshot FROM detector_incidents WHERE source_id = %s"
+                    " AND closed_ns IS NULL AND opened_ns < %s FOR UPDATE",
+                    (source_id, closed_ns),
+                ).fetchall()
+                for incident_id, data, review, snapshot in rows:
+                    incident = pb.Incident.FromString(data)
+                    incident.closed_at.FromNanoseconds(closed_ns)
+                    data = incident.SerializeToString()
+                    conn.execute(
+                        "UPDATE detector_incidents SET data = %s, closed_ns = %s, replica = %s"
+                        " WHERE id = %s",
+                        (data, closed_ns, self.replica, incident_id),
+                    )
+                    closed.append(incident_of(data, review, snapshot))
+            return closed
+
+        return self._write(go, f"close the incidents left open on {source_id}")
+
     def announce(self, event: pb.StreamIncidentsResponse) -> None:
         data = pb.StreamIncidentsResponse(type=event.type, alert=event.alert)
         data.incident.ParseFromString(stripped(event.incident))
