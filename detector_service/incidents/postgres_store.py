@@ -22,6 +22,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -139,6 +140,8 @@ class PostgresIncidentStore:
             self._pool.close()
             raise IncidentStoreUnavailable(f"cannot connect to {place}") from None
         self._writer = RetryingWriter("incident store", self._said)
+        # Incidents this replica opened since are its own, open in its memory: never left open.
+        self._started_ns = time.time_ns()
         self._stopping = threading.Event()
         self._listening = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -226,15 +229,18 @@ class PostgresIncidentStore:
     ) -> concurrent.futures.Future[list[pb.Incident]]:
         """Close, at ``closed_ns``, the incidents of ``source_id`` opened before it and still
         open: left so by a replica that stopped running the source without closing them (it
-        died). Returns them as closed (snapshot included), to be streamed."""
+        died), or by this one before it restarted; not those this process has open (it ran the
+        source before, lost its lease in an outage, and closes them itself). Returns them as
+        closed (snapshot included), to be streamed."""
 
         def go(conn: Connection) -> list[pb.Incident]:
             closed = []
             with conn.transaction():
                 rows = conn.execute(
                     "SELECT id, data, review, snapshot FROM detector_incidents WHERE source_id = %s"
-                    " AND closed_ns IS NULL AND opened_ns < %s FOR UPDATE",
-                    (source_id, closed_ns),
+                    " AND closed_ns IS NULL AND opened_ns < %s"
+                    " AND (replica <> %s OR opened_ns < %s) FOR UPDATE",
+                    (source_id, closed_ns, self.replica, self._started_ns),
                 ).fetchall()
                 for incident_id, data, review, snapshot in rows:
                     incident = pb.Incident.FromString(data)
