@@ -82,3 +82,37 @@ async def test_the_new_owner_closes_what_a_killed_replica_left_open(
     finally:
         process.kill()
         process.wait()
+
+
+def saved_open(store: PostgresIncidentStore, opened_ns: int) -> str:
+    opened = Timestamp()
+    opened.FromNanoseconds(opened_ns)
+    incident = pb.Incident(
+        id=uuid.uuid4().hex, source_id="default", class_name="knife", opened_at=opened
+    )
+    store.save(incident).result(WAIT_S)
+    return incident.id
+
+
+def test_left_open_means_by_another_replica_or_by_this_one_before_it_restarted(
+    postgres_url: str,
+) -> None:
+    earlier = PostgresIncidentStore(postgres_url, replica="a")
+    dead = PostgresIncidentStore(postgres_url, replica="dead")
+    try:
+        before_restart = saved_open(earlier, time.time_ns())
+        by_dead = saved_open(dead, time.time_ns())
+    finally:
+        earlier.close()
+        dead.close()
+    store = PostgresIncidentStore(postgres_url, replica="a")  # a, restarted
+    try:
+        own = saved_open(store, time.time_ns())
+        closed = store.close_left_open("default", time.time_ns()).result(WAIT_S)
+        assert sorted(i.id for i in closed) == sorted([before_restart, by_dead])
+        assert all(i.HasField("closed_at") for i in closed)
+        assert closed_ns(postgres_url, own) is None
+        # Closed once: a second takeover finds nothing left open.
+        assert store.close_left_open("default", time.time_ns()).result(WAIT_S) == []
+    finally:
+        store.close()
