@@ -18,6 +18,7 @@ import contextlib
 import logging
 import math
 import time
+from collections.abc import Callable
 
 from prometheus_client import Counter
 
@@ -39,6 +40,7 @@ class Ownership:
         renew_s: float,
         configured: list[pb.SourceSpec],
         outages: Counter,
+        started: Callable[[str, int], None] = lambda source_id, at_ns: None,
     ) -> None:
         self.store = store
         self.registry = registry
@@ -48,6 +50,9 @@ class Ownership:
         self.configured = {spec.id: spec for spec in configured}
         #: Counts the outages of the database that leases were kept through (or lost in).
         self.outages = outages
+        #: Told each source this replica starts running and when (what another left behind, such
+        #: as incidents still open, is closed there).
+        self.started = started
         #: The address other replicas and clients reach this one at (set once serving).
         self.address = ""
         #: Each source held, with its lease's fencing token.
@@ -129,6 +134,7 @@ class Ownership:
                 self.registry.release(source_id)
 
     async def _run(self, source_id: str, token: int) -> None:
+        started_ns = time.time_ns()
         spec = self.configured.get(source_id)
         if spec is not None:
             self.registry.add(spec)
@@ -142,6 +148,7 @@ class Ownership:
             self.registry.restore([kept])
         self.held[source_id] = token
         log.info("running source %r (lease %d)", source_id, token)
+        self.started(source_id, started_ns)
 
     def _drop(self, source_id: str) -> None:
         self.held.pop(source_id, None)

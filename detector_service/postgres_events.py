@@ -2,7 +2,9 @@
 
 The same contract as the SQLite file (``event_store.EventKeeping``): ``insert`` queues the row on
 one dedicated thread (over a psycopg 3 pool) and returns at once; rows are written in the order
-queued, and reads queue behind them. Any replica lists every source's events.
+queued, and reads queue behind them. One made while PostgreSQL is away waits and is retried until
+it is back (``postgres_writer.py``); an event already stored (by an earlier try whose answer was
+lost) is not stored again. Any replica lists every source's events.
 
 Each row is numbered from one counter row, taken in the inserting transaction, so numbers commit
 in order, and the insert NOTIFYs its number; ``watch`` follows the table on a connection of its
@@ -14,7 +16,7 @@ nothing is lost or doubled. Events past their retention are deleted at most hour
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -24,8 +26,9 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from detector_service.event_store import PRUNE_EVERY_NS, list_query, log_failure, page
+from detector_service.event_store import PRUNE_EVERY_NS, list_query, page
 from detector_service.postgres_migrations import Connection, SchemaTooNew, migrate
+from detector_service.postgres_writer import RetryingWriter
 from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -58,10 +61,16 @@ _MIGRATIONS: tuple[str, ...] = (
     INSERT INTO detector_event_counter (last) VALUES (0);
     """,
 )
+# Nothing when the event is stored already: an insert retried after its commit's answer was lost.
 _INSERT = """
-    WITH next AS (UPDATE detector_event_counter SET last = last + 1 RETURNING last)
+    WITH next AS (
+        UPDATE detector_event_counter SET last = last + 1
+        WHERE NOT EXISTS (SELECT FROM detector_events WHERE id = %(id)s)
+        RETURNING last
+    )
     INSERT INTO detector_events (seq, id, replica, source_id, kind, at_ns, data, snapshot)
-    SELECT last, %s, %s, %s, %s, %s, %s, %s FROM next RETURNING seq
+    SELECT last, %(id)s, %(replica)s, %(source)s, %(kind)s, %(at)s, %(data)s, %(snapshot)s
+    FROM next RETURNING seq
 """
 
 
@@ -110,7 +119,7 @@ class PostgresEvents:
         except PoolTimeout:
             self._pool.close()
             raise EventStoreUnavailable(f"cannot connect to {place}") from None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
+        self._writer = RetryingWriter("event log", self._said)
         self._stopping = threading.Event()
         self._listening = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -124,30 +133,28 @@ class PostgresEvents:
         self._pruned_ns = now
 
     def insert(self, event: pb.SourceEvent, snapshot: bytes | None) -> None:
-        row = (
-            event.id,
-            self.replica,
-            event.source_id,
-            int(event.kind),
-            event.at.ToNanoseconds(),
-            event.SerializeToString(),
-            snapshot or None,
-        )
+        row = {
+            "id": event.id,
+            "replica": self.replica,
+            "source": event.source_id,
+            "kind": int(event.kind),
+            "at": event.at.ToNanoseconds(),
+            "data": event.SerializeToString(),
+            "snapshot": snapshot or None,
+        }
 
         def go() -> None:
             with self._pool.connection() as conn:
                 with conn.transaction():
                     found = conn.execute(_INSERT, row).fetchone()
-                    assert found is not None
-                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(found[0])))
+                    if found is not None:  # else stored by an earlier try
+                        conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(found[0])))
                 if time.time_ns() - self._pruned_ns > PRUNE_EVERY_NS:
                     self._prune(conn)
 
-        try:
-            future = self._executor.submit(go)
-        except RuntimeError:
-            return  # closed meanwhile
-        future.add_done_callback(log_failure)
+        # Kept and retried while the database is away; a failure is logged there.
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            self._writer.write(go, f"store event {event.id}")
 
     async def list(self, request: pb.ListEventsRequest) -> pb.ListEventsResponse:
         size, sql, params = list_query(request, "%s", "detector_events")
@@ -156,7 +163,7 @@ class PostgresEvents:
             with self._pool.connection() as conn:
                 return page(conn.execute(sql, params).fetchall(), size)
 
-        return await asyncio.wrap_future(self._executor.submit(go))
+        return await asyncio.wrap_future(self._writer.read(go))
 
     def watch(self, deliver: Callable[[pb.SourceEvent], None]) -> None:
         """Hand every event the other replicas record from now on to ``deliver`` (on the
@@ -217,5 +224,5 @@ class PostgresEvents:
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
-        self._executor.shutdown(wait=True)
+        self._writer.close()
         self._pool.close()

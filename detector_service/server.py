@@ -19,6 +19,7 @@ from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.config import IncidentConfig
+from detector_service.incidents.keeping import IncidentKeeping
 from detector_service.incidents.postgres_store import (
     IncidentStoreUnavailable,
     PostgresIncidentStore,
@@ -63,6 +64,37 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 UNHEALTHY_AFTER_FAILURES = 3
 # How long a metrics scrape waits for the incident store to count.
 STATS_TIMEOUT_S = 5.0
+
+
+def review_stats(
+    store: IncidentKeeping, registry: SourceRegistry, ownership: Ownership | None
+) -> list[pb.IncidentStats]:
+    """The review gauges' rows. Replicas share one history, so each reports only the sources it
+    runs: summed over the replicas, a gauge counts every running source once (a removed source's
+    history, which no replica runs, is counted by none). Alone, every source in the history.
+    Scrapes wait for the store's thread, behind any writes queued first: seconds at worst."""
+    rows = store.stats().result(STATS_TIMEOUT_S)
+    if ownership is None:
+        return rows
+    running = {s.spec.id for s in registry.all()}
+    return [row for row in rows if row.source_id in running]
+
+
+def close_left_open(incidents: IncidentTracker, source_id: str, at_ns: int) -> None:
+    """A source this replica starts running may have incidents its last replica left open (it
+    died): closed at ``at_ns`` and their CLOSED events streamed, here and on the other replicas."""
+    store = incidents.store
+    if not isinstance(store, PostgresIncidentStore):
+        return
+
+    def closed(future: concurrent.futures.Future[list[pb.Incident]]) -> None:
+        if future.cancelled() or future.exception() is not None:
+            return  # logged by the store
+        for incident in future.result():
+            log.info("incident %s left open on %s: closed", incident.id, source_id)
+            incidents.closed_elsewhere(incident)
+
+    store.close_left_open(source_id, at_ns).add_done_callback(closed)
 
 
 @dataclass
@@ -256,6 +288,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             renew_s=settings.lease_renew_s,
             configured=configured,
             outages=metrics.lease_outages,
+            started=lambda source_id, at_ns: close_left_open(incidents, source_id, at_ns),
         )
         interceptors.append(OwnerRedirects(ownership, settings.default_source_id))
     else:
@@ -274,8 +307,7 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
             lambda: batcher.errors,
         )
     )
-    # Scrapes wait for the store's thread, behind any writes queued first: seconds at worst.
-    metrics.watch(ReviewCollector(lambda: incidents.store.stats().result(STATS_TIMEOUT_S)))
+    metrics.watch(ReviewCollector(lambda: review_stats(incidents.store, registry, ownership)))
     metrics.watch(
         WatchRuleCollector(lambda: [s.snapshot() for s in registry.all()], lambda: checker.dropped)
     )

@@ -49,6 +49,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT INTO detector_incident_counter (last) VALUES (0);
     """,
+    # Announcements keyed by their writer: one retried after a lost answer is not doubled.
+    """
+    ALTER TABLE detector_incident_events ADD COLUMN key text;
+    CREATE UNIQUE INDEX detector_incident_events_by_key ON detector_incident_events (key);
+    """,
 )
 
 

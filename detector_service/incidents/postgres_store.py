@@ -2,9 +2,12 @@
 
 The same contract as the SQLite store (``keeping.IncidentKeeping``): writes queue on one
 dedicated thread (over a psycopg 3 pool) and return at once, so no frame waits for the network,
-and run in the order they were queued; reads queue behind them. Any replica lists, counts and
-reviews every source's incidents: they share one table. The review lives in columns of its own,
-never in the message, so a later save of the message never undoes a review made on any replica.
+and run in the order they were queued; reads queue behind them. A write made while PostgreSQL is
+away waits, with those after it, and is retried until the database is back (bounded:
+``postgres_writer.py``); each is idempotent, so one retried after a lost answer is not doubled.
+Any replica lists, counts and reviews every source's incidents: they share one table. The review
+lives in columns of its own, never in the message, so a later save of the message never undoes a
+review made on any replica.
 
 Events cross replicas: ``announce`` appends what this replica streamed to
 ``detector_incident_events`` and NOTIFYs its number; ``watch`` follows that table on a connection
@@ -19,6 +22,8 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +42,7 @@ from detector_service.incidents.keeping import (
 from detector_service.incidents.postgres_schema import migrate
 from detector_service.incidents.review import CONFIRMED, DISMISSED, FALSE_ALARM_SQL, rejected
 from detector_service.postgres_migrations import Connection, SchemaTooNew
+from detector_service.postgres_writer import RetryingWriter
 from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -70,12 +76,15 @@ _STATS = f"""
     WHERE (%(source)s = '' OR source_id = %(source)s) AND opened_ns >= %(since)s
     GROUP BY source_id, class_name, rule_id ORDER BY source_id, class_name, rule_id
 """
+# Keyed, so that an announcement retried after its commit's answer was lost is not doubled.
 _ANNOUNCE = """
     WITH next AS (
-        UPDATE detector_incident_counter SET last = last + 1 RETURNING last
+        UPDATE detector_incident_counter SET last = last + 1
+        WHERE NOT EXISTS (SELECT FROM detector_incident_events WHERE key = %(key)s)
+        RETURNING last
     ), added AS (
-        INSERT INTO detector_incident_events (seq, replica, incident_id, data)
-        SELECT last, %s, %s, %s FROM next RETURNING seq
+        INSERT INTO detector_incident_events (seq, replica, incident_id, data, key)
+        SELECT last, %(replica)s, %(incident)s, %(data)s, %(key)s FROM next RETURNING seq
     )
     SELECT seq FROM added
 """
@@ -130,7 +139,9 @@ class PostgresIncidentStore:
         except PoolTimeout:
             self._pool.close()
             raise IncidentStoreUnavailable(f"cannot connect to {place}") from None
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incidents")
+        self._writer = RetryingWriter("incident store", self._said)
+        # Incidents this replica opened since are its own, open in its memory: never left open.
+        self._started_ns = time.time_ns()
         self._stopping = threading.Event()
         self._listening = threading.Event()
         self._watcher: threading.Thread | None = None
@@ -213,15 +224,53 @@ class PostgresIncidentStore:
 
         return self._write(go, f"update incident {incident_id}")
 
+    def close_left_open(
+        self, source_id: str, closed_ns: int
+    ) -> concurrent.futures.Future[list[pb.Incident]]:
+        """Close, at ``closed_ns``, the incidents of ``source_id`` opened before it and still
+        open: left so by a replica that stopped running the source without closing them (it
+        died), or by this one before it restarted; not those this process has open (it ran the
+        source before, lost its lease in an outage, and closes them itself). Returns them as
+        closed (snapshot included), to be streamed."""
+
+        def go(conn: Connection) -> list[pb.Incident]:
+            closed = []
+            with conn.transaction():
+                rows = conn.execute(
+                    "SELECT id, data, review, snapshot FROM detector_incidents WHERE source_id = %s"
+                    " AND closed_ns IS NULL AND opened_ns < %s"
+                    " AND (replica <> %s OR opened_ns < %s) FOR UPDATE",
+                    (source_id, closed_ns, self.replica, self._started_ns),
+                ).fetchall()
+                for incident_id, data, review, snapshot in rows:
+                    incident = pb.Incident.FromString(data)
+                    incident.closed_at.FromNanoseconds(closed_ns)
+                    data = incident.SerializeToString()
+                    conn.execute(
+                        "UPDATE detector_incidents SET data = %s, closed_ns = %s, replica = %s"
+                        " WHERE id = %s",
+                        (data, closed_ns, self.replica, incident_id),
+                    )
+                    closed.append(incident_of(data, review, snapshot))
+            return closed
+
+        return self._write(go, f"close the incidents left open on {source_id}")
+
     def announce(self, event: pb.StreamIncidentsResponse) -> None:
         data = pb.StreamIncidentsResponse(type=event.type, alert=event.alert)
         data.incident.ParseFromString(stripped(event.incident))
-        row = (self.replica, event.incident.id, data.SerializeToString())
+        row = {
+            "replica": self.replica,
+            "incident": event.incident.id,
+            "data": data.SerializeToString(),
+            "key": uuid.uuid4().hex,
+        }
 
         def go(conn: Connection) -> None:
             with conn.transaction():
                 found = conn.execute(_ANNOUNCE, row).fetchone()
-                assert found is not None
+                if found is None:
+                    return  # announced by an earlier try whose answer was lost
                 seq = int(found[0])
                 conn.execute(
                     "DELETE FROM detector_incident_events WHERE seq <= %s", (seq - KEEP_EVENTS,)
@@ -238,23 +287,15 @@ class PostgresIncidentStore:
         def go(conn: Connection) -> list[pb.IncidentStats]:
             return [stats_of(row) for row in conn.execute(_STATS, params).fetchall()]
 
-        return self._executor.submit(self._with, go)
+        return self._writer.read(lambda: self._with(go))
 
     def _with(self, fn: Callable[[Connection], T]) -> T:
         with self._pool.connection() as conn:
             return fn(conn)
 
     def _write(self, fn: Callable[[Connection], T], what: str) -> concurrent.futures.Future[T]:
-        future = self._executor.submit(self._with, fn)
-
-        def check(f: concurrent.futures.Future[T]) -> None:
-            # Logged only: the incident stays in memory and in the event streams.
-            exc = None if f.cancelled() else f.exception()
-            if exc is not None:
-                log.error("incident store: %s failed: %s", what, self._said(exc))
-
-        future.add_done_callback(check)
-        return future
+        # A failure is logged there: the incident stays in memory and in the event streams.
+        return self._writer.write(lambda: self._with(fn), what)
 
     # --- reads: the event loop -----------------------------------------------------------------
 
@@ -262,7 +303,7 @@ class PostgresIncidentStore:
         def go(conn: Connection) -> list[tuple[Any, ...]]:
             return conn.execute(query, params).fetchall()
 
-        return await asyncio.wrap_future(self._executor.submit(self._with, go))
+        return await asyncio.wrap_future(self._writer.read(lambda: self._with(go)))
 
     async def opened_since(self, since_ns: int) -> list[pb.Incident]:
         rows = await self._read(
@@ -362,5 +403,5 @@ class PostgresIncidentStore:
         if self._watcher is not None:
             self._watcher.join()
             self._watcher = None
-        self._executor.shutdown(wait=True)
+        self._writer.close()
         self._pool.close()

@@ -299,6 +299,13 @@ class IncidentTracker:
             log.info("incident %s closed (rule %s)", incident.id, incident.rule_id)
             self._emit(CLOSED, incident)
 
+    def closed_elsewhere(self, incident: pb.Incident) -> None:
+        """Stream the CLOSED event of an incident the store closed already (one a dead replica
+        left open on a source this one took over). Any thread."""
+        with self._lock:
+            if not self._closed:
+                self._publish(pb.StreamIncidentsResponse(type=CLOSED, incident=incident))
+
     def _emit(self, kind: pb.IncidentEventType.ValueType, incident: pb.Incident) -> None:
         # Called under the lock, so an incident's events reach every consumer in order.
         # The message copies the incident; consumers must treat it as read-only.
