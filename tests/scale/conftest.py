@@ -41,6 +41,10 @@ ENV = {
     # ``thinking`` event, so the tests that kill or restart things under a job catch it there.
     "VIGIL_ANALYZER_MAX_TOKENS": "1200",
     "VIGIL_ANALYZER_TEMPERATURE": "0",
+    # The vLLM server shares two cores with every replica, PostgreSQL and Redis: while it writes
+    # two answers it may take seconds to answer /health, and a check timed out would fail a
+    # healthy generation (seen once with the 3 s default during the restart test).
+    "VIGIL_ANALYZER_ENGINE_HEALTH_TIMEOUT_S": "30",
 }
 
 
