@@ -1,76 +1,24 @@
-"""What the multi-replica tests share: the held language model, the cluster's PostgreSQL rows, a
-Socket.IO follower of one analysis session, a WebSocket viewer of one source, and waiting."""
+"""What the multi-replica tests share: the cluster's PostgreSQL rows, catching a job while the
+model writes its answer, a Socket.IO follower of one analysis session, a WebSocket viewer of one
+source, and waiting."""
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import psycopg
 import socketio
 from websockets.asyncio.client import ClientConnection
 
-from tests.analyzer_service.engines.openai_standin import OpenAIStandIn
 from vigil.devtools.cluster import Cluster, Replica
 from vigil.sdk import AnalysisEvent, AnalyzerClient
 
-T = TypeVar("T")
 WAIT_S = 120.0
 Event = tuple[str, dict[str, Any]]
-
-
-class HeldModel:
-    """The analyzers' one ``vllm-http`` server, on a loop thread of its own: vLLM's OpenAI wire
-    format, every completion held after its first chunk while ``hold`` is on, so a test knows a
-    job is mid-generation (``wait_arrivals``) when it kills or restarts things under it. A real
-    vLLM cannot be held on demand, and loading one costs minutes of this machine's two cores."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.standin = OpenAIStandIn()
-        self.url = self._call(self.standin.start())
-
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float = WAIT_S) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def hold(self) -> None:
-        """Hold every completion from now on; forget the arrivals counted so far."""
-
-        async def hold() -> None:
-            self.standin.gate.clear()
-            self.standin.arrivals = asyncio.Semaphore(0)
-
-        self._call(hold())
-
-    def release(self) -> None:
-        async def release() -> None:
-            self.standin.gate.set()
-
-        self._call(release())
-
-    def wait_arrivals(self, count: int, timeout: float = WAIT_S) -> None:
-        """Until ``count`` completions have started streaming since ``hold``."""
-
-        async def arrivals() -> None:
-            for _ in range(count):
-                await self.standin.arrivals.acquire()
-
-        try:
-            self._call(asyncio.wait_for(arrivals(), timeout), timeout + 5)
-        except (TimeoutError, concurrent.futures.TimeoutError):
-            raise AssertionError(f"{count} generations did not start in {timeout} s") from None
-
-    def close(self) -> None:
-        self._call(self.standin.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 def rows(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
@@ -95,6 +43,28 @@ def history(cluster: Cluster, job_id: str, replica: Replica | None = None) -> li
     """A job's whole history, read back through one analyzer (the target's choice if None)."""
     with AnalyzerClient(replica.address if replica else cluster.analyzer_target) as client:
         return list(client.events(job_id))
+
+
+def thinking(cluster: Cluster, job_id: str) -> AnalysisEvent:
+    """Follow a job until its ``thinking`` event: the model is writing its answer from then on,
+    for seconds (the cluster's analyzers ask for long, greedy answers). A job that ends first
+    fails the test: its answers must be made longer, not the test retried."""
+    with AnalyzerClient(cluster.analyzer_target) as client:
+        for event in client.events(job_id):
+            assert not event.final, f"{job_id} ended ({event.kind}) before it was caught mid-run"
+            if event.kind == "thinking":
+                return event
+    raise AssertionError(f"{job_id}: its events stopped before the model was reached")
+
+
+def inferring(cluster: Cluster, job_ids: list[str]) -> list[str]:
+    """The jobs of ``job_ids`` the model is writing an answer for (running, at the 75% stage);
+    a job already ended fails the test, as in ``thinking``."""
+    with AnalyzerClient(cluster.analyzer_target) as client:
+        jobs = [client.get_job(job_id, timeout_s=10) for job_id in job_ids]
+    ended = [job.id for job in jobs if job.finished]
+    assert not ended, f"{ended} ended before they were caught mid-run"
+    return [job.id for job in jobs if job.state == "running" and job.stage == "inference"]
 
 
 def assert_one_history(events: list[AnalysisEvent]) -> None:

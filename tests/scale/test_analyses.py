@@ -1,9 +1,11 @@
-"""Analyses across replicas: started through one bridge and followed on the other over Socket.IO,
-and a job whose analyzer is SIGKILLed mid-generation finished by the other analyzer with one
-gap-free, duplicate-free history and the attempt counted."""
+"""Analyses across replicas on the session's real vLLM server: started through one bridge and
+followed on the other over Socket.IO, and a job whose analyzer is SIGKILLed while the model writes
+its answer finished by the other analyzer with one gap-free, duplicate-free history and the
+attempt counted."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import pathlib
 import signal
@@ -11,13 +13,14 @@ import time
 
 import pytest
 
+from tests.llm import SERVED_NAME
 from tests.scale.helpers import (
     Follower,
-    HeldModel,
     assert_one_history,
     history,
     job_owner,
     replica_named,
+    thinking,
     until,
     upload,
 )
@@ -55,21 +58,22 @@ async def test_an_analysis_started_on_one_bridge_is_followed_on_the_other(
     stored = history(cluster, job_id)
     assert_one_history(stored)
     assert [data["sequence"] for _, data in events] == [e.sequence for e in stored]
-    assert events[-1][1]["result"]["summary"].strip() == "A white square crosses."
+    # The real model wrote it (what it says is noise: its weights are random).
+    assert events[-1][1]["result"]["model"] == SERVED_NAME
+    assert events[-1][1]["result"]["summary"]
 
 
 async def test_a_job_whose_analyzer_is_killed_is_finished_by_the_other(
-    cluster: Cluster, model: HeldModel, video: bytes
+    cluster: Cluster, video: bytes
 ) -> None:
-    model.hold()
     with AnalyzerClient(cluster.analyzer_target) as client:
         job_id = start(client, video)
-    model.wait_arrivals(1)
+    # Killed once the model is writing the answer, seconds before it can be done.
+    await asyncio.to_thread(thinking, cluster, job_id)
     owner = replica_named(cluster.analyzers, job_owner(cluster, job_id))
     other = next(r for r in cluster.analyzers if r is not owner)
     killed_at = time.monotonic()
     owner.kill(signal.SIGKILL)
-    model.release()
     # The survivor takes the job once the dead replica's lease has expired, and runs it to the end.
     took = await until(lambda: job_owner(cluster, job_id) == other.name, "the job taken over")
     with AnalyzerClient(other.address) as client:
@@ -86,7 +90,8 @@ async def test_a_job_whose_analyzer_is_killed_is_finished_by_the_other(
     before = followed[: followed.index(retried[0])]
     assert [e.kind for e in before][-1] == "thinking"
     assert followed[-1].result is not None
-    assert followed[-1].result.summary.strip() == "A white square crosses."
+    assert followed[-1].result.model == SERVED_NAME
+    assert followed[-1].result.summary
     # Brought back for the tests after this one (the fixture would too): two analyzers again.
     owner.start()
     cluster.wait_ready(120, [owner])

@@ -65,7 +65,8 @@ async def test_a_load_test_over_both_bridges_agrees_with_the_services_counters(
             detector=cluster.detector_target,
             analyzer=cluster.analyzer_target,
             bridge=bridge,
-            duration_s=4.0,
+            # Long enough for an analysis to complete on the real model (seconds per answer).
+            duration_s=10.0,
             detect_streams=1,
             subscribers=2,
             viewers=2,

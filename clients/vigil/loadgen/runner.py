@@ -161,10 +161,12 @@ async def run_scenario(
             slow_bytes_per_s=scenario.slow_bytes_per_s,
         )
         tasks.append(asyncio.create_task(coro))
+    job_workers: list[asyncio.Task[None]] = []
     for a, c in zip(stats["analysis"], stats["chat"], strict=True):
         assert video is not None
         coro = clients.job_worker(scenario.analyzer, video, scenario.chat_question, a, c)
-        tasks.append(asyncio.create_task(coro))
+        job_workers.append(asyncio.create_task(coro))
+    tasks.extend(job_workers)
 
     started = time.monotonic()
     try:
@@ -175,6 +177,10 @@ async def run_scenario(
         # The clients' figures first, then the services': whatever a client had received by
         # then, the services had already counted as sent or dropped.
         stats = {name: [s.frozen() for s in group] for name, group in stats.items()}
+        # No job starts after the window: the services' job counts then cover the clients' and
+        # at most the one job each worker had under way, however long what follows takes.
+        for task in job_workers:
+            task.cancel()
         at_end = {}
         for source_id in sources:
             at_end[source_id] = (await detector.get_source(source_id, timeout_s=5)).counters
