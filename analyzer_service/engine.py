@@ -35,6 +35,8 @@ HOW_TO_CONFIGURE = (
 )
 # The engine setting that means "no language model": jobs still run, without a summary.
 NO_ENGINE = "none"
+# Late health answers in a row that fail an engine (see EngineMonitor.check).
+SLOW_CHECKS = 3
 
 
 # Constrained answers: the answer must match one of these forms.
@@ -259,6 +261,7 @@ class EngineMonitor:
         self._watched: set[asyncio.Task[Any]] = set()
         self._failed: set[asyncio.Task[Any]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._late = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -272,10 +275,19 @@ class EngineMonitor:
                 await task
 
     async def check(self) -> bool:
+        """One health check. An engine that answers "unhealthy" or cannot be reached fails at
+        once; one that answers late fails only after ``SLOW_CHECKS`` late answers in a row: a
+        busy CPU server is slow to answer its health while it generates, and failing it on one
+        late answer would cancel every generation running on a working engine."""
         try:
-            return bool(await asyncio.wait_for(self.engine.health(), self.timeout_s))
+            healthy = bool(await asyncio.wait_for(self.engine.health(), self.timeout_s))
+        except TimeoutError:
+            self._late += 1
+            return self.healthy and self._late < SLOW_CHECKS
         except Exception:
-            return False
+            healthy = False
+        self._late = 0
+        return healthy
 
     async def _run(self) -> None:
         while True:

@@ -182,7 +182,8 @@ class AnalyzerSettings(GrpcServiceSettings):
     # The engine's health is checked this often; while it fails the service reports NOT_SERVING,
     # running inference fails with UNAVAILABLE (retryable), and chat is refused at once.
     engine_health_interval_s: float = Field(default=1.0, gt=0.0)
-    # One health check taking longer than this counts as failed.
+    # A health check taking longer than this is late; three late in a row fail the engine (one
+    # late answer from a busy server is not a dead engine).
     engine_health_timeout_s: float = Field(default=3.0, gt=0.0)
     # Generations the engine runs at once (vLLM batches them); the others wait in the service's
     # scheduler: verifications of alerts first, then chat, then watch rules, then analyses, the
