@@ -8,14 +8,14 @@ and runs it again from the start, counting the attempt. Jobs are claimed when su
 when another replica says one was queued (``JobStore.watch``), and every ``renew_s`` otherwise.
 
 A job's stored state and its events are written together (see ``JobStore.append_event``), so a
-follower replaying from the store, on any replica, and a restarted service see the same story.
+follower replaying from the store, on any replica, and a restarted service see the same story
+(following a job lives in ``following``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import time
 import uuid
@@ -24,22 +24,18 @@ from collections.abc import AsyncIterator
 from google.protobuf import timestamp_pb2
 
 from analyzer_service.events import EventBus
+from analyzer_service.following import follow
 from analyzer_service.metrics import AnalyzerMetrics
 from analyzer_service.outages import outlast
 from analyzer_service.pipeline import Pipeline
 from analyzer_service.stages import progress
-from analyzer_service.store import Event, JobStore, Lease, LeaseLost, Renewal, is_terminal
+from analyzer_service.store import FINISHED_STATES, Event, JobStore, Lease, LeaseLost, Renewal
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.common.v1 import common_pb2
 from vigil.core.errors import NotFound, Overloaded, Unavailable, VigilError
 
 log = logging.getLogger(__name__)
 
-FINISHED_STATES = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
-# A follower re-reads the store this often even without live events; it heals any live event
-# that was lost (a publisher cancelled between storing and publishing, a listener reconnecting).
-FOLLOW_POLL_S = 5.0
-REPLAY_BATCH = 500
 # How often CancelJob looks whether the replica running the job has recorded the cancellation.
 CANCEL_POLL_S = 0.05
 
@@ -201,45 +197,13 @@ class JobManager:
     async def follow(self, job_id: str, after_sequence: int) -> AsyncIterator[Event]:
         """Stored events after ``after_sequence``, then live ones, until the terminal event.
 
-        Live news is either a whole event (stored by this replica) or only a job and sequence
-        (stored by another replica): then the follower reads it from the store.
+        Reads only the store and the bus (``following.follow``); any replica serves it.
         """
         await self.get(job_id)
-        last = after_sequence
-        while True:
-            with self.bus.subscribe(job_id) as live:
-                # Subscribed before reading the store: whatever the read misses arrives live.
-                while True:
-                    # The database away for a moment (a restart) pauses the stream.
-                    job = await outlast(
-                        lambda: self.store.get_job(job_id),
-                        "following a job",
-                        self.metrics.database_waits,
-                    )
-                    batch = await outlast(
-                        functools.partial(self.store.list_events, job_id, last, REPLAY_BATCH),
-                        "following a job",
-                        self.metrics.database_waits,
-                    )
-                    for event in batch:
-                        yield event
-                        last = event.sequence
-                        if is_terminal(event):
-                            return
-                    if len(batch) < REPLAY_BATCH:
-                        break
-                if job is not None and job.state in FINISHED_STATES:
-                    # State and terminal event are stored together: nothing more will come.
-                    return
-                while (news := await live.get(FOLLOW_POLL_S)) is not None:
-                    if news.sequence <= last:
-                        continue
-                    if news.sequence > last + 1 or news.WhichOneof("event") is None:
-                        break  # a gap, or news without its body: the store has it
-                    yield news
-                    last = news.sequence
-                    if is_terminal(news):
-                        return
+        async for event in follow(
+            self.store, self.bus, self.metrics.database_waits, job_id, after_sequence
+        ):
+            yield event
 
     async def close(self) -> None:
         """Stop running jobs without recording an outcome and release their leases, so that

@@ -14,23 +14,24 @@ first, so a claim and a fenced write to one job never interleave. Writes announc
 delivered on commit to every store that ``watch``es, over a connection of its own.
 
 Tables carry the ``analyzer_`` prefix (the other services may share the database) and are made by
-numbered migrations, applied once under an advisory lock when a store opens.
+numbered migrations, applied once under an advisory lock when a store opens. The connection
+handling (``postgres_link``), the listening (``postgres_notify``) and the per-job ordering
+(``in_order``) live in modules of their own.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
 import logging
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from analyzer_service.in_order import InOrder
+from analyzer_service.postgres_link import pooled, said, where
+from analyzer_service.postgres_notify import EVENTS_CHANNEL, JOBS_CHANNEL, Watchers, notify
 from analyzer_service.postgres_schema import Connection, migrate, one
 from analyzer_service.store import (
     UNFINISHED_STATES,
@@ -47,23 +48,13 @@ from analyzer_service.store import (
     turn_to_json,
 )
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
-from vigil.core.backoff import Backoff
-from vigil.core.errors import Unavailable
-from vigil.core.urls import masked, redact
+from vigil.core.urls import masked
 
 log = logging.getLogger(__name__)
 
 
 # Held by whoever announces queue positions, so that announcements never cross.
 _QUEUE_LOCK = 0x5649_4749_4C51_5545  # "VIGILQUE"
-EVENTS_CHANNEL = "analyzer_events"
-JOBS_CHANNEL = "analyzer_jobs"
-# A watcher whose connection broke tries again after this, backing off to RELISTEN_MAX_S.
-RELISTEN_S = 0.5
-RELISTEN_MAX_S = 5.0
-# What a lost connection looks like: a database restarting, failing over or out of reach.
-# (PoolTimeout is one too: no connection came back within the pool's timeout.)
-_GONE = (psycopg.OperationalError, psycopg.InterfaceError)
 
 _WAITING = f"""
     SELECT id, announced FROM analyzer_jobs
@@ -83,29 +74,14 @@ _NEXT_TURN = """
 """
 
 
-def where(url: str) -> str:
-    """The host:port (or several) a libpq URL points at, for messages."""
-    try:
-        params = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "an unreadable address"
-    # No host: libpq's default Unix socket.
-    hosts = str(params.get("host") or os.environ.get("PGHOST") or "local socket").split(",")
-    ports = str(params.get("port") or os.environ.get("PGPORT") or "").split(",")
-    # libpq: one port for all hosts, or one per host; an empty one is the default.
-    ports = ports * len(hosts) if len(ports) == 1 else ports
-    return ", ".join(f"{h}:{p or 5432}" for h, p in zip(hosts, ports, strict=False))
-
-
 class PostgresJobStore:
     def __init__(
         self, pool: AsyncConnectionPool[Connection], *, url: str = "", connect_timeout: int = 10
     ) -> None:
         self._pool = pool
-        self._in_order = _InOrder()
+        self._in_order = InOrder()
         self._url = url
-        self._connect_timeout = connect_timeout
-        self._watchers: set[asyncio.Task[None]] = set()
+        self._watchers = Watchers(url, connect_timeout)
 
     @classmethod
     async def open(
@@ -123,12 +99,12 @@ class PostgresJobStore:
                 url, autocommit=True, connect_timeout=timeout
             )
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"cannot connect to {place} ({_said(exc, url)})") from None
+            raise StoreUnavailable(f"cannot connect to {place} ({said(exc, url)})") from None
         try:
             async with conn:
                 await migrate(conn, place)
         except psycopg.Error as exc:
-            raise StoreUnavailable(f"{place} refused the job tables ({_said(exc, url)})") from None
+            raise StoreUnavailable(f"{place} refused the job tables ({said(exc, url)})") from None
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url,
             kwargs={"autocommit": True, "connect_timeout": timeout},
@@ -179,7 +155,7 @@ class PostgresJobStore:
                 ),
             )
             if owner is None:
-                await _notify(conn, JOBS_CHANNEL, f"queued:{job.id}")
+                await notify(conn, JOBS_CHANNEL, f"queued:{job.id}")
         return None if owner is None else Lease(job, owner, 1)
 
     async def get_job(self, job_id: str) -> pb.Job | None:
@@ -263,14 +239,14 @@ class PostgresJobStore:
                 (owner, [int(s) for s in UNFINISHED_STATES]),
             )
             for (job_id,) in await cursor.fetchall():
-                await _notify(conn, JOBS_CHANNEL, f"queued:{job_id}")
+                await notify(conn, JOBS_CHANNEL, f"queued:{job_id}")
 
     async def request_cancel(self, job_id: str) -> None:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(
                 "UPDATE analyzer_jobs SET cancel_requested = true WHERE id = %s", (job_id,)
             )
-            await _notify(conn, JOBS_CHANNEL, f"cancel:{job_id}")
+            await notify(conn, JOBS_CHANNEL, f"cancel:{job_id}")
 
     async def queue_positions(self) -> dict[str, int]:
         rows = await self._fetch(_WAITING, ())
@@ -300,38 +276,7 @@ class PostgresJobStore:
         return announced
 
     def watch(self, listener: Listener) -> None:
-        task = asyncio.create_task(self._listen(listener), name="analyzer-store-listen")
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
-
-    async def _listen(self, listener: Listener) -> None:
-        backoff = Backoff(RELISTEN_S, RELISTEN_MAX_S)
-        lost = False
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True, connect_timeout=self._connect_timeout
-                )
-                async with conn:
-                    await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-                    await conn.execute(f"LISTEN {JOBS_CHANNEL}")
-                    if lost:
-                        log.info("listening for other replicas again (%s)", where(self._url))
-                        lost = False
-                    backoff.reset()
-                    # Whatever was queued while nobody listened here: look now. (Followers
-                    # missed news too; they re-read the store within FOLLOW_POLL_S.)
-                    listener.job_queued("")
-                    async for note in conn.notifies():
-                        _tell(listener, note.channel, note.payload)
-            except psycopg.Error as exc:
-                # Once per outage: a database restarting makes this fail on every try.
-                if not lost:
-                    log.warning(
-                        "listening for other replicas: %s; trying again", _said(exc, self._url)
-                    )
-                lost = True
-            await asyncio.sleep(backoff.next())
+        self._watchers.watch(listener)
 
     async def list_events(self, job_id: str, after_sequence: int, limit: int) -> list[Event]:
         rows = await self._fetch(
@@ -391,23 +336,11 @@ class PostgresJobStore:
         return [turn_from_json(data) for (data,) in reversed(rows)]
 
     async def close(self) -> None:
-        for task in list(self._watchers):
-            task.cancel()
-        await asyncio.gather(*self._watchers, return_exceptions=True)
+        await self._watchers.close()
         await self._pool.close()
 
-    @contextlib.asynccontextmanager
-    async def _connection(self) -> AsyncIterator[Connection]:
-        """A pooled connection; a database out of reach becomes ``Unavailable`` (retryable: the
-        pool reconnects when it is back). Whether a write that failed so was kept is unknown."""
-        try:
-            async with self._pool.connection() as conn:
-                yield conn
-        except _GONE as exc:
-            raise Unavailable(
-                f"the job database (PostgreSQL at {where(self._url)}) is out of reach"
-                f" ({_said(exc, self._url)}); try again"
-            ) from None
+    def _connection(self) -> AbstractAsyncContextManager[Connection]:
+        return pooled(self._pool, self._url)
 
     async def _execute(self, query: str, params: tuple[Any, ...]) -> None:
         async with self._connection() as conn:
@@ -419,22 +352,6 @@ class PostgresJobStore:
         async with self._connection() as conn:
             cursor = await conn.execute(query, params)
             return await cursor.fetchall()
-
-
-def _tell(listener: Listener, channel: str, payload: str) -> None:
-    if channel == EVENTS_CHANNEL:
-        job_id, _, sequence = payload.rpartition(":")
-        listener.event_stored(job_id, int(sequence))
-        return
-    kind, _, job_id = payload.partition(":")
-    if kind == "cancel":
-        listener.cancel_requested(job_id)
-    else:
-        listener.job_queued(job_id)
-
-
-async def _notify(conn: Connection, channel: str, payload: str) -> None:
-    await conn.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
 async def _fence(conn: Connection, job_id: str, lease: Lease | None) -> None:
@@ -476,7 +393,7 @@ async def _insert_event(conn: Connection, stored: Event) -> None:
         "INSERT INTO analyzer_events (job_id, sequence, data) VALUES (%s, %s, %s)",
         (stored.job_id, stored.sequence, stored.SerializeToString()),
     )
-    await _notify(conn, EVENTS_CHANNEL, f"{stored.job_id}:{stored.sequence}")
+    await notify(conn, EVENTS_CHANNEL, f"{stored.job_id}:{stored.sequence}")
 
 
 async def _save_job(conn: Connection, job: pb.Job) -> None:
@@ -486,34 +403,3 @@ async def _save_job(conn: Connection, job: pb.Job) -> None:
     )
     if cursor.rowcount != 1:
         raise KeyError(job.id)
-
-
-def _said(exc: BaseException, url: str) -> str:
-    """What the database or libpq said, on one line and without the URL's passwords."""
-    return " ".join(redact(str(exc), url).split()) or type(exc).__name__
-
-
-@dataclasses.dataclass
-class _Turns:
-    lock: asyncio.Lock = dataclasses.field(default_factory=asyncio.Lock)
-    users: int = 0
-
-
-class _InOrder:
-    """Calls on one key run one at a time, in the order they were made (asyncio.Lock is FIFO);
-    keys nobody uses are forgotten."""
-
-    def __init__(self) -> None:
-        self._keys: dict[tuple[str, str], _Turns] = {}
-
-    @contextlib.asynccontextmanager
-    async def __call__(self, key: tuple[str, str]) -> AsyncIterator[None]:
-        turns = self._keys.setdefault(key, _Turns())
-        turns.users += 1
-        try:
-            async with turns.lock:
-                yield
-        finally:
-            turns.users -= 1
-            if turns.users == 0:
-                del self._keys[key]

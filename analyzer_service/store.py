@@ -20,6 +20,7 @@ from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 Event = pb.StreamAnalysisEventsResponse
 
 UNFINISHED_STATES = (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+FINISHED_STATES = (pb.JOB_STATE_SUCCEEDED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
 
 
 def is_terminal(event: Event) -> bool:
