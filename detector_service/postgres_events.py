@@ -24,12 +24,11 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from detector_service.event_store import PRUNE_EVERY_NS, list_query, page
-from detector_service.postgres_migrations import Connection, SchemaTooNew, migrate
+from detector_service.postgres_migrations import Connection, migrate
+from detector_service.postgres_pool import open_pool, said
 from detector_service.postgres_writer import RetryingWriter
-from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -95,37 +94,25 @@ class PostgresEvents:
         self._retention_ns = int(retention_s * 1e9)
         self._pruned_ns = 0
         self._timeout = max(1, round(connect_timeout_s))
-        place = f"PostgreSQL at {masked(url)}"
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=self._timeout) as conn:
-                migrate(conn, place, group="events", lock=_MIGRATION_LOCK, migrations=_MIGRATIONS)
-                self._prune(conn)
-        except SchemaTooNew as exc:
-            raise EventStoreUnavailable(str(exc)) from None
-        except psycopg.Error as exc:
-            raise EventStoreUnavailable(f"cannot use {place} ({self._said(exc)})") from None
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        self._pool = open_pool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": self._timeout},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            check=ConnectionPool.check_connection,
             name="detector-events",
-            timeout=connect_timeout_s,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            setup=self._setup,
+            unavailable=EventStoreUnavailable,
         )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout:
-            self._pool.close()
-            raise EventStoreUnavailable(f"cannot connect to {place}") from None
         self._writer = RetryingWriter("event log", self._said)
         self._stopping = threading.Event()
         self._listening = threading.Event()
         self._watcher: threading.Thread | None = None
 
     def _said(self, exc: BaseException) -> str:
-        return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
+        return said(exc, self._url)
+
+    def _setup(self, conn: Connection, place: str) -> None:
+        migrate(conn, place, group="events", lock=_MIGRATION_LOCK, migrations=_MIGRATIONS)
+        self._prune(conn)
 
     def _prune(self, conn: Connection) -> None:
         now = time.time_ns()

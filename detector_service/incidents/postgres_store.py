@@ -28,7 +28,6 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from detector_service.incidents.keeping import (
     MIN_NS,
@@ -41,9 +40,10 @@ from detector_service.incidents.keeping import (
 )
 from detector_service.incidents.postgres_schema import migrate
 from detector_service.incidents.review import CONFIRMED, DISMISSED, FALSE_ALARM_SQL, rejected
-from detector_service.postgres_migrations import Connection, SchemaTooNew
+from detector_service.postgres_migrations import Connection
+from detector_service.postgres_pool import open_pool, said
 from detector_service.postgres_writer import RetryingWriter
-from vigil.core.urls import masked, redact
+from vigil.core.urls import masked
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -115,30 +115,14 @@ class PostgresIncidentStore:
         self._url = url
         self.replica = replica
         self._timeout = max(1, round(connect_timeout_s))
-        place = f"PostgreSQL at {masked(url)}"
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=self._timeout) as conn:
-                migrate(conn, place)
-        except SchemaTooNew as exc:
-            raise IncidentStoreUnavailable(str(exc)) from None
-        except psycopg.Error as exc:
-            raise IncidentStoreUnavailable(f"cannot use {place} ({self._said(exc)})") from None
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        self._pool = open_pool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": self._timeout},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            # Connections broken by a database restart are replaced before use.
-            check=ConnectionPool.check_connection,
             name="detector-incidents",
-            timeout=connect_timeout_s,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            setup=migrate,
+            unavailable=IncidentStoreUnavailable,
         )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout:
-            self._pool.close()
-            raise IncidentStoreUnavailable(f"cannot connect to {place}") from None
         self._writer = RetryingWriter("incident store", self._said)
         # Incidents this replica opened since are its own, open in its memory: never left open.
         self._started_ns = time.time_ns()
@@ -148,7 +132,7 @@ class PostgresIncidentStore:
         log.info("incidents kept in %s", masked(url))
 
     def _said(self, exc: BaseException) -> str:
-        return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
+        return said(exc, self._url)
 
     # --- writes: any thread, never waits -------------------------------------------------------
 
