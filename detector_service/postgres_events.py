@@ -18,16 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
-import psycopg
 
 from detector_service.event_store import PRUNE_EVERY_NS, list_query, page
 from detector_service.postgres_migrations import Connection, migrate
 from detector_service.postgres_pool import open_pool, said
+from detector_service.postgres_watch import Feed, Watcher
 from detector_service.postgres_writer import RetryingWriter
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -35,8 +32,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "detector_events"
 WATCHER_NAME = "vigil-event-watch"
-POLL_S = 1.0
-RELISTEN_S = 1.0
 _READ = 200
 _MIGRATION_LOCK = 0x5649_4749_4C45_5654  # "VIGILEVT"
 _MIGRATIONS: tuple[str, ...] = (
@@ -73,6 +68,26 @@ _INSERT = """
 """
 
 
+def _event_of(data: bytes, snapshot: bytes | None) -> pb.SourceEvent:
+    event = pb.SourceEvent.FromString(data)
+    if snapshot is not None:
+        event.snapshot_jpeg = snapshot
+    return event
+
+
+_FEED = Feed(
+    channel=CHANNEL,
+    counter="SELECT last FROM detector_event_counter",
+    rows_after="SELECT seq, replica, data, snapshot FROM detector_events"
+    " WHERE seq > %s ORDER BY seq LIMIT %s",
+    read=_READ,
+    decode=_event_of,
+    what="events",
+    application_name=WATCHER_NAME,
+    thread_name="event-watch",
+)
+
+
 class EventStoreUnavailable(Exception):
     """The database cannot be used; the message names host and port, never a password."""
 
@@ -103,9 +118,7 @@ class PostgresEvents:
             unavailable=EventStoreUnavailable,
         )
         self._writer = RetryingWriter("event log", self._said)
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: Watcher[pb.SourceEvent] | None = None
 
     def _said(self, exc: BaseException) -> str:
         return said(exc, self._url)
@@ -156,60 +169,15 @@ class PostgresEvents:
         """Hand every event the other replicas record from now on to ``deliver`` (on the
         watcher's thread, in the order they were recorded), until ``close``. Blocks for a
         connection at most: call it off the loop."""
-        self._watcher = threading.Thread(
-            target=self._watch, args=(deliver,), name="event-watch", daemon=True
+        self._watcher = Watcher(
+            self._url, _FEED, replica=self.replica, connect_timeout=self._timeout, deliver=deliver
         )
         self._watcher.start()
-        self._listening.wait(self._timeout)
-
-    def _watch(self, deliver: Callable[[pb.SourceEvent], None]) -> None:
-        last: int | None = None
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._url,
-                    autocommit=True,
-                    connect_timeout=self._timeout,
-                    application_name=WATCHER_NAME,
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    if last is None:  # events from before the start are not this run's
-                        row = conn.execute("SELECT last FROM detector_event_counter").fetchone()
-                        last = int(row[0]) if row is not None else 0
-                    self._listening.set()
-                    while not self._stopping.is_set():
-                        last = self._catch_up(conn, last, deliver)
-                        for _ in conn.notifies(timeout=POLL_S, stop_after=1):
-                            pass
-            except psycopg.Error as exc:
-                log.warning("following other replicas' events: %s", self._said(exc))
-                self._stopping.wait(RELISTEN_S)
-
-    def _catch_up(
-        self, conn: Connection, last: int, deliver: Callable[[pb.SourceEvent], None]
-    ) -> int:
-        while True:
-            rows: list[tuple[Any, ...]] = conn.execute(
-                "SELECT seq, replica, data, snapshot FROM detector_events"
-                " WHERE seq > %s ORDER BY seq LIMIT %s",
-                (last, _READ),
-            ).fetchall()
-            for seq, replica, data, snapshot in rows:
-                last = int(seq)
-                if replica == self.replica:
-                    continue  # streamed here when it happened
-                event = pb.SourceEvent.FromString(data)
-                if snapshot is not None:
-                    event.snapshot_jpeg = snapshot
-                deliver(event)
-            if len(rows) < _READ:
-                return last
 
     def close(self) -> None:
         """Finish queued writes, stop watching and close (blocking)."""
-        self._stopping.set()
         if self._watcher is not None:
-            self._watcher.join()
+            self._watcher.close()
             self._watcher = None
         self._writer.close()
         self._pool.close()

@@ -21,13 +21,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-import psycopg
 
 from detector_service.incidents.keeping import (
     MIN_NS,
@@ -42,6 +39,7 @@ from detector_service.incidents.postgres_schema import migrate
 from detector_service.incidents.review import CONFIRMED, DISMISSED, FALSE_ALARM_SQL, rejected
 from detector_service.postgres_migrations import Connection
 from detector_service.postgres_pool import open_pool, said
+from detector_service.postgres_watch import Feed, Watcher
 from detector_service.postgres_writer import RetryingWriter
 from vigil.core.urls import masked
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -50,10 +48,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "detector_incidents"
-# A watcher whose connection broke tries again this often; it also reads the table this often
-# when no notification came, so a notification missed while it was reading costs this at most.
-RELISTEN_S = 1.0
-POLL_S = 1.0
 # Events kept for watchers catching up (the incidents themselves are kept for good).
 KEEP_EVENTS = 10_000
 _READ_EVENTS = 500
@@ -95,6 +89,25 @@ _EVENTS_AFTER = """
 """
 
 
+def _event_of(data: bytes, snapshot: bytes | None) -> pb.StreamIncidentsResponse:
+    event = pb.StreamIncidentsResponse.FromString(data)
+    if snapshot is not None:
+        event.incident.snapshot_jpeg = snapshot
+    return event
+
+
+_FEED = Feed(
+    channel=CHANNEL,
+    counter="SELECT last FROM detector_incident_counter",
+    rows_after=_EVENTS_AFTER,
+    read=_READ_EVENTS,
+    decode=_event_of,
+    what="incidents",
+    application_name=WATCHER_NAME,
+    thread_name="incident-watch",
+)
+
+
 class IncidentStoreUnavailable(Exception):
     """The database cannot be used; the message names host and port, never a password."""
 
@@ -126,9 +139,7 @@ class PostgresIncidentStore:
         self._writer = RetryingWriter("incident store", self._said)
         # Incidents this replica opened since are its own, open in its memory: never left open.
         self._started_ns = time.time_ns()
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: Watcher[pb.StreamIncidentsResponse] | None = None
         log.info("incidents kept in %s", masked(url))
 
     def _said(self, exc: BaseException) -> str:
@@ -335,57 +346,15 @@ class PostgresIncidentStore:
         """Hand every event the other replicas announce from now on to ``deliver`` (called on
         the watcher's thread, in the order they were announced), until ``close``. Blocking:
         call it off the loop."""
-        self._watcher = threading.Thread(
-            target=self._watch, args=(deliver,), name="incident-watch", daemon=True
+        self._watcher = Watcher(
+            self._url, _FEED, replica=self.replica, connect_timeout=self._timeout, deliver=deliver
         )
         self._watcher.start()
-        # Blocks for a connection at most: an event announced once this returns is delivered.
-        self._listening.wait(self._timeout)
-
-    def _watch(self, deliver: Callable[[pb.StreamIncidentsResponse], None]) -> None:
-        last: int | None = None
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._url,
-                    autocommit=True,
-                    connect_timeout=self._timeout,
-                    application_name=WATCHER_NAME,
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    if last is None:  # events from before the start are not this run's
-                        row = conn.execute("SELECT last FROM detector_incident_counter").fetchone()
-                        last = int(row[0]) if row is not None else 0
-                    self._listening.set()
-                    while not self._stopping.is_set():
-                        last = self._catch_up(conn, last, deliver)
-                        for _ in conn.notifies(timeout=POLL_S, stop_after=1):
-                            pass
-            except psycopg.Error as exc:
-                log.warning("following other replicas' incidents: %s", self._said(exc))
-                self._stopping.wait(RELISTEN_S)
-
-    def _catch_up(
-        self, conn: Connection, last: int, deliver: Callable[[pb.StreamIncidentsResponse], None]
-    ) -> int:
-        while True:
-            rows = conn.execute(_EVENTS_AFTER, (last, _READ_EVENTS)).fetchall()
-            for seq, replica, data, snapshot in rows:
-                last = int(seq)
-                if replica == self.replica:
-                    continue  # streamed here when it happened
-                event = pb.StreamIncidentsResponse.FromString(data)
-                if snapshot is not None:
-                    event.incident.snapshot_jpeg = snapshot
-                deliver(event)
-            if len(rows) < _READ_EVENTS:
-                return last
 
     def close(self) -> None:
         """Finish queued writes, stop watching and close (blocks until done)."""
-        self._stopping.set()
         if self._watcher is not None:
-            self._watcher.join()
+            self._watcher.close()
             self._watcher = None
         self._writer.close()
         self._pool.close()
