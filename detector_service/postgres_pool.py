@@ -13,6 +13,18 @@ from detector_service.postgres_migrations import Connection, SchemaTooNew
 from vigil.core.urls import masked, redact
 
 Pool = ConnectionPool[Connection]
+SCHEMES = ("postgresql://", "postgres://")
+
+
+def postgres_url(settings_url: str, unavailable: type[Exception]) -> str:
+    """The PostgreSQL URL the detector's settings name, or "" for the embedded SQLite stores;
+    ``unavailable`` for a URL that is not PostgreSQL's."""
+    if settings_url and not settings_url.startswith(SCHEMES):
+        raise unavailable(
+            "VIGIL_DETECTOR_DATABASE_URL must start with postgresql://,"
+            f" not {masked(settings_url)!r}"
+        )
+    return settings_url
 
 
 def place_of(url: str) -> str:
