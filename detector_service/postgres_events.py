@@ -31,7 +31,6 @@ from vigil.detector.v1 import detector_service_pb2 as pb
 log = logging.getLogger(__name__)
 
 CHANNEL = "detector_events"
-WATCHER_NAME = "vigil-event-watch"
 _READ = 200
 _MIGRATION_LOCK = 0x5649_4749_4C45_5654  # "VIGILEVT"
 _MIGRATIONS: tuple[str, ...] = (
@@ -75,17 +74,10 @@ def _event_of(data: bytes, snapshot: bytes | None) -> pb.SourceEvent:
     return event
 
 
-_FEED = Feed(
-    channel=CHANNEL,
-    counter="SELECT last FROM detector_event_counter",
-    rows_after="SELECT seq, replica, data, snapshot FROM detector_events"
-    " WHERE seq > %s ORDER BY seq LIMIT %s",
-    read=_READ,
-    decode=_event_of,
-    what="events",
-    application_name=WATCHER_NAME,
-    thread_name="event-watch",
+_AFTER = (
+    "SELECT seq, replica, data, snapshot FROM detector_events WHERE seq > %s ORDER BY seq LIMIT %s"
 )
+_FEED = Feed("event", CHANNEL, "SELECT last FROM detector_event_counter", _AFTER, _READ, _event_of)
 
 
 class EventStoreUnavailable(Exception):

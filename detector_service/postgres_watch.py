@@ -30,18 +30,22 @@ POLL_S = 1.0
 
 @dataclass(frozen=True)
 class Feed(Generic[T]):
-    """A numbered table to follow: ``rows_after`` selects ``(seq, replica, data, snapshot)``
-    after a number (``%s``) ordered by number, at most ``read`` (``%s``) of them; ``counter``
-    selects the last number given; ``decode`` turns ``data`` and ``snapshot`` into an event."""
+    """A numbered table of ``kind`` ("incident", "event") to follow: ``rows_after`` selects
+    ``(seq, replica, data, snapshot)`` after a number (``%s``) ordered by number, at most ``read``
+    (``%s``) of them; ``counter`` selects the last number given; ``decode`` turns ``data`` and
+    ``snapshot`` into an event."""
 
+    kind: str
     channel: str
     counter: str
     rows_after: str
     read: int
     decode: Callable[[bytes, bytes | None], T]
-    what: str  # for the log: "incidents", "events"
-    application_name: str  # the watcher's connection, by name in pg_stat_activity
-    thread_name: str
+
+    @property
+    def application_name(self) -> str:
+        """The watcher's connection, by name in pg_stat_activity."""
+        return f"vigil-{self.kind}-watch"
 
 
 class Watcher(Generic[T]):
@@ -61,7 +65,7 @@ class Watcher(Generic[T]):
         self._deliver = deliver
         self._stopping = threading.Event()
         self._listening = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name=feed.thread_name, daemon=True)
+        self._thread = threading.Thread(target=self._watch, name=f"{feed.kind}-watch", daemon=True)
 
     def start(self) -> None:
         """Start following; blocks for a connection at most, so a row written once this returns
@@ -94,7 +98,7 @@ class Watcher(Generic[T]):
                         for _ in conn.notifies(timeout=POLL_S, stop_after=1):
                             pass
             except psycopg.Error as exc:
-                log.warning("following other replicas' %s: %s", feed.what, said(exc, self._url))
+                log.warning("following other replicas' %ss: %s", feed.kind, said(exc, self._url))
                 self._stopping.wait(RELISTEN_S)
 
     def _catch_up(self, conn: Connection, last: int) -> int:

@@ -51,8 +51,6 @@ CHANNEL = "detector_incidents"
 # Events kept for watchers catching up (the incidents themselves are kept for good).
 KEEP_EVENTS = 10_000
 _READ_EVENTS = 500
-# The watchers' connections, by name in pg_stat_activity.
-WATCHER_NAME = "vigil-incident-watch"
 
 _SAVE = """
     INSERT INTO detector_incidents (id, replica, source_id, class_name, rule_id, opened_ns,
@@ -96,16 +94,10 @@ def _event_of(data: bytes, snapshot: bytes | None) -> pb.StreamIncidentsResponse
     return event
 
 
-_FEED = Feed(
-    channel=CHANNEL,
-    counter="SELECT last FROM detector_incident_counter",
-    rows_after=_EVENTS_AFTER,
-    read=_READ_EVENTS,
-    decode=_event_of,
-    what="incidents",
-    application_name=WATCHER_NAME,
-    thread_name="incident-watch",
-)
+_LAST = "SELECT last FROM detector_incident_counter"
+_FEED = Feed("incident", CHANNEL, _LAST, _EVENTS_AFTER, _READ_EVENTS, _event_of)
+# The watchers' connections, by name in pg_stat_activity.
+WATCHER_NAME = _FEED.application_name
 
 
 class IncidentStoreUnavailable(Exception):
