@@ -5,23 +5,17 @@ from __future__ import annotations
 
 from detector_service.event_store import EventKeeping, SQLiteEvents
 from detector_service.postgres_events import EventStoreUnavailable, PostgresEvents
+from detector_service.postgres_pool import postgres_url
 from detector_service.settings import DetectorSettings
-from vigil.core.urls import masked
-
-SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_event_store(settings: DetectorSettings) -> EventKeeping:
     """Open the configured store (blocking: call off the loop); ``EventStoreUnavailable`` when
     it cannot be used."""
-    url = settings.database_url.get_secret_value()
+    url = postgres_url(settings.database_url.get_secret_value(), EventStoreUnavailable)
     retention_s = settings.event_retention_days * 86400
     if not url:
         return SQLiteEvents(settings.data_dir / "events.sqlite3", retention_s)
-    if not url.startswith(SCHEMES):
-        raise EventStoreUnavailable(
-            f"VIGIL_DETECTOR_DATABASE_URL must start with postgresql://, not {masked(url)!r}"
-        )
     return PostgresEvents(
         url,
         replica=settings.replica,

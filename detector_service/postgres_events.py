@@ -18,26 +18,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
-
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from detector_service.event_store import PRUNE_EVERY_NS, list_query, page
-from detector_service.postgres_migrations import Connection, SchemaTooNew, migrate
+from detector_service.postgres_migrations import Connection, migrate
+from detector_service.postgres_pool import open_pool, said
+from detector_service.postgres_watch import Feed, Watcher
 from detector_service.postgres_writer import RetryingWriter
-from vigil.core.urls import masked, redact
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 
 CHANNEL = "detector_events"
-WATCHER_NAME = "vigil-event-watch"
-POLL_S = 1.0
-RELISTEN_S = 1.0
 _READ = 200
 _MIGRATION_LOCK = 0x5649_4749_4C45_5654  # "VIGILEVT"
 _MIGRATIONS: tuple[str, ...] = (
@@ -74,6 +67,19 @@ _INSERT = """
 """
 
 
+def _event_of(data: bytes, snapshot: bytes | None) -> pb.SourceEvent:
+    event = pb.SourceEvent.FromString(data)
+    if snapshot is not None:
+        event.snapshot_jpeg = snapshot
+    return event
+
+
+_AFTER = (
+    "SELECT seq, replica, data, snapshot FROM detector_events WHERE seq > %s ORDER BY seq LIMIT %s"
+)
+_FEED = Feed("event", CHANNEL, "SELECT last FROM detector_event_counter", _AFTER, _READ, _event_of)
+
+
 class EventStoreUnavailable(Exception):
     """The database cannot be used; the message names host and port, never a password."""
 
@@ -95,37 +101,23 @@ class PostgresEvents:
         self._retention_ns = int(retention_s * 1e9)
         self._pruned_ns = 0
         self._timeout = max(1, round(connect_timeout_s))
-        place = f"PostgreSQL at {masked(url)}"
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=self._timeout) as conn:
-                migrate(conn, place, group="events", lock=_MIGRATION_LOCK, migrations=_MIGRATIONS)
-                self._prune(conn)
-        except SchemaTooNew as exc:
-            raise EventStoreUnavailable(str(exc)) from None
-        except psycopg.Error as exc:
-            raise EventStoreUnavailable(f"cannot use {place} ({self._said(exc)})") from None
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        self._pool = open_pool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": self._timeout},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            check=ConnectionPool.check_connection,
             name="detector-events",
-            timeout=connect_timeout_s,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            setup=self._setup,
+            unavailable=EventStoreUnavailable,
         )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout:
-            self._pool.close()
-            raise EventStoreUnavailable(f"cannot connect to {place}") from None
         self._writer = RetryingWriter("event log", self._said)
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: Watcher[pb.SourceEvent] | None = None
 
     def _said(self, exc: BaseException) -> str:
-        return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
+        return said(exc, self._url)
+
+    def _setup(self, conn: Connection, place: str) -> None:
+        migrate(conn, place, group="events", lock=_MIGRATION_LOCK, migrations=_MIGRATIONS)
+        self._prune(conn)
 
     def _prune(self, conn: Connection) -> None:
         now = time.time_ns()
@@ -169,60 +161,15 @@ class PostgresEvents:
         """Hand every event the other replicas record from now on to ``deliver`` (on the
         watcher's thread, in the order they were recorded), until ``close``. Blocks for a
         connection at most: call it off the loop."""
-        self._watcher = threading.Thread(
-            target=self._watch, args=(deliver,), name="event-watch", daemon=True
+        self._watcher = Watcher(
+            self._url, _FEED, replica=self.replica, connect_timeout=self._timeout, deliver=deliver
         )
         self._watcher.start()
-        self._listening.wait(self._timeout)
-
-    def _watch(self, deliver: Callable[[pb.SourceEvent], None]) -> None:
-        last: int | None = None
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._url,
-                    autocommit=True,
-                    connect_timeout=self._timeout,
-                    application_name=WATCHER_NAME,
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    if last is None:  # events from before the start are not this run's
-                        row = conn.execute("SELECT last FROM detector_event_counter").fetchone()
-                        last = int(row[0]) if row is not None else 0
-                    self._listening.set()
-                    while not self._stopping.is_set():
-                        last = self._catch_up(conn, last, deliver)
-                        for _ in conn.notifies(timeout=POLL_S, stop_after=1):
-                            pass
-            except psycopg.Error as exc:
-                log.warning("following other replicas' events: %s", self._said(exc))
-                self._stopping.wait(RELISTEN_S)
-
-    def _catch_up(
-        self, conn: Connection, last: int, deliver: Callable[[pb.SourceEvent], None]
-    ) -> int:
-        while True:
-            rows: list[tuple[Any, ...]] = conn.execute(
-                "SELECT seq, replica, data, snapshot FROM detector_events"
-                " WHERE seq > %s ORDER BY seq LIMIT %s",
-                (last, _READ),
-            ).fetchall()
-            for seq, replica, data, snapshot in rows:
-                last = int(seq)
-                if replica == self.replica:
-                    continue  # streamed here when it happened
-                event = pb.SourceEvent.FromString(data)
-                if snapshot is not None:
-                    event.snapshot_jpeg = snapshot
-                deliver(event)
-            if len(rows) < _READ:
-                return last
 
     def close(self) -> None:
         """Finish queued writes, stop watching and close (blocking)."""
-        self._stopping.set()
         if self._watcher is not None:
-            self._watcher.join()
+            self._watcher.close()
             self._watcher = None
         self._writer.close()
         self._pool.close()

@@ -19,12 +19,19 @@ class SchemaTooNew(Exception):
 
 
 def migrate(
-    conn: Connection, place: str, *, group: str, lock: int, migrations: tuple[str, ...]
+    conn: Connection,
+    place: str,
+    *,
+    group: str,
+    lock: int,
+    migrations: tuple[str, ...],
+    table: str | None = None,
 ) -> None:
     """Apply the migrations ``conn``'s database lacks (``conn`` in autocommit mode); the tables
-    of ``group`` keep their version in ``detector_<group>_schema``. Raises ``SchemaTooNew`` for
-    tables a newer detector made."""
-    table = f"detector_{group}_schema"
+    of ``group`` keep their version in ``table`` (by default ``detector_<group>_schema``; the
+    first groups' tables predate that name). Raises ``SchemaTooNew`` for tables a newer detector
+    made."""
+    table = table or f"detector_{group}_schema"
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
         conn.execute(

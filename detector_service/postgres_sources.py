@@ -26,15 +26,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
+from detector_service.postgres_migrations import Connection, migrate
+from detector_service.postgres_pool import open_pool, said
 from vigil.core.errors import AlreadyExists, Unavailable
-from vigil.core.urls import masked, redact
+from vigil.core.urls import masked
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-Connection = psycopg.Connection[tuple[Any, ...]]
 # What a lost connection looks like: a database restarting, failing over or out of reach (the
 # pool's PoolTimeout too). Calls then fail UNAVAILABLE (retryable); the pool reconnects.
 _GONE = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -106,33 +106,18 @@ class PostgresSourceStore:
         """
         self._url = url
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sources")
-        place = f"PostgreSQL at {masked(url)}"
-        timeout = max(1, round(connect_timeout_s))
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
-                _migrate(conn, place)
-        except psycopg.Error as exc:
-            raise SourceStoreUnavailable(f"cannot use {place} ({self._said(exc)})") from None
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        self._pool = open_pool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": timeout},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            # Connections broken by a database restart are replaced before use.
-            check=ConnectionPool.check_connection,
             name="detector-sources",
-            timeout=connect_timeout_s,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            setup=_migrate,
+            unavailable=SourceStoreUnavailable,
         )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout:
-            self._pool.close()
-            raise SourceStoreUnavailable(f"cannot connect to {place}") from None
         log.info("sources kept in %s", masked(url))
 
     def _said(self, exc: BaseException) -> str:
-        return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
+        return said(exc, self._url)
 
     def _guarded(self, fn: Callable[..., T], *args: Any) -> T:
         try:
@@ -332,19 +317,12 @@ class PostgresSourceStore:
 
 
 def _migrate(conn: Connection, place: str) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS detector_schema ("
-            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM detector_schema").fetchone()
-        current = int(row[0]) if row is not None else 0
-        if current > len(_MIGRATIONS):
-            raise SourceStoreUnavailable(
-                f"{place} has detector tables of version {current}, newer than this detector's"
-                f" {len(_MIGRATIONS)}: upgrade the detector"
-            )
-        for version, script in enumerate(_MIGRATIONS[current:], start=current + 1):
-            conn.execute(script)
-            conn.execute("INSERT INTO detector_schema (version) VALUES (%s)", (version,))
+    # The first group of tables: its version table predates the per-group names.
+    migrate(
+        conn,
+        place,
+        group="detector",
+        lock=_MIGRATION_LOCK,
+        migrations=_MIGRATIONS,
+        table="detector_schema",
+    )

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from detector_service.postgres_pool import postgres_url
 from detector_service.postgres_sources import PostgresSourceStore, SourceStoreUnavailable
 from detector_service.settings import DetectorSettings
 from detector_service.source_store import SourceStore
-from vigil.core.urls import masked
 from vigil.detector.v1 import detector_service_pb2 as pb
-
-SCHEMES = ("postgresql://", "postgres://")
 
 
 class SourceKeeping(Protocol):
@@ -32,13 +30,9 @@ class SourceKeeping(Protocol):
 def open_source_store(settings: DetectorSettings) -> SourceStore | PostgresSourceStore:
     """Open the configured store (blocking: call off the loop); ``SourceStoreUnavailable`` when
     it cannot be used."""
-    url = settings.database_url.get_secret_value()
+    url = postgres_url(settings.database_url.get_secret_value(), SourceStoreUnavailable)
     if not url:
         return SourceStore(settings.data_dir / "sources.sqlite3")
-    if not url.startswith(SCHEMES):
-        raise SourceStoreUnavailable(
-            f"VIGIL_DETECTOR_DATABASE_URL must start with postgresql://, not {masked(url)!r}"
-        )
     return PostgresSourceStore(
         url,
         pool_size=settings.database_pool_size,

@@ -21,14 +21,10 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
-
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from detector_service.incidents.keeping import (
     MIN_NS,
@@ -41,24 +37,20 @@ from detector_service.incidents.keeping import (
 )
 from detector_service.incidents.postgres_schema import migrate
 from detector_service.incidents.review import CONFIRMED, DISMISSED, FALSE_ALARM_SQL, rejected
-from detector_service.postgres_migrations import Connection, SchemaTooNew
+from detector_service.postgres_migrations import Connection
+from detector_service.postgres_pool import open_pool, said
+from detector_service.postgres_watch import Feed, Watcher
 from detector_service.postgres_writer import RetryingWriter
-from vigil.core.urls import masked, redact
+from vigil.core.urls import masked
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CHANNEL = "detector_incidents"
-# A watcher whose connection broke tries again this often; it also reads the table this often
-# when no notification came, so a notification missed while it was reading costs this at most.
-RELISTEN_S = 1.0
-POLL_S = 1.0
 # Events kept for watchers catching up (the incidents themselves are kept for good).
 KEEP_EVENTS = 10_000
 _READ_EVENTS = 500
-# The watchers' connections, by name in pg_stat_activity.
-WATCHER_NAME = "vigil-incident-watch"
 
 _SAVE = """
     INSERT INTO detector_incidents (id, replica, source_id, class_name, rule_id, opened_ns,
@@ -95,6 +87,19 @@ _EVENTS_AFTER = """
 """
 
 
+def _event_of(data: bytes, snapshot: bytes | None) -> pb.StreamIncidentsResponse:
+    event = pb.StreamIncidentsResponse.FromString(data)
+    if snapshot is not None:
+        event.incident.snapshot_jpeg = snapshot
+    return event
+
+
+_LAST = "SELECT last FROM detector_incident_counter"
+_FEED = Feed("incident", CHANNEL, _LAST, _EVENTS_AFTER, _READ_EVENTS, _event_of)
+# The watchers' connections, by name in pg_stat_activity.
+WATCHER_NAME = _FEED.application_name
+
+
 class IncidentStoreUnavailable(Exception):
     """The database cannot be used; the message names host and port, never a password."""
 
@@ -115,40 +120,22 @@ class PostgresIncidentStore:
         self._url = url
         self.replica = replica
         self._timeout = max(1, round(connect_timeout_s))
-        place = f"PostgreSQL at {masked(url)}"
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=self._timeout) as conn:
-                migrate(conn, place)
-        except SchemaTooNew as exc:
-            raise IncidentStoreUnavailable(str(exc)) from None
-        except psycopg.Error as exc:
-            raise IncidentStoreUnavailable(f"cannot use {place} ({self._said(exc)})") from None
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        self._pool = open_pool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": self._timeout},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            # Connections broken by a database restart are replaced before use.
-            check=ConnectionPool.check_connection,
             name="detector-incidents",
-            timeout=connect_timeout_s,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            setup=migrate,
+            unavailable=IncidentStoreUnavailable,
         )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout:
-            self._pool.close()
-            raise IncidentStoreUnavailable(f"cannot connect to {place}") from None
         self._writer = RetryingWriter("incident store", self._said)
         # Incidents this replica opened since are its own, open in its memory: never left open.
         self._started_ns = time.time_ns()
-        self._stopping = threading.Event()
-        self._listening = threading.Event()
-        self._watcher: threading.Thread | None = None
+        self._watcher: Watcher[pb.StreamIncidentsResponse] | None = None
         log.info("incidents kept in %s", masked(url))
 
     def _said(self, exc: BaseException) -> str:
-        return " ".join(redact(str(exc), self._url).split()) or type(exc).__name__
+        return said(exc, self._url)
 
     # --- writes: any thread, never waits -------------------------------------------------------
 
@@ -351,57 +338,15 @@ class PostgresIncidentStore:
         """Hand every event the other replicas announce from now on to ``deliver`` (called on
         the watcher's thread, in the order they were announced), until ``close``. Blocking:
         call it off the loop."""
-        self._watcher = threading.Thread(
-            target=self._watch, args=(deliver,), name="incident-watch", daemon=True
+        self._watcher = Watcher(
+            self._url, _FEED, replica=self.replica, connect_timeout=self._timeout, deliver=deliver
         )
         self._watcher.start()
-        # Blocks for a connection at most: an event announced once this returns is delivered.
-        self._listening.wait(self._timeout)
-
-    def _watch(self, deliver: Callable[[pb.StreamIncidentsResponse], None]) -> None:
-        last: int | None = None
-        while not self._stopping.is_set():
-            try:
-                with psycopg.connect(
-                    self._url,
-                    autocommit=True,
-                    connect_timeout=self._timeout,
-                    application_name=WATCHER_NAME,
-                ) as conn:
-                    conn.execute(f"LISTEN {CHANNEL}")
-                    if last is None:  # events from before the start are not this run's
-                        row = conn.execute("SELECT last FROM detector_incident_counter").fetchone()
-                        last = int(row[0]) if row is not None else 0
-                    self._listening.set()
-                    while not self._stopping.is_set():
-                        last = self._catch_up(conn, last, deliver)
-                        for _ in conn.notifies(timeout=POLL_S, stop_after=1):
-                            pass
-            except psycopg.Error as exc:
-                log.warning("following other replicas' incidents: %s", self._said(exc))
-                self._stopping.wait(RELISTEN_S)
-
-    def _catch_up(
-        self, conn: Connection, last: int, deliver: Callable[[pb.StreamIncidentsResponse], None]
-    ) -> int:
-        while True:
-            rows = conn.execute(_EVENTS_AFTER, (last, _READ_EVENTS)).fetchall()
-            for seq, replica, data, snapshot in rows:
-                last = int(seq)
-                if replica == self.replica:
-                    continue  # streamed here when it happened
-                event = pb.StreamIncidentsResponse.FromString(data)
-                if snapshot is not None:
-                    event.incident.snapshot_jpeg = snapshot
-                deliver(event)
-            if len(rows) < _READ_EVENTS:
-                return last
 
     def close(self) -> None:
         """Finish queued writes, stop watching and close (blocks until done)."""
-        self._stopping.set()
         if self._watcher is not None:
-            self._watcher.join()
+            self._watcher.close()
             self._watcher = None
         self._writer.close()
         self._pool.close()

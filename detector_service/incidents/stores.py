@@ -10,22 +10,16 @@ from detector_service.incidents.postgres_store import (
     PostgresIncidentStore,
 )
 from detector_service.incidents.store import IncidentStore
+from detector_service.postgres_pool import postgres_url
 from detector_service.settings import DetectorSettings
-from vigil.core.urls import masked
-
-SCHEMES = ("postgresql://", "postgres://")
 
 
 def open_incident_store(settings: DetectorSettings) -> IncidentKeeping:
     """Open the configured store (blocking: call off the loop); ``IncidentStoreUnavailable``
     when it cannot be used."""
-    url = settings.database_url.get_secret_value()
+    url = postgres_url(settings.database_url.get_secret_value(), IncidentStoreUnavailable)
     if not url:
         return IncidentStore(settings.data_dir / "incidents.sqlite3")
-    if not url.startswith(SCHEMES):
-        raise IncidentStoreUnavailable(
-            f"VIGIL_DETECTOR_DATABASE_URL must start with postgresql://, not {masked(url)!r}"
-        )
     return PostgresIncidentStore(
         url,
         replica=settings.replica,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import pathlib
 
+from detector_service.postgres_pool import postgres_url
 from detector_service.recording.contract import RecordingIndex
 from detector_service.recording.index import SegmentIndex
 from detector_service.recording.postgres_index import (
@@ -13,8 +14,6 @@ from detector_service.recording.postgres_index import (
     RecordingIndexUnavailable,
 )
 from detector_service.settings import DetectorSettings
-from detector_service.source_stores import SCHEMES
-from vigil.core.urls import masked
 
 log = logging.getLogger(__name__)
 
@@ -22,13 +21,9 @@ log = logging.getLogger(__name__)
 def open_index(settings: DetectorSettings, root: pathlib.Path) -> RecordingIndex:
     """The index the settings name (blocking): PostgreSQL when the sources are kept there (the
     replicas share it, and ``root`` must be a directory they all see), else SQLite in ``root``."""
-    url = settings.database_url.get_secret_value()
+    url = postgres_url(settings.database_url.get_secret_value(), RecordingIndexUnavailable)
     if not url:
         return SegmentIndex(root / "index.sqlite3")
-    if not url.startswith(SCHEMES):
-        raise RecordingIndexUnavailable(
-            f"VIGIL_DETECTOR_DATABASE_URL must start with postgresql://, not {masked(url)!r}"
-        )
     if settings.recording_dir is None:
         log.warning(
             "recordings are indexed in PostgreSQL but written under this replica's data_dir:"

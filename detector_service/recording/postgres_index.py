@@ -19,14 +19,12 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-from psycopg_pool import ConnectionPool, PoolTimeout
-
+from detector_service.postgres_migrations import Connection, migrate
+from detector_service.postgres_pool import open_pool
 from detector_service.recording.contract import Coverage, Segment, coverage_of
-from vigil.core.urls import masked, redact
+from vigil.core.urls import masked
 
 log = logging.getLogger(__name__)
-Connection = psycopg.Connection[tuple[Any, ...]]
 
 # Taken by whoever migrates, so replicas starting together do not race on CREATE TABLE.
 _MIGRATION_LOCK = 0x5649_4749_4C52_4543  # "VIGILREC"
@@ -94,30 +92,14 @@ class PostgresSegmentIndex:
 
         Raises ``RecordingIndexUnavailable`` when the database cannot be reached or used."""
         self.root = root
-        place = f"PostgreSQL at {masked(url)}"
-        timeout = max(1, round(connect_timeout_s))
-        try:
-            with psycopg.connect(url, autocommit=True, connect_timeout=timeout) as conn:
-                _migrate(conn, place)
-        except psycopg.Error as exc:
-            said = " ".join(redact(str(exc), url).split()) or type(exc).__name__
-            raise RecordingIndexUnavailable(f"cannot use {place} ({said})") from None
-        self._pool: ConnectionPool[Connection] = ConnectionPool(
+        self._pool = open_pool(
             url,
-            kwargs={"autocommit": True, "connect_timeout": timeout},
-            min_size=1,
-            max_size=pool_size,
-            open=False,
-            # Connections broken by a database restart are replaced before use.
-            check=ConnectionPool.check_connection,
             name="detector-recordings",
-            timeout=connect_timeout_s,
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            setup=_migrate,
+            unavailable=RecordingIndexUnavailable,
         )
-        try:
-            self._pool.open(wait=True, timeout=connect_timeout_s)
-        except PoolTimeout:
-            self._pool.close()
-            raise RecordingIndexUnavailable(f"cannot connect to {place}") from None
         log.info("recordings indexed in %s, files under %s", masked(url), root)
 
     def close(self) -> None:
@@ -294,19 +276,11 @@ class PostgresSegmentIndex:
 
 
 def _migrate(conn: Connection, place: str) -> None:
-    with conn.transaction():
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS detector_rec_schema ("
-            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM detector_rec_schema").fetchone()
-        current = int(row[0]) if row is not None else 0
-        if current > len(_MIGRATIONS):
-            raise RecordingIndexUnavailable(
-                f"{place} has recording tables of version {current}, newer than this detector's"
-                f" {len(_MIGRATIONS)}: upgrade the detector"
-            )
-        for version, script in enumerate(_MIGRATIONS[current:], start=current + 1):
-            conn.execute(script)
-            conn.execute("INSERT INTO detector_rec_schema (version) VALUES (%s)", (version,))
+    migrate(
+        conn,
+        place,
+        group="recording",
+        lock=_MIGRATION_LOCK,
+        migrations=_MIGRATIONS,
+        table="detector_rec_schema",
+    )
