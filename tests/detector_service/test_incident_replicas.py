@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.server import DetectorServer
 from tests.detector_service.incidents.helpers import frame_jpeg
-from tests.detector_service.test_replicas import ROOT, Replicas, owners, running, spawn, until
+from tests.detector_service.replicas import ROOT, Replicas, owners, running, spawn, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -36,14 +35,6 @@ OPENED = pb.INCIDENT_EVENT_TYPE_OPENED
 REVIEWED = pb.INCIDENT_EVENT_TYPE_REVIEWED
 SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
 Events = asyncio.Queue[pb.StreamIncidentsResponse]
-
-
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
-    replicas = Replicas(tmp_path, postgres_url)
-    yield replicas
-    while replicas.servers:
-        await replicas.stop(replicas.servers[-1])
 
 
 def open_incident(server: DetectorServer, source_id: str) -> pb.Incident:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pathlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import psycopg
 import pytest
 
+from tests.detector_service.replicas import Replicas, running, until
 from tests.detector_service.test_incident_replicas import (
     OPENED,
     WAIT_S,
@@ -21,21 +20,12 @@ from tests.detector_service.test_incident_replicas import (
     following,
     open_incident,
 )
-from tests.detector_service.test_replicas import Replicas, running, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.devtools.postgres import PostgresServer
 
 CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
 SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
-
-
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
-    replicas = Replicas(tmp_path, postgres_url)
-    yield replicas
-    while replicas.servers:
-        await replicas.stop(replicas.servers[-1])
 
 
 def stored(url: str) -> tuple[dict[str, bool], dict[str, int], dict[str, int]]:
