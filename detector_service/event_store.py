@@ -9,8 +9,6 @@ most hourly while it runs. PostgreSQL keeps the same contract for replicas
 
 from __future__ import annotations
 
-import base64
-import binascii
 import concurrent.futures
 import logging
 import pathlib
@@ -20,6 +18,7 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from detector_service import page_tokens
 from detector_service.sqlite_thread import SQLiteThread
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -121,7 +120,7 @@ def list_query(
     """The page size, SQL (``mark`` for a parameter) and parameters of a listing; its rows are
     (seq, at_ns, data, snapshot or NULL). Raises ``ValueError`` for a bad page token."""
     size = min(request.page_size, MAX_PAGE_SIZE) if request.page_size else DEFAULT_PAGE_SIZE
-    after = _decode_token(request.page_token) if request.page_token else None
+    after = page_tokens.decode(_TOKEN_KIND, request.page_token) if request.page_token else None
     sql = "SELECT seq, at_ns, data, " + ("snapshot" if request.include_snapshot else "NULL")
     sql += f" FROM {table} WHERE 1=1"
     params: list[Any] = []
@@ -156,7 +155,7 @@ def page(rows: list[Any], size: int) -> pb.ListEventsResponse:
             event.snapshot_jpeg = row[3]
     if len(rows) > size:
         seq, at_ns = rows[size - 1][:2]
-        response.next_page_token = _encode_token(at_ns, seq)
+        response.next_page_token = page_tokens.encode(_TOKEN_KIND, at_ns, seq)
     return response
 
 
@@ -171,17 +170,3 @@ def _clamped_ns(ts: Timestamp) -> int:
     """A bound in nanoseconds a 64-bit integer can hold: times past 2262 (or before 1677) as far
     as it goes, which no event reaches."""
     return max(-(2**63), min(ts.ToNanoseconds(), 2**63 - 1))
-
-
-def _encode_token(at_ns: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_TOKEN_KIND}:{at_ns}:{seq}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[int, int]:
-    try:
-        kind, at_ns, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != _TOKEN_KIND:
-            raise ValueError(token)
-        return int(at_ns), int(seq)
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("invalid page token") from exc
