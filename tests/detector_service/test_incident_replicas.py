@@ -37,6 +37,16 @@ SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
 Events = asyncio.Queue[pb.StreamIncidentsResponse]
 
 
+def gate_entered() -> pb.SourceEvent:
+    """A zone event of the default source, as its zone watching records it."""
+    return pb.SourceEvent(
+        id=uuid.uuid4().hex,
+        source_id="default",
+        kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
+        zone="gate",
+    )
+
+
 def open_incident(server: DetectorServer, source_id: str) -> pb.Incident:
     """An incident of a watch rule on ``source_id``, opened by ``server``'s tracker."""
     now_ns = time.time_ns()
@@ -152,12 +162,7 @@ async def test_an_incident_on_one_replica_is_streamed_listed_and_reviewed_throug
                 assert found.false_alarm
 
                 # A zone event of a's source: streamed and listed through b too.
-                zone_event = pb.SourceEvent(
-                    id=uuid.uuid4().hex,
-                    source_id="default",
-                    kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
-                    zone="gate",
-                )
+                zone_event = gate_entered()
                 a.events.record(zone_event, None)
                 while (event := await asyncio.wait_for(on_b.get(), WAIT_S)).event.id != (
                     zone_event.id

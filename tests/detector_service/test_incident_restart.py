@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 
 import grpc
 import psycopg
@@ -18,6 +17,7 @@ from tests.detector_service.test_incident_replicas import (
     WAIT_S,
     first_streamed,
     following,
+    gate_entered,
     open_incident,
 )
 from vigil.detector.v1 import detector_service_pb2 as pb
@@ -62,12 +62,7 @@ async def test_incidents_made_while_postgres_is_away_are_all_there_once_after(
                     incident = open_incident(owner, "default")
                     owner.incidents.close_rule_incident(incident, time.time_ns())
                     made.append(incident.id)
-                zone_event = pb.SourceEvent(
-                    id=uuid.uuid4().hex,
-                    source_id="default",
-                    kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
-                    zone="gate",
-                )
+                zone_event = gate_entered()
                 owner.events.record(zone_event, None)
 
                 # Down until the writes have been tried and have failed (each says so).
