@@ -9,9 +9,6 @@ most hourly while it runs. PostgreSQL keeps the same contract for replicas
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import concurrent.futures
 import logging
 import pathlib
@@ -21,7 +18,8 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from detector_service.private import private_dir, private_file
+from detector_service import page_tokens
+from detector_service.sqlite_thread import SQLiteThread
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -67,37 +65,17 @@ class SQLiteEvents:
         self.path = path
         self._retention_ns = int(retention_s * 1e9)
         self._pruned_ns = 0
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="events")
-        self._db: sqlite3.Connection | None = None
-        self._executor.submit(self._connect).result()
+        self._sql = SQLiteThread(path, "events", self._setup, wal=True)
 
-    def _connect(self) -> None:
-        # Snapshots show what the cameras saw: owner-only, like the incidents next to it.
-        private_dir(self.path.parent)
-        private_file(self.path)
-        for suffix in ("-wal", "-shm"):
-            side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
-                private_file(side)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
+    def _setup(self, db: sqlite3.Connection) -> None:
         db.executescript(_SCHEMA)
-        self._db = db
-        self._prune()
+        self._prune(db)
 
-    def _prune(self) -> None:
+    def _prune(self, db: sqlite3.Connection) -> None:
         # On the writer thread: a busy line's events and snapshots must not fill the disk.
         now = time.time_ns()
-        self.db.execute("DELETE FROM events WHERE at_ns < ?", (now - self._retention_ns,))
+        db.execute("DELETE FROM events WHERE at_ns < ?", (now - self._retention_ns,))
         self._pruned_ns = now
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("event log is closed")
-        return self._db
 
     def insert(self, event: pb.SourceEvent, snapshot: bytes | None) -> None:
         row = (
@@ -110,16 +88,16 @@ class SQLiteEvents:
         )
 
         def go() -> None:
-            self.db.execute(
+            self._sql.db.execute(
                 "INSERT INTO events (id, source_id, kind, at_ns, data, snapshot)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 row,
             )
             if time.time_ns() - self._pruned_ns > PRUNE_EVERY_NS:
-                self._prune()
+                self._prune(self._sql.db)
 
         try:
-            future = self._executor.submit(go)
+            future = self._sql.submit(go)
         except RuntimeError:
             return  # closed meanwhile
         future.add_done_callback(log_failure)
@@ -128,21 +106,12 @@ class SQLiteEvents:
         size, sql, params = list_query(request, "?")
 
         def go() -> pb.ListEventsResponse:
-            return page(self.db.execute(sql, params).fetchall(), size)
+            return page(self._sql.db.execute(sql, params).fetchall(), size)
 
-        return await asyncio.wrap_future(self._executor.submit(go))
+        return await self._sql.run(go)
 
     def close(self) -> None:
-        def go() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        try:
-            self._executor.submit(go).result()
-        except RuntimeError:
-            return  # already closed
-        self._executor.shutdown(wait=True)
+        self._sql.close()
 
 
 def list_query(
@@ -151,7 +120,7 @@ def list_query(
     """The page size, SQL (``mark`` for a parameter) and parameters of a listing; its rows are
     (seq, at_ns, data, snapshot or NULL). Raises ``ValueError`` for a bad page token."""
     size = min(request.page_size, MAX_PAGE_SIZE) if request.page_size else DEFAULT_PAGE_SIZE
-    after = _decode_token(request.page_token) if request.page_token else None
+    after = page_tokens.decode(_TOKEN_KIND, request.page_token) if request.page_token else None
     sql = "SELECT seq, at_ns, data, " + ("snapshot" if request.include_snapshot else "NULL")
     sql += f" FROM {table} WHERE 1=1"
     params: list[Any] = []
@@ -186,7 +155,7 @@ def page(rows: list[Any], size: int) -> pb.ListEventsResponse:
             event.snapshot_jpeg = row[3]
     if len(rows) > size:
         seq, at_ns = rows[size - 1][:2]
-        response.next_page_token = _encode_token(at_ns, seq)
+        response.next_page_token = page_tokens.encode(_TOKEN_KIND, at_ns, seq)
     return response
 
 
@@ -201,17 +170,3 @@ def _clamped_ns(ts: Timestamp) -> int:
     """A bound in nanoseconds a 64-bit integer can hold: times past 2262 (or before 1677) as far
     as it goes, which no event reaches."""
     return max(-(2**63), min(ts.ToNanoseconds(), 2**63 - 1))
-
-
-def _encode_token(at_ns: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_TOKEN_KIND}:{at_ns}:{seq}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[int, int]:
-    try:
-        kind, at_ns, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != _TOKEN_KIND:
-            raise ValueError(token)
-        return int(at_ns), int(seq)
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("invalid page token") from exc

@@ -10,12 +10,11 @@ so a later save of the message never undoes it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import concurrent.futures
 from collections.abc import Callable
 from typing import Protocol
 
+from detector_service import page_tokens
 from detector_service.incidents.review import is_false_alarm
 from vigil.detector.v1 import detector_service_pb2 as pb
 
@@ -106,14 +105,8 @@ def stats_of(row: tuple[str, str, str, int, int, int, int, int]) -> pb.IncidentS
 
 
 def encode_token(opened_ns: int, seq: int) -> str:
-    return base64.urlsafe_b64encode(f"{_TOKEN_KIND}:{opened_ns}:{seq}".encode()).decode()
+    return page_tokens.encode(_TOKEN_KIND, opened_ns, seq)
 
 
 def decode_token(token: str) -> tuple[int, int]:
-    try:
-        kind, opened_ns, seq = base64.urlsafe_b64decode(token.encode()).decode().split(":")
-        if kind != _TOKEN_KIND:
-            raise ValueError(token)
-        return int(opened_ns), int(seq)
-    except (binascii.Error, UnicodeError, ValueError) as exc:
-        raise ValueError("invalid page token") from exc
+    return page_tokens.decode(_TOKEN_KIND, token)

@@ -16,7 +16,6 @@ the connection keep them in step with ``data`` whichever write changes it.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import pathlib
@@ -33,7 +32,7 @@ from detector_service.incidents.keeping import (
     stripped,
 )
 from detector_service.incidents.review import FALSE_ALARM_SQL, rejected
-from detector_service.private import private_dir, private_file
+from detector_service.sqlite_thread import SQLiteThread
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -72,35 +71,7 @@ class IncidentStore:
     def __init__(self, path: pathlib.Path) -> None:
         """Open (creating if needed) the database; blocks briefly, so call it at startup."""
         self.path = path
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="incidents")
-        self._db: sqlite3.Connection | None = None
-        self._executor.submit(self._connect).result()
-
-    def _connect(self) -> None:
-        # Owner-only: SQLite gives its -wal and -shm files the database file's mode.
-        private_dir(self.path.parent)
-        private_file(self.path)
-        for suffix in ("-wal", "-shm"):
-            side = self.path.with_name(self.path.name + suffix)
-            if side.exists():
-                private_file(side)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        # WAL with synchronous=NORMAL survives process crashes; a power cut may lose the last
-        # few incidents, which were also streamed and posted when they happened.
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA busy_timeout=5000")
-        db.executescript(_SCHEMA)
-        _functions(db)
-        _migrate(db)
-        _derive(db)
-        self._db = db
-
-    @property
-    def db(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("incident store is closed")
-        return self._db
+        self._sql = SQLiteThread(path, "incidents", _setup, wal=True)
 
     # --- writes: any thread, never waits -------------------------------------------------------
 
@@ -119,7 +90,7 @@ class IncidentStore:
 
         def go() -> None:
             # The review columns are left alone: a review outlives the tracker's copies.
-            self.db.execute(
+            self._sql.db.execute(
                 "INSERT INTO incidents"
                 " (id, source_id, class_name, opened_ns, closed_ns, data, snapshot)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -134,14 +105,14 @@ class IncidentStore:
         """Record the clip of an incident already saved; returns at once."""
 
         def go() -> None:
-            found = self.db.execute(
+            found = self._sql.db.execute(
                 "SELECT data FROM incidents WHERE id = ?", (incident_id,)
             ).fetchone()
             if found is None:
                 raise KeyError(incident_id)
             incident = pb.Incident.FromString(found[0])
             incident.clip_path = clip_path
-            self.db.execute(
+            self._sql.db.execute(
                 "UPDATE incidents SET data = ? WHERE id = ?",
                 (incident.SerializeToString(), incident_id),
             )
@@ -154,7 +125,7 @@ class IncidentStore:
         row = (review.decision, review.SerializeToString(), incident_id)
 
         def go() -> bool:
-            cursor = self.db.execute(
+            cursor = self._sql.db.execute(
                 "UPDATE incidents SET decision = ?, review = ? WHERE id = ?", row
             )
             return cursor.rowcount == 1
@@ -170,9 +141,9 @@ class IncidentStore:
         sql, params = stats_query(source_id, since_ns)
 
         def go() -> list[pb.IncidentStats]:
-            return [stats_of(row) for row in self.db.execute(sql, params)]
+            return [stats_of(row) for row in self._sql.db.execute(sql, params)]
 
-        return self._executor.submit(go)
+        return self._sql.submit(go)
 
     def update(
         self, incident_id: str, change: Callable[[pb.Incident], None]
@@ -181,14 +152,14 @@ class IncidentStore:
         holds the incident as changed, snapshot included, or None when it is not stored."""
 
         def go() -> pb.Incident | None:
-            found = self.db.execute(
+            found = self._sql.db.execute(
                 "SELECT data, review, snapshot FROM incidents WHERE id = ?", (incident_id,)
             ).fetchone()
             if found is None:
                 return None
             incident = pb.Incident.FromString(found[0])
             change(incident)
-            self.db.execute(
+            self._sql.db.execute(
                 "UPDATE incidents SET data = ? WHERE id = ?",
                 (incident.SerializeToString(), incident_id),
             )
@@ -203,17 +174,17 @@ class IncidentStore:
         """Incidents opened at or after ``since_ns``, oldest first, with their snapshots."""
 
         def go() -> list[pb.Incident]:
-            rows = self.db.execute(
+            rows = self._sql.db.execute(
                 "SELECT data, review, snapshot FROM incidents WHERE opened_ns >= ? "
                 "ORDER BY opened_ns, seq",
                 (since_ns,),
             ).fetchall()
             return [incident_of(*row) for row in rows]
 
-        return await self._run(go)
+        return await self._sql.run(go)
 
     def _write(self, fn: Callable[[], T], what: str) -> concurrent.futures.Future[T]:
-        future = self._executor.submit(fn)
+        future = self._sql.submit(fn)
 
         def check(f: concurrent.futures.Future[T]) -> None:
             # Logged only: the incident stays in memory and in the event streams.
@@ -226,12 +197,9 @@ class IncidentStore:
 
     # --- reads: the event loop -----------------------------------------------------------------
 
-    async def _run(self, fn: Callable[[], T]) -> T:
-        return await asyncio.wrap_future(self._executor.submit(fn))
-
     async def get(self, incident_id: str, include_snapshot: bool = True) -> pb.Incident | None:
         def go() -> pb.Incident | None:
-            found = self.db.execute(
+            found = self._sql.db.execute(
                 "SELECT data, review, snapshot FROM incidents WHERE id = ?"
                 if include_snapshot
                 else "SELECT data, review, NULL FROM incidents WHERE id = ?",
@@ -239,7 +207,7 @@ class IncidentStore:
             ).fetchone()
             return None if found is None else incident_of(*found)
 
-        return await self._run(go)
+        return await self._sql.run(go)
 
     async def list(
         self, source_id: str, page_size: int, page_token: str, include_snapshot: bool
@@ -264,7 +232,7 @@ class IncidentStore:
             sql += " ORDER BY opened_ns DESC, seq DESC LIMIT ?"
             # One more than asked says whether there is a next page.
             params.append(page_size + 1)
-            rows = self.db.execute(sql, params).fetchall()
+            rows = self._sql.db.execute(sql, params).fetchall()
             incidents = [incident_of(*row[2:]) for row in rows[:page_size]]
             token = ""
             if len(rows) > page_size:
@@ -272,21 +240,18 @@ class IncidentStore:
                 token = encode_token(opened_ns, seq)
             return incidents, token
 
-        return await self._run(go)
+        return await self._sql.run(go)
 
     def close(self) -> None:
         """Finish queued writes and close the database (blocks until they are done)."""
+        self._sql.close()
 
-        def go() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
 
-        try:
-            self._executor.submit(go).result()
-        except RuntimeError:
-            return  # already closed
-        self._executor.shutdown(wait=True)
+def _setup(db: sqlite3.Connection) -> None:
+    db.executescript(_SCHEMA)
+    _functions(db)
+    _migrate(db)
+    _derive(db)
 
 
 def stats_query(source_id: str, since_ns: int | None) -> tuple[str, list[str | int]]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pathlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 # Segments closer than this count as one covered interval: consecutive segments of one
 # connection share their boundary exactly, so only float rounding needs forgiving.
@@ -38,6 +38,25 @@ class Segment:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+
+def segment_of(row: Sequence[Any], path: pathlib.Path) -> Segment:
+    """The segment of an index row: (id, source, run, start, end, path as kept, bytes, codec,
+    width, height, params, writer), with the path the index resolves it to."""
+    return Segment(
+        id=int(row[0]),
+        source=str(row[1]),
+        run=int(row[2]),
+        start=float(row[3]),
+        end=float(row[4]),
+        path=path,
+        bytes=int(row[6]),
+        codec=str(row[7]),
+        width=int(row[8]),
+        height=int(row[9]),
+        params=str(row[10]),
+        writer=str(row[11]),
+    )
 
 
 @dataclass(frozen=True)

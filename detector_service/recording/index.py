@@ -18,6 +18,7 @@ from detector_service.recording.contract import (
     RecordingIndex,
     Segment,
     coverage_of,
+    segment_of,
 )
 
 __all__ = [
@@ -247,23 +248,7 @@ class SegmentIndex:
     def _select(self, where: str, args: tuple[object, ...]) -> list[Segment]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM segments s {where}", args).fetchall()
-        return [
-            Segment(
-                id=int(r[0]),
-                source=str(r[1]),
-                run=int(r[2]),
-                start=float(r[3]),
-                end=float(r[4]),
-                path=pathlib.Path(r[5]),
-                bytes=int(r[6]),
-                codec=str(r[7]),
-                width=int(r[8]),
-                height=int(r[9]),
-                params=str(r[10]),
-                writer=str(r[11]),
-            )
-            for r in rows
-        ]
+        return [segment_of(r, pathlib.Path(r[5])) for r in rows]
 
 
 # A segment is held while a hold on its source overlaps it and has not expired (the ? is now).

@@ -21,7 +21,7 @@ from typing import Any
 
 from detector_service.postgres_migrations import Connection, migrate
 from detector_service.postgres_pool import open_pool
-from detector_service.recording.contract import Coverage, Segment, coverage_of
+from detector_service.recording.contract import Coverage, Segment, coverage_of, segment_of
 from vigil.core.urls import masked
 
 log = logging.getLogger(__name__)
@@ -256,23 +256,7 @@ class PostgresSegmentIndex:
         if limit is not None:
             query += " LIMIT %(limit)s"
             args = {**args, "limit": limit}
-        return [
-            Segment(
-                id=int(r[0]),
-                source=str(r[1]),
-                run=int(r[2]),
-                start=float(r[3]),
-                end=float(r[4]),
-                path=self.root / str(r[5]),
-                bytes=int(r[6]),
-                codec=str(r[7]),
-                width=int(r[8]),
-                height=int(r[9]),
-                params=str(r[10]),
-                writer=str(r[11]),
-            )
-            for r in self._fetch(query, args)
-        ]
+        return [segment_of(r, self.root / str(r[5])) for r in self._fetch(query, args)]
 
 
 def _migrate(conn: Connection, place: str) -> None:

@@ -23,12 +23,10 @@ from tests.analyzer_service.helpers import (
     wait_for_event,
 )
 from tests.analyzer_service.test_postgres import rows
+from tests.analyzer_service.test_replicas import SEED, Events
 from vigil.analyzer.v1 import analyzer_service_pb2 as pb
 from vigil.analyzer.v1 import analyzer_service_pb2_grpc as pb_grpc
 from vigil.devtools.postgres import PostgresServer
-
-SEED = pb.AnalysisOptions(sampling_policy=pb.SAMPLING_POLICY_SEED)
-Events = list[pb.StreamAnalysisEventsResponse]
 
 
 def replica(settings: AnalyzerSettings, url: str, name: str) -> AnalyzerSettings:

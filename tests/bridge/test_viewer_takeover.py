@@ -14,7 +14,7 @@ import orjson
 from websockets.asyncio.client import connect
 
 from tests.bridge.conftest import StartBridge
-from tests.detector_service.test_replicas import SOURCES, WAIT_S, owners, spawn, until
+from tests.detector_service.replicas import SOURCES, WAIT_S, owners, spawn, until
 from vigil.sdk import AsyncDetectorClient
 
 

@@ -11,6 +11,7 @@ import pytest
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
 from tests.detector_service.blackhole import BlackHole
+from tests.detector_service.replicas import Replicas
 from vigil.bench.rtsp import RtspCamera
 from vigil.core.channels import LIVE_CHANNEL_OPTIONS
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
@@ -53,3 +54,12 @@ def rtsp_camera() -> Iterator[RtspCamera]:
     """Two live 320x240 H.264 mounts (cam0, cam1), a keyframe every second."""
     with RtspCamera(("cam0", "cam1"), width=320, height=240, fps=15, keyframe_s=1.0) as camera:
         yield camera
+
+
+@pytest.fixture
+async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
+    """Starts detector replicas on the test's database; stops them all after the test."""
+    replicas = Replicas(tmp_path, postgres_url)
+    yield replicas
+    while replicas.servers:
+        await replicas.stop(replicas.servers[-1])

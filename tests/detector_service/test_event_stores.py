@@ -9,7 +9,7 @@ import asyncio
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from detector_service.event_store import EventKeeping, SQLiteEvents
 from detector_service.events import EventLog
 from detector_service.postgres_events import PostgresEvents
+from tests.detector_service.store_pool import StorePool, opened_stores
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 T0 = 1_700_000_000
@@ -26,45 +27,20 @@ COVERED = pb.SOURCE_EVENT_KIND_CAMERA_COVERED
 WAIT_S = 60.0
 
 
-class Stores:
-    """Opens stores on one database (or file), as restarts or replicas would; closes them all."""
-
-    def __init__(self, make: Callable[[str, float], EventKeeping]) -> None:
-        self._make = make
-        self._open: list[EventKeeping] = []
-
-    def open(self, replica: str = "a", retention_s: float = 10_000 * DAY_S) -> EventKeeping:
-        store = self._make(replica, retention_s)
-        self._open.append(store)
-        return store
-
-    def close(self, store: EventKeeping) -> None:
-        self._open.remove(store)
-        store.close()
-
-    def close_all(self) -> None:
-        while self._open:
-            self.close(self._open[-1])
+Stores = StorePool[EventKeeping]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def stores(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Stores]:
-    make: Callable[[str, float], EventKeeping]
-    if request.param == "sqlite":
-        path = tmp_path / "data" / "events.sqlite3"
+    path = tmp_path / "data" / "events.sqlite3"
 
-        def make(replica: str, retention_s: float) -> EventKeeping:
-            return SQLiteEvents(path, retention_s)
+    def sqlite(replica: str = "a", retention_s: float = 10_000 * DAY_S) -> EventKeeping:
+        return SQLiteEvents(path, retention_s)
 
-    else:
-        url: str = request.getfixturevalue("postgres_url")
+    def postgres(url: str, replica: str = "a", retention_s: float = 10_000 * DAY_S) -> EventKeeping:
+        return PostgresEvents(url, replica=replica, retention_s=retention_s)
 
-        def make(replica: str, retention_s: float) -> EventKeeping:
-            return PostgresEvents(url, replica=replica, retention_s=retention_s)
-
-    opened = Stores(make)
-    yield opened
-    opened.close_all()
+    yield from opened_stores(request, sqlite, postgres)
 
 
 def event(source_id: str, kind: pb.SourceEventKind.ValueType, at_s: int) -> pb.SourceEvent:

@@ -4,14 +4,9 @@ the sources it runs, so a sum over the replicas' scrapes counts every incident o
 from __future__ import annotations
 
 import collections
-import pathlib
-from collections.abc import AsyncIterator
-
-import pytest
 
 from detector_service.server import DetectorServer
-from tests.detector_service.test_incident_replicas import open_incident
-from tests.detector_service.test_replicas import (
+from tests.detector_service.replicas import (
     SOURCES,
     Replicas,
     add_sources,
@@ -19,15 +14,8 @@ from tests.detector_service.test_replicas import (
     split,
     until,
 )
+from tests.detector_service.test_incident_replicas import open_incident
 from vigil.sdk import AsyncDetectorClient
-
-
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
-    replicas = Replicas(tmp_path, postgres_url)
-    yield replicas
-    while replicas.servers:
-        await replicas.stop(replicas.servers[-1])
 
 
 def kept(server: DetectorServer) -> collections.Counter[str]:

@@ -19,12 +19,11 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.server import DetectorServer
 from tests.detector_service.incidents.helpers import frame_jpeg
-from tests.detector_service.test_replicas import ROOT, Replicas, owners, running, spawn, until
+from tests.detector_service.replicas import ROOT, Replicas, owners, running, spawn, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
@@ -38,12 +37,14 @@ SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
 Events = asyncio.Queue[pb.StreamIncidentsResponse]
 
 
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
-    replicas = Replicas(tmp_path, postgres_url)
-    yield replicas
-    while replicas.servers:
-        await replicas.stop(replicas.servers[-1])
+def gate_entered() -> pb.SourceEvent:
+    """A zone event of the default source, as its zone watching records it."""
+    return pb.SourceEvent(
+        id=uuid.uuid4().hex,
+        source_id="default",
+        kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
+        zone="gate",
+    )
 
 
 def open_incident(server: DetectorServer, source_id: str) -> pb.Incident:
@@ -161,12 +162,7 @@ async def test_an_incident_on_one_replica_is_streamed_listed_and_reviewed_throug
                 assert found.false_alarm
 
                 # A zone event of a's source: streamed and listed through b too.
-                zone_event = pb.SourceEvent(
-                    id=uuid.uuid4().hex,
-                    source_id="default",
-                    kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
-                    zone="gate",
-                )
+                zone_event = gate_entered()
                 a.events.record(zone_event, None)
                 while (event := await asyncio.wait_for(on_b.get(), WAIT_S)).event.id != (
                     zone_event.id

@@ -5,37 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import pathlib
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import psycopg
 import pytest
 
+from tests.detector_service.replicas import Replicas, running, until
 from tests.detector_service.test_incident_replicas import (
     OPENED,
     WAIT_S,
     first_streamed,
     following,
+    gate_entered,
     open_incident,
 )
-from tests.detector_service.test_replicas import Replicas, running, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.devtools.postgres import PostgresServer
 
 CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
 SOURCE_EVENT = pb.INCIDENT_EVENT_TYPE_SOURCE_EVENT
-
-
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
-    replicas = Replicas(tmp_path, postgres_url)
-    yield replicas
-    while replicas.servers:
-        await replicas.stop(replicas.servers[-1])
 
 
 def stored(url: str) -> tuple[dict[str, bool], dict[str, int], dict[str, int]]:
@@ -72,12 +62,7 @@ async def test_incidents_made_while_postgres_is_away_are_all_there_once_after(
                     incident = open_incident(owner, "default")
                     owner.incidents.close_rule_incident(incident, time.time_ns())
                     made.append(incident.id)
-                zone_event = pb.SourceEvent(
-                    id=uuid.uuid4().hex,
-                    source_id="default",
-                    kind=pb.SOURCE_EVENT_KIND_ZONE_ENTER,
-                    zone="gate",
-                )
+                zone_event = gate_entered()
                 owner.events.record(zone_event, None)
 
                 # Down until the writes have been tried and have failed (each says so).

@@ -7,28 +7,18 @@ import asyncio
 import pathlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import psycopg
-import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from detector_service.incidents.postgres_store import PostgresIncidentStore
+from tests.detector_service.replicas import Replicas, owners, running, spawn, until
 from tests.detector_service.test_incident_replicas import WAIT_S, following
-from tests.detector_service.test_replicas import Replicas, owners, running, spawn, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 
 CLOSED = pb.INCIDENT_EVENT_TYPE_CLOSED
-
-
-@pytest.fixture
-async def start(tmp_path: pathlib.Path, postgres_url: str) -> AsyncIterator[Replicas]:
-    replicas = Replicas(tmp_path, postgres_url)
-    yield replicas
-    while replicas.servers:
-        await replicas.stop(replicas.servers[-1])
 
 
 def left_open(url: str, replica: str) -> pb.Incident:

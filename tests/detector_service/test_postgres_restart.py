@@ -17,7 +17,7 @@ from pydantic import SecretStr
 
 from detector_service.server import DetectorServer, serve
 from detector_service.settings import DetectorSettings
-from tests.detector_service.test_replicas import SOURCES, add_sources, running, split, until
+from tests.detector_service.replicas import SOURCES, add_sources, running, split, until
 from vigil.detector.v1 import detector_service_pb2 as pb
 from vigil.detector.v1 import detector_service_pb2_grpc as pb_grpc
 from vigil.devtools.postgres import PostgresServer

@@ -6,56 +6,31 @@ from __future__ import annotations
 
 import asyncio
 import pathlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from detector_service.postgres_sources import PostgresSourceStore
 from detector_service.source_store import SourceStore
 from detector_service.source_stores import SourceKeeping
+from tests.detector_service.store_pool import StorePool, opened_stores
 from vigil.core.errors import AlreadyExists
 from vigil.detector.v1 import detector_service_pb2 as pb
 
-
-class Stores:
-    """Opens stores on one database (or file), as restarts or replicas would; closes them all."""
-
-    def __init__(self, make: Callable[[], SourceKeeping]) -> None:
-        self._make = make
-        self._open: list[SourceKeeping] = []
-
-    def open(self) -> SourceKeeping:
-        store = self._make()
-        self._open.append(store)
-        return store
-
-    def close(self, store: SourceKeeping) -> None:
-        self._open.remove(store)
-        store.close()
-
-    def close_all(self) -> None:
-        while self._open:
-            self.close(self._open[-1])
+Stores = StorePool[SourceKeeping]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def stores(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Stores]:
-    make: Callable[[], SourceKeeping]
-    if request.param == "sqlite":
-        path = tmp_path / "data" / "sources.sqlite3"
+    path = tmp_path / "data" / "sources.sqlite3"
 
-        def make() -> SourceKeeping:
-            return SourceStore(path)
+    def sqlite() -> SourceKeeping:
+        return SourceStore(path)
 
-    else:
-        url: str = request.getfixturevalue("postgres_url")
+    def postgres(url: str) -> SourceKeeping:
+        return PostgresSourceStore(url, pool_size=2)
 
-        def make() -> SourceKeeping:
-            return PostgresSourceStore(url, pool_size=2)
-
-    opened = Stores(make)
-    yield opened
-    opened.close_all()
+    yield from opened_stores(request, sqlite, postgres)
 
 
 @pytest.fixture

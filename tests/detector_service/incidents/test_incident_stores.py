@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import pathlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,52 +19,27 @@ from detector_service.incidents.store import IncidentStore
 from tests.detector_service.incidents.helpers import START_NS, frame_jpeg
 from tests.detector_service.incidents.test_review_store import made, review
 from tests.detector_service.incidents.test_store import incident
+from tests.detector_service.store_pool import StorePool, opened_stores
 from vigil.common.v1 import common_pb2
 from vigil.detector.v1 import detector_service_pb2 as pb
 
 CONFIRMED, DISMISSED = pb.REVIEW_DECISION_CONFIRMED, pb.REVIEW_DECISION_DISMISSED
 
 
-class Stores:
-    """Opens stores on one database (or file), as restarts or replicas would; closes them all."""
-
-    def __init__(self, kind: str, make: Callable[[str], IncidentKeeping]) -> None:
-        self.kind = kind
-        self._make = make
-        self._open: list[IncidentKeeping] = []
-
-    def open(self, replica: str = "a") -> IncidentKeeping:
-        store = self._make(replica)
-        self._open.append(store)
-        return store
-
-    def close(self, store: IncidentKeeping) -> None:
-        self._open.remove(store)
-        store.close()
-
-    def close_all(self) -> None:
-        while self._open:
-            self.close(self._open[-1])
+Stores = StorePool[IncidentKeeping]
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def stores(request: pytest.FixtureRequest, tmp_path: pathlib.Path) -> Iterator[Stores]:
-    make: Callable[[str], IncidentKeeping]
-    if request.param == "sqlite":
-        path = tmp_path / "history" / "incidents.sqlite3"
+    path = tmp_path / "history" / "incidents.sqlite3"
 
-        def make(replica: str) -> IncidentKeeping:
-            return IncidentStore(path)
+    def sqlite(replica: str = "a") -> IncidentKeeping:
+        return IncidentStore(path)
 
-    else:
-        url: str = request.getfixturevalue("postgres_url")
+    def postgres(url: str, replica: str = "a") -> IncidentKeeping:
+        return PostgresIncidentStore(url, replica=replica, pool_size=2)
 
-        def make(replica: str) -> IncidentKeeping:
-            return PostgresIncidentStore(url, replica=replica, pool_size=2)
-
-    opened = Stores(request.param, make)
-    yield opened
-    opened.close_all()
+    yield from opened_stores(request, sqlite, postgres)
 
 
 async def test_incidents_survive_reopening(stores: Stores) -> None:
