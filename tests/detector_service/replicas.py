@@ -30,9 +30,13 @@ WAIT_S = 60.0
 class Replicas:
     """Starts detector replicas on the test's database; stops those its test did not."""
 
-    def __init__(self, tmp_path: pathlib.Path, url: str) -> None:
+    def __init__(
+        self, tmp_path: pathlib.Path, url: str, lease_s: float = LEASE_S, renew_s: float = RENEW_S
+    ) -> None:
         self.tmp_path = tmp_path
         self.url = url
+        self.lease_s = lease_s
+        self.renew_s = renew_s
         self.servers: list[DetectorServer] = []
 
     async def __call__(self, name: str) -> DetectorServer:
@@ -43,8 +47,8 @@ class Replicas:
             data_dir=self.tmp_path / name,
             database_url=SecretStr(self.url),
             replica_id=name,
-            lease_s=LEASE_S,
-            lease_renew_s=RENEW_S,
+            lease_s=self.lease_s,
+            lease_renew_s=self.renew_s,
         )
         server = await serve(settings)
         self.servers.append(server)
