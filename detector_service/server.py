@@ -8,7 +8,7 @@ import contextlib
 import logging
 import socket
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from detector_service import alerts, backends
@@ -19,7 +19,6 @@ from detector_service.events import EventLog
 from detector_service.evidence_key import load_key
 from detector_service.health_monitor import HealthMonitor
 from detector_service.incidents.config import IncidentConfig
-from detector_service.incidents.keeping import IncidentKeeping
 from detector_service.incidents.postgres_store import (
     IncidentStoreUnavailable,
     PostgresIncidentStore,
@@ -41,6 +40,7 @@ from detector_service.recorder import Recorder
 from detector_service.recording.exports import ExportCache
 from detector_service.recording.postgres_index import RecordingIndexUnavailable
 from detector_service.redirects import OwnerRedirects
+from detector_service.replica_roles import close_left_open, review_stats, run_elsewhere
 from detector_service.rule_checker import RuleChecker
 from detector_service.service import DetectorServicer
 from detector_service.settings import DetectorSettings
@@ -62,39 +62,6 @@ log = logging.getLogger("detector_service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DetectorService"].full_name
 # Consecutive failed inference batches after which health turns NOT_SERVING.
 UNHEALTHY_AFTER_FAILURES = 3
-# How long a metrics scrape waits for the incident store to count.
-STATS_TIMEOUT_S = 5.0
-
-
-def review_stats(
-    store: IncidentKeeping, registry: SourceRegistry, ownership: Ownership | None
-) -> list[pb.IncidentStats]:
-    """The review gauges' rows. Replicas share one history, so each reports only the sources it
-    runs: summed over the replicas, a gauge counts every running source once (a removed source's
-    history, which no replica runs, is counted by none). Alone, every source in the history.
-    Scrapes wait for the store's thread, behind any writes queued first: seconds at worst."""
-    rows = store.stats().result(STATS_TIMEOUT_S)
-    if ownership is None:
-        return rows
-    running = {s.spec.id for s in registry.all()}
-    return [row for row in rows if row.source_id in running]
-
-
-def close_left_open(incidents: IncidentTracker, source_id: str, at_ns: int) -> None:
-    """A source this replica starts running may have incidents its last replica left open (it
-    died): closed at ``at_ns`` and their CLOSED events streamed, here and on the other replicas."""
-    store = incidents.store
-    if not isinstance(store, PostgresIncidentStore):
-        return
-
-    def closed(future: concurrent.futures.Future[list[pb.Incident]]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return  # logged by the store
-        for incident in future.result():
-            log.info("incident %s left open on %s: closed", incident.id, source_id)
-            incidents.closed_elsewhere(incident)
-
-    store.close_left_open(source_id, at_ns).add_done_callback(closed)
 
 
 @dataclass
@@ -360,20 +327,6 @@ async def serve(settings: DetectorSettings) -> DetectorServer:
         len(registry.all()),
     )
     return server
-
-
-def run_elsewhere(ownership: Ownership) -> Callable[[], Awaitable[frozenset[str]]]:
-    """The sources other replicas run (or are taking over) now: their retention is theirs."""
-
-    async def elsewhere() -> frozenset[str]:
-        owners = await ownership.owners()
-        return frozenset(
-            source_id
-            for source_id, owner in owners.items()
-            if owner is None or owner.replica != ownership.replica
-        )
-
-    return elsewhere
 
 
 def alert_policies(
